@@ -1,0 +1,148 @@
+//! Key derivation, randomness and digests, all from ring.
+//!
+//! One secret (`LATCHKEY_SECRET_KEY`) feeds HKDF; every purpose gets its own derived key, so
+//! a value signed for one purpose (a CSRF cookie) can never pass as another (a sign-in token).
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use ring::{digest, hkdf, hmac, rand::SecureRandom as _};
+
+use crate::secret::Secret;
+
+/// Keys derived from the one configured secret.
+#[derive(Clone)]
+pub struct Keys {
+    /// Encrypts the session cookie (actix's `Key` wants 64 bytes).
+    pub cookie: actix_web::cookie::Key,
+    /// Signs sign-in tokens.
+    pub token: hmac::Key,
+    /// Signs the pre-sign-in browser cookie (CSRF and link binding).
+    pub browser: hmac::Key,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys([redacted])")
+    }
+}
+
+struct OutputLen(usize);
+
+impl hkdf::KeyType for OutputLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+fn expand(prk: &hkdf::Prk, purpose: &[u8], len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let purposes = [purpose];
+    // `expand` only fails when asked for more than 255 * 32 bytes, far above what we use.
+    #[allow(clippy::expect_used)]
+    prk.expand(&purposes, OutputLen(len))
+        .and_then(|okm| okm.fill(&mut out))
+        .expect("HKDF output length is within bounds");
+    out
+}
+
+impl Keys {
+    pub fn derive(secret: &Secret<Vec<u8>>) -> Self {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"latchkey/v1").extract(secret.expose());
+        Self {
+            cookie: actix_web::cookie::Key::from(&expand(&prk, b"session-cookie", 64)),
+            token: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"sign-in-token", 32)),
+            browser: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"browser-cookie", 32)),
+        }
+    }
+}
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    // The system RNG failing means the OS cannot give randomness; nothing safe can continue.
+    #[allow(clippy::expect_used)]
+    ring::rand::SystemRandom::new()
+        .fill(&mut out)
+        .expect("the operating system's random number generator failed");
+    out
+}
+
+/// A uniformly random number below `bound` (rejection sampling, no modulo bias).
+pub fn random_below(bound: u32) -> u32 {
+    let zone = u32::MAX - (u32::MAX % bound);
+    loop {
+        let value = u32::from_le_bytes(random_bytes::<4>());
+        if value < zone {
+            return value % bound;
+        }
+    }
+}
+
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    digest::digest(&digest::SHA256, data).as_ref().to_vec()
+}
+
+/// The development secret: read from the data dir, or generated there once.
+pub fn load_or_create_dev_secret(data_dir: &Path) -> anyhow::Result<Secret<Vec<u8>>> {
+    let path = data_dir.join("secret_key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let bytes = hex::decode(text.trim())
+            .with_context(|| format!("{} is not hex; delete it to make a new one", path.display()))?;
+        anyhow::ensure!(bytes.len() >= 32, "{} is too short", path.display());
+        return Ok(Secret::new(bytes));
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let bytes = random_bytes::<32>().to_vec();
+    write_private_file(&path, hex::encode(&bytes).as_bytes())?;
+    log::warn!(
+        "LATCHKEY_SECRET_KEY is not set: generated a development key in {}. Set LATCHKEY_SECRET_KEY before serving anything but localhost.",
+        path.display()
+    );
+    Ok(Secret::new(bytes))
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purposes_get_different_keys() {
+        let keys = Keys::derive(&Secret::new(vec![7u8; 32]));
+        let a = hmac::sign(&keys.token, b"x");
+        let b = hmac::sign(&keys.browser, b"x");
+        assert_ne!(a.as_ref(), b.as_ref());
+        let again = Keys::derive(&Secret::new(vec![7u8; 32]));
+        assert_eq!(a.as_ref(), hmac::sign(&again.token, b"x").as_ref());
+    }
+
+    #[test]
+    fn dev_secret_is_created_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("latchkey-secret-{}", hex::encode(random_bytes::<8>())));
+        let first = load_or_create_dev_secret(&dir).unwrap();
+        let second = load_or_create_dev_secret(&dir).unwrap();
+        assert_eq!(first.expose(), second.expose());
+        assert_eq!(first.expose().len(), 32);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn random_below_stays_in_range() {
+        for _ in 0..1000 {
+            assert!(random_below(10) < 10);
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! PostgreSQL access: the pool, migrations, and the bridge from async handlers to diesel.
+
+pub mod embedded;
+pub mod migrations;
+
+use std::time::Duration;
+
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::PgConnection;
+
+use crate::middleware::availability::note_database_unavailable;
+use crate::secret::Secret;
+
+pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
+
+/// How long a request waits for a pooled connection before it is answered 503.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had (database down, pool exhausted): the client should retry.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] r2d2::Error),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    /// The blocking task was cancelled or panicked.
+    #[error("the database task did not complete")]
+    Task,
+}
+
+impl DbError {
+    /// True for failures where the database, not the request, is at fault.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Unavailable(_) | DbError::Task => true,
+            DbError::Query(diesel::result::Error::DatabaseError(kind, _)) => matches!(
+                kind,
+                diesel::result::DatabaseErrorKind::UnableToSendCommand
+                    | diesel::result::DatabaseErrorKind::ClosedConnection
+            ),
+            DbError::Query(_) => false,
+        }
+    }
+}
+
+/// The shared pool; every query from the async world goes through [`Db::run`].
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+}
+
+impl Db {
+    /// Builds the pool without connecting, so a database that is down at start-up (or later)
+    /// turns into quick 503s rather than a crash.
+    pub fn connect_lazy(url: &Secret<String>, max_size: u32) -> Self {
+        let pool = Pool::builder()
+            .max_size(max_size)
+            .min_idle(Some(0))
+            .connection_timeout(CHECKOUT_TIMEOUT)
+            // A broken connection is noticed by diesel and dropped by r2d2; a validation
+            // query per checkout would double the round trips of every request.
+            .test_on_check_out(false)
+            .build_unchecked(ConnectionManager::new(url.expose()));
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs blocking diesel work on actix's blocking thread pool, never on the executor.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        let outcome = actix_web::web::block(move || {
+            pool.get_timeout(CHECKOUT_TIMEOUT)
+                .map(|mut conn| work(&mut conn))
+        })
+        .await;
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(pool_error)) => {
+                note_database_unavailable();
+                Err(E::from(DbError::Unavailable(pool_error)))
+            }
+            Err(_) => {
+                note_database_unavailable();
+                Err(E::from(DbError::Task))
+            }
+        }
+    }
+
+    /// A blocking checkout, for the command line and background tasks outside actix.
+    pub fn get(&self) -> Result<PgConn, DbError> {
+        self.pool.get().map_err(DbError::Unavailable)
+    }
+}
+
+/// Establishes a single connection, for the command line.
+pub fn connect_once(url: &Secret<String>) -> anyhow::Result<PgConnection> {
+    use anyhow::Context as _;
+    use diesel::Connection as _;
+    PgConnection::establish(url.expose()).context("connecting to PostgreSQL (DATABASE_URL)")
+}

@@ -1,0 +1,182 @@
+//! The one place where untrusted text becomes an email address.
+
+use std::fmt;
+
+/// The longest address SMTP can carry (RFC 5321 path limit minus the angle brackets).
+pub const MAX_EMAIL_LEN: usize = 254;
+
+/// An email address in canonical form: trimmed, domain lower-cased and in punycode.
+///
+/// Two spellings of the same address (`Ann@Exämple.ORG ` and `Ann@xn--exmple-cua.org`)
+/// parse to equal values, so the canonical string is what members are looked up by.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EmailAddress(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EmailAddressError {
+    #[error("Enter an email address.")]
+    Empty,
+    #[error("That address is too long (at most 254 characters).")]
+    TooLong,
+    #[error("That address contains characters that are not allowed.")]
+    ControlCharacter,
+    #[error("That does not look like an email address (name@example.org).")]
+    Malformed,
+}
+
+impl EmailAddress {
+    pub fn parse(input: &str) -> Result<Self, EmailAddressError> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(EmailAddressError::Empty);
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(EmailAddressError::ControlCharacter);
+        }
+        if trimmed.len() > MAX_EMAIL_LEN {
+            return Err(EmailAddressError::TooLong);
+        }
+        let (local, domain) = trimmed
+            .rsplit_once('@')
+            .ok_or(EmailAddressError::Malformed)?;
+        // Address literals (`user@[10.0.0.1]`) are valid RFC 5321 but never a team address.
+        if local.is_empty() || domain.is_empty() || domain.starts_with('[') {
+            return Err(EmailAddressError::Malformed);
+        }
+        let domain = canonical_domain(domain).ok_or(EmailAddressError::Malformed)?;
+        let address =
+            lettre::Address::new(local, &domain).map_err(|_| EmailAddressError::Malformed)?;
+        let canonical = address.to_string();
+        if canonical.len() > MAX_EMAIL_LEN {
+            return Err(EmailAddressError::TooLong);
+        }
+        Ok(Self(canonical))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(_, domain)| domain)
+    }
+
+    pub fn to_lettre(&self) -> lettre::Address {
+        // Parsing above went through lettre's own validation, so this cannot fail.
+        lettre::Address::new_dangerous(
+            self.0.rsplit_once('@').map_or("", |(local, _)| local),
+            self.domain(),
+        )
+    }
+}
+
+/// Lower-cased punycode form of a domain, or `None` when it is not a valid host name.
+pub fn canonical_domain(domain: &str) -> Option<String> {
+    let domain = domain.trim().trim_end_matches('.');
+    if domain.is_empty() || domain.chars().any(char::is_control) {
+        return None;
+    }
+    let ascii = idna::domain_to_ascii_strict(domain).ok()?;
+    (!ascii.is_empty()).then_some(ascii)
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EmailAddress({})", self.0)
+    }
+}
+
+impl AsRef<str> for EmailAddress {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn canonical_form_trims_and_lowercases_the_domain() {
+        let a = EmailAddress::parse("  Ann@Example.ORG ").unwrap();
+        assert_eq!(a.as_str(), "Ann@example.org");
+        assert_eq!(a.domain(), "example.org");
+    }
+
+    #[test]
+    fn unicode_domains_become_punycode() {
+        let a = EmailAddress::parse("ann@Exämple.org").unwrap();
+        assert_eq!(a.as_str(), "ann@xn--exmple-cua.org");
+        assert_eq!(a, EmailAddress::parse("ann@xn--exmple-cua.org").unwrap());
+    }
+
+    #[test]
+    fn malformed_addresses_are_rejected() {
+        for bad in [
+            "",
+            "   ",
+            "ann",
+            "@example.org",
+            "ann@",
+            "ann@@example.org",
+            "ann@exa mple.org",
+            "ann@[10.0.0.1]",
+            "a b@example.org",
+            "ann@-example.org",
+        ] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn header_injection_is_impossible() {
+        assert_eq!(
+            EmailAddress::parse("ann@example.org\r\nBcc: eve@evil.org"),
+            Err(EmailAddressError::ControlCharacter)
+        );
+        assert_eq!(
+            EmailAddress::parse("ann\n@example.org"),
+            Err(EmailAddressError::ControlCharacter)
+        );
+    }
+
+    #[test]
+    fn length_limit_is_254() {
+        let local = "a".repeat(64);
+        let domain = format!("{}.{}.{}.org", "b".repeat(60), "c".repeat(60), "d".repeat(60));
+        let ok = format!("{local}@{domain}");
+        assert!(ok.len() <= 254, "{}", ok.len());
+        assert!(EmailAddress::parse(&ok).is_ok());
+        let too_long = format!("{}@example.org", "a".repeat(250));
+        assert_eq!(
+            EmailAddress::parse(&too_long),
+            Err(EmailAddressError::TooLong)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_output_is_clean(input in ".{0,300}") {
+            if let Ok(address) = EmailAddress::parse(&input) {
+                prop_assert!(address.as_str().len() <= MAX_EMAIL_LEN);
+                prop_assert!(!address.as_str().chars().any(char::is_control));
+                prop_assert_eq!(EmailAddress::parse(address.as_str()), Ok(address.clone()));
+            }
+        }
+
+        #[test]
+        fn simple_addresses_round_trip(local in "[a-z0-9._+-]{1,20}", domain in "[a-z]{1,20}\\.[a-z]{2,6}") {
+            prop_assume!(!local.starts_with('.') && !local.ends_with('.') && !local.contains(".."));
+            let input = format!("{local}@{domain}");
+            let parsed = EmailAddress::parse(&input).unwrap();
+            prop_assert_eq!(parsed.as_str(), input.as_str());
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Latchkey: a passwordless sign-in gateway and admin dashboard for small trusted teams.
+
+pub mod cli;
+pub mod crypto;
+pub mod db;
+pub mod domain;
+pub mod middleware;
+pub mod purge;
+pub mod routes;
+pub mod schema;
+pub mod secret;
+pub mod session_store;
+pub mod settings;
+pub mod startup;
+pub mod state;

@@ -1,0 +1,24 @@
+use clap::Parser as _;
+
+use latchkey::cli::{self, Cli};
+use latchkey::settings::Settings;
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("latchkey: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match cli::run(cli, settings).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("latchkey: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Turns "the database could not be reached" into a quick 503, wherever in the request it
+//! happened: in a handler, in the guard, or inside actix-session's store (which would
+//! otherwise answer an opaque 500).
+
+use std::cell::Cell;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::HttpResponse;
+
+tokio::task_local! {
+    static DATABASE_UNAVAILABLE: Cell<bool>;
+}
+
+/// Called by `Db::run` when no connection could be had. Outside a request it does nothing.
+pub fn note_database_unavailable() {
+    let _ = DATABASE_UNAVAILABLE.try_with(|flag| flag.set(true));
+}
+
+pub async fn database_availability(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let (result, unavailable) = DATABASE_UNAVAILABLE
+        .scope(Cell::new(false), async move {
+            let result = next.call(req).await;
+            (result, DATABASE_UNAVAILABLE.with(Cell::get))
+        })
+        .await;
+    if !unavailable {
+        return result.map(ServiceResponse::map_into_boxed_body);
+    }
+    match result {
+        Ok(res) if res.status() == StatusCode::INTERNAL_SERVER_ERROR => {
+            Ok(res.into_response(unavailable_response()))
+        }
+        Ok(res) => Ok(res.map_into_boxed_body()),
+        Err(err) => Err(InternalError::from_response(err, unavailable_response()).into()),
+    }
+}
+
+fn unavailable_response() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, "5"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .content_type("text/plain; charset=utf-8")
+        .body("Latchkey cannot reach its database right now. Try again in a few seconds.")
+}

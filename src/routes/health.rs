@@ -1,0 +1,35 @@
+use actix_web::{web, HttpResponse};
+use diesel::RunQueryDsl as _;
+
+use crate::db::DbError;
+use crate::state::AppState;
+
+/// Liveness: the process answers. Touches nothing.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("ok")
+}
+
+/// Readiness: the database answers a query.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let ping = state
+        .db
+        .run(|conn| {
+            diesel::sql_query("SELECT 1")
+                .execute(conn)
+                .map_err(DbError::from)
+        })
+        .await;
+    match ping {
+        Ok(_) => HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body("ready"),
+        Err(err) => {
+            log::warn!("readiness check failed: {err}");
+            HttpResponse::ServiceUnavailable()
+                .content_type("text/plain; charset=utf-8")
+                .body("database unavailable")
+        }
+    }
+}

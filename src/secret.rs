@@ -1,0 +1,37 @@
+//! Wrappers for values that must never be printed: `Debug` shows a placeholder.
+
+use std::fmt;
+
+/// A value that is redacted in `Debug` output, so it cannot leak through logs or panics.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// Access to the value is always explicit, so every use is easy to audit.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let secret = Secret::new("hunter2-very-secret".to_string());
+        let printed = format!("{secret:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert_eq!(secret.expose(), "hunter2-very-secret");
+    }
+}

@@ -1,0 +1,225 @@
+//! actix-session's `SessionStore`, backed by the `sessions` table.
+//!
+//! Modelled on actix-session's Redis store: `load` of a missing or expired key is `Ok(None)`,
+//! `save` generates the key, and `update` falls back to `save` under a new key when the row has
+//! gone (expired, revoked). The cookie carries the key; the table only its SHA-256 digest.
+
+use std::collections::HashMap;
+
+use actix_session::storage::{
+    generate_session_key, LoadError, SaveError, SessionKey, SessionStore, UpdateError,
+};
+use actix_web::cookie::time::Duration as CookieDuration;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use crate::crypto::sha256;
+use crate::db::{Db, DbError};
+use crate::schema::sessions;
+
+pub type SessionState = HashMap<String, String>;
+
+/// Where actix-identity keeps the signed-in member's id.
+pub const IDENTITY_KEY: &str = "actix_identity.user_id";
+/// State keys the store copies into their own columns, for the sessions page.
+pub const IP_KEY: &str = "latchkey.ip";
+pub const USER_AGENT_KEY: &str = "latchkey.user_agent";
+
+#[derive(Clone)]
+pub struct PgSessionStore {
+    db: Db,
+}
+
+impl PgSessionStore {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+/// The columns derived from a session's state.
+#[derive(AsChangeset, Insertable)]
+#[diesel(table_name = sessions, treat_none_as_null = true)]
+struct StateColumns {
+    member_id: Option<i64>,
+    state: serde_json::Value,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl StateColumns {
+    fn from_state(state: &SessionState) -> Result<Self, serde_json::Error> {
+        // actix-identity stores the id JSON-encoded ("\"42\"").
+        let member_id = match state.get(IDENTITY_KEY) {
+            Some(raw) => serde_json::from_str::<String>(raw)?.parse().ok(),
+            None => None,
+        };
+        let decoded = |key: &str| {
+            state
+                .get(key)
+                .and_then(|raw| serde_json::from_str::<String>(raw).ok())
+        };
+        Ok(Self {
+            member_id,
+            ip: decoded(IP_KEY),
+            user_agent: decoded(USER_AGENT_KEY),
+            state: serde_json::to_value(state)?,
+        })
+    }
+}
+
+fn key_digest(key: &SessionKey) -> Vec<u8> {
+    sha256(key.as_ref().as_bytes())
+}
+
+fn expiry(ttl: &CookieDuration) -> DateTime<Utc> {
+    let ttl = chrono::Duration::seconds(ttl.whole_seconds().max(0));
+    Utc::now() + ttl
+}
+
+fn other(err: impl Into<anyhow::Error>) -> anyhow::Error {
+    err.into()
+}
+
+impl PgSessionStore {
+    /// Inserts under a fresh key; shared by `save` and the fallback in `update`.
+    async fn insert(
+        &self,
+        columns: StateColumns,
+        ttl: &CookieDuration,
+    ) -> Result<SessionKey, DbError> {
+        let key = generate_session_key();
+        let digest = key_digest(&key);
+        let expires_at = expiry(ttl);
+        self.db
+            .run(move |conn| {
+                diesel::insert_into(sessions::table)
+                    .values((
+                        sessions::key_digest.eq(digest),
+                        &columns,
+                        sessions::expires_at.eq(expires_at),
+                    ))
+                    .execute(conn)
+                    .map_err(DbError::from)
+            })
+            .await?;
+        Ok(key)
+    }
+}
+
+impl SessionStore for PgSessionStore {
+    async fn load(&self, session_key: &SessionKey) -> Result<Option<SessionState>, LoadError> {
+        let digest = key_digest(session_key);
+        let state: Option<serde_json::Value> = self
+            .db
+            .run(move |conn| {
+                sessions::table
+                    .filter(sessions::key_digest.eq(digest))
+                    .filter(sessions::expires_at.gt(diesel::dsl::now))
+                    .select(sessions::state)
+                    .first(conn)
+                    .optional()
+                    .map_err(DbError::from)
+            })
+            .await
+            .map_err(|e| LoadError::Other(other(e)))?;
+        state
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| LoadError::Deserialization(other(e)))
+    }
+
+    async fn save(
+        &self,
+        session_state: SessionState,
+        ttl: &CookieDuration,
+    ) -> Result<SessionKey, SaveError> {
+        let columns = StateColumns::from_state(&session_state)
+            .map_err(|e| SaveError::Serialization(other(e)))?;
+        self.insert(columns, ttl)
+            .await
+            .map_err(|e| SaveError::Other(other(e)))
+    }
+
+    async fn update(
+        &self,
+        session_key: SessionKey,
+        session_state: SessionState,
+        ttl: &CookieDuration,
+    ) -> Result<SessionKey, UpdateError> {
+        let columns = StateColumns::from_state(&session_state)
+            .map_err(|e| UpdateError::Serialization(other(e)))?;
+        let digest = key_digest(&session_key);
+        let expires_at = expiry(ttl);
+        let columns = self
+            .db
+            .run(move |conn| {
+                let updated = diesel::update(
+                    sessions::table
+                        .filter(sessions::key_digest.eq(digest))
+                        .filter(sessions::expires_at.gt(diesel::dsl::now)),
+                )
+                .set((
+                    &columns,
+                    sessions::last_seen_at.eq(diesel::dsl::now),
+                    sessions::expires_at.eq(expires_at),
+                ))
+                .execute(conn)
+                .map_err(DbError::from)?;
+                Ok::<_, DbError>((updated == 0).then_some(columns))
+            })
+            .await
+            .map_err(|e| UpdateError::Other(other(e)))?;
+        match columns {
+            None => Ok(session_key),
+            // The row expired or was revoked meanwhile: start a new one rather than resurrect it.
+            Some(columns) => self
+                .insert(columns, ttl)
+                .await
+                .map_err(|e| UpdateError::Other(other(e))),
+        }
+    }
+
+    async fn update_ttl(
+        &self,
+        session_key: &SessionKey,
+        ttl: &CookieDuration,
+    ) -> Result<(), anyhow::Error> {
+        let digest = key_digest(session_key);
+        let expires_at = expiry(ttl);
+        self.db
+            .run(move |conn| {
+                diesel::update(
+                    sessions::table
+                        .filter(sessions::key_digest.eq(digest))
+                        .filter(sessions::expires_at.gt(diesel::dsl::now)),
+                )
+                .set((
+                    sessions::last_seen_at.eq(diesel::dsl::now),
+                    sessions::expires_at.eq(expires_at),
+                ))
+                .execute(conn)
+                .map_err(DbError::from)
+            })
+            .await
+            .map_err(other)?;
+        Ok(())
+    }
+
+    async fn delete(&self, session_key: &SessionKey) -> Result<(), anyhow::Error> {
+        let digest = key_digest(session_key);
+        self.db
+            .run(move |conn| {
+                diesel::delete(sessions::table.filter(sessions::key_digest.eq(digest)))
+                    .execute(conn)
+                    .map_err(DbError::from)
+            })
+            .await
+            .map_err(other)?;
+        Ok(())
+    }
+}
+
+/// Removes expired sessions; used by `latchkey purge` and the periodic sweeper.
+pub fn delete_expired(conn: &mut PgConnection) -> QueryResult<usize> {
+    diesel::delete(sessions::table.filter(sessions::expires_at.le(diesel::dsl::now))).execute(conn)
+}

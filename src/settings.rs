@@ -1,0 +1,479 @@
+//! Settings from the environment (and `.env`), validated once at start-up.
+//!
+//! Every setting here is listed with its default in `.env.example`; a bad value is reported
+//! as one line naming the setting, and Latchkey does not start.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use url::Url;
+
+use crate::domain::email_address::{canonical_domain, EmailAddress};
+use crate::secret::Secret;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: Option<Secret<String>>,
+    pub data_dir: PathBuf,
+    pub bind: SocketAddr,
+    pub public_url: PublicUrl,
+    /// Raw key material; `None` means "generate one in the data dir" (development only).
+    pub secret_key: Option<Secret<Vec<u8>>>,
+    pub admins: Vec<EmailAddress>,
+    pub allowed_domains: Vec<String>,
+    pub email: EmailBackend,
+    pub email_from: lettre::message::Mailbox,
+    pub link_ttl: Duration,
+    pub link_binding: LinkBinding,
+    pub session_idle: Duration,
+    pub session_max: Duration,
+    pub login_rate: Rate,
+    pub email_rate: Rate,
+    pub trusted_proxies: Vec<IpNet>,
+    pub audit_retention: Duration,
+}
+
+/// The base for every link Latchkey writes; never taken from a request's `Host` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(Url);
+
+impl PublicUrl {
+    pub fn is_https(&self) -> bool {
+        self.0.scheme() == "https"
+    }
+
+    pub fn is_loopback(&self) -> bool {
+        match self.0.host() {
+            Some(url::Host::Domain(domain)) => domain == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        }
+    }
+
+    /// `path` must start with `/`; the result is the public base followed by it.
+    pub fn join(&self, path_and_query: &str) -> String {
+        format!(
+            "{}{}",
+            self.0.as_str().trim_end_matches('/'),
+            path_and_query
+        )
+    }
+
+    pub fn origin(&self) -> String {
+        self.0.origin().ascii_serialization()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailBackend {
+    Console,
+    File(PathBuf),
+    /// The URL may hold SMTP credentials, so it is kept secret.
+    Smtp(Secret<Url>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkBinding {
+    Browser,
+    Any,
+}
+
+/// `count` requests per `per`, with a burst of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// The time it takes for one request's allowance to come back.
+    pub fn replenish_interval(&self) -> Duration {
+        self.per / self.count
+    }
+}
+
+/// One line naming the setting and what is wrong with it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{name}: {problem}")]
+pub struct SettingsError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+fn invalid(name: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError {
+        name,
+        problem: problem.into(),
+    }
+}
+
+const MAX_LINK_TTL: Duration = Duration::from_secs(60 * 60);
+
+impl Settings {
+    /// Reads `.env` (if present) into the environment, then the environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        // A missing .env is normal; a malformed one is worth stopping for.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(err) if err.not_found() => {}
+            Err(err) => return Err(invalid(".env", err.to_string())),
+        }
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds settings from any source of variables, so tests need not touch the process env.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |name: &str| {
+            lookup(name)
+                .map(|value| value.trim().to_string())
+                .filter(|value| !value.is_empty())
+        };
+
+        let database_url = get("DATABASE_URL").map(Secret::new);
+        let data_dir = PathBuf::from(
+            get("LATCHKEY_DATA_DIR").unwrap_or_else(|| "./.latchkey".to_string()),
+        );
+        let bind_text = get("LATCHKEY_BIND").unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let bind = parse_bind(&bind_text).map_err(|p| invalid("LATCHKEY_BIND", p))?;
+        let public_url = match get("LATCHKEY_PUBLIC_URL") {
+            Some(text) => parse_public_url(&text).map_err(|p| invalid("LATCHKEY_PUBLIC_URL", p))?,
+            None => parse_public_url(&format!("http://{bind_text}"))
+                .map_err(|p| invalid("LATCHKEY_BIND", p))?,
+        };
+        let secret_key = match get("LATCHKEY_SECRET_KEY") {
+            Some(text) => Some(Secret::new(
+                parse_secret_key(&text).map_err(|p| invalid("LATCHKEY_SECRET_KEY", p))?,
+            )),
+            None if public_url.is_loopback() => None,
+            None => {
+                return Err(invalid(
+                    "LATCHKEY_SECRET_KEY",
+                    "required when LATCHKEY_PUBLIC_URL is not localhost (at least 32 bytes, hex or base64; `openssl rand -hex 32` makes one)",
+                ))
+            }
+        };
+        let admins = match get("LATCHKEY_ADMINS") {
+            Some(text) => parse_list(&text)
+                .map_err(|p| invalid("LATCHKEY_ADMINS", p))?
+                .iter()
+                .map(|item| {
+                    EmailAddress::parse(item)
+                        .map_err(|e| invalid("LATCHKEY_ADMINS", format!("{item:?}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let allowed_domains = match get("LATCHKEY_ALLOWED_DOMAINS") {
+            Some(text) => parse_list(&text)
+                .map_err(|p| invalid("LATCHKEY_ALLOWED_DOMAINS", p))?
+                .iter()
+                .map(|item| {
+                    canonical_domain(item.trim_start_matches('@')).ok_or_else(|| {
+                        invalid(
+                            "LATCHKEY_ALLOWED_DOMAINS",
+                            format!("{item:?} is not a domain name"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let email = parse_email_backend(&get("LATCHKEY_EMAIL").unwrap_or_else(|| "console".into()))
+            .map_err(|p| invalid("LATCHKEY_EMAIL", p))?;
+        let email_from = get("LATCHKEY_EMAIL_FROM")
+            .unwrap_or_else(|| "Latchkey <no-reply@localhost>".into())
+            .parse::<lettre::message::Mailbox>()
+            .map_err(|e| invalid("LATCHKEY_EMAIL_FROM", format!("not a mailbox: {e}")))?;
+
+        let duration = |name: &'static str, default: &str| {
+            parse_duration(&get(name).unwrap_or_else(|| default.to_string()))
+                .map_err(|p| invalid(name, p))
+        };
+        let link_ttl = duration("LATCHKEY_LINK_TTL", "10m")?;
+        if link_ttl > MAX_LINK_TTL {
+            return Err(invalid("LATCHKEY_LINK_TTL", "must be at most 60m"));
+        }
+        let link_binding = match get("LATCHKEY_LINK_BINDING").as_deref() {
+            None | Some("browser") => LinkBinding::Browser,
+            Some("any") => LinkBinding::Any,
+            Some(other) => {
+                return Err(invalid(
+                    "LATCHKEY_LINK_BINDING",
+                    format!("must be `browser` or `any`, not {other:?}"),
+                ))
+            }
+        };
+        let session_idle = duration("LATCHKEY_SESSION_IDLE", "30m")?;
+        let session_max = duration("LATCHKEY_SESSION_MAX", "12h")?;
+        if session_idle > session_max {
+            return Err(invalid(
+                "LATCHKEY_SESSION_IDLE",
+                "must not be longer than LATCHKEY_SESSION_MAX",
+            ));
+        }
+        let rate = |name: &'static str, default: &str| {
+            parse_rate(&get(name).unwrap_or_else(|| default.to_string()))
+                .map_err(|p| invalid(name, p))
+        };
+        let login_rate = rate("LATCHKEY_LOGIN_RATE", "5/min")?;
+        let email_rate = rate("LATCHKEY_EMAIL_RATE", "3/15m")?;
+        let trusted_proxies = match get("LATCHKEY_TRUSTED_PROXIES") {
+            Some(text) => parse_list(&text)
+                .map_err(|p| invalid("LATCHKEY_TRUSTED_PROXIES", p))?
+                .iter()
+                .map(|item| parse_cidr(item).map_err(|p| invalid("LATCHKEY_TRUSTED_PROXIES", p)))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let audit_retention = duration("LATCHKEY_AUDIT_RETENTION", "400d")?;
+
+        Ok(Self {
+            database_url,
+            data_dir,
+            bind,
+            public_url,
+            secret_key,
+            admins,
+            allowed_domains,
+            email,
+            email_from,
+            link_ttl,
+            link_binding,
+            session_idle,
+            session_max,
+            login_rate,
+            email_rate,
+            trusted_proxies,
+            audit_retention,
+        })
+    }
+}
+
+fn parse_bind(text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not host:port ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} does not resolve to an address"))
+}
+
+fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
+    let url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{text:?} must start with http:// or https://"));
+    }
+    if url.host().is_none() {
+        return Err(format!("{text:?} has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!(
+            "{text:?} must be a plain base URL (no user, query or fragment)"
+        ));
+    }
+    Ok(PublicUrl(url))
+}
+
+fn parse_secret_key(text: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let bytes = hex::decode(text)
+        .ok()
+        .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
+        .or_else(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok())
+        .ok_or("must be hex or base64")?;
+    if bytes.len() < 32 {
+        return Err(format!("must be at least 32 bytes, got {}", bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// A JSON list (`["a","b"]`) or a comma-separated list.
+fn parse_list(text: &str) -> Result<Vec<String>, String> {
+    let items: Vec<String> = if text.starts_with('[') {
+        serde_json::from_str(text).map_err(|e| format!("not a JSON list of strings ({e})"))?
+    } else {
+        text.split(',').map(str::to_string).collect()
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_string())
+        .filter(|item| !item.is_empty())
+        .collect())
+}
+
+fn parse_email_backend(text: &str) -> Result<EmailBackend, String> {
+    if text == "console" {
+        return Ok(EmailBackend::Console);
+    }
+    if let Some(dir) = text.strip_prefix("file:") {
+        if dir.is_empty() {
+            return Err("`file:` needs a directory, as in file:./mail".into());
+        }
+        return Ok(EmailBackend::File(PathBuf::from(dir)));
+    }
+    // Never echo the URL: it may carry a password.
+    let url = Url::parse(text).map_err(|_| {
+        "must be `console`, `file:DIR`, or smtp://host:port / smtps://host:port".to_string()
+    })?;
+    if !matches!(url.scheme(), "smtp" | "smtps") {
+        return Err("an email URL must start with smtp:// or smtps://".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the SMTP URL has no host".into());
+    }
+    for (key, value) in url.query_pairs() {
+        match (key.as_ref(), value.as_ref()) {
+            ("tls", "none") if url.scheme() == "smtp" => {}
+            ("tls", "required") => {}
+            _ => {
+                return Err(format!(
+                    "unknown SMTP URL option `{key}={value}` (only ?tls=none, for local sinks)"
+                ))
+            }
+        }
+    }
+    Ok(EmailBackend::Smtp(Secret::new(url)))
+}
+
+/// `90s`, `10m`, `12h`, `7d` (and anything else humantime reads, such as `1h 30m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|_| format!("{text:?} is not a duration (write 90s, 10m, 12h or 7d)"))?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}
+
+/// `N/DURATION`, where a bare unit means one of it (`5/min` is `5/1m`).
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
+    let bad = || format!("{text:?} is not a rate (write N/DURATION, as in 5/min or 3/15m)");
+    let (count, per) = text.split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    if count == 0 {
+        return Err("the count must be at least 1".into());
+    }
+    let per = per.trim();
+    let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+        parse_duration(per)
+    } else {
+        parse_duration(&format!("1{per}"))
+    }
+    .map_err(|_| bad())?;
+    Ok(Rate { count, per })
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    text.parse::<IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not a CIDR (write 10.0.0.0/8 or 192.0.2.1)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_settings() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.public_url.join("/x"), "http://127.0.0.1:8080/x");
+        assert!(s.secret_key.is_none());
+        assert_eq!(s.link_ttl, Duration::from_secs(600));
+        assert_eq!(s.login_rate, Rate { count: 5, per: Duration::from_secs(60) });
+        assert_eq!(s.email_rate, Rate { count: 3, per: Duration::from_secs(900) });
+        assert_eq!(s.audit_retention, Duration::from_secs(400 * 86400));
+        assert_eq!(s.email, EmailBackend::Console);
+        assert_eq!(s.link_binding, LinkBinding::Browser);
+    }
+
+    #[test]
+    fn a_public_host_requires_a_secret_key() {
+        let err = settings(&[("LATCHKEY_PUBLIC_URL", "https://login.example.org")]).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_SECRET_KEY");
+        let key = "ab".repeat(32);
+        let s = settings(&[
+            ("LATCHKEY_PUBLIC_URL", "https://login.example.org"),
+            ("LATCHKEY_SECRET_KEY", &key),
+        ])
+        .unwrap();
+        assert!(s.public_url.is_https());
+        assert_eq!(s.secret_key.unwrap().expose().len(), 32);
+    }
+
+    #[test]
+    fn short_secret_keys_are_refused() {
+        let err = settings(&[("LATCHKEY_SECRET_KEY", "abcd")]).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_SECRET_KEY");
+        assert!(err.to_string().starts_with("LATCHKEY_SECRET_KEY: "));
+    }
+
+    #[test]
+    fn admins_accept_json_and_commas_in_canonical_form() {
+        let s = settings(&[("LATCHKEY_ADMINS", r#"["a@X.org", " b@y.org"]"#)]).unwrap();
+        let admins: Vec<_> = s.admins.iter().map(EmailAddress::as_str).collect();
+        assert_eq!(admins, ["a@x.org", "b@y.org"]);
+        let s = settings(&[("LATCHKEY_ADMINS", "a@x.org, b@Y.org")]).unwrap();
+        assert_eq!(s.admins[1].as_str(), "b@y.org");
+        let err = settings(&[("LATCHKEY_ADMINS", "not-an-address")]).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_ADMINS");
+    }
+
+    #[test]
+    fn link_ttl_is_capped_at_an_hour() {
+        assert!(settings(&[("LATCHKEY_LINK_TTL", "60m")]).is_ok());
+        let err = settings(&[("LATCHKEY_LINK_TTL", "61m")]).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_LINK_TTL");
+        let err = settings(&[("LATCHKEY_LINK_TTL", "soon")]).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_LINK_TTL");
+    }
+
+    #[test]
+    fn rates_and_durations_parse() {
+        assert_eq!(parse_rate("5/min").unwrap().per, Duration::from_secs(60));
+        assert_eq!(parse_rate("3/15m").unwrap().per, Duration::from_secs(900));
+        assert_eq!(parse_rate("100/1s").unwrap().count, 100);
+        assert!(parse_rate("0/min").is_err());
+        assert!(parse_rate("five/min").is_err());
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn email_backends() {
+        let s = settings(&[("LATCHKEY_EMAIL", "file:/tmp/mail")]).unwrap();
+        assert_eq!(s.email, EmailBackend::File("/tmp/mail".into()));
+        assert!(matches!(
+            settings(&[("LATCHKEY_EMAIL", "smtp://127.0.0.1:2525?tls=none")]).unwrap().email,
+            EmailBackend::Smtp(_)
+        ));
+        assert!(settings(&[("LATCHKEY_EMAIL", "smtps://u:p@mail.example.org:465")]).is_ok());
+        assert!(settings(&[("LATCHKEY_EMAIL", "smtps://mail.example.org?tls=none")]).is_err());
+        let err = settings(&[("LATCHKEY_EMAIL", "http://u:hunter2@x")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs() {
+        let s = settings(&[("LATCHKEY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1")]).unwrap();
+        assert_eq!(s.trusted_proxies.len(), 2);
+        assert!(settings(&[("LATCHKEY_TRUSTED_PROXIES", "10.0.0.0/33")]).is_err());
+    }
+
+    #[test]
+    fn idle_cannot_exceed_max() {
+        let err = settings(&[("LATCHKEY_SESSION_IDLE", "13h")]).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_SESSION_IDLE");
+    }
+}

@@ -1,0 +1,148 @@
+//! The one place where the database, the keys, the middleware and the routes are wired.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{from_fn, Logger};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+
+use crate::crypto::{load_or_create_dev_secret, Keys};
+use crate::db::embedded::EmbeddedPostgres;
+use crate::db::{self, Db};
+use crate::middleware::availability::database_availability;
+use crate::middleware::security_headers::security_headers;
+use crate::routes;
+use crate::secret::Secret;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+/// Connections per process; a small team's traffic never needs more, and PostgreSQL's
+/// default of 100 connections leaves room for several instances.
+const POOL_SIZE: u32 = 16;
+const SWEEP_INTERVAL: Duration = Duration::from_secs(300);
+/// The access log: the path without its query string (a sign-in token travels in one).
+const ACCESS_LOG_FORMAT: &str = r#"%a "%{method}xi %U" %s %b %Dms "%{User-Agent}i""#;
+
+/// Where the data lives: the configured server, or a private cluster this process runs.
+pub struct Database {
+    pub url: Secret<String>,
+    /// Kept alive for as long as Latchkey runs; dropping it stops the cluster.
+    pub embedded: Option<EmbeddedPostgres>,
+}
+
+/// Blocking: may create and start a PostgreSQL cluster.
+pub fn open_database(settings: &Settings) -> anyhow::Result<Database> {
+    match &settings.database_url {
+        Some(url) => Ok(Database {
+            url: url.clone(),
+            embedded: None,
+        }),
+        None => {
+            let cluster = EmbeddedPostgres::start(&settings.data_dir)?;
+            Ok(Database {
+                url: cluster.database_url(),
+                embedded: Some(cluster),
+            })
+        }
+    }
+}
+
+/// The configured secret, or (for a localhost URL only, as settings enforce) the generated one.
+pub fn resolve_secret(settings: &Settings) -> anyhow::Result<Secret<Vec<u8>>> {
+    match &settings.secret_key {
+        Some(secret) => Ok(secret.clone()),
+        None => load_or_create_dev_secret(&settings.data_dir),
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    database: Database,
+}
+
+impl Application {
+    /// Opens the database, applies pending migrations, and binds `LATCHKEY_BIND`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.bind)
+            .with_context(|| format!("LATCHKEY_BIND: cannot listen on {}", settings.bind))?;
+        let prepared = settings.clone();
+        let database = web::block(move || {
+            let database = open_database(&prepared)?;
+            let mut conn = db::connect_once(&database.url)?;
+            for name in db::migrations::run_pending(&mut conn)? {
+                log::info!("applied migration {name}");
+            }
+            Ok::<_, anyhow::Error>(database)
+        })
+        .await
+        .context("preparing the database")??;
+        Self::build_on(settings, database, listener)
+    }
+
+    /// Serves on an already bound listener (tests bind port 0) with a prepared database.
+    pub fn build_on(
+        settings: Settings,
+        database: Database,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        let port = listener.local_addr()?.port();
+        let keys = Keys::derive(&resolve_secret(&settings)?);
+        let db = Db::connect_lazy(&database.url, POOL_SIZE);
+        spawn_sweeper(db.clone());
+
+        let https = settings.public_url.is_https();
+        let state = web::Data::new(AppState { settings, db, keys });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(routes::configure)
+                .wrap(from_fn(database_availability))
+                .wrap(security_headers(https))
+                .wrap(
+                    Logger::new(ACCESS_LOG_FORMAT)
+                        .custom_request_replace("method", |req| req.method().to_string()),
+                )
+        })
+        .listen(listener)?
+        .shutdown_timeout(10)
+        .run();
+        Ok(Self {
+            port,
+            server,
+            database,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGINT/SIGTERM, drains requests, then stops a private cluster if any.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Self {
+            server, database, ..
+        } = self;
+        let result = server.await;
+        if let Some(mut cluster) = database.embedded {
+            web::block(move || cluster.stop()).await.ok();
+        }
+        result
+    }
+}
+
+/// Expired rows are invisible to every query already; this only keeps the table small.
+fn spawn_sweeper(db: Db) {
+    actix_web::rt::spawn(async move {
+        let mut interval = actix_web::rt::time::interval(SWEEP_INTERVAL);
+        loop {
+            interval.tick().await;
+            match db.run(crate::purge::delete_expired_transient).await {
+                Ok(counts) => log::debug!("swept {counts}"),
+                Err(err) => log::warn!("sweeping expired sessions: {err}"),
+            }
+        }
+    });
+}

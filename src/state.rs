@@ -1,0 +1,11 @@
+//! What every handler can reach: built once at start-up, shared by all workers.
+
+use crate::crypto::Keys;
+use crate::db::Db;
+use crate::settings::Settings;
+
+pub struct AppState {
+    pub settings: Settings,
+    pub db: Db,
+    pub keys: Keys,
+}
