@@ -7,7 +7,11 @@ use crate::settings::Settings;
 use crate::startup::{open_database, Application, Database};
 
 #[derive(Debug, Parser)]
-#[command(name = "latchkey", version, about = "Passwordless sign-in gateway for small teams")]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Passwordless sign-in gateway for small teams"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -35,11 +39,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             app.run_until_stopped().await?;
             Ok(())
         }
-        command => {
-            actix_web::web::block(move || run_offline(command, &settings))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-        }
+        command => actix_web::web::block(move || run_offline(command, &settings))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
     }
 }
 

@@ -86,8 +86,9 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
 pub fn load_or_create_dev_secret(data_dir: &Path) -> anyhow::Result<Secret<Vec<u8>>> {
     let path = data_dir.join("secret_key");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        let bytes = hex::decode(text.trim())
-            .with_context(|| format!("{} is not hex; delete it to make a new one", path.display()))?;
+        let bytes = hex::decode(text.trim()).with_context(|| {
+            format!("{} is not hex; delete it to make a new one", path.display())
+        })?;
         anyhow::ensure!(bytes.len() >= 32, "{} is too short", path.display());
         return Ok(Secret::new(bytes));
     }
@@ -131,7 +132,10 @@ mod tests {
 
     #[test]
     fn dev_secret_is_created_once_and_reused() {
-        let dir = std::env::temp_dir().join(format!("latchkey-secret-{}", hex::encode(random_bytes::<8>())));
+        let dir = std::env::temp_dir().join(format!(
+            "latchkey-secret-{}",
+            hex::encode(random_bytes::<8>())
+        ));
         let first = load_or_create_dev_secret(&dir).unwrap();
         let second = load_or_create_dev_secret(&dir).unwrap();
         assert_eq!(first.expose(), second.expose());

@@ -133,9 +133,8 @@ impl Settings {
         };
 
         let database_url = get("DATABASE_URL").map(Secret::new);
-        let data_dir = PathBuf::from(
-            get("LATCHKEY_DATA_DIR").unwrap_or_else(|| "./.latchkey".to_string()),
-        );
+        let data_dir =
+            PathBuf::from(get("LATCHKEY_DATA_DIR").unwrap_or_else(|| "./.latchkey".to_string()));
         let bind_text = get("LATCHKEY_BIND").unwrap_or_else(|| "127.0.0.1:8080".to_string());
         let bind = parse_bind(&bind_text).map_err(|p| invalid("LATCHKEY_BIND", p))?;
         let public_url = match get("LATCHKEY_PUBLIC_URL") {
@@ -280,7 +279,11 @@ fn parse_secret_key(text: &str) -> Result<Vec<u8>, String> {
     let bytes = hex::decode(text)
         .ok()
         .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
-        .or_else(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok())
+        .or_else(|| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(text)
+                .ok()
+        })
         .ok_or("must be hex or base64")?;
     if bytes.len() < 32 {
         return Err(format!("must be at least 32 bytes, got {}", bytes.len()));
@@ -390,8 +393,20 @@ mod tests {
         assert_eq!(s.public_url.join("/x"), "http://127.0.0.1:8080/x");
         assert!(s.secret_key.is_none());
         assert_eq!(s.link_ttl, Duration::from_secs(600));
-        assert_eq!(s.login_rate, Rate { count: 5, per: Duration::from_secs(60) });
-        assert_eq!(s.email_rate, Rate { count: 3, per: Duration::from_secs(900) });
+        assert_eq!(
+            s.login_rate,
+            Rate {
+                count: 5,
+                per: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(
+            s.email_rate,
+            Rate {
+                count: 3,
+                per: Duration::from_secs(900)
+            }
+        );
         assert_eq!(s.audit_retention, Duration::from_secs(400 * 86400));
         assert_eq!(s.email, EmailBackend::Console);
         assert_eq!(s.link_binding, LinkBinding::Browser);
@@ -445,7 +460,10 @@ mod tests {
         assert_eq!(parse_rate("100/1s").unwrap().count, 100);
         assert!(parse_rate("0/min").is_err());
         assert!(parse_rate("five/min").is_err());
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("0s").is_err());
     }
@@ -455,7 +473,9 @@ mod tests {
         let s = settings(&[("LATCHKEY_EMAIL", "file:/tmp/mail")]).unwrap();
         assert_eq!(s.email, EmailBackend::File("/tmp/mail".into()));
         assert!(matches!(
-            settings(&[("LATCHKEY_EMAIL", "smtp://127.0.0.1:2525?tls=none")]).unwrap().email,
+            settings(&[("LATCHKEY_EMAIL", "smtp://127.0.0.1:2525?tls=none")])
+                .unwrap()
+                .email,
             EmailBackend::Smtp(_)
         ));
         assert!(settings(&[("LATCHKEY_EMAIL", "smtps://u:p@mail.example.org:465")]).is_ok());

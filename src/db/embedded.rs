@@ -246,17 +246,24 @@ impl Drop for EmbeddedPostgres {
     }
 }
 
-/// `initdb` and `pg_ctl` on the PATH, or the newest Debian-style install.
 fn find_bin_dir() -> Option<PathBuf> {
+    find_bin_dir_in(
+        std::env::var_os("PATH").as_deref(),
+        Path::new("/usr/lib/postgresql"),
+    )
+}
+
+/// `initdb` and `pg_ctl` on the PATH, or the newest Debian-style install under `versions_root`.
+fn find_bin_dir_in(path: Option<&OsStr>, versions_root: &Path) -> Option<PathBuf> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(path) = std::env::var_os("PATH") {
+    if let Some(path) = path {
         if let Some(dir) = std::env::split_paths(&path).find(|dir| has_both(dir)) {
             // Resolve symlinks so sibling binaries (postgres itself) are found by pg_ctl.
             let initdb = dir.join("initdb").canonicalize().ok()?;
             return initdb.parent().map(Path::to_path_buf);
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(versions_root)
         .ok()?
         .filter_map(Result::ok)
         .filter_map(|entry| {
@@ -299,4 +306,43 @@ fn free_port() -> Result<u16, EmbeddedError> {
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .map_err(|e| step_error("finding a free port", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_binaries_anywhere_is_reported_with_what_to_do() {
+        let empty = std::env::temp_dir();
+        assert_eq!(
+            find_bin_dir_in(Some(OsStr::new("/nonexistent")), &empty.join("nothing")),
+            None
+        );
+        let message = EmbeddedError::NotInstalled.to_string();
+        assert!(
+            message.contains("apt-get install -y postgresql"),
+            "{message}"
+        );
+        assert!(message.contains("DATABASE_URL"), "{message}");
+    }
+
+    #[test]
+    fn the_newest_installed_version_is_chosen() {
+        let root = std::env::temp_dir().join(format!(
+            "latchkey-pgroot-{}",
+            hex::encode(crate::crypto::random_bytes::<6>())
+        ));
+        for version in ["9", "15", "13"] {
+            let bin = root.join(version).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("initdb"), b"").unwrap();
+            std::fs::write(bin.join("pg_ctl"), b"").unwrap();
+        }
+        assert_eq!(
+            find_bin_dir_in(None, &root),
+            Some(root.join("15").join("bin"))
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

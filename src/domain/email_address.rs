@@ -150,7 +150,12 @@ mod tests {
     #[test]
     fn length_limit_is_254() {
         let local = "a".repeat(64);
-        let domain = format!("{}.{}.{}.org", "b".repeat(60), "c".repeat(60), "d".repeat(60));
+        let domain = format!(
+            "{}.{}.{}.org",
+            "b".repeat(60),
+            "c".repeat(60),
+            "d".repeat(60)
+        );
         let ok = format!("{local}@{domain}");
         assert!(ok.len() <= 254, "{}", ok.len());
         assert!(EmailAddress::parse(&ok).is_ok());

@@ -1,0 +1,55 @@
+use crate::helpers::spawn_app;
+
+#[actix_web::test]
+async fn healthz_answers_without_the_database() {
+    let app = spawn_app().await;
+    let res = app.get("/healthz").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "ok");
+}
+
+#[actix_web::test]
+async fn readyz_answers_200_when_the_database_is_reachable() {
+    let app = spawn_app().await;
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), 200);
+}
+
+#[actix_web::test]
+async fn readyz_answers_503_quickly_when_the_database_is_gone() {
+    let app = spawn_app_with_unreachable_database().await;
+    let started = std::time::Instant::now();
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), 503);
+    // Not a timing test of speed: only that the pool does not hang for its full default (30 s).
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[actix_web::test]
+async fn every_response_carries_the_security_headers() {
+    let app = spawn_app().await;
+    for path in ["/healthz", "/readyz", "/no-such-page"] {
+        let res = app.get(path).await;
+        let csp = res.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(res.headers()["referrer-policy"], "no-referrer");
+        assert!(res.headers().get("strict-transport-security").is_none());
+    }
+}
+
+async fn spawn_app_with_unreachable_database() -> crate::helpers::TestApp {
+    // A port nothing listens on: the pool can never get a connection.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    crate::helpers::spawn_app_with(move |vars| {
+        vars.insert(
+            "DATABASE_URL".into(),
+            format!("postgres://postgres@127.0.0.1:{port}/nothing"),
+        );
+    })
+    .await
+}

@@ -1,0 +1,278 @@
+//! `spawn_app()` and friends: each test gets its own database, copied from a migrated
+//! template, and the real application listening on a free port.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::OnceLock;
+
+use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
+use latchkey::db::embedded::EmbeddedPostgres;
+use latchkey::db::{self, Db};
+use latchkey::secret::Secret;
+use latchkey::settings::Settings;
+use latchkey::startup::{Application, Database};
+
+/// The server the tests use: the one on 127.0.0.1:5432 when it answers, else a private one.
+struct TestServer {
+    base: String,
+    _private: Option<EmbeddedPostgres>,
+}
+
+fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        if let Ok(url) = std::env::var("LATCHKEY_TEST_POSTGRES") {
+            return TestServer {
+                base: url.trim_end_matches('/').to_string(),
+                _private: None,
+            };
+        }
+        if std::net::TcpStream::connect("127.0.0.1:5432").is_ok() {
+            return TestServer {
+                base: "postgres://postgres@127.0.0.1:5432".into(),
+                _private: None,
+            };
+        }
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-postgres");
+        let cluster = EmbeddedPostgres::start(&dir).expect("starting a private PostgreSQL");
+        let url = cluster.url_for("postgres");
+        let base = url.expose().trim_end_matches("/postgres").to_string();
+        TestServer {
+            base,
+            _private: Some(cluster),
+        }
+    })
+}
+
+pub fn database_url(name: &str) -> Secret<String> {
+    Secret::new(format!("{}/{name}", server().base))
+}
+
+fn admin_connection() -> PgConnection {
+    PgConnection::establish(database_url("postgres").expose()).expect("connecting to PostgreSQL")
+}
+
+/// The template's name changes whenever a migration changes, so a stale one is never used.
+fn template_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut entries: Vec<_> = walk(&root);
+        entries.sort();
+        let mut all = Vec::new();
+        for path in entries {
+            all.extend_from_slice(path.to_string_lossy().as_bytes());
+            all.extend(std::fs::read(&path).expect("reading a migration"));
+        }
+        let digest = latchkey::crypto::sha256(&all);
+        format!("latchkey_tpl_{}", hex::encode(&digest[..8]))
+    })
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("reading migrations") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn database_exists(conn: &mut PgConnection, name: &str) -> bool {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count: Count = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM pg_database WHERE datname = '{name}'"
+    ))
+    .get_result(conn)
+    .expect("querying pg_database");
+    count.n > 0
+}
+
+/// Creates the migrated template once, across all test processes (an advisory lock
+/// serialises the first creation).
+fn ensure_template() -> &'static str {
+    static READY: OnceLock<()> = OnceLock::new();
+    let name = template_name();
+    READY.get_or_init(|| {
+        let mut conn = admin_connection();
+        diesel::sql_query("SELECT pg_advisory_lock(727274)")
+            .execute(&mut conn)
+            .expect("locking");
+        if !database_exists(&mut conn, name) {
+            let building = format!("{name}_building");
+            diesel::sql_query(format!("DROP DATABASE IF EXISTS {building}"))
+                .execute(&mut conn)
+                .expect("dropping a half-built template");
+            diesel::sql_query(format!("CREATE DATABASE {building}"))
+                .execute(&mut conn)
+                .expect("creating the template");
+            {
+                let mut tpl = PgConnection::establish(database_url(&building).expose())
+                    .expect("connecting to the template");
+                db::migrations::run_pending(&mut tpl).expect("migrating the template");
+            }
+            diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {name}"))
+                .execute(&mut conn)
+                .expect("publishing the template");
+        }
+        diesel::sql_query("SELECT pg_advisory_unlock(727274)")
+            .execute(&mut conn)
+            .expect("unlocking");
+    });
+    name
+}
+
+/// A database of its own for one test, dropped when the guard is.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: Secret<String>,
+}
+
+impl TestDatabase {
+    /// A copy of the migrated template.
+    pub fn migrated() -> Self {
+        let template = ensure_template();
+        Self::create(Some(template))
+    }
+
+    /// An empty database, for migration tests.
+    pub fn empty() -> Self {
+        Self::create(None)
+    }
+
+    fn create(template: Option<&str>) -> Self {
+        let name = format!(
+            "latchkey_test_{}",
+            hex::encode(latchkey::crypto::random_bytes::<8>())
+        );
+        let mut conn = admin_connection();
+        let sql = match template {
+            Some(template) => format!("CREATE DATABASE {name} TEMPLATE {template}"),
+            None => format!("CREATE DATABASE {name}"),
+        };
+        // Copies from one template cannot run at the same moment; retry briefly.
+        let mut attempts = 0;
+        loop {
+            match diesel::sql_query(&sql).execute(&mut conn) {
+                Ok(_) => break,
+                Err(e) if attempts < 50 => {
+                    attempts += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => panic!("creating {name}: {e}"),
+            }
+        }
+        let url = database_url(&name);
+        Self { name, url }
+    }
+
+    pub fn connect(&self) -> PgConnection {
+        PgConnection::establish(self.url.expose()).expect("connecting to the test database")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop may run inside an async test; do the blocking work on a plain thread.
+        let _ = std::thread::spawn(move || {
+            let mut conn = admin_connection();
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn);
+        })
+        .join();
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub db: Db,
+    pub database: TestDatabase,
+    pub client: reqwest::Client,
+}
+
+/// Settings every test starts from; a test overrides what it is about.
+pub fn base_settings(port: u16, database: &TestDatabase) -> HashMap<String, String> {
+    HashMap::from([
+        ("DATABASE_URL".into(), database.url.expose().clone()),
+        ("LATCHKEY_BIND".into(), format!("127.0.0.1:{port}")),
+        (
+            "LATCHKEY_PUBLIC_URL".into(),
+            format!("http://127.0.0.1:{port}"),
+        ),
+        (
+            "LATCHKEY_SECRET_KEY".into(),
+            hex::encode(latchkey::crypto::random_bytes::<32>()),
+        ),
+    ])
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    init_test_log();
+    let database = TestDatabase::migrated();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
+    let port = listener.local_addr().unwrap().port();
+    let mut vars = base_settings(port, &database);
+    configure(&mut vars);
+    let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid settings");
+    let app = Application::build_on(
+        settings.clone(),
+        Database {
+            url: settings
+                .database_url
+                .clone()
+                .expect("tests always set DATABASE_URL"),
+            embedded: None,
+        },
+        listener,
+    )
+    .expect("building the app");
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        db: Db::connect_lazy(&database.url, 4),
+        database,
+        client,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("GET")
+    }
+}
+
+fn init_test_log() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = env_logger::builder().is_test(true).try_init();
+        }
+    });
+}

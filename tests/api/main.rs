@@ -1,0 +1,10 @@
+//! Integration tests: the real app on port 0, a fresh PostgreSQL database per test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod embedded;
+mod health;
+mod migrations;
+mod session_store;
