@@ -1,6 +1,39 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    login_audit (id) {
+        id -> Int8,
+        occurred_at -> Timestamptz,
+        event -> Text,
+        email -> Nullable<Text>,
+        ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        actor -> Nullable<Text>,
+        detail -> Text,
+        request_id -> Nullable<Int8>,
+        prev_hash -> Bytea,
+        hash -> Bytea,
+    }
+}
+
+diesel::table! {
+    login_audit_chain (singleton) {
+        singleton -> Bool,
+        head_hash -> Bytea,
+        start_prev_hash -> Bytea,
+    }
+}
+
+diesel::table! {
+    member_browsers (member_id, browser_digest) {
+        member_id -> Int8,
+        browser_digest -> Bytea,
+        first_seen_at -> Timestamptz,
+        last_seen_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     members (id) {
         id -> Int8,
         email -> Text,
@@ -25,6 +58,36 @@ diesel::table! {
     }
 }
 
-diesel::joinable!(sessions -> members (member_id));
+diesel::table! {
+    sign_in_requests (id) {
+        id -> Int8,
+        member_id -> Int8,
+        token_digest -> Bytea,
+        code_digest -> Bytea,
+        browser_digest -> Nullable<Bytea>,
+        approval_number -> Int2,
+        code_failures -> Int2,
+        next_path -> Text,
+        requested_ip -> Nullable<Text>,
+        requested_user_agent -> Nullable<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        consumed_at -> Nullable<Timestamptz>,
+        completed_by -> Nullable<Text>,
+        approved_at -> Nullable<Timestamptz>,
+        cancelled_at -> Nullable<Timestamptz>,
+    }
+}
 
-diesel::allow_tables_to_appear_in_same_query!(members, sessions,);
+diesel::joinable!(member_browsers -> members (member_id));
+diesel::joinable!(sessions -> members (member_id));
+diesel::joinable!(sign_in_requests -> members (member_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    login_audit,
+    login_audit_chain,
+    member_browsers,
+    members,
+    sessions,
+    sign_in_requests,
+);

@@ -11,12 +11,25 @@ use anyhow::Context as _;
 use crate::crypto::{load_or_create_dev_secret, Keys};
 use crate::db::embedded::EmbeddedPostgres;
 use crate::db::{self, Db};
+use actix_identity::IdentityMiddleware;
+use actix_session::config::BrowserSession;
+use actix_session::SessionMiddleware;
+use actix_web::cookie::{time::Duration as CookieDuration, SameSite};
+
+use crate::mail::Mailer;
 use crate::middleware::availability::database_availability;
+use crate::middleware::body_limit::{body_limit, MAX_BODY_BYTES};
+use crate::middleware::browser_cookie::browser_cookie;
+use crate::middleware::csrf::csrf_protect;
+use crate::middleware::guard::guard;
 use crate::middleware::security_headers::security_headers;
+use crate::models::member;
 use crate::routes;
 use crate::secret::Secret;
+use crate::session_store::PgSessionStore;
 use crate::settings::Settings;
 use crate::state::AppState;
+use crate::web::browser::{cookie_name, SESSION_COOKIE};
 
 /// Connections per process; a small team's traffic never needs more, and PostgreSQL's
 /// default of 100 connections leaves room for several instances.
@@ -57,6 +70,16 @@ pub fn resolve_secret(settings: &Settings) -> anyhow::Result<Secret<Vec<u8>>> {
     }
 }
 
+/// Blocking: applies pending migrations and makes sure `LATCHKEY_ADMINS` are active admins.
+pub fn prepare_database(settings: &Settings, url: &Secret<String>) -> anyhow::Result<()> {
+    let mut conn = db::connect_once(url)?;
+    for name in db::migrations::run_pending(&mut conn)? {
+        log::info!("applied migration {name}");
+    }
+    member::ensure_admins(&mut conn, &settings.admins).context("ensuring LATCHKEY_ADMINS")?;
+    Ok(())
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -71,10 +94,7 @@ impl Application {
         let prepared = settings.clone();
         let database = web::block(move || {
             let database = open_database(&prepared)?;
-            let mut conn = db::connect_once(&database.url)?;
-            for name in db::migrations::run_pending(&mut conn)? {
-                log::info!("applied migration {name}");
-            }
+            prepare_database(&prepared, &database.url)?;
             Ok::<_, anyhow::Error>(database)
         })
         .await
@@ -92,13 +112,40 @@ impl Application {
         let keys = Keys::derive(&resolve_secret(&settings)?);
         let db = Db::connect_lazy(&database.url, POOL_SIZE);
         spawn_sweeper(db.clone());
+        let mailer = Mailer::start(&settings.email, settings.email_from.clone(), db.clone())?;
 
         let https = settings.public_url.is_https();
-        let state = web::Data::new(AppState { settings, db, keys });
+        let idle = CookieDuration::seconds(
+            i64::try_from(settings.session_idle.as_secs()).unwrap_or(i64::MAX),
+        );
+        let state = web::Data::new(AppState {
+            settings,
+            db,
+            keys,
+            mailer,
+        });
         let server = HttpServer::new(move || {
+            let store = PgSessionStore::new(state.db.clone());
+            let sessions = SessionMiddleware::builder(store, state.keys.cookie.clone())
+                .cookie_name(cookie_name(SESSION_COOKIE, https))
+                .cookie_secure(https)
+                .cookie_http_only(true)
+                .cookie_same_site(SameSite::Lax)
+                .cookie_path("/".into())
+                // The cookie lives as long as the browser; the server decides when the session
+                // ends (idle expiry on the row, absolute lifetime in the guard).
+                .session_lifecycle(BrowserSession::default().state_ttl(idle))
+                .build();
             App::new()
                 .app_data(state.clone())
+                .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
                 .configure(routes::configure)
+                .wrap(from_fn(guard))
+                .wrap(from_fn(csrf_protect))
+                .wrap(from_fn(browser_cookie))
+                .wrap(IdentityMiddleware::default())
+                .wrap(sessions)
+                .wrap(from_fn(body_limit))
                 .wrap(from_fn(database_availability))
                 .wrap(security_headers(https))
                 .wrap(

@@ -2,10 +2,12 @@
 
 use crate::crypto::Keys;
 use crate::db::Db;
+use crate::mail::Mailer;
 use crate::settings::Settings;
 
 pub struct AppState {
     pub settings: Settings,
     pub db: Db,
     pub keys: Keys,
+    pub mailer: Mailer,
 }

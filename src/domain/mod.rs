@@ -1,3 +1,7 @@
 //! Values parsed once at the edge; the rest of the code can only hold valid ones.
 
+pub mod code;
 pub mod email_address;
+pub mod next_path;
+pub mod role;
+pub mod token;

@@ -1,4 +1,8 @@
 //! Cross-cutting request handling, each concern in its own module.
 
 pub mod availability;
+pub mod body_limit;
+pub mod browser_cookie;
+pub mod csrf;
+pub mod guard;
 pub mod security_headers;

@@ -1,10 +1,48 @@
 //! One module per resource; `configure` is the route table.
 
+mod auth;
+mod dashboard;
 mod health;
+mod login;
+mod logout;
+mod static_files;
 
-use actix_web::web;
+use actix_web::{guard, web, HttpRequest, HttpResponse};
+
+use crate::web::errors::PageError;
+
+/// Every page answers HEAD as well as GET (actix drops the body of a HEAD response).
+fn page() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz));
+    cfg.service(web::resource("/healthz").route(page().to(health::healthz)))
+        .service(web::resource("/readyz").route(page().to(health::readyz)))
+        .service(web::resource("/static/{name}").route(page().to(static_files::serve)))
+        .service(
+            web::resource("/login")
+                .route(page().to(login::form))
+                .route(web::post().to(login::submit)),
+        )
+        .service(
+            web::resource("/auth/verify")
+                .route(page().to(auth::verify::show))
+                .route(web::post().to(auth::verify::submit)),
+        )
+        .service(web::resource("/auth/code").route(web::post().to(auth::code::submit)))
+        .service(web::resource("/auth/wait").route(page().to(auth::wait::poll)))
+        .service(web::resource("/auth/approve").route(web::post().to(auth::approve::submit)))
+        .service(
+            web::resource("/auth/cancel")
+                .route(page().to(auth::cancel::show))
+                .route(web::post().to(auth::cancel::submit)),
+        )
+        .service(web::resource("/logout").route(web::post().to(logout::submit)))
+        .service(web::resource("/").route(page().to(dashboard::show)))
+        .default_service(web::to(not_found));
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    PageError::NotFound.render(&req)
 }

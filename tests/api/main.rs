@@ -3,8 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod smtp_server;
 
 mod embedded;
 mod health;
+mod mail;
 mod migrations;
 mod session_store;

@@ -1,0 +1,2 @@
+DROP TABLE member_browsers;
+DROP TABLE sign_in_requests;

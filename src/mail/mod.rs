@@ -1,0 +1,299 @@
+//! Outgoing mail: typed templates, the delivery backends, and the queue between them.
+//!
+//! Handlers never wait for a mail server. They render a mail and [`Mailer::queue`] it, which
+//! returns at once, so `POST /login` answers in the same time whether or not a mail goes out
+//! and a slow or broken SMTP server cannot hold a request. One background worker delivers
+//! with retries and writes `link_sent` / `link_send_failed` for sign-in mails.
+
+mod templates;
+mod transport;
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::Message;
+use tokio::sync::mpsc;
+
+use crate::db::{Db, DbError};
+use crate::domain::email_address::EmailAddress;
+use crate::models::audit::{AuditEvent, NewAuditRow};
+use crate::settings::EmailBackend;
+
+pub use templates::{
+    cancelled_mail, new_sign_in_mail, sign_in_mail, CancelledMail, NewSignInMail, SignInMail,
+    NEW_SIGN_IN_SUBJECT, SIGN_IN_SUBJECT,
+};
+pub use transport::Transport;
+
+/// Mails waiting for the worker. A burst bigger than this is an attack or an outage, and
+/// refusing more keeps memory bounded.
+pub const QUEUE_CAPACITY: usize = 1024;
+/// Waits before the 2nd, 3rd and 4th attempt: long enough to ride out a mail server restart,
+/// short enough that the link (10 minutes by default) is still fresh when it arrives.
+pub const DEFAULT_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(4),
+    Duration::from_secs(15),
+];
+/// Deliveries in flight at once (and SMTP connections pooled), so one message stuck in its
+/// retries does not hold up the others.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// A rendered mail, ready to queue.
+#[derive(Clone)]
+pub struct OutgoingMail {
+    pub to: EmailAddress,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Set for sign-in mails, whose delivery is part of the audit trail.
+    pub audit: Option<MailAudit>,
+}
+
+/// Which sign-in request a mail belongs to, for its `link_sent` / `link_send_failed` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailAudit {
+    pub request_id: i64,
+    pub email: String,
+}
+
+/// The bodies hold sign-in links and codes, so they never reach a log through `{:?}`.
+impl fmt::Debug for OutgoingMail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutgoingMail")
+            .field("to", &self.to)
+            .field("subject", &self.subject)
+            .field("audit", &self.audit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutgoingMail {
+    /// The RFC 5322 message: multipart/alternative, plain text first so that clients which
+    /// cannot show HTML (and people who prefer not to) get a readable mail.
+    pub fn to_message(&self, from: &Mailbox) -> Result<Message, MailError> {
+        let message_id = format!(
+            "<{}@{}>",
+            hex::encode(crate::crypto::random_bytes::<16>()),
+            from.email.domain()
+        );
+        Ok(Message::builder()
+            .from(from.clone())
+            .to(Mailbox::new(None, self.to.to_lettre()))
+            .subject(&self.subject)
+            .message_id(Some(message_id))
+            .multipart(MultiPart::alternative_plain_html(
+                self.text.clone(),
+                self.html.clone(),
+            ))?)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("the mail templates do not compile: {0}")]
+    Templates(String),
+    #[error("rendering the mail template {template}")]
+    Render {
+        template: &'static str,
+        #[source]
+        source: tera::Error,
+    },
+    #[error("building the message")]
+    Message(#[from] lettre::error::Error),
+    /// Never holds the URL: it may carry a password.
+    #[error("the email backend is misconfigured: {0}")]
+    Config(&'static str),
+    #[error("delivering over SMTP")]
+    Smtp(#[from] lettre::transport::smtp::Error),
+    #[error("writing the .eml file")]
+    File(#[source] std::io::Error),
+    #[error("writing the mail to the console")]
+    Console(#[source] std::io::Error),
+    #[error("the blocking write did not complete")]
+    Task,
+}
+
+impl MailError {
+    /// Worth another attempt later: the server or the disk may recover, a bad message won't.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            MailError::Smtp(err) => !err.is_permanent(),
+            MailError::File(_) | MailError::Console(_) | MailError::Task => true,
+            MailError::Templates(_)
+            | MailError::Render { .. }
+            | MailError::Message(_)
+            | MailError::Config(_) => false,
+        }
+    }
+
+    /// A few words for the audit's `detail`: the kind of failure, never a server's text
+    /// (which may quote the message) nor the URL.
+    pub fn audit_detail(&self) -> String {
+        match self {
+            MailError::Smtp(err) => match err.status() {
+                Some(code) => format!("the SMTP server answered {code}"),
+                None if err.is_tls() => "TLS with the SMTP server failed".into(),
+                None if err.is_timeout() => "the SMTP server timed out".into(),
+                None if err.is_client() => {
+                    "the SMTP session was refused (STARTTLS not offered?)".into()
+                }
+                None => "could not connect to the SMTP server".into(),
+            },
+            MailError::File(_) => "could not write the .eml file".into(),
+            MailError::Console(_) => "could not write to the console".into(),
+            MailError::Task => "the delivery task failed".into(),
+            MailError::Templates(_) | MailError::Render { .. } => "template error".into(),
+            MailError::Message(_) => "the message could not be built".into(),
+            MailError::Config(_) => "the email backend is misconfigured".into(),
+        }
+    }
+}
+
+/// An error and its causes on one line, for the log.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The handle handlers hold: cloning it is cheap, and [`Mailer::queue`] never waits.
+#[derive(Clone)]
+pub struct Mailer {
+    sender: mpsc::Sender<OutgoingMail>,
+    db: Db,
+}
+
+impl fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailer").finish_non_exhaustive()
+    }
+}
+
+impl Mailer {
+    /// Builds the backend and spawns the worker on the current actix system, so call it
+    /// inside one (as `Application::build_on` is).
+    pub fn start(backend: &EmailBackend, from: Mailbox, db: Db) -> anyhow::Result<Self> {
+        Self::start_with_retry(backend, from, db, DEFAULT_RETRY_DELAYS.to_vec())
+    }
+
+    /// [`Mailer::start`] with another back-off schedule (tests use milliseconds); a mail is
+    /// tried `delays.len() + 1` times.
+    pub fn start_with_retry(
+        backend: &EmailBackend,
+        from: Mailbox,
+        db: Db,
+        delays: Vec<Duration>,
+    ) -> anyhow::Result<Self> {
+        let transport = Transport::from_backend(backend).context("LATCHKEY_EMAIL")?;
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let worker = Worker {
+            transport,
+            from,
+            db: db.clone(),
+            delays,
+        };
+        actix_web::rt::spawn(worker.run(receiver));
+        Ok(Self { sender, db })
+    }
+
+    /// Hands the mail to the worker and returns at once; a mail that cannot be queued is
+    /// logged and, for a sign-in mail, audited `link_send_failed`, never the caller's problem.
+    pub fn queue(&self, mail: OutgoingMail) {
+        let (reason, mail) = match self.sender.try_send(mail) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(mail)) => ("the mail queue is full", mail),
+            Err(mpsc::error::TrySendError::Closed(mail)) => ("the mail worker has stopped", mail),
+        };
+        log::warn!("mail not sent: {reason}");
+        if let Some(audit) = mail.audit {
+            let db = self.db.clone();
+            actix_web::rt::spawn(async move {
+                record(&db, AuditEvent::LinkSendFailed, &audit, Some(reason.into())).await;
+            });
+        }
+    }
+}
+
+struct Worker {
+    transport: Transport,
+    from: Mailbox,
+    db: Db,
+    delays: Vec<Duration>,
+}
+
+impl Worker {
+    async fn run(self, mut receiver: mpsc::Receiver<OutgoingMail>) {
+        futures_util::stream::poll_fn(|cx| receiver.poll_recv(cx))
+            .for_each_concurrent(MAX_IN_FLIGHT, |mail| self.deliver(mail))
+            .await;
+    }
+
+    async fn deliver(&self, mail: OutgoingMail) {
+        let request = mail
+            .audit
+            .as_ref()
+            .map_or_else(String::new, |a| format!(" (request {})", a.request_id));
+        let mut delays = self.delays.iter();
+        let mut attempts = 1;
+        let outcome = loop {
+            let err = match self.transport.send(&self.from, &mail).await {
+                Ok(()) => break Ok(()),
+                Err(err) => err,
+            };
+            match delays.next() {
+                Some(delay) if err.is_retryable() => {
+                    log::warn!(
+                        "mail{request}: attempt {attempts} failed, retrying in {delay:?}: {}",
+                        error_chain(&err)
+                    );
+                    actix_web::rt::time::sleep(*delay).await;
+                    attempts += 1;
+                }
+                _ => break Err(err),
+            }
+        };
+        if let Err(err) = &outcome {
+            log::error!(
+                "mail{request}: not sent after {attempts} attempt(s): {}",
+                error_chain(err)
+            );
+        }
+        let Some(audit) = &mail.audit else { return };
+        let (event, detail) = match outcome {
+            Ok(()) => (AuditEvent::LinkSent, None),
+            Err(err) => (
+                AuditEvent::LinkSendFailed,
+                Some(format!("{} ({attempts} attempt(s))", err.audit_detail())),
+            ),
+        };
+        record(&self.db, event, audit, detail).await;
+    }
+}
+
+async fn record(db: &Db, event: AuditEvent, audit: &MailAudit, detail: Option<String>) {
+    let mut row = NewAuditRow::new(event)
+        .email(&audit.email)
+        .request(audit.request_id);
+    if let Some(detail) = detail {
+        row = row.detail(detail);
+    }
+    let written: Result<i64, DbError> = db
+        .run(move |conn| row.insert(conn).map_err(DbError::from))
+        .await;
+    if let Err(err) = written {
+        log::error!(
+            "writing the {event} audit row for request {}: {}",
+            audit.request_id,
+            error_chain(&err)
+        );
+    }
+}

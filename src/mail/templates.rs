@@ -1,0 +1,261 @@
+//! The mails Latchkey writes, as typed render functions over tera templates.
+//!
+//! The templates are compiled into the binary (`include_str!`), so `latchkey` runs from any
+//! directory. Names ending in `.html` are autoescaped: a user agent is attacker-chosen text.
+
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Utc};
+use tera::{Context, Tera};
+
+use super::{MailAudit, MailError, OutgoingMail};
+use crate::domain::email_address::EmailAddress;
+
+pub const SIGN_IN_SUBJECT: &str = "Your Latchkey sign-in link";
+pub const NEW_SIGN_IN_SUBJECT: &str = "New sign-in to Latchkey";
+
+const TEMPLATES: [(&str, &str); 7] = [
+    ("base.html", include_str!("../../templates/email/base.html")),
+    (
+        "sign_in.txt",
+        include_str!("../../templates/email/sign_in.txt"),
+    ),
+    (
+        "sign_in.html",
+        include_str!("../../templates/email/sign_in.html"),
+    ),
+    (
+        "new_sign_in.txt",
+        include_str!("../../templates/email/new_sign_in.txt"),
+    ),
+    (
+        "new_sign_in.html",
+        include_str!("../../templates/email/new_sign_in.html"),
+    ),
+    (
+        "cancelled.txt",
+        include_str!("../../templates/email/cancelled.txt"),
+    ),
+    (
+        "cancelled.html",
+        include_str!("../../templates/email/cancelled.html"),
+    ),
+];
+
+/// What the sign-in mail says; `request_id` ties `link_sent`/`link_send_failed` to the request.
+#[derive(Clone)]
+pub struct SignInMail {
+    pub link: String,
+    pub cancel_link: String,
+    pub code: String,
+    pub expires_at: DateTime<Utc>,
+    pub ttl_minutes: u64,
+    pub requested_at: DateTime<Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: i64,
+}
+
+/// A sign-in from a browser not seen before for this member.
+#[derive(Debug, Clone)]
+pub struct NewSignInMail {
+    pub signed_in_at: DateTime<Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Tells an admin that `email` cancelled a request; where it came from is the original request's.
+#[derive(Debug, Clone)]
+pub struct CancelledMail {
+    pub email: EmailAddress,
+    pub requested_at: DateTime<Utc>,
+    pub cancelled_at: DateTime<Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub fn sign_in_mail(to: &EmailAddress, mail: &SignInMail) -> Result<OutgoingMail, MailError> {
+    let mut context = Context::new();
+    context.insert("email", to.as_str());
+    context.insert("link", &mail.link);
+    context.insert("cancel_link", &mail.cancel_link);
+    context.insert("code", &mail.code);
+    context.insert(
+        "expires_at",
+        &mail.expires_at.format("%H:%M UTC").to_string(),
+    );
+    context.insert("expires_in", &in_minutes(mail.ttl_minutes));
+    context.insert("requested_at", &when(mail.requested_at));
+    insert_client(&mut context, mail.ip.as_deref(), mail.user_agent.as_deref());
+    Ok(OutgoingMail {
+        to: to.clone(),
+        subject: SIGN_IN_SUBJECT.into(),
+        text: render("sign_in.txt", &context)?,
+        html: render("sign_in.html", &context)?,
+        audit: Some(MailAudit {
+            request_id: mail.request_id,
+            email: to.as_str().into(),
+        }),
+    })
+}
+
+pub fn new_sign_in_mail(
+    to: &EmailAddress,
+    mail: &NewSignInMail,
+) -> Result<OutgoingMail, MailError> {
+    let mut context = Context::new();
+    context.insert("email", to.as_str());
+    context.insert("signed_in_at", &when(mail.signed_in_at));
+    insert_client(&mut context, mail.ip.as_deref(), mail.user_agent.as_deref());
+    Ok(OutgoingMail {
+        to: to.clone(),
+        subject: NEW_SIGN_IN_SUBJECT.into(),
+        text: render("new_sign_in.txt", &context)?,
+        html: render("new_sign_in.html", &context)?,
+        audit: None,
+    })
+}
+
+/// One admin's copy; the caller sends one per admin.
+pub fn cancelled_mail(
+    admin: &EmailAddress,
+    mail: &CancelledMail,
+) -> Result<OutgoingMail, MailError> {
+    let mut context = Context::new();
+    context.insert("email", mail.email.as_str());
+    context.insert("requested_at", &when(mail.requested_at));
+    context.insert("cancelled_at", &when(mail.cancelled_at));
+    insert_client(&mut context, mail.ip.as_deref(), mail.user_agent.as_deref());
+    Ok(OutgoingMail {
+        to: admin.clone(),
+        subject: format!("Sign-in request for {} cancelled", mail.email.as_str()),
+        text: render("cancelled.txt", &context)?,
+        html: render("cancelled.html", &context)?,
+        audit: None,
+    })
+}
+
+fn insert_client(context: &mut Context, ip: Option<&str>, user_agent: Option<&str>) {
+    context.insert("ip", ip.unwrap_or("unknown"));
+    context.insert("user_agent", user_agent.unwrap_or("unknown browser"));
+}
+
+fn when(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+fn in_minutes(minutes: u64) -> String {
+    match minutes {
+        1 => "in 1 minute".into(),
+        n => format!("in {n} minutes"),
+    }
+}
+
+/// Compiled once; a broken template is a build mistake that the unit tests catch, so it is
+/// reported per mail rather than stopping start-up.
+fn templates() -> Result<&'static Tera, MailError> {
+    static TERA: OnceLock<Result<Tera, String>> = OnceLock::new();
+    TERA.get_or_init(|| {
+        let mut tera = Tera::default();
+        tera.autoescape_on(vec![".html"]);
+        tera.add_raw_templates(TEMPLATES)
+            .map(|()| tera)
+            .map_err(|e| super::error_chain(&e))
+    })
+    .as_ref()
+    .map_err(|message| MailError::Templates(message.clone()))
+}
+
+fn render(template: &'static str, context: &Context) -> Result<String, MailError> {
+    templates()?
+        .render(template, context)
+        .map_err(|source| MailError::Render { template, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone as _;
+
+    fn address() -> EmailAddress {
+        EmailAddress::parse("ann@example.org").unwrap()
+    }
+
+    fn sign_in(user_agent: &str) -> SignInMail {
+        let requested_at = Utc.with_ymd_and_hms(2026, 11, 25, 13, 55, 0).unwrap();
+        SignInMail {
+            link: "https://login.example.org/auth/verify?token=abc.def".into(),
+            cancel_link: "https://login.example.org/auth/cancel?token=abc.def".into(),
+            code: "042917".into(),
+            expires_at: requested_at + chrono::Duration::minutes(10),
+            ttl_minutes: 10,
+            requested_at,
+            ip: Some("192.0.2.7".into()),
+            user_agent: Some(user_agent.into()),
+            request_id: 7,
+        }
+    }
+
+    #[test]
+    fn sign_in_mail_carries_link_code_expiry_origin_and_cancel_link() {
+        let mail = sign_in_mail(&address(), &sign_in("Firefox/140")).unwrap();
+        assert_eq!(mail.subject, SIGN_IN_SUBJECT);
+        for body in [&mail.text, &mail.html] {
+            assert!(body.contains("verify?token=abc.def"), "{body}");
+            assert!(body.contains("042917"), "{body}");
+            assert!(body.contains("14:05 UTC (in 10 minutes)"), "{body}");
+            assert!(body.contains("2026-11-25 13:55 UTC"), "{body}");
+            assert!(body.contains("192.0.2.7"), "{body}");
+            assert!(body.contains("Firefox"), "{body}");
+            assert!(body.contains("Not you?"), "{body}");
+        }
+        assert!(mail
+            .text
+            .contains("https://login.example.org/auth/cancel?token=abc.def"));
+        assert_eq!(mail.audit.unwrap().request_id, 7);
+    }
+
+    #[test]
+    fn html_escapes_the_user_agent_and_text_keeps_it() {
+        let mail = sign_in_mail(&address(), &sign_in("<script>alert(1)</script>")).unwrap();
+        assert!(!mail.html.contains("<script>"), "{}", mail.html);
+        assert!(mail.html.contains("&lt;script&gt;"), "{}", mail.html);
+        assert!(mail.text.contains("<script>alert(1)</script>"));
+    }
+
+    #[test]
+    fn other_mails_render() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+        let mail = new_sign_in_mail(
+            &address(),
+            &NewSignInMail {
+                signed_in_at: at,
+                ip: None,
+                user_agent: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(mail.subject, NEW_SIGN_IN_SUBJECT);
+        assert!(mail.text.contains("administrator"));
+        assert!(mail.text.contains("unknown browser"));
+        assert!(mail.audit.is_none());
+
+        let admin = EmailAddress::parse("boss@example.org").unwrap();
+        let mail = cancelled_mail(
+            &admin,
+            &CancelledMail {
+                email: address(),
+                requested_at: at,
+                cancelled_at: at,
+                ip: Some("198.51.100.1".into()),
+                user_agent: Some("curl/8".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(mail.to, admin);
+        assert!(mail
+            .text
+            .contains("A sign-in request for ann@example.org was cancelled by the recipient"));
+        assert!(mail.html.contains("198.51.100.1"));
+    }
+}

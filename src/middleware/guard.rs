@@ -1,0 +1,207 @@
+//! The one guard: every route that is not public needs a signed-in, still active member, and
+//! some need a role. The whole access policy is [`access_for`].
+
+use actix_identity::IdentityExt as _;
+use actix_session::SessionExt as _;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpMessage as _, HttpRequest, HttpResponse};
+
+use crate::domain::role::Role;
+use crate::models::audit::{AuditEvent, NewAuditRow};
+use crate::models::member::{self, Member};
+use crate::state::AppState;
+use crate::web::client::client_info;
+use crate::web::errors::PageError;
+use crate::web::pages::{is_htmx, Viewer};
+
+/// Session keys the guard reads and writes.
+pub const SIGNED_IN_AT_KEY: &str = "latchkey.signed_in_at";
+pub const SEEN_AT_KEY: &str = "latchkey.seen_at";
+/// How stale "last seen" may get before it is written again: the idle timeout is enforced by
+/// the session row's expiry, which only moves when the session is written.
+const SEEN_REFRESH_SECS: i64 = 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    SignedIn,
+    AuditReader,
+    Admin,
+}
+
+pub fn access_for(path: &str) -> Access {
+    match path {
+        "/login" | "/healthz" | "/readyz" => Access::Public,
+        p if p.starts_with("/auth/") || p.starts_with("/static/") => Access::Public,
+        "/audit" | "/audit.csv" => Access::AuditReader,
+        p if p == "/team" || p.starts_with("/team/") => Access::Admin,
+        _ => Access::SignedIn,
+    }
+}
+
+impl Access {
+    fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Public | Access::SignedIn => true,
+            Access::AuditReader => role.can_read_audit(),
+            Access::Admin => role.is_admin(),
+        }
+    }
+}
+
+/// The signed-in member, for handlers behind the guard.
+#[derive(Debug, Clone)]
+pub struct CurrentMember(pub Member);
+
+impl FromRequest for CurrentMember {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(
+            req.extensions()
+                .get::<CurrentMember>()
+                .cloned()
+                .ok_or_else(|| actix_web::error::ErrorUnauthorized("not signed in")),
+        )
+    }
+}
+
+pub async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let access = access_for(req.path());
+    if access == Access::Public {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    }
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(req.into_response(HttpResponse::InternalServerError().finish()));
+    };
+    let member_id = req
+        .get_identity()
+        .ok()
+        .and_then(|identity| identity.id().ok())
+        .and_then(|id| id.parse::<i64>().ok());
+    let Some(member_id) = member_id else {
+        return Ok(not_signed_in(req));
+    };
+    let session = req.get_session();
+    let now = chrono::Utc::now().timestamp();
+    let signed_in_at = session
+        .get::<i64>(SIGNED_IN_AT_KEY)
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    let max_secs = i64::try_from(state.settings.session_max.as_secs()).unwrap_or(i64::MAX);
+    let expired = now.saturating_sub(signed_in_at) >= max_secs;
+
+    let client = client_info(req.request());
+    let loaded = state
+        .db
+        .run(move |conn| {
+            let member = member::find(conn, member_id)?;
+            if expired {
+                if let Some(member) = &member {
+                    NewAuditRow::new(AuditEvent::SessionExpired)
+                        .email(&member.email)
+                        .client(&client)
+                        .detail("absolute session lifetime reached")
+                        .insert(conn)?;
+                }
+            }
+            Ok::<_, crate::db::DbError>(member)
+        })
+        .await;
+    let member = match loaded {
+        Ok(Some(member)) if member.active && !expired => member,
+        Ok(_) => {
+            session.purge();
+            return Ok(not_signed_in(req));
+        }
+        Err(err) => {
+            let http_req = req.request().clone();
+            let response = PageError::from(err).render(&http_req);
+            return Ok(req.into_response(response));
+        }
+    };
+    if !access.allows(member.role()) {
+        req.extensions_mut().insert(viewer(&member));
+        let response = PageError::Forbidden.render(req.request());
+        return Ok(req.into_response(response));
+    }
+    let seen_at = session.get::<i64>(SEEN_AT_KEY).ok().flatten().unwrap_or(0);
+    if now - seen_at >= SEEN_REFRESH_SECS {
+        // Writing the session extends its idle expiry; once a minute is enough.
+        let _ = session.insert(SEEN_AT_KEY, now);
+    }
+    req.extensions_mut().insert(viewer(&member));
+    req.extensions_mut().insert(CurrentMember(member));
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_boxed_body)
+}
+
+pub fn viewer(member: &Member) -> Viewer {
+    Viewer {
+        email: member.email.clone(),
+        role: member.role().as_str(),
+        is_admin: member.role().is_admin(),
+        can_read_audit: member.role().can_read_audit(),
+    }
+}
+
+/// A page request goes to the sign-in form (and comes back afterwards); an HTMX request gets
+/// 401 with `HX-Redirect`, so HTMX navigates the whole page instead of swapping a fragment.
+fn not_signed_in(req: ServiceRequest) -> ServiceResponse<BoxBody> {
+    let response = if is_htmx(req.request()) {
+        HttpResponse::Unauthorized()
+            .insert_header(("HX-Redirect", "/login"))
+            .finish()
+    } else {
+        let uri = req.uri();
+        let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+        let next: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+        HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, format!("/login?next={next}")))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish()
+    };
+    req.into_response(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_is_default_deny() {
+        assert_eq!(access_for("/login"), Access::Public);
+        assert_eq!(access_for("/auth/verify"), Access::Public);
+        assert_eq!(access_for("/static/htmx.min.js"), Access::Public);
+        assert_eq!(access_for("/"), Access::SignedIn);
+        assert_eq!(access_for("/sessions"), Access::SignedIn);
+        assert_eq!(access_for("/logout"), Access::SignedIn);
+        assert_eq!(access_for("/anything-new"), Access::SignedIn);
+        assert_eq!(access_for("/audit"), Access::AuditReader);
+        assert_eq!(access_for("/audit.csv"), Access::AuditReader);
+        assert_eq!(access_for("/team"), Access::Admin);
+        assert_eq!(access_for("/team/4/role"), Access::Admin);
+        assert_eq!(access_for("/teamwork"), Access::SignedIn);
+    }
+
+    #[test]
+    fn roles_match_the_contract() {
+        assert!(Access::AuditReader.allows(Role::Auditor));
+        assert!(Access::AuditReader.allows(Role::Admin));
+        assert!(!Access::AuditReader.allows(Role::Member));
+        assert!(!Access::Admin.allows(Role::Auditor));
+        assert!(Access::SignedIn.allows(Role::Member));
+    }
+}

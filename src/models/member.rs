@@ -1,0 +1,255 @@
+//! Members of the team, and every change of access (each audited in its own transaction).
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use crate::domain::email_address::EmailAddress;
+use crate::domain::role::Role;
+use crate::models::audit::{AuditEvent, NewAuditRow};
+use crate::schema::{members, sessions, sign_in_requests};
+
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
+#[diesel(table_name = members, check_for_backend(diesel::pg::Pg))]
+pub struct Member {
+    pub id: i64,
+    pub email: String,
+    role: String,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Member {
+    pub fn role(&self) -> Role {
+        // The table's CHECK constraint only admits the three roles.
+        Role::parse(&self.role).unwrap_or(Role::Member)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error("no such member")]
+    NotFound,
+    #[error("the last active admin cannot be deactivated or demoted")]
+    LastAdmin,
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+impl From<crate::db::DbError> for MemberError {
+    fn from(err: crate::db::DbError) -> Self {
+        match err {
+            crate::db::DbError::Query(e) => MemberError::Query(e),
+            other => MemberError::Query(diesel::result::Error::QueryBuilderError(other.into())),
+        }
+    }
+}
+
+/// What [`add_or_reactivate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    Created,
+    Reactivated,
+    RoleChanged,
+    Unchanged,
+}
+
+pub fn find(conn: &mut PgConnection, id: i64) -> QueryResult<Option<Member>> {
+    members::table
+        .find(id)
+        .select(Member::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn find_by_email(conn: &mut PgConnection, email: &EmailAddress) -> QueryResult<Option<Member>> {
+    members::table
+        .filter(members::email.eq(email.as_str()))
+        .select(Member::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<Member>> {
+    members::table
+        .order(members::email.asc())
+        .select(Member::as_select())
+        .load(conn)
+}
+
+pub fn active_admin_emails(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
+    members::table
+        .filter(members::active.eq(true))
+        .filter(members::role.eq(Role::Admin.as_str()))
+        .select(members::email)
+        .load(conn)
+}
+
+/// Adds a member, or re-activates one and sets the role; audited with `actor`.
+pub fn add_or_reactivate(
+    conn: &mut PgConnection,
+    email: &EmailAddress,
+    role: Role,
+    actor: &str,
+) -> Result<(Member, Added), MemberError> {
+    conn.transaction(|conn| {
+        let existing = members::table
+            .filter(members::email.eq(email.as_str()))
+            .select(Member::as_select())
+            .for_update()
+            .first(conn)
+            .optional()?;
+        let (member, added) = match existing {
+            None => {
+                let member = diesel::insert_into(members::table)
+                    .values((
+                        members::email.eq(email.as_str()),
+                        members::role.eq(role.as_str()),
+                    ))
+                    .returning(Member::as_returning())
+                    .get_result(conn)?;
+                (member, Added::Created)
+            }
+            Some(member) if member.active && member.role() == role => (member, Added::Unchanged),
+            Some(member) => {
+                if member.active && member.role() == Role::Admin {
+                    ensure_another_admin(conn, member.id)?;
+                }
+                let added = if member.active {
+                    Added::RoleChanged
+                } else {
+                    Added::Reactivated
+                };
+                let member = diesel::update(members::table.find(member.id))
+                    .set((
+                        members::role.eq(role.as_str()),
+                        members::active.eq(true),
+                        members::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(Member::as_returning())
+                    .get_result(conn)?;
+                (member, added)
+            }
+        };
+        let event = match added {
+            Added::Created | Added::Reactivated => Some(AuditEvent::MemberAdded),
+            Added::RoleChanged => Some(AuditEvent::MemberRoleChanged),
+            Added::Unchanged => None,
+        };
+        if let Some(event) = event {
+            let detail = match added {
+                Added::Reactivated => format!("role {role}, re-activated"),
+                _ => format!("role {role}"),
+            };
+            NewAuditRow::new(event)
+                .email(&member.email)
+                .actor(actor)
+                .detail(detail)
+                .insert(conn)?;
+        }
+        Ok((member, added))
+    })
+}
+
+pub fn change_role(
+    conn: &mut PgConnection,
+    id: i64,
+    role: Role,
+    actor: &str,
+) -> Result<Member, MemberError> {
+    conn.transaction(|conn| {
+        let member = lock(conn, id)?;
+        if member.role() == role {
+            return Ok(member);
+        }
+        if member.active && member.role() == Role::Admin {
+            ensure_another_admin(conn, member.id)?;
+        }
+        let updated = diesel::update(members::table.find(id))
+            .set((
+                members::role.eq(role.as_str()),
+                members::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(Member::as_returning())
+            .get_result(conn)?;
+        NewAuditRow::new(AuditEvent::MemberRoleChanged)
+            .email(&updated.email)
+            .actor(actor)
+            .detail(format!("{} -> {}", member.role(), role))
+            .insert(conn)?;
+        Ok(updated)
+    })
+}
+
+/// Deactivates (never deletes) a member, ending their sessions and pending sign-ins at once.
+pub fn deactivate(conn: &mut PgConnection, id: i64, actor: &str) -> Result<Member, MemberError> {
+    conn.transaction(|conn| {
+        let member = lock(conn, id)?;
+        if !member.active {
+            return Ok(member);
+        }
+        if member.role() == Role::Admin {
+            ensure_another_admin(conn, member.id)?;
+        }
+        let updated = diesel::update(members::table.find(id))
+            .set((
+                members::active.eq(false),
+                members::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(Member::as_returning())
+            .get_result(conn)?;
+        let ended =
+            diesel::delete(sessions::table.filter(sessions::member_id.eq(id))).execute(conn)?;
+        let cancelled = diesel::update(
+            sign_in_requests::table
+                .filter(sign_in_requests::member_id.eq(id))
+                .filter(sign_in_requests::consumed_at.is_null())
+                .filter(sign_in_requests::cancelled_at.is_null()),
+        )
+        .set(sign_in_requests::cancelled_at.eq(diesel::dsl::now))
+        .execute(conn)?;
+        NewAuditRow::new(AuditEvent::MemberDeactivated)
+            .email(&updated.email)
+            .actor(actor)
+            .detail(format!(
+                "{ended} sessions ended, {cancelled} pending links cancelled"
+            ))
+            .insert(conn)?;
+        Ok(updated)
+    })
+}
+
+fn lock(conn: &mut PgConnection, id: i64) -> Result<Member, MemberError> {
+    members::table
+        .find(id)
+        .select(Member::as_select())
+        .for_update()
+        .first(conn)
+        .optional()?
+        .ok_or(MemberError::NotFound)
+}
+
+/// Refuses when `id` is the only active admin. The other admins' rows are locked, so two
+/// admins demoting each other at once cannot both succeed.
+fn ensure_another_admin(conn: &mut PgConnection, id: i64) -> Result<(), MemberError> {
+    let others: Vec<i64> = members::table
+        .filter(members::active.eq(true))
+        .filter(members::role.eq(Role::Admin.as_str()))
+        .filter(members::id.ne(id))
+        .select(members::id)
+        .for_update()
+        .load(conn)?;
+    if others.is_empty() {
+        Err(MemberError::LastAdmin)
+    } else {
+        Ok(())
+    }
+}
+
+/// `LATCHKEY_ADMINS` are always active admins.
+pub fn ensure_admins(conn: &mut PgConnection, admins: &[EmailAddress]) -> Result<(), MemberError> {
+    for email in admins {
+        add_or_reactivate(conn, email, Role::Admin, "LATCHKEY_ADMINS")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Tables as Rust: a read struct, a `New…` insert struct, and the queries as functions
+//! taking a connection. `QueryResult` here; what users see is decided by the handlers.
+
+pub mod audit;
+pub mod member;
+pub mod sign_in_request;

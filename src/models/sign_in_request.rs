@@ -1,0 +1,231 @@
+//! Pending sign-ins. Each is consumed at most once, by one atomic UPDATE.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use crate::schema::sign_in_requests;
+
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
+#[diesel(table_name = sign_in_requests, check_for_backend(diesel::pg::Pg))]
+pub struct SignInRequest {
+    pub id: i64,
+    pub member_id: i64,
+    pub token_digest: Vec<u8>,
+    pub code_digest: Vec<u8>,
+    pub browser_digest: Option<Vec<u8>>,
+    pub approval_number: i16,
+    pub code_failures: i16,
+    pub next_path: String,
+    pub requested_ip: Option<String>,
+    pub requested_user_agent: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub consumed_at: Option<DateTime<Utc>>,
+    pub completed_by: Option<String>,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = sign_in_requests)]
+pub struct NewSignInRequest {
+    pub member_id: i64,
+    pub token_digest: Vec<u8>,
+    pub code_digest: Vec<u8>,
+    pub browser_digest: Option<Vec<u8>>,
+    pub approval_number: i16,
+    pub next_path: String,
+    pub requested_ip: Option<String>,
+    pub requested_user_agent: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How a request was completed, as recorded on it and in the `signed_in` audit row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletedBy {
+    Link,
+    Code,
+    Approval,
+}
+
+impl CompletedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompletedBy::Link => "link",
+            CompletedBy::Code => "code",
+            CompletedBy::Approval => "approval",
+        }
+    }
+}
+
+/// Where a request stands; the order of the checks is the order of the answers users see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestState {
+    Pending,
+    Used,
+    Cancelled,
+    Expired,
+}
+
+/// The most wrong codes a request survives.
+pub const MAX_CODE_FAILURES: i16 = 5;
+
+impl SignInRequest {
+    pub fn state(&self, now: DateTime<Utc>) -> RequestState {
+        if self.consumed_at.is_some() {
+            RequestState::Used
+        } else if self.cancelled_at.is_some() {
+            RequestState::Cancelled
+        } else if self.expires_at <= now {
+            RequestState::Expired
+        } else {
+            RequestState::Pending
+        }
+    }
+}
+
+pub fn insert(conn: &mut PgConnection, new: &NewSignInRequest) -> QueryResult<SignInRequest> {
+    diesel::insert_into(sign_in_requests::table)
+        .values(new)
+        .returning(SignInRequest::as_returning())
+        .get_result(conn)
+}
+
+pub fn find(conn: &mut PgConnection, id: i64) -> QueryResult<Option<SignInRequest>> {
+    sign_in_requests::table
+        .find(id)
+        .select(SignInRequest::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn find_by_token(
+    conn: &mut PgConnection,
+    token_digest: &[u8],
+) -> QueryResult<Option<SignInRequest>> {
+    sign_in_requests::table
+        .filter(sign_in_requests::token_digest.eq(token_digest))
+        .select(SignInRequest::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// The newest request this browser asked for that is still open.
+pub fn latest_pending_for_browser(
+    conn: &mut PgConnection,
+    browser_digest: &[u8],
+) -> QueryResult<Option<SignInRequest>> {
+    sign_in_requests::table
+        .filter(sign_in_requests::browser_digest.eq(browser_digest))
+        .filter(sign_in_requests::consumed_at.is_null())
+        .filter(sign_in_requests::cancelled_at.is_null())
+        .filter(sign_in_requests::expires_at.gt(diesel::dsl::now))
+        .order(sign_in_requests::id.desc())
+        .select(SignInRequest::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Marks the request used if, and only if, it is still open: the one statement that decides
+/// which of any number of racing requests signs in. `approved_only` restricts it to requests
+/// approved from another device.
+pub fn consume(
+    conn: &mut PgConnection,
+    id: i64,
+    how: CompletedBy,
+) -> QueryResult<Option<SignInRequest>> {
+    let open = sign_in_requests::table
+        .filter(sign_in_requests::id.eq(id))
+        .filter(sign_in_requests::consumed_at.is_null())
+        .filter(sign_in_requests::cancelled_at.is_null())
+        .filter(sign_in_requests::expires_at.gt(diesel::dsl::now));
+    let set = (
+        sign_in_requests::consumed_at.eq(diesel::dsl::now),
+        sign_in_requests::completed_by.eq(how.as_str()),
+    );
+    match how {
+        CompletedBy::Approval => {
+            diesel::update(open.filter(sign_in_requests::approved_at.is_not_null()))
+                .set(set)
+                .returning(SignInRequest::as_returning())
+                .get_result(conn)
+                .optional()
+        }
+        _ => diesel::update(open)
+            .set(set)
+            .returning(SignInRequest::as_returning())
+            .get_result(conn)
+            .optional(),
+    }
+}
+
+/// Counts a wrong code; at the limit the request is cancelled in the same statement.
+/// Returns the new failure count, or `None` if the request was no longer open.
+pub fn record_code_failure(conn: &mut PgConnection, id: i64) -> QueryResult<Option<i16>> {
+    diesel::sql_query(
+        "UPDATE sign_in_requests SET code_failures = code_failures + 1, \
+         cancelled_at = CASE WHEN code_failures + 1 >= $2 THEN now() ELSE cancelled_at END \
+         WHERE id = $1 AND consumed_at IS NULL AND cancelled_at IS NULL \
+         RETURNING code_failures",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(id)
+    .bind::<diesel::sql_types::SmallInt, _>(MAX_CODE_FAILURES)
+    .get_result::<CodeFailures>(conn)
+    .optional()
+    .map(|row| row.map(|r| r.code_failures))
+}
+
+#[derive(QueryableByName)]
+struct CodeFailures {
+    #[diesel(sql_type = diesel::sql_types::SmallInt)]
+    code_failures: i16,
+}
+
+pub fn approve(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
+    diesel::update(
+        sign_in_requests::table
+            .filter(sign_in_requests::id.eq(id))
+            .filter(sign_in_requests::consumed_at.is_null())
+            .filter(sign_in_requests::cancelled_at.is_null())
+            .filter(sign_in_requests::approved_at.is_null())
+            .filter(sign_in_requests::expires_at.gt(diesel::dsl::now)),
+    )
+    .set(sign_in_requests::approved_at.eq(diesel::dsl::now))
+    .execute(conn)
+    .map(|n| n == 1)
+}
+
+pub fn cancel(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
+    diesel::update(
+        sign_in_requests::table
+            .filter(sign_in_requests::id.eq(id))
+            .filter(sign_in_requests::consumed_at.is_null())
+            .filter(sign_in_requests::cancelled_at.is_null()),
+    )
+    .set(sign_in_requests::cancelled_at.eq(diesel::dsl::now))
+    .execute(conn)
+    .map(|n| n == 1)
+}
+
+/// Requests made for a member since `since`, for the per-address send limit. Counting every
+/// request (not just those mailed) means asking again never resets anything.
+pub fn count_since(
+    conn: &mut PgConnection,
+    member_id: i64,
+    since: DateTime<Utc>,
+) -> QueryResult<i64> {
+    sign_in_requests::table
+        .filter(sign_in_requests::member_id.eq(member_id))
+        .filter(sign_in_requests::created_at.gt(since))
+        .count()
+        .get_result(conn)
+}
+
+/// Expired requests are dead; keep them a day so "already used / expired" pages stay accurate.
+pub fn delete_expired(conn: &mut PgConnection) -> QueryResult<usize> {
+    diesel::delete(
+        sign_in_requests::table
+            .filter(sign_in_requests::expires_at.lt(Utc::now() - chrono::Duration::days(1))),
+    )
+    .execute(conn)
+}

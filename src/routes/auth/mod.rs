@@ -1,0 +1,153 @@
+//! Completing a sign-in: by link (`/auth/verify`), by code (`/auth/code`), by approval from
+//! another device (`/auth/approve` + `/auth/wait`), or refusing it (`/auth/cancel`).
+
+pub mod approve;
+pub mod cancel;
+pub mod code;
+pub mod verify;
+pub mod wait;
+
+use actix_identity::Identity;
+use actix_session::SessionExt as _;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
+use base64::Engine as _;
+
+use crate::domain::email_address::EmailAddress;
+use crate::domain::next_path::NextPath;
+use crate::domain::token::{SignInToken, TokenId};
+use crate::mail::{new_sign_in_mail, NewSignInMail};
+use crate::middleware::guard::{SEEN_AT_KEY, SIGNED_IN_AT_KEY};
+use crate::models::audit::ClientInfo;
+use crate::session_store::{IP_KEY, USER_AGENT_KEY};
+use crate::signin::{Refusal, SignedIn};
+use crate::state::AppState;
+use crate::web::errors::PageError;
+use crate::web::pages::{is_htmx, Page, SESSION_CSRF_KEY};
+
+/// Turns a completed sign-in into a session: a new session id (the old one is discarded), a
+/// fresh CSRF token, and the timestamps the guard enforces timeouts with.
+pub fn start_session(
+    req: &HttpRequest,
+    state: &AppState,
+    signed_in: &SignedIn,
+    client: &ClientInfo,
+) -> Result<HttpResponse, PageError> {
+    Identity::login(&req.extensions(), signed_in.member.id.to_string())
+        .map_err(|e| anyhow::anyhow!("starting the session: {e}"))?;
+    let session = req.get_session();
+    let now = chrono::Utc::now().timestamp();
+    let csrf = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(crate::crypto::random_bytes::<32>());
+    let insert = |key: &str, value: &dyn erased::Value| value.insert_into(&session, key);
+    insert(SESSION_CSRF_KEY, &csrf)?;
+    insert(SIGNED_IN_AT_KEY, &now)?;
+    insert(SEEN_AT_KEY, &now)?;
+    if let Some(ip) = &client.ip {
+        insert(IP_KEY, ip)?;
+    }
+    if let Some(agent) = &client.user_agent {
+        insert(USER_AGENT_KEY, agent)?;
+    }
+    if signed_in.new_browser {
+        notify_new_browser(state, signed_in, client);
+    }
+    let next = NextPath::parse(Some(&signed_in.request.next_path));
+    Ok(redirect_after_sign_in(req, next.as_str()))
+}
+
+/// A page POST gets 303; an HTMX request gets `HX-Redirect` so the whole page navigates.
+fn redirect_after_sign_in(req: &HttpRequest, next: &str) -> HttpResponse {
+    if is_htmx(req) {
+        HttpResponse::Ok()
+            .insert_header(("HX-Redirect", next))
+            .finish()
+    } else {
+        HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, next))
+            .finish()
+    }
+}
+
+fn notify_new_browser(state: &AppState, signed_in: &SignedIn, client: &ClientInfo) {
+    let Ok(to) = EmailAddress::parse(&signed_in.member.email) else {
+        return;
+    };
+    let mail = NewSignInMail {
+        signed_in_at: chrono::Utc::now(),
+        ip: client.ip.clone(),
+        user_agent: client.user_agent.clone(),
+    };
+    match new_sign_in_mail(&to, &mail) {
+        Ok(outgoing) => state.mailer.queue(outgoing),
+        Err(err) => log::error!("rendering the new sign-in email: {err}"),
+    }
+}
+
+/// Small type erasure so `start_session` can insert differently typed values in one closure.
+mod erased {
+    use actix_session::Session;
+
+    use crate::web::errors::PageError;
+
+    pub trait Value {
+        fn insert_into(&self, session: &Session, key: &str) -> Result<(), PageError>;
+    }
+
+    impl<T: serde::Serialize> Value for T {
+        fn insert_into(&self, session: &Session, key: &str) -> Result<(), PageError> {
+            session
+                .insert(key, self)
+                .map_err(|e| PageError::Unexpected(anyhow::anyhow!("writing the session: {e}")))
+        }
+    }
+}
+
+/// The page for a link or code that did not sign anyone in.
+pub fn refusal_page(req: &HttpRequest, refusal: Refusal) -> HttpResponse {
+    let (status, heading, explanation) = match refusal {
+        Refusal::Invalid => (
+            StatusCode::BAD_REQUEST,
+            "This sign-in link is not valid",
+            "The link may have been copied incompletely. Ask for a new one.",
+        ),
+        Refusal::Expired => (
+            StatusCode::GONE,
+            "This sign-in link has expired",
+            "Sign-in links work for a few minutes only. Ask for a new one.",
+        ),
+        Refusal::Used => (
+            StatusCode::GONE,
+            "This sign-in link has already been used",
+            "Each link works once, and a cancelled request cannot be used. Ask for a new one.",
+        ),
+        Refusal::WrongBrowser => (
+            StatusCode::FORBIDDEN,
+            "Open this link in the browser where you asked for it",
+            "For your safety, this link only works in the browser that asked for it. Open it there, type the code from the email there, or ask for a new link here.",
+        ),
+        Refusal::Denied => (
+            StatusCode::FORBIDDEN,
+            "This account cannot sign in",
+            "Ask an administrator if you think this is wrong.",
+        ),
+    };
+    Page::new("link_problem", heading)
+        .with("heading", heading)
+        .with("explanation", explanation)
+        .status(status)
+        .render(req)
+}
+
+/// Shape and signature, before any database work.
+pub fn verify_token(state: &AppState, text: Option<&str>) -> Option<TokenId> {
+    SignInToken::verify(&state.keys.token, text?).ok()
+}
+
+pub fn no_store(mut response: HttpResponse) -> HttpResponse {
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}

@@ -1,0 +1,41 @@
+//! `POST /logout`: ends the session server-side.
+
+use actix_identity::Identity;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::middleware::guard::CurrentMember;
+use crate::models::audit::{AuditEvent, NewAuditRow};
+use crate::state::AppState;
+use crate::web::client::Client;
+use crate::web::errors::respond;
+
+pub async fn submit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    identity: Identity,
+    CurrentMember(member): CurrentMember,
+    Client(client): Client,
+) -> HttpResponse {
+    let recorded = state
+        .db
+        .run(move |conn| {
+            NewAuditRow::new(AuditEvent::SignedOut)
+                .email(&member.email)
+                .client(&client)
+                .insert(conn)
+                .map_err(crate::db::DbError::from)
+        })
+        .await;
+    if let Err(err) = recorded {
+        // The audit row comes first: without it, the session stays.
+        return respond(&req, Err(err.into()));
+    }
+    // Purges the session: the store deletes the row, the cookie is removed.
+    identity.logout();
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/login"))
+        .insert_header(("Clear-Site-Data", "\"cache\", \"cookies\", \"storage\""))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}

@@ -1,0 +1,7 @@
+//! HTTP-facing building blocks shared by the routes: who the client is, the browser
+//! cookies, CSRF tokens, page rendering and page errors.
+
+pub mod browser;
+pub mod client;
+pub mod errors;
+pub mod pages;

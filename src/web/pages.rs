@@ -1,0 +1,180 @@
+//! Page rendering: one layout, one partial per page. An HTMX request (`HX-Request: true`)
+//! gets the partial alone; any other request gets the layout wrapped around the same
+//! partial, so the two can never drift apart.
+
+use std::sync::OnceLock;
+
+use actix_session::SessionExt as _;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use crate::state::AppState;
+use crate::web::browser::Browser;
+
+/// Where the signed-in member's CSRF token lives in the session.
+pub const SESSION_CSRF_KEY: &str = "latchkey.csrf";
+
+macro_rules! embedded_templates {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/templates/", $name)))),*]
+    };
+}
+
+/// Templates are compiled into the binary, so `latchkey` runs from any directory.
+const TEMPLATES: &[(&str, &str)] = embedded_templates!(
+    "layout.html",
+    "partials/login.html",
+    "partials/check_inbox.html",
+    "partials/waiting.html",
+    "partials/confirm.html",
+    "partials/approve.html",
+    "partials/link_problem.html",
+    "partials/cancel.html",
+    "partials/message.html",
+    "partials/dashboard.html",
+    "partials/error.html",
+);
+
+#[allow(clippy::expect_used)]
+fn tera() -> &'static tera::Tera {
+    static TERA: OnceLock<tera::Tera> = OnceLock::new();
+    TERA.get_or_init(|| {
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(vec![".html"]);
+        // The templates are part of the binary; a broken one is a build defect that the
+        // test suite renders, not a runtime condition.
+        tera.add_raw_templates(TEMPLATES.iter().copied())
+            .expect("embedded templates parse");
+        tera
+    })
+}
+
+/// Who the page is for, as shown in the navigation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Viewer {
+    pub email: String,
+    pub role: &'static str,
+    pub is_admin: bool,
+    pub can_read_audit: bool,
+}
+
+/// A page to render: the partial's name (under `partials/`), its title and its data.
+pub struct Page {
+    partial: &'static str,
+    title: String,
+    context: tera::Context,
+    status: StatusCode,
+}
+
+impl Page {
+    pub fn new(partial: &'static str, title: impl Into<String>) -> Self {
+        Self {
+            partial,
+            title: title.into(),
+            context: tera::Context::new(),
+            status: StatusCode::OK,
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
+        self.context.insert(key, &value);
+        self
+    }
+
+    pub fn status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn render(self, req: &HttpRequest) -> HttpResponse {
+        let mut context = self.context;
+        let csrf_token = csrf_token(req);
+        context.insert("csrf_token", &csrf_token);
+        context.insert("title", &self.title);
+        let viewer = req.extensions().get::<Viewer>().cloned();
+        context.insert("viewer", &viewer);
+        let partial = match tera().render(&format!("partials/{}.html", self.partial), &context) {
+            Ok(html) => html,
+            Err(err) => return render_failure(&err),
+        };
+        let body = if is_htmx(req) {
+            partial
+        } else {
+            context.insert("content", &partial);
+            match tera().render("layout.html", &context) {
+                Ok(html) => html,
+                Err(err) => return render_failure(&err),
+            }
+        };
+        HttpResponse::build(self.status)
+            .content_type("text/html; charset=utf-8")
+            // Pages hold CSRF tokens and personal data: never stored by caches.
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((header::VARY, "HX-Request, Cookie"))
+            .body(body)
+    }
+}
+
+fn render_failure(err: &tera::Error) -> HttpResponse {
+    use std::error::Error as _;
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    log::error!("rendering a page: {message}");
+    HttpResponse::InternalServerError()
+        .content_type("text/plain; charset=utf-8")
+        .body("Something went wrong on our side.")
+}
+
+pub fn is_htmx(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("HX-Request")
+        .is_some_and(|value| value.as_bytes() == b"true")
+}
+
+/// The session's token once signed in; before that, the one derived from the browser cookie.
+pub fn csrf_token(req: &HttpRequest) -> String {
+    if let Ok(Some(token)) = req.get_session().get::<String>(SESSION_CSRF_KEY) {
+        return token;
+    }
+    let state = req.app_data::<actix_web::web::Data<AppState>>();
+    match (req.extensions().get::<Browser>(), state) {
+        (Some(browser), Some(state)) => browser.id.csrf_token(&state.keys.browser),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_template_parses() {
+        let names: Vec<_> = tera().get_template_names().collect();
+        assert_eq!(names.len(), TEMPLATES.len());
+    }
+
+    #[test]
+    fn no_template_carries_inline_script_or_style() {
+        for (name, source) in TEMPLATES {
+            let lower = source.to_lowercase();
+            assert!(!lower.contains("<style"), "{name} has a <style> element");
+            assert!(!lower.contains(" style="), "{name} has a style attribute");
+            assert!(
+                !lower.contains(" onclick") && !lower.contains(" onload"),
+                "{name} has an inline handler"
+            );
+            for script in lower.split("<script").skip(1) {
+                assert!(
+                    script.trim_start().starts_with("src="),
+                    "{name} has an inline script"
+                );
+            }
+        }
+    }
+}
