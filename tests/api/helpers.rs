@@ -10,9 +10,15 @@ use std::sync::OnceLock;
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 use latchkey::db::embedded::EmbeddedPostgres;
 use latchkey::db::{self, Db};
+use latchkey::domain::email_address::EmailAddress;
+use latchkey::domain::role::Role;
+use latchkey::models::audit::AuditRow;
+use latchkey::models::member;
 use latchkey::secret::Secret;
 use latchkey::settings::Settings;
 use latchkey::startup::{Application, Database};
+
+use crate::smtp_server::SmtpServer;
 
 /// The server the tests use: the one on 127.0.0.1:5432 when it answers, else a private one.
 struct TestServer {
@@ -200,7 +206,10 @@ pub struct TestApp {
     pub port: u16,
     pub db: Db,
     pub database: TestDatabase,
+    /// The default browser: a cookie store, redirects off.
     pub client: reqwest::Client,
+    /// The real SMTP server the app sends to.
+    pub smtp: SmtpServer,
 }
 
 /// Settings every test starts from; a test overrides what it is about.
@@ -226,11 +235,23 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
     init_test_log();
     let database = TestDatabase::migrated();
+    let smtp = crate::smtp_server::start().await;
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     let port = listener.local_addr().unwrap().port();
     let mut vars = base_settings(port, &database);
+    vars.insert("LATCHKEY_EMAIL".into(), smtp.url());
+    // Tests exercise limits on purpose; they get generous defaults unless they set their own.
+    vars.insert("LATCHKEY_LOGIN_RATE".into(), "1000/1m".into());
+    vars.insert("LATCHKEY_EMAIL_RATE".into(), "1000/1m".into());
     configure(&mut vars);
     let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid settings");
+    let prepared = settings.clone();
+    tokio::task::spawn_blocking(move || {
+        latchkey::startup::prepare_database(&prepared, prepared.database_url.as_ref().unwrap())
+    })
+    .await
+    .unwrap()
+    .expect("preparing the database");
     let app = Application::build_on(
         settings.clone(),
         Database {
@@ -244,18 +265,55 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)
     )
     .expect("building the app");
     actix_web::rt::spawn(app.run_until_stopped());
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .build()
-        .unwrap();
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         db: Db::connect_lazy(&database.url, 4),
         database,
-        client,
+        client: new_browser(),
+        smtp,
     }
+}
+
+/// A fresh browser: its own cookie store, redirects not followed.
+pub fn new_browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .user_agent("LatchkeyTest/1.0 (browser A)")
+        .build()
+        .unwrap()
+}
+
+/// The value of the first `<input … name="NAME" value="…">` in a page (or the CSRF meta tag).
+pub fn form_value(html: &str, name: &str) -> Option<String> {
+    if name == "csrf_token" {
+        if let Some(value) = attribute_after(html, r#"name="csrf-token" content=""#) {
+            return Some(value);
+        }
+    }
+    attribute_after(html, &format!(r#"name="{name}" value=""#))
+}
+
+fn attribute_after(html: &str, marker: &str) -> Option<String> {
+    let start = html.find(marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(
+        html[start..end]
+            .replace("&#x2F;", "/")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// What a sign-in email carried.
+#[derive(Debug, Clone)]
+pub struct SignInMailParts {
+    pub link: String,
+    pub token: String,
+    pub code: String,
+    pub cancel_link: String,
+    pub to: String,
+    pub text: String,
 }
 
 impl TestApp {
@@ -266,6 +324,154 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.expect("GET")
     }
+
+    pub fn conn(&self) -> PgConnection {
+        self.database.connect()
+    }
+
+    /// Adds (or re-activates) a member directly, as `latchkey members add` does.
+    pub fn add_member(&self, email: &str, role: &str) -> i64 {
+        let email = EmailAddress::parse(email).unwrap();
+        let role = Role::parse(role).unwrap();
+        let (member, _) =
+            member::add_or_reactivate(&mut self.conn(), &email, role, "test").unwrap();
+        member.id
+    }
+
+    /// The CSRF token this browser's pages carry (visiting `/login` first if need be).
+    pub async fn csrf(&self, browser: &reqwest::Client, path: &str) -> String {
+        let html = browser
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        form_value(&html, "csrf_token").expect("the page carries a CSRF token")
+    }
+
+    /// Posts a form with this browser's CSRF token added.
+    pub async fn post_form(
+        &self,
+        browser: &reqwest::Client,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let csrf = self.csrf(browser, "/login").await;
+        self.post_form_with_csrf(browser, path, fields, &csrf).await
+    }
+
+    pub async fn post_form_with_csrf(
+        &self,
+        browser: &reqwest::Client,
+        path: &str,
+        fields: &[(&str, &str)],
+        csrf: &str,
+    ) -> reqwest::Response {
+        let mut fields: Vec<(&str, &str)> = fields.to_vec();
+        fields.push(("csrf_token", csrf));
+        browser
+            .post(self.url(path))
+            .form(&fields)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// `POST /login` from `browser`.
+    pub async fn request_link(&self, browser: &reqwest::Client, email: &str) -> reqwest::Response {
+        self.post_form(browser, "/login", &[("email", email)]).await
+    }
+
+    /// Waits for the `n`th mail (1-based) and pulls the sign-in parts out of it.
+    pub async fn sign_in_mail(&self, n: usize) -> SignInMailParts {
+        let mails = self
+            .smtp
+            .wait_for(n, std::time::Duration::from_secs(10))
+            .await;
+        assert!(mails.len() >= n, "expected {n} mails, got {}", mails.len());
+        let mail = &mails[n - 1];
+        let link = mail.extract_link(&format!("{}/auth/verify?token=", self.address));
+        let cancel_link = mail.extract_link(&format!("{}/auth/cancel?token=", self.address));
+        let token = link.split("token=").nth(1).unwrap().to_string();
+        SignInMailParts {
+            token: urldecode(&token),
+            link,
+            code: mail.extract_code(),
+            cancel_link,
+            to: mail.header("To").unwrap_or_default(),
+            text: mail.text(),
+        }
+    }
+
+    /// The whole flow by link in `browser`; returns the response to the confirming POST.
+    pub async fn sign_in(&self, browser: &reqwest::Client, email: &str) -> reqwest::Response {
+        let before = self.smtp.received().len();
+        let res = self.request_link(browser, email).await;
+        assert_eq!(res.status(), 200);
+        let mail = self.sign_in_mail(before + 1).await;
+        self.confirm_link(browser, &mail.token).await
+    }
+
+    /// Opens the confirmation page and posts its form, as a person would.
+    pub async fn confirm_link(&self, browser: &reqwest::Client, token: &str) -> reqwest::Response {
+        let page = browser
+            .get(self.url(&format!("/auth/verify?token={}", urlencode(token))))
+            .send()
+            .await
+            .unwrap();
+        let html = page.text().await.unwrap();
+        let csrf = form_value(&html, "csrf_token").unwrap();
+        self.post_form_with_csrf(browser, "/auth/verify", &[("token", token)], &csrf)
+            .await
+    }
+
+    /// Signs in a new member of `role` in a new browser.
+    pub async fn signed_in_browser(&self, email: &str, role: &str) -> reqwest::Client {
+        self.add_member(email, role);
+        let browser = new_browser();
+        let res = self.sign_in(&browser, email).await;
+        assert_eq!(res.status(), 303, "sign-in failed");
+        browser
+    }
+
+    /// Audit rows, oldest first.
+    pub fn audit(&self) -> Vec<AuditRow> {
+        use diesel::prelude::*;
+        latchkey::schema::login_audit::table
+            .order(latchkey::schema::login_audit::id.asc())
+            .select(AuditRow::as_select())
+            .load(&mut self.conn())
+            .unwrap()
+    }
+
+    pub fn audit_events(&self) -> Vec<String> {
+        self.audit().into_iter().map(|row| row.event).collect()
+    }
+
+    pub fn count(&self, table_sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(format!("SELECT count(*) AS n FROM {table_sql}"))
+            .get_result::<Count>(&mut self.conn())
+            .unwrap()
+            .n
+    }
+}
+
+pub fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+pub fn urldecode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 fn init_test_log() {

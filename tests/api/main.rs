@@ -10,3 +10,4 @@ mod health;
 mod mail;
 mod migrations;
 mod session_store;
+mod sign_in;
