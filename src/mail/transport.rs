@@ -4,6 +4,7 @@
 //! sign-in link, and a development mail is meant to be read by the person at the terminal.
 
 use std::io::Write as _;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,7 +27,10 @@ const SUBMISSIONS_PORT: u16 = 465;
 pub enum Transport {
     Console,
     File(PathBuf),
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// Never dropped: lettre's pool spawns a tokio task in its `Drop`, which panics when the
+    /// runtime is already shutting down (the worker lives until then). One transport per
+    /// process is kept for the life of the process anyway.
+    Smtp(ManuallyDrop<AsyncSmtpTransport<Tokio1Executor>>),
 }
 
 impl Transport {
@@ -35,7 +39,9 @@ impl Transport {
         Ok(match backend {
             EmailBackend::Console => Transport::Console,
             EmailBackend::File(dir) => Transport::File(dir.clone()),
-            EmailBackend::Smtp(url) => Transport::Smtp(smtp_transport(smtp_params(url)?)?),
+            EmailBackend::Smtp(url) => {
+                Transport::Smtp(ManuallyDrop::new(smtp_transport(smtp_params(url)?)?))
+            }
         })
     }
 

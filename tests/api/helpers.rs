@@ -277,12 +277,19 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)
 
 /// A fresh browser: its own cookie store, redirects not followed.
 pub fn new_browser() -> reqwest::Client {
-    reqwest::Client::builder()
+    new_browser_with_jar().0
+}
+
+/// A fresh browser and its cookie jar, for tests that read or replay cookies.
+pub fn new_browser_with_jar() -> (reqwest::Client, std::sync::Arc<reqwest::cookie::Jar>) {
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .user_agent("LatchkeyTest/1.0 (browser A)")
+        .cookie_provider(jar.clone())
+        .user_agent("LatchkeyTest/1.0")
         .build()
-        .unwrap()
+        .unwrap();
+    (client, jar)
 }
 
 /// The value of the first `<input … name="NAME" value="…">` in a page (or the CSRF meta tag).

@@ -246,3 +246,438 @@ async fn logout_ends_the_session_server_side() {
     let after = browser.get(app.url("/")).send().await.unwrap();
     assert_eq!(after.status(), 303);
 }
+
+#[actix_web::test]
+async fn twenty_concurrent_posts_of_one_token_give_exactly_one_session() {
+    let app = spawn_app().await;
+    app.add_member("ann@example.org", "member");
+    let browser = new_browser();
+    app.request_link(&browser, "ann@example.org").await;
+    let mail = app.sign_in_mail(1).await;
+    let csrf = app.csrf(&browser, "/login").await;
+    let fields = [("token", mail.token.as_str())];
+    let posts = (0..20).map(|_| app.post_form_with_csrf(&browser, "/auth/verify", &fields, &csrf));
+    let statuses: Vec<u16> = futures_util::future::join_all(posts)
+        .await
+        .into_iter()
+        .map(|res| res.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 303).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 410).count(),
+        19,
+        "{statuses:?}"
+    );
+    assert_eq!(app.count("sessions WHERE member_id IS NOT NULL"), 1);
+    let events = app.audit_events();
+    assert_eq!(events.iter().filter(|e| *e == "signed_in").count(), 1);
+    assert_eq!(events.iter().filter(|e| *e == "link_reused").count(), 19);
+}
+
+#[actix_web::test]
+async fn five_wrong_codes_end_the_code_and_the_link() {
+    let app = spawn_app().await;
+    app.add_member("ann@example.org", "member");
+    let browser = new_browser();
+    app.request_link(&browser, "ann@example.org").await;
+    let mail = app.sign_in_mail(1).await;
+    let wrong = if mail.code == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for attempt in 1..=4 {
+        let res = app
+            .post_form(&browser, "/auth/code", &[("code", wrong)])
+            .await;
+        assert_eq!(res.status(), 400, "attempt {attempt}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains(&format!("{} tr", 5 - attempt)), "{html}");
+    }
+    let fifth = app
+        .post_form(&browser, "/auth/code", &[("code", wrong)])
+        .await;
+    assert_eq!(fifth.status(), 410);
+    // The right code no longer works, and neither does the link.
+    let right = app
+        .post_form(&browser, "/auth/code", &[("code", &mail.code)])
+        .await;
+    assert_ne!(right.status(), 303);
+    assert_eq!(app.confirm_link(&browser, &mail.token).await.status(), 410);
+    assert_eq!(app.count("sessions"), 0);
+    let events = app.audit_events();
+    assert_eq!(events.iter().filter(|e| *e == "code_failed").count(), 5);
+}
+
+#[actix_web::test]
+async fn approval_with_the_right_number_signs_in_the_asking_browser_only() {
+    let app = spawn_app().await;
+    app.add_member("ann@example.org", "member");
+    let asking = new_browser();
+    app.request_link(&asking, "ann@example.org").await;
+    let mail = app.sign_in_mail(1).await;
+
+    let waiting = asking
+        .get(app.url("/auth/wait"))
+        .header("HX-Request", "true")
+        .send()
+        .await
+        .unwrap();
+    let html = waiting.text().await.unwrap();
+    assert!(!html.contains("<html"), "HTMX gets the partial only");
+    let shown = number_in(&html);
+
+    let phone = new_browser();
+    let page = phone
+        .get(&mail.link)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let choices = choices_in(&page);
+    assert_eq!(choices.len(), 3);
+    assert_eq!(
+        choices.iter().filter(|&&c| c == shown).count(),
+        1,
+        "{choices:?} vs {shown}"
+    );
+    let csrf = form_value(&page, "csrf_token").unwrap();
+    let res = app
+        .post_form_with_csrf(
+            &phone,
+            "/auth/approve",
+            &[("token", &mail.token), ("number", &shown.to_string())],
+            &csrf,
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        app.count("sessions"),
+        0,
+        "approving signs nobody in by itself"
+    );
+
+    let done = asking
+        .get(app.url("/auth/wait"))
+        .header("HX-Request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    assert_eq!(done.headers()["hx-redirect"], "/");
+    assert_eq!(asking.get(app.url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        phone.get(app.url("/")).send().await.unwrap().status(),
+        303,
+        "the approving device stays signed out"
+    );
+    let signed_in = app
+        .audit()
+        .into_iter()
+        .find(|r| r.event == "signed_in")
+        .unwrap();
+    assert!(
+        signed_in.detail.contains("via approval"),
+        "{}",
+        signed_in.detail
+    );
+}
+
+#[actix_web::test]
+async fn approval_with_a_wrong_number_cancels_the_request() {
+    let app = spawn_app().await;
+    app.add_member("ann@example.org", "member");
+    let asking = new_browser();
+    app.request_link(&asking, "ann@example.org").await;
+    let mail = app.sign_in_mail(1).await;
+    let html = asking
+        .get(app.url("/auth/wait"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let shown = number_in(&html);
+    let phone = new_browser();
+    let page = phone
+        .get(&mail.link)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let wrong = choices_in(&page).into_iter().find(|&c| c != shown).unwrap();
+    let csrf = form_value(&page, "csrf_token").unwrap();
+    let res = app
+        .post_form_with_csrf(
+            &phone,
+            "/auth/approve",
+            &[("token", &mail.token), ("number", &wrong.to_string())],
+            &csrf,
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+    assert!(app
+        .audit_events()
+        .contains(&"approval_mismatch".to_string()));
+    let after = asking
+        .get(app.url("/auth/wait"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(after.contains("no longer open"), "{after}");
+    assert_eq!(app.confirm_link(&asking, &mail.token).await.status(), 410);
+}
+
+fn number_in(html: &str) -> i16 {
+    let marker = r#"class="number">"#;
+    let start = html.find(marker).expect("the waiting page shows a number") + marker.len();
+    html[start..start + 2].parse().unwrap()
+}
+
+fn choices_in(html: &str) -> Vec<i16> {
+    html.split(r#"name="number" value=""#)
+        .skip(1)
+        .map(|rest| rest[..2].parse().unwrap())
+        .collect()
+}
+
+#[actix_web::test]
+async fn not_you_cancels_the_request_and_tells_the_admins() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_ADMINS".into(), "boss@example.org".into());
+    })
+    .await;
+    app.add_member("ann@example.org", "member");
+    let browser = new_browser();
+    app.request_link(&browser, "ann@example.org").await;
+    let mail = app.sign_in_mail(1).await;
+
+    let other = new_browser();
+    let page = other.get(&mail.cancel_link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        !app.audit_events().contains(&"link_cancelled".to_string()),
+        "GET changes nothing"
+    );
+    let csrf = form_value(&html, "csrf_token").unwrap();
+    let res = app
+        .post_form_with_csrf(&other, "/auth/cancel", &[("token", &mail.token)], &csrf)
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(app.audit_events().contains(&"link_cancelled".to_string()));
+    assert_eq!(app.confirm_link(&browser, &mail.token).await.status(), 410);
+    let mails = app
+        .smtp
+        .wait_for(2, std::time::Duration::from_secs(10))
+        .await;
+    let to_admin = mails.iter().find(|m| {
+        m.header("To")
+            .unwrap_or_default()
+            .contains("boss@example.org")
+    });
+    assert!(to_admin.is_some(), "the admin was told");
+}
+
+#[actix_web::test]
+async fn the_old_cookie_is_dead_after_logout() {
+    use reqwest::cookie::CookieStore as _;
+    let app = spawn_app().await;
+    app.add_member("ann@example.org", "member");
+    let (browser, jar) = crate::helpers::new_browser_with_jar();
+    assert_eq!(app.sign_in(&browser, "ann@example.org").await.status(), 303);
+    let cookies = jar
+        .cookies(&app.url("/").parse().unwrap())
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap();
+    assert!(cookies.contains("latchkey_session="), "{cookies}");
+    let csrf = app.csrf(&browser, "/").await;
+    app.post_form_with_csrf(&browser, "/logout", &[], &csrf)
+        .await;
+    // Replay the cookies from before logout in a fresh client.
+    let replay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = replay
+        .get(app.url("/"))
+        .header("Cookie", cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+}
+
+#[actix_web::test]
+async fn a_deactivated_members_open_session_ends_at_once() {
+    let app = spawn_app().await;
+    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    assert_eq!(
+        browser.get(app.url("/")).send().await.unwrap().status(),
+        200
+    );
+    let id = app.add_member("ann@example.org", "member");
+    latchkey::models::member::deactivate(&mut app.conn(), id, "test").unwrap();
+    assert_eq!(
+        browser.get(app.url("/")).send().await.unwrap().status(),
+        303
+    );
+    // And a deactivated member cannot ask for a new link.
+    let before = app.smtp.received().len();
+    app.request_link(&browser, "ann@example.org").await;
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.smtp.received().len(), before);
+    assert_eq!(app.audit_events().last().unwrap(), "login_denied");
+}
+
+#[actix_web::test]
+async fn a_new_browser_for_a_known_member_gets_a_new_sign_in_email() {
+    let app = spawn_app().await;
+    app.add_member("ann@example.org", "member");
+    assert_eq!(
+        app.sign_in(&new_browser(), "ann@example.org")
+            .await
+            .status(),
+        303
+    );
+    let first_count = app.smtp.received().len();
+    assert_eq!(first_count, 1, "no notice on the very first sign-in");
+    assert_eq!(
+        app.sign_in(&new_browser(), "ann@example.org")
+            .await
+            .status(),
+        303
+    );
+    let mails = app
+        .smtp
+        .wait_for(3, std::time::Duration::from_secs(10))
+        .await;
+    assert!(mails.iter().any(|m| m
+        .header("Subject")
+        .unwrap_or_default()
+        .contains("New sign-in")));
+}
+
+#[actix_web::test]
+async fn allowed_domains_admit_new_members_and_admins_are_ensured() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_ALLOWED_DOMAINS".into(), "team.example".into());
+        vars.insert("LATCHKEY_ADMINS".into(), r#"["boss@example.org"]"#.into());
+    })
+    .await;
+    let res = app.sign_in(&new_browser(), "newcomer@TEAM.example").await;
+    assert_eq!(res.status(), 303);
+    let boss = latchkey::models::member::find_by_email(
+        &mut app.conn(),
+        &latchkey::domain::email_address::EmailAddress::parse("boss@example.org").unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(boss.role(), latchkey::domain::role::Role::Admin);
+    assert!(boss.active);
+}
+
+#[actix_web::test]
+async fn the_login_form_answers_htmx_with_the_partial_and_pages_answer_head() {
+    let app = spawn_app().await;
+    let browser = new_browser();
+    let csrf = app.csrf(&browser, "/login").await;
+    let res = browser
+        .post(app.url("/login"))
+        .header("HX-Request", "true")
+        .form(&[("email", "x@example.org"), ("csrf_token", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(
+        !html.contains("<html") && html.contains("Check your inbox"),
+        "{html}"
+    );
+    let head = browser.head(app.url("/login")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(head.text().await.unwrap().is_empty());
+}
+
+#[actix_web::test]
+async fn anonymous_page_views_write_nothing() {
+    let app = spawn_app().await;
+    let before = (
+        app.count("sessions"),
+        app.count("login_audit"),
+        app.count("sign_in_requests"),
+    );
+    for path in [
+        "/login",
+        "/login?next=/audit",
+        "/static/htmx.min.js",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert_eq!(
+            new_browser()
+                .get(app.url(path))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200,
+            "{path}"
+        );
+    }
+    let after = (
+        app.count("sessions"),
+        app.count("login_audit"),
+        app.count("sign_in_requests"),
+    );
+    assert_eq!(before, after);
+}
+
+#[actix_web::test]
+async fn not_signed_in_pages_redirect_with_next_and_htmx_gets_401() {
+    let app = spawn_app().await;
+    let res = new_browser()
+        .get(app.url("/sessions?x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/login?next=%2Fsessions%3Fx%3D1");
+    let res = new_browser()
+        .get(app.url("/"))
+        .header("HX-Request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["hx-redirect"], "/login");
+}
+
+#[actix_web::test]
+async fn next_is_honoured_after_sign_in() {
+    let app = spawn_app().await;
+    app.add_member("ann@example.org", "member");
+    let browser = new_browser();
+    app.post_form(
+        &browser,
+        "/login",
+        &[("email", "ann@example.org"), ("next", "/sessions?tab=mine")],
+    )
+    .await;
+    let mail = app.sign_in_mail(1).await;
+    let res = app.confirm_link(&browser, &mail.token).await;
+    assert_eq!(res.headers()["location"], "/sessions?tab=mine");
+}
