@@ -21,8 +21,14 @@ use crate::web::pages::{is_htmx, Viewer};
 pub const SIGNED_IN_AT_KEY: &str = "latchkey.signed_in_at";
 pub const SEEN_AT_KEY: &str = "latchkey.seen_at";
 /// How stale "last seen" may get before it is written again: the idle timeout is enforced by
-/// the session row's expiry, which only moves when the session is written.
+/// the session row's expiry, which only moves when the session is written. Once a minute at
+/// most, and twice per idle period for (test-sized) idle timeouts shorter than two minutes.
 const SEEN_REFRESH_SECS: i64 = 60;
+
+fn seen_refresh_secs(idle: std::time::Duration) -> i64 {
+    let half_idle = i64::try_from(idle.as_secs() / 2).unwrap_or(i64::MAX);
+    SEEN_REFRESH_SECS.min(half_idle.max(1))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -137,7 +143,7 @@ pub async fn guard(
         return Ok(req.into_response(response));
     }
     let seen_at = session.get::<i64>(SEEN_AT_KEY).ok().flatten().unwrap_or(0);
-    if now - seen_at >= SEEN_REFRESH_SECS {
+    if now - seen_at >= seen_refresh_secs(state.settings.session_idle) {
         // Writing the session extends its idle expiry; once a minute is enough.
         let _ = session.insert(SEEN_AT_KEY, now);
     }
@@ -194,6 +200,14 @@ mod tests {
         assert_eq!(access_for("/team"), Access::Admin);
         assert_eq!(access_for("/team/4/role"), Access::Admin);
         assert_eq!(access_for("/teamwork"), Access::SignedIn);
+    }
+
+    #[test]
+    fn last_seen_is_written_at_most_once_a_minute() {
+        use std::time::Duration;
+        assert_eq!(seen_refresh_secs(Duration::from_secs(30 * 60)), 60);
+        assert_eq!(seen_refresh_secs(Duration::from_secs(10)), 5);
+        assert_eq!(seen_refresh_secs(Duration::from_secs(1)), 1);
     }
 
     #[test]

@@ -681,3 +681,58 @@ async fn next_is_honoured_after_sign_in() {
     let res = app.confirm_link(&browser, &mail.token).await;
     assert_eq!(res.headers()["location"], "/sessions?tab=mine");
 }
+
+#[actix_web::test]
+async fn an_idle_session_ends_on_the_server() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_SESSION_IDLE".into(), "2s".into());
+    })
+    .await;
+    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    assert_eq!(
+        browser.get(app.url("/")).send().await.unwrap().status(),
+        200
+    );
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(3100)).await;
+    assert_eq!(
+        browser.get(app.url("/")).send().await.unwrap().status(),
+        303
+    );
+}
+
+#[actix_web::test]
+async fn an_active_session_still_ends_at_its_absolute_lifetime() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_SESSION_IDLE".into(), "2s".into());
+        vars.insert("LATCHKEY_SESSION_MAX".into(), "4s".into());
+    })
+    .await;
+    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    // Busy every 0.7 s: the idle timeout never bites, the absolute one does.
+    let started = std::time::Instant::now();
+    let mut statuses = Vec::new();
+    while started.elapsed() < std::time::Duration::from_millis(5200) {
+        statuses.push(
+            browser
+                .get(app.url("/"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+    assert_eq!(statuses[0], 200);
+    assert!(
+        statuses.iter().filter(|&&s| s == 200).count() >= 4,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&303), "{statuses:?}");
+    assert!(app.audit_events().contains(&"session_expired".to_string()));
+    assert_eq!(
+        app.count("sessions"),
+        0,
+        "the expired session is deleted, not kept"
+    );
+}
