@@ -11,7 +11,6 @@ use crate::db::DbError;
 use crate::domain::code::SignInCode;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
-use crate::domain::role::Role;
 use crate::domain::token::{SignInToken, TokenId};
 use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::models::member::{self, Member};
@@ -48,13 +47,7 @@ pub fn request_link(
 ) -> Result<LinkRequest, DbError> {
     let mut member = member::find_by_email(conn, email)?;
     if member.is_none() && settings.allowed_domains.iter().any(|d| d == email.domain()) {
-        let (added, _) =
-            member::add_or_reactivate(conn, email, Role::Member, "LATCHKEY_ALLOWED_DOMAINS")
-                .map_err(|e| match e {
-                    member::MemberError::Query(q) => DbError::Query(q),
-                    other => DbError::Query(diesel::result::Error::QueryBuilderError(other.into())),
-                })?;
-        member = Some(added);
+        member = Some(member::admit_from_allowed_domain(conn, email)?);
     }
     let outcome = conn.transaction(|conn| {
         let Some(member) = member.filter(|m| m.active) else {

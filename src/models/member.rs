@@ -36,15 +36,6 @@ pub enum MemberError {
     Query(#[from] diesel::result::Error),
 }
 
-impl From<crate::db::DbError> for MemberError {
-    fn from(err: crate::db::DbError) -> Self {
-        match err {
-            crate::db::DbError::Query(e) => MemberError::Query(e),
-            other => MemberError::Query(diesel::result::Error::QueryBuilderError(other.into())),
-        }
-    }
-}
-
 /// What [`add_or_reactivate`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
@@ -244,6 +235,40 @@ fn ensure_another_admin(conn: &mut PgConnection, id: i64) -> Result<(), MemberEr
     } else {
         Ok(())
     }
+}
+
+/// Admits an address at one of `LATCHKEY_ALLOWED_DOMAINS` as a `member` on its first request.
+/// A member who already exists (even deactivated) is returned as is.
+pub fn admit_from_allowed_domain(
+    conn: &mut PgConnection,
+    email: &EmailAddress,
+) -> QueryResult<Member> {
+    conn.transaction(|conn| {
+        let inserted = diesel::insert_into(members::table)
+            .values((
+                members::email.eq(email.as_str()),
+                members::role.eq(Role::Member.as_str()),
+            ))
+            .on_conflict(members::email)
+            .do_nothing()
+            .returning(Member::as_returning())
+            .get_result(conn)
+            .optional()?;
+        match inserted {
+            Some(member) => {
+                NewAuditRow::new(AuditEvent::MemberAdded)
+                    .email(&member.email)
+                    .actor("LATCHKEY_ALLOWED_DOMAINS")
+                    .detail("role member, admitted by domain")
+                    .insert(conn)?;
+                Ok(member)
+            }
+            None => members::table
+                .filter(members::email.eq(email.as_str()))
+                .select(Member::as_select())
+                .first(conn),
+        }
+    })
 }
 
 /// `LATCHKEY_ADMINS` are always active admins.
