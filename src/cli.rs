@@ -1,10 +1,32 @@
 //! The `latchkey` command line: parse, then hand over to the library.
+//!
+//! Output is for scripts as much as for people: results go to stdout, one line each (a
+//! break-glass link is printed there and nowhere else); notes and errors go to stderr, and
+//! any failure exits non-zero.
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use chrono::Utc;
+use clap::{Parser, Subcommand, ValueEnum};
+use diesel::prelude::*;
+use ring::hmac;
 
+use crate::audit_chain::{self, Verification};
+use crate::crypto::{random_below, Keys};
 use crate::db;
+use crate::domain::code::SignInCode;
+use crate::domain::email_address::EmailAddress;
+use crate::domain::role::Role;
+use crate::domain::token::SignInToken;
+use crate::models::audit::{AuditEvent, NewAuditRow};
+use crate::models::member::{self, Added, Member, MemberError};
+use crate::models::sign_in_request::{self, NewSignInRequest, SignInRequest};
+use crate::schema::members;
+use crate::secret::Secret;
 use crate::settings::Settings;
-use crate::startup::{open_database, Application, Database};
+use crate::startup::{open_database, resolve_secret, Application, Database};
+
+/// Who the audit says made a change from the command line.
+pub const CLI_ACTOR: &str = "cli";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,8 +49,83 @@ pub enum Command {
         #[arg(long)]
         revert: bool,
     },
+    /// Add, list and deactivate members.
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
     /// Delete expired sessions and sign-in tokens, and audit rows past retention.
     Purge,
+    /// Check the login audit.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Break-glass: print a one-time sign-in link for an active member (any browser may use
+    /// it), audited with the reason. No mail is sent.
+    Link {
+        #[arg(value_parser = parse_email)]
+        email: EmailAddress,
+        /// Why the link was made by hand; written to the audit.
+        #[arg(long, value_parser = parse_reason)]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// Add a member, or re-activate one (and set the role).
+    Add {
+        #[arg(value_parser = parse_email)]
+        email: EmailAddress,
+        #[arg(long, value_enum, default_value_t = RoleArg::Member)]
+        role: RoleArg,
+    },
+    /// One line per member: address, role, active or inactive (tab-separated).
+    List,
+    /// Deactivate a member (never deletes): their sessions and pending links end at once.
+    Remove {
+        #[arg(value_parser = parse_email)]
+        email: EmailAddress,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain; exit non-zero naming the first broken row's id if any.
+    Verify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Admin,
+    Auditor,
+    Member,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Self {
+        match role {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Auditor => Role::Auditor,
+            RoleArg::Member => Role::Member,
+        }
+    }
+}
+
+fn parse_email(text: &str) -> Result<EmailAddress, String> {
+    EmailAddress::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_reason(text: &str) -> Result<String, String> {
+    let reason = text.trim();
+    if reason.is_empty() {
+        return Err("a reason is required, as in --reason \"lost phone, ticket 123\"".into());
+    }
+    if reason.chars().any(char::is_control) {
+        return Err("the reason must be one line of text".into());
+    }
+    Ok(reason.to_string())
 }
 
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
@@ -47,6 +144,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
 
 /// Commands that only talk to the database; run on a blocking thread.
 fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
+    // Kept until the end: dropping it stops a private cluster.
     let database: Database = open_database(settings)?;
     let mut conn = db::connect_once(&database.url)?;
     match command {
@@ -64,11 +162,236 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
             Some(name) => println!("reverted {name}"),
             None => println!("no migration to revert"),
         },
+        Command::Members { command } => {
+            migrate_quietly(&mut conn)?;
+            run_members(&mut conn, settings, command)?;
+        }
         Command::Purge => {
-            db::migrations::run_pending(&mut conn)?;
+            migrate_quietly(&mut conn)?;
             let counts = crate::purge::purge(&mut conn, settings)?;
             println!("deleted {counts}");
         }
+        // Read-only: verifying never changes the database, not even its schema.
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let verification = audit_chain::verify(&mut conn).context("reading the login audit")?;
+            match verification {
+                Verification::Intact { .. } => println!("{verification}"),
+                broken => anyhow::bail!("{broken}"),
+            }
+        }
+        Command::Link { email, reason } => {
+            migrate_quietly(&mut conn)?;
+            let keys = Keys::derive(&resolve_secret(settings)?);
+            let made = break_glass_link(&mut conn, settings, &keys.token, &email, &reason)?;
+            println!("{}", made.link.expose());
+            eprintln!(
+                "one-time sign-in link for {}, usable in any browser until {} UTC; \
+                 hand it over on a channel you trust",
+                made.member.email,
+                made.request.expires_at.format("%Y-%m-%d %H:%M")
+            );
+        }
     }
     Ok(())
+}
+
+fn migrate_quietly(conn: &mut PgConnection) -> anyhow::Result<()> {
+    for name in db::migrations::run_pending(conn)? {
+        eprintln!("applied migration {name}");
+    }
+    Ok(())
+}
+
+fn run_members(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    command: MembersCommand,
+) -> anyhow::Result<()> {
+    match command {
+        MembersCommand::Add { email, role } => {
+            let role = Role::from(role);
+            let (member, added) = member::add_or_reactivate(conn, &email, role, CLI_ACTOR)
+                .map_err(|e| member_error(e, &email))?;
+            match added {
+                Added::Created => println!("added {} as {role}", member.email),
+                Added::Reactivated => println!("re-activated {} as {role}", member.email),
+                Added::RoleChanged => println!("changed {} to {role}", member.email),
+                Added::Unchanged => println!("{} is already an active {role}", member.email),
+            }
+        }
+        MembersCommand::List => {
+            let members = member::list(conn)?;
+            if members.is_empty() {
+                eprintln!("no members yet; add one with `latchkey members add EMAIL`");
+            }
+            for member in members {
+                println!(
+                    "{}\t{}\t{}",
+                    member.email,
+                    member.role(),
+                    if member.active { "active" } else { "inactive" }
+                );
+            }
+        }
+        MembersCommand::Remove { email } => {
+            let Some(found) = member::find_by_email(conn, &email)? else {
+                anyhow::bail!("{email} is not a member");
+            };
+            if !found.active {
+                println!("{} is already inactive", found.email);
+                return Ok(());
+            }
+            let member = member::deactivate(conn, found.id, CLI_ACTOR)
+                .map_err(|e| member_error(e, &email))?;
+            println!(
+                "deactivated {}: their sessions ended and pending links were cancelled",
+                member.email
+            );
+            if settings.admins.contains(&email) {
+                eprintln!(
+                    "note: {email} is listed in LATCHKEY_ADMINS, so the next `latchkey serve` \
+                     makes it an active admin again; remove it there too"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn member_error(err: MemberError, email: &EmailAddress) -> anyhow::Error {
+    match err {
+        MemberError::LastAdmin => anyhow::anyhow!(
+            "{email} is the last active admin: make another member admin first \
+             (`latchkey members add OTHER --role admin`)"
+        ),
+        MemberError::NotFound => anyhow::anyhow!("{email} is not a member"),
+        MemberError::Query(e) => anyhow::Error::new(e).context("updating members"),
+    }
+}
+
+/// A link made by [`break_glass_link`]. The link is the credential: it is printed once, for
+/// the operator, and never logged or stored.
+pub struct BreakGlassLink {
+    pub link: Secret<String>,
+    pub member: Member,
+    pub request: SignInRequest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BreakGlassError {
+    #[error("{0} is not a member; add them with `latchkey members add` first")]
+    NotAMember(String),
+    #[error("{0} is deactivated; re-activate them with `latchkey members add` first")]
+    Inactive(String),
+    #[error("a reason is required (--reason)")]
+    NoReason,
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// What the sign-in pages show as "asked for from" a break-glass link.
+const BREAK_GLASS_AGENT: &str = "latchkey link (command line, break-glass)";
+
+/// Makes a sign-in request for an active member that any browser may complete (no browser
+/// asked for it, so none is bound), without mail and outside the per-address rate, and audits
+/// it as `link_requested` by `cli` with the reason. Returns the link to hand over.
+pub fn break_glass_link(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    token_key: &hmac::Key,
+    email: &EmailAddress,
+    reason: &str,
+) -> Result<BreakGlassLink, BreakGlassError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(BreakGlassError::NoReason);
+    }
+    conn.transaction(|conn| {
+        // Locked, so a deactivation running now either comes first (and we refuse) or waits
+        // and then cancels this request with the member's others.
+        let member = members::table
+            .filter(members::email.eq(email.as_str()))
+            .select(Member::as_select())
+            .for_share()
+            .first(conn)
+            .optional()?
+            .ok_or_else(|| BreakGlassError::NotAMember(email.to_string()))?;
+        if !member.active {
+            return Err(BreakGlassError::Inactive(member.email));
+        }
+        let (token, token_id) = SignInToken::generate(token_key);
+        // The code is of no use without an asking browser, but the table keeps one per request.
+        let code = SignInCode::generate();
+        let token_digest = token_id.digest();
+        let request = sign_in_request::insert(
+            conn,
+            &NewSignInRequest {
+                member_id: member.id,
+                code_digest: code.digest(token_key, &token_digest),
+                token_digest,
+                browser_digest: None,
+                approval_number: 10 + random_below(90) as i16,
+                next_path: "/".into(),
+                requested_ip: None,
+                requested_user_agent: Some(BREAK_GLASS_AGENT.into()),
+                expires_at: Utc::now() + crate::signin::to_chrono(settings.link_ttl),
+            },
+        )?;
+        NewAuditRow::new(AuditEvent::LinkRequested)
+            .email(&member.email)
+            .actor(CLI_ACTOR)
+            .request(request.id)
+            .detail(format!("break-glass: {reason}"))
+            .insert(conn)?;
+        let token_param: String =
+            url::form_urlencoded::byte_serialize(token.as_str().as_bytes()).collect();
+        let link = settings
+            .public_url
+            .join(&format!("/auth/verify?token={token_param}"));
+        Ok(BreakGlassLink {
+            link: Secret::new(link),
+            member,
+            request,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["latchkey", "members", "add", " Ann@Example.ORG "]).unwrap();
+        match cli.command {
+            Some(Command::Members {
+                command: MembersCommand::Add { email, role },
+            }) => {
+                assert_eq!(email.as_str(), "Ann@example.org");
+                assert_eq!(role, RoleArg::Member);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["latchkey", "members", "add", "nope"]).is_err());
+        assert!(
+            Cli::try_parse_from(["latchkey", "members", "add", "a@x.org", "--role", "root"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_link_needs_a_reason() {
+        assert!(Cli::try_parse_from(["latchkey", "link", "a@x.org"]).is_err());
+        assert!(Cli::try_parse_from(["latchkey", "link", "a@x.org", "--reason", "  "]).is_err());
+        let cli = Cli::try_parse_from(["latchkey", "link", "a@x.org", "--reason", " lost phone "])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Link { reason, .. }) if reason == "lost phone"
+        ));
+    }
 }

@@ -1,5 +1,6 @@
 //! Latchkey: a passwordless sign-in gateway and admin dashboard for small trusted teams.
 
+pub mod audit_chain;
 pub mod cli;
 pub mod crypto;
 pub mod db;

@@ -3,33 +3,72 @@
 
 use std::fmt;
 
-use diesel::PgConnection;
+use diesel::prelude::*;
 
 use crate::db::DbError;
-use crate::session_store;
+use crate::models::audit::{AuditEvent, NewAuditRow};
+use crate::models::sign_in_request;
+use crate::schema::{members, sessions};
+use crate::settings::Settings;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PurgeCounts {
     pub sessions: usize,
+    pub sign_in_requests: usize,
+    pub audit_rows: usize,
 }
 
 impl fmt::Display for PurgeCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} expired sessions", self.sessions)
+        write!(
+            f,
+            "{} expired sessions, {} expired sign-in requests, {} audit rows past retention",
+            self.sessions, self.sign_in_requests, self.audit_rows
+        )
     }
 }
 
-/// What the periodic sweeper removes: state that is already dead.
+/// What the periodic sweeper removes: state that is already dead. A signed-in member's
+/// session that timed out gets its `session_expired` row in the same transaction (the guard
+/// records the absolute lifetime itself; an idle timeout is only noticed here).
 pub fn delete_expired_transient(conn: &mut PgConnection) -> Result<PurgeCounts, DbError> {
-    Ok(PurgeCounts {
-        sessions: session_store::delete_expired(conn)?,
-    })
+    let counts = conn.transaction(|conn| {
+        let owners: Vec<Option<i64>> =
+            diesel::delete(sessions::table.filter(sessions::expires_at.le(diesel::dsl::now)))
+                .returning(sessions::member_id)
+                .get_results(conn)?;
+        let member_ids: Vec<i64> = owners.iter().flatten().copied().collect();
+        if !member_ids.is_empty() {
+            let emails: Vec<(i64, String)> = members::table
+                .filter(members::id.eq_any(&member_ids))
+                .select((members::id, members::email))
+                .load(conn)?;
+            for member_id in &member_ids {
+                if let Some((_, email)) = emails.iter().find(|(id, _)| id == member_id) {
+                    NewAuditRow::new(AuditEvent::SessionExpired)
+                        .email(email)
+                        .detail("idle timeout reached; the session was removed")
+                        .insert(conn)?;
+                }
+            }
+        }
+        let sign_in_requests = sign_in_request::delete_expired(conn)?;
+        Ok::<_, diesel::result::Error>(PurgeCounts {
+            sessions: owners.len(),
+            sign_in_requests,
+            audit_rows: 0,
+        })
+    })?;
+    Ok(counts)
 }
 
-/// `latchkey purge`.
-pub fn purge(
-    conn: &mut PgConnection,
-    _settings: &crate::settings::Settings,
-) -> Result<PurgeCounts, DbError> {
-    delete_expired_transient(conn)
+/// `latchkey purge`: the sweeper's work, then audit rows past `LATCHKEY_AUDIT_RETENTION`
+/// (see [`crate::audit_chain::purge_older_than`]).
+pub fn purge(conn: &mut PgConnection, settings: &Settings) -> Result<PurgeCounts, DbError> {
+    let transient = delete_expired_transient(conn)?;
+    let audit_rows = crate::audit_chain::purge_older_than(conn, settings.audit_retention)?;
+    Ok(PurgeCounts {
+        audit_rows,
+        ..transient
+    })
 }

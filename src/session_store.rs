@@ -67,6 +67,12 @@ impl StateColumns {
     }
 }
 
+/// The state without anything that belongs to a sign-in (actix-identity's keys and ours).
+fn signed_out(mut state: SessionState) -> SessionState {
+    state.retain(|key, _| !key.starts_with("actix_identity.") && !key.starts_with("latchkey."));
+    state
+}
+
 fn key_digest(key: &SessionKey) -> Vec<u8> {
     sha256(key.as_ref().as_bytes())
 }
@@ -171,11 +177,17 @@ impl SessionStore for PgSessionStore {
             .map_err(|e| UpdateError::Other(other(e)))?;
         match columns {
             None => Ok(session_key),
-            // The row expired or was revoked meanwhile: start a new one rather than resurrect it.
-            Some(columns) => self
-                .insert(columns, ttl)
-                .await
-                .map_err(|e| UpdateError::Other(other(e))),
+            // The row expired or was revoked while this request ran. Like the Redis store, keep
+            // the state under a new key, but never a sign-in: a revoked session must not come
+            // back because a request that was already in flight wrote to it.
+            Some(_) => {
+                let anonymous = signed_out(session_state);
+                let columns = StateColumns::from_state(&anonymous)
+                    .map_err(|e| UpdateError::Serialization(other(e)))?;
+                self.insert(columns, ttl)
+                    .await
+                    .map_err(|e| UpdateError::Other(other(e)))
+            }
         }
     }
 

@@ -22,6 +22,7 @@ use crate::middleware::body_limit::{body_limit, MAX_BODY_BYTES};
 use crate::middleware::browser_cookie::browser_cookie;
 use crate::middleware::csrf::csrf_protect;
 use crate::middleware::guard::guard;
+use crate::middleware::rate_limit::LoginRateLimit;
 use crate::middleware::security_headers::security_headers;
 use crate::models::member;
 use crate::routes;
@@ -115,6 +116,8 @@ impl Application {
         let mailer = Mailer::start(&settings.email, settings.email_from.clone(), db.clone())?;
 
         let https = settings.public_url.is_https();
+        // One set of counters for the whole process, shared by every worker.
+        let login_rate_limit = LoginRateLimit::new(settings.login_rate)?;
         let idle = CookieDuration::seconds(
             i64::try_from(settings.session_idle.as_secs()).unwrap_or(i64::MAX),
         );
@@ -146,8 +149,9 @@ impl Application {
                 .wrap(IdentityMiddleware::default())
                 .wrap(sessions)
                 .wrap(from_fn(body_limit))
+                .wrap(login_rate_limit.clone())
                 .wrap(from_fn(database_availability))
-                .wrap(security_headers(https))
+                .wrap(from_fn(security_headers))
                 .wrap(
                     Logger::new(ACCESS_LOG_FORMAT)
                         .custom_request_replace("method", |req| req.method().to_string()),

@@ -35,3 +35,74 @@ fn a_public_url_without_a_secret_key_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("LATCHKEY_SECRET_KEY"));
 }
+
+/// A server nobody listens on: these commands must fail before they would need one.
+const NO_DATABASE: (&str, &str) = ("DATABASE_URL", "postgres://latchkey@127.0.0.1:1/none");
+
+#[test]
+fn help_lists_every_command() {
+    let out = latchkey(&["--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in ["serve", "migrate", "members", "purge", "audit", "link"] {
+        assert!(help.contains(command), "{command}: {help}");
+    }
+    let out = latchkey(&["members", "--help"], &[]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in ["add", "list", "remove"] {
+        assert!(help.contains(command), "{command}: {help}");
+    }
+}
+
+#[test]
+fn a_malformed_address_is_refused_before_the_database_is_touched() {
+    for args in [
+        &["members", "add", "not-an-address"][..],
+        &["members", "remove", "a@"],
+        &["link", "@example.org", "--reason", "x"],
+    ] {
+        let out = latchkey(args, &[NO_DATABASE]);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("email address"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("connecting"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_unknown_role_is_refused_naming_the_choices() {
+    let out = latchkey(
+        &["members", "add", "a@example.org", "--role", "root"],
+        &[NO_DATABASE],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admin") && stderr.contains("auditor"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_break_glass_link_needs_a_reason() {
+    for args in [
+        &["link", "a@example.org"][..],
+        &["link", "a@example.org", "--reason", ""],
+        &["link", "a@example.org", "--reason", "  "],
+    ] {
+        let out = latchkey(args, &[NO_DATABASE]);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("reason"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn verify_without_a_database_fails_clearly() {
+    let out = latchkey(&["audit", "verify"], &[NO_DATABASE]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}

@@ -80,7 +80,8 @@ pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let access = access_for(req.path());
+    // The path the router matches on (percent-decoded): `/%61udit` is `/audit`.
+    let access = access_for(req.match_info().as_str());
     if access == Access::Public {
         return next
             .call(req)
@@ -143,7 +144,9 @@ pub async fn guard(
         return Ok(req.into_response(response));
     }
     let seen_at = session.get::<i64>(SEEN_AT_KEY).ok().flatten().unwrap_or(0);
-    if now - seen_at >= seen_refresh_secs(state.settings.session_idle) {
+    if !is_background_poll(req.request())
+        && now - seen_at >= seen_refresh_secs(state.settings.session_idle)
+    {
         // Writing the session extends its idle expiry; once a minute is enough.
         let _ = session.insert(SEEN_AT_KEY, now);
     }
@@ -152,6 +155,12 @@ pub async fn guard(
     next.call(req)
         .await
         .map(ServiceResponse::map_into_boxed_body)
+}
+
+/// A request fired by a timer (polling elements send `X-Latchkey-Poll`), not by the person:
+/// it must not keep an unattended tab's session alive past the idle timeout.
+fn is_background_poll(req: &HttpRequest) -> bool {
+    req.headers().contains_key("x-latchkey-poll")
 }
 
 pub fn viewer(member: &Member) -> Viewer {

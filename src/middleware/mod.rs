@@ -5,4 +5,5 @@ pub mod body_limit;
 pub mod browser_cookie;
 pub mod csrf;
 pub mod guard;
+pub mod rate_limit;
 pub mod security_headers;

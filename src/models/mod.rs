@@ -2,5 +2,7 @@
 //! taking a connection. `QueryResult` here; what users see is decided by the handlers.
 
 pub mod audit;
+pub mod audit_query;
 pub mod member;
+pub mod session;
 pub mod sign_in_request;

@@ -1,11 +1,14 @@
 //! One module per resource; `configure` is the route table.
 
+mod audit;
 mod auth;
 mod dashboard;
 mod health;
 mod login;
 mod logout;
+mod sessions;
 mod static_files;
+mod team;
 
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 
@@ -40,6 +43,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/logout").route(web::post().to(logout::submit)))
         .service(web::resource("/").route(page().to(dashboard::show)))
+        .service(web::resource("/audit").route(page().to(audit::show)))
+        .service(web::resource("/audit.csv").route(page().to(audit::export_csv)))
+        .service(
+            web::resource("/team")
+                .route(page().to(team::show))
+                .route(web::post().to(team::add)),
+        )
+        .service(web::resource("/team/{id}/role").route(web::post().to(team::change_role)))
+        .service(web::resource("/team/{id}/deactivate").route(web::post().to(team::deactivate)))
+        .service(web::resource("/sessions").route(page().to(sessions::show)))
+        .service(web::resource("/sessions/revoke-all").route(web::post().to(sessions::revoke_all)))
+        .service(web::resource("/sessions/{id}/revoke").route(web::post().to(sessions::revoke)))
         .default_service(web::to(not_found));
 }
 

@@ -33,6 +33,11 @@ const TEMPLATES: &[(&str, &str)] = embedded_templates!(
     "partials/cancel.html",
     "partials/message.html",
     "partials/dashboard.html",
+    "partials/audit.html",
+    "partials/audit_rows.html",
+    "partials/team.html",
+    "partials/team_rows.html",
+    "partials/sessions.html",
     "partials/error.html",
 );
 

@@ -398,7 +398,27 @@ impl TestApp {
             .wait_for(n, std::time::Duration::from_secs(10))
             .await;
         assert!(mails.len() >= n, "expected {n} mails, got {}", mails.len());
-        let mail = &mails[n - 1];
+        self.parts_of(&mails[n - 1])
+    }
+
+    /// The first sign-in-link mail after the first `after` mails (other mails, such as a
+    /// "new sign-in" notice, may arrive in between).
+    pub async fn next_sign_in_mail(&self, after: usize) -> SignInMailParts {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mails = self.smtp.received();
+            if let Some(mail) = mails.iter().skip(after).find(|m| {
+                m.header("Subject")
+                    .is_some_and(|s| s.contains(latchkey::mail::SIGN_IN_SUBJECT))
+            }) {
+                return self.parts_of(mail);
+            }
+            assert!(std::time::Instant::now() < deadline, "no sign-in mail arrived");
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    fn parts_of(&self, mail: &crate::smtp_server::ReceivedMail) -> SignInMailParts {
         let link = mail.extract_link(&format!("{}/auth/verify?token=", self.address));
         let cancel_link = mail.extract_link(&format!("{}/auth/cancel?token=", self.address));
         let token = link.split("token=").nth(1).unwrap().to_string();
@@ -417,7 +437,7 @@ impl TestApp {
         let before = self.smtp.received().len();
         let res = self.request_link(browser, email).await;
         assert_eq!(res.status(), 200);
-        let mail = self.sign_in_mail(before + 1).await;
+        let mail = self.next_sign_in_mail(before).await;
         self.confirm_link(browser, &mail.token).await
     }
 

@@ -5,9 +5,17 @@
 mod helpers;
 mod smtp_server;
 
+mod audit_chain;
 mod embedded;
 mod health;
 mod mail;
 mod migrations;
 mod session_store;
 mod sign_in;
+mod hardening;
+mod no_secrets_in_logs;
+mod rate_limit;
+mod roles;
+mod audit_pages;
+mod team;
+mod sessions;

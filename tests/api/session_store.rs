@@ -201,3 +201,34 @@ async fn purge_deletes_only_expired_rows() {
     assert!(store.load(&long).await.unwrap().is_some());
     assert_eq!(store.load(&short).await.unwrap(), None);
 }
+
+#[actix_web::test]
+async fn a_revoked_signed_in_session_is_not_brought_back_by_an_update() {
+    let database = TestDatabase::migrated();
+    let store = store(&database);
+    let mut conn = database.connect();
+    let member_id: i64 = diesel::sql_query(
+        "INSERT INTO members (email, role) VALUES ('ann@example.org', 'member') RETURNING id",
+    )
+    .get_result::<Id>(&mut conn)
+    .unwrap()
+    .id;
+    let signed_in = state(&[(IDENTITY_KEY, &member_id.to_string()), ("latchkey.csrf", "t"), ("theme", "dark")]);
+    let key = store.save(signed_in.clone(), &Duration::minutes(5)).await.unwrap();
+    // Revoked (by an admin, or "sign out everywhere") while a request was in flight...
+    store.delete(&key).await.unwrap();
+    // ...which then writes its session.
+    let new_key = store
+        .update(same_key(&key), signed_in, &Duration::minutes(5))
+        .await
+        .unwrap();
+    let kept = store.load(&new_key).await.unwrap().unwrap();
+    assert!(!kept.contains_key(IDENTITY_KEY), "{kept:?}");
+    assert!(!kept.contains_key("latchkey.csrf"));
+    assert_eq!(kept.get("theme"), Some(&"\"dark\"".to_string()));
+    let members: Vec<Option<i64>> = sessions::table
+        .select(sessions::member_id)
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(members, vec![None]);
+}

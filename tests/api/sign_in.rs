@@ -736,3 +736,23 @@ async fn an_active_session_still_ends_at_its_absolute_lifetime() {
         "the expired session is deleted, not kept"
     );
 }
+
+#[actix_web::test]
+async fn timer_polls_do_not_keep_an_idle_session_alive() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_SESSION_IDLE".into(), "2s".into());
+    })
+    .await;
+    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    for _ in 0..4 {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(800)).await;
+        browser
+            .get(app.url("/"))
+            .header("HX-Request", "true")
+            .header("X-Latchkey-Poll", "timer")
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(browser.get(app.url("/")).send().await.unwrap().status(), 303);
+}

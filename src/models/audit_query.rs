@@ -1,0 +1,127 @@
+//! Reading the login audit for pages: filtered keyset pages (newest first), the rows that
+//! explain a sign-in, and the dashboard's counts. Writing stays in `audit.rs`.
+
+use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
+use diesel::prelude::*;
+
+use crate::models::audit::{AuditEvent, AuditRow};
+use crate::schema::login_audit;
+
+/// Events that count as a failed sign-in attempt on the dashboard.
+pub const FAILED_ATTEMPTS: [AuditEvent; 8] = [
+    AuditEvent::LinkInvalid,
+    AuditEvent::LinkExpired,
+    AuditEvent::LinkReused,
+    AuditEvent::LinkWrongBrowser,
+    AuditEvent::CodeFailed,
+    AuditEvent::ApprovalMismatch,
+    AuditEvent::LoginDenied,
+    AuditEvent::LoginThrottled,
+];
+
+/// What the audit pages filter by; every field already validated. `None` means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Canonical address, compared exactly.
+    pub email: Option<String>,
+    pub event: Option<AuditEvent>,
+    pub ip: Option<String>,
+    /// Inclusive lower bound.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub until: Option<DateTime<Utc>>,
+    /// The sign-in request the rows belong to.
+    pub request: Option<i64>,
+}
+
+type BoxedAudit<'a> = login_audit::BoxedQuery<'a, Pg>;
+
+impl AuditFilter {
+    fn apply<'a>(&'a self, mut query: BoxedAudit<'a>) -> BoxedAudit<'a> {
+        if let Some(email) = &self.email {
+            query = query.filter(login_audit::email.eq(email));
+        }
+        if let Some(event) = self.event {
+            query = query.filter(login_audit::event.eq(event.as_str()));
+        }
+        if let Some(ip) = &self.ip {
+            query = query.filter(login_audit::ip.eq(ip));
+        }
+        if let Some(from) = self.from {
+            query = query.filter(login_audit::occurred_at.ge(from));
+        }
+        if let Some(until) = self.until {
+            query = query.filter(login_audit::occurred_at.lt(until));
+        }
+        if let Some(request) = self.request {
+            query = query.filter(login_audit::request_id.eq(request));
+        }
+        query
+    }
+}
+
+/// Up to `limit` rows matching `filter`, newest first, strictly older than `before` (an id).
+///
+/// Ids only grow, so a page keyed on the last id shown neither skips nor repeats rows when
+/// new ones arrive between fetches (they land before the first page, not inside later ones).
+pub fn page(
+    conn: &mut PgConnection,
+    filter: &AuditFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> QueryResult<Vec<AuditRow>> {
+    let mut query = filter.apply(login_audit::table.into_boxed());
+    if let Some(before) = before {
+        query = query.filter(login_audit::id.lt(before));
+    }
+    query
+        .order(login_audit::id.desc())
+        .limit(limit)
+        .select(AuditRow::as_select())
+        .load(conn)
+}
+
+/// The `link_requested` rows of these sign-in requests: where each request was asked from.
+pub fn link_requests(conn: &mut PgConnection, request_ids: &[i64]) -> QueryResult<Vec<AuditRow>> {
+    if request_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    login_audit::table
+        .filter(login_audit::event.eq(AuditEvent::LinkRequested.as_str()))
+        .filter(login_audit::request_id.eq_any(request_ids))
+        .order(login_audit::id.asc())
+        .select(AuditRow::as_select())
+        .load(conn)
+}
+
+/// How many rows of these events occurred since `since`, for one address or everyone.
+pub fn count_since(
+    conn: &mut PgConnection,
+    events: &[AuditEvent],
+    since: DateTime<Utc>,
+    email: Option<&str>,
+) -> QueryResult<i64> {
+    let names: Vec<&str> = events.iter().map(|event| event.as_str()).collect();
+    let mut query = login_audit::table
+        .filter(login_audit::event.eq_any(names))
+        .filter(login_audit::occurred_at.ge(since))
+        .into_boxed();
+    if let Some(email) = email {
+        query = query.filter(login_audit::email.eq(email));
+    }
+    query.count().get_result(conn)
+}
+
+/// The latest `limit` rows, for one address or everyone.
+pub fn latest(
+    conn: &mut PgConnection,
+    email: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<AuditRow>> {
+    let filter = AuditFilter {
+        email: email.map(str::to_string),
+        ..AuditFilter::default()
+    };
+    page(conn, &filter, None, limit)
+}

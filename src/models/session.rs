@@ -1,0 +1,168 @@
+//! Signed-in sessions as the sessions page sees them: list, find the current one, revoke.
+//! The rows themselves are written by the session store (`session_store.rs`).
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
+use crate::models::member::Member;
+use crate::schema::{members, sessions};
+
+/// A live session of a member, with the member's address.
+#[derive(Debug, Clone, Queryable, PartialEq, Eq)]
+pub struct ActiveSession {
+    pub id: i64,
+    pub member_id: i64,
+    pub email: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// Whose sessions a query may see or touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everyone's (admins).
+    Everyone,
+    /// One member's own.
+    Member(i64),
+}
+
+type Columns = (
+    sessions::id,
+    members::id,
+    members::email,
+    sessions::ip,
+    sessions::user_agent,
+    sessions::created_at,
+    sessions::last_seen_at,
+);
+
+const COLUMNS: Columns = (
+    sessions::id,
+    members::id,
+    members::email,
+    sessions::ip,
+    sessions::user_agent,
+    sessions::created_at,
+    sessions::last_seen_at,
+);
+
+fn active(scope: Scope) -> sessions::BoxedQuery<'static, diesel::pg::Pg> {
+    let query = sessions::table
+        .filter(sessions::member_id.is_not_null())
+        .filter(sessions::expires_at.gt(diesel::dsl::now))
+        .into_boxed();
+    match scope {
+        Scope::Everyone => query,
+        Scope::Member(id) => query.filter(sessions::member_id.eq(id)),
+    }
+}
+
+/// Live sessions in `scope`, most recently seen first.
+pub fn list_active(conn: &mut PgConnection, scope: Scope) -> QueryResult<Vec<ActiveSession>> {
+    let mut query = sessions::table
+        .inner_join(members::table)
+        .filter(sessions::expires_at.gt(diesel::dsl::now))
+        .into_boxed();
+    if let Scope::Member(id) = scope {
+        query = query.filter(sessions::member_id.eq(id));
+    }
+    query
+        .order((sessions::last_seen_at.desc(), sessions::id.desc()))
+        .select(COLUMNS)
+        .load(conn)
+}
+
+pub fn count_active(conn: &mut PgConnection, scope: Scope) -> QueryResult<i64> {
+    active(scope).count().get_result(conn)
+}
+
+/// The id of the session whose state holds this CSRF token.
+///
+/// A handler cannot see its session key (actix-session keeps it private), but each session's
+/// CSRF token is random, made at sign-in and stored in its state, so it names the row just as
+/// well; this reads it without writing anything on every request.
+pub fn current_id(
+    conn: &mut PgConnection,
+    member_id: i64,
+    csrf_state_key: &str,
+    csrf_token: &str,
+) -> QueryResult<Option<i64>> {
+    // The store keeps each state value JSON-encoded, so the token is stored in quotes.
+    let encoded = serde_json::Value::String(csrf_token.to_string()).to_string();
+    active(Scope::Member(member_id))
+        .filter(
+            sessions::state
+                .retrieve_as_text(csrf_state_key.to_string())
+                .eq(encoded),
+        )
+        .select(sessions::id)
+        .first(conn)
+        .optional()
+}
+
+/// Ends one live session in `scope` and audits `session_revoked`; `None` when there is no such
+/// session (or it is not in scope).
+pub fn revoke(
+    conn: &mut PgConnection,
+    id: i64,
+    scope: Scope,
+    actor: &Member,
+    client: &ClientInfo,
+) -> QueryResult<Option<ActiveSession>> {
+    conn.transaction(|conn| {
+        let mut query = sessions::table
+            .inner_join(members::table)
+            .filter(sessions::id.eq(id))
+            .filter(sessions::expires_at.gt(diesel::dsl::now))
+            .into_boxed();
+        if let Scope::Member(member_id) = scope {
+            query = query.filter(sessions::member_id.eq(member_id));
+        }
+        let Some(session) = query
+            .select(COLUMNS)
+            .first::<ActiveSession>(conn)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        // Of two racing revocations (or a revocation and a sign-out) only one deletes the
+        // row, and only that one is audited.
+        if diesel::delete(sessions::table.find(session.id)).execute(conn)? == 0 {
+            return Ok(None);
+        }
+        NewAuditRow::new(AuditEvent::SessionRevoked)
+            .email(&session.email)
+            .client(client)
+            .actor(&actor.email)
+            .detail(format!(
+                "session signed in {} from {} ({})",
+                session.created_at.format("%Y-%m-%d %H:%M UTC"),
+                session.ip.as_deref().unwrap_or("unknown IP"),
+                session.user_agent.as_deref().unwrap_or("unknown browser"),
+            ))
+            .insert(conn)?;
+        Ok(Some(session))
+    })
+}
+
+/// Ends every session of `member` ("sign out everywhere") and audits it once.
+pub fn revoke_all(
+    conn: &mut PgConnection,
+    member: &Member,
+    client: &ClientInfo,
+) -> QueryResult<usize> {
+    conn.transaction(|conn| {
+        let ended = diesel::delete(sessions::table.filter(sessions::member_id.eq(member.id)))
+            .execute(conn)?;
+        NewAuditRow::new(AuditEvent::SessionRevoked)
+            .email(&member.email)
+            .client(client)
+            .actor(&member.email)
+            .detail(format!("signed out everywhere: {ended} sessions ended"))
+            .insert(conn)?;
+        Ok(ended)
+    })
+}

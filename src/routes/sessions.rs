@@ -1,0 +1,167 @@
+//! `GET /sessions`, `POST /sessions/{id}/revoke`, `POST /sessions/revoke-all`: a member's
+//! live sessions (an admin's view holds everyone's), and ending them.
+
+use actix_session::SessionExt as _;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use crate::db::DbError;
+use crate::middleware::guard::CurrentMember;
+use crate::models::audit::ClientInfo;
+use crate::models::member::Member;
+use crate::models::session::{self, ActiveSession, Scope};
+use crate::routes::team::{redirect, see_other};
+use crate::state::AppState;
+use crate::web::client::Client;
+use crate::web::errors::{respond, PageError, PageResult};
+use crate::web::pages::{is_htmx, Page, SESSION_CSRF_KEY};
+
+#[derive(Debug, Serialize)]
+struct SessionView {
+    id: i64,
+    email: String,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    signed_in_at: String,
+    last_seen_at: String,
+    current: bool,
+    own: bool,
+}
+
+fn scope_of(member: &Member) -> Scope {
+    if member.role().is_admin() {
+        Scope::Everyone
+    } else {
+        Scope::Member(member.id)
+    }
+}
+
+/// The id of the session this request belongs to. Handlers never see the session key, so
+/// the session is recognised by its CSRF token (random, made at sign-in, kept in its state):
+/// a read, with nothing extra written per request.
+async fn current_session_id(
+    req: &HttpRequest,
+    state: &AppState,
+    member: &Member,
+) -> Result<Option<i64>, DbError> {
+    let Ok(Some(token)) = req.get_session().get::<String>(SESSION_CSRF_KEY) else {
+        return Ok(None);
+    };
+    let member_id = member.id;
+    state
+        .db
+        .run(move |conn| {
+            session::current_id(conn, member_id, SESSION_CSRF_KEY, &token).map_err(DbError::from)
+        })
+        .await
+}
+
+async fn render(
+    req: &HttpRequest,
+    state: &AppState,
+    viewer: &Member,
+    notice: Option<String>,
+) -> PageResult {
+    let current = current_session_id(req, state, viewer).await?;
+    let scope = scope_of(viewer);
+    let sessions = state
+        .db
+        .run(move |conn| session::list_active(conn, scope).map_err(DbError::from))
+        .await?;
+    let views: Vec<SessionView> = sessions
+        .into_iter()
+        .map(|session: ActiveSession| SessionView {
+            current: Some(session.id) == current,
+            own: session.member_id == viewer.id,
+            id: session.id,
+            email: session.email,
+            ip: session.ip,
+            user_agent: session.user_agent,
+            signed_in_at: session.created_at.format("%Y-%m-%d %H:%M").to_string(),
+            last_seen_at: session.last_seen_at.format("%Y-%m-%d %H:%M").to_string(),
+        })
+        .collect();
+    Ok(Page::new("sessions", "Sessions")
+        .with("sessions", views)
+        .with("everyone", viewer.role().is_admin())
+        .with("notice", notice)
+        .render(req))
+}
+
+pub async fn show(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+) -> HttpResponse {
+    respond(&req, render(&req, &state, &viewer, None).await)
+}
+
+pub async fn revoke(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+    Client(client): Client,
+    id: web::Path<String>,
+) -> HttpResponse {
+    respond(&req, revoke_one(&req, &state, viewer, client, &id).await)
+}
+
+async fn revoke_one(
+    req: &HttpRequest,
+    state: &AppState,
+    viewer: Member,
+    client: ClientInfo,
+    id: &str,
+) -> PageResult {
+    // Someone else's session is "not found" to a member: its existence is not theirs to know.
+    let id = id
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or(PageError::NotFound)?;
+    let current = current_session_id(req, state, &viewer).await?;
+    let scope = scope_of(&viewer);
+    let actor = viewer.clone();
+    let revoked = state
+        .db
+        .run(move |conn| session::revoke(conn, id, scope, &actor, &client).map_err(DbError::from))
+        .await?
+        .ok_or(PageError::NotFound)?;
+    if Some(revoked.id) == current {
+        req.get_session().purge();
+        return Ok(redirect(req, "/login", true));
+    }
+    if !is_htmx(req) {
+        return Ok(see_other("/sessions"));
+    }
+    let whose = if revoked.member_id == viewer.id {
+        "Your session".to_string()
+    } else {
+        format!("The session of {}", revoked.email)
+    };
+    let notice = format!(
+        "{whose} from {} has ended.",
+        revoked.ip.as_deref().unwrap_or("an unknown address")
+    );
+    render(req, state, &viewer, Some(notice)).await
+}
+
+/// Signs the member out everywhere, this browser included.
+pub async fn revoke_all(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+    Client(client): Client,
+) -> HttpResponse {
+    let ended = state
+        .db
+        .run(move |conn| session::revoke_all(conn, &viewer, &client).map_err(DbError::from))
+        .await;
+    match ended {
+        Ok(_) => {
+            req.get_session().purge();
+            redirect(&req, "/login", true)
+        }
+        Err(err) => respond(&req, Err(err.into())),
+    }
+}

@@ -1,0 +1,344 @@
+//! `GET /team`, `POST /team`, `POST /team/{id}/role`, `POST /team/{id}/deactivate` (admins):
+//! the members, and every change of access. Each form works as a plain post (303 back to
+//! `/team`) and inline with HTMX (the add form swaps the whole section, a row's forms swap
+//! the table). The changes themselves, their audit rows and the last-admin rule live in
+//! `models::member`.
+
+use actix_session::SessionExt as _;
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::db::DbError;
+use crate::domain::email_address::EmailAddress;
+use crate::domain::role::Role;
+use crate::middleware::guard::CurrentMember;
+use crate::models::member::{self, Added, Member, MemberError};
+use crate::state::AppState;
+use crate::web::errors::{respond, PageError, PageResult};
+use crate::web::pages::{is_htmx, Page};
+
+#[derive(Debug, Serialize)]
+struct MemberView {
+    id: i64,
+    email: String,
+    role: &'static str,
+    active: bool,
+    added: String,
+    is_self: bool,
+}
+
+impl MemberView {
+    fn new(member: &Member, viewer: &Member) -> Self {
+        Self {
+            id: member.id,
+            email: member.email.clone(),
+            role: member.role().as_str(),
+            active: member.active,
+            added: member.created_at.format("%Y-%m-%d").to_string(),
+            is_self: member.id == viewer.id,
+        }
+    }
+}
+
+/// The add form as typed, with its error.
+#[derive(Debug, Default, Serialize)]
+struct AddForm {
+    email: String,
+    role: String,
+    error: Option<String>,
+}
+
+/// What the page says besides the list: the add form's state and the outcome of an action.
+#[derive(Debug, Default)]
+struct Outcome {
+    add: AddForm,
+    notice: Option<String>,
+    error: Option<String>,
+    status: Option<StatusCode>,
+}
+
+/// Which part of the page a response carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The whole section (the page, and the add form's HTMX answer).
+    Section,
+    /// The table (a row's HTMX answer).
+    Rows,
+}
+
+async fn render(
+    req: &HttpRequest,
+    state: &AppState,
+    viewer: &Member,
+    part: Part,
+    outcome: Outcome,
+) -> PageResult {
+    let members = state
+        .db
+        .run(|conn| member::list(conn).map_err(DbError::from))
+        .await?;
+    let members: Vec<MemberView> = members
+        .iter()
+        .map(|member| MemberView::new(member, viewer))
+        .collect();
+    let partial = match part {
+        Part::Rows if is_htmx(req) => "team_rows",
+        _ => "team",
+    };
+    let add = AddForm {
+        role: if outcome.add.role.is_empty() {
+            Role::Member.as_str().to_string()
+        } else {
+            outcome.add.role
+        },
+        ..outcome.add
+    };
+    Ok(Page::new(partial, "Team")
+        .with("members", members)
+        .with("roles", Role::ALL.map(Role::as_str))
+        .with("add", add)
+        .with("notice", outcome.notice)
+        .with("error", outcome.error)
+        .status(outcome.status.unwrap_or(StatusCode::OK))
+        .render(req))
+}
+
+pub async fn show(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+) -> HttpResponse {
+    respond(
+        &req,
+        render(&req, &state, &viewer, Part::Section, Outcome::default()).await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AddFields {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    role: String,
+}
+
+pub async fn add(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+    form: web::Form<AddFields>,
+) -> HttpResponse {
+    let form = form.into_inner();
+    let typed = AddForm {
+        email: form.email.chars().take(254).collect(),
+        role: form.role.trim().chars().take(20).collect(),
+        error: None,
+    };
+    let parsed = EmailAddress::parse(&form.email)
+        .map_err(|err| err.to_string())
+        .and_then(|email| {
+            let role = Role::parse(&form.role).map_err(|_| "Pick a role.".to_string())?;
+            Ok((email, role))
+        });
+    let (email, role) = match parsed {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            let outcome = Outcome {
+                add: AddForm {
+                    error: Some(message),
+                    ..typed
+                },
+                status: Some(StatusCode::UNPROCESSABLE_ENTITY),
+                ..Outcome::default()
+            };
+            return respond(
+                &req,
+                render(&req, &state, &viewer, Part::Section, outcome).await,
+            );
+        }
+    };
+    let actor = viewer.email.clone();
+    let result = state
+        .db
+        .run(move |conn| Ok::<_, DbError>(member::add_or_reactivate(conn, &email, role, &actor)))
+        .await;
+    let outcome = match result {
+        Ok(Ok((member, added))) => Outcome {
+            notice: Some(match added {
+                Added::Created => format!("Added {} as {}.", member.email, role),
+                Added::Reactivated => format!("Re-activated {} as {}.", member.email, role),
+                Added::RoleChanged => format!("{} is now {}.", member.email, role),
+                Added::Unchanged => format!("{} is already an active {}.", member.email, role),
+            }),
+            ..Outcome::default()
+        },
+        Ok(Err(MemberError::LastAdmin)) => Outcome {
+            add: AddForm {
+                error: Some(last_admin_message()),
+                ..typed
+            },
+            status: Some(StatusCode::CONFLICT),
+            ..Outcome::default()
+        },
+        Ok(Err(err)) => return respond(&req, Err(member_error(err))),
+        Err(err) => return respond(&req, Err(err.into())),
+    };
+    if outcome.status.is_none() && !is_htmx(&req) {
+        return see_other("/team");
+    }
+    respond(
+        &req,
+        render(&req, &state, &viewer, Part::Section, outcome).await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RoleFields {
+    #[serde(default)]
+    role: String,
+}
+
+pub async fn change_role(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+    id: web::Path<String>,
+    form: web::Form<RoleFields>,
+) -> HttpResponse {
+    let Some(id) = member_id(&id) else {
+        return PageError::NotFound.render(&req);
+    };
+    let Ok(role) = Role::parse(&form.role) else {
+        let outcome = Outcome {
+            error: Some("Pick a role: admin, auditor or member.".into()),
+            status: Some(StatusCode::UNPROCESSABLE_ENTITY),
+            ..Outcome::default()
+        };
+        return respond(
+            &req,
+            render(&req, &state, &viewer, Part::Rows, outcome).await,
+        );
+    };
+    let actor = viewer.email.clone();
+    let result = state
+        .db
+        .run(move |conn| Ok::<_, DbError>(member::change_role(conn, id, role, &actor)))
+        .await;
+    let outcome = match result {
+        Ok(Ok(member)) => {
+            if member.id == viewer.id && !role.is_admin() {
+                // The admin gave up their own admin role: this page is no longer theirs.
+                return redirect(&req, "/", false);
+            }
+            Outcome {
+                notice: Some(format!("{} is now {}.", member.email, role)),
+                ..Outcome::default()
+            }
+        }
+        Ok(Err(MemberError::LastAdmin)) => last_admin_outcome(),
+        Ok(Err(err)) => return respond(&req, Err(member_error(err))),
+        Err(err) => return respond(&req, Err(err.into())),
+    };
+    finish_row_action(&req, &state, &viewer, outcome).await
+}
+
+pub async fn deactivate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let Some(id) = member_id(&id) else {
+        return PageError::NotFound.render(&req);
+    };
+    let actor = viewer.email.clone();
+    let result = state
+        .db
+        .run(move |conn| Ok::<_, DbError>(member::deactivate(conn, id, &actor)))
+        .await;
+    let outcome = match result {
+        Ok(Ok(member)) => {
+            if member.id == viewer.id {
+                // Deactivation ended every session of theirs, this one included.
+                req.get_session().purge();
+                return redirect(&req, "/login", true);
+            }
+            Outcome {
+                notice: Some(format!(
+                    "Deactivated {}. Their sessions and pending sign-in links have ended.",
+                    member.email
+                )),
+                ..Outcome::default()
+            }
+        }
+        Ok(Err(MemberError::LastAdmin)) => last_admin_outcome(),
+        Ok(Err(err)) => return respond(&req, Err(member_error(err))),
+        Err(err) => return respond(&req, Err(err.into())),
+    };
+    finish_row_action(&req, &state, &viewer, outcome).await
+}
+
+/// Success without HTMX goes back to the list (so a reload does not post again); anything
+/// else renders the table (HTMX) or the page with the outcome.
+async fn finish_row_action(
+    req: &HttpRequest,
+    state: &AppState,
+    viewer: &Member,
+    outcome: Outcome,
+) -> HttpResponse {
+    if outcome.status.is_none() && !is_htmx(req) {
+        return see_other("/team");
+    }
+    respond(req, render(req, state, viewer, Part::Rows, outcome).await)
+}
+
+fn member_id(raw: &str) -> Option<i64> {
+    raw.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+fn last_admin_message() -> String {
+    "That would leave the team without an active admin. Make someone else an admin first.".into()
+}
+
+fn last_admin_outcome() -> Outcome {
+    Outcome {
+        error: Some(last_admin_message()),
+        status: Some(StatusCode::CONFLICT),
+        ..Outcome::default()
+    }
+}
+
+fn member_error(err: MemberError) -> PageError {
+    match err {
+        MemberError::NotFound => PageError::NotFound,
+        MemberError::LastAdmin => PageError::Forbidden,
+        MemberError::Query(err) => err.into(),
+    }
+}
+
+pub(super) fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+/// Leaves the page: 303 for a form post, `HX-Redirect` for HTMX (the whole page navigates).
+pub(super) fn redirect(req: &HttpRequest, location: &str, signed_out: bool) -> HttpResponse {
+    let mut response = if is_htmx(req) {
+        HttpResponse::Ok()
+            .insert_header(("HX-Redirect", location))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish()
+    } else {
+        see_other(location)
+    };
+    if signed_out {
+        response.headers_mut().insert(
+            header::HeaderName::from_static("clear-site-data"),
+            header::HeaderValue::from_static("\"cache\", \"cookies\", \"storage\""),
+        );
+    }
+    response
+}

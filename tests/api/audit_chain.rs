@@ -1,0 +1,640 @@
+//! The operator's commands against a real database: `members`, `audit verify`, `purge` and
+//! the break-glass `link`, run as the real binary; and the audit chain they rely on.
+
+use std::collections::HashMap;
+use std::process::Output;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection as _;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bytea, Text};
+use latchkey::audit_chain::{self, BreakReason, Verification};
+use latchkey::models::audit::{AuditEvent, AuditRow, NewAuditRow};
+use latchkey::schema::{login_audit, members};
+
+use crate::helpers::{new_browser, spawn_app_with, urldecode, TestDatabase};
+
+/// Runs `latchkey ARGS` against `database` with a clean environment plus `env`, from a
+/// directory with no `.env` above it.
+fn latchkey(database: &TestDatabase, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let scratch = std::env::temp_dir().join("latchkey-cli-tests");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database.url.expose())
+        .env("LATCHKEY_DATA_DIR", scratch.join("data"))
+        .env("RUST_LOG", "warn")
+        .current_dir(&scratch);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("running latchkey")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn members_list(database: &TestDatabase) -> String {
+    let out = latchkey(database, &["members", "list"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+fn audit_rows(conn: &mut PgConnection) -> Vec<AuditRow> {
+    login_audit::table
+        .order(login_audit::id.asc())
+        .select(AuditRow::as_select())
+        .load(conn)
+        .unwrap()
+}
+
+fn append(conn: &mut PgConnection, detail: &str) -> i64 {
+    NewAuditRow::new(AuditEvent::LinkSent)
+        .email("ann@example.org")
+        .detail(detail)
+        .insert(conn)
+        .unwrap()
+}
+
+/// Appends `count` rows dated `days_ago` days back (the chain trigger keeps a given time).
+fn append_dated(conn: &mut PgConnection, count: usize, days_ago: i64) -> Vec<i64> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    (0..count)
+        .map(|i| {
+            diesel::sql_query(
+                "INSERT INTO login_audit (occurred_at, event, email, detail) \
+                 VALUES (now() - make_interval(days => $1::int), 'signed_in', $2, $3) \
+                 RETURNING id",
+            )
+            .bind::<BigInt, _>(days_ago)
+            .bind::<Text, _>(format!("user{i}@example.org"))
+            .bind::<Text, _>(format!("old row {i}"))
+            .get_result::<Id>(conn)
+            .unwrap()
+            .id
+        })
+        .collect()
+}
+
+/// Runs `sql` with the append-only trigger off, as someone with the owner's rights could.
+fn tamper(conn: &mut PgConnection, sql: &str) {
+    conn.batch_execute(&format!(
+        "ALTER TABLE login_audit DISABLE TRIGGER login_audit_append_only; {sql}; \
+         ALTER TABLE login_audit ENABLE TRIGGER login_audit_append_only;"
+    ))
+    .unwrap();
+}
+
+fn verify_with_binary(database: &TestDatabase) -> Output {
+    latchkey(database, &["audit", "verify"], &[])
+}
+
+#[test]
+fn members_add_list_remove_round_trip() {
+    let database = TestDatabase::migrated();
+
+    let out = latchkey(
+        &database,
+        &["members", "add", " Ann@Example.ORG ", "--role", "admin"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "added Ann@example.org as admin\n");
+    let out = latchkey(&database, &["members", "add", "bob@example.org"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "added bob@example.org as member\n");
+    assert_eq!(
+        members_list(&database),
+        "Ann@example.org\tadmin\tactive\nbob@example.org\tmember\tactive\n"
+    );
+
+    // The only admin cannot be removed.
+    let out = latchkey(&database, &["members", "remove", "Ann@EXAMPLE.org"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("last active admin"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = latchkey(&database, &["members", "remove", "bob@example.org"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("deactivated bob@example.org"));
+    assert_eq!(
+        members_list(&database),
+        "Ann@example.org\tadmin\tactive\nbob@example.org\tmember\tinactive\n"
+    );
+    let out = latchkey(&database, &["members", "remove", "bob@example.org"], &[]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), "bob@example.org is already inactive\n");
+
+    // Adding again re-activates, with the new role.
+    let out = latchkey(
+        &database,
+        &["members", "add", "bob@example.org", "--role", "auditor"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "re-activated bob@example.org as auditor\n");
+
+    // Bad input: a clear error, a non-zero exit, and nothing changed.
+    let before = members_list(&database);
+    for args in [
+        &["members", "add", "not an address"][..],
+        &["members", "add", "carol@example.org", "--role", "root"],
+        &["members", "remove", "@example.org"],
+    ] {
+        let out = latchkey(&database, args, &[]);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!stderr(&out).is_empty(), "{args:?}");
+    }
+    let out = latchkey(&database, &["members", "remove", "carol@example.org"], &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not a member"), "{}", stderr(&out));
+    assert_eq!(members_list(&database), before);
+    assert_eq!(
+        before,
+        "Ann@example.org\tadmin\tactive\nbob@example.org\tauditor\tactive\n"
+    );
+
+    // Every change is audited as done by the command line.
+    let rows = audit_rows(&mut database.connect());
+    let summary: Vec<(&str, Option<&str>, Option<&str>)> = rows
+        .iter()
+        .map(|r| (r.event.as_str(), r.email.as_deref(), r.actor.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("member_added", Some("Ann@example.org"), Some("cli")),
+            ("member_added", Some("bob@example.org"), Some("cli")),
+            ("member_deactivated", Some("bob@example.org"), Some("cli")),
+            ("member_added", Some("bob@example.org"), Some("cli")),
+        ]
+    );
+    assert!(
+        rows[3].detail.contains("re-activated"),
+        "{}",
+        rows[3].detail
+    );
+    let out = verify_with_binary(&database);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "audit chain intact: 4 rows\n");
+}
+
+#[test]
+fn verify_passes_on_an_empty_chain() {
+    let database = TestDatabase::migrated();
+    assert_eq!(
+        audit_chain::verify(&mut database.connect()).unwrap(),
+        Verification::Intact { rows: 0 }
+    );
+    let out = verify_with_binary(&database);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "audit chain intact: 0 rows\n");
+}
+
+#[test]
+fn verify_passes_on_a_chain_written_from_many_connections_at_once() {
+    let database = TestDatabase::migrated();
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 40;
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS {
+            let database = &database;
+            scope.spawn(move || {
+                let mut conn = database.connect();
+                for i in 0..PER_THREAD / 2 {
+                    append(&mut conn, &format!("thread {thread} row {i}"));
+                    // Half of them two to a transaction, as handlers write them.
+                    conn.transaction(|conn| {
+                        append(conn, &format!("thread {thread} tx {i} a"));
+                        append(conn, &format!("thread {thread} tx {i} b"));
+                        Ok::<_, diesel::result::Error>(())
+                    })
+                    .unwrap();
+                }
+            });
+        }
+    });
+    // A transaction that rolls back leaves a gap in the ids, not a break in the chain.
+    let mut conn = database.connect();
+    let _ = conn.transaction(|conn| {
+        append(conn, "rolled back");
+        Err::<(), _>(diesel::result::Error::RollbackTransaction)
+    });
+    append(&mut conn, "after the rollback");
+
+    let total = (THREADS * PER_THREAD / 2 * 3 + 1) as u64;
+    assert_eq!(
+        audit_chain::verify(&mut conn).unwrap(),
+        Verification::Intact { rows: total }
+    );
+    let out = verify_with_binary(&database);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("audit chain intact: {total} rows\n"));
+}
+
+#[test]
+fn verify_names_an_altered_row() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    // More than one batch, so the walk crosses a batch boundary before the break.
+    let ids: Vec<i64> = (0..1205)
+        .map(|i| append(&mut conn, &format!("row {i}")))
+        .collect();
+    let altered = ids[1100];
+    tamper(
+        &mut conn,
+        &format!("UPDATE login_audit SET detail = 'nothing happened' WHERE id = {altered}"),
+    );
+
+    assert_eq!(
+        audit_chain::verify(&mut conn).unwrap(),
+        Verification::Broken {
+            id: altered,
+            reason: BreakReason::HashMismatch
+        }
+    );
+    let out = verify_with_binary(&database);
+    assert!(!out.status.success());
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("audit chain broken at row {altered}:")),
+        "{message}"
+    );
+    assert!(message.contains("altered"), "{message}");
+}
+
+#[test]
+fn verify_names_the_row_after_one_rewritten_with_a_fresh_hash() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    let ids: Vec<i64> = (0..10)
+        .map(|i| append(&mut conn, &format!("row {i}")))
+        .collect();
+    // A forger who recomputes the row's own hash still breaks the link from the next row.
+    tamper(
+        &mut conn,
+        &format!(
+            "UPDATE login_audit SET detail = 'forged' WHERE id = {id}; \
+             UPDATE login_audit SET hash = login_audit_row_hash(prev_hash, login_audit) \
+             WHERE id = {id}",
+            id = ids[4]
+        ),
+    );
+    assert_eq!(
+        audit_chain::verify(&mut conn).unwrap(),
+        Verification::Broken {
+            id: ids[5],
+            reason: BreakReason::PrevHashMismatch { first: false }
+        }
+    );
+}
+
+#[test]
+fn verify_catches_deleted_rows_in_the_middle_at_the_start_and_at_the_end() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    let ids: Vec<i64> = (0..10)
+        .map(|i| append(&mut conn, &format!("row {i}")))
+        .collect();
+
+    tamper(
+        &mut conn,
+        &format!("DELETE FROM login_audit WHERE id = {}", ids[5]),
+    );
+    assert_eq!(
+        audit_chain::verify(&mut conn).unwrap(),
+        Verification::Broken {
+            id: ids[6],
+            reason: BreakReason::PrevHashMismatch { first: false }
+        }
+    );
+    let out = verify_with_binary(&database);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("broken at row {}:", ids[6])),
+        "{}",
+        stderr(&out)
+    );
+
+    // Deleting everything from the broken point on leaves a chain whose head is missing.
+    tamper(
+        &mut conn,
+        &format!("DELETE FROM login_audit WHERE id > {}", ids[4]),
+    );
+    assert_eq!(
+        audit_chain::verify(&mut conn).unwrap(),
+        Verification::Truncated {
+            after: Some(ids[4]),
+            rows: 5
+        }
+    );
+    let out = verify_with_binary(&database);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("after row {}", ids[4])),
+        "{}",
+        stderr(&out)
+    );
+
+    // Deleting the oldest row outside of purge leaves the next pointing at nothing known.
+    tamper(
+        &mut conn,
+        &format!("DELETE FROM login_audit WHERE id = {}", ids[0]),
+    );
+    assert_eq!(
+        audit_chain::verify(&mut conn).unwrap(),
+        Verification::Broken {
+            id: ids[1],
+            reason: BreakReason::PrevHashMismatch { first: true }
+        }
+    );
+
+    tamper(&mut conn, "DELETE FROM login_audit");
+    assert_eq!(
+        audit_chain::verify(&mut conn).unwrap(),
+        Verification::Truncated {
+            after: None,
+            rows: 0
+        }
+    );
+}
+
+#[test]
+fn the_database_refuses_to_update_delete_or_truncate_audit_rows() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    let id = append(&mut conn, "original");
+    for sql in [
+        format!("UPDATE login_audit SET detail = 'changed' WHERE id = {id}"),
+        format!("DELETE FROM login_audit WHERE id = {id}"),
+        "TRUNCATE login_audit".to_string(),
+        // The purge switch is per transaction; set for a session it does nothing elsewhere...
+        format!(
+            "BEGIN; SET LOCAL latchkey.audit_purge = 'on'; COMMIT; \
+             DELETE FROM login_audit WHERE id = {id}"
+        ),
+    ] {
+        let err = conn.batch_execute(&sql).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+        let _ = conn.batch_execute("ROLLBACK");
+    }
+    let rows = audit_rows(&mut conn);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].detail, "original");
+    assert!(audit_chain::verify(&mut conn).unwrap().is_intact());
+}
+
+#[test]
+fn purge_removes_exactly_the_rows_past_retention_and_the_rest_still_verifies() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    let old = append_dated(&mut conn, 5, 500);
+    let kept_old = append_dated(&mut conn, 2, 300);
+    let member = latchkey::models::member::add_or_reactivate(
+        &mut conn,
+        &latchkey::domain::email_address::EmailAddress::parse("ann@example.org").unwrap(),
+        latchkey::domain::role::Role::Member,
+        "test",
+    )
+    .unwrap()
+    .0;
+    let recent: Vec<i64> = (0..3)
+        .map(|i| append(&mut conn, &format!("new {i}")))
+        .collect();
+    // An expired session of Ann's, and a sign-in request that expired two days ago.
+    conn.batch_execute(&format!(
+        "INSERT INTO sessions (key_digest, member_id, state, expires_at) \
+         VALUES (decode(repeat('ab', 32), 'hex'), {id}, '{{}}', now() - interval '1 minute'), \
+                (decode(repeat('cd', 32), 'hex'), {id}, '{{}}', now() + interval '1 hour'); \
+         INSERT INTO sign_in_requests (member_id, token_digest, code_digest, approval_number, expires_at) \
+         VALUES ({id}, decode(repeat('01', 32), 'hex'), decode(repeat('02', 32), 'hex'), 42, now() - interval '2 days'), \
+                ({id}, decode(repeat('03', 32), 'hex'), decode(repeat('04', 32), 'hex'), 42, now() + interval '5 minutes')",
+        id = member.id
+    ))
+    .unwrap();
+
+    let out = latchkey(
+        &database,
+        &["purge"],
+        &[("LATCHKEY_AUDIT_RETENTION", "400d")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "deleted 1 expired sessions, 1 expired sign-in requests, 5 audit rows past retention\n"
+    );
+
+    let rows = audit_rows(&mut conn);
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    assert!(old.iter().all(|id| !ids.contains(id)));
+    let mut expected = kept_old.clone();
+    expected.extend(
+        rows.iter()
+            .filter(|r| r.event == "member_added")
+            .map(|r| r.id),
+    );
+    expected.extend(&recent);
+    let expired = rows.last().unwrap();
+    assert_eq!(expired.event, "session_expired");
+    assert_eq!(expired.email.as_deref(), Some("ann@example.org"));
+    expected.push(expired.id);
+    assert_eq!(ids, expected);
+    let (start, _) = audit_chain::start_and_head(&mut conn).unwrap();
+    assert_eq!(start, rows[0].prev_hash);
+
+    let out = verify_with_binary(&database);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("audit chain intact: {} rows\n", rows.len())
+    );
+    // The chain goes on from where it was.
+    append(&mut conn, "after the purge");
+    assert!(audit_chain::verify(&mut conn).unwrap().is_intact());
+
+    let out = latchkey(&database, &["purge"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "deleted 0 expired sessions, 0 expired sign-in requests, 0 audit rows past retention\n"
+    );
+    let counts: i64 = diesel::sql_query("SELECT count(*) AS n FROM sessions")
+        .get_result::<Count>(&mut conn)
+        .unwrap()
+        .n;
+    assert_eq!(counts, 1, "the live session stays");
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+#[test]
+fn purge_stops_at_the_first_row_inside_retention() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    let old = append_dated(&mut conn, 3, 500);
+    let recent = append(&mut conn, "recent");
+    // Stamped old but written after a recent row (a clock stepped back): it stays, or the
+    // chain would break in the middle.
+    let late_old = append_dated(&mut conn, 1, 500);
+
+    let deleted = audit_chain::purge_older_than(&mut conn, Duration::from_secs(400 * 86400));
+    assert_eq!(deleted.unwrap(), 3);
+    let ids: Vec<i64> = audit_rows(&mut conn).iter().map(|r| r.id).collect();
+    assert_eq!(ids, [recent, late_old[0]]);
+    assert!(old.iter().all(|id| !ids.contains(id)));
+    assert!(audit_chain::verify(&mut conn).unwrap().is_intact());
+}
+
+#[test]
+fn purging_every_row_leaves_an_empty_chain_that_goes_on() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    append_dated(&mut conn, 4, 500);
+    let deleted = audit_chain::purge_older_than(&mut conn, Duration::from_secs(400 * 86400));
+    assert_eq!(deleted.unwrap(), 4);
+    assert!(audit_rows(&mut conn).is_empty());
+    let (start, head) = audit_chain::start_and_head(&mut conn).unwrap();
+    assert_eq!(start, head);
+    assert_eq!(
+        audit_chain::verify(&mut conn).unwrap(),
+        Verification::Intact { rows: 0 }
+    );
+    append(&mut conn, "first after the purge");
+    assert_eq!(
+        audit_chain::verify(&mut conn).unwrap(),
+        Verification::Intact { rows: 1 }
+    );
+}
+
+#[test]
+fn the_sweeper_records_sessions_that_timed_out() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    let member = latchkey::models::member::add_or_reactivate(
+        &mut conn,
+        &latchkey::domain::email_address::EmailAddress::parse("bob@example.org").unwrap(),
+        latchkey::domain::role::Role::Member,
+        "test",
+    )
+    .unwrap()
+    .0;
+    diesel::sql_query(
+        "INSERT INTO sessions (key_digest, member_id, state, expires_at) VALUES \
+         ($1, $2, '{}', now() - interval '1 second'), \
+         ($3, NULL, '{}', now() - interval '1 second')",
+    )
+    .bind::<Bytea, _>(vec![1u8; 32])
+    .bind::<BigInt, _>(member.id)
+    .bind::<Bytea, _>(vec![2u8; 32])
+    .execute(&mut conn)
+    .unwrap();
+
+    let counts = latchkey::purge::delete_expired_transient(&mut conn).unwrap();
+    assert_eq!(counts.sessions, 2);
+    let rows = audit_rows(&mut conn);
+    let expired: Vec<&AuditRow> = rows
+        .iter()
+        .filter(|r| r.event == "session_expired")
+        .collect();
+    assert_eq!(expired.len(), 1, "only a member's session is recorded");
+    assert_eq!(expired[0].email.as_deref(), Some("bob@example.org"));
+    assert!(audit_chain::verify(&mut conn).unwrap().is_intact());
+}
+
+#[actix_web::test]
+async fn break_glass_link_signs_in_from_any_browser_and_is_audited_with_the_reason() {
+    let mut settings = HashMap::new();
+    let app = spawn_app_with(|vars| settings = vars.clone()).await;
+    app.add_member("ann@example.org", "member");
+    app.add_member("gone@example.org", "member");
+    let gone = members::table
+        .filter(members::email.eq("gone@example.org"))
+        .select(members::id)
+        .first::<i64>(&mut app.conn())
+        .unwrap();
+    latchkey::models::member::deactivate(&mut app.conn(), gone, "test").unwrap();
+
+    let env: Vec<(String, String)> = ["LATCHKEY_SECRET_KEY", "LATCHKEY_PUBLIC_URL"]
+        .iter()
+        .map(|name| (name.to_string(), settings[*name].clone()))
+        .collect();
+    let run = |args: Vec<&'static str>| {
+        let env = env.clone();
+        let database = &app.database;
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        latchkey(database, &args, &env)
+    };
+
+    let out = run(vec![
+        "link",
+        "ann@example.org",
+        "--reason",
+        "lost phone, ticket 7",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    let link = printed.trim_end();
+    let prefix = app.url("/auth/verify?token=");
+    assert!(link.starts_with(&prefix), "{link}");
+    let token = urldecode(&link[prefix.len()..]);
+    assert!(
+        !stderr(&out).contains(&token),
+        "the link goes to stdout only"
+    );
+
+    let rows = app.audit();
+    let requested = rows.last().unwrap();
+    assert_eq!(requested.event, "link_requested");
+    assert_eq!(requested.email.as_deref(), Some("ann@example.org"));
+    assert_eq!(requested.actor.as_deref(), Some("cli"));
+    assert_eq!(requested.detail, "break-glass: lost phone, ticket 7");
+    assert!(requested.request_id.is_some());
+    assert!(rows.iter().all(|r| !r.detail.contains(&token)));
+
+    // Any browser may use it (binding `any`), once.
+    let browser = new_browser();
+    let res = app.confirm_link(&browser, &token).await;
+    assert_eq!(res.status(), 303);
+    let signed_in = app.audit().into_iter().last().unwrap();
+    assert_eq!(signed_in.event, "signed_in");
+    assert_eq!(signed_in.request_id, requested.request_id);
+    let res = new_browser().get(link).send().await.unwrap();
+    assert_eq!(res.status(), 410, "a link signs in once");
+
+    // Only for active members, and never without a reason.
+    let audited = app.audit().len();
+    for args in [
+        vec!["link", "gone@example.org", "--reason", "x"],
+        vec!["link", "nobody@example.org", "--reason", "x"],
+        vec!["link", "ann@example.org"],
+        vec!["link", "ann@example.org", "--reason", "   "],
+    ] {
+        let out = run(args.clone());
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stdout(&out).is_empty(), "{args:?}");
+        assert!(!stderr(&out).is_empty(), "{args:?}");
+    }
+    assert_eq!(app.audit().len(), audited);
+    assert!(audit_chain::verify(&mut app.conn()).unwrap().is_intact());
+}

@@ -1,0 +1,282 @@
+//! The real binary, at `RUST_LOG=debug`, signs two browsers in (by link and by code); then
+//! its whole output is searched for every secret the flow handled. None may appear.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::cookie::{CookieStore as _, Jar};
+
+use crate::helpers::{form_value, urldecode, urlencode, TestDatabase};
+
+/// Stops the server however the test ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Browser {
+    client: reqwest::Client,
+    jar: Arc<Jar>,
+}
+
+impl Browser {
+    fn new() -> Self {
+        let jar = Arc::new(Jar::default());
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .cookie_provider(jar.clone())
+            .user_agent("LatchkeyLogTest/1.0")
+            .build()
+            .unwrap();
+        Self { client, jar }
+    }
+
+    /// The values of every cookie this browser holds for `base`.
+    fn cookie_values(&self, base: &str) -> Vec<String> {
+        let url = reqwest::Url::parse(base).unwrap();
+        let Some(header) = self.jar.cookies(&url) else {
+            return Vec::new();
+        };
+        header
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .filter_map(|pair| pair.split_once('=').map(|(_, v)| v.to_string()))
+            .collect()
+    }
+
+    async fn csrf(&self, url: String) -> String {
+        let html = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        form_value(&html, "csrf_token").expect("a CSRF token")
+    }
+
+    async fn post(&self, url: String, fields: &[(&str, &str)], csrf: &str) -> reqwest::Response {
+        let mut form = fields.to_vec();
+        form.push(("csrf_token", csrf));
+        self.client.post(url).form(&form).send().await.unwrap()
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn wait_until_serving(base: &str, server: &mut Server, log: &PathBuf) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(res) = reqwest::get(format!("{base}/healthz")).await {
+            if res.status() == 200 {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!(
+                "latchkey exited with {status}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "latchkey did not start in time");
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Positions of `code` in `text` that are not part of a longer number.
+fn standalone_occurrences(text: &str, code: &str) -> Vec<usize> {
+    text.match_indices(code)
+        .map(|(at, _)| at)
+        .filter(|&at| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + code.len()..].chars().next();
+            !before.is_some_and(|c| c.is_ascii_digit())
+                && !after.is_some_and(|c| c.is_ascii_digit())
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn no_token_code_or_session_id_reaches_the_log() {
+    let database = TestDatabase::migrated();
+    let smtp = crate::smtp_server::start().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "no-secrets-{}",
+        hex::encode(latchkey::crypto::random_bytes::<6>())
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log_path = dir.join("latchkey.log");
+    let log = File::create(&log_path).unwrap();
+    let secret_key = hex::encode(latchkey::crypto::random_bytes::<32>());
+    let child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .arg("serve")
+        // No `.env` of the developer's is read, and nothing of this process leaks in.
+        .current_dir(&dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database.url.expose())
+        .env("LATCHKEY_DATA_DIR", dir.join("data"))
+        .env("LATCHKEY_BIND", format!("127.0.0.1:{port}"))
+        .env("LATCHKEY_SECRET_KEY", &secret_key)
+        .env("LATCHKEY_EMAIL", smtp.url())
+        .env("LATCHKEY_ADMINS", "ann@example.org")
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting latchkey serve");
+    let mut server = Server(child);
+    wait_until_serving(&base, &mut server, &log_path).await;
+
+    let mut secrets: Vec<(String, String)> = vec![("LATCHKEY_SECRET_KEY".into(), secret_key)];
+    let link_prefix = format!("{base}/auth/verify?token=");
+
+    // Browser one: by link.
+    let one = Browser::new();
+    let csrf = one.csrf(format!("{base}/login")).await;
+    let res = one
+        .post(
+            format!("{base}/login"),
+            &[("email", "ann@example.org")],
+            &csrf,
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let mails = smtp.wait_for(1, Duration::from_secs(10)).await;
+    let token_one = urldecode(
+        mails[0]
+            .extract_link(&link_prefix)
+            .split("token=")
+            .nth(1)
+            .unwrap(),
+    );
+    let code_one = mails[0].extract_code();
+    let page = format!("{base}/auth/verify?token={}", urlencode(&token_one));
+    let csrf = one.csrf(page).await;
+    let res = one
+        .post(
+            format!("{base}/auth/verify"),
+            &[("token", &token_one)],
+            &csrf,
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(one.client.get(&base).send().await.unwrap().status(), 200);
+    let session_csrf_one = one.csrf(base.clone()).await;
+    for value in one.cookie_values(&base) {
+        secrets.push(("a cookie of browser one".into(), value));
+    }
+
+    // Browser two: a wrong code, then the right one.
+    let two = Browser::new();
+    let csrf = two.csrf(format!("{base}/login")).await;
+    let res = two
+        .post(
+            format!("{base}/login"),
+            &[("email", "ann@example.org")],
+            &csrf,
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let mails = smtp.wait_for(2, Duration::from_secs(10)).await;
+    let mail = mails
+        .iter()
+        .skip(1)
+        .find(|m| m.text().contains(&link_prefix))
+        .expect("the second sign-in mail");
+    let token_two = urldecode(
+        mail.extract_link(&link_prefix)
+            .split("token=")
+            .nth(1)
+            .unwrap(),
+    );
+    let code_two = mail.extract_code();
+    let wrong = if code_two == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let res = two
+        .post(format!("{base}/auth/code"), &[("code", wrong)], &csrf)
+        .await;
+    assert_eq!(res.status(), 400);
+    let res = two
+        .post(format!("{base}/auth/code"), &[("code", &code_two)], &csrf)
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(two.client.get(&base).send().await.unwrap().status(), 200);
+    for value in two.cookie_values(&base) {
+        secrets.push(("a cookie of browser two".into(), value));
+    }
+    // A mail scanner opening the used link, and browser one signing out.
+    let res = reqwest::get(format!(
+        "{base}/auth/verify?token={}",
+        urlencode(&token_two)
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 410);
+    let res = one
+        .post(format!("{base}/logout"), &[], &session_csrf_one)
+        .await;
+    assert_eq!(res.status(), 303);
+
+    for (name, token) in [("token one", &token_one), ("token two", &token_two)] {
+        secrets.push((name.into(), token.clone()));
+        // Either half alone would identify or prove the token.
+        let (payload, mac) = token.split_once('.').unwrap();
+        secrets.push((format!("{name} (payload)"), payload.to_string()));
+        secrets.push((format!("{name} (MAC)"), mac.to_string()));
+    }
+    secrets.push(("browser one's session CSRF token".into(), session_csrf_one));
+
+    // Give the mail queue and the access log a moment, then stop the server.
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    drop(server);
+    let output = std::fs::read_to_string(&log_path).unwrap();
+    // The access log was captured (paths only: the query string carries the token).
+    assert!(
+        output.contains("POST /auth/verify") && output.contains("GET /auth/verify"),
+        "the server's output was captured:\n{output}"
+    );
+
+    let mut leaks = Vec::new();
+    for (name, value) in &secrets {
+        assert!(value.len() >= 16, "{name} is too short to search for");
+        if output.contains(value.as_str()) {
+            leaks.push(name.clone());
+        }
+    }
+    for (name, code) in [("code one", &code_one), ("code two", &code_two)] {
+        let found = standalone_occurrences(&output, code);
+        if !found.is_empty() {
+            let context: Vec<_> = found
+                .iter()
+                .map(|&at| {
+                    let start = at.saturating_sub(80);
+                    let end = (at + 86).min(output.len());
+                    output.get(start..end).unwrap_or(code.as_str())
+                })
+                .collect();
+            leaks.push(format!("{name} at {context:?}"));
+        }
+    }
+    assert!(leaks.is_empty(), "secrets in the log: {leaks:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

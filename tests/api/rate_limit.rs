@@ -1,0 +1,459 @@
+//! `LATCHKEY_LOGIN_RATE` (posts to the sign-in routes, per client IP, in memory) and
+//! `LATCHKEY_EMAIL_RATE` (links sent per address, in PostgreSQL), through HTTP.
+
+use std::time::Duration;
+
+use crate::helpers::{form_value, new_browser, spawn_app_with, TestApp};
+
+/// A POST to `path` with this browser's CSRF token, from an optional forwarded address.
+async fn post(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    path: &str,
+    fields: &[(&str, &str)],
+    forwarded_for: Option<&str>,
+) -> reqwest::Response {
+    let csrf = app.csrf(browser, "/login").await;
+    let mut form: Vec<(&str, &str)> = fields.to_vec();
+    form.push(("csrf_token", &csrf));
+    let mut request = browser.post(app.url(path)).form(&form);
+    if let Some(ip) = forwarded_for {
+        request = request.header("X-Forwarded-For", ip);
+    }
+    request.send().await.expect("POST")
+}
+
+fn throttled_rows(app: &TestApp) -> Vec<latchkey::models::audit::AuditRow> {
+    app.audit()
+        .into_iter()
+        .filter(|row| row.event == "login_throttled")
+        .collect()
+}
+
+fn retry_after(res: &reqwest::Response) -> u64 {
+    res.headers()
+        .get("retry-after")
+        .expect("a Retry-After header")
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After in seconds")
+}
+
+#[actix_web::test]
+async fn the_post_after_the_budget_gets_429_with_retry_after_and_is_audited() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_LOGIN_RATE".into(), "3/1m".into());
+    })
+    .await;
+    let browser = new_browser();
+    for n in 1..=3 {
+        let res = post(
+            &app,
+            &browser,
+            "/login",
+            &[("email", "x@example.org")],
+            None,
+        )
+        .await;
+        assert_eq!(res.status(), 200, "post {n} is within the budget");
+    }
+    let res = post(
+        &app,
+        &browser,
+        "/login",
+        &[("email", "x@example.org")],
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+    let wait = retry_after(&res);
+    assert!(
+        (1..=20).contains(&wait),
+        "one post comes back every 20s: {wait}"
+    );
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let html = res.text().await.unwrap();
+    assert!(html.contains("<html"), "a whole page: {html}");
+    assert!(html.contains("Too many attempts"), "{html}");
+
+    // HTMX gets the partial alone.
+    let csrf = app.csrf(&browser, "/login").await;
+    let res = browser
+        .post(app.url("/login"))
+        .header("HX-Request", "true")
+        .form(&[("email", "x@example.org"), ("csrf_token", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(retry_after(&res) >= 1);
+    let partial = res.text().await.unwrap();
+    assert!(partial.contains("Too many attempts"), "{partial}");
+    assert!(!partial.contains("<html"), "{partial}");
+
+    let rows = throttled_rows(&app);
+    assert_eq!(rows.len(), 2, "each refusal is audited");
+    let row = &rows[0];
+    assert_eq!(row.ip.as_deref(), Some("127.0.0.1"));
+    assert!(
+        row.user_agent
+            .as_deref()
+            .is_some_and(|ua| ua.starts_with("LatchkeyTest/1.0")),
+        "{:?}",
+        row.user_agent
+    );
+    assert!(row.detail.contains("POST /login"), "{}", row.detail);
+    assert!(row.detail.contains("LATCHKEY_LOGIN_RATE"), "{}", row.detail);
+    // Only the three posts within the budget reached the handler.
+    assert_eq!(
+        app.audit_events()
+            .iter()
+            .filter(|e| *e == "login_denied")
+            .count(),
+        3
+    );
+}
+
+#[actix_web::test]
+async fn the_four_sign_in_routes_share_one_budget() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_LOGIN_RATE".into(), "4/1m".into());
+    })
+    .await;
+    let browser = new_browser();
+    let attempts: [(&str, &[(&str, &str)]); 4] = [
+        ("/login", &[("email", "x@example.org")]),
+        ("/auth/verify", &[("token", "garbage")]),
+        ("/auth/code", &[("code", "123456")]),
+        ("/auth/approve", &[("token", "garbage"), ("number", "12")]),
+    ];
+    for (path, fields) in attempts {
+        let res = post(&app, &browser, path, fields, None).await;
+        assert_ne!(res.status(), 429, "{path} is within the budget");
+    }
+    for (path, fields) in attempts {
+        let res = post(&app, &browser, path, fields, None).await;
+        assert_eq!(res.status(), 429, "{path} is over the shared budget");
+    }
+    let rows = throttled_rows(&app);
+    let details: Vec<_> = rows.iter().map(|r| r.detail.as_str()).collect();
+    for path in ["/login", "/auth/verify", "/auth/code", "/auth/approve"] {
+        assert!(
+            details.iter().any(|d| d.contains(&format!("POST {path} "))),
+            "{path}: {details:?}"
+        );
+    }
+    // Another route's posts are not counted: they get CSRF/guard answers, never 429.
+    let res = post(
+        &app,
+        &browser,
+        "/auth/cancel",
+        &[("token", "garbage")],
+        None,
+    )
+    .await;
+    assert_ne!(res.status(), 429);
+    // A percent-encoded path reaches the same handler, and the same budget.
+    let res = post(
+        &app,
+        &browser,
+        "/%6Cogin",
+        &[("email", "x@example.org")],
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+}
+
+#[actix_web::test]
+async fn forwarded_addresses_from_an_untrusted_peer_do_not_escape_the_limit() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_LOGIN_RATE".into(), "3/1m".into());
+    })
+    .await;
+    let browser = new_browser();
+    let mut statuses = Vec::new();
+    for n in 0..6u8 {
+        let forged = format!("203.0.113.{n}, 198.51.100.{}", 100 + n);
+        let res = post(
+            &app,
+            &browser,
+            "/login",
+            &[("email", "x@example.org")],
+            Some(&forged),
+        )
+        .await;
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    for row in throttled_rows(&app) {
+        assert_eq!(
+            row.ip.as_deref(),
+            Some("127.0.0.1"),
+            "the peer is the client"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn through_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_LOGIN_RATE".into(), "2/1m".into());
+        vars.insert("LATCHKEY_TRUSTED_PROXIES".into(), "127.0.0.1/32".into());
+    })
+    .await;
+    let browser = new_browser();
+    let email = [("email", "x@example.org")];
+    // What the client wrote (left) proves nothing; the proxy appended the real address.
+    let first = "6.6.6.6, 198.51.100.1";
+    for _ in 0..2 {
+        let res = post(&app, &browser, "/login", &email, Some(first)).await;
+        assert_eq!(res.status(), 200);
+    }
+    let res = post(&app, &browser, "/login", &email, Some(first)).await;
+    assert_eq!(res.status(), 429);
+    // Changing the client-written part does not help either.
+    let res = post(
+        &app,
+        &browser,
+        "/login",
+        &email,
+        Some("7.7.7.7, 198.51.100.1"),
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+
+    // Another client behind the same proxy has a budget of its own.
+    for _ in 0..2 {
+        let res = post(&app, &browser, "/login", &email, Some("198.51.100.2")).await;
+        assert_eq!(res.status(), 200);
+    }
+    let res = post(&app, &browser, "/login", &email, Some("198.51.100.2")).await;
+    assert_eq!(res.status(), 429);
+
+    // IPv6 clients are counted by /64: rotating the host part does not help.
+    for host in ["1", "2"] {
+        let ip = format!("2001:db8:5:6::{host}");
+        let res = post(&app, &browser, "/login", &email, Some(&ip)).await;
+        assert_eq!(res.status(), 200);
+    }
+    let res = post(
+        &app,
+        &browser,
+        "/login",
+        &email,
+        Some("2001:db8:5:6:ffff::3"),
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+
+    let ips: Vec<_> = throttled_rows(&app)
+        .into_iter()
+        .map(|row| row.ip.unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ips,
+        [
+            "198.51.100.1",
+            "198.51.100.1",
+            "198.51.100.2",
+            "2001:db8:5:6:ffff::3"
+        ]
+    );
+}
+
+#[actix_web::test]
+async fn page_views_are_never_limited() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_LOGIN_RATE".into(), "2/1m".into());
+    })
+    .await;
+    let browser = new_browser();
+    for path in [
+        "/login",
+        "/login?next=/x",
+        "/auth/verify?token=garbage",
+        "/healthz",
+    ] {
+        for _ in 0..5 {
+            let res = browser.get(app.url(path)).send().await.unwrap();
+            assert_ne!(res.status(), 429, "GET {path}");
+            let res = browser.head(app.url(path)).send().await.unwrap();
+            assert_ne!(res.status(), 429, "HEAD {path}");
+        }
+    }
+    // The views spent nothing: the whole budget is still there.
+    for _ in 0..2 {
+        let res = post(
+            &app,
+            &browser,
+            "/login",
+            &[("email", "x@example.org")],
+            None,
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+    }
+    // And once it is spent, pages still answer.
+    let res = post(
+        &app,
+        &browser,
+        "/login",
+        &[("email", "x@example.org")],
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(app.get("/login").await.status(), 200);
+}
+
+/// The "check your inbox" answer without its CSRF token.
+async fn answer_without_csrf(res: reqwest::Response) -> (u16, String) {
+    let status = res.status().as_u16();
+    let html = res.text().await.unwrap();
+    let stripped = html
+        .lines()
+        .filter(|line| !line.to_lowercase().contains("csrf"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (status, stripped)
+}
+
+#[actix_web::test]
+async fn over_the_email_rate_the_answer_is_the_same_and_no_mail_is_sent() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_EMAIL_RATE".into(), "2/15m".into());
+    })
+    .await;
+    app.add_member("ann@example.org", "member");
+    let browser = new_browser();
+    let first = answer_without_csrf(app.request_link(&browser, "ann@example.org").await).await;
+    let second = answer_without_csrf(app.request_link(&browser, "ann@example.org").await).await;
+    // From another browser, as an attacker flooding her inbox would.
+    let third =
+        answer_without_csrf(app.request_link(&new_browser(), "ann@example.org").await).await;
+    let fourth = answer_without_csrf(app.request_link(&browser, "ann@example.org").await).await;
+    assert_eq!(first.0, 200);
+    assert_eq!(first, second);
+    assert_eq!(first, third, "over the limit, the answer does not change");
+    assert_eq!(first, fourth);
+
+    app.smtp.wait_for(2, Duration::from_secs(10)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.smtp.received().len(), 2, "no mail over the limit");
+    assert_eq!(app.count("sign_in_requests"), 2);
+    let throttled = throttled_rows(&app);
+    assert_eq!(throttled.len(), 2);
+    for row in &throttled {
+        assert_eq!(row.email.as_deref(), Some("ann@example.org"));
+        assert!(row.detail.contains("LATCHKEY_EMAIL_RATE"), "{}", row.detail);
+    }
+    // Another address has its own count.
+    app.add_member("bob@example.org", "member");
+    app.request_link(&browser, "bob@example.org").await;
+    app.smtp.wait_for(3, Duration::from_secs(10)).await;
+}
+
+#[actix_web::test]
+async fn a_new_link_never_resets_a_dead_code() {
+    let app = spawn_app_with(|_| {}).await;
+    app.add_member("ann@example.org", "member");
+    let browser = new_browser();
+    app.request_link(&browser, "ann@example.org").await;
+    let mail = app.sign_in_mail(1).await;
+    let wrong = if mail.code == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for n in 1..=5 {
+        let res = app
+            .post_form(&browser, "/auth/code", &[("code", wrong)])
+            .await;
+        let expected = if n < 5 { 400 } else { 410 };
+        assert_eq!(res.status(), expected, "wrong code {n}");
+    }
+    // The sixth try, even with the right code, finds nothing to complete.
+    let res = app
+        .post_form(&browser, "/auth/code", &[("code", &mail.code)])
+        .await;
+    assert_ne!(res.status(), 303);
+
+    // A new link is a new request: the dead one stays dead, by code and by link.
+    app.request_link(&browser, "ann@example.org").await;
+    let second = app.sign_in_mail(2).await;
+    let res = app
+        .post_form(&browser, "/auth/code", &[("code", &mail.code)])
+        .await;
+    if mail.code != second.code {
+        assert_eq!(
+            res.status(),
+            400,
+            "the old code does not work for the new request"
+        );
+    }
+    let res = app.confirm_link(&browser, &mail.token).await;
+    assert_eq!(res.status(), 410, "the old link died with its code");
+    #[derive(diesel::QueryableByName)]
+    struct Failures {
+        #[diesel(sql_type = diesel::sql_types::SmallInt)]
+        code_failures: i16,
+    }
+    use diesel::RunQueryDsl as _;
+    let failures: Vec<Failures> =
+        diesel::sql_query("SELECT code_failures FROM sign_in_requests ORDER BY id")
+            .load(&mut app.conn())
+            .unwrap();
+    assert_eq!(failures[0].code_failures, 5, "never reset");
+    assert_eq!(app.count("sessions"), 0);
+    // The new request works on its own terms.
+    let res = app
+        .post_form(&browser, "/auth/code", &[("code", &second.code)])
+        .await;
+    assert_eq!(res.status(), 303);
+}
+
+#[actix_web::test]
+async fn a_new_link_never_resets_the_ip_budget() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_LOGIN_RATE".into(), "6/1m".into());
+    })
+    .await;
+    app.add_member("ann@example.org", "member");
+    let browser = new_browser();
+    assert_eq!(
+        app.request_link(&browser, "ann@example.org").await.status(),
+        200
+    );
+    let mail = app.sign_in_mail(1).await;
+    let wrong = if mail.code == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..4 {
+        let res = app
+            .post_form(&browser, "/auth/code", &[("code", wrong)])
+            .await;
+        assert_eq!(res.status(), 400);
+    }
+    // The sixth post: a new link, still within the budget...
+    assert_eq!(
+        app.request_link(&browser, "ann@example.org").await.status(),
+        200
+    );
+    let second = app.sign_in_mail(2).await;
+    // ...which does not give the guesser a fresh budget.
+    let res = app
+        .post_form(&browser, "/auth/code", &[("code", &second.code)])
+        .await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(app.count("sessions"), 0);
+    let page = browser.get(app.url("/login")).send().await.unwrap();
+    let html = page.text().await.unwrap();
+    assert!(form_value(&html, "csrf_token").is_some());
+}

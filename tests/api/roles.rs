@@ -1,0 +1,348 @@
+//! The role matrix through HTTP: admin, auditor, member and anonymous against every route of
+//! SPEC "HTTP" that needs a sign-in; and what the dashboard shows each role.
+
+use diesel::prelude::*;
+use latchkey::models::audit::{AuditEvent, NewAuditRow};
+use latchkey::schema::{members, sessions};
+
+use crate::helpers::{new_browser, spawn_app, urlencode, TestApp};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+}
+
+/// Every route behind the guard, with fields a handler would accept. Ids point at a member
+/// and a session that exist but belong to nobody under test.
+type Fields = Vec<(&'static str, &'static str)>;
+
+fn routes(victim: i64, session: i64) -> Vec<(Method, String, Fields)> {
+    vec![
+        (Method::Get, "/".into(), vec![]),
+        (Method::Get, "/audit".into(), vec![]),
+        (Method::Get, "/audit.csv".into(), vec![]),
+        (Method::Get, "/team".into(), vec![]),
+        (Method::Get, "/sessions".into(), vec![]),
+        (
+            Method::Post,
+            "/team".into(),
+            vec![("email", "newcomer@example.org"), ("role", "member")],
+        ),
+        (
+            Method::Post,
+            format!("/team/{victim}/role"),
+            vec![("role", "auditor")],
+        ),
+        (Method::Post, format!("/team/{victim}/deactivate"), vec![]),
+        (Method::Post, format!("/sessions/{session}/revoke"), vec![]),
+        (Method::Post, "/sessions/revoke-all".into(), vec![]),
+        (Method::Post, "/logout".into(), vec![]),
+    ]
+}
+
+async fn send(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    csrf: &str,
+    method: Method,
+    path: &str,
+    fields: &[(&str, &str)],
+    htmx: bool,
+) -> reqwest::Response {
+    let request = match method {
+        Method::Get => browser.get(app.url(path)),
+        Method::Post => {
+            let mut fields = fields.to_vec();
+            fields.push(("csrf_token", csrf));
+            browser.post(app.url(path)).form(&fields)
+        }
+    };
+    let request = if htmx {
+        request.header("HX-Request", "true")
+    } else {
+        request
+    };
+    request.send().await.unwrap()
+}
+
+/// A session row for `member_id` that no browser holds (as if signed in elsewhere).
+fn stray_session(app: &TestApp, member_id: i64) -> i64 {
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::key_digest.eq(latchkey::crypto::random_bytes::<32>().to_vec()),
+            sessions::member_id.eq(member_id),
+            sessions::state.eq(serde_json::json!({})),
+            sessions::expires_at.eq(chrono::Utc::now() + chrono::Duration::hours(1)),
+        ))
+        .returning(sessions::id)
+        .get_result(&mut app.conn())
+        .unwrap()
+}
+
+/// Signs `email` in on `browser`. A member who already has a browser also gets a "new
+/// sign-in" mail; wait for it, so that the next sign-in reads its own link mail.
+async fn sign_in_waiting(app: &TestApp, browser: &reqwest::Client, email: &str) {
+    let known = app.count(&format!(
+        "member_browsers b JOIN members m ON m.id = b.member_id WHERE m.email = '{email}'"
+    ));
+    let before = app.smtp.received().len();
+    assert_eq!(app.sign_in(browser, email).await.status(), 303);
+    if known > 0 {
+        let mails = app
+            .smtp
+            .wait_for(before + 2, std::time::Duration::from_secs(10))
+            .await;
+        assert!(mails.len() >= before + 2, "the new sign-in mail");
+    }
+}
+
+fn member_state(app: &TestApp, id: i64) -> (String, bool) {
+    members::table
+        .find(id)
+        .select((members::role, members::active))
+        .first(&mut app.conn())
+        .unwrap()
+}
+
+fn session_ids(app: &TestApp, member_id: i64) -> Vec<i64> {
+    sessions::table
+        .filter(sessions::member_id.eq(member_id))
+        .order(sessions::id.asc())
+        .select(sessions::id)
+        .load(&mut app.conn())
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn anonymous_requests_go_to_sign_in_and_htmx_gets_401() {
+    let app = spawn_app().await;
+    let victim = app.add_member("victim@example.org", "member");
+    let session = stray_session(&app, victim);
+    let browser = new_browser();
+    let csrf = app.csrf(&browser, "/login").await;
+    let members_before = app.count("members");
+
+    for (method, path, fields) in routes(victim, session) {
+        let res = send(&app, &browser, &csrf, method, &path, &fields, false).await;
+        assert_eq!(res.status(), 303, "{method:?} {path}");
+        assert_eq!(
+            res.headers()["location"],
+            format!("/login?next={}", urlencode(&path)).as_str(),
+            "{method:?} {path}"
+        );
+
+        let res = send(&app, &browser, &csrf, method, &path, &fields, true).await;
+        assert_eq!(res.status(), 401, "HTMX {method:?} {path}");
+        assert_eq!(
+            res.headers()["hx-redirect"],
+            "/login",
+            "HTMX {method:?} {path}"
+        );
+    }
+    let res = browser.head(app.url("/audit")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+
+    assert_eq!(app.count("members"), members_before, "nothing was added");
+    assert_eq!(member_state(&app, victim), ("member".into(), true));
+    assert_eq!(
+        session_ids(&app, victim),
+        vec![session],
+        "nothing was revoked"
+    );
+}
+
+#[actix_web::test]
+async fn auditors_and_members_get_403_beyond_their_role() {
+    let app = spawn_app().await;
+    let victim = app.add_member("victim@example.org", "member");
+    let session = stray_session(&app, victim);
+    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
+    let member = app.signed_in_browser("mo@example.org", "member").await;
+    let members_before = app.count("members");
+
+    for (browser, who, forbidden) in [
+        (&auditor, "auditor", vec!["/team"]),
+        (&member, "member", vec!["/team", "/audit", "/audit.csv"]),
+    ] {
+        let csrf = app.csrf(browser, "/").await;
+        for (method, path, fields) in routes(victim, session) {
+            let blocked = forbidden
+                .iter()
+                .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")));
+            if !blocked {
+                continue;
+            }
+            for htmx in [false, true] {
+                let res = send(&app, browser, &csrf, method, &path, &fields, htmx).await;
+                assert_eq!(res.status(), 403, "{who} {method:?} {path} (htmx: {htmx})");
+            }
+        }
+    }
+    assert_eq!(app.count("members"), members_before, "nothing was added");
+    assert_eq!(member_state(&app, victim), ("member".into(), true));
+}
+
+#[actix_web::test]
+async fn each_role_reaches_its_routes() {
+    let app = spawn_app().await;
+    for role in ["admin", "auditor", "member"] {
+        let email = format!("{role}@example.org");
+        let browser = app.signed_in_browser(&email, role).await;
+        let member_id = app.add_member(&email, role);
+        let csrf = app.csrf(&browser, "/").await;
+        let reads_audit = role != "member";
+        let is_admin = role == "admin";
+
+        for (path, allowed) in [
+            ("/", true),
+            ("/sessions", true),
+            ("/audit", reads_audit),
+            ("/audit.csv", reads_audit),
+            ("/team", is_admin),
+        ] {
+            let res = send(&app, &browser, &csrf, Method::Get, path, &[], false).await;
+            let expected = if allowed { 200 } else { 403 };
+            assert_eq!(res.status(), expected, "{role} GET {path}");
+            let res = browser.head(app.url(path)).send().await.unwrap();
+            assert_eq!(res.status(), expected, "{role} HEAD {path}");
+        }
+
+        if is_admin {
+            let victim = app.add_member(&format!("victim-of-{role}@example.org"), "member");
+            for (path, fields) in [
+                (
+                    "/team".to_string(),
+                    vec![("email", "newcomer@example.org"), ("role", "member")],
+                ),
+                (format!("/team/{victim}/role"), vec![("role", "auditor")]),
+                (format!("/team/{victim}/deactivate"), vec![]),
+            ] {
+                let res = send(&app, &browser, &csrf, Method::Post, &path, &fields, false).await;
+                assert_eq!(res.status(), 303, "{role} POST {path}");
+                assert_eq!(res.headers()["location"], "/team");
+            }
+            assert_eq!(member_state(&app, victim), ("auditor".into(), false));
+        }
+
+        // Their own other session (another browser) can be revoked.
+        let other = new_browser();
+        sign_in_waiting(&app, &other, &email).await;
+        let other_session = *session_ids(&app, member_id).last().unwrap();
+        let path = format!("/sessions/{other_session}/revoke");
+        let res = send(&app, &browser, &csrf, Method::Post, &path, &[], false).await;
+        assert_eq!(res.status(), 303, "{role} POST {path}");
+        assert_eq!(res.headers()["location"], "/sessions");
+        assert_eq!(other.get(app.url("/")).send().await.unwrap().status(), 303);
+
+        // Signing out of one browser.
+        let third = new_browser();
+        sign_in_waiting(&app, &third, &email).await;
+        let third_csrf = app.csrf(&third, "/").await;
+        let res = send(
+            &app,
+            &third,
+            &third_csrf,
+            Method::Post,
+            "/logout",
+            &[],
+            false,
+        )
+        .await;
+        assert_eq!(res.status(), 303, "{role} POST /logout");
+        assert_eq!(res.headers()["location"], "/login");
+
+        // And everywhere, last: it ends this browser's session too.
+        let res = send(
+            &app,
+            &browser,
+            &csrf,
+            Method::Post,
+            "/sessions/revoke-all",
+            &[],
+            false,
+        )
+        .await;
+        assert_eq!(res.status(), 303, "{role} POST /sessions/revoke-all");
+        assert_eq!(res.headers()["location"], "/login");
+        assert!(session_ids(&app, member_id).is_empty(), "{role}");
+        assert_eq!(
+            browser.get(app.url("/")).send().await.unwrap().status(),
+            303
+        );
+    }
+}
+
+fn record(app: &TestApp, event: AuditEvent, email: &str) {
+    NewAuditRow::new(event)
+        .email(email)
+        .detail("seeded")
+        .insert(&mut app.conn())
+        .unwrap();
+}
+
+/// The number in the dashboard's `stat-<name>` box.
+fn stat(html: &str, name: &str) -> i64 {
+    let marker = format!("id=\"stat-{name}\"");
+    let start = html.find(&marker).expect("the stat box") + marker.len();
+    let strong = html[start..].find("<strong>").unwrap() + start + "<strong>".len();
+    let end = html[strong..].find("</strong>").unwrap() + strong;
+    html[strong..end].trim().parse().unwrap()
+}
+
+#[actix_web::test]
+async fn the_dashboard_counts_the_teams_day_for_readers_and_only_their_own_for_members() {
+    let app = spawn_app().await;
+    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
+    let member = app.signed_in_browser("mo@example.org", "member").await;
+    record(&app, AuditEvent::CodeFailed, "mo@example.org");
+    record(&app, AuditEvent::LinkExpired, "someone@example.org");
+    record(&app, AuditEvent::LoginDenied, "stranger@example.org");
+    record(&app, AuditEvent::MemberAdded, "secret-project@example.org");
+
+    let html = auditor
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(stat(&html, "sign-ins"), 2, "{html}");
+    assert_eq!(stat(&html, "failed"), 3, "{html}");
+    assert_eq!(stat(&html, "sessions"), 2, "{html}");
+    assert!(
+        html.contains("secret-project@example.org"),
+        "latest events: {html}"
+    );
+    assert!(html.contains(r#"hx-get="/" hx-trigger="every 30s""#));
+
+    let html = member
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(stat(&html, "sign-ins"), 1, "{html}");
+    assert_eq!(stat(&html, "failed"), 1, "{html}");
+    assert_eq!(stat(&html, "sessions"), 1, "{html}");
+    assert!(html.contains("Your latest events"));
+    assert!(!html.contains("secret-project@example.org"), "{html}");
+    assert!(!html.contains("audrey@example.org"), "{html}");
+
+    // The 30-second refresh gets the partial alone.
+    let res = member
+        .get(app.url("/"))
+        .header("HX-Request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let partial = res.text().await.unwrap();
+    assert!(partial
+        .trim_start()
+        .starts_with("<section id=\"dashboard\""));
+    assert!(!partial.contains("<html"));
+}

@@ -1,0 +1,292 @@
+//! `/sessions` through HTTP: who sees which sessions, the current one, revoking one, signing
+//! out everywhere, and escaping of what browsers send.
+
+use diesel::prelude::*;
+use latchkey::schema::sessions;
+
+use crate::helpers::{spawn_app, TestApp};
+
+/// A browser with its own cookie store and user agent, redirects off.
+fn browser_as(user_agent: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .user_agent(user_agent)
+        .build()
+        .unwrap()
+}
+
+async fn signed_in_as(app: &TestApp, email: &str, user_agent: &str) -> reqwest::Client {
+    let browser = browser_as(user_agent);
+    sign_in_waiting(app, &browser, email).await;
+    browser
+}
+
+/// Signs `email` in on `browser`. A member who already has a browser also gets a "new
+/// sign-in" mail; wait for it, so that the next sign-in reads its own link mail.
+async fn sign_in_waiting(app: &TestApp, browser: &reqwest::Client, email: &str) {
+    let known = app.count(&format!(
+        "member_browsers b JOIN members m ON m.id = b.member_id WHERE m.email = '{email}'"
+    ));
+    let before = app.smtp.received().len();
+    assert_eq!(app.sign_in(browser, email).await.status(), 303);
+    if known > 0 {
+        let mails = app
+            .smtp
+            .wait_for(before + 2, std::time::Duration::from_secs(10))
+            .await;
+        assert!(mails.len() >= before + 2, "the new sign-in mail");
+    }
+}
+
+/// Session ids of a member, by the user agent that signed them in.
+fn session_of(app: &TestApp, member_id: i64, user_agent: &str) -> i64 {
+    sessions::table
+        .filter(sessions::member_id.eq(member_id))
+        .filter(sessions::user_agent.eq(user_agent))
+        .select(sessions::id)
+        .first(&mut app.conn())
+        .unwrap()
+}
+
+async fn html(app: &TestApp, browser: &reqwest::Client, path: &str) -> String {
+    let res = browser.get(app.url(path)).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{path}");
+    res.text().await.unwrap()
+}
+
+fn row(html: &str, session_id: i64) -> Option<&str> {
+    let start = html.find(&format!("<tr id=\"session-{session_id}\""))?;
+    let end = html[start..].find("</tr>")? + start;
+    Some(&html[start..end])
+}
+
+async fn post(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    path: &str,
+    htmx: bool,
+) -> reqwest::Response {
+    let csrf = app.csrf(browser, "/sessions").await;
+    let mut request = browser
+        .post(app.url(path))
+        .form(&[("csrf_token", csrf.as_str())]);
+    if htmx {
+        request = request.header("HX-Request", "true");
+    }
+    request.send().await.unwrap()
+}
+
+#[actix_web::test]
+async fn members_see_their_own_sessions_and_this_one_is_marked() {
+    let app = spawn_app().await;
+    let mo = app.add_member("mo@example.org", "member");
+    app.add_member("ann@example.org", "member");
+    let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
+    let _phone = signed_in_as(&app, "mo@example.org", "Phone/2.0").await;
+    let _other = signed_in_as(&app, "ann@example.org", "Elsewhere/3.0").await;
+
+    let page = html(&app, &laptop, "/sessions").await;
+    let laptop_row = row(&page, session_of(&app, mo, "Laptop/1.0")).expect("laptop listed");
+    let phone_row = row(&page, session_of(&app, mo, "Phone/2.0")).expect("phone listed");
+    assert!(laptop_row.contains("this browser") && laptop_row.contains("127.0.0.1"));
+    assert!(!phone_row.contains("this browser"), "{phone_row}");
+    assert!(phone_row.contains("Phone&#x2F;2.0"));
+    assert_eq!(page.matches("this browser").count(), 1);
+    assert!(!page.contains("Elsewhere"), "only their own");
+    assert!(!page.contains("ann@example.org"));
+}
+
+#[actix_web::test]
+async fn admins_see_everyones_sessions_with_the_address() {
+    let app = spawn_app().await;
+    app.add_member("ann@example.org", "member");
+    let ada = app.add_member("ada@example.org", "admin");
+    let admin = signed_in_as(&app, "ada@example.org", "AdminBrowser/1.0").await;
+    let _ann = signed_in_as(&app, "ann@example.org", "AnnBrowser/1.0").await;
+
+    let page = html(&app, &admin, "/sessions").await;
+    assert!(
+        page.contains("AnnBrowser&#x2F;1.0") && page.contains("ann@example.org"),
+        "{page}"
+    );
+    let current = sessions::table
+        .filter(sessions::member_id.eq(ada))
+        .order(sessions::id.desc())
+        .select(sessions::id)
+        .first::<i64>(&mut app.conn())
+        .unwrap();
+    assert!(row(&page, current).unwrap().contains("this browser"));
+}
+
+#[actix_web::test]
+async fn revoking_ends_the_other_browsers_session() {
+    let app = spawn_app().await;
+    let mo = app.add_member("mo@example.org", "member");
+    let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
+    let phone = signed_in_as(&app, "mo@example.org", "Phone/2.0").await;
+    let phone_session = session_of(&app, mo, "Phone/2.0");
+    assert_eq!(phone.get(app.url("/")).send().await.unwrap().status(), 200);
+
+    let res = post(
+        &app,
+        &laptop,
+        &format!("/sessions/{phone_session}/revoke"),
+        false,
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/sessions");
+
+    let res = phone.get(app.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/login?next=%2F");
+    assert_eq!(laptop.get(app.url("/")).send().await.unwrap().status(), 200);
+
+    let revoked = app
+        .audit()
+        .into_iter()
+        .find(|row| row.event == "session_revoked")
+        .expect("audited");
+    assert_eq!(revoked.email.as_deref(), Some("mo@example.org"));
+    assert_eq!(revoked.actor.as_deref(), Some("mo@example.org"));
+    assert!(revoked.detail.contains("Phone/2.0"), "{}", revoked.detail);
+
+    // Once gone, it is gone.
+    let res = post(
+        &app,
+        &laptop,
+        &format!("/sessions/{phone_session}/revoke"),
+        false,
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+}
+
+#[actix_web::test]
+async fn revoking_inline_answers_with_the_list() {
+    let app = spawn_app().await;
+    let mo = app.add_member("mo@example.org", "member");
+    let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
+    let _phone = signed_in_as(&app, "mo@example.org", "Phone/2.0").await;
+    let phone_session = session_of(&app, mo, "Phone/2.0");
+    let res = post(
+        &app,
+        &laptop,
+        &format!("/sessions/{phone_session}/revoke"),
+        true,
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(!page.contains("<html"));
+    assert!(page.trim_start().starts_with(r#"<section id="sessions">"#));
+    assert!(page.contains("has ended"), "{page}");
+    assert!(row(&page, phone_session).is_none());
+}
+
+#[actix_web::test]
+async fn members_cannot_revoke_someone_elses_session_but_admins_can() {
+    let app = spawn_app().await;
+    let ann = app.add_member("ann@example.org", "member");
+    app.add_member("ada@example.org", "admin");
+    app.add_member("mo@example.org", "member");
+    let mo = signed_in_as(&app, "mo@example.org", "Mo/1.0").await;
+    let ann_browser = signed_in_as(&app, "ann@example.org", "Ann/1.0").await;
+    let ann_session = session_of(&app, ann, "Ann/1.0");
+
+    let res = post(&app, &mo, &format!("/sessions/{ann_session}/revoke"), false).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        ann_browser.get(app.url("/")).send().await.unwrap().status(),
+        200
+    );
+
+    let admin = signed_in_as(&app, "ada@example.org", "Ada/1.0").await;
+    let res = post(
+        &app,
+        &admin,
+        &format!("/sessions/{ann_session}/revoke"),
+        false,
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        ann_browser.get(app.url("/")).send().await.unwrap().status(),
+        303
+    );
+    let revoked = app
+        .audit()
+        .into_iter()
+        .find(|row| row.event == "session_revoked")
+        .unwrap();
+    assert_eq!(revoked.email.as_deref(), Some("ann@example.org"));
+    assert_eq!(revoked.actor.as_deref(), Some("ada@example.org"));
+}
+
+#[actix_web::test]
+async fn revoking_this_browsers_own_session_signs_it_out() {
+    let app = spawn_app().await;
+    let mo = app.add_member("mo@example.org", "member");
+    let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
+    let own = session_of(&app, mo, "Laptop/1.0");
+    let res = post(&app, &laptop, &format!("/sessions/{own}/revoke"), false).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/login");
+    assert_eq!(laptop.get(app.url("/")).send().await.unwrap().status(), 303);
+    assert_eq!(app.count(&format!("sessions WHERE member_id = {mo}")), 0);
+}
+
+#[actix_web::test]
+async fn signing_out_everywhere_ends_every_session_of_the_member_only() {
+    let app = spawn_app().await;
+    let mo = app.add_member("mo@example.org", "member");
+    app.add_member("ann@example.org", "member");
+    let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
+    let phone = signed_in_as(&app, "mo@example.org", "Phone/2.0").await;
+    let ann = signed_in_as(&app, "ann@example.org", "Ann/1.0").await;
+
+    let res = post(&app, &laptop, "/sessions/revoke-all", false).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/login");
+    assert!(res.headers().contains_key("clear-site-data"));
+    for browser in [&laptop, &phone] {
+        assert_eq!(
+            browser.get(app.url("/")).send().await.unwrap().status(),
+            303
+        );
+    }
+    assert_eq!(ann.get(app.url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(app.count(&format!("sessions WHERE member_id = {mo}")), 0);
+    let revoked = app
+        .audit()
+        .into_iter()
+        .find(|row| row.event == "session_revoked")
+        .unwrap();
+    assert_eq!(revoked.email.as_deref(), Some("mo@example.org"));
+    assert!(revoked.detail.contains("2 sessions"), "{}", revoked.detail);
+
+    // With HTMX the whole page goes to the sign-in form.
+    let again = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
+    let res = post(&app, &again, "/sessions/revoke-all", true).await;
+    assert_eq!(res.headers()["hx-redirect"], "/login");
+}
+
+#[actix_web::test]
+async fn hostile_user_agents_show_as_text() {
+    let app = spawn_app().await;
+    app.add_member("mo@example.org", "member");
+    let agent = "<script>alert(1)</script>";
+    let browser = signed_in_as(&app, "mo@example.org", agent).await;
+    // Header values cannot carry CR/LF; a row can (an old or imported one).
+    let _other = signed_in_as(&app, "mo@example.org", "Other/1.0").await;
+    diesel::update(sessions::table.filter(sessions::user_agent.eq("Other/1.0")))
+        .set(sessions::user_agent.eq("<img src=x>\r\nSet-Cookie: a=b"))
+        .execute(&mut app.conn())
+        .unwrap();
+    let page = html(&app, &browser, "/sessions").await;
+    assert!(!page.contains("<script>alert(1)"), "{page}");
+    assert!(!page.contains("<img src=x>"), "{page}");
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;"));
+    assert!(page.contains("&lt;img src=x&gt;\r\nSet-Cookie: a=b"));
+}
