@@ -95,6 +95,8 @@ export async function screenshot(page, label) {
   mkdirSync(OUT_DIR, { recursive: true });
   shotNumber += 1;
   const file = join(OUT_DIR, `${String(shotNumber).padStart(2, "0")}-${label}.png`);
-  await page.screenshot({ path: file, fullPage: true });
+  // caret "initial": hiding the caret would leave a style attribute on the focused input,
+  // which HTMX then copies while settling a swap (a style-src-attr report of our making).
+  await page.screenshot({ path: file, fullPage: true, caret: "initial" });
   return file;
 }

@@ -1,15 +1,15 @@
 //! Web hardening through HTTP against the real app: CSRF, security headers and cookies,
 //! request limits, token shape checks before the database, `next` and `Host`.
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use diesel::RunQueryDsl as _;
-use latchkey::settings::Settings;
-use latchkey::startup::{Application, Database};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::helpers::{form_value, new_browser, spawn_app, spawn_app_with, urlencode, TestApp};
+use crate::helpers::{
+    form_value, new_browser, spawn_app, spawn_app_with, spawn_app_with_unreachable_database,
+    urlencode, TestApp,
+};
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const HTTPS_URL: &str = "https://login.example.org";
@@ -557,40 +557,6 @@ async fn a_503_carries_the_security_headers_and_garbage_tokens_never_reach_the_d
     // The sign-in form needs no database either.
     let res = plain.get(format!("{address}/login")).send().await.unwrap();
     assert_eq!(res.status(), 200);
-}
-
-/// The real app, with a `DATABASE_URL` on a port nothing listens on (never migrated).
-async fn spawn_app_with_unreachable_database(public_url: &str) -> String {
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_port = closed.local_addr().unwrap().port();
-    drop(closed);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let vars = std::collections::HashMap::from([
-        (
-            "DATABASE_URL".to_string(),
-            format!("postgres://postgres@127.0.0.1:{closed_port}/nothing"),
-        ),
-        ("LATCHKEY_BIND".to_string(), format!("127.0.0.1:{port}")),
-        ("LATCHKEY_PUBLIC_URL".to_string(), public_url.to_string()),
-        (
-            "LATCHKEY_SECRET_KEY".to_string(),
-            hex::encode(latchkey::crypto::random_bytes::<32>()),
-        ),
-    ]);
-    let settings = Settings::from_lookup(|name| vars.get(name).cloned()).unwrap();
-    let url = settings.database_url.clone().unwrap();
-    let app = Application::build_on(
-        settings,
-        Database {
-            url,
-            embedded: None,
-        },
-        listener,
-    )
-    .unwrap();
-    actix_web::rt::spawn(app.run_until_stopped());
-    format!("http://127.0.0.1:{port}")
 }
 
 #[actix_web::test]

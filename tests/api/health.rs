@@ -1,4 +1,4 @@
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with_unreachable_database};
 
 #[actix_web::test]
 async fn healthz_answers_without_the_database() {
@@ -17,9 +17,9 @@ async fn readyz_answers_200_when_the_database_is_reachable() {
 
 #[actix_web::test]
 async fn readyz_answers_503_quickly_when_the_database_is_gone() {
-    let app = spawn_app_with_unreachable_database().await;
+    let address = spawn_app_with_unreachable_database("http://127.0.0.1").await;
     let started = std::time::Instant::now();
-    let res = app.get("/readyz").await;
+    let res = reqwest::get(format!("{address}/readyz")).await.unwrap();
     assert_eq!(res.status(), 503);
     // Not a timing test of speed: only that the pool does not hang for its full default (30 s).
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
@@ -38,18 +38,4 @@ async fn every_response_carries_the_security_headers() {
         assert_eq!(res.headers()["referrer-policy"], "no-referrer");
         assert!(res.headers().get("strict-transport-security").is_none());
     }
-}
-
-async fn spawn_app_with_unreachable_database() -> crate::helpers::TestApp {
-    // A port nothing listens on: the pool can never get a connection.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port();
-    drop(closed);
-    crate::helpers::spawn_app_with(move |vars| {
-        vars.insert(
-            "DATABASE_URL".into(),
-            format!("postgres://postgres@127.0.0.1:{port}/nothing"),
-        );
-    })
-    .await
 }

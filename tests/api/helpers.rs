@@ -509,3 +509,38 @@ fn init_test_log() {
         }
     });
 }
+
+/// The real app on a free port whose database can never be reached (nothing is migrated);
+/// returns its address.
+pub async fn spawn_app_with_unreachable_database(public_url: &str) -> String {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let vars = std::collections::HashMap::from([
+        (
+            "DATABASE_URL".to_string(),
+            format!("postgres://postgres@127.0.0.1:{closed_port}/nothing"),
+        ),
+        ("LATCHKEY_BIND".to_string(), format!("127.0.0.1:{port}")),
+        ("LATCHKEY_PUBLIC_URL".to_string(), public_url.to_string()),
+        (
+            "LATCHKEY_SECRET_KEY".to_string(),
+            hex::encode(latchkey::crypto::random_bytes::<32>()),
+        ),
+    ]);
+    let settings = Settings::from_lookup(|name| vars.get(name).cloned()).unwrap();
+    let url = settings.database_url.clone().unwrap();
+    let app = Application::build_on(
+        settings,
+        Database {
+            url,
+            embedded: None,
+        },
+        listener,
+    )
+    .unwrap();
+    actix_web::rt::spawn(app.run_until_stopped());
+    format!("http://127.0.0.1:{port}")
+}
