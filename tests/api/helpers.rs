@@ -413,7 +413,10 @@ impl TestApp {
             }) {
                 return self.parts_of(mail);
             }
-            assert!(std::time::Instant::now() < deadline, "no sign-in mail arrived");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no sign-in mail arrived"
+            );
             actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }

@@ -213,8 +213,15 @@ async fn a_revoked_signed_in_session_is_not_brought_back_by_an_update() {
     .get_result::<Id>(&mut conn)
     .unwrap()
     .id;
-    let signed_in = state(&[(IDENTITY_KEY, &member_id.to_string()), ("latchkey.csrf", "t"), ("theme", "dark")]);
-    let key = store.save(signed_in.clone(), &Duration::minutes(5)).await.unwrap();
+    let signed_in = state(&[
+        (IDENTITY_KEY, &member_id.to_string()),
+        ("latchkey.csrf", "t"),
+        ("theme", "dark"),
+    ]);
+    let key = store
+        .save(signed_in.clone(), &Duration::minutes(5))
+        .await
+        .unwrap();
     // Revoked (by an admin, or "sign out everywhere") while a request was in flight...
     store.delete(&key).await.unwrap();
     // ...which then writes its session.

@@ -754,5 +754,8 @@ async fn timer_polls_do_not_keep_an_idle_session_alive() {
             .await
             .unwrap();
     }
-    assert_eq!(browser.get(app.url("/")).send().await.unwrap().status(), 303);
+    assert_eq!(
+        browser.get(app.url("/")).send().await.unwrap().status(),
+        303
+    );
 }
