@@ -207,7 +207,7 @@ describe_plan() {
   echo "rows: $ROWS   seeded in ${seed_seconds}s"
   echo "machine: $(nproc) cores ($(uname -m)), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM"
   echo "server: $(psql_scratch -At -c 'SELECT version()')"
-  echo "settings: $(psql_scratch -At -c "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ' ') FROM pg_settings WHERE name IN ('shared_buffers','work_mem','effective_cache_size','random_page_cost','max_parallel_workers_per_gather')")"
+  echo "settings: $(psql_scratch -At -c "SELECT string_agg(name || '=' || current_setting(name), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','work_mem','effective_cache_size','random_page_cost','max_parallel_workers_per_gather')")"
   echo "table: $(psql_scratch -At -c "SELECT pg_size_pretty(pg_table_size('login_audit')) || ' heap, ' || pg_size_pretty(pg_indexes_size('login_audit')) || ' indexes'")"
   echo
   echo "indexes on login_audit:"

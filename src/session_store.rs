@@ -230,8 +230,3 @@ impl SessionStore for PgSessionStore {
         Ok(())
     }
 }
-
-/// Removes expired sessions; used by `latchkey purge` and the periodic sweeper.
-pub fn delete_expired(conn: &mut PgConnection) -> QueryResult<usize> {
-    diesel::delete(sessions::table.filter(sessions::expires_at.le(diesel::dsl::now))).execute(conn)
-}

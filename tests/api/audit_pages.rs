@@ -488,3 +488,39 @@ async fn the_filter_form_carries_what_was_typed() {
     assert!(html.contains(r#"name="email" type="email" maxlength="254" value="ada@example.org""#));
     assert!(html.contains(r#"name="ip" maxlength="45" value="::1""#));
 }
+
+#[actix_web::test]
+async fn date_filtered_pages_are_in_time_order_and_neither_skip_nor_repeat() {
+    let app = spawn_app().await;
+    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
+    // 120 rows on one day, written out of time order (ids and times disagree), some sharing
+    // a timestamp, plus rows outside the range on both sides.
+    seed_at(&app, "2026-03-09 23:59:59+00", "before@example.org");
+    let mut expected: Vec<(String, i64)> = Vec::new();
+    for i in 0..120 {
+        let at = format!("2026-03-10 {:02}:{:02}:00+00", (i * 7) % 24, (i * 13) % 60);
+        let id = seed_at(&app, &at, "inside@example.org");
+        expected.push((at, id));
+    }
+    seed_at(&app, "2026-03-11 00:00:00+00", "after@example.org");
+    expected.sort_by(|a, b| b.cmp(a));
+    let expected: Vec<i64> = expected.into_iter().map(|(_, id)| id).collect();
+
+    let (status, html) = page(&auditor, &app, "/audit?from=2026-03-10&to=2026-03-10").await;
+    assert_eq!(status, 200);
+    let mut seen = row_ids(&html);
+    let mut link = older_link(&html);
+    while let Some(path) = link {
+        seed_at(&app, "2026-03-10 12:00:00+00", "late@example.org");
+        let (_, html) = page(&auditor, &app, &path).await;
+        seen.extend(row_ids(&html));
+        link = older_link(&html);
+    }
+    let first_page_ids: std::collections::HashSet<i64> = seen.iter().copied().collect();
+    assert_eq!(first_page_ids.len(), seen.len(), "a row was shown twice");
+    let seen_original: Vec<i64> = seen
+        .into_iter()
+        .filter(|id| expected.contains(id))
+        .collect();
+    assert_eq!(seen_original, expected);
+}
