@@ -5,24 +5,23 @@
 //! any failure exits non-zero.
 
 use anyhow::Context as _;
-use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 use diesel::prelude::*;
 use ring::hmac;
 
 use crate::audit_chain::{self, Verification};
-use crate::crypto::{random_below, Keys};
+use crate::crypto::Keys;
 use crate::db;
-use crate::domain::code::SignInCode;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::next_path::NextPath;
 use crate::domain::role::Role;
-use crate::domain::token::SignInToken;
-use crate::models::audit::{AuditEvent, NewAuditRow};
+use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::models::member::{self, Added, Member, MemberError};
-use crate::models::sign_in_request::{self, NewSignInRequest, SignInRequest};
+use crate::models::sign_in_request::SignInRequest;
 use crate::schema::members;
 use crate::secret::Secret;
 use crate::settings::Settings;
+use crate::signin::{issue_request, link_with_token, IssuedRequest};
 use crate::startup::{open_database, resolve_secret, Application, Database};
 
 /// Who the audit says made a change from the command line.
@@ -321,23 +320,16 @@ pub fn break_glass_link(
         if !member.active {
             return Err(BreakGlassError::Inactive(member.email));
         }
-        let (token, token_id) = SignInToken::generate(token_key);
-        // The code is of no use without an asking browser, but the table keeps one per request.
-        let code = SignInCode::generate();
-        let token_digest = token_id.digest();
-        let request = sign_in_request::insert(
+        // The code is of no use without an asking browser, but every request carries one.
+        let client = ClientInfo::new(None, Some(BREAK_GLASS_AGENT));
+        let IssuedRequest { request, token, .. } = issue_request(
             conn,
-            &NewSignInRequest {
-                member_id: member.id,
-                code_digest: code.digest(token_key, &token_digest),
-                token_digest,
-                browser_digest: None,
-                approval_number: 10 + random_below(90) as i16,
-                next_path: "/".into(),
-                requested_ip: None,
-                requested_user_agent: Some(BREAK_GLASS_AGENT.into()),
-                expires_at: Utc::now() + crate::signin::to_chrono(settings.link_ttl),
-            },
+            settings,
+            token_key,
+            member.id,
+            None,
+            &NextPath::root(),
+            &client,
         )?;
         NewAuditRow::new(AuditEvent::LinkRequested)
             .email(&member.email)
@@ -345,11 +337,7 @@ pub fn break_glass_link(
             .request(request.id)
             .detail(format!("break-glass: {reason}"))
             .insert(conn)?;
-        let token_param: String =
-            url::form_urlencoded::byte_serialize(token.as_str().as_bytes()).collect();
-        let link = settings
-            .public_url
-            .join(&format!("/auth/verify?token={token_param}"));
+        let link = link_with_token(settings, "/auth/verify", &token);
         Ok(BreakGlassLink {
             link: Secret::new(link),
             member,

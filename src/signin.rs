@@ -76,22 +76,18 @@ pub fn request_link(
                 .insert(conn)?;
             return Ok(LinkRequest::Throttled);
         }
-        let (token, token_id) = SignInToken::generate(token_key);
-        let code = SignInCode::generate();
-        let token_digest = token_id.digest();
-        let request = sign_in_request::insert(
+        let IssuedRequest {
+            request,
+            token,
+            code,
+        } = issue_request(
             conn,
-            &NewSignInRequest {
-                member_id: member.id,
-                code_digest: code.digest(token_key, &token_digest),
-                token_digest,
-                browser_digest,
-                approval_number: approval_number(),
-                next_path: next.as_str().to_string(),
-                requested_ip: client.ip.clone(),
-                requested_user_agent: client.user_agent.clone(),
-                expires_at: Utc::now() + to_chrono(settings.link_ttl),
-            },
+            settings,
+            token_key,
+            member.id,
+            browser_digest,
+            next,
+            client,
         )?;
         NewAuditRow::new(AuditEvent::LinkRequested)
             .email(&member.email)
@@ -106,6 +102,58 @@ pub fn request_link(
         })
     })?;
     Ok(outcome)
+}
+
+/// A new sign-in request: the secrets, of which the database keeps only digests.
+pub struct IssuedRequest {
+    pub request: SignInRequest,
+    pub token: SignInToken,
+    pub code: SignInCode,
+}
+
+/// Inserts a request for `member_id` with a fresh token, code and approval number. The
+/// caller decides who may ask, and writes the audit row in the same transaction.
+pub fn issue_request(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    token_key: &hmac::Key,
+    member_id: i64,
+    browser_digest: Option<Vec<u8>>,
+    next: &NextPath,
+    client: &ClientInfo,
+) -> QueryResult<IssuedRequest> {
+    let (token, token_id) = SignInToken::generate(token_key);
+    let code = SignInCode::generate();
+    let token_digest = token_id.digest();
+    let request = sign_in_request::insert(
+        conn,
+        &NewSignInRequest {
+            member_id,
+            code_digest: code.digest(token_key, &token_digest),
+            token_digest,
+            browser_digest,
+            approval_number: approval_number(),
+            next_path: next.as_str().to_string(),
+            requested_ip: client.ip.clone(),
+            requested_user_agent: client.user_agent.clone(),
+            expires_at: Utc::now() + to_chrono(settings.link_ttl),
+        },
+    )?;
+    Ok(IssuedRequest {
+        request,
+        token,
+        code,
+    })
+}
+
+/// `<LATCHKEY_PUBLIC_URL><path>?token=…`: the only way links are built (never from the
+/// request's Host header).
+pub fn link_with_token(settings: &Settings, path: &str, token: &SignInToken) -> String {
+    let token_param: String =
+        url::form_urlencoded::byte_serialize(token.as_str().as_bytes()).collect();
+    settings
+        .public_url
+        .join(&format!("{path}?token={token_param}"))
 }
 
 /// A two-digit number for cross-device approval.

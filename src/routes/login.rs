@@ -126,17 +126,9 @@ pub fn queue_sign_in_mail(
         );
         return;
     };
-    let token_param: String =
-        url::form_urlencoded::byte_serialize(token.as_str().as_bytes()).collect();
     let mail = SignInMail {
-        link: state
-            .settings
-            .public_url
-            .join(&format!("/auth/verify?token={token_param}")),
-        cancel_link: state
-            .settings
-            .public_url
-            .join(&format!("/auth/cancel?token={token_param}")),
+        link: signin::link_with_token(&state.settings, "/auth/verify", token),
+        cancel_link: signin::link_with_token(&state.settings, "/auth/cancel", token),
         code: code.as_str().to_string(),
         expires_at: request.expires_at,
         ttl_minutes: state.settings.link_ttl.as_secs().div_ceil(60),
