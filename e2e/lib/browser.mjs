@@ -42,7 +42,7 @@ export async function launchBrowser() {
 }
 
 /** Everything the pages of all contexts reported; checked by the CSP test. */
-export const reports = { cspViolations: [], cspConsole: [], pageErrors: [], consoleErrors: [] };
+export const reports = { cspViolations: [], cspConsole: [], pageErrors: [], consoleErrors: [], httpErrors: [] };
 
 /** A new, isolated browser (its own cookie jar), wired to `reports`. */
 export async function newContext(browser, { name, userAgent } = {}) {
@@ -81,6 +81,17 @@ function watchPage(page, name) {
       reports.cspConsole.push(entry);
     } else if (message.type() === "error") {
       reports.consoleErrors.push(entry);
+    }
+  });
+  // Pages and HTMX requests answered 4xx/5xx, printed as they happen: when a step times out,
+  // the line above it usually says why (a 403 from the CSRF check, say). Some are expected.
+  page.on("response", (response) => {
+    const type = response.request().resourceType();
+    if (response.status() >= 400 && ["document", "fetch", "xhr"].includes(type)) {
+      const { pathname } = new URL(response.url());
+      const entry = { context: name, status: response.status(), method: response.request().method(), path: pathname };
+      reports.httpErrors.push(entry);
+      console.log(`    [http] ${entry.status} ${entry.method} ${entry.path} (${name}, ${type})`);
     }
   });
   page.on("pageerror", (error) => {

@@ -24,6 +24,13 @@ let app;
 let browser;
 /** Browser contexts by person; kept open across tests, as a person keeps their browser. */
 const people = {};
+/** Set by the first test; the admin's later tests skip (rather than time out) without it. */
+let adminSignedIn = false;
+
+function needsAdmin(t) {
+  if (!adminSignedIn) t.skip("the admin could not sign in (see the first test)");
+  return !adminSignedIn;
+}
 
 before(async () => {
   smtp = await startSmtpSink({ dir: join(OUT_DIR, "mail") });
@@ -149,6 +156,7 @@ describe("Latchkey in Chromium", { concurrency: 1 }, () => {
     assert.match(await page.locator("header .who").textContent(), /\(admin\)/);
     await screenshot(page, "dashboard");
 
+    adminSignedIn = true;
     assert.deepEqual(
       auditEvents(ADMIN).filter((e) => e !== "member_added"),
       ["link_requested", "link_sent", "signed_in"],
@@ -156,13 +164,12 @@ describe("Latchkey in Chromium", { concurrency: 1 }, () => {
   });
 
   it("filters the audit log with HTMX: rows swapped in place, URL pushed", async (t) => {
+    if (needsAdmin(t)) return;
     const page = await openPage(await person("admin"));
     if (!(await routeExists(page, "/audit"))) {
       t.skip("GET /audit answers 404: the audit page is not in this build yet");
       return;
     }
-    // Something to filter out: a denied address and a second request.
-    await page.request.get(`${app.url}/login`);
     await page.goto(`${app.url}/audit`);
     await page.locator("#audit-rows").waitFor();
     await screenshot(page, "audit");
@@ -189,7 +196,7 @@ describe("Latchkey in Chromium", { concurrency: 1 }, () => {
       "a full page load would have cleared the marker",
     );
     const rows = page.locator("#audit-rows tbody tr");
-    await assert.doesNotReject(rows.first().waitFor());
+    await rows.first().waitFor();
     const classes = await rows.evaluateAll((trs) => trs.map((tr) => tr.className));
     assert.ok(classes.length >= 1 && classes.length < allRows, `filtered rows: ${classes}`);
     for (const cls of classes) assert.match(cls, /\bevent-signed_in\b/);
@@ -202,6 +209,7 @@ describe("Latchkey in Chromium", { concurrency: 1 }, () => {
   });
 
   it("revokes another member's session at /sessions", async (t) => {
+    if (needsAdmin(t)) return;
     const adminPage = await openPage(await person("admin"));
     if (!(await routeExists(adminPage, "/sessions"))) {
       t.skip("GET /sessions answers 404: the sessions page is not in this build yet");
@@ -231,7 +239,8 @@ describe("Latchkey in Chromium", { concurrency: 1 }, () => {
     assert.ok(auditEvents(MEMBER).includes("session_revoked"), auditEvents(MEMBER).join(","));
   });
 
-  it("signs out, and the session is gone", async () => {
+  it("signs out, and the session is gone", async (t) => {
+    if (needsAdmin(t)) return;
     const page = await openPage(await person("admin"));
     await page.goto(`${app.url}/`);
     await page.getByRole("button", { name: /sign out/i }).click();
@@ -297,7 +306,7 @@ describe("Latchkey in Chromium", { concurrency: 1 }, () => {
     await screenshot(page, "wrong-code");
   });
 
-  it("loads error pages too, and no page broke the Content Security Policy", async () => {
+  it("loads error pages too; no page broke the Content Security Policy or logged an error", async () => {
     const page = await openPage(await person("visitor"));
     await page.goto(`${app.url}/no-such-page`);
     await screenshot(page, "not-found");
@@ -307,11 +316,13 @@ describe("Latchkey in Chromium", { concurrency: 1 }, () => {
     await screenshot(page, "login-with-next");
 
     const { cspViolations, cspConsole, pageErrors, consoleErrors } = reports;
-    if (consoleErrors.length) {
-      console.log(`console errors (not about the CSP; for information):\n${JSON.stringify(consoleErrors, null, 2)}`);
-    }
     assert.deepEqual(cspViolations, [], "securitypolicyviolation events");
     assert.deepEqual(cspConsole, [], "console messages about the Content Security Policy");
     assert.deepEqual(pageErrors, [], "uncaught errors in pages");
+    // The browser reports every 4xx answer on the console; the tests ask for some on purpose.
+    const unexpected = consoleErrors.filter(
+      (entry) => !/^Failed to load resource: the server responded with a status of 4\d\d/.test(entry.text),
+    );
+    assert.deepEqual(unexpected, [], "console errors");
   });
 });

@@ -58,8 +58,8 @@ impl Db {
             .max_size(max_size)
             .min_idle(Some(0))
             .connection_timeout(CHECKOUT_TIMEOUT)
-            // A broken connection is noticed by diesel and dropped by r2d2; a validation
-            // query per checkout would double the round trips of every request.
+            // No validation query per checkout (it would add a round trip to every query);
+            // instead a connection whose query failed is pinged, and dropped if it is dead.
             .test_on_check_out(false)
             .build_unchecked(ConnectionManager::new(url.expose()));
         Self { pool }
@@ -78,12 +78,22 @@ impl Db {
     {
         let pool = self.pool.clone();
         let outcome = actix_web::web::block(move || {
-            pool.get_timeout(CHECKOUT_TIMEOUT)
-                .map(|mut conn| work(&mut conn))
+            pool.get_timeout(CHECKOUT_TIMEOUT).map(|mut conn| {
+                let result = work(&mut conn);
+                let dead = result.is_err() && discard_if_dead(&mut conn);
+                (result, dead)
+            })
         })
         .await;
         match outcome {
-            Ok(Ok(result)) => result,
+            Ok(Ok((result, dead))) => {
+                if dead {
+                    // The query failed because the server went away (a restart, a cut
+                    // connection): the answer is 503, not 500.
+                    note_database_unavailable();
+                }
+                result
+            }
             Ok(Err(pool_error)) => {
                 note_database_unavailable();
                 Err(E::from(DbError::Unavailable(pool_error)))
@@ -99,6 +109,20 @@ impl Db {
     pub fn get(&self) -> Result<PgConn, DbError> {
         self.pool.get().map_err(DbError::Unavailable)
     }
+}
+
+/// After a failed query: if the server no longer answers, marks the connection broken so
+/// that r2d2 drops it instead of handing it out again (diesel only notices a broken
+/// connection by itself inside a transaction). Without this, every pooled connection would
+/// keep failing after a PostgreSQL restart. Returns whether it was dead.
+fn discard_if_dead(conn: &mut PgConn) -> bool {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager as _};
+    use diesel::r2d2::R2D2Connection as _;
+    if conn.ping().is_ok() {
+        return false;
+    }
+    AnsiTransactionManager::transaction_manager_status_mut(&mut **conn).set_in_error();
+    true
 }
 
 /// Establishes a single connection, for the command line.

@@ -46,15 +46,18 @@ pub async fn csrf_protect(
         .map(ServiceResponse::map_into_boxed_body)
 }
 
-/// Browsers send `Origin` on every POST; older ones at least `Sec-Fetch-Site`. A request with
+/// Browsers send `Origin` on every POST (sometimes `null`) and `Sec-Fetch-Site`. A request with
 /// neither is not from a browser page, and still needs the token.
 fn same_origin(req: &ServiceRequest, public_origin: &str) -> bool {
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        return origin.as_bytes() == public_origin.as_bytes();
-    }
-    match req.headers().get("sec-fetch-site").map(|v| v.as_bytes()) {
-        Some(b"same-origin") | Some(b"none") | None => true,
-        Some(_) => false,
+    let fetch_site = req.headers().get("sec-fetch-site").map(|v| v.as_bytes());
+    let same_site_fetch = matches!(fetch_site, Some(b"same-origin") | Some(b"none"));
+    match req.headers().get(header::ORIGIN).map(|v| v.as_bytes()) {
+        // Under `Referrer-Policy: no-referrer` browsers send `Origin: null` on plain form
+        // posts. That says nothing, so `Sec-Fetch-Site` must vouch for the request (a
+        // sandboxed frame elsewhere also sends `null`, with `cross-site`).
+        Some(b"null") => same_site_fetch,
+        Some(origin) => origin == public_origin.as_bytes(),
+        None => fetch_site.is_none() || same_site_fetch,
     }
 }
 

@@ -40,7 +40,8 @@ pub enum Access {
 
 pub fn access_for(path: &str) -> Access {
     match path {
-        "/login" | "/healthz" | "/readyz" => Access::Public,
+        // Browsers ask for /favicon.ico on their own; it is a plain 404, not a sign-in page.
+        "/login" | "/healthz" | "/readyz" | "/favicon.ico" => Access::Public,
         p if p.starts_with("/auth/") || p.starts_with("/static/") => Access::Public,
         "/audit" | "/audit.csv" => Access::AuditReader,
         p if p == "/team" || p.starts_with("/team/") => Access::Admin,

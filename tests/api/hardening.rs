@@ -246,6 +246,17 @@ async fn a_foreign_origin_or_a_cross_site_fetch_is_refused_even_with_a_valid_tok
             .unwrap();
         assert_eq!(res.status(), 403, "{name}: {value}");
     }
+    // `Origin: null` (what browsers send under no-referrer) counts only when Sec-Fetch-Site
+    // vouches for the request.
+    let res = browser
+        .post(app.url("/login"))
+        .header("Origin", "null")
+        .header("Sec-Fetch-Site", "cross-site")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
     // Origin is believed over Sec-Fetch-Site when both are present.
     let res = browser
         .post(app.url("/login"))
@@ -258,6 +269,17 @@ async fn a_foreign_origin_or_a_cross_site_fetch_is_refused_even_with_a_valid_tok
     assert_eq!(res.status(), 403);
     actix_web::rt::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(snapshot(&app), before);
+
+    // A plain form post from one of this site's pages, as Chromium sends it.
+    let res = browser
+        .post(app.url("/login"))
+        .header("Origin", "null")
+        .header("Sec-Fetch-Site", "same-origin")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
 
     // This site's own origin is fine.
     let res = browser

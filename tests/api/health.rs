@@ -39,3 +39,43 @@ async fn every_response_carries_the_security_headers() {
         assert!(res.headers().get("strict-transport-security").is_none());
     }
 }
+
+#[actix_web::test]
+async fn the_pool_recovers_when_the_server_drops_every_connection() {
+    use diesel::RunQueryDsl as _;
+    let app = spawn_app().await;
+    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    // Warm the pool with several connections, then have the server cut them all, as a
+    // PostgreSQL restart does.
+    let warm = (0..8).map(|_| browser.get(app.url("/")).send());
+    for res in futures_util::future::join_all(warm).await {
+        assert_eq!(res.unwrap().status(), 200);
+    }
+    diesel::sql_query(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        app.database.name
+    ))
+    .execute(&mut crate::helpers::admin_connection())
+    .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(
+            browser
+                .get(app.url("/"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert!(
+        !statuses.contains(&500),
+        "a dead connection is a 503, never a 500: {statuses:?}"
+    );
+    assert!(
+        statuses[10..].iter().all(|&s| s == 200),
+        "dead connections must leave the pool: {statuses:?}"
+    );
+}

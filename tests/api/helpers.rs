@@ -56,7 +56,7 @@ pub fn database_url(name: &str) -> Secret<String> {
     Secret::new(format!("{}/{name}", server().base))
 }
 
-fn admin_connection() -> PgConnection {
+pub fn admin_connection() -> PgConnection {
     PgConnection::establish(database_url("postgres").expose()).expect("connecting to PostgreSQL")
 }
 
