@@ -121,7 +121,7 @@ anon_cookie=$(cookie_header "$anon_jar")
 load() { # load TAG SECONDS KINDS
   python3 scripts/drills/load.py --base "$base" --tag "$1" --duration "$2" --kinds "$3" \
     --workers 8 --session-cookies "$out/sessions.txt" --browser-cookie "$anon_cookie" \
-    --csrf "$csrf" --out "$out/$1_load.jsonl" &
+    --csrf="$csrf" --out "$out/$1_load.jsonl" &
   load_pid=$!
 }
 

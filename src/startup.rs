@@ -127,6 +127,7 @@ impl Application {
             keys,
             mailer,
         });
+        let dashboard_cache = web::Data::new(routes::DashboardCache::default());
         let server = HttpServer::new(move || {
             let store = PgSessionStore::new(state.db.clone());
             let sessions = SessionMiddleware::builder(store, state.keys.cookie.clone())
@@ -141,6 +142,7 @@ impl Application {
                 .build();
             App::new()
                 .app_data(state.clone())
+                .app_data(dashboard_cache.clone())
                 .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
                 .configure(routes::configure)
                 .wrap(from_fn(guard))

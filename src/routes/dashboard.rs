@@ -1,6 +1,10 @@
 //! `GET /`: the dashboard. Auditors and admins see the whole team's numbers and latest
 //! events; a member sees their own. HTMX polls it every 30 seconds for the partial.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, Utc};
 use serde::Serialize;
@@ -46,24 +50,55 @@ impl From<AuditRow> for EventView {
     }
 }
 
+#[derive(Clone)]
 struct Numbers {
     sign_ins: i64,
     failed: i64,
     sessions: i64,
     latest: Vec<AuditRow>,
+    counted_at: chrono::DateTime<Utc>,
+}
+
+/// How stale the dashboard's numbers may be. Counting a day of audit rows is the most
+/// expensive thing a page view does; every tab polls it, and the numbers are a summary.
+const NUMBERS_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The dashboard's numbers per view (`None`: the team's; `Some(id)`: one member's), shared by
+/// every worker of one application.
+#[derive(Default)]
+pub struct DashboardCache {
+    entries: Mutex<HashMap<Option<i64>, (Instant, Numbers)>>,
+}
+
+impl DashboardCache {
+    fn get(&self, key: Option<i64>) -> Option<Numbers> {
+        let entries = self.entries.lock().ok()?;
+        let (at, numbers) = entries.get(&key)?;
+        (at.elapsed() < NUMBERS_FRESH_FOR).then(|| numbers.clone())
+    }
+
+    fn put(&self, key: Option<i64>, numbers: Numbers) {
+        if let Ok(mut entries) = self.entries.lock() {
+            // At most one entry per member and one for the team; stale ones go on each write.
+            entries.retain(|_, (at, _)| at.elapsed() < NUMBERS_FRESH_FOR);
+            entries.insert(key, (Instant::now(), numbers));
+        }
+    }
 }
 
 pub async fn show(
     req: HttpRequest,
     state: web::Data<AppState>,
+    cache: web::Data<DashboardCache>,
     CurrentMember(member): CurrentMember,
 ) -> HttpResponse {
-    respond(&req, render(&req, &state, member).await)
+    respond(&req, render(&req, &state, &cache, member).await)
 }
 
 async fn render(
     req: &HttpRequest,
     state: &AppState,
+    cache: &DashboardCache,
     member: crate::models::member::Member,
 ) -> PageResult {
     let team_wide = member.role().can_read_audit();
@@ -74,8 +109,32 @@ async fn render(
     } else {
         Scope::Member(member.id)
     };
+    let key = (!team_wide).then_some(member.id);
+    let numbers = match cache.get(key) {
+        Some(numbers) => numbers,
+        None => {
+            let numbers = count(state, email, scope).await?;
+            cache.put(key, numbers.clone());
+            numbers
+        }
+    };
+    let latest: Vec<EventView> = numbers.latest.into_iter().map(EventView::from).collect();
+    Ok(Page::new("dashboard", "Dashboard")
+        .with("team_wide", team_wide)
+        .with("sign_ins", numbers.sign_ins)
+        .with("failed", numbers.failed)
+        .with("sessions", numbers.sessions)
+        .with("latest", latest)
+        .with(
+            "updated_at",
+            numbers.counted_at.format("%H:%M:%S").to_string(),
+        )
+        .render(req))
+}
+
+async fn count(state: &AppState, email: Option<String>, scope: Scope) -> Result<Numbers, DbError> {
     let since = Utc::now() - Duration::hours(24);
-    let numbers = state
+    state
         .db
         .run(move |conn| {
             let email = email.as_deref();
@@ -84,16 +143,8 @@ async fn render(
                 failed: audit_query::count_since(conn, &FAILED_ATTEMPTS, since, email)?,
                 sessions: session::count_active(conn, scope)?,
                 latest: audit_query::latest(conn, email, LATEST_EVENTS)?,
+                counted_at: Utc::now(),
             })
         })
-        .await?;
-    let latest: Vec<EventView> = numbers.latest.into_iter().map(EventView::from).collect();
-    Ok(Page::new("dashboard", "Dashboard")
-        .with("team_wide", team_wide)
-        .with("sign_ins", numbers.sign_ins)
-        .with("failed", numbers.failed)
-        .with("sessions", numbers.sessions)
-        .with("latest", latest)
-        .with("updated_at", Utc::now().format("%H:%M:%S").to_string())
-        .render(req))
+        .await
 }

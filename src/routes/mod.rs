@@ -12,6 +12,8 @@ mod team;
 
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 
+pub use dashboard::DashboardCache;
+
 use crate::web::errors::PageError;
 
 /// Every page answers HEAD as well as GET (actix drops the body of a HEAD response).
