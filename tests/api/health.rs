@@ -58,24 +58,20 @@ async fn the_pool_recovers_when_the_server_drops_every_connection() {
     ))
     .execute(&mut crate::helpers::admin_connection())
     .unwrap();
+    // Each failed query drops one dead connection, so the pool (16) is clean after at most
+    // as many failures; without that it never recovers.
     let mut statuses = Vec::new();
-    for _ in 0..20 {
-        statuses.push(
-            browser
-                .get(app.url("/"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16(),
-        );
+    for _ in 0..30 {
+        let res = browser.get(app.url("/")).send().await.unwrap();
+        statuses.push(res.status().as_u16());
     }
     assert!(
         !statuses.contains(&500),
         "a dead connection is a 503, never a 500: {statuses:?}"
     );
+    let first_ok = statuses.iter().position(|&s| s == 200);
     assert!(
-        statuses[10..].iter().all(|&s| s == 200),
+        first_ok.is_some_and(|i| i <= 16 && statuses[i..].iter().all(|&s| s == 200)),
         "dead connections must leave the pool: {statuses:?}"
     );
 }
