@@ -95,25 +95,13 @@ pub fn load_or_create_dev_secret(data_dir: &Path) -> anyhow::Result<Secret<Vec<u
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let bytes = random_bytes::<32>().to_vec();
-    write_private_file(&path, hex::encode(&bytes).as_bytes())?;
+    crate::secret::write_private_file(&path, hex::encode(&bytes).as_bytes())
+        .with_context(|| format!("creating {}", path.display()))?;
     log::warn!(
         "LATCHKEY_SECRET_KEY is not set: generated a development key in {}. Set LATCHKEY_SECRET_KEY before serving anything but localhost.",
         path.display()
     );
     Ok(Secret::new(bytes))
-}
-
-fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(contents)
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

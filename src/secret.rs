@@ -23,6 +23,20 @@ impl<T> fmt::Debug for Secret<T> {
     }
 }
 
+/// Creates `path` (never overwriting) readable by its owner only, writes `bytes` and flushes
+/// them to disk: for what must not be read by other local users (keys, mails with links).
+pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

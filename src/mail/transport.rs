@@ -100,23 +100,12 @@ fn write_eml(dir: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     );
     let temporary = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
-    let written =
-        write_private(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, &path));
+    let written = crate::secret::write_private_file(&temporary, bytes)
+        .and_then(|()| std::fs::rename(&temporary, &path));
     if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
     }
     written.map(|()| path)
-}
-
-/// Owner-only: the file holds a working sign-in link.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@ pub mod verify;
 pub mod wait;
 
 use actix_identity::Identity;
-use actix_session::SessionExt as _;
+use actix_session::{Session, SessionExt as _};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
 use base64::Engine as _;
@@ -39,15 +39,14 @@ pub fn start_session(
     let now = chrono::Utc::now().timestamp();
     let csrf = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(crate::crypto::random_bytes::<32>());
-    let insert = |key: &str, value: &dyn erased::Value| value.insert_into(&session, key);
-    insert(SESSION_CSRF_KEY, &csrf)?;
-    insert(SIGNED_IN_AT_KEY, &now)?;
-    insert(SEEN_AT_KEY, &now)?;
+    put(&session, SESSION_CSRF_KEY, &csrf)?;
+    put(&session, SIGNED_IN_AT_KEY, now)?;
+    put(&session, SEEN_AT_KEY, now)?;
     if let Some(ip) = &client.ip {
-        insert(IP_KEY, ip)?;
+        put(&session, IP_KEY, ip)?;
     }
     if let Some(agent) = &client.user_agent {
-        insert(USER_AGENT_KEY, agent)?;
+        put(&session, USER_AGENT_KEY, agent)?;
     }
     if signed_in.new_browser {
         notify_new_browser(state, signed_in, client);
@@ -84,23 +83,10 @@ fn notify_new_browser(state: &AppState, signed_in: &SignedIn, client: &ClientInf
     }
 }
 
-/// Small type erasure so `start_session` can insert differently typed values in one closure.
-mod erased {
-    use actix_session::Session;
-
-    use crate::web::errors::PageError;
-
-    pub trait Value {
-        fn insert_into(&self, session: &Session, key: &str) -> Result<(), PageError>;
-    }
-
-    impl<T: serde::Serialize> Value for T {
-        fn insert_into(&self, session: &Session, key: &str) -> Result<(), PageError> {
-            session
-                .insert(key, self)
-                .map_err(|e| PageError::Unexpected(anyhow::anyhow!("writing the session: {e}")))
-        }
-    }
+fn put(session: &Session, key: &str, value: impl serde::Serialize) -> Result<(), PageError> {
+    session
+        .insert(key, value)
+        .map_err(|e| PageError::Unexpected(anyhow::anyhow!("writing the session: {e}")))
 }
 
 /// The page for a link or code that did not sign anyone in.
