@@ -35,6 +35,13 @@ pub struct Settings {
     pub audit_retention: Duration,
 }
 
+impl Settings {
+    /// The link lifetime as people read it, rounded up to whole minutes (pages and mail).
+    pub fn link_ttl_minutes(&self) -> u64 {
+        self.link_ttl.as_secs().div_ceil(60)
+    }
+}
+
 /// The base for every link Latchkey writes; never taken from a request's `Host` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicUrl(Url);

@@ -100,7 +100,7 @@ async fn request_link(
     let ttl = signin::to_chrono(state.settings.link_ttl);
     let mut response = Page::new("check_inbox", "Check your inbox")
         .with("email", shown_email.as_str())
-        .with("ttl_minutes", ttl.num_minutes().max(1))
+        .with("ttl_minutes", state.settings.link_ttl_minutes())
         .render(req);
     let max_age = actix_web::cookie::time::Duration::seconds(ttl.num_seconds());
     response
@@ -131,7 +131,7 @@ pub fn queue_sign_in_mail(
         cancel_link: signin::link_with_token(&state.settings, "/auth/cancel", token),
         code: code.as_str().to_string(),
         expires_at: request.expires_at,
-        ttl_minutes: state.settings.link_ttl.as_secs().div_ceil(60),
+        ttl_minutes: state.settings.link_ttl_minutes(),
         requested_at: request.created_at,
         ip: request.requested_ip.clone(),
         user_agent: request.requested_user_agent.clone(),

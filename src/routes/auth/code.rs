@@ -70,9 +70,7 @@ async fn submit_inner(
     let Some((outcome, email)) = found else {
         return Ok(refusal_page(req, Refusal::Used));
     };
-    let ttl_minutes = signin::to_chrono(state.settings.link_ttl)
-        .num_minutes()
-        .max(1);
+    let ttl_minutes = state.settings.link_ttl_minutes();
     let retry = |message: String| {
         Page::new("check_inbox", "Check your inbox")
             .with("email", &email)
