@@ -251,9 +251,16 @@ pub fn browser_may_complete(
 ) -> bool {
     match (settings.link_binding, &request.browser_digest) {
         (LinkBinding::Any, _) | (_, None) => true,
-        (LinkBinding::Browser, Some(expected)) => {
-            binding_digest.is_some_and(|digest| crate::crypto::constant_time_eq(digest, expected))
-        }
+        (LinkBinding::Browser, Some(_)) => is_asking_browser(request, binding_digest),
+    }
+}
+
+/// Whether this browser's binding secret is the one the request was made with (never true
+/// for a break-glass request, which no browser asked for).
+pub fn is_asking_browser(request: &SignInRequest, binding_digest: Option<&[u8]>) -> bool {
+    match (&request.browser_digest, binding_digest) {
+        (Some(expected), Some(digest)) => crate::crypto::constant_time_eq(digest, expected),
+        _ => false,
     }
 }
 

@@ -50,15 +50,7 @@ async fn show_inner(
             let Some(found) = signin::find_by_token(conn, &token_id)? else {
                 return Ok((None, false));
             };
-            let asking_browser = found
-                .request
-                .browser_digest
-                .as_deref()
-                .is_some_and(|expected| {
-                    binding
-                        .as_deref()
-                        .is_some_and(|b| crate::crypto::constant_time_eq(b, expected))
-                });
+            let asking_browser = signin::is_asking_browser(&found.request, binding.as_deref());
             if !asking_browser
                 && signin::refusal_for_state(&found.request, chrono::Utc::now()).is_none()
             {
