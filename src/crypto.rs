@@ -92,7 +92,7 @@ pub fn load_or_create_dev_secret(data_dir: &Path) -> anyhow::Result<Secret<Vec<u
         anyhow::ensure!(bytes.len() >= 32, "{} is too short", path.display());
         return Ok(Secret::new(bytes));
     }
-    std::fs::create_dir_all(data_dir)
+    crate::secret::create_private_dir(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let bytes = random_bytes::<32>().to_vec();
     crate::secret::write_private_file(&path, hex::encode(&bytes).as_bytes())
@@ -128,6 +128,14 @@ mod tests {
         let second = load_or_create_dev_secret(&dir).unwrap();
         assert_eq!(first.expose(), second.expose());
         assert_eq!(first.expose().len(), 32);
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&dir.join("secret_key")),
+            0o600,
+            "the key is its owner's alone"
+        );
+        assert_eq!(mode(&dir), 0o700, "the data dir is its owner's alone");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

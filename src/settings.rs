@@ -52,12 +52,7 @@ impl PublicUrl {
     }
 
     pub fn is_loopback(&self) -> bool {
-        match self.0.host() {
-            Some(url::Host::Domain(domain)) => domain == "localhost",
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        }
+        is_loopback_host(&self.0)
     }
 
     /// `path` must start with `/`; the result is the public base followed by it.
@@ -71,6 +66,24 @@ impl PublicUrl {
 
     pub fn origin(&self) -> String {
         self.0.origin().ascii_serialization()
+    }
+}
+
+/// `localhost` or a name under it, `127.0.0.0/8`, `[::1]`: a host no other machine reaches.
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => {
+            // `smtp://` is not a special scheme, so `url` leaves its IP hosts as text.
+            let unbracketed = domain.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
+                return ip.is_loopback();
+            }
+            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            domain == "localhost" || domain.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 
@@ -189,6 +202,7 @@ impl Settings {
         };
         let email = parse_email_backend(&get("LATCHKEY_EMAIL").unwrap_or_else(|| "console".into()))
             .map_err(|p| invalid("LATCHKEY_EMAIL", p))?;
+        refuse_unsafe_outside_loopback(&public_url, &email)?;
         let email_from = get("LATCHKEY_EMAIL_FROM")
             .unwrap_or_else(|| "Latchkey <no-reply@localhost>".into())
             .parse::<lettre::message::Mailbox>()
@@ -296,6 +310,41 @@ fn parse_secret_key(text: &str) -> Result<Vec<u8>, String> {
         return Err(format!("must be at least 32 bytes, got {}", bytes.len()));
     }
     Ok(bytes)
+}
+
+/// What is fine on a developer's machine and unsafe anywhere else: links over plain http,
+/// sign-in mail printed to a terminal, and SMTP in clear text across a network.
+fn refuse_unsafe_outside_loopback(
+    public_url: &PublicUrl,
+    email: &EmailBackend,
+) -> Result<(), SettingsError> {
+    if !public_url.is_loopback() {
+        if !public_url.is_https() {
+            return Err(invalid(
+                "LATCHKEY_PUBLIC_URL",
+                "must be https:// unless it is localhost or 127.0.0.1 (put a TLS proxy in front)",
+            ));
+        }
+        if *email == EmailBackend::Console {
+            return Err(invalid(
+                "LATCHKEY_EMAIL",
+                "`console` is for localhost only; set an SMTP URL (smtp://host:587 or smtps://host:465)",
+            ));
+        }
+    }
+    if let EmailBackend::Smtp(url) = email {
+        let url = url.expose();
+        let plain = url
+            .query_pairs()
+            .any(|(key, value)| key == "tls" && value == "none");
+        if plain && !is_loopback_host(url) {
+            return Err(invalid(
+                "LATCHKEY_EMAIL",
+                "?tls=none is allowed only for an SMTP server on localhost or 127.0.0.1",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A JSON list (`["a","b"]`) or a comma-separated list.
@@ -427,6 +476,7 @@ mod tests {
         let s = settings(&[
             ("LATCHKEY_PUBLIC_URL", "https://login.example.org"),
             ("LATCHKEY_SECRET_KEY", &key),
+            ("LATCHKEY_EMAIL", "smtps://mail.example.org:465"),
         ])
         .unwrap();
         assert!(s.public_url.is_https());
@@ -489,6 +539,64 @@ mod tests {
         assert!(settings(&[("LATCHKEY_EMAIL", "smtps://mail.example.org?tls=none")]).is_err());
         let err = settings(&[("LATCHKEY_EMAIL", "http://u:hunter2@x")]).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn unsafe_settings_outside_loopback_are_refused_naming_the_setting() {
+        let key = "ab".repeat(32);
+        let public = |url: &'static str, email: &'static str| {
+            settings(&[
+                ("LATCHKEY_PUBLIC_URL", url),
+                ("LATCHKEY_SECRET_KEY", &key),
+                ("LATCHKEY_EMAIL", email),
+            ])
+        };
+        let smtps = "smtps://mail.example.org:465";
+        let err = public("http://login.example.org", smtps).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_PUBLIC_URL", "{err}");
+        let err = public("http://10.0.0.5:8080", smtps).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_PUBLIC_URL", "{err}");
+        let err = public("https://login.example.org", "console").unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_EMAIL", "{err}");
+        let err = public(
+            "https://login.example.org",
+            "smtp://mail.example.org:25?tls=none",
+        )
+        .unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_EMAIL", "{err}");
+        let err = public("http://localhost:8080", "smtp://10.1.2.3:25?tls=none").unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_EMAIL", "{err}");
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+        // A bind on every interface makes the default public URL non-loopback too.
+        let err = settings(&[
+            ("LATCHKEY_BIND", "0.0.0.0:8080"),
+            ("LATCHKEY_SECRET_KEY", &key),
+        ])
+        .unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_PUBLIC_URL", "{err}");
+
+        for loopback in [
+            "http://localhost:8080",
+            "http://app.localhost",
+            "http://127.0.0.2",
+            "http://[::1]:8080",
+        ] {
+            assert!(public(loopback, "console").is_ok(), "{loopback}");
+            assert!(
+                public(loopback, "smtp://127.0.0.1:2525?tls=none").is_ok(),
+                "{loopback}"
+            );
+            assert!(
+                public(loopback, "smtp://localhost:2525?tls=none").is_ok(),
+                "{loopback}"
+            );
+        }
+        assert!(public("https://login.example.org", "smtp://mail.example.org:587").is_ok());
+        assert!(public(
+            "https://login.example.org",
+            "smtp://127.0.0.1:2525?tls=none"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -36,6 +36,33 @@ fn a_public_url_without_a_secret_key_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("LATCHKEY_SECRET_KEY"));
 }
 
+#[test]
+fn unsafe_settings_outside_loopback_stop_the_binary_with_one_line() {
+    let key = "ab".repeat(32);
+    for (vars, named) in [
+        (
+            vec![("LATCHKEY_PUBLIC_URL", "http://login.example.org")],
+            "LATCHKEY_PUBLIC_URL",
+        ),
+        (
+            vec![("LATCHKEY_PUBLIC_URL", "https://login.example.org")],
+            "LATCHKEY_EMAIL",
+        ),
+        (
+            vec![("LATCHKEY_EMAIL", "smtp://mail.example.org:25?tls=none")],
+            "LATCHKEY_EMAIL",
+        ),
+    ] {
+        let mut vars = vars;
+        vars.push(("LATCHKEY_SECRET_KEY", &key));
+        let out = latchkey(&["serve"], &vars);
+        assert!(!out.status.success(), "{vars:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(named), "{vars:?}: {stderr}");
+    }
+}
+
 /// A server nobody listens on: these commands must fail before they would need one.
 const NO_DATABASE: (&str, &str) = ("DATABASE_URL", "postgres://latchkey@127.0.0.1:1/none");
 

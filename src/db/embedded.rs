@@ -1,20 +1,37 @@
-//! The zero-configuration database: a private PostgreSQL cluster under the data dir.
+//! The zero-configuration database: a private PostgreSQL cluster that only its owner can use.
 //!
 //! Used when `DATABASE_URL` is unset (and by the tests when no server answers on
-//! 127.0.0.1:5432). The cluster listens on loopback TCP only, on a free port chosen at start.
+//! 127.0.0.1:5432). The cluster listens on no TCP port: only on a Unix socket in a directory
+//! of mode 0700 owned by the cluster's account, so trust authentication admits nobody but
+//! that account (and root). Its data and log sit in another 0700 directory of that account.
+//!
+//! Where the cluster lives:
+//! - Latchkey not root: `<data dir>/cluster/` (`data/`, `socket/`, `postgres.log`).
+//! - Latchkey root: PostgreSQL refuses root, so the cluster runs as the `postgres` account,
+//!   which usually cannot enter the checkout (a 0700 home, a `mktemp -d` folder). Its files
+//!   then live in `/var/lib/latchkey/clusters/<id>/`, where `<id>` is a random name kept in
+//!   `<data dir>/cluster-id`; nothing outside the data dir is loosened to reach the checkout.
 
 use std::ffi::OsStr;
-use std::net::TcpListener;
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 
-use crate::secret::Secret;
+use crate::secret::{create_private_dir, write_private_file, Secret};
 
 /// The account PostgreSQL runs as when Latchkey itself runs as root (PostgreSQL refuses root).
 const UNPRIVILEGED_USER: &str = "postgres";
 const DATABASE_NAME: &str = "latchkey";
+/// Where root's clusters live, since the `postgres` account may not reach the data dir.
+const ROOT_CLUSTERS: &str = "/var/lib/latchkey/clusters";
+/// Only names the socket file (`.s.PGSQL.5432`); nothing listens on a TCP port.
+const SOCKET_PORT: u16 = 5432;
+/// `sun_path` holds 107 bytes; the socket file's name takes 14 of them.
+const MAX_SOCKET_DIR_LEN: usize = 107 - "/.s.PGSQL.5432".len();
+/// Settings written on every start, included from `postgresql.conf`.
+const SETTINGS_FILE: &str = "latchkey.conf";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -32,11 +49,29 @@ pub enum EmbeddedError {
     Step { step: String, detail: String },
 }
 
-fn step_error(step: impl Into<String>, detail: impl Into<String>) -> EmbeddedError {
+fn step_error(step: impl Into<String>, detail: impl ToString) -> EmbeddedError {
     EmbeddedError::Step {
         step: step.into(),
-        detail: detail.into(),
+        detail: detail.to_string(),
     }
+}
+
+/// The account that owns and runs the cluster.
+#[derive(Debug, Clone, Copy)]
+struct Account {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    /// `Some` when Latchkey is root and must switch to this account to run PostgreSQL.
+    switch_to: Option<&'static str>,
+}
+
+/// The cluster's files; every directory here is 0700 and owned by the cluster's account.
+#[derive(Debug, Clone)]
+struct Layout {
+    root: PathBuf,
+    data: PathBuf,
+    socket_dir: PathBuf,
+    log: PathBuf,
 }
 
 /// A running private cluster. It is stopped by [`EmbeddedPostgres::stop`] (or on drop)
@@ -44,9 +79,8 @@ fn step_error(step: impl Into<String>, detail: impl Into<String>) -> EmbeddedErr
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
     bin_dir: PathBuf,
-    cluster_dir: PathBuf,
-    port: u16,
-    run_as: Option<&'static str>,
+    layout: Layout,
+    account: Account,
     started_here: bool,
 }
 
@@ -55,34 +89,26 @@ impl EmbeddedPostgres {
     /// and makes sure the `latchkey` database exists.
     pub fn start(data_dir: &Path) -> Result<Self, EmbeddedError> {
         let bin_dir = find_bin_dir().ok_or(EmbeddedError::NotInstalled)?;
-        let run_as = if is_root() {
-            let user = user_exists(UNPRIVILEGED_USER)
-                .then_some(UNPRIVILEGED_USER)
-                .ok_or(EmbeddedError::NoUnprivilegedUser)?;
-            Some(user)
-        } else {
-            None
-        };
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| step_error(format!("creating {}", data_dir.display()), e.to_string()))?;
+        let account = cluster_account()?;
+        create_private_dir(data_dir)
+            .map_err(|e| step_error(format!("creating {}", data_dir.display()), e))?;
         let data_dir = data_dir
             .canonicalize()
-            .map_err(|e| step_error(format!("resolving {}", data_dir.display()), e.to_string()))?;
-        let cluster_dir = data_dir.join("postgres");
+            .map_err(|e| step_error(format!("resolving {}", data_dir.display()), e))?;
+        let layout = prepare_layout(&data_dir, account)?;
 
         let mut cluster = Self {
             bin_dir,
-            cluster_dir,
-            port: 0,
-            run_as,
+            layout,
+            account,
             started_here: false,
         };
-        if !cluster.cluster_dir.join("PG_VERSION").exists() {
+        if !cluster.layout.data.join("PG_VERSION").exists() {
             cluster.init()?;
         }
-        match cluster.running_port() {
-            Some(port) => cluster.port = port,
-            None => cluster.launch(&data_dir)?,
+        cluster.write_settings()?;
+        if !cluster.is_running()? {
+            cluster.launch()?;
         }
         cluster.ensure_database()?;
         Ok(cluster)
@@ -92,11 +118,28 @@ impl EmbeddedPostgres {
         self.url_for(DATABASE_NAME)
     }
 
+    /// A libpq URL that reaches `database` through the private socket (no host, no port).
     pub fn url_for(&self, database: &str) -> Secret<String> {
+        let socket_dir = percent_encoding::percent_encode(
+            self.layout.socket_dir.as_os_str().as_encoded_bytes(),
+            percent_encoding::NON_ALPHANUMERIC,
+        );
         Secret::new(format!(
-            "postgres://{UNPRIVILEGED_USER}@127.0.0.1:{}/{database}",
-            self.port
+            "postgres://{UNPRIVILEGED_USER}@/{database}?host={socket_dir}&port={SOCKET_PORT}"
         ))
+    }
+
+    /// The directory holding the cluster's data, socket and log.
+    pub fn root(&self) -> &Path {
+        &self.layout.root
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        &self.layout.socket_dir
+    }
+
+    pub fn log_file(&self) -> &Path {
+        &self.layout.log
     }
 
     pub fn stop(&mut self) {
@@ -104,13 +147,13 @@ impl EmbeddedPostgres {
             return;
         }
         self.started_here = false;
-        let dir = self.cluster_dir.clone();
+        let data = self.layout.data.clone();
         match self.pg(
             "pg_ctl",
             [
                 OsStr::new("stop"),
                 OsStr::new("-D"),
-                dir.as_os_str(),
+                data.as_os_str(),
                 OsStr::new("-m"),
                 OsStr::new("fast"),
                 OsStr::new("-w"),
@@ -122,90 +165,118 @@ impl EmbeddedPostgres {
     }
 
     fn init(&self) -> Result<(), EmbeddedError> {
-        std::fs::create_dir_all(&self.cluster_dir)
-            .map_err(|e| step_error("creating the cluster directory", e.to_string()))?;
-        if self.run_as.is_some() {
-            chown_to(&self.cluster_dir, UNPRIVILEGED_USER)?;
-        }
         log::info!(
             "creating a private PostgreSQL cluster in {}",
-            self.cluster_dir.display()
+            self.layout.root.display()
         );
-        let dir = self.cluster_dir.clone();
+        let data = self.layout.data.clone();
         self.pg(
             "initdb",
             [
                 OsStr::new("-D"),
-                dir.as_os_str(),
+                data.as_os_str(),
                 OsStr::new("-U"),
                 OsStr::new(UNPRIVILEGED_USER),
+                // Safe only because the socket directory admits the owner alone (and root).
                 OsStr::new("--auth=trust"),
                 OsStr::new("--encoding=UTF8"),
                 OsStr::new("--locale=C"),
             ],
         )?;
-        Ok(())
+        let conf = self.layout.data.join("postgresql.conf");
+        let mut text =
+            std::fs::read_to_string(&conf).map_err(|e| step_error("reading postgresql.conf", e))?;
+        text.push_str(&format!("\ninclude_if_exists '{SETTINGS_FILE}'\n"));
+        std::fs::write(&conf, text).map_err(|e| step_error("writing postgresql.conf", e))
     }
 
-    /// The port of a cluster that is already running from this directory, if any.
-    fn running_port(&self) -> Option<u16> {
-        let dir = self.cluster_dir.clone();
-        self.pg(
-            "pg_ctl",
-            [OsStr::new("status"), OsStr::new("-D"), dir.as_os_str()],
-        )
-        .ok()?;
-        // postmaster.pid: pid, data dir, start time, port, ...
-        let pid_file = std::fs::read_to_string(self.cluster_dir.join("postmaster.pid")).ok()?;
-        pid_file.lines().nth(3)?.trim().parse().ok()
-    }
-
-    fn launch(&mut self, data_dir: &Path) -> Result<(), EmbeddedError> {
-        self.port = free_port()?;
-        let log_file = data_dir.join("postgres.log");
-        if self.run_as.is_some() && !log_file.exists() {
-            std::fs::write(&log_file, b"")
-                .map_err(|e| step_error("creating postgres.log", e.to_string()))?;
-            chown_to(&log_file, UNPRIVILEGED_USER)?;
-        }
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
-            self.port
+    /// Written on every start (rather than passed with `pg_ctl -o`, which goes through a
+    /// shell) so any path works, and a moved socket directory is picked up.
+    fn write_settings(&self) -> Result<(), EmbeddedError> {
+        let socket_dir = self.layout.socket_dir.to_string_lossy().replace('\'', "''");
+        let settings = format!(
+            "# Written by Latchkey at every start: no TCP, one owner-only Unix socket.\n\
+             listen_addresses = ''\n\
+             port = {SOCKET_PORT}\n\
+             unix_socket_directories = '{socket_dir}'\n\
+             unix_socket_permissions = 0700\n"
         );
-        let dir = self.cluster_dir.clone();
+        let path = self.layout.data.join(SETTINGS_FILE);
+        std::fs::remove_file(&path).ok();
+        write_private_file(&path, settings.as_bytes())
+            .map_err(|e| step_error(format!("writing {}", path.display()), e))?;
+        chown(&path, self.account)
+    }
+
+    /// True when a cluster already runs from this data directory (another Latchkey process,
+    /// or one left running). It must be listening where this layout expects it.
+    fn is_running(&self) -> Result<bool, EmbeddedError> {
+        let data = self.layout.data.clone();
+        if self
+            .pg(
+                "pg_ctl",
+                [OsStr::new("status"), OsStr::new("-D"), data.as_os_str()],
+            )
+            .is_err()
+        {
+            return Ok(false);
+        }
+        // postmaster.pid: pid, data dir, start time, port, socket dir, listen address, ...
+        let pid_file = std::fs::read_to_string(self.layout.data.join("postmaster.pid"))
+            .map_err(|e| step_error("reading postmaster.pid", e))?;
+        let socket_dir = pid_file.lines().nth(4).unwrap_or_default();
+        if Path::new(socket_dir) != self.layout.socket_dir {
+            return Err(step_error(
+                "joining the running private cluster",
+                format!(
+                    "it listens in {socket_dir:?}, not {}; stop it with `pg_ctl stop -D {}`",
+                    self.layout.socket_dir.display(),
+                    self.layout.data.display()
+                ),
+            ));
+        }
+        Ok(true)
+    }
+
+    fn launch(&mut self) -> Result<(), EmbeddedError> {
+        if !self.layout.log.exists() {
+            write_private_file(&self.layout.log, b"")
+                .map_err(|e| step_error("creating postgres.log", e))?;
+            chown(&self.layout.log, self.account)?;
+        }
+        let data = self.layout.data.clone();
+        let log = self.layout.log.clone();
         self.pg(
             "pg_ctl",
             [
                 OsStr::new("start"),
                 OsStr::new("-D"),
-                dir.as_os_str(),
+                data.as_os_str(),
                 OsStr::new("-l"),
-                log_file.as_os_str(),
+                log.as_os_str(),
                 OsStr::new("-w"),
-                OsStr::new("-o"),
-                OsStr::new(&options),
             ],
         )?;
         self.started_here = true;
         log::info!(
-            "started the private PostgreSQL cluster on 127.0.0.1:{}",
-            self.port
+            "started the private PostgreSQL cluster in {} (Unix socket only)",
+            self.layout.root.display()
         );
         Ok(())
     }
 
     fn ensure_database(&self) -> Result<(), EmbeddedError> {
         let mut conn = PgConnection::establish(self.url_for("postgres").expose())
-            .map_err(|e| step_error("connecting to the private cluster", e.to_string()))?;
+            .map_err(|e| step_error("connecting to the private cluster", e))?;
         let exists: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
             "EXISTS (SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}')"
         )))
         .get_result(&mut conn)
-        .map_err(|e| step_error("looking for the latchkey database", e.to_string()))?;
+        .map_err(|e| step_error("looking for the latchkey database", e))?;
         if !exists {
             diesel::sql_query(format!("CREATE DATABASE {DATABASE_NAME}"))
                 .execute(&mut conn)
-                .map_err(|e| step_error("creating the latchkey database", e.to_string()))?;
+                .map_err(|e| step_error("creating the latchkey database", e))?;
         }
         Ok(())
     }
@@ -216,7 +287,7 @@ impl EmbeddedPostgres {
         S: AsRef<OsStr>,
     {
         let binary = self.bin_dir.join(program);
-        let mut command = match self.run_as {
+        let mut command = match self.account.switch_to {
             Some(user) => {
                 let mut c = Command::new("runuser");
                 c.arg("-u").arg(user).arg("--").arg(&binary);
@@ -224,10 +295,13 @@ impl EmbeddedPostgres {
             }
             None => Command::new(&binary),
         };
-        command.args(args).stdin(std::process::Stdio::null());
-        let output = command
-            .output()
-            .map_err(|e| step_error(program, e.to_string()))?;
+        // PostgreSQL's programs return to their working directory, which the cluster's
+        // account may not be allowed to enter (the checkout, as root): run them from its own.
+        command
+            .args(args)
+            .current_dir(&self.layout.root)
+            .stdin(std::process::Stdio::null());
+        let output = command.output().map_err(|e| step_error(program, e))?;
         if output.status.success() {
             Ok(output)
         } else {
@@ -244,6 +318,106 @@ impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn cluster_account() -> Result<Account, EmbeddedError> {
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid != 0 {
+        return Ok(Account {
+            uid,
+            gid,
+            switch_to: None,
+        });
+    }
+    let (uid, gid) = user_ids(UNPRIVILEGED_USER).ok_or(EmbeddedError::NoUnprivilegedUser)?;
+    Ok(Account {
+        uid,
+        gid,
+        switch_to: Some(UNPRIVILEGED_USER),
+    })
+}
+
+/// Creates (or checks) the cluster's directories, each 0700 and owned by `account`.
+fn prepare_layout(data_dir: &Path, account: Account) -> Result<Layout, EmbeddedError> {
+    let root = match account.switch_to {
+        None => data_dir.join("cluster"),
+        Some(_) => Path::new(ROOT_CLUSTERS).join(cluster_id(data_dir)?),
+    };
+    if account.switch_to.is_some() {
+        std::fs::create_dir_all(ROOT_CLUSTERS)
+            .map_err(|e| step_error(format!("creating {ROOT_CLUSTERS}"), e))?;
+    }
+    owned_private_dir(&root, account)?;
+    let data = root.join("data");
+    let mut socket_dir = root.join("socket");
+    if socket_dir.as_os_str().len() > MAX_SOCKET_DIR_LEN {
+        // A deep checkout: the socket path would not fit in `sun_path`. A short private
+        // directory under /tmp, checked below to belong to the cluster's account alone.
+        let digest = crate::crypto::sha256(root.as_os_str().as_encoded_bytes());
+        socket_dir = std::env::temp_dir().join(format!(
+            "latchkey-{}-{}",
+            account.uid,
+            hex::encode(&digest[..8])
+        ));
+    }
+    owned_private_dir(&socket_dir, account)?;
+    let log = root.join("postgres.log");
+    Ok(Layout {
+        root,
+        data,
+        socket_dir,
+        log,
+    })
+}
+
+/// The random name of root's cluster for this data dir, made on first use.
+fn cluster_id(data_dir: &Path) -> Result<String, EmbeddedError> {
+    let path = data_dir.join("cluster-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim();
+            let valid = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            if !valid {
+                return Err(step_error(
+                    format!("reading {}", path.display()),
+                    "not a cluster id; delete the file to make a new cluster",
+                ));
+            }
+            Ok(id.to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = hex::encode(crate::crypto::random_bytes::<16>());
+            write_private_file(&path, id.as_bytes())
+                .map_err(|e| step_error(format!("writing {}", path.display()), e))?;
+            Ok(id)
+        }
+        Err(e) => Err(step_error(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// Makes `dir` a 0700 directory of `account`, or refuses one that someone else controls.
+fn owned_private_dir(dir: &Path, account: Account) -> Result<(), EmbeddedError> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {
+            chown(dir, account)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(step_error(format!("creating {}", dir.display()), e)),
+    }
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| step_error(format!("checking {}", dir.display()), e))?;
+    if !meta.is_dir() || meta.uid() != account.uid {
+        return Err(step_error(
+            format!("checking {}", dir.display()),
+            format!(
+                "it must be a directory owned by uid {}; remove it and start again",
+                account.uid
+            ),
+        ));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| step_error(format!("chmod 0700 {}", dir.display()), e))
 }
 
 fn find_bin_dir() -> Option<PathBuf> {
@@ -276,11 +450,6 @@ fn find_bin_dir_in(path: Option<&OsStr>, versions_root: &Path) -> Option<PathBuf
     versions.pop().map(|(_, bin)| bin)
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn user_ids(name: &str) -> Option<(libc::uid_t, libc::gid_t)> {
     let name = std::ffi::CString::new(name).ok()?;
     // SAFETY: getpwnam returns null or a pointer to static storage valid until the next
@@ -291,21 +460,12 @@ fn user_ids(name: &str) -> Option<(libc::uid_t, libc::gid_t)> {
     }
 }
 
-fn user_exists(name: &str) -> bool {
-    user_ids(name).is_some()
-}
-
-fn chown_to(path: &Path, user: &str) -> Result<(), EmbeddedError> {
-    let (uid, gid) = user_ids(user).ok_or(EmbeddedError::NoUnprivilegedUser)?;
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .map_err(|e| step_error(format!("chown {} to {user}", path.display()), e.to_string()))
-}
-
-fn free_port() -> Result<u16, EmbeddedError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| step_error("finding a free port", e.to_string()))
+fn chown(path: &Path, account: Account) -> Result<(), EmbeddedError> {
+    if account.switch_to.is_none() {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(path, Some(account.uid), Some(account.gid))
+        .map_err(|e| step_error(format!("chown {}", path.display()), e))
 }
 
 #[cfg(test)]

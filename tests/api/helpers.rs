@@ -21,39 +21,31 @@ use latchkey::startup::{Application, Database};
 use crate::smtp_server::SmtpServer;
 
 /// The server the tests use: the one on 127.0.0.1:5432 when it answers, else a private one.
-struct TestServer {
-    base: String,
-    _private: Option<EmbeddedPostgres>,
+enum TestServer {
+    /// A URL prefix to which `/<database>` is appended.
+    Tcp(String),
+    Private(EmbeddedPostgres),
 }
 
 fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         if let Ok(url) = std::env::var("LATCHKEY_TEST_POSTGRES") {
-            return TestServer {
-                base: url.trim_end_matches('/').to_string(),
-                _private: None,
-            };
+            return TestServer::Tcp(url.trim_end_matches('/').to_string());
         }
         if std::net::TcpStream::connect("127.0.0.1:5432").is_ok() {
-            return TestServer {
-                base: "postgres://postgres@127.0.0.1:5432".into(),
-                _private: None,
-            };
+            return TestServer::Tcp("postgres://postgres@127.0.0.1:5432".into());
         }
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-postgres");
-        let cluster = EmbeddedPostgres::start(&dir).expect("starting a private PostgreSQL");
-        let url = cluster.url_for("postgres");
-        let base = url.expose().trim_end_matches("/postgres").to_string();
-        TestServer {
-            base,
-            _private: Some(cluster),
-        }
+        TestServer::Private(EmbeddedPostgres::start(&dir).expect("starting a private PostgreSQL"))
     })
 }
 
 pub fn database_url(name: &str) -> Secret<String> {
-    Secret::new(format!("{}/{name}", server().base))
+    match server() {
+        TestServer::Tcp(base) => Secret::new(format!("{base}/{name}")),
+        TestServer::Private(cluster) => cluster.url_for(name),
+    }
 }
 
 pub fn admin_connection() -> PgConnection {
@@ -528,6 +520,11 @@ pub async fn spawn_app_with_unreachable_database(public_url: &str) -> String {
         ),
         ("LATCHKEY_BIND".to_string(), format!("127.0.0.1:{port}")),
         ("LATCHKEY_PUBLIC_URL".to_string(), public_url.to_string()),
+        // `console` is refused for a public URL that is not loopback; no mail is sent here.
+        (
+            "LATCHKEY_EMAIL".to_string(),
+            format!("file:{}/unreachable-mail", env!("CARGO_TARGET_TMPDIR")),
+        ),
         (
             "LATCHKEY_SECRET_KEY".to_string(),
             hex::encode(latchkey::crypto::random_bytes::<32>()),
