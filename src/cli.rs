@@ -326,7 +326,7 @@ pub fn break_glass_link(
             conn,
             settings,
             token_key,
-            member.id,
+            &member,
             None,
             &NextPath::root(),
             &client,

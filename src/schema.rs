@@ -59,9 +59,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    sign_in_prefetches (request_id, ip) {
+        request_id -> Int8,
+        ip -> Text,
+    }
+}
+
+diesel::table! {
     sign_in_requests (id) {
         id -> Int8,
-        member_id -> Int8,
+        member_id -> Nullable<Int8>,
         token_digest -> Bytea,
         code_digest -> Bytea,
         browser_digest -> Nullable<Bytea>,
@@ -76,11 +83,14 @@ diesel::table! {
         completed_by -> Nullable<Text>,
         approved_at -> Nullable<Timestamptz>,
         cancelled_at -> Nullable<Timestamptz>,
+        requested_email -> Text,
+        approval_mismatch_at -> Nullable<Timestamptz>,
     }
 }
 
 diesel::joinable!(member_browsers -> members (member_id));
 diesel::joinable!(sessions -> members (member_id));
+diesel::joinable!(sign_in_prefetches -> sign_in_requests (request_id));
 diesel::joinable!(sign_in_requests -> members (member_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -89,5 +99,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     member_browsers,
     members,
     sessions,
+    sign_in_prefetches,
     sign_in_requests,
 );

@@ -1,39 +1,86 @@
-//! The sign-in flow, free of HTTP: who may ask for a link, what a link or code or approval
-//! does, and the audit row that goes with each step (always in the same transaction as the
-//! change it records: no sign-in without its `signed_in` row).
+//! The sign-in flow, free of HTTP. One public function per step, each running its own
+//! transaction, writing its own audit rows (in the same transaction as the change they
+//! record: no sign-in without its `signed_in` row), and returning one outcome for that step:
+//!
+//! | step | function | outcome |
+//! |---|---|---|
+//! | `POST /login` | [`request_link`] | [`LinkRequest`] |
+//! | `GET /auth/verify` | [`show_link`] | [`LinkView`] |
+//! | `POST /auth/verify` | [`redeem_link`] | [`Redemption`] |
+//! | `POST /auth/code` | [`redeem_code`] | [`CodeOutcome`] |
+//! | `POST /auth/approve` | [`approve`] | [`ApprovalOutcome`] |
+//! | `GET /auth/wait` | [`poll_wait`] | [`WaitOutcome`] |
+//! | `POST /auth/cancel` | [`cancel`] | [`CancelOutcome`] |
+//! | `latchkey link` | [`issue_request`] (the caller audits) | [`IssuedRequest`] |
+//!
+//! Nothing a browser can see tells a member from a stranger: an address that may not sign in
+//! gets a decoy request, bound to the asking browser like a real one, whose token and code
+//! nobody knows. Its browser waits with a number and counts down code tries like a member's.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use diesel::prelude::*;
 use ring::hmac;
 
-use crate::crypto::random_below;
-use crate::db::DbError;
+use crate::domain::approval_number::ApprovalNumber;
 use crate::domain::code::SignInCode;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
 use crate::domain::token::{SignInToken, TokenId};
+use crate::mail::AlertMail;
 use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::models::member::{self, Member};
 use crate::models::sign_in_request::{
-    self, CompletedBy, NewSignInRequest, RequestState, SignInRequest, MAX_CODE_FAILURES,
+    self, CompletedBy, LockScope, NewSignInRequest, RequestState, SignInRequest, MAX_CODE_FAILURES,
 };
 use crate::schema::member_browsers;
 use crate::settings::{LinkBinding, Settings};
 
-/// What `POST /login` decided. All three get the same answer; only the audit differs.
-// Built once per request and matched at once; boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
+/// Wrong codes for one member (or decoy address) within [`LOCK_WINDOW`] that lock codes.
+pub const CODE_LOCK_FAILURES: i64 = 10;
+/// Wrong approval numbers for one member within [`LOCK_WINDOW`] that lock approval.
+pub const APPROVAL_LOCK_MISMATCHES: i64 = 3;
+pub const LOCK_WINDOW: ChronoDuration = ChronoDuration::hours(24);
+
+/// Advisory lock namespaces: one member's requests, code tries and approvals are decided one
+/// at a time, across every Latchkey instance.
+const LOCK_REQUESTS: i32 = 7301;
+const LOCK_CODES: i32 = 7302;
+const LOCK_APPROVALS: i32 = 7303;
+
+/// The browser a step is taken in.
+#[derive(Debug, Clone)]
+pub struct Asker {
+    /// Digests of the binding secrets of the sign-in cookies the browser sent.
+    pub bindings: Vec<Vec<u8>>,
+    /// Digest of the long-lived browser id, for "new sign-in" mails.
+    pub device: Vec<u8>,
+    pub client: ClientInfo,
+}
+
+/// A warning mail a step asks for, to the member and every active admin. The route queues it:
+/// the database work runs on a blocking thread, where the mailer's runtime is not.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    /// Stored addresses, the member's first, without duplicates.
+    pub recipients: Vec<String>,
+    pub mail: AlertMail,
+}
+
+/// What `POST /login` decided. Both answers look the same to the browser.
 #[derive(Debug)]
 pub enum LinkRequest {
     /// A link was made; the secrets go into the email and nowhere else.
-    Created {
-        member: Member,
-        request: SignInRequest,
-        token: SignInToken,
-        code: SignInCode,
-    },
-    Denied,
-    Throttled,
+    Created(Box<IssuedLink>),
+    /// The address may not sign in, or is over its mail limit: a decoy stands in.
+    Decoy,
+}
+
+#[derive(Debug)]
+pub struct IssuedLink {
+    pub member: Member,
+    pub request: SignInRequest,
+    pub token: SignInToken,
+    pub code: SignInCode,
 }
 
 pub fn request_link(
@@ -41,27 +88,26 @@ pub fn request_link(
     settings: &Settings,
     token_key: &hmac::Key,
     email: &EmailAddress,
-    browser_digest: Option<Vec<u8>>,
+    binding: &[u8],
     next: &NextPath,
     client: &ClientInfo,
-) -> Result<LinkRequest, DbError> {
+) -> QueryResult<LinkRequest> {
     let mut member = member::find_by_email(conn, email)?;
     if member.is_none() && settings.allowed_domains.iter().any(|d| d == email.domain()) {
         member = Some(member::admit_from_allowed_domain(conn, email)?);
     }
-    let outcome = conn.transaction(|conn| {
+    conn.transaction(|conn| {
+        let decoy = NewSignInRequest::decoy(settings, email, binding, next, client);
         let Some(member) = member.filter(|m| m.active) else {
             NewAuditRow::new(AuditEvent::LoginDenied)
                 .email(email)
                 .client(client)
                 .detail("address may not sign in")
                 .insert(conn)?;
-            return Ok(LinkRequest::Denied);
+            sign_in_request::insert(conn, &decoy)?;
+            return Ok(LinkRequest::Decoy);
         };
-        // One member's requests are counted one at a time, across every Latchkey instance.
-        diesel::sql_query("SELECT pg_advisory_xact_lock(7301, $1::int)")
-            .bind::<diesel::sql_types::Integer, _>((member.id % i64::from(i32::MAX)) as i32)
-            .execute(conn)?;
+        advisory_lock(conn, LOCK_REQUESTS, member.id)?;
         let window = to_chrono(settings.email_rate.per);
         let recent = sign_in_request::count_since(conn, member.id, Utc::now() - window)?;
         if recent >= i64::from(settings.email_rate.count) {
@@ -74,7 +120,8 @@ pub fn request_link(
                     humantime::format_duration(settings.email_rate.per)
                 ))
                 .insert(conn)?;
-            return Ok(LinkRequest::Throttled);
+            sign_in_request::insert(conn, &decoy)?;
+            return Ok(LinkRequest::Decoy);
         }
         let IssuedRequest {
             request,
@@ -84,8 +131,8 @@ pub fn request_link(
             conn,
             settings,
             token_key,
-            member.id,
-            browser_digest,
+            &member,
+            Some(binding.to_vec()),
             next,
             client,
         )?;
@@ -94,14 +141,13 @@ pub fn request_link(
             .client(client)
             .request(request.id)
             .insert(conn)?;
-        Ok::<_, diesel::result::Error>(LinkRequest::Created {
+        Ok(LinkRequest::Created(Box::new(IssuedLink {
             member,
             request,
             token,
             code,
-        })
-    })?;
-    Ok(outcome)
+        })))
+    })
 }
 
 /// A new sign-in request: the secrets, of which the database keeps only digests.
@@ -111,14 +157,15 @@ pub struct IssuedRequest {
     pub code: SignInCode,
 }
 
-/// Inserts a request for `member_id` with a fresh token, code and approval number. The
-/// caller decides who may ask, and writes the audit row in the same transaction.
+/// Inserts a request for `member` with a fresh token, code and approval number. The caller
+/// decides who may ask, and writes the audit row in the same transaction (`POST /login`
+/// through [`request_link`], break-glass through `latchkey link`).
 pub fn issue_request(
     conn: &mut PgConnection,
     settings: &Settings,
     token_key: &hmac::Key,
-    member_id: i64,
-    browser_digest: Option<Vec<u8>>,
+    member: &Member,
+    binding: Option<Vec<u8>>,
     next: &NextPath,
     client: &ClientInfo,
 ) -> QueryResult<IssuedRequest> {
@@ -128,11 +175,12 @@ pub fn issue_request(
     let request = sign_in_request::insert(
         conn,
         &NewSignInRequest {
-            member_id,
+            member_id: Some(member.id),
+            requested_email: member.email.clone(),
             code_digest: code.digest(token_key, &token_digest),
             token_digest,
-            browser_digest,
-            approval_number: approval_number(),
+            browser_digest: binding,
+            approval_number: ApprovalNumber::generate().value(),
             next_path: next.as_str().to_string(),
             requested_ip: client.ip.clone(),
             requested_user_agent: client.user_agent.clone(),
@@ -146,6 +194,31 @@ pub fn issue_request(
     })
 }
 
+impl NewSignInRequest {
+    /// A request that can never complete: random digests that no token or code matches, and
+    /// no member. It lives and answers like a real one.
+    fn decoy(
+        settings: &Settings,
+        email: &EmailAddress,
+        binding: &[u8],
+        next: &NextPath,
+        client: &ClientInfo,
+    ) -> Self {
+        Self {
+            member_id: None,
+            requested_email: email.as_str().to_string(),
+            token_digest: crate::crypto::random_bytes::<32>().to_vec(),
+            code_digest: crate::crypto::random_bytes::<32>().to_vec(),
+            browser_digest: Some(binding.to_vec()),
+            approval_number: ApprovalNumber::generate().value(),
+            next_path: next.as_str().to_string(),
+            requested_ip: client.ip.clone(),
+            requested_user_agent: client.user_agent.clone(),
+            expires_at: Utc::now() + to_chrono(settings.link_ttl),
+        }
+    }
+}
+
 /// `<LATCHKEY_PUBLIC_URL><path>?token=…`: the only way links are built (never from the
 /// request's Host header).
 pub fn link_with_token(settings: &Settings, path: &str, token: &SignInToken) -> String {
@@ -154,39 +227,6 @@ pub fn link_with_token(settings: &Settings, path: &str, token: &SignInToken) -> 
     settings
         .public_url
         .join(&format!("{path}?token={token_param}"))
-}
-
-/// A two-digit number for cross-device approval.
-fn approval_number() -> i16 {
-    // 10..=99, so every choice shows as two digits.
-    10 + random_below(90) as i16
-}
-
-/// The three numbers the approving device offers: the right one and two decoys, in an
-/// order and with decoys derived from the request, so reloading the page reveals nothing.
-pub fn approval_choices(key: &hmac::Key, request: &SignInRequest) -> [i16; 3] {
-    let tag = hmac::sign(key, format!("approval|{}", request.id).as_bytes());
-    let bytes = tag.as_ref();
-    let right = request.approval_number;
-    let mut decoys = Vec::with_capacity(2);
-    for byte in bytes.iter() {
-        let candidate = 10 + i16::from(*byte) % 90;
-        if candidate != right && !decoys.contains(&candidate) {
-            decoys.push(candidate);
-            if decoys.len() == 2 {
-                break;
-            }
-        }
-    }
-    // 32 bytes always yield two distinct decoys in practice; fall back deterministically.
-    while decoys.len() < 2 {
-        let candidate = 10 + (right - 10 + 30 * (decoys.len() as i16 + 1)) % 90;
-        decoys.push(candidate);
-    }
-    let mut choices = [right, decoys[0], decoys[1]];
-    let rotation = usize::from(bytes[31] % 3);
-    choices.rotate_left(rotation);
-    choices
 }
 
 pub fn to_chrono(duration: std::time::Duration) -> ChronoDuration {
@@ -204,7 +244,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn audit_event(self) -> AuditEvent {
+    fn audit_event(self) -> AuditEvent {
         match self {
             Refusal::Invalid => AuditEvent::LinkInvalid,
             Refusal::Expired => AuditEvent::LinkExpired,
@@ -221,21 +261,17 @@ pub struct FoundRequest {
     pub member: Member,
 }
 
-pub fn find_by_token(
-    conn: &mut PgConnection,
-    token_id: &TokenId,
-) -> Result<Option<FoundRequest>, DbError> {
+fn find_by_token(conn: &mut PgConnection, token_id: &TokenId) -> QueryResult<Option<FoundRequest>> {
     let Some(request) = sign_in_request::find_by_token(conn, &token_id.digest())? else {
         return Ok(None);
     };
-    let Some(member) = member::find(conn, request.member_id)? else {
+    let Some(member_id) = request.member_id else {
         return Ok(None);
     };
-    Ok(Some(FoundRequest { request, member }))
+    Ok(member::find(conn, member_id)?.map(|member| FoundRequest { request, member }))
 }
 
-/// The refusal for a request that is not open, if it is not.
-pub fn refusal_for_state(request: &SignInRequest, now: DateTime<Utc>) -> Option<Refusal> {
+fn refusal_for_state(request: &SignInRequest, now: DateTime<Utc>) -> Option<Refusal> {
     match request.state(now) {
         RequestState::Pending => None,
         RequestState::Used | RequestState::Cancelled => Some(Refusal::Used),
@@ -243,42 +279,139 @@ pub fn refusal_for_state(request: &SignInRequest, now: DateTime<Utc>) -> Option<
     }
 }
 
-/// Whether this browser may complete the request.
-pub fn browser_may_complete(
-    settings: &Settings,
-    request: &SignInRequest,
-    binding_digest: Option<&[u8]>,
-) -> bool {
-    match (settings.link_binding, &request.browser_digest) {
-        (LinkBinding::Any, _) | (_, None) => true,
-        (LinkBinding::Browser, Some(_)) => is_asking_browser(request, binding_digest),
-    }
-}
-
-/// Whether this browser's binding secret is the one the request was made with (never true
-/// for a break-glass request, which no browser asked for).
-pub fn is_asking_browser(request: &SignInRequest, binding_digest: Option<&[u8]>) -> bool {
-    match (&request.browser_digest, binding_digest) {
-        (Some(expected), Some(digest)) => crate::crypto::constant_time_eq(digest, expected),
-        _ => false,
-    }
-}
-
-pub fn audit_refusal(
+fn audit_refusal(
     conn: &mut PgConnection,
     refusal: Refusal,
     found: Option<&FoundRequest>,
     client: &ClientInfo,
     detail: &str,
-) -> Result<(), DbError> {
+) -> QueryResult<()> {
     let mut row = NewAuditRow::new(refusal.audit_event())
         .client(client)
         .detail(detail);
     if let Some(found) = found {
         row = row.email(&found.member.email).request(found.request.id);
     }
-    row.insert(conn)?;
-    Ok(())
+    row.insert(conn).map(drop)
+}
+
+/// The ladder every step that holds a link climbs first: a token that passed its HMAC, a
+/// request it names, still open. Each refusal is audited with what was being tried.
+fn open_request(
+    conn: &mut PgConnection,
+    token_id: Option<&TokenId>,
+    client: &ClientInfo,
+    attempt: &str,
+) -> QueryResult<Result<FoundRequest, Refusal>> {
+    let Some(token_id) = token_id else {
+        audit_refusal(
+            conn,
+            Refusal::Invalid,
+            None,
+            client,
+            &format!("{attempt}: malformed or forged token"),
+        )?;
+        return Ok(Err(Refusal::Invalid));
+    };
+    let Some(found) = find_by_token(conn, token_id)? else {
+        audit_refusal(
+            conn,
+            Refusal::Invalid,
+            None,
+            client,
+            &format!("{attempt}: unknown token"),
+        )?;
+        return Ok(Err(Refusal::Invalid));
+    };
+    if let Some(refusal) = refusal_for_state(&found.request, Utc::now()) {
+        audit_refusal(conn, refusal, Some(&found), client, attempt)?;
+        return Ok(Err(refusal));
+    }
+    Ok(Ok(found))
+}
+
+/// Whether this browser's binding secret is the one the request was made with (never true
+/// for a break-glass request, which no browser asked for).
+fn is_asking_browser(request: &SignInRequest, bindings: &[Vec<u8>]) -> bool {
+    match &request.browser_digest {
+        Some(expected) => bindings
+            .iter()
+            .any(|digest| crate::crypto::constant_time_eq(digest, expected)),
+        None => false,
+    }
+}
+
+/// Whether this browser may complete the request by link.
+fn browser_may_complete(
+    settings: &Settings,
+    request: &SignInRequest,
+    bindings: &[Vec<u8>],
+) -> bool {
+    match (settings.link_binding, &request.browser_digest) {
+        (LinkBinding::Any, _) | (_, None) => true,
+        (LinkBinding::Browser, Some(_)) => is_asking_browser(request, bindings),
+    }
+}
+
+/// What `GET /auth/verify` shows. It consumes nothing: mail scanners follow links.
+#[derive(Debug)]
+pub enum LinkView {
+    /// "Sign in as x@y?" with a POST form.
+    Confirm {
+        email: String,
+    },
+    /// Opened elsewhere than in the asking browser: approve that browser by typing its number.
+    Approve {
+        email: String,
+        requested_at: DateTime<Utc>,
+        requested_ip: Option<String>,
+        /// As the asking device described itself: self-reported, so shown as such.
+        requested_user_agent: Option<String>,
+    },
+    Refused(Refusal),
+}
+
+pub fn show_link(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    token_id: &TokenId,
+    asker: &Asker,
+) -> QueryResult<LinkView> {
+    let Some(FoundRequest { request, member }) = find_by_token(conn, token_id)? else {
+        return Ok(LinkView::Refused(Refusal::Invalid));
+    };
+    if let Some(refusal) = refusal_for_state(&request, Utc::now()) {
+        return Ok(LinkView::Refused(refusal));
+    }
+    let asking_browser = is_asking_browser(&request, &asker.bindings);
+    if !asking_browser {
+        // A mail scanner, or the person on another device: audited once per address, since
+        // a scanner (or a flood) may fetch the link hundreds of times.
+        let ip = asker.client.ip.as_deref().unwrap_or("unknown");
+        if sign_in_request::record_prefetch(conn, request.id, ip)? {
+            NewAuditRow::new(AuditEvent::LinkPrefetched)
+                .email(&member.email)
+                .client(&asker.client)
+                .request(request.id)
+                .detail("link opened without the asking browser's cookie")
+                .insert(conn)?;
+        }
+    }
+    let needs_approval = !asking_browser
+        && settings.link_binding == LinkBinding::Browser
+        && request.browser_digest.is_some();
+    Ok(if needs_approval {
+        LinkView::Approve {
+            email: member.email,
+            requested_at: request.created_at,
+            requested_ip: request.requested_ip,
+            requested_user_agent: request.requested_user_agent,
+        }
+    } else {
+        LinkView::Confirm {
+            email: member.email,
+        }
+    })
 }
 
 /// A completed sign-in, ready to become a session.
@@ -290,25 +423,69 @@ pub struct SignedIn {
     pub new_browser: bool,
 }
 
+/// What `POST /auth/verify` did.
+#[derive(Debug)]
+pub enum Redemption {
+    SignedIn(Box<SignedIn>),
+    Refused(Refusal),
+}
+
+pub fn redeem_link(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    token_id: Option<&TokenId>,
+    asker: &Asker,
+) -> QueryResult<Redemption> {
+    let found = match open_request(conn, token_id, &asker.client, "sign-in by link")? {
+        Ok(found) => found,
+        Err(refusal) => return Ok(Redemption::Refused(refusal)),
+    };
+    if !browser_may_complete(settings, &found.request, &asker.bindings) {
+        audit_refusal(
+            conn,
+            Refusal::WrongBrowser,
+            Some(&found),
+            &asker.client,
+            "link posted from a browser that did not ask for it; not used up",
+        )?;
+        return Ok(Redemption::Refused(Refusal::WrongBrowser));
+    }
+    let redemption = complete(conn, found.request.id, CompletedBy::Link, asker)?;
+    if let Redemption::Refused(refusal) = &redemption {
+        // Lost a race with another request for the same token.
+        audit_refusal(
+            conn,
+            *refusal,
+            Some(&found),
+            &asker.client,
+            "sign-in by link",
+        )?;
+    }
+    Ok(redemption)
+}
+
 /// Consumes the request (atomically: of any number of racing calls, one wins) and writes the
 /// `signed_in` row in the same transaction.
-pub fn complete(
+fn complete(
     conn: &mut PgConnection,
     request_id: i64,
     how: CompletedBy,
-    client: &ClientInfo,
-    device_digest: &[u8],
-) -> Result<Result<SignedIn, Refusal>, DbError> {
-    let outcome = conn.transaction(|conn| {
+    asker: &Asker,
+) -> QueryResult<Redemption> {
+    conn.transaction(|conn| {
         let Some(request) = sign_in_request::consume(conn, request_id, how)? else {
-            return Ok(Err(Refusal::Used));
+            return Ok(Redemption::Refused(Refusal::Used));
         };
-        let member = match member::find(conn, request.member_id)? {
-            Some(member) if member.active => member,
+        let member = match request.member_id {
+            Some(id) => member::find(conn, id)?,
+            None => None,
+        };
+        let Some(member) = member.filter(|m| m.active) else {
             // Deactivation cancels pending requests, so this is a race at most: refuse and
             // leave the request consumed.
-            _ => return Ok(Err(Refusal::Denied)),
+            return Ok(Redemption::Refused(Refusal::Denied));
         };
+        let client = &asker.client;
         let same_device =
             request.requested_ip == client.ip && request.requested_user_agent == client.user_agent;
         NewAuditRow::new(AuditEvent::SignedIn)
@@ -330,14 +507,13 @@ pub fn complete(
                 }
             ))
             .insert(conn)?;
-        let new_browser = remember_browser(conn, member.id, device_digest)?;
-        Ok::<_, diesel::result::Error>(Ok(SignedIn {
+        let new_browser = remember_browser(conn, member.id, &asker.device)?;
+        Ok(Redemption::SignedIn(Box::new(SignedIn {
             member,
             request,
             new_browser,
-        }))
-    })?;
-    Ok(outcome)
+        })))
+    })
 }
 
 /// Records the browser; true when the member has other browsers but not this one.
@@ -362,154 +538,307 @@ fn remember_browser(conn: &mut PgConnection, member_id: i64, digest: &[u8]) -> Q
     Ok(known > 1)
 }
 
-/// Outcome of a typed code.
-#[allow(clippy::large_enum_variant)]
+/// What `POST /auth/code` did. A decoy's browser gets the same answers, try for try.
 #[derive(Debug)]
 pub enum CodeOutcome {
-    SignedIn(SignedIn),
+    SignedIn(Box<SignedIn>),
     Wrong {
+        /// The address the request was asked for, to show on the page again.
+        email: String,
         tries_left: i16,
     },
-    /// The fifth wrong try: the request is dead.
+    /// The fifth wrong try: the request (its link too) is dead.
     Exhausted,
+    /// Too many wrong codes for this member within a day: codes are refused for the rest of
+    /// the window, right or wrong. Links still work.
+    Locked {
+        alert: Option<Alert>,
+    },
+    /// This browser has no open request.
+    NoRequest,
     Refused(Refusal),
 }
 
-pub fn try_code(
+pub fn redeem_code(
     conn: &mut PgConnection,
     token_key: &hmac::Key,
-    request: &SignInRequest,
     code: Option<&SignInCode>,
-    client: &ClientInfo,
-    device_digest: &[u8],
-    member_email: &str,
-) -> Result<CodeOutcome, DbError> {
-    let matches = code.is_some_and(|code| {
-        let digest = code.digest(token_key, &request.token_digest);
-        crate::crypto::constant_time_eq(&digest, &request.code_digest)
-    });
-    if matches {
-        return Ok(
-            match complete(conn, request.id, CompletedBy::Code, client, device_digest)? {
-                Ok(signed_in) => CodeOutcome::SignedIn(signed_in),
-                Err(refusal) => CodeOutcome::Refused(refusal),
-            },
-        );
-    }
-    let outcome = conn.transaction(|conn| {
-        let Some(failures) = sign_in_request::record_code_failure(conn, request.id)? else {
-            return Ok(CodeOutcome::Refused(Refusal::Used));
+    asker: &Asker,
+) -> QueryResult<CodeOutcome> {
+    conn.transaction(|conn| {
+        let Some(request) = sign_in_request::latest_pending_for_browser(conn, &asker.bindings)?
+        else {
+            return Ok(CodeOutcome::NoRequest);
+        };
+        let scope = LockScope::of(&request);
+        advisory_lock(conn, LOCK_CODES, lock_key(&scope))?;
+        let since = Utc::now() - LOCK_WINDOW;
+        let failures = sign_in_request::code_failures_since(conn, &scope, since)?;
+        if failures >= CODE_LOCK_FAILURES {
+            NewAuditRow::new(AuditEvent::CodeLocked)
+                .email(&request.requested_email)
+                .client(&asker.client)
+                .request(request.id)
+                .detail(format!(
+                    "code refused: {CODE_LOCK_FAILURES} wrong codes within 24 h"
+                ))
+                .insert(conn)?;
+            return Ok(CodeOutcome::Locked { alert: None });
+        }
+        let matches = code.is_some_and(|code| {
+            let digest = code.digest(token_key, &request.token_digest);
+            crate::crypto::constant_time_eq(&digest, &request.code_digest)
+        });
+        if matches {
+            return Ok(match complete(conn, request.id, CompletedBy::Code, asker)? {
+                Redemption::SignedIn(signed_in) => CodeOutcome::SignedIn(signed_in),
+                Redemption::Refused(refusal) => CodeOutcome::Refused(refusal),
+            });
+        }
+        let Some(tries) = sign_in_request::record_code_failure(conn, request.id)? else {
+            return Ok(CodeOutcome::NoRequest);
+        };
+        let decoy = if request.member_id.is_none() {
+            " (decoy request: the address may not sign in)"
+        } else {
+            ""
         };
         NewAuditRow::new(AuditEvent::CodeFailed)
-            .email(member_email)
-            .client(client)
+            .email(&request.requested_email)
+            .client(&asker.client)
             .request(request.id)
-            .detail(format!("wrong code, try {failures} of {MAX_CODE_FAILURES}"))
+            .detail(format!(
+                "wrong code, try {tries} of {MAX_CODE_FAILURES}{decoy}"
+            ))
             .insert(conn)?;
-        Ok::<_, diesel::result::Error>(if failures >= MAX_CODE_FAILURES {
+        if failures + 1 >= CODE_LOCK_FAILURES {
+            NewAuditRow::new(AuditEvent::CodeLocked)
+                .email(&request.requested_email)
+                .client(&asker.client)
+                .request(request.id)
+                .detail(format!(
+                    "{CODE_LOCK_FAILURES} wrong codes within 24 h: codes refused for the rest of the 24 h{decoy}"
+                ))
+                .insert(conn)?;
+            let alert = match request.member_id {
+                Some(member_id) => Some(alert_for(
+                    conn,
+                    member_id,
+                    &request,
+                    "Sign-in codes locked",
+                    vec![format!(
+                        "Someone typed {CODE_LOCK_FAILURES} wrong sign-in codes for {} within 24 hours, so codes are refused for this account for the rest of that time. Sign-in links still work.",
+                        request.requested_email
+                    )],
+                )?),
+                None => None,
+            };
+            return Ok(CodeOutcome::Locked { alert });
+        }
+        Ok(if tries >= MAX_CODE_FAILURES {
             CodeOutcome::Exhausted
         } else {
             CodeOutcome::Wrong {
-                tries_left: MAX_CODE_FAILURES - failures,
+                email: request.requested_email.clone(),
+                tries_left: MAX_CODE_FAILURES - tries,
             }
         })
-    })?;
-    Ok(outcome)
+    })
 }
 
-/// Cross-device approval: the right number approves (the asking browser then signs in
-/// through `/auth/wait`); a wrong one cancels the request.
-#[derive(Debug, PartialEq, Eq)]
+/// What `POST /auth/approve` did.
+#[derive(Debug)]
 pub enum ApprovalOutcome {
+    /// The asking browser signs in through `/auth/wait`; this one stays signed out.
     Approved,
-    Mismatch,
+    /// A wrong number: the request is cancelled, and the member and the admins are told.
+    Mismatch {
+        alert: Alert,
+        locked: bool,
+    },
+    /// Too many wrong numbers for this member within a day.
+    Locked,
     Refused(Refusal),
 }
 
 pub fn approve(
     conn: &mut PgConnection,
-    found: &FoundRequest,
-    number: Option<i16>,
+    token_id: Option<&TokenId>,
+    number: Option<ApprovalNumber>,
     client: &ClientInfo,
-) -> Result<ApprovalOutcome, DbError> {
-    let outcome = conn.transaction(|conn| {
-        if number == Some(found.request.approval_number) {
-            if !sign_in_request::approve(conn, found.request.id)? {
+) -> QueryResult<ApprovalOutcome> {
+    conn.transaction(|conn| {
+        let found = match open_request(conn, token_id, client, "approval")? {
+            Ok(found) => found,
+            Err(refusal) => return Ok(ApprovalOutcome::Refused(refusal)),
+        };
+        let FoundRequest { request, member } = &found;
+        advisory_lock(conn, LOCK_APPROVALS, member.id)?;
+        let since = Utc::now() - LOCK_WINDOW;
+        let mismatches = sign_in_request::approval_mismatches_since(conn, member.id, since)?;
+        if mismatches >= APPROVAL_LOCK_MISMATCHES {
+            NewAuditRow::new(AuditEvent::ApprovalLocked)
+                .email(&member.email)
+                .client(client)
+                .request(request.id)
+                .detail(format!(
+                    "approval refused: {APPROVAL_LOCK_MISMATCHES} wrong numbers within 24 h"
+                ))
+                .insert(conn)?;
+            return Ok(ApprovalOutcome::Locked);
+        }
+        let right = ApprovalNumber::from_stored(request.approval_number);
+        if number == Some(right) {
+            if !sign_in_request::approve(conn, request.id)? {
                 return Ok(ApprovalOutcome::Refused(Refusal::Used));
             }
             return Ok(ApprovalOutcome::Approved);
         }
-        sign_in_request::cancel(conn, found.request.id)?;
+        sign_in_request::cancel_for_mismatch(conn, request.id)?;
         NewAuditRow::new(AuditEvent::ApprovalMismatch)
-            .email(&found.member.email)
+            .email(&member.email)
             .client(client)
-            .request(found.request.id)
-            .detail("wrong number chosen; the request was cancelled")
+            .request(request.id)
+            .detail("wrong number typed; the request was cancelled")
             .insert(conn)?;
-        Ok::<_, diesel::result::Error>(ApprovalOutcome::Mismatch)
-    })?;
-    Ok(outcome)
+        let locked = mismatches + 1 >= APPROVAL_LOCK_MISMATCHES;
+        let mut lines = vec![format!(
+            "A sign-in request for {} was approved from another device with the wrong number, so it was cancelled. If you were signing in, ask for a new link; if not, someone else asked for it.",
+            member.email
+        )];
+        if locked {
+            NewAuditRow::new(AuditEvent::ApprovalLocked)
+                .email(&member.email)
+                .client(client)
+                .request(request.id)
+                .detail(format!(
+                    "{APPROVAL_LOCK_MISMATCHES} wrong numbers within 24 h: approval refused for the rest of the 24 h"
+                ))
+                .insert(conn)?;
+            lines.push(format!(
+                "That was the {APPROVAL_LOCK_MISMATCHES}rd wrong number within 24 hours: approving from another device is refused for this account for the rest of that time. The link and the code still work in the browser that asked."
+            ));
+        }
+        let alert = alert_for(conn, member.id, request, "Sign-in approval failed", lines)?;
+        Ok(ApprovalOutcome::Mismatch { alert, locked })
+    })
 }
 
-/// "Not you?": cancels the request. Returns false if it was no longer open.
+/// What `GET /auth/wait` answers the asking browser.
+#[derive(Debug)]
+pub enum WaitOutcome {
+    /// Show this number; the device holding the link types it.
+    Waiting(ApprovalNumber),
+    SignedIn(Box<SignedIn>),
+    /// No open request for this browser.
+    Closed,
+}
+
+pub fn poll_wait(conn: &mut PgConnection, asker: &Asker) -> QueryResult<WaitOutcome> {
+    let Some(request) = sign_in_request::latest_pending_for_browser(conn, &asker.bindings)? else {
+        return Ok(WaitOutcome::Closed);
+    };
+    if request.approved_at.is_none() {
+        return Ok(WaitOutcome::Waiting(ApprovalNumber::from_stored(
+            request.approval_number,
+        )));
+    }
+    Ok(
+        match complete(conn, request.id, CompletedBy::Approval, asker)? {
+            Redemption::SignedIn(signed_in) => WaitOutcome::SignedIn(signed_in),
+            Redemption::Refused(_) => WaitOutcome::Closed,
+        },
+    )
+}
+
+/// What `POST /auth/cancel` ("Not you?") did.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    /// Cancelled; the admins are to be told.
+    Cancelled(Box<Cancelled>),
+    /// Already used, cancelled or expired.
+    NotOpen,
+    Invalid,
+}
+
+#[derive(Debug)]
+pub struct Cancelled {
+    pub request: SignInRequest,
+    pub member: Member,
+    /// The active admins' stored addresses.
+    pub admins: Vec<String>,
+}
+
 pub fn cancel(
     conn: &mut PgConnection,
-    found: &FoundRequest,
+    token_id: &TokenId,
     client: &ClientInfo,
-) -> Result<bool, DbError> {
-    let cancelled = conn.transaction(|conn| {
-        if !sign_in_request::cancel(conn, found.request.id)? {
-            return Ok(false);
+) -> QueryResult<CancelOutcome> {
+    conn.transaction(|conn| {
+        let Some(FoundRequest { request, member }) = find_by_token(conn, token_id)? else {
+            return Ok(CancelOutcome::Invalid);
+        };
+        if !sign_in_request::cancel(conn, request.id)? {
+            return Ok(CancelOutcome::NotOpen);
         }
         NewAuditRow::new(AuditEvent::LinkCancelled)
-            .email(&found.member.email)
+            .email(&member.email)
             .client(client)
-            .request(found.request.id)
+            .request(request.id)
             .detail("cancelled by the recipient (\"Not you?\")")
             .insert(conn)?;
-        Ok::<_, diesel::result::Error>(true)
-    })?;
-    Ok(cancelled)
+        let admins = member::active_admin_emails(conn)?;
+        Ok(CancelOutcome::Cancelled(Box::new(Cancelled {
+            request,
+            member,
+            admins,
+        })))
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(id: i64, number: i16) -> SignInRequest {
-        SignInRequest {
-            id,
-            member_id: 1,
-            token_digest: vec![0; 32],
-            code_digest: vec![0; 32],
-            browser_digest: None,
-            approval_number: number,
-            code_failures: 0,
-            next_path: "/".into(),
-            requested_ip: None,
-            requested_user_agent: None,
-            created_at: Utc::now(),
-            expires_at: Utc::now(),
-            consumed_at: None,
-            completed_by: None,
-            approved_at: None,
-            cancelled_at: None,
+fn alert_for(
+    conn: &mut PgConnection,
+    member_id: i64,
+    request: &SignInRequest,
+    subject: &str,
+    lines: Vec<String>,
+) -> QueryResult<Alert> {
+    let mut recipients: Vec<String> = member::find(conn, member_id)?
+        .map(|m| m.email)
+        .into_iter()
+        .collect();
+    for admin in member::active_admin_emails(conn)? {
+        if !recipients.contains(&admin) {
+            recipients.push(admin);
         }
     }
+    Ok(Alert {
+        recipients,
+        mail: AlertMail {
+            subject: subject.to_string(),
+            lines,
+            requested_at: request.created_at,
+            ip: request.requested_ip.clone(),
+            user_agent: request.requested_user_agent.clone(),
+        },
+    })
+}
 
-    #[test]
-    fn approval_choices_hold_the_right_number_once_and_are_stable() {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &[5u8; 32]);
-        for id in 1..200 {
-            let number = 10 + (id % 90) as i16;
-            let r = request(id, number);
-            let choices = approval_choices(&key, &r);
-            assert_eq!(choices.iter().filter(|&&c| c == number).count(), 1);
-            assert!(choices.iter().all(|c| (10..=99).contains(c)));
-            assert_ne!(choices[0], choices[1]);
-            assert_ne!(choices[1], choices[2]);
-            assert_ne!(choices[0], choices[2]);
-            assert_eq!(choices, approval_choices(&key, &r));
+fn lock_key(scope: &LockScope) -> i64 {
+    match scope {
+        LockScope::Member(id) => *id,
+        LockScope::Address(email) => {
+            let digest = crate::crypto::sha256(email.as_bytes());
+            i64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
         }
     }
+}
+
+/// Serialises work on one key (in `namespace`) until the transaction ends.
+fn advisory_lock(conn: &mut PgConnection, namespace: i32, key: i64) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock($1, $2::int)")
+        .bind::<diesel::sql_types::Integer, _>(namespace)
+        .bind::<diesel::sql_types::Integer, _>((key % i64::from(i32::MAX)) as i32)
+        .execute(conn)
+        .map(drop)
 }

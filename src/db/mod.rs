@@ -105,6 +105,16 @@ impl Db {
         }
     }
 
+    /// [`Db::run`] for work that only queries: diesel's `QueryResult` in, `DbError` out.
+    pub async fn query<T, F>(&self, work: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut PgConnection) -> diesel::QueryResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.run(move |conn| work(conn).map_err(DbError::from))
+            .await
+    }
+
     /// A blocking checkout, for the command line and background tasks outside actix.
     pub fn get(&self) -> Result<PgConn, DbError> {
         self.pool.get().map_err(DbError::Unavailable)

@@ -1,9 +1,10 @@
 //! Outgoing mail: typed templates, the delivery backends, and the queue between them.
 //!
-//! Handlers never wait for a mail server. They render a mail and [`Mailer::queue`] it, which
-//! returns at once, so `POST /login` answers in the same time whether or not a mail goes out
-//! and a slow or broken SMTP server cannot hold a request. One background worker delivers
-//! with retries and writes `link_sent` / `link_send_failed` for sign-in mails.
+//! Handlers never wait for a mail server, nor even render a mail. They [`Mailer::queue`] a
+//! [`Letter`] (what to say), which returns at once; the background worker renders it and
+//! delivers it with retries, and writes `link_sent` / `link_send_failed` for sign-in mails.
+//! So `POST /login` answers in the same time whether or not a mail goes out, and a slow or
+//! broken SMTP server cannot hold a request.
 
 mod templates;
 mod transport;
@@ -23,8 +24,8 @@ use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::settings::EmailBackend;
 
 pub use templates::{
-    cancelled_mail, new_sign_in_mail, sign_in_mail, CancelledMail, NewSignInMail, SignInMail,
-    NEW_SIGN_IN_SUBJECT, SIGN_IN_SUBJECT,
+    alert_mail, cancelled_mail, new_sign_in_mail, sign_in_mail, AlertMail, CancelledMail,
+    NewSignInMail, SignInMail, NEW_SIGN_IN_SUBJECT, SIGN_IN_SUBJECT,
 };
 pub use transport::Transport;
 
@@ -89,6 +90,48 @@ impl OutgoingMail {
                 self.text.clone(),
                 self.html.clone(),
             ))?)
+    }
+}
+
+/// A mail to send, rendered by the worker: rendering takes long enough (about a millisecond)
+/// that doing it in `POST /login` would tell a member's answer from a stranger's. No `Debug`:
+/// a sign-in letter holds the link and the code.
+#[derive(Clone)]
+pub enum Letter {
+    SignIn(EmailAddress, SignInMail),
+    NewSignIn(EmailAddress, NewSignInMail),
+    Cancelled(EmailAddress, CancelledMail),
+    Alert(EmailAddress, AlertMail),
+    Rendered(OutgoingMail),
+}
+
+impl From<OutgoingMail> for Letter {
+    fn from(mail: OutgoingMail) -> Self {
+        Letter::Rendered(mail)
+    }
+}
+
+impl Letter {
+    pub fn render(self) -> Result<OutgoingMail, MailError> {
+        match self {
+            Letter::SignIn(to, mail) => sign_in_mail(&to, &mail),
+            Letter::NewSignIn(to, mail) => new_sign_in_mail(&to, &mail),
+            Letter::Cancelled(to, mail) => cancelled_mail(&to, &mail),
+            Letter::Alert(to, mail) => alert_mail(&to, &mail),
+            Letter::Rendered(mail) => Ok(mail),
+        }
+    }
+
+    /// The audit a failure to send must leave, known before rendering.
+    fn audit(&self) -> Option<MailAudit> {
+        match self {
+            Letter::SignIn(to, mail) => Some(MailAudit {
+                request_id: mail.request_id,
+                email: to.as_str().into(),
+            }),
+            Letter::Rendered(mail) => mail.audit.clone(),
+            Letter::NewSignIn(..) | Letter::Cancelled(..) | Letter::Alert(..) => None,
+        }
     }
 }
 
@@ -168,7 +211,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 /// The handle handlers hold: cloning it is cheap, and [`Mailer::queue`] never waits.
 #[derive(Clone)]
 pub struct Mailer {
-    sender: mpsc::Sender<OutgoingMail>,
+    sender: mpsc::Sender<Letter>,
     db: Db,
 }
 
@@ -207,14 +250,14 @@ impl Mailer {
 
     /// Hands the mail to the worker and returns at once; a mail that cannot be queued is
     /// logged and, for a sign-in mail, audited `link_send_failed`, never the caller's problem.
-    pub fn queue(&self, mail: OutgoingMail) {
-        let (reason, mail) = match self.sender.try_send(mail) {
+    pub fn queue(&self, letter: impl Into<Letter>) {
+        let (reason, mail) = match self.sender.try_send(letter.into()) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(mail)) => ("the mail queue is full", mail),
             Err(mpsc::error::TrySendError::Closed(mail)) => ("the mail worker has stopped", mail),
         };
         log::warn!("mail not sent: {reason}");
-        if let Some(audit) = mail.audit {
+        if let Some(audit) = mail.audit() {
             let db = self.db.clone();
             actix_web::rt::spawn(async move {
                 record(&db, AuditEvent::LinkSendFailed, &audit, Some(reason.into())).await;
@@ -231,10 +274,24 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, mut receiver: mpsc::Receiver<OutgoingMail>) {
+    async fn run(self, mut receiver: mpsc::Receiver<Letter>) {
         futures_util::stream::poll_fn(|cx| receiver.poll_recv(cx))
-            .for_each_concurrent(MAX_IN_FLIGHT, |mail| self.deliver(mail))
+            .for_each_concurrent(MAX_IN_FLIGHT, |letter| self.render_and_deliver(letter))
             .await;
+    }
+
+    async fn render_and_deliver(&self, letter: Letter) {
+        let audit = letter.audit();
+        match letter.render() {
+            Ok(mail) => self.deliver(mail).await,
+            Err(err) => {
+                log::error!("rendering a mail: {}", error_chain(&err));
+                if let Some(audit) = audit {
+                    let detail = err.audit_detail();
+                    record(&self.db, AuditEvent::LinkSendFailed, &audit, Some(detail)).await;
+                }
+            }
+        }
     }
 
     async fn deliver(&self, mail: OutgoingMail) {

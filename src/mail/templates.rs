@@ -14,7 +14,12 @@ use crate::domain::email_address::EmailAddress;
 pub const SIGN_IN_SUBJECT: &str = "Your Latchkey sign-in link";
 pub const NEW_SIGN_IN_SUBJECT: &str = "New sign-in to Latchkey";
 
-const TEMPLATES: [(&str, &str); 7] = [
+const TEMPLATES: [(&str, &str); 9] = [
+    ("alert.txt", include_str!("../../templates/email/alert.txt")),
+    (
+        "alert.html",
+        include_str!("../../templates/email/alert.html"),
+    ),
     ("base.html", include_str!("../../templates/email/base.html")),
     (
         "sign_in.txt",
@@ -72,6 +77,33 @@ pub struct CancelledMail {
     pub cancelled_at: DateTime<Utc>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+}
+
+/// A warning about one sign-in request (a wrong approval number, a lock), sent to the
+/// member and to each admin.
+#[derive(Debug, Clone)]
+pub struct AlertMail {
+    pub subject: String,
+    /// Plain sentences, one paragraph each.
+    pub lines: Vec<String>,
+    pub requested_at: DateTime<Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub fn alert_mail(to: &EmailAddress, mail: &AlertMail) -> Result<OutgoingMail, MailError> {
+    let mut context = Context::new();
+    context.insert("subject", &mail.subject);
+    context.insert("lines", &mail.lines);
+    context.insert("requested_at", &when(mail.requested_at));
+    insert_client(&mut context, mail.ip.as_deref(), mail.user_agent.as_deref());
+    Ok(OutgoingMail {
+        to: to.clone(),
+        subject: mail.subject.clone(),
+        text: render("alert.txt", &context)?,
+        html: render("alert.html", &context)?,
+        audit: None,
+    })
 }
 
 pub fn sign_in_mail(to: &EmailAddress, mail: &SignInMail) -> Result<OutgoingMail, MailError> {

@@ -7,6 +7,9 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage as _};
 
 use crate::state::AppState;
+
+/// More sign-in cookies than this is not a browser but a crafted request.
+const MAX_BINDINGS: usize = 4;
 use crate::web::browser::{
     cookie_name, BindingSecret, Browser, BrowserId, BROWSER_COOKIE, SIGNIN_COOKIE,
 };
@@ -23,15 +26,26 @@ pub async fn browser_cookie(
     let existing = req
         .cookie(&cookie_name(BROWSER_COOKIE, https))
         .and_then(|cookie| BrowserId::from_cookie(key, cookie.value()));
-    let binding = req
-        .cookie(&cookie_name(SIGNIN_COOKIE, https))
-        .and_then(|cookie| BindingSecret::from_cookie(key, cookie.value()));
+    // Every valid binding the browser sends: a cookie planted beside this browser's own (say
+    // by a sibling host, where the `__Host-` prefix is not in force) must not hide it.
+    let signin_name = cookie_name(SIGNIN_COOKIE, https);
+    let bindings: Vec<BindingSecret> = req
+        .cookies()
+        .map(|cookies| {
+            cookies
+                .iter()
+                .filter(|cookie| cookie.name() == signin_name)
+                .filter_map(|cookie| BindingSecret::from_cookie(key, cookie.value()))
+                .take(MAX_BINDINGS)
+                .collect()
+        })
+        .unwrap_or_default();
     let had_cookie = existing.is_some();
     let id = existing.unwrap_or_else(BrowserId::generate);
     req.extensions_mut().insert(Browser {
         id: id.clone(),
         had_cookie,
-        binding,
+        bindings,
     });
     let mut res = next.call(req).await?;
     // Static files and health checks need no cookie; pages and form posts do.

@@ -32,10 +32,12 @@ pub enum AuditEvent {
     MemberAdded,
     MemberRoleChanged,
     MemberDeactivated,
+    CodeLocked,
+    ApprovalLocked,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 20] = [
+    pub const ALL: [AuditEvent; 22] = [
         AuditEvent::LinkRequested,
         AuditEvent::LinkSent,
         AuditEvent::LinkSendFailed,
@@ -56,6 +58,8 @@ impl AuditEvent {
         AuditEvent::MemberAdded,
         AuditEvent::MemberRoleChanged,
         AuditEvent::MemberDeactivated,
+        AuditEvent::CodeLocked,
+        AuditEvent::ApprovalLocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -80,6 +84,8 @@ impl AuditEvent {
             AuditEvent::MemberAdded => "member_added",
             AuditEvent::MemberRoleChanged => "member_role_changed",
             AuditEvent::MemberDeactivated => "member_deactivated",
+            AuditEvent::CodeLocked => "code_locked",
+            AuditEvent::ApprovalLocked => "approval_locked",
         }
     }
 

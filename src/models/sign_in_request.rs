@@ -3,13 +3,15 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::schema::sign_in_requests;
+use crate::schema::{sign_in_prefetches, sign_in_requests};
 
+/// A request row. `member_id` is `None` for a decoy: a request made for an address that may
+/// not sign in, which nobody can complete (see `signin::request_link`).
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
 #[diesel(table_name = sign_in_requests, check_for_backend(diesel::pg::Pg))]
 pub struct SignInRequest {
     pub id: i64,
-    pub member_id: i64,
+    pub member_id: Option<i64>,
     pub token_digest: Vec<u8>,
     pub code_digest: Vec<u8>,
     pub browser_digest: Option<Vec<u8>>,
@@ -24,12 +26,15 @@ pub struct SignInRequest {
     pub completed_by: Option<String>,
     pub approved_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    pub requested_email: String,
+    pub approval_mismatch_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Insertable)]
 #[diesel(table_name = sign_in_requests)]
 pub struct NewSignInRequest {
-    pub member_id: i64,
+    pub member_id: Option<i64>,
+    pub requested_email: String,
     pub token_digest: Vec<u8>,
     pub code_digest: Vec<u8>,
     pub browser_digest: Option<Vec<u8>>,
@@ -69,6 +74,23 @@ pub enum RequestState {
 
 /// The most wrong codes a request survives.
 pub const MAX_CODE_FAILURES: i16 = 5;
+
+/// Whose wrong codes and approvals are counted together for the 24-hour locks: a member's
+/// over all their requests, or (for decoys) the address that was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockScope {
+    Member(i64),
+    Address(String),
+}
+
+impl LockScope {
+    pub fn of(request: &SignInRequest) -> Self {
+        match request.member_id {
+            Some(id) => LockScope::Member(id),
+            None => LockScope::Address(request.requested_email.clone()),
+        }
+    }
+}
 
 impl SignInRequest {
     pub fn state(&self, now: DateTime<Utc>) -> RequestState {
@@ -110,13 +132,16 @@ pub fn find_by_token(
         .optional()
 }
 
-/// The newest request this browser asked for that is still open.
+/// The newest request, among those bound to any of `bindings`, that is still open.
 pub fn latest_pending_for_browser(
     conn: &mut PgConnection,
-    browser_digest: &[u8],
+    bindings: &[Vec<u8>],
 ) -> QueryResult<Option<SignInRequest>> {
+    if bindings.is_empty() {
+        return Ok(None);
+    }
     sign_in_requests::table
-        .filter(sign_in_requests::browser_digest.eq(browser_digest))
+        .filter(sign_in_requests::browser_digest.eq_any(bindings))
         .filter(sign_in_requests::consumed_at.is_null())
         .filter(sign_in_requests::cancelled_at.is_null())
         .filter(sign_in_requests::expires_at.gt(diesel::dsl::now))
@@ -205,6 +230,69 @@ pub fn cancel(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
     .set(sign_in_requests::cancelled_at.eq(diesel::dsl::now))
     .execute(conn)
     .map(|n| n == 1)
+}
+
+/// Wrong codes typed since `since` over every request in `scope`.
+pub fn code_failures_since(
+    conn: &mut PgConnection,
+    scope: &LockScope,
+    since: DateTime<Utc>,
+) -> QueryResult<i64> {
+    let recent = sign_in_requests::table.filter(sign_in_requests::created_at.gt(since));
+    let total: Option<i64> = match scope {
+        LockScope::Member(id) => recent
+            .filter(sign_in_requests::member_id.eq(id))
+            .select(diesel::dsl::sum(sign_in_requests::code_failures))
+            .first(conn)?,
+        LockScope::Address(email) => recent
+            .filter(sign_in_requests::member_id.is_null())
+            .filter(sign_in_requests::requested_email.eq(email))
+            .select(diesel::dsl::sum(sign_in_requests::code_failures))
+            .first(conn)?,
+    };
+    Ok(total.unwrap_or(0))
+}
+
+/// Requests of the member that a wrong approval number cancelled since `since`.
+pub fn approval_mismatches_since(
+    conn: &mut PgConnection,
+    member_id: i64,
+    since: DateTime<Utc>,
+) -> QueryResult<i64> {
+    sign_in_requests::table
+        .filter(sign_in_requests::member_id.eq(member_id))
+        .filter(sign_in_requests::approval_mismatch_at.gt(since))
+        .count()
+        .get_result(conn)
+}
+
+/// Cancels an open request because the approving device typed a wrong number.
+pub fn cancel_for_mismatch(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
+    diesel::update(
+        sign_in_requests::table
+            .filter(sign_in_requests::id.eq(id))
+            .filter(sign_in_requests::consumed_at.is_null())
+            .filter(sign_in_requests::cancelled_at.is_null()),
+    )
+    .set((
+        sign_in_requests::cancelled_at.eq(diesel::dsl::now),
+        sign_in_requests::approval_mismatch_at.eq(diesel::dsl::now),
+    ))
+    .execute(conn)
+    .map(|n| n == 1)
+}
+
+/// Notes that `ip` fetched the request's link without the asking browser's cookie; true
+/// the first time for that request and address, so only then is it audited.
+pub fn record_prefetch(conn: &mut PgConnection, request_id: i64, ip: &str) -> QueryResult<bool> {
+    diesel::insert_into(sign_in_prefetches::table)
+        .values((
+            sign_in_prefetches::request_id.eq(request_id),
+            sign_in_prefetches::ip.eq(ip),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .map(|n| n == 1)
 }
 
 /// Requests made for a member since `since`, for the per-address send limit. Counting every

@@ -6,10 +6,10 @@ use serde::Deserialize;
 
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
-use crate::mail::{sign_in_mail, SignInMail};
-use crate::signin::{self, LinkRequest};
+use crate::mail::{Letter, SignInMail};
+use crate::signin::{self, IssuedLink, LinkRequest};
 use crate::state::AppState;
-use crate::web::browser::{BindingSecret, Browser};
+use crate::web::browser::BindingSecret;
 use crate::web::client::Client;
 use crate::web::errors::{respond, PageResult};
 use crate::web::pages::Page;
@@ -36,7 +36,6 @@ pub struct LoginForm {
 pub async fn submit(
     req: HttpRequest,
     state: web::Data<AppState>,
-    browser: Browser,
     Client(client): Client,
     form: web::Form<LoginForm>,
 ) -> HttpResponse {
@@ -53,48 +52,38 @@ pub async fn submit(
                 .render(&req)
         }
     };
-    respond(
-        &req,
-        request_link(&req, &state, browser, client, email, next).await,
-    )
+    respond(&req, request_link(&req, &state, client, email, next).await)
 }
 
 async fn request_link(
     req: &HttpRequest,
     state: &web::Data<AppState>,
-    browser: Browser,
     client: crate::models::audit::ClientInfo,
     email: EmailAddress,
     next: NextPath,
 ) -> PageResult {
-    // Reuse the browser's binding secret so that every link it asked for keeps working in it.
-    let binding = browser.binding.unwrap_or_else(BindingSecret::generate);
+    // A fresh binding for every request, never the one the browser brought: a sign-in
+    // cookie planted in a victim's browser must not be bound to the victim's requests.
+    let binding = BindingSecret::generate();
     let binding_digest = binding.digest();
-    let settings = state.settings.clone();
-    let token_key = state.keys.token.clone();
+    let (settings, token_key) = (state.settings.clone(), state.keys.token.clone());
     let shown_email = email.clone();
     let outcome = state
         .db
-        .run(move |conn| {
+        .query(move |conn| {
             signin::request_link(
                 conn,
                 &settings,
                 &token_key,
                 &email,
-                Some(binding_digest),
+                &binding_digest,
                 &next,
                 &client,
             )
         })
         .await?;
-    if let LinkRequest::Created {
-        member,
-        request,
-        token,
-        code,
-    } = outcome
-    {
-        queue_sign_in_mail(state, &member.email, &request, &token, &code);
+    if let LinkRequest::Created(issued) = outcome {
+        queue_sign_in_mail(state, &issued);
     }
     let https = state.settings.public_url.is_https();
     let ttl = signin::to_chrono(state.settings.link_ttl);
@@ -109,21 +98,18 @@ async fn request_link(
     Ok(response)
 }
 
-/// Renders and queues the email; sending happens off the request path, so the answer takes
-/// the same time whether or not a mail goes out.
-pub fn queue_sign_in_mail(
-    state: &AppState,
-    stored_email: &str,
-    request: &crate::models::sign_in_request::SignInRequest,
-    token: &crate::domain::token::SignInToken,
-    code: &crate::domain::code::SignInCode,
-) {
+/// Queues the email; the worker renders and sends it off the request path, so the answer
+/// takes the same time whether or not a mail goes out.
+fn queue_sign_in_mail(state: &AppState, issued: &IssuedLink) {
+    let IssuedLink {
+        member,
+        request,
+        token,
+        code,
+    } = issued;
     // Mail goes to the stored address, never to what was typed.
-    let Ok(to) = EmailAddress::parse(stored_email) else {
-        log::error!(
-            "member {} has an unparseable stored address",
-            request.member_id
-        );
+    let Ok(to) = EmailAddress::parse(&member.email) else {
+        log::error!("member {} has an unparseable stored address", member.id);
         return;
     };
     let mail = SignInMail {
@@ -137,8 +123,5 @@ pub fn queue_sign_in_mail(
         user_agent: request.requested_user_agent.clone(),
         request_id: request.id,
     };
-    match sign_in_mail(&to, &mail) {
-        Ok(outgoing) => state.mailer.queue(outgoing),
-        Err(err) => log::error!("rendering the sign-in email: {err}"),
-    }
+    state.mailer.queue(Letter::SignIn(to, mail));
 }

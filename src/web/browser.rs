@@ -160,7 +160,8 @@ pub struct Browser {
     /// False when the browser arrived without a valid browser cookie (a first visit, a mail
     /// scanner, another device); the middleware sets one on the response.
     pub had_cookie: bool,
-    pub binding: Option<BindingSecret>,
+    /// The sign-in cookies' binding secrets (normally one: each `POST /login` sets a fresh one).
+    pub bindings: Vec<BindingSecret>,
 }
 
 impl FromRequest for Browser {

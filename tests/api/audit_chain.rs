@@ -422,9 +422,9 @@ fn purge_removes_exactly_the_rows_past_retention_and_the_rest_still_verifies() {
         "INSERT INTO sessions (key_digest, member_id, state, expires_at) \
          VALUES (decode(repeat('ab', 32), 'hex'), {id}, '{{}}', now() - interval '1 minute'), \
                 (decode(repeat('cd', 32), 'hex'), {id}, '{{}}', now() + interval '1 hour'); \
-         INSERT INTO sign_in_requests (member_id, token_digest, code_digest, approval_number, expires_at) \
-         VALUES ({id}, decode(repeat('01', 32), 'hex'), decode(repeat('02', 32), 'hex'), 42, now() - interval '2 days'), \
-                ({id}, decode(repeat('03', 32), 'hex'), decode(repeat('04', 32), 'hex'), 42, now() + interval '5 minutes')",
+         INSERT INTO sign_in_requests (member_id, requested_email, token_digest, code_digest, approval_number, expires_at) \
+         VALUES ({id}, 'ann@example.org', decode(repeat('01', 32), 'hex'), decode(repeat('02', 32), 'hex'), 42, now() - interval '2 days'), \
+                ({id}, 'ann@example.org', decode(repeat('03', 32), 'hex'), decode(repeat('04', 32), 'hex'), 42, now() + interval '5 minutes')",
         id = member.id
     ))
     .unwrap();

@@ -1,12 +1,12 @@
-//! `POST /auth/approve`: from another device, pick the number the asking browser shows.
+//! `POST /auth/approve`: on another device, type the number the asking browser shows.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{refusal_page, verify_token};
-use crate::models::audit::ClientInfo;
-use crate::signin::{self, ApprovalOutcome, Refusal};
+use super::{no_store, queue_alert, refusal_page, verify_token};
+use crate::domain::approval_number::ApprovalNumber;
+use crate::signin::{self, ApprovalOutcome};
 use crate::state::AppState;
 use crate::web::client::Client;
 use crate::web::errors::{respond, PageResult};
@@ -24,63 +24,39 @@ pub async fn submit(
     Client(client): Client,
     form: web::Form<ApproveForm>,
 ) -> HttpResponse {
-    let result = submit_inner(&req, &state, client, form.into_inner()).await;
-    super::no_store(respond(&req, result))
-}
-
-async fn submit_inner(
-    req: &HttpRequest,
-    state: &web::Data<AppState>,
-    client: ClientInfo,
-    form: ApproveForm,
-) -> PageResult {
-    let token_id = verify_token(state, form.token.as_deref());
-    let number = form.number.and_then(|n| n.trim().parse::<i16>().ok());
+    let token_id = verify_token(&state, form.token.as_deref());
+    let number = form
+        .number
+        .as_deref()
+        .and_then(|n| ApprovalNumber::parse(n).ok());
     let outcome = state
         .db
-        .run(move |conn| {
-            let Some(token_id) = token_id else {
-                signin::audit_refusal(
-                    conn,
-                    Refusal::Invalid,
-                    None,
-                    &client,
-                    "approval with a malformed or forged token",
-                )?;
-                return Ok(ApprovalOutcome::Refused(Refusal::Invalid));
-            };
-            let Some(found) = signin::find_by_token(conn, &token_id)? else {
-                signin::audit_refusal(
-                    conn,
-                    Refusal::Invalid,
-                    None,
-                    &client,
-                    "approval with an unknown token",
-                )?;
-                return Ok(ApprovalOutcome::Refused(Refusal::Invalid));
-            };
-            if let Some(refusal) = signin::refusal_for_state(&found.request, chrono::Utc::now()) {
-                signin::audit_refusal(conn, refusal, Some(&found), &client, "approval")?;
-                return Ok(ApprovalOutcome::Refused(refusal));
-            }
-            signin::approve(conn, &found, number, &client)
-        })
-        .await?;
-    Ok(match outcome {
-        ApprovalOutcome::Approved => Page::new("message", "Approved")
-            .with("heading", "Approved")
-            .with("message", "Go back to the other device: it is signing in now. This browser stays signed out.")
-            .render(req),
-        ApprovalOutcome::Mismatch => Page::new("message", "Sign-in cancelled")
-            .with("heading", "Sign-in cancelled")
-            .with(
-                "message",
-                "That was not the number the other device shows, so the request has been cancelled. If you were signing in, ask for a new link.",
-            )
-            .with("link", "/login")
-            .with("link_text", "Ask for a new link")
-            .status(StatusCode::FORBIDDEN)
-            .render(req),
-        ApprovalOutcome::Refused(refusal) => refusal_page(req, refusal),
-    })
+        .query(move |conn| signin::approve(conn, token_id.as_ref(), number, &client))
+        .await;
+    let page: PageResult = outcome.map_err(Into::into).map(|outcome| match outcome {
+        ApprovalOutcome::Approved => message(&req, StatusCode::OK, "Approved",
+            "Go back to the other device: it is signing in now. This browser stays signed out."),
+        ApprovalOutcome::Mismatch { alert, locked } => {
+            queue_alert(&state, &alert);
+            message(&req, StatusCode::FORBIDDEN, "Sign-in cancelled", if locked {
+                "That was not the number the other device shows, so the request has been cancelled and the administrators have been told. After three wrong numbers today, approving from another device is locked for this account until tomorrow; the link and the code still work in the browser that asked."
+            } else {
+                "That was not the number the other device shows, so the request has been cancelled and the administrators have been told. If you were signing in, ask for a new link."
+            })
+        }
+        ApprovalOutcome::Locked => message(&req, StatusCode::FORBIDDEN, "Approval is locked",
+            "Too many wrong numbers were typed for this account today, so approving from another device is refused until tomorrow. Open the link in the browser where you asked for it, or type the code there."),
+        ApprovalOutcome::Refused(refusal) => refusal_page(&req, refusal),
+    });
+    no_store(respond(&req, page))
+}
+
+fn message(req: &HttpRequest, status: StatusCode, heading: &str, text: &str) -> HttpResponse {
+    Page::new("message", heading)
+        .with("heading", heading)
+        .with("message", text)
+        .with("link", "/login")
+        .with("link_text", "Ask for a new link")
+        .status(status)
+        .render(req)
 }

@@ -4,12 +4,11 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{refusal_page, verify_token};
+use super::{no_store, refusal_page, verify_token};
 use crate::domain::email_address::EmailAddress;
-use crate::mail::{cancelled_mail, CancelledMail};
-use crate::models::audit::ClientInfo;
-use crate::models::member;
-use crate::signin::{self, Refusal};
+use crate::mail::{CancelledMail, Letter};
+use crate::models::sign_in_request::SignInRequest;
+use crate::signin::{self, CancelOutcome, Cancelled, Refusal};
 use crate::state::AppState;
 use crate::web::client::Client;
 use crate::web::errors::{respond, PageResult};
@@ -28,9 +27,9 @@ pub async fn show(
 ) -> HttpResponse {
     let token = query.into_inner().token;
     if verify_token(&state, token.as_deref()).is_none() {
-        return super::no_store(refusal_page(&req, Refusal::Invalid));
+        return no_store(refusal_page(&req, Refusal::Invalid));
     }
-    super::no_store(
+    no_store(
         Page::new("cancel", "Not you?")
             .with("token", token.unwrap_or_default())
             .render(&req),
@@ -43,66 +42,53 @@ pub async fn submit(
     Client(client): Client,
     form: web::Form<TokenParam>,
 ) -> HttpResponse {
-    let result = submit_inner(&req, &state, client, form.into_inner().token).await;
-    super::no_store(respond(&req, result))
-}
-
-async fn submit_inner(
-    req: &HttpRequest,
-    state: &web::Data<AppState>,
-    client: ClientInfo,
-    token: Option<String>,
-) -> PageResult {
-    let Some(token_id) = verify_token(state, token.as_deref()) else {
-        return Ok(refusal_page(req, Refusal::Invalid));
+    let Some(token_id) = verify_token(&state, form.token.as_deref()) else {
+        return no_store(refusal_page(&req, Refusal::Invalid));
     };
     let outcome = state
         .db
-        .run(move |conn| {
-            let Some(found) = signin::find_by_token(conn, &token_id)? else {
-                return Ok(None);
-            };
-            let cancelled = signin::cancel(conn, &found, &client)?;
-            let admins = if cancelled {
-                member::active_admin_emails(conn)?
-            } else {
-                Vec::new()
-            };
-            Ok::<_, crate::db::DbError>(Some((found, cancelled, admins)))
-        })
-        .await?;
-    let Some((found, cancelled, admins)) = outcome else {
-        return Ok(refusal_page(req, Refusal::Invalid));
-    };
-    if !cancelled {
-        return Ok(Page::new("message", "Nothing to cancel")
+        .query(move |conn| signin::cancel(conn, &token_id, &client))
+        .await;
+    let page: PageResult = outcome.map_err(Into::into).map(|outcome| match outcome {
+        CancelOutcome::Cancelled(cancelled) => {
+            let Cancelled {
+                request,
+                member,
+                admins,
+            } = *cancelled;
+            tell_admins(&state, &request, &member.email, &admins);
+            Page::new("message", "Sign-in cancelled")
+                .with("heading", "Sign-in request cancelled")
+                .with(
+                    "message",
+                    "The link no longer works, and the administrators have been told. Thank you.",
+                )
+                .render(&req)
+        }
+        CancelOutcome::NotOpen => Page::new("message", "Nothing to cancel")
             .with("heading", "Nothing to cancel")
             .with(
                 "message",
                 "This sign-in request was already used, cancelled or expired.",
             )
-            .render(req));
+            .render(&req),
+        CancelOutcome::Invalid => refusal_page(&req, Refusal::Invalid),
+    });
+    no_store(respond(&req, page))
+}
+
+fn tell_admins(state: &AppState, request: &SignInRequest, email: &str, admins: &[String]) {
+    let Ok(email) = EmailAddress::parse(email) else {
+        return;
+    };
+    let mail = CancelledMail {
+        email,
+        requested_at: request.created_at,
+        cancelled_at: chrono::Utc::now(),
+        ip: request.requested_ip.clone(),
+        user_agent: request.requested_user_agent.clone(),
+    };
+    for admin in admins.iter().filter_map(|a| EmailAddress::parse(a).ok()) {
+        state.mailer.queue(Letter::Cancelled(admin, mail.clone()));
     }
-    if let Ok(email) = EmailAddress::parse(&found.member.email) {
-        let mail = CancelledMail {
-            email,
-            requested_at: found.request.created_at,
-            cancelled_at: chrono::Utc::now(),
-            ip: found.request.requested_ip.clone(),
-            user_agent: found.request.requested_user_agent.clone(),
-        };
-        for admin in admins.iter().filter_map(|a| EmailAddress::parse(a).ok()) {
-            match cancelled_mail(&admin, &mail) {
-                Ok(outgoing) => state.mailer.queue(outgoing),
-                Err(err) => log::error!("rendering the cancellation email: {err}"),
-            }
-        }
-    }
-    Ok(Page::new("message", "Sign-in cancelled")
-        .with("heading", "Sign-in request cancelled")
-        .with(
-            "message",
-            "The link no longer works, and the administrators have been told. Thank you.",
-        )
-        .render(req))
 }

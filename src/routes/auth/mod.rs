@@ -16,12 +16,13 @@ use base64::Engine as _;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
 use crate::domain::token::{SignInToken, TokenId};
-use crate::mail::{new_sign_in_mail, NewSignInMail};
+use crate::mail::{Letter, NewSignInMail};
 use crate::middleware::guard::{SEEN_AT_KEY, SIGNED_IN_AT_KEY};
 use crate::models::audit::ClientInfo;
 use crate::session_store::{IP_KEY, USER_AGENT_KEY};
-use crate::signin::{Refusal, SignedIn};
+use crate::signin::{Alert, Asker, Refusal, SignedIn};
 use crate::state::AppState;
+use crate::web::browser::{BindingSecret, Browser};
 use crate::web::errors::PageError;
 use crate::web::pages::{is_htmx, Page, SESSION_CSRF_KEY};
 
@@ -77,9 +78,25 @@ fn notify_new_browser(state: &AppState, signed_in: &SignedIn, client: &ClientInf
         ip: client.ip.clone(),
         user_agent: client.user_agent.clone(),
     };
-    match new_sign_in_mail(&to, &mail) {
-        Ok(outgoing) => state.mailer.queue(outgoing),
-        Err(err) => log::error!("rendering the new sign-in email: {err}"),
+    state.mailer.queue(Letter::NewSignIn(to, mail));
+}
+
+/// Queues a step's warning to the member and every admin.
+pub fn queue_alert(state: &AppState, alert: &Alert) {
+    for recipient in &alert.recipients {
+        match EmailAddress::parse(recipient) {
+            Ok(to) => state.mailer.queue(Letter::Alert(to, alert.mail.clone())),
+            Err(_) => log::error!("a member has an unparseable stored address"),
+        }
+    }
+}
+
+/// The browser a sign-in step is taken in, as the sign-in steps see it.
+pub fn asker(browser: &Browser, client: ClientInfo) -> Asker {
+    Asker {
+        bindings: browser.bindings.iter().map(BindingSecret::digest).collect(),
+        device: browser.id.device_digest(),
+        client,
     }
 }
 
