@@ -47,7 +47,7 @@ pub fn request_link(
 ) -> Result<LinkRequest, DbError> {
     let mut member = member::find_by_email(conn, email)?;
     if member.is_none() && settings.allowed_domains.iter().any(|d| d == email.domain()) {
-        member = Some(member::admit_from_allowed_domain(conn, email)?);
+        member = member::admit_from_allowed_domain(conn, email)?;
     }
     let outcome = conn.transaction(|conn| {
         let Some(member) = member.filter(|m| m.active) else {
