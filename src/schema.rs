@@ -41,6 +41,7 @@ diesel::table! {
         active -> Bool,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        mailbox_key -> Text,
     }
 }
 

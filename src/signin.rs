@@ -94,7 +94,7 @@ pub fn request_link(
 ) -> QueryResult<LinkRequest> {
     let mut member = member::find_by_email(conn, email)?;
     if member.is_none() && settings.allowed_domains.iter().any(|d| d == email.domain()) {
-        member = Some(member::admit_from_allowed_domain(conn, email)?);
+        member = member::admit_from_allowed_domain(conn, email)?;
     }
     conn.transaction(|conn| {
         let decoy = NewSignInRequest::decoy(settings, email, binding, next, client);

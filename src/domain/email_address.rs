@@ -61,6 +61,18 @@ impl EmailAddress {
         self.0.rsplit_once('@').map_or("", |(_, domain)| domain)
     }
 
+    /// The mailbox this address delivers to; see [`MailboxKey`].
+    pub fn mailbox_key(&self) -> MailboxKey {
+        let (local, domain) = self.0.rsplit_once('@').unwrap_or((&self.0, ""));
+        let local = unquote(local);
+        // As Postfix's `recipient_delimiter` does, a `+` that starts the local part is not a tag.
+        let base = match local.find('+') {
+            Some(at) if at > 0 => &local[..at],
+            _ => &local[..],
+        };
+        MailboxKey(format!("{}@{domain}", base.to_lowercase()))
+    }
+
     pub fn to_lettre(&self) -> lettre::Address {
         // Parsing above went through lettre's own validation, so this cannot fail.
         lettre::Address::new_dangerous(
@@ -68,6 +80,48 @@ impl EmailAddress {
             self.domain(),
         )
     }
+}
+
+/// Which mailbox an address reaches: the local part lower-cased and without a `+tag`, at the
+/// canonical domain. `Carol@corp.test`, `carol+x@corp.test` and `"carol"@corp.test` share
+/// `carol@corp.test`, because real mail servers deliver all three to Carol.
+///
+/// It is a comparison key, never an address to send to: mail goes to a member's stored
+/// address. Provider-specific rules (Gmail ignoring dots) are not applied. Stored in
+/// `members.mailbox_key`; the migration that added the column computes the same key in SQL.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct MailboxKey(String);
+
+impl MailboxKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MailboxKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The content of a quoted local part (`"carol"` is `carol`), backslash escapes undone;
+/// any other local part as it is.
+fn unquote(local: &str) -> std::borrow::Cow<'_, str> {
+    let Some(inner) = local
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return local.into();
+    };
+    let mut unquoted = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => unquoted.extend(chars.next()),
+            c => unquoted.push(c),
+        }
+    }
+    unquoted.into()
 }
 
 /// Lower-cased punycode form of a domain, or `None` when it is not a valid host name.
@@ -166,7 +220,84 @@ mod tests {
         );
     }
 
+    fn key(input: &str) -> String {
+        EmailAddress::parse(input)
+            .unwrap()
+            .mailbox_key()
+            .as_str()
+            .to_owned()
+    }
+
+    #[test]
+    fn every_spelling_of_one_mailbox_has_one_key() {
+        for spelling in [
+            "carol@corp.test",
+            "Carol@corp.test",
+            "CAROL@CORP.TEST",
+            "carol+x@corp.test",
+            "CAROL+y@corp.test",
+            "carol+@corp.test",
+            "carol+a+b@corp.test",
+            " Carol+x@Corp.Test. ",
+            "\"carol\"@corp.test",
+            "\"Carol+x\"@corp.test",
+        ] {
+            assert_eq!(key(spelling), "carol@corp.test", "{spelling:?}");
+        }
+        assert_eq!(key("Ann@Exämple.org"), "ann@xn--exmple-cua.org");
+        assert_eq!(key("ÇAROL@corp.test"), "çarol@corp.test");
+    }
+
+    #[test]
+    fn other_mailboxes_keep_other_keys() {
+        assert_ne!(key("carol@corp.test"), key("carol@other.test"));
+        assert_ne!(key("carol@corp.test"), key("caroline@corp.test"));
+        assert_ne!(key("carol@corp.test"), key("c.arol@corp.test"));
+        // A leading `+` is no delimiter: `+x` is a mailbox of its own, not everyone's tag.
+        assert_eq!(key("+x@corp.test"), "+x@corp.test");
+        assert_ne!(key("+x@corp.test"), key("+y@corp.test"));
+    }
+
+    #[test]
+    fn the_key_is_for_comparing_and_the_address_is_kept() {
+        let address = EmailAddress::parse("Carol+x@corp.test").unwrap();
+        assert_eq!(address.mailbox_key().as_str(), "carol@corp.test");
+        assert_eq!(address.as_str(), "Carol+x@corp.test");
+    }
+
     proptest! {
+        #[test]
+        fn tags_and_case_never_change_the_key(
+            local in "[a-zA-Z0-9._-]{1,20}",
+            tag in "[a-zA-Z0-9.+_-]{0,20}",
+            domain in "[a-zA-Z]{1,20}\\.[a-zA-Z]{2,6}",
+        ) {
+            prop_assume!(!local.starts_with('.') && !local.ends_with('.') && !local.contains(".."));
+            let plain = EmailAddress::parse(&format!("{local}@{domain}")).unwrap();
+            let Ok(tagged) = EmailAddress::parse(&format!("{}+{tag}@{}", local.to_uppercase(), domain.to_uppercase())) else {
+                // A tag ending in `.` or holding `..` is no address; nothing to compare.
+                return Ok(());
+            };
+            prop_assert_eq!(tagged.mailbox_key(), plain.mailbox_key());
+            prop_assert_eq!(
+                plain.mailbox_key().to_string(),
+                format!("{}@{}", local.to_lowercase(), domain.to_lowercase())
+            );
+        }
+
+        #[test]
+        fn the_key_is_a_fixed_point(input in ".{0,300}") {
+            if let Ok(address) = EmailAddress::parse(&input) {
+                let key = address.mailbox_key();
+                let at_domain = format!("@{}", address.domain());
+                prop_assert!(key.as_str().ends_with(&at_domain));
+                // Where the key is itself an address, it is its own key.
+                if let Ok(again) = EmailAddress::parse(key.as_str()) {
+                    prop_assert_eq!(again.mailbox_key(), key);
+                }
+            }
+        }
+
         #[test]
         fn never_panics_and_output_is_clean(input in ".{0,300}") {
             if let Ok(address) = EmailAddress::parse(&input) {

@@ -95,6 +95,7 @@ pub fn add_or_reactivate(
                 let member = diesel::insert_into(members::table)
                     .values((
                         members::email.eq(email.as_str()),
+                        members::mailbox_key.eq(email.mailbox_key().as_str()),
                         members::role.eq(role.as_str()),
                     ))
                     .returning(Member::as_returning())
@@ -238,17 +239,42 @@ fn ensure_another_admin(conn: &mut PgConnection, id: i64) -> Result<(), MemberEr
 }
 
 /// Admits an address at one of `LATCHKEY_ALLOWED_DOMAINS` as a `member` on its first request.
-/// A member who already exists (even deactivated) is returned as is.
+///
+/// Returns the member who may ask for a link, or `None` when admission is refused. A member
+/// with exactly this address (even deactivated) is returned as is. Otherwise, when any member
+/// shares the address's [`MailboxKey`](crate::domain::email_address::MailboxKey), nobody is
+/// admitted: a deactivated member must not come back as `Carol@…` or `carol+x@…`, and an
+/// active member is not doubled by a second spelling of their own mailbox — they sign in with
+/// the address they are listed under. The caller answers a refusal as it answers any address
+/// that may not sign in.
 pub fn admit_from_allowed_domain(
     conn: &mut PgConnection,
     email: &EmailAddress,
-) -> QueryResult<Member> {
+) -> QueryResult<Option<Member>> {
+    let mailbox_key = email.mailbox_key();
     conn.transaction(|conn| {
+        // Admissions to one mailbox are decided one at a time, so two spellings asking at
+        // once cannot both become members.
+        diesel::sql_query("SELECT pg_advisory_xact_lock(7302, hashtext($1))")
+            .bind::<diesel::sql_types::Text, _>(mailbox_key.as_str())
+            .execute(conn)?;
+        let same_mailbox: Vec<Member> = members::table
+            .filter(members::mailbox_key.eq(mailbox_key.as_str()))
+            .select(Member::as_select())
+            .load(conn)?;
+        if let Some(member) = same_mailbox.iter().find(|m| m.email == email.as_str()) {
+            return Ok(Some(member.clone()));
+        }
+        if !same_mailbox.is_empty() {
+            return Ok(None);
+        }
         let inserted = diesel::insert_into(members::table)
             .values((
                 members::email.eq(email.as_str()),
+                members::mailbox_key.eq(mailbox_key.as_str()),
                 members::role.eq(Role::Member.as_str()),
             ))
+            // An admin may list this very address meanwhile; theirs is the row that counts.
             .on_conflict(members::email)
             .do_nothing()
             .returning(Member::as_returning())
@@ -261,12 +287,9 @@ pub fn admit_from_allowed_domain(
                     .actor("LATCHKEY_ALLOWED_DOMAINS")
                     .detail("role member, admitted by domain")
                     .insert(conn)?;
-                Ok(member)
+                Ok(Some(member))
             }
-            None => members::table
-                .filter(members::email.eq(email.as_str()))
-                .select(Member::as_select())
-                .first(conn),
+            None => find_by_email(conn, email),
         }
     })
 }

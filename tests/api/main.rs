@@ -12,6 +12,7 @@ mod embedded;
 mod hardening;
 mod health;
 mod mail;
+mod mailbox;
 mod migrations;
 mod no_secrets_in_logs;
 mod rate_limit;

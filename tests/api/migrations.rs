@@ -57,3 +57,54 @@ fn revert_all_leaves_an_empty_schema() {
     assert!(revert_all(&mut conn).unwrap() >= 2);
     assert!(public_columns(&mut conn).is_empty());
 }
+
+#[derive(diesel::QueryableByName)]
+struct KeyedEmail {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    email: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    mailbox_key: String,
+}
+
+#[test]
+fn the_mailbox_key_backfill_is_the_rust_rule() {
+    use latchkey::domain::email_address::EmailAddress;
+
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    // Back to the schema before `mailbox_key` (and whatever came after it).
+    while !revert_last(&mut conn)
+        .unwrap()
+        .expect("the mailbox_key migration is applied")
+        .contains("20261202000003")
+    {}
+    let spellings = [
+        "carol@corp.test",
+        "Carol@corp.test",
+        "CAROL+y@corp.test",
+        "carol+x+z@corp.test",
+        "+tag@corp.test",
+        r#""Carol+q"@corp.test"#,
+        r#""a\"b"@corp.test"#,
+        r#""at@sign"@corp.test"#,
+        "Ann@xn--exmple-cua.org",
+    ];
+    for spelling in spellings {
+        let canonical = EmailAddress::parse(spelling).unwrap();
+        diesel::sql_query("INSERT INTO members (email, role) VALUES ($1, 'member')")
+            .bind::<diesel::sql_types::Text, _>(canonical.as_str())
+            .execute(&mut conn)
+            .unwrap();
+    }
+    run_pending(&mut conn).unwrap();
+
+    let rows: Vec<KeyedEmail> =
+        diesel::sql_query("SELECT email, mailbox_key FROM members ORDER BY id")
+            .load(&mut conn)
+            .unwrap();
+    assert_eq!(rows.len(), spellings.len());
+    for row in rows {
+        let expected = EmailAddress::parse(&row.email).unwrap().mailbox_key();
+        assert_eq!(row.mailbox_key, expected.as_str(), "{}", row.email);
+    }
+}

@@ -86,7 +86,8 @@ async fn update_replaces_the_state_and_fills_the_member_columns() {
         .unwrap();
     let mut conn = database.connect();
     let member_id: i64 = diesel::sql_query(
-        "INSERT INTO members (email, role) VALUES ('ann@example.org', 'member') RETURNING id",
+        "INSERT INTO members (email, mailbox_key, role) \
+         VALUES ('ann@example.org', 'ann@example.org', 'member') RETURNING id",
     )
     .get_result::<Id>(&mut conn)
     .unwrap()
@@ -208,7 +209,8 @@ async fn a_revoked_signed_in_session_is_not_brought_back_by_an_update() {
     let store = store(&database);
     let mut conn = database.connect();
     let member_id: i64 = diesel::sql_query(
-        "INSERT INTO members (email, role) VALUES ('ann@example.org', 'member') RETURNING id",
+        "INSERT INTO members (email, mailbox_key, role) \
+         VALUES ('ann@example.org', 'ann@example.org', 'member') RETURNING id",
     )
     .get_result::<Id>(&mut conn)
     .unwrap()

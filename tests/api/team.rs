@@ -371,6 +371,7 @@ async fn hostile_addresses_show_as_text_on_the_team_page() {
     diesel::insert_into(members::table)
         .values((
             members::email.eq("<script>alert(1)</script>\r\n@example.org"),
+            members::mailbox_key.eq("<script>alert(1)</script>\r\n@example.org"),
             members::role.eq("member"),
         ))
         .execute(&mut app.conn())

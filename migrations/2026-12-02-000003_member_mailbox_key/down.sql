@@ -1,0 +1,2 @@
+DROP INDEX members_mailbox_key_idx;
+ALTER TABLE members DROP COLUMN mailbox_key;

@@ -1,0 +1,214 @@
+//! Deactivation holds for every spelling that reaches the same mailbox (SPEC, Audit): at a
+//! `LATCHKEY_ALLOWED_DOMAINS` domain, `Carol@…` and `carol+x@…` are not admitted beside Carol.
+
+use std::process::Output;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use latchkey::schema::members;
+
+use crate::helpers::{new_browser, spawn_app_with, TestApp};
+
+async fn corp_app() -> TestApp {
+    spawn_app_with(|vars| {
+        vars.insert("LATCHKEY_ALLOWED_DOMAINS".into(), "corp.test".into());
+    })
+    .await
+}
+
+/// Runs the real `latchkey ARGS` against the app's database, as an operator would.
+fn latchkey(app: &TestApp, args: &[&str]) -> Output {
+    let scratch = std::env::temp_dir().join("latchkey-cli-tests");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", app.database.url.expose())
+        .env("LATCHKEY_DATA_DIR", scratch.join("data"))
+        .env("RUST_LOG", "warn")
+        .current_dir(&scratch)
+        .output()
+        .expect("running latchkey");
+    assert!(
+        out.status.success(),
+        "latchkey {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every member as (email, mailbox key, active), by id.
+fn members(app: &TestApp) -> Vec<(String, String, bool)> {
+    members::table
+        .order(members::id.asc())
+        .select((members::email, members::mailbox_key, members::active))
+        .load(&mut app.conn())
+        .unwrap()
+}
+
+fn member_id(app: &TestApp, email: &str) -> i64 {
+    members::table
+        .filter(members::email.eq(email))
+        .select(members::id)
+        .first(&mut app.conn())
+        .unwrap()
+}
+
+/// Asks for a link as `spelling` in a new browser and checks it was turned away exactly as
+/// any address that may not sign in is: the usual page, `login_denied`, and nothing else.
+async fn assert_refused(app: &TestApp, spelling: &str) {
+    let members_before = members(app);
+    let mails_before = app.smtp.received().len();
+    let requests_before = app.count("sign_in_requests");
+    let sessions_before = app.count("sessions WHERE member_id IS NOT NULL");
+    let browser = new_browser();
+
+    let res = app.request_link(&browser, spelling).await;
+    assert_eq!(res.status(), 200, "{spelling}");
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Check your inbox"), "{spelling}: {html}");
+
+    let last = app.audit().pop().unwrap();
+    assert_eq!(last.event, "login_denied", "{spelling}");
+    assert_eq!(last.email.as_deref(), Some(spelling));
+    assert_eq!(members(app), members_before, "{spelling} became a member");
+    assert_eq!(app.count("sign_in_requests"), requests_before, "{spelling}");
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.smtp.received().len(),
+        mails_before,
+        "{spelling} got mail"
+    );
+    assert_eq!(
+        app.count("sessions WHERE member_id IS NOT NULL"),
+        sessions_before,
+        "{spelling}"
+    );
+    let dashboard = browser.get(app.url("/")).send().await.unwrap();
+    assert_eq!(dashboard.status(), 303, "{spelling} reached the dashboard");
+}
+
+#[actix_web::test]
+async fn a_removed_members_other_spellings_are_not_admitted_by_domain() {
+    let app = corp_app().await;
+    latchkey(&app, &["members", "add", "carol@corp.test"]);
+    let carol = app.signed_in_browser("carol@corp.test", "member").await;
+    let out = latchkey(&app, &["members", "remove", "carol@corp.test"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deactivated carol@corp.test"));
+    assert_eq!(
+        carol.get(app.url("/")).send().await.unwrap().status(),
+        303,
+        "removing ends Carol's session"
+    );
+
+    for spelling in [
+        "Carol@corp.test",
+        "carol+x@corp.test",
+        "CAROL+y@corp.test",
+        "carol@corp.test",
+    ] {
+        assert_refused(&app, spelling).await;
+    }
+    assert_eq!(
+        members(&app),
+        [(
+            "carol@corp.test".to_string(),
+            "carol@corp.test".to_string(),
+            false
+        )]
+    );
+}
+
+#[actix_web::test]
+async fn an_admitted_member_is_not_doubled_by_another_spelling_nor_back_after_deactivation() {
+    let app = corp_app().await;
+    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    // Carol comes in by the domain rule, as the first of her spellings to ask.
+    let res = app.sign_in(&new_browser(), "carol@corp.test").await;
+    assert_eq!(res.status(), 303);
+    let carol = member_id(&app, "carol@corp.test");
+
+    // While she is active, her other spellings do not become second members; she signs in
+    // under the address she is listed with, and her mail goes there.
+    assert_refused(&app, "carol+x@corp.test").await;
+    assert_refused(&app, "Carol@corp.test").await;
+    let before = app.smtp.received().len();
+    app.request_link(&new_browser(), "carol@corp.test").await;
+    assert!(app
+        .next_sign_in_mail(before)
+        .await
+        .to
+        .contains("carol@corp.test"));
+
+    // Deactivated on /team, she stays out under every spelling.
+    let csrf = app.csrf(&admin, "/team").await;
+    let res = admin
+        .post(app.url(&format!("/team/{carol}/deactivate")))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    for spelling in ["Carol@corp.test", "carol+x@corp.test", "CAROL+y@corp.test"] {
+        assert_refused(&app, spelling).await;
+    }
+    let corp: Vec<_> = members(&app)
+        .into_iter()
+        .filter(|(email, _, _)| email.ends_with("@corp.test"))
+        .collect();
+    assert_eq!(
+        corp,
+        [(
+            "carol@corp.test".to_string(),
+            "carol@corp.test".to_string(),
+            false
+        )]
+    );
+}
+
+#[actix_web::test]
+async fn a_fresh_tagged_address_at_an_allowed_domain_is_still_admitted() {
+    let app = corp_app().await;
+    let browser = new_browser();
+    let before = app.smtp.received().len();
+    let res = app.sign_in(&browser, "dave+x@corp.test").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        app.smtp.received()[before].to,
+        ["dave+x@corp.test"],
+        "mail goes to the address as given"
+    );
+    assert_eq!(
+        browser.get(app.url("/")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        members(&app),
+        [(
+            "dave+x@corp.test".to_string(),
+            "dave@corp.test".to_string(),
+            true
+        )]
+    );
+    let added = app
+        .audit()
+        .into_iter()
+        .find(|row| row.event == "member_added")
+        .unwrap();
+    assert_eq!(added.actor.as_deref(), Some("LATCHKEY_ALLOWED_DOMAINS"));
+}
+
+#[actix_web::test]
+async fn spellings_an_admin_listed_sign_in_as_listed() {
+    // The key is not unique: an admin may list two spellings, and each is its own member.
+    let app = corp_app().await;
+    latchkey(&app, &["members", "add", "erin@corp.test"]);
+    latchkey(&app, &["members", "add", "Erin+ops@corp.test"]);
+    for email in ["erin@corp.test", "Erin+ops@corp.test"] {
+        let res = app.sign_in(&new_browser(), email).await;
+        assert_eq!(res.status(), 303, "{email}");
+    }
+    let keys: Vec<String> = members(&app).into_iter().map(|(_, key, _)| key).collect();
+    assert_eq!(keys, ["erin@corp.test", "erin@corp.test"]);
+}
