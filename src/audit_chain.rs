@@ -345,8 +345,8 @@ fn check_checkpoints(
                 return broken(&checkpoint, CheckpointProblem::BadSignature);
             }
             let starts_later = checkpoint.start_seq > chain.start_seq;
-            let start_differs =
-                checkpoint.start_seq == chain.start_seq && checkpoint.start_hash != chain.start_hash;
+            let start_differs = checkpoint.start_seq == chain.start_seq
+                && checkpoint.start_hash != chain.start_hash;
             if starts_later || start_differs {
                 return broken(
                     &checkpoint,
@@ -488,7 +488,7 @@ pub fn purge_older_than(
             // Their rows are gone; the new checkpoint vouches for everything that is left.
             diesel::sql_query(
                 "DELETE FROM login_audit_checkpoints \
-                 WHERE seq < (SELECT start_seq FROM login_audit_chain WHERE singleton)",
+                 WHERE seq <= (SELECT start_seq FROM login_audit_chain WHERE singleton)",
             )
             .execute(conn)?;
         }

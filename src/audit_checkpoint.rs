@@ -137,7 +137,10 @@ pub fn write(conn: &mut PgConnection, key: &hmac::Key) -> QueryResult<Checkpoint
 
 /// Signs the chain unless the newest checkpoint already covers it as it is: what the server
 /// and the command line call after adding rows. `None` when there was nothing to sign.
-pub fn write_if_behind(conn: &mut PgConnection, key: &hmac::Key) -> QueryResult<Option<Checkpoint>> {
+pub fn write_if_behind(
+    conn: &mut PgConnection,
+    key: &hmac::Key,
+) -> QueryResult<Option<Checkpoint>> {
     conn.transaction(|conn| {
         let chain = lock_chain(conn)?;
         if let Some(newest) = newest(conn)? {
@@ -278,8 +281,14 @@ mod tests {
     fn the_line_is_one_line_naming_everything() {
         let line = checkpoint(&hmac::Key::new(hmac::HMAC_SHA256, &[9; 32])).line();
         assert!(!line.contains('\n'));
-        assert!(line.starts_with("audit checkpoint 3: seq=7 head=0101"), "{line}");
-        assert!(line.contains("signed_at=2027-01-15T08:00:00.123456Z"), "{line}");
+        assert!(
+            line.starts_with("audit checkpoint 3: seq=7 head=0101"),
+            "{line}"
+        );
+        assert!(
+            line.contains("signed_at=2027-01-15T08:00:00.123456Z"),
+            "{line}"
+        );
         assert!(line.contains(" signature="), "{line}");
     }
 }
