@@ -10,6 +10,7 @@ use diesel::prelude::*;
 use ring::hmac;
 
 use crate::audit_chain::{self, Verification};
+use crate::audit_checkpoint;
 use crate::crypto::Keys;
 use crate::db;
 use crate::domain::email_address::EmailAddress;
@@ -91,8 +92,12 @@ pub enum MembersCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Walk the hash chain; exit non-zero naming the first broken row's id if any.
+    /// Walk the hash chain and its signed checkpoints; exit non-zero naming the first broken
+    /// row's id, or the checkpoint, if any.
     Verify,
+    /// Write a signed checkpoint of the chain now and print it (one line, for keeping
+    /// outside the database).
+    Checkpoint,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -163,27 +168,44 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
         },
         Command::Members { command } => {
             migrate_quietly(&mut conn)?;
-            run_members(&mut conn, settings, command)?;
+            let keys = Keys::derive(&resolve_secret(settings)?);
+            let outcome = run_members(&mut conn, settings, command);
+            sign_what_was_added(&mut conn, &keys)?;
+            outcome?;
         }
         Command::Purge => {
             migrate_quietly(&mut conn)?;
-            let counts = crate::purge::purge(&mut conn, settings)?;
+            let keys = Keys::derive(&resolve_secret(settings)?);
+            let counts = crate::purge::purge(&mut conn, settings, &keys.audit)?;
             println!("deleted {counts}");
         }
         // Read-only: verifying never changes the database, not even its schema.
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
-            let verification = audit_chain::verify(&mut conn).context("reading the login audit")?;
+            let keys = Keys::derive(&resolve_secret(settings)?);
+            let verification =
+                audit_chain::verify(&mut conn, &keys.audit).context("reading the login audit")?;
             match verification {
                 Verification::Intact { .. } => println!("{verification}"),
                 broken => anyhow::bail!("{broken}"),
             }
         }
+        Command::Audit {
+            command: AuditCommand::Checkpoint,
+        } => {
+            migrate_quietly(&mut conn)?;
+            let keys = Keys::derive(&resolve_secret(settings)?);
+            let checkpoint = audit_checkpoint::write(&mut conn, &keys.audit)
+                .context("writing an audit checkpoint")?;
+            println!("{}", checkpoint.line());
+        }
         Command::Link { email, reason } => {
             migrate_quietly(&mut conn)?;
             let keys = Keys::derive(&resolve_secret(settings)?);
-            let made = break_glass_link(&mut conn, settings, &keys.token, &email, &reason)?;
+            let made = break_glass_link(&mut conn, settings, &keys.token, &email, &reason);
+            sign_what_was_added(&mut conn, &keys)?;
+            let made = made?;
             println!("{}", made.link.expose());
             eprintln!(
                 "one-time sign-in link for {}, usable in any browser until {} UTC; \
@@ -193,6 +215,13 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// A command that appended audit rows signs them before it exits, as the server does when it
+/// stops: the rows must not wait for a server that may not be running.
+fn sign_what_was_added(conn: &mut PgConnection, keys: &Keys) -> anyhow::Result<()> {
+    audit_checkpoint::write_if_behind(conn, &keys.audit).context("writing an audit checkpoint")?;
     Ok(())
 }
 

@@ -19,6 +19,9 @@ pub struct Keys {
     pub token: hmac::Key,
     /// Signs the pre-sign-in browser cookie (CSRF and link binding).
     pub browser: hmac::Key,
+    /// Signs the login audit's checkpoints; never stored in the database, so whoever can
+    /// write there cannot forge one.
+    pub audit: hmac::Key,
 }
 
 impl std::fmt::Debug for Keys {
@@ -53,6 +56,7 @@ impl Keys {
             cookie: actix_web::cookie::Key::from(&expand(&prk, b"session-cookie", 64)),
             token: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"sign-in-token", 32)),
             browser: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"browser-cookie", 32)),
+            audit: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"audit-checkpoint", 32)),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Latchkey: a passwordless sign-in gateway and admin dashboard for small trusted teams.
 
 pub mod audit_chain;
+pub mod audit_checkpoint;
 pub mod cli;
 pub mod crypto;
 pub mod db;

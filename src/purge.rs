@@ -63,10 +63,16 @@ pub fn delete_expired_transient(conn: &mut PgConnection) -> Result<PurgeCounts, 
 }
 
 /// `latchkey purge`: the sweeper's work, then audit rows past `LATCHKEY_AUDIT_RETENTION`
-/// (see [`crate::audit_chain::purge_older_than`]).
-pub fn purge(conn: &mut PgConnection, settings: &Settings) -> Result<PurgeCounts, DbError> {
+/// (see [`crate::audit_chain::purge_older_than`], which also signs a checkpoint of the
+/// chain's new start with `audit_key`).
+pub fn purge(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    audit_key: &ring::hmac::Key,
+) -> Result<PurgeCounts, DbError> {
     let transient = delete_expired_transient(conn)?;
-    let audit_rows = crate::audit_chain::purge_older_than(conn, settings.audit_retention)?;
+    let audit_rows =
+        crate::audit_chain::purge_older_than(conn, settings.audit_retention, audit_key)?;
     Ok(PurgeCounts {
         audit_rows,
         ..transient

@@ -13,6 +13,7 @@ diesel::table! {
         request_id -> Nullable<Int8>,
         prev_hash -> Bytea,
         hash -> Bytea,
+        seq -> Int8,
     }
 }
 
@@ -21,6 +22,20 @@ diesel::table! {
         singleton -> Bool,
         head_hash -> Bytea,
         start_prev_hash -> Bytea,
+        head_seq -> Int8,
+        start_seq -> Int8,
+    }
+}
+
+diesel::table! {
+    login_audit_checkpoints (id) {
+        id -> Int8,
+        seq -> Int8,
+        head_hash -> Bytea,
+        start_seq -> Int8,
+        start_hash -> Bytea,
+        signed_at -> Timestamptz,
+        signature -> Bytea,
     }
 }
 
@@ -97,6 +112,7 @@ diesel::joinable!(sign_in_requests -> members (member_id));
 diesel::allow_tables_to_appear_in_same_query!(
     login_audit,
     login_audit_chain,
+    login_audit_checkpoints,
     member_browsers,
     members,
     sessions,

@@ -8,6 +8,7 @@ use actix_web::middleware::{from_fn, Logger};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
+use crate::audit_checkpoint;
 use crate::crypto::{load_or_create_dev_secret, Keys};
 use crate::db::embedded::EmbeddedPostgres;
 use crate::db::{self, Db};
@@ -85,6 +86,9 @@ pub struct Application {
     port: u16,
     server: Server,
     database: Database,
+    db: Db,
+    /// Signs the last audit checkpoint when the server stops.
+    audit_key: ring::hmac::Key,
 }
 
 impl Application {
@@ -113,6 +117,11 @@ impl Application {
         let keys = Keys::derive(&resolve_secret(&settings)?);
         let db = Db::connect_lazy(&database.url, POOL_SIZE);
         spawn_sweeper(db.clone());
+        audit_checkpoint::spawn_checkpointer(
+            db.clone(),
+            keys.audit.clone(),
+            audit_checkpoint::INTERVAL,
+        );
         let mailer = Mailer::start(&settings.email, settings.email_from.clone(), db.clone())?;
 
         let https = settings.public_url.is_https();
@@ -121,6 +130,8 @@ impl Application {
         let idle = CookieDuration::seconds(
             i64::try_from(settings.session_idle.as_secs()).unwrap_or(i64::MAX),
         );
+        let audit_key = keys.audit.clone();
+        let shutdown_db = db.clone();
         let state = web::Data::new(AppState {
             settings,
             db,
@@ -166,6 +177,8 @@ impl Application {
             port,
             server,
             database,
+            db: shutdown_db,
+            audit_key,
         })
     }
 
@@ -173,12 +186,22 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT/SIGTERM, drains requests, then stops a private cluster if any.
+    /// Serves until SIGINT/SIGTERM, drains requests, signs the audit rows written since the
+    /// last checkpoint, then stops a private cluster if any.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
-            server, database, ..
+            server,
+            database,
+            db,
+            audit_key,
+            ..
         } = self;
         let result = server.await;
+        match audit_checkpoint::write_if_behind_async(&db, &audit_key).await {
+            Ok(Some(checkpoint)) => log::info!("{}", checkpoint.line()),
+            Ok(None) => {}
+            Err(err) => log::error!("writing the audit checkpoint on shutdown: {err}"),
+        }
         if let Some(mut cluster) = database.embedded {
             web::block(move || cluster.stop()).await.ok();
         }

@@ -133,3 +133,21 @@ fn verify_without_a_database_fails_clearly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
 }
+
+#[test]
+fn audit_help_lists_verify_and_checkpoint_and_checkpoint_needs_a_database() {
+    let out = latchkey(&["audit", "--help"], &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in ["verify", "checkpoint"] {
+        assert!(help.contains(command), "{command}: {help}");
+    }
+    let out = latchkey(&["audit", "checkpoint"], &[NO_DATABASE]);
+    assert!(!out.status.success());
+    assert!(
+        out.stdout.is_empty(),
+        "nothing is printed unless it was written"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}

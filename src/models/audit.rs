@@ -2,12 +2,22 @@
 //! the `create_login_audit` migration, whose hash `row_hash` recomputes).
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::crypto::sha256;
 use crate::schema::login_audit;
+
+/// Rows this process has appended (counted when the insert succeeds, even if its transaction
+/// later rolls back): the checkpoint task compares it between ticks to do nothing while idle.
+static APPENDED: AtomicU64 = AtomicU64::new(0);
+
+/// How many audit rows this process has appended so far (see [`APPENDED`]).
+pub fn appended_by_this_process() -> u64 {
+    APPENDED.load(Ordering::Relaxed)
+}
 
 /// Every event the audit knows, by its contract name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -182,10 +192,12 @@ impl NewAuditRow {
 
     /// Appends the row; call it inside the transaction that makes the change it records.
     pub fn insert(&self, conn: &mut PgConnection) -> QueryResult<i64> {
-        diesel::insert_into(login_audit::table)
+        let id = diesel::insert_into(login_audit::table)
             .values(self)
             .returning(login_audit::id)
-            .get_result(conn)
+            .get_result(conn)?;
+        APPENDED.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
     }
 }
 
@@ -193,6 +205,8 @@ impl NewAuditRow {
 #[diesel(table_name = login_audit, check_for_backend(diesel::pg::Pg))]
 pub struct AuditRow {
     pub id: i64,
+    /// Gapless position in the chain, from 1 (ids may skip values; seq never does).
+    pub seq: i64,
     pub occurred_at: DateTime<Utc>,
     pub event: String,
     pub email: Option<String>,
@@ -222,9 +236,10 @@ impl AuditRow {
     /// `login_audit_row_hash` computes it.
     pub fn expected_hash(&self, prev_hash: &[u8]) -> Vec<u8> {
         let mut canonical = format!(
-            "{}|{}|{}|",
+            "{}|{}|{}|{}|",
             hex::encode(prev_hash),
             self.id,
+            self.seq,
             self.occurred_at.timestamp_micros()
         );
         field(&mut canonical, Some(&self.event));

@@ -8,9 +8,12 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Text};
-use latchkey::audit_chain::{self, BreakReason, Verification};
+use latchkey::audit_chain::{self, BreakReason, CheckpointProblem, Verification};
+use latchkey::audit_checkpoint::{self, Checkpoint};
+use latchkey::crypto::Keys;
 use latchkey::models::audit::{AuditEvent, AuditRow, NewAuditRow};
 use latchkey::schema::{login_audit, members};
+use latchkey::secret::Secret;
 
 use crate::helpers::{new_browser, spawn_app_with, urldecode, TestDatabase};
 
@@ -27,11 +30,28 @@ fn latchkey(database: &TestDatabase, args: &[&str], env: &[(&str, &str)]) -> Out
         .env("DATABASE_URL", database.url.expose())
         .env("LATCHKEY_DATA_DIR", scratch.join("data"))
         .env("RUST_LOG", "warn")
+        .env("LATCHKEY_SECRET_KEY", TEST_SECRET_KEY)
         .current_dir(&scratch);
     for (name, value) in env {
         command.env(name, value);
     }
     command.output().expect("running latchkey")
+}
+
+/// The secret the binary runs with here (a test may pass another), so that checkpoints it
+/// signs verify in-process too.
+const TEST_SECRET_KEY: &str = "6c617463686b65792d61756469742d746573742d7365637265742d6b65792121";
+
+fn keys_for(secret_hex: &str) -> Keys {
+    Keys::derive(&Secret::new(hex::decode(secret_hex).unwrap()))
+}
+
+fn audit_key() -> ring::hmac::Key {
+    keys_for(TEST_SECRET_KEY).audit
+}
+
+fn app_audit_key(settings: &HashMap<String, String>) -> ring::hmac::Key {
+    keys_for(&settings["LATCHKEY_SECRET_KEY"]).audit
 }
 
 fn stdout(out: &Output) -> String {
@@ -198,7 +218,7 @@ fn members_add_list_remove_round_trip() {
 fn verify_passes_on_an_empty_chain() {
     let database = TestDatabase::migrated();
     assert_eq!(
-        audit_chain::verify(&mut database.connect()).unwrap(),
+        audit_chain::verify(&mut database.connect(), &audit_key()).unwrap(),
         Verification::Intact { rows: 0 }
     );
     let out = verify_with_binary(&database);
@@ -239,7 +259,7 @@ fn verify_passes_on_a_chain_written_from_many_connections_at_once() {
 
     let total = (THREADS * PER_THREAD / 2 * 3 + 1) as u64;
     assert_eq!(
-        audit_chain::verify(&mut conn).unwrap(),
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Intact { rows: total }
     );
     let out = verify_with_binary(&database);
@@ -262,7 +282,7 @@ fn verify_names_an_altered_row() {
     );
 
     assert_eq!(
-        audit_chain::verify(&mut conn).unwrap(),
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Broken {
             id: altered,
             reason: BreakReason::HashMismatch
@@ -297,7 +317,7 @@ fn verify_names_the_row_after_one_rewritten_with_a_fresh_hash() {
         ),
     );
     assert_eq!(
-        audit_chain::verify(&mut conn).unwrap(),
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Broken {
             id: ids[5],
             reason: BreakReason::PrevHashMismatch { first: false }
@@ -318,7 +338,7 @@ fn verify_catches_deleted_rows_in_the_middle_at_the_start_and_at_the_end() {
         &format!("DELETE FROM login_audit WHERE id = {}", ids[5]),
     );
     assert_eq!(
-        audit_chain::verify(&mut conn).unwrap(),
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Broken {
             id: ids[6],
             reason: BreakReason::PrevHashMismatch { first: false }
@@ -338,7 +358,7 @@ fn verify_catches_deleted_rows_in_the_middle_at_the_start_and_at_the_end() {
         &format!("DELETE FROM login_audit WHERE id > {}", ids[4]),
     );
     assert_eq!(
-        audit_chain::verify(&mut conn).unwrap(),
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Truncated {
             after: Some(ids[4]),
             rows: 5
@@ -358,7 +378,7 @@ fn verify_catches_deleted_rows_in_the_middle_at_the_start_and_at_the_end() {
         &format!("DELETE FROM login_audit WHERE id = {}", ids[0]),
     );
     assert_eq!(
-        audit_chain::verify(&mut conn).unwrap(),
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Broken {
             id: ids[1],
             reason: BreakReason::PrevHashMismatch { first: true }
@@ -367,7 +387,7 @@ fn verify_catches_deleted_rows_in_the_middle_at_the_start_and_at_the_end() {
 
     tamper(&mut conn, "DELETE FROM login_audit");
     assert_eq!(
-        audit_chain::verify(&mut conn).unwrap(),
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Truncated {
             after: None,
             rows: 0
@@ -397,7 +417,9 @@ fn the_database_refuses_to_update_delete_or_truncate_audit_rows() {
     let rows = audit_rows(&mut conn);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].detail, "original");
-    assert!(audit_chain::verify(&mut conn).unwrap().is_intact());
+    assert!(audit_chain::verify(&mut conn, &audit_key())
+        .unwrap()
+        .is_intact());
 }
 
 #[test]
@@ -466,7 +488,9 @@ fn purge_removes_exactly_the_rows_past_retention_and_the_rest_still_verifies() {
     );
     // The chain goes on from where it was.
     append(&mut conn, "after the purge");
-    assert!(audit_chain::verify(&mut conn).unwrap().is_intact());
+    assert!(audit_chain::verify(&mut conn, &audit_key())
+        .unwrap()
+        .is_intact());
 
     let out = latchkey(&database, &["purge"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -497,12 +521,15 @@ fn purge_stops_at_the_first_row_inside_retention() {
     // chain would break in the middle.
     let late_old = append_dated(&mut conn, 1, 500);
 
-    let deleted = audit_chain::purge_older_than(&mut conn, Duration::from_secs(400 * 86400));
+    let deleted =
+        audit_chain::purge_older_than(&mut conn, Duration::from_secs(400 * 86400), &audit_key());
     assert_eq!(deleted.unwrap(), 3);
     let ids: Vec<i64> = audit_rows(&mut conn).iter().map(|r| r.id).collect();
     assert_eq!(ids, [recent, late_old[0]]);
     assert!(old.iter().all(|id| !ids.contains(id)));
-    assert!(audit_chain::verify(&mut conn).unwrap().is_intact());
+    assert!(audit_chain::verify(&mut conn, &audit_key())
+        .unwrap()
+        .is_intact());
 }
 
 #[test]
@@ -510,18 +537,19 @@ fn purging_every_row_leaves_an_empty_chain_that_goes_on() {
     let database = TestDatabase::migrated();
     let mut conn = database.connect();
     append_dated(&mut conn, 4, 500);
-    let deleted = audit_chain::purge_older_than(&mut conn, Duration::from_secs(400 * 86400));
+    let deleted =
+        audit_chain::purge_older_than(&mut conn, Duration::from_secs(400 * 86400), &audit_key());
     assert_eq!(deleted.unwrap(), 4);
     assert!(audit_rows(&mut conn).is_empty());
     let (start, head) = audit_chain::start_and_head(&mut conn).unwrap();
     assert_eq!(start, head);
     assert_eq!(
-        audit_chain::verify(&mut conn).unwrap(),
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Intact { rows: 0 }
     );
     append(&mut conn, "first after the purge");
     assert_eq!(
-        audit_chain::verify(&mut conn).unwrap(),
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Intact { rows: 1 }
     );
 }
@@ -558,7 +586,9 @@ fn the_sweeper_records_sessions_that_timed_out() {
         .collect();
     assert_eq!(expired.len(), 1, "only a member's session is recorded");
     assert_eq!(expired[0].email.as_deref(), Some("bob@example.org"));
-    assert!(audit_chain::verify(&mut conn).unwrap().is_intact());
+    assert!(audit_chain::verify(&mut conn, &audit_key())
+        .unwrap()
+        .is_intact());
 }
 
 #[actix_web::test]
@@ -636,5 +666,412 @@ async fn break_glass_link_signs_in_from_any_browser_and_is_audited_with_the_reas
         assert!(!stderr(&out).is_empty(), "{args:?}");
     }
     assert_eq!(app.audit().len(), audited);
-    assert!(audit_chain::verify(&mut app.conn()).unwrap().is_intact());
+    assert!(
+        audit_chain::verify(&mut app.conn(), &app_audit_key(&settings))
+            .unwrap()
+            .is_intact()
+    );
+}
+
+/// `latchkey audit checkpoint`, checked to succeed and print one line.
+fn checkpoint_with_binary(database: &TestDatabase) -> String {
+    let out = latchkey(database, &["audit", "checkpoint"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert_eq!(printed.lines().count(), 1, "{printed}");
+    printed
+}
+
+fn checkpoints(conn: &mut PgConnection) -> Vec<Checkpoint> {
+    use latchkey::schema::login_audit_checkpoints as c;
+    c::table
+        .order(c::id.asc())
+        .select(Checkpoint::as_select())
+        .load(conn)
+        .unwrap()
+}
+
+/// What the reviewer did as the application's own role: the purge switch lets the newest row
+/// be deleted, and the chain's head is moved back to the row before it.
+fn drop_newest_row_with_the_purge_switch(conn: &mut PgConnection) {
+    conn.batch_execute(
+        "BEGIN; \
+         SET LOCAL latchkey.audit_purge = 'on'; \
+         DELETE FROM login_audit WHERE seq = (SELECT max(seq) FROM login_audit); \
+         UPDATE login_audit_chain SET \
+             head_hash = (SELECT hash FROM login_audit ORDER BY seq DESC LIMIT 1), \
+             head_seq = (SELECT max(seq) FROM login_audit); \
+         COMMIT;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn audit_checkpoint_prints_one_line_and_verify_passes_after_it() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    for i in 0..3 {
+        append(&mut conn, &format!("row {i}"));
+    }
+    let printed = checkpoint_with_binary(&database);
+    let stored = checkpoints(&mut conn);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(printed, format!("{}\n", stored[0].line()));
+    assert!(printed.starts_with("audit checkpoint "), "{printed}");
+    assert!(printed.contains(" seq=3 "), "{printed}");
+    let rows = audit_rows(&mut conn);
+    assert_eq!(stored[0].head_hash, rows[2].hash);
+    assert!(stored[0].signature_is_valid(&audit_key()));
+    let out = verify_with_binary(&database);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "audit chain intact: 3 rows\n");
+    // The seq numbers the rows without gaps.
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+}
+
+#[test]
+fn dropping_the_newest_rows_with_the_purge_switch_is_caught_by_the_checkpoint() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    for i in 0..10 {
+        append(&mut conn, &format!("row {i}"));
+    }
+    checkpoint_with_binary(&database);
+    let signed = checkpoints(&mut conn).pop().unwrap();
+    assert_eq!(signed.seq, 10);
+
+    drop_newest_row_with_the_purge_switch(&mut conn);
+    let expected = Verification::BadCheckpoint {
+        id: signed.id,
+        seq: 10,
+        problem: CheckpointProblem::RowMissing,
+    };
+    assert_eq!(
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        expected
+    );
+    let out = verify_with_binary(&database);
+    assert!(!out.status.success());
+    assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("audit checkpoint {} (seq 10) broken", signed.id)),
+        "{message}"
+    );
+    assert!(message.contains("no row with that seq"), "{message}");
+
+    // New rows take the dropped row's seq, but not its hash.
+    let replacement = append(&mut conn, "written after the tampering");
+    assert_eq!(
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        Verification::BadCheckpoint {
+            id: signed.id,
+            seq: 10,
+            problem: CheckpointProblem::HashMismatch {
+                row_id: replacement,
+                after_seq: 0
+            },
+        }
+    );
+}
+
+#[test]
+fn rewriting_a_row_in_the_middle_and_rebuilding_the_chain_is_caught_by_the_checkpoint() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    let mut ids: Vec<i64> = (0..3)
+        .map(|i| append(&mut conn, &format!("row {i}")))
+        .collect();
+    checkpoint_with_binary(&database);
+    ids.extend((3..10).map(|i| append(&mut conn, &format!("row {i}"))));
+    checkpoint_with_binary(&database);
+    ids.extend((10..12).map(|i| append(&mut conn, &format!("row {i}"))));
+    let signed = checkpoints(&mut conn);
+    assert_eq!(signed.iter().map(|c| c.seq).collect::<Vec<_>>(), [3, 10]);
+
+    // As the owner: delete row 5 under the purge switch, write a new one in its place, and
+    // rebuild the chain from there with the database's own hash function.
+    conn.batch_execute(&format!(
+        "BEGIN; \
+         SET LOCAL latchkey.audit_purge = 'on'; \
+         DELETE FROM login_audit WHERE id = {id}; \
+         ALTER TABLE login_audit DISABLE TRIGGER login_audit_chain_insert; \
+         INSERT INTO login_audit (id, seq, occurred_at, event, email, detail, prev_hash, hash) \
+         VALUES ({id}, 5, now(), 'link_sent', 'ann@example.org', 'nothing happened', '', ''); \
+         ALTER TABLE login_audit ENABLE TRIGGER login_audit_chain_insert; \
+         ALTER TABLE login_audit DISABLE TRIGGER login_audit_append_only; \
+         DO $$ \
+         DECLARE r login_audit; prev BYTEA; \
+         BEGIN \
+             SELECT hash INTO prev FROM login_audit WHERE seq = 4; \
+             FOR r IN SELECT * FROM login_audit WHERE seq >= 5 ORDER BY seq LOOP \
+                 r.prev_hash := prev; \
+                 r.hash := login_audit_row_hash(prev, r); \
+                 UPDATE login_audit SET prev_hash = r.prev_hash, hash = r.hash WHERE id = r.id; \
+                 prev := r.hash; \
+             END LOOP; \
+             UPDATE login_audit_chain SET head_hash = prev; \
+         END $$; \
+         ALTER TABLE login_audit ENABLE TRIGGER login_audit_append_only; \
+         COMMIT;",
+        id = ids[4]
+    ))
+    .unwrap();
+    assert_eq!(audit_rows(&mut conn)[4].detail, "nothing happened");
+
+    // The chain itself is whole again; the checkpoint after the rewrite is not, and the one
+    // before it bounds where the rewrite happened.
+    let expected = Verification::BadCheckpoint {
+        id: signed[1].id,
+        seq: 10,
+        problem: CheckpointProblem::HashMismatch {
+            row_id: ids[9],
+            after_seq: 3,
+        },
+    };
+    assert_eq!(
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        expected
+    );
+    let out = verify_with_binary(&database);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!(
+            "audit checkpoint {} (seq 10) broken",
+            signed[1].id
+        )),
+        "{message}"
+    );
+    assert!(message.contains(&format!("row {}", ids[9])), "{message}");
+    assert!(message.contains("seq after 3"), "{message}");
+}
+
+#[test]
+fn a_forged_checkpoint_is_named() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    for i in 0..4 {
+        append(&mut conn, &format!("row {i}"));
+    }
+    checkpoint_with_binary(&database);
+    // Signed with a guess instead of the key derived from LATCHKEY_SECRET_KEY.
+    let guess = keys_for(&"00".repeat(32)).audit;
+    let forged = audit_checkpoint::write(&mut conn, &guess).unwrap();
+    assert_eq!(
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        Verification::BadCheckpoint {
+            id: forged.id,
+            seq: 4,
+            problem: CheckpointProblem::BadSignature
+        }
+    );
+    // So is a real one whose fields were changed afterwards.
+    diesel::sql_query("DELETE FROM login_audit_checkpoints WHERE id = $1")
+        .bind::<BigInt, _>(forged.id)
+        .execute(&mut conn)
+        .unwrap();
+    let real = checkpoints(&mut conn).pop().unwrap();
+    diesel::sql_query("UPDATE login_audit_checkpoints SET signed_at = now() + interval '1 day'")
+        .execute(&mut conn)
+        .unwrap();
+    let out = verify_with_binary(&database);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("audit checkpoint {} (seq 4) broken", real.id)),
+        "{message}"
+    );
+    assert!(message.contains("signature does not verify"), "{message}");
+}
+
+#[test]
+fn rows_left_unsigned_longer_than_the_limit_are_named_and_the_unsigned_tail_is_the_known_limit() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    // The last minute's rows are not signed yet: tampering with them is the known limit.
+    for i in 0..3 {
+        append(&mut conn, &format!("row {i}"));
+    }
+    drop_newest_row_with_the_purge_switch(&mut conn);
+    assert_eq!(
+        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        Verification::Intact { rows: 2 }
+    );
+
+    // Rows from a day ago that no checkpoint covers: one was deleted, or Latchkey died.
+    let old = append_dated(&mut conn, 2, 1);
+    checkpoint_with_binary(&database);
+    let more = append_dated(&mut conn, 2, 1);
+    checkpoint_with_binary(&database);
+    assert!(audit_chain::verify(&mut conn, &audit_key())
+        .unwrap()
+        .is_intact());
+    let newest = checkpoints(&mut conn).pop().unwrap();
+    diesel::sql_query("DELETE FROM login_audit_checkpoints WHERE id = $1")
+        .bind::<BigInt, _>(newest.id)
+        .execute(&mut conn)
+        .unwrap();
+    let verification = audit_chain::verify(&mut conn, &audit_key()).unwrap();
+    assert!(
+        matches!(verification, Verification::Unsigned { id, seq: 5, .. } if id == more[0]),
+        "{verification:?}"
+    );
+    let out = verify_with_binary(&database);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("unsigned from row {} (seq 5", more[0])),
+        "{message}"
+    );
+    assert!(old
+        .iter()
+        .all(|id| !message.contains(&format!("row {id} "))));
+}
+
+#[test]
+fn purge_signs_the_new_start_and_a_purge_by_hand_is_caught() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    append_dated(&mut conn, 3, 500);
+    checkpoint_with_binary(&database);
+    let kept = append_dated(&mut conn, 2, 300);
+    checkpoint_with_binary(&database);
+    append(&mut conn, "recent");
+
+    let out = latchkey(&database, &["purge"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("3 audit rows past retention"),
+        "{}",
+        stdout(&out)
+    );
+    let signed = checkpoints(&mut conn);
+    // The checkpoint about purged rows went with them; the purge signed the new start.
+    assert_eq!(signed.iter().map(|c| c.seq).collect::<Vec<_>>(), [5, 6]);
+    assert!(signed[1].id > signed[0].id);
+    let newest = signed.last().unwrap();
+    assert_eq!(newest.start_seq, 3);
+    assert_eq!(newest.start_hash, audit_rows(&mut conn)[0].prev_hash);
+    let out = verify_with_binary(&database);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "audit chain intact: 3 rows\n");
+
+    // Deleting the oldest row as purge would, and moving the start, is not a purge.
+    conn.batch_execute(&format!(
+        "BEGIN; \
+         SET LOCAL latchkey.audit_purge = 'on'; \
+         DELETE FROM login_audit WHERE id = {id}; \
+         UPDATE login_audit_chain SET \
+             start_prev_hash = (SELECT prev_hash FROM login_audit ORDER BY seq LIMIT 1), \
+             start_seq = 4; \
+         COMMIT;",
+        id = kept[0]
+    ))
+    .unwrap();
+    let verification = audit_chain::verify(&mut conn, &audit_key()).unwrap();
+    assert!(
+        matches!(
+            verification,
+            Verification::BadCheckpoint {
+                problem: CheckpointProblem::StartMismatch {
+                    signed_start_seq: 3
+                },
+                ..
+            }
+        ),
+        "{verification:?}"
+    );
+    let out = verify_with_binary(&database);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("outside of `latchkey purge`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[actix_web::test]
+async fn the_checkpoint_task_signs_new_rows_and_does_nothing_while_none_are_added() {
+    let database = TestDatabase::migrated();
+    let db = latchkey::db::Db::connect_lazy(&database.url, 2);
+    audit_checkpoint::spawn_checkpointer(db, audit_key(), Duration::from_millis(200));
+    let mut conn = database.connect();
+    for i in 0..3 {
+        append(&mut conn, &format!("row {i}"));
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    let signed = checkpoints(&mut conn);
+    assert_eq!(signed.len(), 1, "{signed:?}");
+    assert_eq!(signed[0].seq, 3);
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(checkpoints(&mut conn).len(), 1, "idle: no new checkpoint");
+    append(&mut conn, "one more");
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    let signed = checkpoints(&mut conn);
+    assert_eq!(signed.len(), 2, "{signed:?}");
+    assert_eq!(signed[1].seq, 4);
+    assert!(audit_chain::verify(&mut conn, &audit_key())
+        .unwrap()
+        .is_intact());
+}
+
+#[actix_web::test]
+async fn a_server_that_stops_signs_what_it_wrote() {
+    let database = TestDatabase::migrated();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let scratch = std::env::temp_dir().join("latchkey-cli-tests");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", database.url.expose())
+        .env("LATCHKEY_BIND", format!("127.0.0.1:{port}"))
+        .env("LATCHKEY_SECRET_KEY", TEST_SECRET_KEY)
+        .env("LATCHKEY_ADMINS", "boss@example.org")
+        .env("RUST_LOG", "warn")
+        .current_dir(&scratch)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        let health = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await;
+        if health.is_ok_and(|r| r.status() == 200) {
+            up = true;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "latchkey serve did not come up");
+    // Start-up made boss@example.org an admin (audited, and signed at the task's first
+    // tick); this row is another writer's, which the task leaves alone and stopping signs.
+    let mut conn = database.connect();
+    append(&mut conn, "written while the server runs");
+    let pid = libc::pid_t::try_from(server.id()).unwrap();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let rows = audit_rows(&mut conn);
+    assert_eq!(rows.len(), 2);
+    let newest = checkpoints(&mut conn)
+        .pop()
+        .expect("a checkpoint on shutdown");
+    assert_eq!(newest.seq, 2);
+    assert!(audit_chain::verify(&mut conn, &audit_key())
+        .unwrap()
+        .is_intact());
 }

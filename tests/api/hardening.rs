@@ -904,6 +904,53 @@ async fn bodies_over_16_kib_get_413_and_write_nothing() {
     assert_eq!(res.status(), 200);
 }
 
+#[actix_web::test]
+async fn a_body_still_arriving_10_s_after_the_head_gets_408_and_the_connection_closes() {
+    let app = spawn_app().await;
+    app.add_member("ann@example.org", "member");
+    let (cookie, csrf) = browser_cookie_header(&app).await;
+    let body = format!("csrf_token={}&email=ann%40example.org", urlencode(&csrf));
+    let before = snapshot(&app);
+
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len}\r\n\r\n",
+        port = app.port,
+        len = body.len()
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    // One byte every 2 s: the whole body would take minutes.
+    let trickle = actix_web::rt::spawn(async move {
+        for byte in body.into_bytes() {
+            actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+            if writer.write_all(&[byte]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut response = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(12), reader.read_to_end(&mut response)).await;
+    let elapsed = started.elapsed();
+    trickle.abort();
+    let text = String::from_utf8_lossy(&response);
+    assert!(
+        read.is_ok(),
+        "the connection was still open after {elapsed:?}: {text}"
+    );
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        elapsed >= Duration::from_millis(9500) && elapsed <= Duration::from_secs(12),
+        "{elapsed:?}"
+    );
+    assert_eq!(snapshot(&app), before, "nothing written");
+}
+
 /// A fresh browser's cookie header and CSRF token, read from `GET /login`.
 async fn browser_cookie_header(app: &TestApp) -> (String, String) {
     let res = reqwest::get(app.url("/login")).await.unwrap();
