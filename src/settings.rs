@@ -383,13 +383,23 @@ fn read_ca_file(path: &str) -> Result<CaCertificates, String> {
     let pem =
         std::fs::read(path).map_err(|e| format!("cannot read the ca= file {path:?} ({e})"))?;
     // lettre skips what is not a certificate, so a file without one would trust nothing
-    // new and fail only at the first mail.
+    // new; and rustls reads each certificate only when the TLS settings are built, which is
+    // tried here so that a damaged one stops start-up too.
+    use lettre::transport::smtp::client::{Certificate, CertificateStore, TlsParameters};
     let has_certificate = pem
         .windows(CERTIFICATE_LABEL.len())
         .any(|window| window == CERTIFICATE_LABEL);
-    if !has_certificate || lettre::transport::smtp::client::Certificate::from_pem(&pem).is_err() {
+    let usable = has_certificate
+        && Certificate::from_pem(&pem).is_ok_and(|roots| {
+            TlsParameters::builder("localhost".into())
+                .certificate_store(CertificateStore::None)
+                .add_root_certificate(roots)
+                .build()
+                .is_ok()
+        });
+    if !usable {
         return Err(format!(
-            "the ca= file {path:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+            "the ca= file {path:?} holds no usable PEM certificate (-----BEGIN CERTIFICATE-----)"
         ));
     }
     Ok(CaCertificates {
@@ -554,8 +564,8 @@ mod tests {
         path
     }
 
-    const PEM: &[u8] =
-        b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
+    /// A real CA certificate (a throwaway one; its key was never kept).
+    const PEM: &[u8] = include_bytes!("../tests/fixtures/test-ca.pem");
 
     #[test]
     fn smtp_ca_file_is_read_at_start_up() {
@@ -588,12 +598,14 @@ mod tests {
     fn a_bad_ca_file_stops_start_up_with_one_line_and_no_password() {
         let key = temp_file(b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n");
         let garbled = temp_file(b"-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n");
+        let not_der = temp_file(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
         let pem = temp_file(PEM);
         let cases = [
             ("/nonexistent/latchkey-ca.pem".to_string(), "cannot read"),
             (std::env::temp_dir().display().to_string(), "cannot read"),
-            (key.display().to_string(), "no PEM certificate"),
-            (garbled.display().to_string(), "no PEM certificate"),
+            (key.display().to_string(), "no usable PEM certificate"),
+            (garbled.display().to_string(), "no usable PEM certificate"),
+            (not_der.display().to_string(), "no usable PEM certificate"),
             (String::new(), "needs the path"),
         ];
         for (path, problem) in cases {
@@ -613,7 +625,7 @@ mod tests {
             let err = settings(&[("LATCHKEY_EMAIL", &url)]).unwrap_err();
             assert_eq!(err.name, "LATCHKEY_EMAIL", "{url}");
         }
-        for path in [key, garbled, PathBuf::from(pem)] {
+        for path in [key, garbled, not_der, PathBuf::from(pem)] {
             std::fs::remove_file(path).unwrap();
         }
     }
