@@ -91,8 +91,28 @@ fn is_loopback_host(url: &Url) -> bool {
 pub enum EmailBackend {
     Console,
     File(PathBuf),
-    /// The URL may hold SMTP credentials, so it is kept secret.
-    Smtp(Secret<Url>),
+    Smtp {
+        /// The URL may hold SMTP credentials, so it is kept secret.
+        url: Secret<Url>,
+        /// `ca=PATH`: roots trusted for the server's certificate beside the default ones.
+        ca: Option<CaCertificates>,
+    },
+}
+
+/// The PEM file named by `ca=`, read once at start-up so a bad file stops Latchkey there.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaCertificates {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+}
+
+/// The path says which file it is; the bytes would only fill the log.
+impl std::fmt::Debug for CaCertificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaCertificates")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,7 +352,7 @@ fn refuse_unsafe_outside_loopback(
             ));
         }
     }
-    if let EmailBackend::Smtp(url) = email {
+    if let EmailBackend::Smtp { url, .. } = email {
         let url = url.expose();
         let plain = url
             .query_pairs()
@@ -381,19 +401,63 @@ fn parse_email_backend(text: &str) -> Result<EmailBackend, String> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err("the SMTP URL has no host".into());
     }
+    let mut plain = false;
+    let mut ca = None;
     for (key, value) in url.query_pairs() {
         match (key.as_ref(), value.as_ref()) {
-            ("tls", "none") if url.scheme() == "smtp" => {}
+            ("tls", "none") if url.scheme() == "smtp" => plain = true,
             ("tls", "required") => {}
+            ("ca", path) if ca.is_none() => ca = Some(read_ca_file(path)?),
             _ => {
                 return Err(format!(
-                    "unknown SMTP URL option `{key}={value}` (only ?tls=none, for local sinks)"
+                    "unknown or repeated SMTP URL option `{key}` (only ?tls=none, for local sinks, and ?ca=PATH)"
                 ))
             }
         }
     }
-    Ok(EmailBackend::Smtp(Secret::new(url)))
+    if plain && ca.is_some() {
+        return Err("`ca=` needs TLS, so it cannot go with `tls=none`".into());
+    }
+    Ok(EmailBackend::Smtp {
+        url: Secret::new(url),
+        ca,
+    })
 }
+
+/// Checked here, not at the first mail: a wrong path should stop start-up, not a sign-in.
+fn read_ca_file(path: &str) -> Result<CaCertificates, String> {
+    if path.is_empty() {
+        return Err("`ca=` needs the path of a PEM file".into());
+    }
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read the ca= file {path:?} ({e})"))?;
+    // lettre skips what is not a certificate, so a file without one would trust nothing
+    // new; and rustls reads each certificate only when the TLS settings are built, which is
+    // tried here so that a damaged one stops start-up too.
+    use lettre::transport::smtp::client::{Certificate, CertificateStore, TlsParameters};
+    let has_certificate = pem
+        .windows(CERTIFICATE_LABEL.len())
+        .any(|window| window == CERTIFICATE_LABEL);
+    let usable = has_certificate
+        && Certificate::from_pem(&pem).is_ok_and(|roots| {
+            TlsParameters::builder("localhost".into())
+                .certificate_store(CertificateStore::None)
+                .add_root_certificate(roots)
+                .build()
+                .is_ok()
+        });
+    if !usable {
+        return Err(format!(
+            "the ca= file {path:?} holds no usable PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    Ok(CaCertificates {
+        path: PathBuf::from(path),
+        pem,
+    })
+}
+
+const CERTIFICATE_LABEL: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
 /// `90s`, `10m`, `12h`, `7d` (and anything else humantime reads, such as `1h 30m`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -533,12 +597,87 @@ mod tests {
             settings(&[("LATCHKEY_EMAIL", "smtp://127.0.0.1:2525?tls=none")])
                 .unwrap()
                 .email,
-            EmailBackend::Smtp(_)
+            EmailBackend::Smtp { .. }
         ));
         assert!(settings(&[("LATCHKEY_EMAIL", "smtps://u:p@mail.example.org:465")]).is_ok());
         assert!(settings(&[("LATCHKEY_EMAIL", "smtps://mail.example.org?tls=none")]).is_err());
         let err = settings(&[("LATCHKEY_EMAIL", "http://u:hunter2@x")]).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    fn temp_file(contents: &[u8]) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "latchkey-ca-{}.pem",
+            hex::encode(crate::crypto::random_bytes::<6>())
+        ));
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// A real CA certificate (a throwaway one; its key was never kept).
+    const PEM: &[u8] = include_bytes!("../tests/fixtures/test-ca.pem");
+
+    #[test]
+    fn smtp_ca_file_is_read_at_start_up() {
+        let path = temp_file(PEM);
+        for scheme in ["smtp", "smtps"] {
+            let url = format!("{scheme}://u:p@relay.corp:587?ca={}", path.display());
+            let EmailBackend::Smtp { ca, .. } =
+                settings(&[("LATCHKEY_EMAIL", &url)]).unwrap().email
+            else {
+                panic!("an SMTP backend");
+            };
+            let ca = ca.unwrap();
+            assert_eq!(
+                (ca.path.as_path(), ca.pem.as_slice()),
+                (path.as_path(), PEM)
+            );
+            assert!(!format!("{ca:?}").contains("BEGIN"), "{ca:?}");
+        }
+        let EmailBackend::Smtp { ca, .. } = settings(&[("LATCHKEY_EMAIL", "smtp://relay.corp")])
+            .unwrap()
+            .email
+        else {
+            panic!("an SMTP backend");
+        };
+        assert_eq!(ca, None);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_bad_ca_file_stops_start_up_with_one_line_and_no_password() {
+        let key = temp_file(b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n");
+        let garbled = temp_file(b"-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n");
+        let not_der = temp_file(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        let pem = temp_file(PEM);
+        let cases = [
+            ("/nonexistent/latchkey-ca.pem".to_string(), "cannot read"),
+            (std::env::temp_dir().display().to_string(), "cannot read"),
+            (key.display().to_string(), "no usable PEM certificate"),
+            (garbled.display().to_string(), "no usable PEM certificate"),
+            (not_der.display().to_string(), "no usable PEM certificate"),
+            (String::new(), "needs the path"),
+        ];
+        for (path, problem) in cases {
+            let url = format!("smtps://u:hunter2@relay.corp?ca={path}");
+            let err = settings(&[("LATCHKEY_EMAIL", &url)]).unwrap_err();
+            assert_eq!(err.name, "LATCHKEY_EMAIL");
+            let line = err.to_string();
+            assert!(line.starts_with("LATCHKEY_EMAIL: "), "{line}");
+            assert!(line.contains(problem), "{line}");
+            assert!(!line.contains("hunter2") && !line.contains('\n'), "{line}");
+        }
+        let pem = pem.display().to_string();
+        for url in [
+            format!("smtp://127.0.0.1:2525?tls=none&ca={pem}"),
+            format!("smtp://relay.corp?ca={pem}&ca={pem}"),
+        ] {
+            let err = settings(&[("LATCHKEY_EMAIL", &url)]).unwrap_err();
+            assert_eq!(err.name, "LATCHKEY_EMAIL", "{url}");
+        }
+        for path in [key, garbled, not_der, PathBuf::from(pem)] {
+            std::fs::remove_file(path).unwrap();
+        }
     }
 
     #[test]

@@ -161,10 +161,11 @@ pub enum MailError {
 }
 
 impl MailError {
-    /// Worth another attempt later: the server or the disk may recover, a bad message won't.
+    /// Worth another attempt later: the server or the disk may recover, a bad message won't,
+    /// and neither will a certificate that is not trusted.
     pub fn is_retryable(&self) -> bool {
         match self {
-            MailError::Smtp(err) => !err.is_permanent(),
+            MailError::Smtp(err) => !err.is_permanent() && certificate_error(err).is_none(),
             MailError::File(_) | MailError::Console(_) | MailError::Task => true,
             MailError::Templates(_)
             | MailError::Render { .. }
@@ -173,19 +174,11 @@ impl MailError {
         }
     }
 
-    /// A few words for the audit's `detail`: the kind of failure, never a server's text
-    /// (which may quote the message) nor the URL.
+    /// A few words for the audit's `detail`, for the operator who reads it: the kind of
+    /// failure, never a server's text (which may quote the message) nor the URL.
     pub fn audit_detail(&self) -> String {
         match self {
-            MailError::Smtp(err) => match err.status() {
-                Some(code) => format!("the SMTP server answered {code}"),
-                None if err.is_tls() => "TLS with the SMTP server failed".into(),
-                None if err.is_timeout() => "the SMTP server timed out".into(),
-                None if err.is_client() => {
-                    "the SMTP session was refused (STARTTLS not offered?)".into()
-                }
-                None => "could not connect to the SMTP server".into(),
-            },
+            MailError::Smtp(err) => smtp_detail(err),
             MailError::File(_) => "could not write the .eml file".into(),
             MailError::Console(_) => "could not write to the console".into(),
             MailError::Task => "the delivery task failed".into(),
@@ -193,6 +186,63 @@ impl MailError {
             MailError::Message(_) => "the message could not be built".into(),
             MailError::Config(_) => "the email backend is misconfigured".into(),
         }
+    }
+}
+
+fn smtp_detail(err: &lettre::transport::smtp::Error) -> String {
+    use rustls::CertificateError as Cert;
+    if let Some(problem) = certificate_error(err) {
+        return match problem {
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
+                "the SMTP server's certificate is not valid for its host name".into()
+            }
+            Cert::Expired | Cert::ExpiredContext { .. } => {
+                "the SMTP server's certificate has expired".into()
+            }
+            _ => "the SMTP server's certificate is not trusted (is its CA in ca=PATH?)".into(),
+        };
+    }
+    match err.status().map(|code| code.to_string()).as_deref() {
+        Some("535") => "the SMTP server rejected the credentials (535)".into(),
+        Some("530") => {
+            "the SMTP server requires authentication (530; no user:pass in the URL?)".into()
+        }
+        Some(code) => format!("the SMTP server answered {code}"),
+        None if err.is_tls() => "TLS with the SMTP server failed".into(),
+        None if err.is_timeout() => "the SMTP server timed out".into(),
+        None if err.is_client() => {
+            "the SMTP session was refused (STARTTLS or AUTH not offered?)".into()
+        }
+        None if tls_error(err).is_some() => "TLS with the SMTP server failed".into(),
+        None => "could not connect to the SMTP server".into(),
+    }
+}
+
+/// rustls's verdict, if the TLS handshake is what failed. lettre reports a handshake as a
+/// connection error around an `io::Error` around the `rustls::Error`.
+fn tls_error(err: &lettre::transport::smtp::Error) -> Option<&rustls::Error> {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // `io::Error::source` skips the error it wraps, so look inside it.
+        if let Some(tls) = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        source = cause.source();
+    }
+    None
+}
+
+fn certificate_error(err: &lettre::transport::smtp::Error) -> Option<&rustls::CertificateError> {
+    match tls_error(err)? {
+        rustls::Error::InvalidCertificate(problem) => Some(problem),
+        _ => None,
     }
 }
 

@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 use url::Url;
 
 use super::{MailError, OutgoingMail, MAX_IN_FLIGHT};
 use crate::secret::Secret;
-use crate::settings::EmailBackend;
+use crate::settings::{CaCertificates, EmailBackend};
 
 /// Per SMTP command; lettre's 60 s default would stall a retry schedule built in seconds.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -39,9 +39,10 @@ impl Transport {
         Ok(match backend {
             EmailBackend::Console => Transport::Console,
             EmailBackend::File(dir) => Transport::File(dir.clone()),
-            EmailBackend::Smtp(url) => {
-                Transport::Smtp(ManuallyDrop::new(smtp_transport(smtp_params(url)?)?))
-            }
+            EmailBackend::Smtp { url, ca } => Transport::Smtp(ManuallyDrop::new(smtp_transport(
+                smtp_params(url)?,
+                ca.as_ref(),
+            )?)),
         })
     }
 
@@ -158,9 +159,11 @@ fn smtp_params(url: &Secret<Url>) -> Result<SmtpParams, MailError> {
         match (key.as_ref(), value.as_ref()) {
             ("tls", "none") if !implicit => tls = TlsMode::None,
             ("tls", "required") => {}
+            // Read and checked by the settings; the roots come in as `CaCertificates`.
+            ("ca", _) => {}
             _ => {
                 return Err(MailError::Config(
-                    "unknown SMTP URL option (only ?tls=none)",
+                    "unknown SMTP URL option (only ?tls=none and ?ca=PATH)",
                 ))
             }
         }
@@ -186,10 +189,22 @@ fn smtp_params(url: &Secret<Url>) -> Result<SmtpParams, MailError> {
     })
 }
 
-fn smtp_transport(params: SmtpParams) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
+fn smtp_transport(
+    params: SmtpParams,
+    ca: Option<&CaCertificates>,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
     let tls_parameters = || {
-        TlsParameters::new(params.host.clone())
-            .map_err(|_| MailError::Config("cannot set up TLS for the SMTP host"))
+        let mut builder = TlsParameters::builder(params.host.clone());
+        if let Some(ca) = ca {
+            let roots = Certificate::from_pem(&ca.pem)
+                .map_err(|_| MailError::Config("the ca= file holds no usable PEM certificate"))?;
+            builder = builder.add_root_certificate(roots);
+        }
+        builder.build().map_err(|_| {
+            MailError::Config(
+                "cannot set up TLS for the SMTP host (is the ca= file a CA certificate?)",
+            )
+        })
     };
     let tls = match params.tls {
         TlsMode::None => Tls::None,
@@ -254,6 +269,9 @@ mod tests {
         let p = params("smtps://mail.example.org").unwrap();
         assert_eq!((p.port, p.tls), (465, TlsMode::Implicit));
         assert!(params("smtps://mail.example.org?tls=none").is_err());
+        // The settings read the ca= file; the transport only lets the option through.
+        let p = params("smtps://mail.example.org?ca=/etc/ssl/corp-ca.pem").unwrap();
+        assert_eq!((p.port, p.tls), (465, TlsMode::Implicit));
     }
 
     #[test]

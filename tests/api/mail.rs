@@ -13,17 +13,17 @@ use lettre::message::Mailbox;
 use crate::helpers::TestDatabase;
 use crate::smtp_server::{self, ReceivedMail};
 
-const WAIT: Duration = Duration::from_secs(10);
-const LINK_PREFIX: &str = "http://127.0.0.1:8080/auth/verify?token=";
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const LINK_PREFIX: &str = "http://127.0.0.1:8080/auth/verify?token=";
 
 /// Parsed by the real settings code, so the tests use the URLs people write.
-fn backend(value: &str) -> EmailBackend {
+pub(crate) fn backend(value: &str) -> EmailBackend {
     Settings::from_lookup(|name| (name == "LATCHKEY_EMAIL").then(|| value.to_string()))
         .unwrap()
         .email
 }
 
-fn from() -> Mailbox {
+pub(crate) fn from() -> Mailbox {
     "Latchkey <login@example.org>".parse().unwrap()
 }
 
@@ -31,7 +31,7 @@ fn ann() -> EmailAddress {
     EmailAddress::parse("ann@example.org").unwrap()
 }
 
-fn short_retries() -> Vec<Duration> {
+pub(crate) fn short_retries() -> Vec<Duration> {
     vec![
         Duration::from_millis(10),
         Duration::from_millis(20),
@@ -39,7 +39,7 @@ fn short_retries() -> Vec<Duration> {
     ]
 }
 
-fn sign_in(request_id: i64, user_agent: &str) -> OutgoingMail {
+pub(crate) fn sign_in(request_id: i64, user_agent: &str) -> OutgoingMail {
     let now = Utc::now();
     sign_in_mail(
         &ann(),
@@ -58,14 +58,14 @@ fn sign_in(request_id: i64, user_agent: &str) -> OutgoingMail {
     .unwrap()
 }
 
-async fn audit_rows(db: &Db, request_id: i64) -> Vec<AuditRow> {
+pub(crate) async fn audit_rows(db: &Db, request_id: i64) -> Vec<AuditRow> {
     db.run(move |conn| for_request(conn, request_id).map_err(DbError::from))
         .await
         .unwrap()
 }
 
 /// Waits for the worker to write `event` about the request.
-async fn wait_for_audit(db: &Db, request_id: i64, event: &str) -> AuditRow {
+pub(crate) async fn wait_for_audit(db: &Db, request_id: i64, event: &str) -> AuditRow {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let rows = audit_rows(db, request_id).await;
@@ -80,7 +80,7 @@ async fn wait_for_audit(db: &Db, request_id: i64, event: &str) -> AuditRow {
     }
 }
 
-fn assert_sign_in_mail(mail: &ReceivedMail) {
+pub(crate) fn assert_sign_in_mail(mail: &ReceivedMail) {
     let from = mail.header("from").unwrap();
     assert!(
         from.contains("Latchkey") && from.ends_with("<login@example.org>"),

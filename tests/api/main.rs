@@ -20,4 +20,5 @@ mod roles;
 mod session_store;
 mod sessions;
 mod sign_in;
+mod smtp_tls;
 mod team;

@@ -1,15 +1,18 @@
-//! A small but real SMTP server for the tests: enough RFC 5321 for lettre, no TLS, and
-//! switches to refuse mail or go away, so delivery is tested end to end without mocks.
+//! A real SMTP server for the tests: the npm `smtp-server` package, run by
+//! `e2e/lib/smtp-sink.mjs --control` (the sink the browser tests and the drills use), one
+//! process per server. Plain on loopback by default; STARTTLS or implicit TLS with a
+//! certificate from a throwaway CA, and a required AUTH, on request. Switches make it refuse
+//! mail or go away, so delivery is tested end to end without mocks.
 
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use serde_json::{json, Value};
 
 /// One accepted message: the envelope and the DATA exactly as received (dot-unstuffed).
 #[derive(Debug, Clone)]
@@ -19,29 +22,86 @@ pub struct ReceivedMail {
     pub data: String,
 }
 
-#[derive(Default)]
-struct Shared {
-    mails: Mutex<Vec<ReceivedMail>>,
-    /// Every command verb seen, in order, to prove what a client did (or did not) send.
-    commands: Mutex<Vec<String>>,
-    failing: AtomicBool,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// Plain at first, STARTTLS offered (what `smtp://` needs).
+    StartTls,
+    /// TLS from the first byte (what `smtps://` needs).
+    Implicit,
+}
+
+/// What the server offers; the default is plain text without AUTH.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Served with the certificate of [`pki`], issued by its `ca`.
+    pub tls: Option<Tls>,
+    /// AUTH (PLAIN, LOGIN) required before MAIL, with this user and password.
+    pub auth: Option<(String, String)>,
 }
 
 pub struct SmtpServer {
     port: u16,
-    shared: Arc<Shared>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    tls: Option<Tls>,
+    control: Mutex<Control>,
+}
+
+/// The sink process; it answers each request line with one line, in order.
+struct Control {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
 }
 
 pub async fn start() -> SmtpServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let shared = Arc::new(Shared::default());
-    let task = tokio::spawn(serve(listener, shared.clone()));
+    start_with(Options::default()).await
+}
+
+pub async fn start_with(options: Options) -> SmtpServer {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e");
+    assert!(
+        root.join("node_modules/smtp-server").is_dir(),
+        "the test SMTP server needs e2e/node_modules: run `npm ci --prefix e2e` (scripts/test does)"
+    );
+    let mut command = Command::new("node");
+    command
+        .arg(root.join("lib/smtp-sink.mjs"))
+        .arg("--control")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(tls) = options.tls {
+        let pki = pki();
+        let mode = match tls {
+            Tls::StartTls => "starttls",
+            Tls::Implicit => "implicit",
+        };
+        command.args(["--tls", mode]);
+        command.arg("--key").arg(&pki.server_key);
+        command.arg("--cert").arg(&pki.server_cert);
+    }
+    if let Some((user, password)) = &options.auth {
+        command.args(["--user", user, "--password", password]);
+    }
+    let mut child = command
+        .spawn()
+        .expect("starting node (the test SMTP server)");
+    let stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("listening 127.0.0.1:")
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("the test SMTP server did not start: {line:?}"));
     SmtpServer {
         port,
-        shared,
-        task: Mutex::new(Some(task)),
+        tls: options.tls,
+        control: Mutex::new(Control {
+            child,
+            stdin,
+            stdout,
+        }),
     }
 }
 
@@ -50,21 +110,65 @@ impl SmtpServer {
         self.port
     }
 
+    /// The `LATCHKEY_EMAIL` for this server, without user or `ca=`.
     pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}?tls=none", self.port)
+        match self.tls {
+            None => format!("smtp://127.0.0.1:{}?tls=none", self.port),
+            Some(Tls::StartTls) => format!("smtp://127.0.0.1:{}", self.port),
+            Some(Tls::Implicit) => format!("smtps://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// One request to the sink and its answer. It blocks, for about a millisecond: the
+    /// accessors stay synchronous, and the answer comes after everything the sink did before.
+    fn request(&self, request: Value) -> Value {
+        let mut control = self.control.lock().unwrap();
+        writeln!(control.stdin, "{request}").expect("writing to the test SMTP server");
+        control.stdin.flush().unwrap();
+        let mut line = String::new();
+        control
+            .stdout
+            .read_line(&mut line)
+            .expect("reading from the test SMTP server");
+        let answer: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("the test SMTP server answered {line:?}: {e}"));
+        assert_eq!(answer["ok"], true, "the test SMTP server: {answer}");
+        answer
     }
 
     /// While set, `MAIL FROM` is answered `451` (try again later).
     pub fn set_failing(&self, failing: bool) {
-        self.shared.failing.store(failing, Ordering::SeqCst);
+        self.request(json!({ "op": "failing", "on": failing }));
     }
 
     pub fn received(&self) -> Vec<ReceivedMail> {
-        self.shared.mails.lock().unwrap().clone()
+        let answer = self.request(json!({ "op": "received" }));
+        answer["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|mail| ReceivedMail {
+                from: mail["from"].as_str().unwrap().to_string(),
+                to: mail["to"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|to| to.as_str().unwrap().to_string())
+                    .collect(),
+                data: mail["raw"].as_str().unwrap().to_string(),
+            })
+            .collect()
     }
 
+    /// Every command verb received, in order.
     pub fn commands(&self) -> Vec<String> {
-        self.shared.commands.lock().unwrap().clone()
+        let answer = self.request(json!({ "op": "commands" }));
+        answer["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|verb| verb.as_str().unwrap().to_string())
+            .collect()
     }
 
     /// Waits until at least `count` messages arrived; panics after `timeout`.
@@ -86,146 +190,138 @@ impl SmtpServer {
 
     /// Stops listening and drops every open connection.
     pub async fn shutdown(&self) {
-        let task = self.task.lock().unwrap().take();
-        if let Some(task) = task {
-            task.abort();
-            let _ = task.await;
-        }
+        self.request(json!({ "op": "shutdown" }));
     }
 
     /// Listens again on the same port, keeping what was received.
     pub async fn restart(&self) {
-        self.shutdown().await;
-        let mut attempts = 0;
-        let listener = loop {
-            match TcpListener::bind(("127.0.0.1", self.port)).await {
-                Ok(listener) => break listener,
-                Err(e) if attempts < 50 => {
-                    attempts += 1;
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("rebinding port {}: {e}", self.port),
-            }
-        };
-        let task = tokio::spawn(serve(listener, self.shared.clone()));
-        *self.task.lock().unwrap() = Some(task);
+        self.request(json!({ "op": "restart" }));
     }
 }
 
 impl Drop for SmtpServer {
     fn drop(&mut self) {
-        if let Some(task) = self.task.lock().unwrap().take() {
-            task.abort();
+        if let Ok(control) = self.control.get_mut() {
+            let _ = control.child.kill();
+            let _ = control.child.wait();
         }
     }
 }
 
-/// Connections live in a `JoinSet` owned by this task, so aborting it closes them all.
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    connections.spawn(session(stream, shared.clone()));
-                }
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+/// Throwaway certificates, made once per test run with the `openssl` CLI: a CA, a server
+/// certificate it issued for `localhost` and 127.0.0.1, and a second CA that issued nothing
+/// here (a root the server's certificate does not chain to).
+pub struct Pki {
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub server_key: PathBuf,
+    pub server_cert: PathBuf,
+}
+
+pub fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "pki-{}",
+            hex::encode(latchkey::crypto::random_bytes::<6>())
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = make_ca(&dir, "ca", "Latchkey test CA");
+        let other_ca = make_ca(&dir, "other-ca", "Latchkey other test CA");
+        let server_key = dir.join("server.key");
+        let server_cert = dir.join("server.pem");
+        let csr = dir.join("server.csr");
+        let extensions = dir.join("server.ext");
+        std::fs::write(
+            &extensions,
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n\
+             basicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\n\
+             extendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            path(&server_key),
+            "-out",
+            path(&csr),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            path(&csr),
+            "-CA",
+            path(&ca),
+            "-CAkey",
+            path(&dir.join("ca.key")),
+            "-CAcreateserial",
+            "-extfile",
+            path(&extensions),
+            "-out",
+            path(&server_cert),
+        ]);
+        Pki {
+            ca,
+            other_ca,
+            server_key,
+            server_cert,
         }
-    }
+    })
 }
 
-async fn session(stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
-    write.write_all(b"220 latchkey-test ESMTP\r\n").await?;
-    let mut from: Option<String> = None;
-    let mut to = Vec::new();
-    loop {
-        let Some(line) = read_line(&mut lines).await? else {
-            return Ok(());
-        };
-        let verb = line
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_ascii_uppercase();
-        shared.commands.lock().unwrap().push(verb.clone());
-        let upper = line.to_ascii_uppercase();
-        let reply: &[u8] = match verb.as_str() {
-            // Nothing that needs TLS is advertised: no STARTTLS, no AUTH.
-            "EHLO" => b"250-latchkey-test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
-            "HELO" => b"250 latchkey-test\r\n",
-            "MAIL" if !upper.starts_with("MAIL FROM:") => b"501 syntax: MAIL FROM:<address>\r\n",
-            "MAIL" if shared.failing.load(Ordering::SeqCst) => {
-                b"451 4.3.0 temporarily unable to accept mail\r\n"
-            }
-            "MAIL" => {
-                from = Some(path(&line));
-                to.clear();
-                b"250 2.1.0 ok\r\n"
-            }
-            "RCPT" if from.is_none() => b"503 5.5.1 MAIL first\r\n",
-            "RCPT" if !upper.starts_with("RCPT TO:") => b"501 syntax: RCPT TO:<address>\r\n",
-            "RCPT" => {
-                to.push(path(&line));
-                b"250 2.1.5 ok\r\n"
-            }
-            "DATA" if to.is_empty() => b"503 5.5.1 RCPT first\r\n",
-            "DATA" => {
-                write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
-                let mut data = String::new();
-                loop {
-                    let Some(line) = read_line(&mut lines).await? else {
-                        return Ok(());
-                    };
-                    if line == "." {
-                        break;
-                    }
-                    data.push_str(line.strip_prefix('.').unwrap_or(&line));
-                    data.push_str("\r\n");
-                }
-                shared.mails.lock().unwrap().push(ReceivedMail {
-                    from: from.take().unwrap_or_default(),
-                    to: std::mem::take(&mut to),
-                    data,
-                });
-                b"250 2.0.0 queued\r\n"
-            }
-            "RSET" => {
-                from = None;
-                to.clear();
-                b"250 2.0.0 ok\r\n"
-            }
-            "NOOP" => b"250 2.0.0 ok\r\n",
-            "QUIT" => {
-                write.write_all(b"221 2.0.0 bye\r\n").await?;
-                return Ok(());
-            }
-            _ => b"502 5.5.2 command not implemented\r\n",
-        };
-        write.write_all(reply).await?;
-    }
+fn make_ca(dir: &Path, name: &str, common_name: &str) -> PathBuf {
+    let cert = dir.join(format!("{name}.pem"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={common_name}"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        path(&dir.join(format!("{name}.key"))),
+        "-out",
+        path(&cert),
+    ]);
+    cert
 }
 
-/// One line without its CRLF; `None` at end of stream.
-async fn read_line(
-    lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-) -> std::io::Result<Option<String>> {
-    let mut bytes = Vec::new();
-    if lines.read_until(b'\n', &mut bytes).await? == 0 {
-        return Ok(None);
-    }
-    let line = String::from_utf8_lossy(&bytes);
-    Ok(Some(line.trim_end_matches(['\r', '\n']).to_string()))
+fn path(path: &Path) -> &str {
+    path.to_str().unwrap()
 }
 
-/// The address between `<` and `>` in `MAIL FROM:<a> PARAMS` or `RCPT TO:<b>`.
-fn path(line: &str) -> String {
-    let start = line.find('<').map_or(0, |i| i + 1);
-    let end = line[start..].find('>').map_or(line.len(), |i| start + i);
-    line[start..end].to_string()
+fn openssl(args: &[&str]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("running openssl (the test certificates need the openssl CLI)");
+    assert!(
+        output.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// A MIME part: its unfolded headers and its raw body.
