@@ -209,7 +209,8 @@ done < "$out/sessions.txt"
 # The chain must still verify after a crash (when this build has the command).
 if "$lk_bin" --help 2>/dev/null | grep -qw audit; then
   verify_status=0
-  DATABASE_URL=$db "$lk_bin" audit verify > "$out/audit_verify.txt" 2>&1 || verify_status=$?
+  # The checkpoints are signed with a key derived from the secret: verify needs the same one.
+  DATABASE_URL=$db LATCHKEY_SECRET_KEY=$secret "$lk_bin" audit verify > "$out/audit_verify.txt" 2>&1 || verify_status=$?
   echo "audit_verify $verify_status" >> "$out/events.txt"
 else
   echo "audit_verify missing" >> "$out/events.txt"
