@@ -5,6 +5,7 @@
 mod helpers;
 mod smtp_server;
 
+mod apps;
 mod attacks;
 mod audit_chain;
 mod audit_pages;
