@@ -25,7 +25,7 @@ pub const SEEN_AT_KEY: &str = "latchkey.seen_at";
 /// most, and twice per idle period for (test-sized) idle timeouts shorter than two minutes.
 const SEEN_REFRESH_SECS: i64 = 60;
 
-fn seen_refresh_secs(idle: std::time::Duration) -> i64 {
+pub fn seen_refresh_secs(idle: std::time::Duration) -> i64 {
     let half_idle = i64::try_from(idle.as_secs() / 2).unwrap_or(i64::MAX);
     SEEN_REFRESH_SECS.min(half_idle.max(1))
 }
@@ -38,10 +38,19 @@ pub enum Access {
     Admin,
 }
 
+/// Asked by a reverse proxy on behalf of a request to another app, with any method: they read
+/// no body and change nothing the asking browser chose, so neither the body limit nor the
+/// CSRF check applies to them (a proxy forwards neither a token nor, usually, a body).
+pub fn is_forward_auth(path: &str) -> bool {
+    matches!(path, "/auth/check" | "/auth/forward")
+}
+
 pub fn access_for(path: &str) -> Access {
     match path {
         // Browsers ask for /favicon.ico on their own; it is a plain 404, not a sign-in page.
-        "/login" | "/healthz" | "/readyz" | "/favicon.ico" => Access::Public,
+        "/login" | "/healthz" | "/readyz" | "/favicon.ico" | "/.well-known/jwks.json" => {
+            Access::Public
+        }
         p if p.starts_with("/auth/") || p.starts_with("/static/") => Access::Public,
         "/audit" | "/audit.csv" => Access::AuditReader,
         p if p == "/team" || p.starts_with("/team/") => Access::Admin,
@@ -210,6 +219,9 @@ mod tests {
         assert_eq!(access_for("/team"), Access::Admin);
         assert_eq!(access_for("/team/4/role"), Access::Admin);
         assert_eq!(access_for("/teamwork"), Access::SignedIn);
+        assert_eq!(access_for("/auth/check"), Access::Public);
+        assert_eq!(access_for("/.well-known/jwks.json"), Access::Public);
+        assert!(is_forward_auth("/auth/forward") && !is_forward_auth("/auth/verify"));
     }
 
     #[test]

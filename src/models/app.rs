@@ -423,6 +423,9 @@ pub struct CheckRow {
     /// Unix seconds, as the guard stores it in the session state.
     #[diesel(sql_type = Nullable<Text>)]
     pub signed_in_at: Option<String>,
+    /// Unix seconds of the session's last write (its idle expiry moved then).
+    #[diesel(sql_type = BigInt)]
+    pub last_seen_secs: i64,
     #[diesel(sql_type = BigInt)]
     pub member_id: i64,
     #[diesel(sql_type = Text)]
@@ -448,6 +451,7 @@ pub fn check(
 ) -> QueryResult<Option<CheckRow>> {
     diesel::sql_query(
         "SELECT s.id AS session_id, s.state ->> $3 AS signed_in_at, \
+                extract(epoch FROM s.last_seen_at)::bigint AS last_seen_secs, \
                 m.id AS member_id, m.email, m.role, m.active, \
                 a.id AS app_id, a.name AS app_name, \
                 COALESCE(m.role = ANY (a.roles) OR EXISTS ( \
@@ -463,6 +467,24 @@ pub fn check(
     .bind::<Text, _>(signed_in_at_key)
     .get_result(conn)
     .optional()
+}
+
+/// Moves a live session's idle expiry (never revives an ended one); the check calls it at
+/// most once a minute per session, as the guard does for pages.
+pub fn touch_session(conn: &mut PgConnection, session_id: i64, idle_secs: i64) -> QueryResult<()> {
+    use crate::schema::sessions;
+    let expires_at = Utc::now() + chrono::Duration::seconds(idle_secs);
+    diesel::update(
+        sessions::table
+            .find(session_id)
+            .filter(sessions::expires_at.gt(diesel::dsl::now)),
+    )
+    .set((
+        sessions::last_seen_at.eq(diesel::dsl::now),
+        sessions::expires_at.eq(expires_at),
+    ))
+    .execute(conn)?;
+    Ok(())
 }
 
 /// Records that a session opened an app, and audits `app_opened`, the first time only (the

@@ -3,6 +3,7 @@
 mod audit;
 mod auth;
 mod dashboard;
+mod forward_auth;
 mod health;
 mod login;
 mod logout;
@@ -35,6 +36,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(page().to(auth::verify::show))
                 .route(web::post().to(auth::verify::submit)),
         )
+        // Any method: proxies forward the request's own (nginx's auth_request sends GET).
+        .service(web::resource("/auth/check").route(web::route().to(forward_auth::check)))
+        .service(web::resource("/auth/forward").route(web::route().to(forward_auth::forward)))
+        .service(web::resource("/.well-known/jwks.json").route(page().to(forward_auth::jwks)))
         .service(web::resource("/auth/code").route(web::post().to(auth::code::submit)))
         .service(web::resource("/auth/wait").route(page().to(auth::wait::poll)))
         .service(web::resource("/auth/approve").route(web::post().to(auth::approve::submit)))

@@ -10,6 +10,7 @@ mod attacks;
 mod audit_chain;
 mod audit_pages;
 mod embedded;
+mod forward_auth;
 mod hardening;
 mod health;
 mod mail;
