@@ -380,3 +380,81 @@ async fn the_assertion_verifies_with_an_independent_implementation_against_the_j
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// Asks for a link with `rd` (as the login form carries it) and follows it; the final Location.
+async fn sign_in_with_rd(app: &TestApp, email: &str, rd: &str, next: Option<&str>) -> String {
+    let browser = crate::helpers::new_browser();
+    let page = browser
+        .get(app.url(&format!("/login?rd={}", urlencode(rd))))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let carried = crate::helpers::form_value(&page, "rd");
+    let before = app.smtp.received().len();
+    let mut fields = vec![("email", email), ("rd", carried.as_deref().unwrap_or(rd))];
+    if let Some(next) = next {
+        fields.push(("next", next));
+    }
+    let res = app.post_form(&browser, "/login", &fields).await;
+    assert_eq!(res.status(), 200);
+    let mail = app.next_sign_in_mail(before).await;
+    let res = app.confirm_link(&browser, &mail.token).await;
+    assert_eq!(res.status(), 303);
+    res.headers()["location"].to_str().unwrap().to_string()
+}
+
+#[actix_web::test]
+async fn after_sign_in_rd_returns_to_a_registered_app_and_nowhere_else() {
+    let app = spawn_app().await;
+    app.add_member("ann@example.org", "member");
+    register(
+        &app,
+        "wiki",
+        "https://wiki.example.org",
+        &[Role::Member],
+        &[],
+    );
+    let back = "https://wiki.example.org/page?a=1#top";
+    assert_eq!(
+        sign_in_with_rd(&app, "ann@example.org", back, None).await,
+        back
+    );
+    // The origin decides, exactly; lookalikes and tricks land on the dashboard (or `next`).
+    for bad in [
+        "https://wiki.example.org.evil.test/",
+        "https://evil.test/?https://wiki.example.org",
+        "https://evil.test/#https://wiki.example.org",
+        "https://wiki.example.org@evil.test/",
+        "https://wiki.example.org:x@evil.test/",
+        "//wiki.example.org/",
+        "//evil.test",
+        "/\\evil.test",
+        "https:\\\\wiki.example.org\\",
+        "https://wiki.example.org\\@evil.test/",
+        "javascript:alert(1)//https://wiki.example.org",
+        "http://wiki.example.org/",
+        "https://wiki.example.org:444/",
+        "data:text/html,<script>alert(1)</script>",
+        "",
+    ] {
+        assert_eq!(
+            sign_in_with_rd(&app, "ann@example.org", bad, None).await,
+            "/",
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        sign_in_with_rd(
+            &app,
+            "ann@example.org",
+            "https://evil.test/",
+            Some("/sessions")
+        )
+        .await,
+        "/sessions",
+        "next keeps working"
+    );
+}

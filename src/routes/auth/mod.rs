@@ -13,6 +13,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
 use base64::Engine as _;
 
+use crate::domain::app_origin::AppUrl;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
 use crate::domain::token::{SignInToken, TokenId};
@@ -52,8 +53,20 @@ pub fn start_session(
     if signed_in.new_browser {
         notify_new_browser(state, signed_in, client);
     }
-    let next = NextPath::parse(Some(&signed_in.request.next_path));
-    Ok(redirect_after_sign_in(req, next.as_str()))
+    // An app's URL was checked against the registered apps when the link was asked for; it
+    // is parsed again here so that only a well-formed absolute URL is ever a Location.
+    let app_url = signed_in
+        .request
+        .return_url
+        .as_deref()
+        .and_then(|url| AppUrl::parse(url).ok());
+    match app_url {
+        Some(url) => Ok(redirect_after_sign_in(req, url.as_str())),
+        None => {
+            let next = NextPath::parse(Some(&signed_in.request.next_path));
+            Ok(redirect_after_sign_in(req, next.as_str()))
+        }
+    }
 }
 
 /// A page POST gets 303; an HTMX request gets `HX-Redirect` so the whole page navigates.
