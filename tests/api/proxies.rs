@@ -63,7 +63,7 @@ fn binary(name: &str, paths: &[&str]) -> Option<PathBuf> {
         .chain(
             std::env::var_os("PATH")
                 .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
-                .unwrap_or_else(Vec::new),
+                .unwrap_or_default(),
         )
         .find(|p| p.is_file())
 }
