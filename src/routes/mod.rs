@@ -1,5 +1,6 @@
 //! One module per resource; `configure` is the route table.
 
+mod apps;
 mod audit;
 mod auth;
 mod dashboard;
@@ -59,6 +60,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/team/{id}/role").route(web::post().to(team::change_role)))
         .service(web::resource("/team/{id}/deactivate").route(web::post().to(team::deactivate)))
+        .service(
+            web::resource("/apps")
+                .route(page().to(apps::show))
+                .route(web::post().to(apps::add)),
+        )
+        .service(web::resource("/apps/{id}").route(web::post().to(apps::change)))
+        .service(web::resource("/apps/{id}/remove").route(web::post().to(apps::remove)))
         .service(web::resource("/sessions").route(page().to(sessions::show)))
         .service(web::resource("/sessions/revoke-all").route(web::post().to(sessions::revoke_all)))
         .service(web::resource("/sessions/{id}/revoke").route(web::post().to(sessions::revoke)))

@@ -39,6 +39,7 @@ const TEMPLATES: &[(&str, &str)] = embedded_templates!(
     "partials/team.html",
     "partials/team_rows.html",
     "partials/sessions.html",
+    "partials/apps.html",
     "partials/error.html",
 );
 
