@@ -458,3 +458,71 @@ async fn after_sign_in_rd_returns_to_a_registered_app_and_nowhere_else() {
         "next keeps working"
     );
 }
+
+/// The exchange Traefik's ForwardAuth middleware makes (no Traefik binary in Debian): a GET to
+/// `address` with the browser's headers (its cookie among them) and `X-Forwarded-Method`,
+/// `-Proto`, `-Host`, `-Uri` and `-For`; a 2xx lets the request through with
+/// `authResponseHeaders` copied onto it, anything else goes back to the browser as it is.
+async fn traefik_asks(app: &TestApp, browser: &reqwest::Client) -> reqwest::Response {
+    browser
+        .get(app.url("/auth/forward"))
+        .header("X-Forwarded-Method", "GET")
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "wiki.example.org")
+        .header("X-Forwarded-Uri", "/page?x=1")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn the_traefik_forward_auth_exchange() {
+    let app = spawn_app().await;
+    let wiki = register(
+        &app,
+        "wiki",
+        "https://wiki.example.org",
+        &[Role::Member],
+        &[],
+    );
+    let signed_out = crate::helpers::new_browser();
+    let res = traefik_asks(&app, &signed_out).await;
+    assert_eq!(res.status(), 302);
+    assert_eq!(
+        res.headers()["location"],
+        app.url(&format!(
+            "/login?rd={}",
+            urlencode("https://wiki.example.org/page?x=1")
+        ))
+        .as_str()
+    );
+    assert!(
+        res.headers().get("set-cookie").is_none(),
+        "nothing for the app's origin"
+    );
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    let res = traefik_asks(&app, &ann).await;
+    assert_eq!(res.status(), 200);
+    for name in [
+        "remote-user",
+        "remote-email",
+        "remote-groups",
+        "latchkey-assertion",
+    ] {
+        assert!(res.headers().contains_key(name), "{name}");
+    }
+    let access = Access {
+        roles: vec![Role::Admin],
+        members: vec![],
+    };
+    let origin = AppOrigin::parse("https://wiki.example.org").unwrap();
+    app::update(&mut app.conn(), wiki, "wiki", &origin, &access, "test").unwrap();
+    let res = traefik_asks(&app, &ann).await;
+    assert_eq!(res.status(), 403);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+}
