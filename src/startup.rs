@@ -21,6 +21,7 @@ use crate::mail::Mailer;
 use crate::middleware::availability::database_availability;
 use crate::middleware::body_limit::{body_limit, MAX_BODY_BYTES};
 use crate::middleware::browser_cookie::browser_cookie;
+use crate::middleware::check_cookie::take_check_cookie;
 use crate::middleware::csrf::csrf_protect;
 use crate::middleware::guard::guard;
 use crate::middleware::rate_limit::LoginRateLimit;
@@ -164,6 +165,7 @@ impl Application {
                 .wrap(from_fn(browser_cookie))
                 .wrap(IdentityMiddleware::default())
                 .wrap(sessions)
+                .wrap(from_fn(take_check_cookie))
                 .wrap(from_fn(body_limit))
                 .wrap(login_rate_limit.clone())
                 .wrap(from_fn(database_availability))

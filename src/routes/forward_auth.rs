@@ -9,12 +9,13 @@
 use actix_web::cookie::{Cookie, CookieJar};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 
 use crate::assertion::{Claims, LIFETIME_SECS};
 use crate::crypto::sha256;
 use crate::db::DbError;
 use crate::domain::app_origin::AppUrl;
+use crate::middleware::check_cookie::CheckCookies;
 use crate::middleware::guard::{seen_refresh_secs, SIGNED_IN_AT_KEY};
 use crate::models::app::{self, CheckRow};
 use crate::models::audit::{AuditEvent, NewAuditRow};
@@ -71,23 +72,21 @@ fn original_url(req: &HttpRequest) -> Option<Result<AppUrl, ()>> {
 
 /// The digest of the session key in the (encrypted) session cookie, as the store keeps it.
 /// Every cookie of that name is tried: one planted by a sibling host must not hide the real one.
+/// The cookies were taken off the request before actix-session (`middleware::check_cookie`).
 fn session_key_digest(req: &HttpRequest, state: &AppState) -> Option<Vec<u8>> {
     let settings = &state.settings;
     let name = session_cookie_name(
         settings.public_url.is_https(),
         settings.cookie_domain.is_some(),
     );
-    let cookies = req.cookies().ok()?;
-    cookies
-        .iter()
-        .filter(|cookie| cookie.name() == name)
-        .find_map(|cookie| {
-            let mut jar = CookieJar::new();
-            jar.add_original(Cookie::new(name.clone(), cookie.value().to_string()));
-            jar.private(&state.keys.cookie)
-                .get(&name)
-                .map(|plain| sha256(plain.value().as_bytes()))
-        })
+    let cookies = req.extensions().get::<CheckCookies>().cloned()?;
+    cookies.0.into_iter().find_map(|value| {
+        let mut jar = CookieJar::new();
+        jar.add_original(Cookie::new(name.clone(), value));
+        jar.private(&state.keys.cookie)
+            .get(&name)
+            .map(|plain| sha256(plain.value().as_bytes()))
+    })
 }
 
 fn bad_request() -> HttpResponse {
