@@ -41,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/auth/check").route(web::route().to(forward_auth::check)))
         .service(web::resource("/auth/forward").route(web::route().to(forward_auth::forward)))
         .service(web::resource("/.well-known/jwks.json").route(page().to(forward_auth::jwks)))
+        .service(web::resource("/auth/return").route(page().to(auth::back_to_app::show)))
         .service(web::resource("/auth/code").route(web::post().to(auth::code::submit)))
         .service(web::resource("/auth/wait").route(page().to(auth::wait::poll)))
         .service(web::resource("/auth/approve").route(web::post().to(auth::approve::submit)))

@@ -40,6 +40,7 @@ const TEMPLATES: &[(&str, &str)] = embedded_templates!(
     "partials/team_rows.html",
     "partials/sessions.html",
     "partials/apps.html",
+    "partials/back_to_app.html",
     "partials/error.html",
 );
 

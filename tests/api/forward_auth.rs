@@ -403,7 +403,21 @@ async fn sign_in_with_rd(app: &TestApp, email: &str, rd: &str, next: Option<&str
     let mail = app.next_sign_in_mail(before).await;
     let res = app.confirm_link(&browser, &mail.token).await;
     assert_eq!(res.status(), 303);
-    res.headers()["location"].to_str().unwrap().to_string()
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    let Some(rd) = location.strip_prefix("/auth/return?rd=") else {
+        return location;
+    };
+    // The form post's redirect stays on Latchkey (CSP form-action); this page sends it on.
+    let res = browser.get(app.url(&location)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let target = crate::helpers::urldecode(rd);
+    assert_eq!(
+        res.headers()["refresh"].to_str().unwrap(),
+        format!("0; url={target}")
+    );
+    let page = res.text().await.unwrap();
+    assert!(page.contains(r#"http-equiv="refresh""#), "{page}");
+    target
 }
 
 #[actix_web::test]

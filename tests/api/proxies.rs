@@ -194,7 +194,16 @@ async fn the_story(app: &TestApp, proxy_port: u16, proxy: &str) {
     );
     assert_eq!(
         res.headers()["location"].to_str().unwrap(),
-        page,
+        format!("/auth/return?rd={}", urlencode(&page))
+    );
+    let res = browser
+        .get(format!("{login}/auth/return?rd={}", urlencode(&page)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["refresh"].to_str().unwrap(),
+        format!("0; url={page}"),
         "back on the app"
     );
 

@@ -2,6 +2,7 @@
 //! another device (`/auth/approve` + `/auth/wait`), or refusing it (`/auth/cancel`).
 
 pub mod approve;
+pub mod back_to_app;
 pub mod cancel;
 pub mod code;
 pub mod verify;
@@ -61,7 +62,19 @@ pub fn start_session(
         .as_deref()
         .and_then(|url| AppUrl::parse(url).ok());
     match app_url {
-        Some(url) => Ok(redirect_after_sign_in(req, url.as_str())),
+        // HTMX navigates by script, which the CSP allows anywhere. A form post may only be
+        // redirected to this origin (`form-action 'self'`, which browsers apply to every
+        // redirect of the submission), so it goes through `/auth/return`, a page of ours that
+        // sends the browser on.
+        Some(url) if is_htmx(req) => Ok(redirect_after_sign_in(req, url.as_str())),
+        Some(url) => {
+            let rd: String =
+                url::form_urlencoded::byte_serialize(url.as_str().as_bytes()).collect();
+            Ok(redirect_after_sign_in(
+                req,
+                &format!("/auth/return?rd={rd}"),
+            ))
+        }
         None => {
             let next = NextPath::parse(Some(&signed_in.request.next_path));
             Ok(redirect_after_sign_in(req, next.as_str()))
