@@ -34,6 +34,7 @@ for r in rows.values():
 
 signed_in = rps("get_dashboard_signed_in") / rps("pgbench_select_only")
 login = rps("get_login") / rps("bare_actix_get")
+check = rps("get_auth_check_signed_in") / rps("bare_actix_get")
 peak = int(hwm) / 1024
 lines += [
     "",
@@ -41,6 +42,7 @@ lines += [
     "|---|---|---|",
     f"| signed-in GET / >= 40% of pgbench -S | {signed_in:.1%} | {verdict(signed_in >= 0.40)} |",
     f"| GET /login >= 60% of bare actix-web | {login:.0%} | {verdict(login >= 0.60)} |",
+    f"| signed-in GET /auth/check >= 25% of bare actix-web | {check:.1%} | {verdict(check >= 0.25)} |",
 ]
 for name, r in rows.items():
     if name not in REFERENCES:

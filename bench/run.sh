@@ -3,6 +3,8 @@
 #   - GET /login, a signed-in GET /, POST /login (limits raised), GET /audit filtered on a
 #     login_audit table seeded with 1 million rows: req/s, p50/p99 latency (wrk), and the peak
 #     RSS of the latchkey process (VmHWM);
+#   - GET /auth/check for a signed-in member whose app admits them (forward auth: 200 with the
+#     identity headers and a signed assertion), next to the bare actix-web reference;
 #   - the references in the same run: `pgbench -S` on the same PostgreSQL at the same
 #     concurrency, and a bare actix-web handler (bench/bare) for GET /login.
 # PostgreSQL is a private cluster started by this script (initdb/pg_ctl, as `postgres` when
@@ -75,6 +77,7 @@ psql -X -q "$pg/postgres" -c "CREATE DATABASE latchkey" -c "CREATE DATABASE pgbe
 echo "postgresql settings: $(psql -X -At "$pg/postgres" -c "SELECT string_agg(name || '=' || current_setting(name), ' ') FROM pg_settings WHERE name IN ('max_connections', 'shared_buffers', 'fsync', 'synchronous_commit')")" >> "$out/machine.txt"
 
 lk_port=$(free_port)
+secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 base=http://127.0.0.1:$lk_port
 log "starting latchkey on $base"
 (
@@ -82,7 +85,7 @@ log "starting latchkey on $base"
   exec env -u DATABASE_URL $(env | sed -n 's/^\(LATCHKEY_[A-Z_]*\)=.*/-u \1/p') \
     DATABASE_URL="$pg/latchkey" \
     LATCHKEY_BIND="127.0.0.1:$lk_port" \
-    LATCHKEY_SECRET_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')" \
+    LATCHKEY_SECRET_KEY="$secret" \
     LATCHKEY_ADMINS="$admin" \
     LATCHKEY_EMAIL="file:$out/mail" \
     LATCHKEY_LOGIN_RATE=1000000/1s \
@@ -104,8 +107,8 @@ log "seeding login_audit with $audit_rows rows (chain trigger off for the bulk l
 seed_started=$(date +%s)
 psql -X -q -v ON_ERROR_STOP=1 "$pg/latchkey" <<SQL
 ALTER TABLE login_audit DISABLE TRIGGER login_audit_chain_insert;
-INSERT INTO login_audit (id, occurred_at, event, email, ip, user_agent, actor, detail, request_id, prev_hash, hash)
-SELECT nextval('login_audit_id_seq'),
+INSERT INTO login_audit (id, seq, occurred_at, event, email, ip, user_agent, actor, detail, request_id, prev_hash, hash)
+SELECT nextval('login_audit_id_seq'), (SELECT coalesce(max(seq), 0) FROM login_audit) + g,
        now() - make_interval(secs => ($audit_rows - g) * 30),
        (ARRAY['link_requested','link_sent','signed_in','signed_out','link_prefetched','login_denied','session_expired','link_expired'])[1 + g % 8],
        'user' || (g % 500) || '@example.org',
@@ -115,6 +118,8 @@ SELECT nextval('login_audit_id_seq'),
        '\x00'::bytea, sha256(int8send(g))
 FROM generate_series(1, $audit_rows) AS g;
 ALTER TABLE login_audit ENABLE TRIGGER login_audit_chain_insert;
+-- Rows written after the load continue the numbering (the chain's hashes are not kept).
+UPDATE login_audit_chain SET head_seq = (SELECT max(seq) FROM login_audit);
 ANALYZE login_audit;
 SQL
 echo "audit seed: $audit_rows rows in $(( $(date +%s) - seed_started )) s" >> "$out/machine.txt"
@@ -164,6 +169,15 @@ kill "$bare_pid"
 
 bench get_login "$base/login"
 bench get_dashboard_signed_in "$base/" -H "Cookie: $cookie"
+# Forward auth: the proxy's subrequest for a page of a registered app, the member's cookie
+# forwarded. One app registered with the real command line; the first check records
+# app_opened, every later one only reads.
+DATABASE_URL="$pg/latchkey" LATCHKEY_SECRET_KEY="$secret" LATCHKEY_DATA_DIR="$out/run/cli" RUST_LOG=warn \
+  "$repo/target/release/latchkey" apps add wiki https://wiki.bench.test --roles admin,member > /dev/null
+check_headers=(-H "Cookie: $cookie" -H "X-Original-URL: https://wiki.bench.test/page")
+[ "$(curl -s -o /dev/null -w '%{http_code}' "${check_headers[@]}" "$base/auth/check")" = 200 ] || die "GET /auth/check is not 200"
+bench get_auth_check_signed_in "$base/auth/check" "${check_headers[@]}"
+
 bench get_audit_by_email "$base/audit?email=user42%40example.org" -H "Cookie: $cookie"
 bench get_audit_by_event "$base/audit?event=signed_in" -H "Cookie: $cookie"
 bench get_audit_by_day "$base/audit?from=$(date -u -d '-100 days' +%F)&to=$(date -u -d '-100 days' +%F)" -H "Cookie: $cookie"

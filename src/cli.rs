@@ -13,9 +13,11 @@ use crate::audit_chain::{self, Verification};
 use crate::audit_checkpoint;
 use crate::crypto::Keys;
 use crate::db;
+use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
 use crate::domain::role::Role;
+use crate::models::app::{self, Access, AppError, Saved};
 use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::models::member::{self, Added, Member, MemberError};
 use crate::models::sign_in_request::SignInRequest;
@@ -61,6 +63,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Register, list and remove apps protected through forward auth.
+    Apps {
+        #[command(subcommand)]
+        command: AppsCommand,
+    },
     /// Break-glass: print a one-time sign-in link for an active member (any browser may use
     /// it), audited with the reason. No mail is sent.
     Link {
@@ -88,6 +95,27 @@ pub enum MembersCommand {
         #[arg(value_parser = parse_email)]
         email: EmailAddress,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// Register an app by its URL's origin, or update the app of that name, and say who may
+    /// open it: roles and/or listed members (at least one).
+    Add {
+        name: String,
+        #[arg(value_parser = parse_origin)]
+        url: AppOrigin,
+        /// Comma-separated roles whose members may open the app.
+        #[arg(long, value_delimiter = ',', value_enum)]
+        roles: Vec<RoleArg>,
+        /// A member who may open the app whatever their role (repeatable).
+        #[arg(long = "member", value_parser = parse_email)]
+        members: Vec<EmailAddress>,
+    },
+    /// One line per app: name, origin, who may open it (tab-separated).
+    List,
+    /// Remove an app: checks for its origin are refused at once.
+    Remove { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +147,10 @@ impl From<RoleArg> for Role {
 
 fn parse_email(text: &str) -> Result<EmailAddress, String> {
     EmailAddress::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_origin(text: &str) -> Result<AppOrigin, String> {
+    AppOrigin::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_reason(text: &str) -> Result<String, String> {
@@ -170,6 +202,13 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
             migrate_quietly(&mut conn)?;
             let keys = Keys::derive(&resolve_secret(settings)?);
             let outcome = run_members(&mut conn, settings, command);
+            sign_what_was_added(&mut conn, &keys)?;
+            outcome?;
+        }
+        Command::Apps { command } => {
+            migrate_quietly(&mut conn)?;
+            let keys = Keys::derive(&resolve_secret(settings)?);
+            let outcome = run_apps(&mut conn, command);
             sign_what_was_added(&mut conn, &keys)?;
             outcome?;
         }
@@ -288,6 +327,71 @@ fn run_members(
     Ok(())
 }
 
+fn run_apps(conn: &mut PgConnection, command: AppsCommand) -> anyhow::Result<()> {
+    match command {
+        AppsCommand::Add {
+            name,
+            url,
+            roles,
+            members,
+        } => {
+            let access = Access {
+                roles: roles.into_iter().map(Role::from).collect(),
+                members,
+            };
+            let (saved, how) =
+                app::save(conn, &name, &url, &access, CLI_ACTOR).map_err(app_error)?;
+            let verb = match how {
+                Saved::Added => "added",
+                Saved::Changed => "changed",
+                Saved::Unchanged => "unchanged:",
+            };
+            println!(
+                "{verb} {} {} ({})",
+                saved.name,
+                saved.origin(),
+                access.describe()
+            );
+        }
+        AppsCommand::List => {
+            let apps = app::list(conn)?;
+            if apps.is_empty() {
+                eprintln!("no apps yet; add one with `latchkey apps add NAME URL --roles member`");
+            }
+            for entry in apps {
+                println!(
+                    "{}\t{}\t{}",
+                    entry.app.name,
+                    entry.app.origin(),
+                    entry.describe()
+                );
+            }
+        }
+        AppsCommand::Remove { name } => {
+            let Some(found) = app::find_by_name(conn, &name)? else {
+                anyhow::bail!("no app is named {name:?} (see `latchkey apps list`)");
+            };
+            let removed = app::remove(conn, found.id, CLI_ACTOR).map_err(app_error)?;
+            println!(
+                "removed {} {}: its sign-ins are refused from now on",
+                removed.name,
+                removed.origin()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn app_error(err: AppError) -> anyhow::Error {
+    match err {
+        AppError::Query(e) => anyhow::Error::new(e).context("updating apps"),
+        AppError::NobodyMayOpen => {
+            anyhow::anyhow!("say who may open the app: --roles admin,member and/or --member EMAIL")
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
 fn member_error(err: MemberError, email: &EmailAddress) -> anyhow::Error {
     match err {
         MemberError::LastAdmin => anyhow::anyhow!(
@@ -398,6 +502,43 @@ mod tests {
             Cli::try_parse_from(["latchkey", "members", "add", "a@x.org", "--role", "root"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn apps_add_parses_roles_and_members() {
+        let cli = Cli::try_parse_from([
+            "latchkey",
+            "apps",
+            "add",
+            "wiki",
+            "https://Wiki.Example.org/",
+            "--roles",
+            "admin,member",
+            "--member",
+            "a@x.org",
+            "--member",
+            "b@x.org",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Apps {
+                command:
+                    AppsCommand::Add {
+                        name,
+                        url,
+                        roles,
+                        members,
+                    },
+            }) => {
+                assert_eq!(name, "wiki");
+                assert_eq!(url.as_str(), "https://wiki.example.org");
+                assert_eq!(roles, [RoleArg::Admin, RoleArg::Member]);
+                assert_eq!(members.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["latchkey", "apps", "add", "w", "ftp://x.org"]).is_err());
+        assert!(Cli::try_parse_from(["latchkey", "apps", "add", "w", "https://u@x.org"]).is_err());
     }
 
     #[test]

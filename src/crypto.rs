@@ -22,6 +22,8 @@ pub struct Keys {
     /// Signs the login audit's checkpoints; never stored in the database, so whoever can
     /// write there cannot forge one.
     pub audit: hmac::Key,
+    /// Signs `Latchkey-Assertion` for protected apps (its public half is in the JWK set).
+    pub assertion: std::sync::Arc<crate::assertion::AssertionKey>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -57,8 +59,15 @@ impl Keys {
             token: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"sign-in-token", 32)),
             browser: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"browser-cookie", 32)),
             audit: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"audit-checkpoint", 32)),
+            assertion: std::sync::Arc::new(assertion_key(&expand(&prk, b"app-assertion", 32))),
         }
     }
+}
+
+/// Any 32 bytes are an Ed25519 seed; ring refuses only another length, which HKDF never gives.
+#[allow(clippy::expect_used)]
+fn assertion_key(seed: &[u8]) -> crate::assertion::AssertionKey {
+    crate::assertion::AssertionKey::from_seed(seed).expect("a 32-byte Ed25519 seed")
 }
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {

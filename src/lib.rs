@@ -1,11 +1,13 @@
 //! Latchkey: a passwordless sign-in gateway and admin dashboard for small trusted teams.
 
+pub mod assertion;
 pub mod audit_chain;
 pub mod audit_checkpoint;
 pub mod cli;
 pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod forward_auth;
 pub mod mail;
 pub mod middleware;
 pub mod models;

@@ -1,6 +1,24 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    app_members (app_id, member_id) {
+        app_id -> Int8,
+        member_id -> Int8,
+    }
+}
+
+diesel::table! {
+    apps (id) {
+        id -> Int8,
+        name -> Text,
+        origin -> Text,
+        roles -> Array<Nullable<Text>>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     login_audit (id) {
         id -> Int8,
         occurred_at -> Timestamptz,
@@ -61,6 +79,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    session_apps (session_id, app_id) {
+        session_id -> Int8,
+        app_id -> Int8,
+        opened_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     sessions (id) {
         id -> Int8,
         key_digest -> Bytea,
@@ -101,20 +127,28 @@ diesel::table! {
         cancelled_at -> Nullable<Timestamptz>,
         requested_email -> Text,
         approval_mismatch_at -> Nullable<Timestamptz>,
+        return_url -> Nullable<Text>,
     }
 }
 
+diesel::joinable!(app_members -> apps (app_id));
+diesel::joinable!(app_members -> members (member_id));
 diesel::joinable!(member_browsers -> members (member_id));
+diesel::joinable!(session_apps -> apps (app_id));
+diesel::joinable!(session_apps -> sessions (session_id));
 diesel::joinable!(sessions -> members (member_id));
 diesel::joinable!(sign_in_prefetches -> sign_in_requests (request_id));
 diesel::joinable!(sign_in_requests -> members (member_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    app_members,
+    apps,
     login_audit,
     login_audit_chain,
     login_audit_checkpoints,
     member_browsers,
     members,
+    session_apps,
     sessions,
     sign_in_prefetches,
     sign_in_requests,

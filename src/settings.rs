@@ -33,6 +33,9 @@ pub struct Settings {
     pub email_rate: Rate,
     pub trusted_proxies: Vec<IpNet>,
     pub audit_retention: Duration,
+    /// `LATCHKEY_COOKIE_DOMAIN`: a parent domain of the public URL's host, to which the
+    /// session cookie is sent (forward auth for apps under it); canonical, no leading dot.
+    pub cookie_domain: Option<String>,
 }
 
 impl Settings {
@@ -66,6 +69,11 @@ impl PublicUrl {
 
     pub fn origin(&self) -> String {
         self.0.origin().ascii_serialization()
+    }
+
+    /// The base without a trailing slash, as `iss` in assertions.
+    pub fn base(&self) -> &str {
+        self.0.as_str().trim_end_matches('/')
     }
 }
 
@@ -269,6 +277,10 @@ impl Settings {
             None => Vec::new(),
         };
         let audit_retention = duration("LATCHKEY_AUDIT_RETENTION", "400d")?;
+        let cookie_domain = get("LATCHKEY_COOKIE_DOMAIN")
+            .map(|text| parse_cookie_domain(&text, &public_url))
+            .transpose()
+            .map_err(|p| invalid("LATCHKEY_COOKIE_DOMAIN", p))?;
 
         Ok(Self {
             database_url,
@@ -288,6 +300,7 @@ impl Settings {
             email_rate,
             trusted_proxies,
             audit_retention,
+            cookie_domain,
         })
     }
 }
@@ -313,6 +326,32 @@ fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
         ));
     }
     Ok(PublicUrl(url))
+}
+
+/// A domain the public URL's host is under (`example.org` for `login.example.org`), in
+/// canonical form; never a top-level domain, never an IP address.
+fn parse_cookie_domain(text: &str, public_url: &PublicUrl) -> Result<String, String> {
+    let domain = canonical_domain(text.trim_start_matches('.'))
+        .ok_or_else(|| format!("{text:?} is not a domain name"))?;
+    if !domain.contains('.') {
+        return Err(format!(
+            "{text:?} is a top-level name; give a parent domain such as example.org"
+        ));
+    }
+    let host = match public_url.0.host() {
+        Some(url::Host::Domain(host)) => host.trim_end_matches('.').to_ascii_lowercase(),
+        _ => {
+            return Err(
+                "needs LATCHKEY_PUBLIC_URL to have a host name, not an IP address".to_string(),
+            )
+        }
+    };
+    if !host.ends_with(&format!(".{domain}")) {
+        return Err(format!(
+            "{domain:?} is not a parent domain of LATCHKEY_PUBLIC_URL's host {host:?}"
+        ));
+    }
+    Ok(domain)
 }
 
 fn parse_secret_key(text: &str) -> Result<Vec<u8>, String> {
@@ -743,6 +782,38 @@ mod tests {
         let s = settings(&[("LATCHKEY_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1")]).unwrap();
         assert_eq!(s.trusted_proxies.len(), 2);
         assert!(settings(&[("LATCHKEY_TRUSTED_PROXIES", "10.0.0.0/33")]).is_err());
+    }
+
+    #[test]
+    fn the_cookie_domain_is_a_parent_of_the_public_host() {
+        let key = "ab".repeat(32);
+        let with = |url: &'static str, domain: &'static str| {
+            settings(&[
+                ("LATCHKEY_PUBLIC_URL", url),
+                ("LATCHKEY_SECRET_KEY", &key),
+                ("LATCHKEY_EMAIL", "smtps://mail.example.org:465"),
+                ("LATCHKEY_COOKIE_DOMAIN", domain),
+            ])
+        };
+        let s = with("https://login.example.org", "Example.ORG").unwrap();
+        assert_eq!(s.cookie_domain.as_deref(), Some("example.org"));
+        let s = with("https://login.example.org", ".example.org").unwrap();
+        assert_eq!(s.cookie_domain.as_deref(), Some("example.org"));
+        let s = with("http://login.lk.localhost:8080", "lk.localhost").unwrap();
+        assert_eq!(s.cookie_domain.as_deref(), Some("lk.localhost"));
+        assert!(settings(&[]).unwrap().cookie_domain.is_none());
+        for (url, domain) in [
+            ("https://login.example.org", "evil.test"),
+            ("https://login.example.org", "ample.org"),
+            ("https://login.example.org", "login.example.org"),
+            ("https://login.example.org", "org"),
+            ("https://login.example.org", "not a domain"),
+            ("http://127.0.0.1:8080", "0.0.1"),
+        ] {
+            let err = with(url, domain).unwrap_err();
+            assert_eq!(err.name, "LATCHKEY_COOKIE_DOMAIN", "{domain}: {err}");
+            assert!(!err.to_string().contains('\n'));
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::mail::Mailer;
 use crate::middleware::availability::database_availability;
 use crate::middleware::body_limit::{body_limit, MAX_BODY_BYTES};
 use crate::middleware::browser_cookie::browser_cookie;
+use crate::middleware::check_cookie::take_check_cookie;
 use crate::middleware::csrf::csrf_protect;
 use crate::middleware::guard::guard;
 use crate::middleware::rate_limit::LoginRateLimit;
@@ -31,7 +32,7 @@ use crate::secret::Secret;
 use crate::session_store::PgSessionStore;
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::web::browser::{cookie_name, SESSION_COOKIE};
+use crate::web::browser::session_cookie_name;
 
 /// Connections per process; a small team's traffic never needs more, and PostgreSQL's
 /// default of 100 connections leaves room for several instances.
@@ -137,12 +138,15 @@ impl Application {
             db,
             keys,
             mailer,
+            forward_auth: Default::default(),
         });
         let dashboard_cache = web::Data::new(routes::DashboardCache::default());
         let server = HttpServer::new(move || {
             let store = PgSessionStore::new(state.db.clone());
+            let cookie_domain = state.settings.cookie_domain.clone();
             let sessions = SessionMiddleware::builder(store, state.keys.cookie.clone())
-                .cookie_name(cookie_name(SESSION_COOKIE, https))
+                .cookie_name(session_cookie_name(https, cookie_domain.is_some()))
+                .cookie_domain(cookie_domain)
                 .cookie_secure(https)
                 .cookie_http_only(true)
                 .cookie_same_site(SameSite::Lax)
@@ -161,6 +165,7 @@ impl Application {
                 .wrap(from_fn(browser_cookie))
                 .wrap(IdentityMiddleware::default())
                 .wrap(sessions)
+                .wrap(from_fn(take_check_cookie))
                 .wrap(from_fn(body_limit))
                 .wrap(login_rate_limit.clone())
                 .wrap(from_fn(database_availability))

@@ -2,6 +2,7 @@
 
 use crate::crypto::Keys;
 use crate::db::Db;
+use crate::forward_auth::ForwardAuthMemory;
 use crate::mail::Mailer;
 use crate::settings::Settings;
 
@@ -10,4 +11,5 @@ pub struct AppState {
     pub db: Db,
     pub keys: Keys,
     pub mailer: Mailer,
+    pub forward_auth: ForwardAuthMemory,
 }

@@ -42,7 +42,7 @@ function psql(url, sql) {
  * Starts Latchkey; `env` adds or overrides settings. Resolves once `/readyz` answers 200.
  * The returned handle has `url`, `databaseUrl`, `sql(query)` and `stop()`.
  */
-export async function startLatchkey({ env = {}, logName = "latchkey.log" } = {}) {
+export async function startLatchkey({ env = {}, logName = "latchkey.log", publicHost = null } = {}) {
   const binary = process.env.LATCHKEY_BIN ?? join(REPO, "target", "release", "latchkey");
   if (!existsSync(binary)) {
     throw new Error(`${binary} is missing: run \`cargo build --release\` first (scripts/test does)`);
@@ -72,7 +72,8 @@ export async function startLatchkey({ env = {}, logName = "latchkey.log" } = {})
   Object.assign(childEnv, {
     LATCHKEY_DATA_DIR: join(workDir, "data"),
     LATCHKEY_BIND: `127.0.0.1:${port}`,
-    LATCHKEY_PUBLIC_URL: url,
+    // A host name (say login.lk.localhost, which Chromium maps to loopback) for forward auth.
+    LATCHKEY_PUBLIC_URL: publicHost ? `http://${publicHost}:${port}` : url,
     LATCHKEY_SECRET_KEY: randomBytes(32).toString("hex"),
     RUST_LOG: "info",
     ...env,
@@ -117,6 +118,7 @@ export async function startLatchkey({ env = {}, logName = "latchkey.log" } = {})
 
   return {
     url,
+    publicUrl: publicHost ? `http://${publicHost}:${port}` : url,
     port,
     logPath,
     databaseUrl,

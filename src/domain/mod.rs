@@ -1,5 +1,6 @@
 //! Values parsed once at the edge; the rest of the code can only hold valid ones.
 
+pub mod app_origin;
 pub mod approval_number;
 pub mod code;
 pub mod email_address;

@@ -31,6 +31,13 @@ pub async fn body_limit(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    // Forward-auth checks never read the body (a proxy may forward an upload's length).
+    if crate::middleware::guard::is_forward_auth(req.match_info().as_str()) {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    }
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -48,9 +48,13 @@ pub async fn browser_cookie(
         bindings,
     });
     let mut res = next.call(req).await?;
-    // Static files and health checks need no cookie; pages and form posts do.
+    // Static files, health checks and forward-auth answers need no cookie (a proxy may hand
+    // the latter to the browser on an app's origin); pages and form posts do.
     let path = res.request().path();
-    let wants_cookie = !path.starts_with("/static/") && path != "/healthz" && path != "/readyz";
+    let wants_cookie = !path.starts_with("/static/")
+        && path != "/healthz"
+        && path != "/readyz"
+        && !crate::middleware::guard::is_forward_auth(res.request().match_info().as_str());
     if !had_cookie && wants_cookie && !clears_site_data(&res) {
         res.response_mut().add_cookie(&id.cookie(key, https))?;
     }

@@ -20,7 +20,9 @@ pub async fn csrf_protect(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || crate::middleware::guard::is_forward_auth(req.match_info().as_str())
+    {
         return next
             .call(req)
             .await

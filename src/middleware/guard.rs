@@ -25,7 +25,7 @@ pub const SEEN_AT_KEY: &str = "latchkey.seen_at";
 /// most, and twice per idle period for (test-sized) idle timeouts shorter than two minutes.
 const SEEN_REFRESH_SECS: i64 = 60;
 
-fn seen_refresh_secs(idle: std::time::Duration) -> i64 {
+pub fn seen_refresh_secs(idle: std::time::Duration) -> i64 {
     let half_idle = i64::try_from(idle.as_secs() / 2).unwrap_or(i64::MAX);
     SEEN_REFRESH_SECS.min(half_idle.max(1))
 }
@@ -36,25 +36,49 @@ pub enum Access {
     SignedIn,
     AuditReader,
     Admin,
+    /// Auditors read (GET, HEAD), admins also change: the apps pages.
+    AuditReaderAdminWrites,
+}
+
+/// Asked by a reverse proxy on behalf of a request to another app, with any method: they read
+/// no body and change nothing the asking browser chose, so neither the body limit nor the
+/// CSRF check applies to them (a proxy forwards neither a token nor, usually, a body).
+pub fn is_forward_auth(path: &str) -> bool {
+    matches!(path, "/auth/check" | "/auth/forward")
 }
 
 pub fn access_for(path: &str) -> Access {
     match path {
         // Browsers ask for /favicon.ico on their own; it is a plain 404, not a sign-in page.
-        "/login" | "/healthz" | "/readyz" | "/favicon.ico" => Access::Public,
+        "/login" | "/healthz" | "/readyz" | "/favicon.ico" | "/.well-known/jwks.json" => {
+            Access::Public
+        }
         p if p.starts_with("/auth/") || p.starts_with("/static/") => Access::Public,
         "/audit" | "/audit.csv" => Access::AuditReader,
         p if p == "/team" || p.starts_with("/team/") => Access::Admin,
+        p if p == "/apps" || p.starts_with("/apps/") => Access::AuditReaderAdminWrites,
         _ => Access::SignedIn,
     }
 }
 
 impl Access {
+    /// What a request with this method needs.
+    pub fn for_method(self, method: &actix_web::http::Method) -> Self {
+        use actix_web::http::Method;
+        match self {
+            Access::AuditReaderAdminWrites if matches!(*method, Method::GET | Method::HEAD) => {
+                Access::AuditReader
+            }
+            Access::AuditReaderAdminWrites => Access::Admin,
+            other => other,
+        }
+    }
+
     fn allows(self, role: Role) -> bool {
         match self {
             Access::Public | Access::SignedIn => true,
             Access::AuditReader => role.can_read_audit(),
-            Access::Admin => role.is_admin(),
+            Access::Admin | Access::AuditReaderAdminWrites => role.is_admin(),
         }
     }
 }
@@ -82,7 +106,7 @@ pub async fn guard(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     // The path the router matches on (percent-decoded): `/%61udit` is `/audit`.
-    let access = access_for(req.match_info().as_str());
+    let access = access_for(req.match_info().as_str()).for_method(req.method());
     if access == Access::Public {
         return next
             .call(req)
@@ -210,6 +234,18 @@ mod tests {
         assert_eq!(access_for("/team"), Access::Admin);
         assert_eq!(access_for("/team/4/role"), Access::Admin);
         assert_eq!(access_for("/teamwork"), Access::SignedIn);
+        assert_eq!(access_for("/auth/check"), Access::Public);
+        let apps = access_for("/apps/3/remove");
+        assert_eq!(
+            apps.for_method(&actix_web::http::Method::GET),
+            Access::AuditReader
+        );
+        assert_eq!(
+            apps.for_method(&actix_web::http::Method::POST),
+            Access::Admin
+        );
+        assert_eq!(access_for("/.well-known/jwks.json"), Access::Public);
+        assert!(is_forward_auth("/auth/forward") && !is_forward_auth("/auth/verify"));
     }
 
     #[test]

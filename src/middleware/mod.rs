@@ -3,6 +3,7 @@
 pub mod availability;
 pub mod body_limit;
 pub mod browser_cookie;
+pub mod check_cookie;
 pub mod csrf;
 pub mod guard;
 pub mod rate_limit;

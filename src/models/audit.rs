@@ -44,10 +44,15 @@ pub enum AuditEvent {
     MemberDeactivated,
     CodeLocked,
     ApprovalLocked,
+    AppAdded,
+    AppChanged,
+    AppRemoved,
+    AppOpened,
+    AppDenied,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 22] = [
+    pub const ALL: [AuditEvent; 27] = [
         AuditEvent::LinkRequested,
         AuditEvent::LinkSent,
         AuditEvent::LinkSendFailed,
@@ -70,6 +75,11 @@ impl AuditEvent {
         AuditEvent::MemberDeactivated,
         AuditEvent::CodeLocked,
         AuditEvent::ApprovalLocked,
+        AuditEvent::AppAdded,
+        AuditEvent::AppChanged,
+        AuditEvent::AppRemoved,
+        AuditEvent::AppOpened,
+        AuditEvent::AppDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +106,11 @@ impl AuditEvent {
             AuditEvent::MemberDeactivated => "member_deactivated",
             AuditEvent::CodeLocked => "code_locked",
             AuditEvent::ApprovalLocked => "approval_locked",
+            AuditEvent::AppAdded => "app_added",
+            AuditEvent::AppChanged => "app_changed",
+            AuditEvent::AppRemoved => "app_removed",
+            AuditEvent::AppOpened => "app_opened",
+            AuditEvent::AppDenied => "app_denied",
         }
     }
 

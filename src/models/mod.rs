@@ -1,6 +1,7 @@
 //! Tables as Rust: a read struct, a `New…` insert struct, and the queries as functions
 //! taking a connection. `QueryResult` here; what users see is decided by the handlers.
 
+pub mod app;
 pub mod audit;
 pub mod audit_query;
 pub mod member;

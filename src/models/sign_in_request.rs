@@ -28,6 +28,9 @@ pub struct SignInRequest {
     pub cancelled_at: Option<DateTime<Utc>>,
     pub requested_email: String,
     pub approval_mismatch_at: Option<DateTime<Utc>>,
+    /// A URL on a registered app to return to after sign-in (`/login?rd=`), instead of
+    /// `next_path`.
+    pub return_url: Option<String>,
 }
 
 #[derive(Debug, Insertable)]

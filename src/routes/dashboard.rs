@@ -119,7 +119,9 @@ async fn render(
         }
     };
     let latest: Vec<EventView> = numbers.latest.into_iter().map(EventView::from).collect();
+    let launcher = launcher(state, member).await?;
     Ok(Page::new("dashboard", "Dashboard")
+        .with("apps", launcher)
         .with("team_wide", team_wide)
         .with("sign_ins", numbers.sign_ins)
         .with("failed", numbers.failed)
@@ -130,6 +132,31 @@ async fn render(
             numbers.counted_at.format("%H:%M:%S").to_string(),
         )
         .render(req))
+}
+
+/// An app in the launcher: its name and where to open it.
+#[derive(Debug, Serialize)]
+struct LauncherEntry {
+    name: String,
+    url: String,
+}
+
+/// The apps this member may open, read per view (a removed app disappears at once).
+async fn launcher(
+    state: &AppState,
+    member: crate::models::member::Member,
+) -> Result<Vec<LauncherEntry>, DbError> {
+    let apps = state
+        .db
+        .run(move |conn| crate::models::app::open_to(conn, &member).map_err(DbError::from))
+        .await?;
+    Ok(apps
+        .into_iter()
+        .map(|app| LauncherEntry {
+            url: format!("{}/", app.origin()),
+            name: app.name,
+        })
+        .collect())
 }
 
 async fn count(state: &AppState, email: Option<String>, scope: Scope) -> Result<Numbers, DbError> {

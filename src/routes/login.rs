@@ -4,9 +4,13 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use diesel::prelude::*;
+
+use crate::domain::app_origin::AppUrl;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
 use crate::mail::{Letter, SignInMail};
+use crate::models::app;
 use crate::signin::{self, IssuedLink, LinkRequest};
 use crate::state::AppState;
 use crate::web::browser::BindingSecret;
@@ -17,13 +21,22 @@ use crate::web::pages::Page;
 #[derive(Deserialize)]
 pub struct LoginQuery {
     next: Option<String>,
+    rd: Option<String>,
+}
+
+/// `rd`: a URL on an app (the forward-auth check sent the browser here). Only its shape is
+/// checked here; whether its origin is a registered app's is asked when the link is.
+fn return_url(rd: Option<&str>) -> Option<AppUrl> {
+    rd.and_then(|text| AppUrl::parse(text).ok())
 }
 
 /// Writes nothing anywhere: an anonymous page view costs no database work.
 pub async fn form(req: HttpRequest, query: web::Query<LoginQuery>) -> HttpResponse {
     let next = NextPath::parse(query.next.as_deref());
+    let rd = return_url(query.rd.as_deref());
     Page::new("login", "Sign in")
         .with("next", next.as_str())
+        .with("rd", rd.as_ref().map(AppUrl::as_str))
         .render(&req)
 }
 
@@ -31,6 +44,7 @@ pub async fn form(req: HttpRequest, query: web::Query<LoginQuery>) -> HttpRespon
 pub struct LoginForm {
     email: String,
     next: Option<String>,
+    rd: Option<String>,
 }
 
 pub async fn submit(
@@ -41,18 +55,23 @@ pub async fn submit(
 ) -> HttpResponse {
     let form = form.into_inner();
     let next = NextPath::parse(form.next.as_deref());
+    let rd = return_url(form.rd.as_deref());
     let email = match EmailAddress::parse(&form.email) {
         Ok(email) => email,
         Err(err) => {
             return Page::new("login", "Sign in")
                 .with("next", next.as_str())
+                .with("rd", rd.as_ref().map(AppUrl::as_str))
                 .with("email", form.email.chars().take(254).collect::<String>())
                 .with("error", err.to_string())
                 .status(StatusCode::UNPROCESSABLE_ENTITY)
                 .render(&req)
         }
     };
-    respond(&req, request_link(&req, &state, client, email, next).await)
+    respond(
+        &req,
+        request_link(&req, &state, client, email, next, rd).await,
+    )
 }
 
 async fn request_link(
@@ -61,6 +80,7 @@ async fn request_link(
     client: crate::models::audit::ClientInfo,
     email: EmailAddress,
     next: NextPath,
+    rd: Option<AppUrl>,
 ) -> PageResult {
     // A fresh binding for every request, never the one the browser brought: a sign-in
     // cookie planted in a victim's browser must not be bound to the victim's requests.
@@ -71,15 +91,21 @@ async fn request_link(
     let outcome = state
         .db
         .query(move |conn| {
-            signin::request_link(
-                conn,
-                &settings,
-                &token_key,
-                &email,
-                &binding_digest,
-                &next,
-                &client,
-            )
+            conn.transaction(|conn| {
+                let outcome = signin::request_link(
+                    conn,
+                    &settings,
+                    &token_key,
+                    &email,
+                    &binding_digest,
+                    &next,
+                    &client,
+                )?;
+                if let (LinkRequest::Created(issued), Some(rd)) = (&outcome, &rd) {
+                    remember_return_url(conn, issued.request.id, rd)?;
+                }
+                Ok(outcome)
+            })
         })
         .await?;
     if let LinkRequest::Created(issued) = outcome {
@@ -96,6 +122,23 @@ async fn request_link(
         .add_cookie(&binding.cookie(&state.keys.browser, https, max_age))
         .map_err(|e| anyhow::anyhow!("setting the sign-in cookie: {e}"))?;
     Ok(response)
+}
+
+/// Stores `rd` on the request when its origin is a registered app's (exact origin match);
+/// anything else is dropped, and the browser lands on `next` or the dashboard.
+fn remember_return_url(
+    conn: &mut diesel::PgConnection,
+    request_id: i64,
+    rd: &AppUrl,
+) -> diesel::QueryResult<()> {
+    use crate::schema::sign_in_requests;
+    if !app::is_registered(conn, rd.origin())? {
+        return Ok(());
+    }
+    diesel::update(sign_in_requests::table.find(request_id))
+        .set(sign_in_requests::return_url.eq(rd.as_str()))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// Queues the email; the worker renders and sends it off the request path, so the answer

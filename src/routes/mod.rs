@@ -1,8 +1,10 @@
 //! One module per resource; `configure` is the route table.
 
+mod apps;
 mod audit;
 mod auth;
 mod dashboard;
+mod forward_auth;
 mod health;
 mod login;
 mod logout;
@@ -35,6 +37,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(page().to(auth::verify::show))
                 .route(web::post().to(auth::verify::submit)),
         )
+        // Any method: proxies forward the request's own (nginx's auth_request sends GET).
+        .service(web::resource("/auth/check").route(web::route().to(forward_auth::check)))
+        .service(web::resource("/auth/forward").route(web::route().to(forward_auth::forward)))
+        .service(web::resource("/.well-known/jwks.json").route(page().to(forward_auth::jwks)))
+        .service(web::resource("/auth/return").route(page().to(auth::back_to_app::show)))
         .service(web::resource("/auth/code").route(web::post().to(auth::code::submit)))
         .service(web::resource("/auth/wait").route(page().to(auth::wait::poll)))
         .service(web::resource("/auth/approve").route(web::post().to(auth::approve::submit)))
@@ -54,6 +61,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/team/{id}/role").route(web::post().to(team::change_role)))
         .service(web::resource("/team/{id}/deactivate").route(web::post().to(team::deactivate)))
+        .service(
+            web::resource("/apps")
+                .route(page().to(apps::show))
+                .route(web::post().to(apps::add)),
+        )
+        .service(web::resource("/apps/{id}").route(web::post().to(apps::change)))
+        .service(web::resource("/apps/{id}/remove").route(web::post().to(apps::remove)))
         .service(web::resource("/sessions").route(page().to(sessions::show)))
         .service(web::resource("/sessions/revoke-all").route(web::post().to(sessions::revoke_all)))
         .service(web::resource("/sessions/{id}/revoke").route(web::post().to(sessions::revoke)))

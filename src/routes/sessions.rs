@@ -26,6 +26,8 @@ struct SessionView {
     last_seen_at: String,
     current: bool,
     own: bool,
+    /// Names of the apps this session has opened through forward auth.
+    apps: Vec<String>,
 }
 
 fn scope_of(member: &Member) -> Scope {
@@ -64,13 +66,19 @@ async fn render(
 ) -> PageResult {
     let current = current_session_id(req, state, viewer).await?;
     let scope = scope_of(viewer);
-    let sessions = state
+    let (sessions, mut opened) = state
         .db
-        .run(move |conn| session::list_active(conn, scope).map_err(DbError::from))
+        .query(move |conn| {
+            let sessions = session::list_active(conn, scope)?;
+            let ids: Vec<i64> = sessions.iter().map(|s| s.id).collect();
+            let opened = crate::models::app::opened_by_sessions(conn, &ids)?;
+            Ok((sessions, opened))
+        })
         .await?;
     let views: Vec<SessionView> = sessions
         .into_iter()
         .map(|session: ActiveSession| SessionView {
+            apps: opened.remove(&session.id).unwrap_or_default(),
             current: Some(session.id) == current,
             own: session.member_id == viewer.id,
             id: session.id,

@@ -32,6 +32,16 @@ pub fn cookie_name(base: &str, https: bool) -> String {
     }
 }
 
+/// The session cookie's name: `__Host-` like the others, except with
+/// `LATCHKEY_COOKIE_DOMAIN`, where it carries `Domain=` and so the `__Secure-` prefix (which
+/// allows a domain) instead.
+pub fn session_cookie_name(https: bool, shared_domain: bool) -> String {
+    match (https, shared_domain) {
+        (true, true) => format!("__Secure-{SESSION_COOKIE}"),
+        _ => cookie_name(SESSION_COOKIE, https),
+    }
+}
+
 pub fn build_cookie(
     name: String,
     value: String,
@@ -192,6 +202,13 @@ mod tests {
         assert_eq!(BrowserId::from_cookie(&key(), &forged), None);
         // A browser cookie is not a binding cookie, although both are signed with one key.
         assert_eq!(BindingSecret::from_cookie(&key(), &value), None);
+    }
+
+    #[test]
+    fn a_shared_session_cookie_uses_the_secure_prefix() {
+        assert_eq!(session_cookie_name(true, false), "__Host-latchkey_session");
+        assert_eq!(session_cookie_name(true, true), "__Secure-latchkey_session");
+        assert_eq!(session_cookie_name(false, true), "latchkey_session");
     }
 
     #[test]

@@ -24,6 +24,7 @@ macro_rules! embedded_templates {
 /// Templates are compiled into the binary, so `latchkey` runs from any directory.
 const TEMPLATES: &[(&str, &str)] = embedded_templates!(
     "layout.html",
+    "app_denied.html",
     "partials/login.html",
     "partials/check_inbox.html",
     "partials/waiting.html",
@@ -38,6 +39,8 @@ const TEMPLATES: &[(&str, &str)] = embedded_templates!(
     "partials/team.html",
     "partials/team_rows.html",
     "partials/sessions.html",
+    "partials/apps.html",
+    "partials/back_to_app.html",
     "partials/error.html",
 );
 
@@ -119,6 +122,22 @@ impl Page {
             .insert_header((header::VARY, "HX-Request, Cookie"))
             .body(body)
     }
+}
+
+/// A page of its own, without the layout (the forward-auth refusal, shown on an app's origin,
+/// where Latchkey's stylesheet and script are not served).
+pub fn render_standalone(template: &str, context: &tera::Context) -> Result<String, String> {
+    tera().render(template, context).map_err(|err| {
+        use std::error::Error as _;
+        let mut message = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        message
+    })
 }
 
 fn render_failure(err: &tera::Error) -> HttpResponse {

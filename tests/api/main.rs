@@ -5,16 +5,19 @@
 mod helpers;
 mod smtp_server;
 
+mod apps;
 mod attacks;
 mod audit_chain;
 mod audit_pages;
 mod embedded;
+mod forward_auth;
 mod hardening;
 mod health;
 mod mail;
 mod mailbox;
 mod migrations;
 mod no_secrets_in_logs;
+mod proxies;
 mod rate_limit;
 mod roles;
 mod session_store;

@@ -2,6 +2,7 @@
 //! another device (`/auth/approve` + `/auth/wait`), or refusing it (`/auth/cancel`).
 
 pub mod approve;
+pub mod back_to_app;
 pub mod cancel;
 pub mod code;
 pub mod verify;
@@ -13,6 +14,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
 use base64::Engine as _;
 
+use crate::domain::app_origin::AppUrl;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
 use crate::domain::token::{SignInToken, TokenId};
@@ -52,8 +54,32 @@ pub fn start_session(
     if signed_in.new_browser {
         notify_new_browser(state, signed_in, client);
     }
-    let next = NextPath::parse(Some(&signed_in.request.next_path));
-    Ok(redirect_after_sign_in(req, next.as_str()))
+    // An app's URL was checked against the registered apps when the link was asked for; it
+    // is parsed again here so that only a well-formed absolute URL is ever a Location.
+    let app_url = signed_in
+        .request
+        .return_url
+        .as_deref()
+        .and_then(|url| AppUrl::parse(url).ok());
+    match app_url {
+        // HTMX navigates by script, which the CSP allows anywhere. A form post may only be
+        // redirected to this origin (`form-action 'self'`, which browsers apply to every
+        // redirect of the submission), so it goes through `/auth/return`, a page of ours that
+        // sends the browser on.
+        Some(url) if is_htmx(req) => Ok(redirect_after_sign_in(req, url.as_str())),
+        Some(url) => {
+            let rd: String =
+                url::form_urlencoded::byte_serialize(url.as_str().as_bytes()).collect();
+            Ok(redirect_after_sign_in(
+                req,
+                &format!("/auth/return?rd={rd}"),
+            ))
+        }
+        None => {
+            let next = NextPath::parse(Some(&signed_in.request.next_path));
+            Ok(redirect_after_sign_in(req, next.as_str()))
+        }
+    }
 }
 
 /// A page POST gets 303; an HTMX request gets `HX-Redirect` so the whole page navigates.

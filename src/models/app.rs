@@ -1,0 +1,517 @@
+//! Apps protected through forward auth, who may open each, and which apps a session opened.
+//! Every change is audited in its own transaction (`app_added`, `app_changed`, `app_removed`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Bytea, Nullable, Text};
+
+use crate::domain::app_origin::AppOrigin;
+use crate::domain::email_address::EmailAddress;
+use crate::domain::role::Role;
+use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
+use crate::models::member::Member;
+use crate::schema::{app_members, apps, members, session_apps};
+
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
+#[diesel(table_name = apps, check_for_backend(diesel::pg::Pg))]
+pub struct App {
+    pub id: i64,
+    pub name: String,
+    origin: String,
+    roles: Vec<Option<String>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl App {
+    pub fn origin(&self) -> AppOrigin {
+        AppOrigin::from_stored(self.origin.clone())
+    }
+
+    /// The table's CHECK constraint only admits the three roles.
+    pub fn roles(&self) -> Vec<Role> {
+        let mut roles: Vec<Role> = self
+            .roles
+            .iter()
+            .flatten()
+            .filter_map(|role| Role::parse(role).ok())
+            .collect();
+        roles.sort_by_key(|role| Role::ALL.iter().position(|r| r == role));
+        roles
+    }
+}
+
+/// Who may open an app: members of these roles, and these members by address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    pub roles: Vec<Role>,
+    pub members: Vec<EmailAddress>,
+}
+
+impl Access {
+    /// One line for people (`apps list`, the audit): `roles admin,member; members a@x.org`.
+    pub fn describe(&self) -> String {
+        let roles: Vec<&str> = self.roles.iter().map(|role| role.as_str()).collect();
+        let members: Vec<&str> = self.members.iter().map(EmailAddress::as_str).collect();
+        let mut parts = Vec::new();
+        if !roles.is_empty() {
+            parts.push(format!("roles {}", roles.join(",")));
+        }
+        if !members.is_empty() {
+            parts.push(format!("members {}", members.join(",")));
+        }
+        parts.join("; ")
+    }
+}
+
+/// An app with the addresses listed on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppEntry {
+    pub app: App,
+    pub members: Vec<String>,
+}
+
+impl AppEntry {
+    pub fn describe(&self) -> String {
+        let roles: Vec<&str> = self.app.roles().iter().map(|role| role.as_str()).collect();
+        let mut parts = Vec::new();
+        if !roles.is_empty() {
+            parts.push(format!("roles {}", roles.join(",")));
+        }
+        if !self.members.is_empty() {
+            parts.push(format!("members {}", self.members.join(",")));
+        }
+        parts.join("; ")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("no such app")]
+    NotFound,
+    #[error("say who may open the app: at least one role or one member")]
+    NobodyMayOpen,
+    #[error("{0} is not a member of the team; add them first")]
+    UnknownMember(String),
+    #[error("another app already has the name {0:?}")]
+    NameTaken(String),
+    #[error("another app ({0}) is already registered for {1}")]
+    OriginTaken(String, String),
+    #[error("the name must be 1 to 100 characters of one line")]
+    BadName,
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// What [`save`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    Added,
+    Changed,
+    Unchanged,
+}
+
+fn check_name(name: &str) -> Result<String, AppError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(AppError::BadName);
+    }
+    Ok(name.to_string())
+}
+
+fn member_ids(conn: &mut PgConnection, emails: &[EmailAddress]) -> Result<Vec<i64>, AppError> {
+    let mut ids = Vec::with_capacity(emails.len());
+    for email in emails {
+        let id = members::table
+            .filter(members::email.eq(email.as_str()))
+            .select(members::id)
+            .first::<i64>(conn)
+            .optional()?
+            .ok_or_else(|| AppError::UnknownMember(email.as_str().to_string()))?;
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+fn listed_members(conn: &mut PgConnection, app_id: i64) -> QueryResult<Vec<String>> {
+    app_members::table
+        .inner_join(members::table)
+        .filter(app_members::app_id.eq(app_id))
+        .order(members::email.asc())
+        .select(members::email)
+        .load(conn)
+}
+
+fn role_names(access: &Access) -> Vec<Option<String>> {
+    Role::ALL
+        .iter()
+        .filter(|role| access.roles.contains(role))
+        .map(|role| Some(role.as_str().to_string()))
+        .collect()
+}
+
+/// Names a unique-constraint violation by what the person typed.
+fn conflict(
+    conn: &mut PgConnection,
+    err: diesel::result::Error,
+    name: &str,
+    origin: &AppOrigin,
+) -> AppError {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match &err {
+        Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+            if info.constraint_name() == Some("apps_name_key") =>
+        {
+            AppError::NameTaken(name.to_string())
+        }
+        Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+            let other = apps::table
+                .filter(apps::origin.eq(origin.as_str()))
+                .select(apps::name)
+                .first::<String>(conn)
+                .unwrap_or_default();
+            AppError::OriginTaken(other, origin.to_string())
+        }
+        _ => AppError::Query(err),
+    }
+}
+
+/// Registers an app under `name`, or updates the one of that name (`latchkey apps add`).
+pub fn save(
+    conn: &mut PgConnection,
+    name: &str,
+    origin: &AppOrigin,
+    access: &Access,
+    actor: &str,
+) -> Result<(App, Saved), AppError> {
+    let name = check_name(name)?;
+    let existing = apps::table
+        .filter(apps::name.eq(&name))
+        .select(apps::id)
+        .first::<i64>(conn)
+        .optional()?;
+    match existing {
+        Some(id) => update(conn, id, &name, origin, access, actor),
+        None => add(conn, &name, origin, access, actor).map(|app| (app, Saved::Added)),
+    }
+}
+
+/// Registers a new app (`POST /apps`).
+pub fn add(
+    conn: &mut PgConnection,
+    name: &str,
+    origin: &AppOrigin,
+    access: &Access,
+    actor: &str,
+) -> Result<App, AppError> {
+    let name = check_name(name)?;
+    if access.roles.is_empty() && access.members.is_empty() {
+        return Err(AppError::NobodyMayOpen);
+    }
+    conn.transaction(|conn| {
+        let ids = member_ids(conn, &access.members)?;
+        let inserted = conn.transaction(|conn| {
+            diesel::insert_into(apps::table)
+                .values((
+                    apps::name.eq(&name),
+                    apps::origin.eq(origin.as_str()),
+                    apps::roles.eq(role_names(access)),
+                ))
+                .returning(App::as_returning())
+                .get_result(conn)
+        });
+        let app = match inserted {
+            Ok(app) => app,
+            Err(err) => return Err(conflict(conn, err, &name, origin)),
+        };
+        insert_members(conn, app.id, &ids)?;
+        NewAuditRow::new(AuditEvent::AppAdded)
+            .actor(actor)
+            .detail(format!("{} {} ({})", app.name, origin, access.describe()))
+            .insert(conn)?;
+        Ok(app)
+    })
+}
+
+fn insert_members(conn: &mut PgConnection, app_id: i64, ids: &[i64]) -> QueryResult<()> {
+    let rows: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            (
+                app_members::app_id.eq(app_id),
+                app_members::member_id.eq(*id),
+            )
+        })
+        .collect();
+    diesel::insert_into(app_members::table)
+        .values(rows)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Changes an app's name, origin and who may open it (`POST /apps/{id}`); audited
+/// `app_changed` with before and after, unless nothing changed.
+pub fn update(
+    conn: &mut PgConnection,
+    id: i64,
+    name: &str,
+    origin: &AppOrigin,
+    access: &Access,
+    actor: &str,
+) -> Result<(App, Saved), AppError> {
+    let name = check_name(name)?;
+    if access.roles.is_empty() && access.members.is_empty() {
+        return Err(AppError::NobodyMayOpen);
+    }
+    conn.transaction(|conn| {
+        let before = apps::table
+            .find(id)
+            .select(App::as_select())
+            .for_update()
+            .first(conn)
+            .optional()?
+            .ok_or(AppError::NotFound)?;
+        let before = AppEntry {
+            members: listed_members(conn, id)?,
+            app: before,
+        };
+        let ids = member_ids(conn, &access.members)?;
+        let updated = conn.transaction(|conn| {
+            diesel::update(apps::table.find(id))
+                .set((
+                    apps::name.eq(&name),
+                    apps::origin.eq(origin.as_str()),
+                    apps::roles.eq(role_names(access)),
+                    apps::updated_at.eq(diesel::dsl::now),
+                ))
+                .returning(App::as_returning())
+                .get_result(conn)
+        });
+        let app = match updated {
+            Ok(app) => app,
+            Err(err) => return Err(conflict(conn, err, &name, origin)),
+        };
+        diesel::delete(app_members::table.filter(app_members::app_id.eq(id))).execute(conn)?;
+        insert_members(conn, id, &ids)?;
+        let after = AppEntry {
+            members: listed_members(conn, id)?,
+            app: app.clone(),
+        };
+        let was = format!(
+            "{} {} ({})",
+            before.app.name,
+            before.app.origin(),
+            before.describe()
+        );
+        let now = format!(
+            "{} {} ({})",
+            after.app.name,
+            after.app.origin(),
+            after.describe()
+        );
+        if was == now {
+            return Ok((app, Saved::Unchanged));
+        }
+        NewAuditRow::new(AuditEvent::AppChanged)
+            .actor(actor)
+            .detail(format!("{was} -> {now}"))
+            .insert(conn)?;
+        Ok((app, Saved::Changed))
+    })
+}
+
+/// Removes an app: the next check for its origin is refused (an unknown origin).
+pub fn remove(conn: &mut PgConnection, id: i64, actor: &str) -> Result<App, AppError> {
+    conn.transaction(|conn| {
+        let app = diesel::delete(apps::table.find(id))
+            .returning(App::as_returning())
+            .get_result(conn)
+            .optional()?
+            .ok_or(AppError::NotFound)?;
+        NewAuditRow::new(AuditEvent::AppRemoved)
+            .actor(actor)
+            .detail(format!("{} {}", app.name, app.origin()))
+            .insert(conn)?;
+        Ok(app)
+    })
+}
+
+pub fn find_by_name(conn: &mut PgConnection, name: &str) -> QueryResult<Option<App>> {
+    apps::table
+        .filter(apps::name.eq(name.trim()))
+        .select(App::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn is_registered(conn: &mut PgConnection, origin: &AppOrigin) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        apps::table.filter(apps::origin.eq(origin.as_str())),
+    ))
+    .get_result(conn)
+}
+
+/// Every app with its listed members, by name.
+pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<AppEntry>> {
+    let all: Vec<App> = apps::table
+        .order(apps::name.asc())
+        .select(App::as_select())
+        .load(conn)?;
+    let listed: Vec<(i64, String)> = app_members::table
+        .inner_join(members::table)
+        .order(members::email.asc())
+        .select((app_members::app_id, members::email))
+        .load(conn)?;
+    let mut by_app: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for (app_id, email) in listed {
+        by_app.entry(app_id).or_default().push(email);
+    }
+    Ok(all
+        .into_iter()
+        .map(|app| AppEntry {
+            members: by_app.remove(&app.id).unwrap_or_default(),
+            app,
+        })
+        .collect())
+}
+
+/// The apps `member` may open (the dashboard's launcher), by name.
+pub fn open_to(conn: &mut PgConnection, member: &Member) -> QueryResult<Vec<App>> {
+    let listed = app_members::table
+        .filter(app_members::member_id.eq(member.id))
+        .select(app_members::app_id);
+    apps::table
+        .filter(
+            diesel::dsl::sql::<Bool>("")
+                .bind::<Text, _>(member.role().as_str())
+                .sql(" = ANY (apps.roles)")
+                .or(apps::id.eq_any(listed)),
+        )
+        .order(apps::name.asc())
+        .select(App::as_select())
+        .load(conn)
+}
+
+/// The names of the apps each of these sessions has opened, by session id.
+pub fn opened_by_sessions(
+    conn: &mut PgConnection,
+    session_ids: &[i64],
+) -> QueryResult<BTreeMap<i64, Vec<String>>> {
+    let rows: Vec<(i64, String)> = session_apps::table
+        .inner_join(apps::table)
+        .filter(session_apps::session_id.eq_any(session_ids))
+        .order((session_apps::session_id, apps::name.asc()))
+        .select((session_apps::session_id, apps::name))
+        .load(conn)?;
+    let mut by_session: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for (session_id, name) in rows {
+        by_session.entry(session_id).or_default().push(name);
+    }
+    Ok(by_session)
+}
+
+/// What one forward-auth check reads, in one statement: the live session by its key's
+/// digest, its member, and the app registered for the origin with the member's admission.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct CheckRow {
+    #[diesel(sql_type = BigInt)]
+    pub session_id: i64,
+    /// Unix seconds, as the guard stores it in the session state.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub signed_in_at: Option<String>,
+    /// Unix seconds of the session's last write (its idle expiry moved then).
+    #[diesel(sql_type = BigInt)]
+    pub last_seen_secs: i64,
+    #[diesel(sql_type = BigInt)]
+    pub member_id: i64,
+    #[diesel(sql_type = Text)]
+    pub email: String,
+    #[diesel(sql_type = Text)]
+    pub role: String,
+    #[diesel(sql_type = Bool)]
+    pub active: bool,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub app_id: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub app_name: Option<String>,
+    #[diesel(sql_type = Bool)]
+    pub allowed: bool,
+}
+
+/// Reads only; `None` when no live session has this key.
+pub fn check(
+    conn: &mut PgConnection,
+    session_key_digest: &[u8],
+    origin: &AppOrigin,
+    signed_in_at_key: &str,
+) -> QueryResult<Option<CheckRow>> {
+    diesel::sql_query(
+        "SELECT s.id AS session_id, s.state ->> $3 AS signed_in_at, \
+                extract(epoch FROM s.last_seen_at)::bigint AS last_seen_secs, \
+                m.id AS member_id, m.email, m.role, m.active, \
+                a.id AS app_id, a.name AS app_name, \
+                COALESCE(m.role = ANY (a.roles) OR EXISTS ( \
+                    SELECT 1 FROM app_members am WHERE am.app_id = a.id AND am.member_id = m.id \
+                ), false) AS allowed \
+         FROM sessions s \
+         JOIN members m ON m.id = s.member_id \
+         LEFT JOIN apps a ON a.origin = $2 \
+         WHERE s.key_digest = $1 AND s.expires_at > now()",
+    )
+    .bind::<Bytea, _>(session_key_digest)
+    .bind::<Text, _>(origin.as_str())
+    .bind::<Text, _>(signed_in_at_key)
+    .get_result(conn)
+    .optional()
+}
+
+/// Moves a live session's idle expiry (never revives an ended one); the check calls it at
+/// most once a minute per session, as the guard does for pages.
+pub fn touch_session(conn: &mut PgConnection, session_id: i64, idle_secs: i64) -> QueryResult<()> {
+    use crate::schema::sessions;
+    let expires_at = Utc::now() + chrono::Duration::seconds(idle_secs);
+    diesel::update(
+        sessions::table
+            .find(session_id)
+            .filter(sessions::expires_at.gt(diesel::dsl::now)),
+    )
+    .set((
+        sessions::last_seen_at.eq(diesel::dsl::now),
+        sessions::expires_at.eq(expires_at),
+    ))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Records that a session opened an app, and audits `app_opened`, the first time only (the
+/// primary key decides between racing checks). False when it was recorded already.
+pub fn record_opened(
+    conn: &mut PgConnection,
+    session_id: i64,
+    app_id: i64,
+    email: &str,
+    app_name: &str,
+    client: &ClientInfo,
+) -> QueryResult<bool> {
+    conn.transaction(|conn| {
+        let inserted = diesel::insert_into(session_apps::table)
+            .values((
+                session_apps::session_id.eq(session_id),
+                session_apps::app_id.eq(app_id),
+            ))
+            .on_conflict_do_nothing()
+            .execute(conn)?;
+        if inserted == 1 {
+            NewAuditRow::new(AuditEvent::AppOpened)
+                .email(email)
+                .client(client)
+                .detail(app_name.to_string())
+                .insert(conn)?;
+        }
+        Ok(inserted == 1)
+    })
+}

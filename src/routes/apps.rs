@@ -1,0 +1,248 @@
+//! `GET /apps` (admins and auditors), `POST /apps`, `POST /apps/{id}`, `POST /apps/{id}/remove`
+//! (admins): the apps protected through forward auth and who may open each. Each form works
+//! as a plain post (303 back to `/apps`) and with HTMX (the section is swapped). The changes
+//! and their audit rows live in `models::app`.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::team::see_other;
+use crate::db::DbError;
+use crate::domain::app_origin::AppOrigin;
+use crate::domain::email_address::EmailAddress;
+use crate::domain::role::Role;
+use crate::middleware::guard::CurrentMember;
+use crate::models::app::{self, Access, AppEntry, AppError};
+use crate::state::AppState;
+use crate::web::errors::{respond, PageError, PageResult};
+use crate::web::pages::{is_htmx, Page};
+
+#[derive(Debug, Serialize)]
+struct AppView {
+    id: i64,
+    name: String,
+    origin: String,
+    roles: Vec<&'static str>,
+    members: Vec<String>,
+}
+
+impl From<AppEntry> for AppView {
+    fn from(entry: AppEntry) -> Self {
+        Self {
+            id: entry.app.id,
+            origin: entry.app.origin().to_string(),
+            roles: entry.app.roles().into_iter().map(Role::as_str).collect(),
+            name: entry.app.name,
+            members: entry.members,
+        }
+    }
+}
+
+/// The add form as typed.
+#[derive(Debug, Default, Serialize)]
+struct Typed {
+    name: String,
+    url: String,
+    roles: Vec<String>,
+    members: String,
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    add: Typed,
+    notice: Option<String>,
+    error: Option<String>,
+    status: Option<StatusCode>,
+}
+
+async fn render(req: &HttpRequest, state: &AppState, outcome: Outcome) -> PageResult {
+    let apps = state
+        .db
+        .run(|conn| app::list(conn).map_err(DbError::from))
+        .await?;
+    let apps: Vec<AppView> = apps.into_iter().map(AppView::from).collect();
+    Ok(Page::new("apps", "Apps")
+        .with("apps", apps)
+        .with("roles", Role::ALL.map(Role::as_str))
+        .with("add", outcome.add)
+        .with("notice", outcome.notice)
+        .with("error", outcome.error)
+        .status(outcome.status.unwrap_or(StatusCode::OK))
+        .render(req))
+}
+
+pub async fn show(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    respond(&req, render(&req, &state, Outcome::default()).await)
+}
+
+/// The fields of the add and change forms; `roles` repeats, so the body is read as pairs.
+fn typed(body: &[u8]) -> Typed {
+    let mut typed = Typed::default();
+    for (key, value) in url::form_urlencoded::parse(body) {
+        match key.as_ref() {
+            "name" => typed.name = value.chars().take(100).collect(),
+            "url" => typed.url = value.chars().take(2048).collect(),
+            "roles" => typed.roles.push(value.chars().take(20).collect()),
+            "members" => typed.members = value.chars().take(16 * 1024).collect(),
+            _ => {}
+        }
+    }
+    typed
+}
+
+/// Parsed once here: an origin, roles and addresses, or what to tell the admin.
+fn parse(typed: &Typed) -> Result<(AppOrigin, Access), String> {
+    let origin = AppOrigin::parse(&typed.url).map_err(|e| format!("URL: {e}"))?;
+    let roles = typed
+        .roles
+        .iter()
+        .map(|role| {
+            Role::parse(role).map_err(|_| "Pick roles among admin, auditor and member.".to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let members = typed
+        .members
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| EmailAddress::parse(line).map_err(|e| format!("{line}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((origin, Access { roles, members }))
+}
+
+fn refusal(err: AppError, add: Typed) -> Result<Outcome, PageError> {
+    let message = err.to_string();
+    let status = match err {
+        AppError::Query(err) => return Err(err.into()),
+        AppError::NotFound => return Err(PageError::NotFound),
+        AppError::NameTaken(_) | AppError::OriginTaken(..) => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    Ok(Outcome {
+        add,
+        error: Some(message),
+        status: Some(status),
+        ..Outcome::default()
+    })
+}
+
+/// Success without HTMX goes back to the list (a reload does not post again); anything else
+/// renders the section with the outcome.
+async fn finish(
+    req: &HttpRequest,
+    state: &AppState,
+    outcome: Result<Outcome, PageError>,
+) -> HttpResponse {
+    match outcome {
+        Ok(outcome) if outcome.status.is_none() && !is_htmx(req) => see_other("/apps"),
+        Ok(outcome) => respond(req, render(req, state, outcome).await),
+        Err(err) => err.render(req),
+    }
+}
+
+pub async fn add(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+    body: web::Bytes,
+) -> HttpResponse {
+    let typed = typed(&body);
+    let (origin, access) = match parse(&typed) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            let outcome = Outcome {
+                add: typed,
+                error: Some(message),
+                status: Some(StatusCode::UNPROCESSABLE_ENTITY),
+                ..Outcome::default()
+            };
+            return finish(&req, &state, Ok(outcome)).await;
+        }
+    };
+    let (name, actor) = (typed.name.clone(), viewer.email.clone());
+    let result = state
+        .db
+        .run(move |conn| Ok::<_, DbError>(app::add(conn, &name, &origin, &access, &actor)))
+        .await;
+    let outcome = match result {
+        Ok(Ok(app)) => Ok(Outcome {
+            notice: Some(format!("Added {} ({}).", app.name, app.origin())),
+            ..Outcome::default()
+        }),
+        Ok(Err(err)) => refusal(err, typed),
+        Err(err) => Err(err.into()),
+    };
+    finish(&req, &state, outcome).await
+}
+
+fn app_id(raw: &str) -> Option<i64> {
+    raw.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+pub async fn change(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let Some(id) = app_id(&id) else {
+        return PageError::NotFound.render(&req);
+    };
+    let typed = typed(&body);
+    let (origin, access) = match parse(&typed) {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            let outcome = Outcome {
+                error: Some(message),
+                status: Some(StatusCode::UNPROCESSABLE_ENTITY),
+                ..Outcome::default()
+            };
+            return finish(&req, &state, Ok(outcome)).await;
+        }
+    };
+    let (name, actor) = (typed.name.clone(), viewer.email.clone());
+    let result = state
+        .db
+        .run(move |conn| Ok::<_, DbError>(app::update(conn, id, &name, &origin, &access, &actor)))
+        .await;
+    let outcome = match result {
+        Ok(Ok((app, _))) => Ok(Outcome {
+            notice: Some(format!("Saved {} ({}).", app.name, app.origin())),
+            ..Outcome::default()
+        }),
+        Ok(Err(err)) => refusal(err, Typed::default()),
+        Err(err) => Err(err.into()),
+    };
+    finish(&req, &state, outcome).await
+}
+
+pub async fn remove(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let Some(id) = app_id(&id) else {
+        return PageError::NotFound.render(&req);
+    };
+    let actor = viewer.email.clone();
+    let result = state
+        .db
+        .run(move |conn| Ok::<_, DbError>(app::remove(conn, id, &actor)))
+        .await;
+    let outcome = match result {
+        Ok(Ok(app)) => Ok(Outcome {
+            notice: Some(format!(
+                "Removed {} ({}): its sign-ins are refused from now on.",
+                app.name,
+                app.origin()
+            )),
+            ..Outcome::default()
+        }),
+        Ok(Err(err)) => refusal(err, Typed::default()),
+        Err(err) => Err(err.into()),
+    };
+    finish(&req, &state, outcome).await
+}

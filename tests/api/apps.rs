@@ -1,0 +1,313 @@
+//! `latchkey apps add|list|remove`, and the `apps` table behind them.
+
+use std::process::Output;
+
+use crate::helpers::{spawn_app, urlencode, TestApp};
+
+fn latchkey(app: &TestApp, args: &[&str]) -> Output {
+    let scratch = std::env::temp_dir().join("latchkey-cli-tests");
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", app.database.url.expose())
+        .env("LATCHKEY_DATA_DIR", scratch.join("data"))
+        .env("RUST_LOG", "warn")
+        .current_dir(&scratch)
+        .output()
+        .expect("running latchkey")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[actix_web::test]
+async fn apps_are_added_listed_changed_and_removed_from_the_command_line_audited() {
+    let app = spawn_app().await;
+    app.add_member("ann@example.org", "member");
+    let out = ok(&latchkey(
+        &app,
+        &[
+            "apps",
+            "add",
+            "wiki",
+            "https://Wiki.Example.org/",
+            "--roles",
+            "admin",
+            "--member",
+            "ann@example.org",
+        ],
+    ));
+    assert!(
+        out.starts_with("added wiki https://wiki.example.org"),
+        "{out}"
+    );
+    let list = ok(&latchkey(&app, &["apps", "list"]));
+    assert_eq!(
+        list.trim(),
+        "wiki\thttps://wiki.example.org\troles admin; members ann@example.org"
+    );
+    // The same name again updates it.
+    let out = ok(&latchkey(
+        &app,
+        &[
+            "apps",
+            "add",
+            "wiki",
+            "https://wiki.example.org",
+            "--roles",
+            "member",
+        ],
+    ));
+    assert!(out.starts_with("changed wiki"), "{out}");
+    let list = ok(&latchkey(&app, &["apps", "list"]));
+    assert_eq!(list.trim(), "wiki\thttps://wiki.example.org\troles member");
+
+    // Nobody may open it, an unknown member, a bad URL, a taken origin: refused, saying why.
+    for args in [
+        &["apps", "add", "blog", "https://blog.example.org"][..],
+        &[
+            "apps",
+            "add",
+            "blog",
+            "https://blog.example.org",
+            "--member",
+            "nobody@example.org",
+        ],
+        &[
+            "apps",
+            "add",
+            "blog",
+            "https://user@blog.example.org",
+            "--roles",
+            "admin",
+        ],
+        &[
+            "apps",
+            "add",
+            "blog2",
+            "https://wiki.example.org",
+            "--roles",
+            "admin",
+        ],
+    ] {
+        let out = latchkey(&app, args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.trim().is_empty(), "{args:?}: says nothing");
+    }
+
+    let out = ok(&latchkey(&app, &["apps", "remove", "wiki"]));
+    assert!(out.starts_with("removed wiki"), "{out}");
+    assert!(!latchkey(&app, &["apps", "remove", "wiki"]).status.success());
+    assert_eq!(app.count("apps"), 0);
+
+    let rows: Vec<_> = app
+        .audit()
+        .into_iter()
+        .filter(|row| row.event.starts_with("app_"))
+        .collect();
+    let events: Vec<&str> = rows.iter().map(|row| row.event.as_str()).collect();
+    assert_eq!(events, ["app_added", "app_changed", "app_removed"]);
+    assert!(rows.iter().all(|row| row.actor.as_deref() == Some("cli")));
+    assert!(
+        rows[1]
+            .detail
+            .contains("-> wiki https://wiki.example.org (roles member)"),
+        "{}",
+        rows[1].detail
+    );
+}
+
+#[actix_web::test]
+async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
+    let app = spawn_app().await;
+    let admin = app.signed_in_browser("boss@example.org", "admin").await;
+    app.add_member("ann@example.org", "member");
+    let csrf = app.csrf(&admin, "/apps").await;
+    let body = format!(
+        "name=wiki&url={}&roles=member&roles=auditor&members={}&csrf_token={}",
+        urlencode("https://wiki.example.org"),
+        urlencode("ann@example.org\r\n\r\n"),
+        urlencode(&csrf)
+    );
+    let res = admin
+        .post(app.url("/apps"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let page = admin
+        .get(app.url("/apps"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("https://wiki.example.org"), "{page}");
+    assert!(page.contains("auditor, member"), "{page}");
+    assert!(page.contains("ann@example.org"));
+    let id = latchkey::models::app::find_by_name(&mut app.conn(), "wiki")
+        .unwrap()
+        .unwrap()
+        .id;
+
+    // Refusals re-render the form with the reason (HTMX swaps the section).
+    for (fields, status) in [
+        (
+            vec![("name", "blog"), ("url", "https://blog.example.org")],
+            422,
+        ),
+        (
+            vec![
+                ("name", "blog"),
+                ("url", "ftp://blog.example.org"),
+                ("roles", "admin"),
+            ],
+            422,
+        ),
+        (
+            vec![
+                ("name", "wiki"),
+                ("url", "https://other.example.org"),
+                ("roles", "admin"),
+            ],
+            409,
+        ),
+        (
+            vec![
+                ("name", "b"),
+                ("url", "https://b.example.org"),
+                ("members", "nobody@example.org"),
+            ],
+            422,
+        ),
+    ] {
+        let mut fields = fields;
+        fields.push(("csrf_token", &csrf));
+        let res = admin
+            .post(app.url("/apps"))
+            .header("HX-Request", "true")
+            .form(&fields)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{fields:?}");
+        assert!(res.text().await.unwrap().contains("class=\"error\""));
+    }
+
+    // Change, then the member sees it in the launcher and the session list shows it opened.
+    let res = app
+        .post_form_with_csrf(
+            &admin,
+            &format!("/apps/{id}"),
+            &[
+                ("name", "Wiki"),
+                ("url", "https://wiki.example.org/"),
+                ("roles", "member"),
+            ],
+            &csrf,
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    let dashboard = ann
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // (tera escapes `/` as `&#x2F;`, which browsers read back as `/`)
+    assert!(
+        dashboard.contains(
+            r#"<a href="https:&#x2F;&#x2F;wiki.example.org&#x2F;" rel="noopener">Wiki</a>"#
+        ),
+        "{dashboard}"
+    );
+    let res =
+        crate::forward_auth::check(&app, &ann, "/auth/check", "https://wiki.example.org/x").await;
+    assert_eq!(res.status(), 200);
+    let sessions = ann
+        .get(app.url("/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        sessions.contains(r#"<td class="apps-opened">Wiki</td>"#),
+        "{sessions}"
+    );
+
+    // Auditors read, members do not; neither may change; no CSRF token, no change.
+    let auditor = app.signed_in_browser("aud@example.org", "auditor").await;
+    assert_eq!(
+        auditor.get(app.url("/apps")).send().await.unwrap().status(),
+        200
+    );
+    let auditor_page = auditor
+        .get(app.url("/apps"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!auditor_page.contains("Add an app"));
+    let auditor_csrf = app.csrf(&auditor, "/apps").await;
+    let res = app
+        .post_form_with_csrf(&auditor, &format!("/apps/{id}/remove"), &[], &auditor_csrf)
+        .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        ann.get(app.url("/apps")).send().await.unwrap().status(),
+        403
+    );
+    let res = admin
+        .post(app.url(&format!("/apps/{id}/remove")))
+        .form(&[("x", "y")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(app.count("apps"), 1);
+
+    let res = app
+        .post_form_with_csrf(&admin, &format!("/apps/{id}/remove"), &[], &csrf)
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.count("apps"), 0);
+    let res =
+        crate::forward_auth::check(&app, &ann, "/auth/check", "https://wiki.example.org/x").await;
+    assert_eq!(res.status(), 403);
+    let events: Vec<(String, Option<String>)> = app
+        .audit()
+        .into_iter()
+        .filter(|row| row.event.starts_with("app_"))
+        .map(|row| (row.event, row.actor))
+        .collect();
+    let boss = Some("boss@example.org".to_string());
+    assert_eq!(
+        events,
+        [
+            ("app_added".into(), boss.clone()),
+            ("app_changed".into(), boss.clone()),
+            ("app_opened".into(), None),
+            ("app_removed".into(), boss),
+            ("app_denied".into(), None),
+        ]
+    );
+}

@@ -1,0 +1,542 @@
+//! `/auth/check` and `/auth/forward` as a proxy calls them (the proxy forwards the browser's
+//! cookie; here the test browser's own cookie store stands in for it).
+
+use diesel::prelude::*;
+use latchkey::domain::app_origin::AppOrigin;
+use latchkey::domain::email_address::EmailAddress;
+use latchkey::domain::role::Role;
+use latchkey::models::app::{self, Access};
+use latchkey::schema::sessions;
+
+use crate::helpers::{spawn_app, urlencode, TestApp};
+
+pub fn register(app: &TestApp, name: &str, origin: &str, roles: &[Role], members: &[&str]) -> i64 {
+    let access = Access {
+        roles: roles.to_vec(),
+        members: members
+            .iter()
+            .map(|m| EmailAddress::parse(m).unwrap())
+            .collect(),
+    };
+    app::add(
+        &mut app.conn(),
+        name,
+        &AppOrigin::parse(origin).unwrap(),
+        &access,
+        "test",
+    )
+    .unwrap()
+    .id
+}
+
+pub async fn check(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    path: &str,
+    original: &str,
+) -> reqwest::Response {
+    browser
+        .get(app.url(path))
+        .header("X-Original-URL", original)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn count_events(app: &TestApp, event: &str) -> usize {
+    app.audit_events().iter().filter(|e| *e == event).count()
+}
+
+#[actix_web::test]
+async fn a_check_without_the_original_url_is_a_bad_request() {
+    let app = spawn_app().await;
+    for path in ["/auth/check", "/auth/forward"] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), 400, "{path}");
+        let res = app
+            .client
+            .get(app.url(path))
+            .header("X-Forwarded-Proto", "https")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{path}: host missing");
+    }
+}
+
+#[actix_web::test]
+async fn not_signed_in_gets_the_sign_in_page_with_the_original_url() {
+    let app = spawn_app().await;
+    register(
+        &app,
+        "wiki",
+        "https://wiki.example.org",
+        &[Role::Member],
+        &[],
+    );
+    let original = "https://wiki.example.org/page?a=1&b=2";
+    let res = check(&app, &app.client, "/auth/check", original).await;
+    assert_eq!(res.status(), 401);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(
+        location,
+        app.url(&format!("/login?rd={}", urlencode(original)))
+    );
+    assert!(res.text().await.unwrap().is_empty());
+    let res = check(&app, &app.client, "/auth/forward", original).await;
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["location"].to_str().unwrap(), location);
+    // The X-Forwarded-* trio, as Traefik and Caddy send it.
+    let res = app
+        .client
+        .get(app.url("/auth/forward"))
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "wiki.example.org")
+        .header("X-Forwarded-Uri", "/page?a=1&b=2")
+        .header("X-Forwarded-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()["location"].to_str().unwrap(), location);
+    // A forged or foreign cookie is no session.
+    let res = app
+        .client
+        .get(app.url("/auth/check"))
+        .header("X-Original-URL", original)
+        .header("Cookie", "latchkey_session=forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[actix_web::test]
+async fn an_admitted_member_passes_with_identity_headers_and_nothing_is_written_per_check() {
+    let app = spawn_app().await;
+    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let ann = app.add_member("ann@example.org", "member");
+    register(
+        &app,
+        "wiki",
+        "https://wiki.example.org",
+        &[Role::Member],
+        &[],
+    );
+    let res = check(&app, &browser, "/auth/check", "https://wiki.example.org/").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["remote-user"], "ann@example.org");
+    assert_eq!(res.headers()["remote-email"], "ann@example.org");
+    assert_eq!(res.headers()["remote-groups"], "member");
+    let assertion = res.headers()["latchkey-assertion"].to_str().unwrap();
+    assert_eq!(assertion.split('.').count(), 3);
+    assert!(res.text().await.unwrap().is_empty());
+    assert_eq!(count_events(&app, "app_opened"), 1);
+
+    let audit_rows = app.audit().len();
+    let session_before: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sessions::table
+            .filter(sessions::member_id.eq(ann))
+            .select((sessions::last_seen_at, sessions::expires_at))
+            .first(&mut app.conn())
+            .unwrap();
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+    ] {
+        for path in ["/auth/check", "/auth/forward"] {
+            let res = browser
+                .request(method.clone(), app.url(path))
+                .header("X-Original-URL", "https://wiki.example.org/edit")
+                .body("a body that is never read")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{method} {path}");
+        }
+    }
+    assert_eq!(app.audit().len(), audit_rows, "no audit row per check");
+    let session_after: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sessions::table
+            .filter(sessions::member_id.eq(ann))
+            .select((sessions::last_seen_at, sessions::expires_at))
+            .first(&mut app.conn())
+            .unwrap();
+    assert_eq!(
+        session_before, session_after,
+        "the session is not written per check"
+    );
+    assert_eq!(app.count("session_apps"), 1);
+    assert_eq!(count_events(&app, "app_opened"), 1);
+    let opened = app
+        .audit()
+        .into_iter()
+        .find(|row| row.event == "app_opened")
+        .unwrap();
+    assert_eq!(opened.email.as_deref(), Some("ann@example.org"));
+    assert_eq!(opened.detail, "wiki");
+}
+
+#[actix_web::test]
+async fn members_an_app_does_not_admit_and_unknown_apps_get_403_audited_once_a_minute() {
+    let app = spawn_app().await;
+    app.add_member("boss@example.org", "admin");
+    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    register(
+        &app,
+        "wiki",
+        "https://wiki.example.org",
+        &[Role::Admin],
+        &["boss@example.org"],
+    );
+    for _ in 0..3 {
+        let res = check(&app, &browser, "/auth/check", "https://wiki.example.org/").await;
+        assert_eq!(res.status(), 403);
+        let page = res.text().await.unwrap();
+        assert!(page.contains("wiki"), "{page}");
+        assert!(
+            page.contains("boss@example.org"),
+            "says whom to ask: {page}"
+        );
+    }
+    assert_eq!(count_events(&app, "app_denied"), 1);
+    for lookalike in [
+        "https://wiki.example.org.evil.test/",
+        "https://evil.test/?https://wiki.example.org",
+        "http://wiki.example.org/",
+    ] {
+        let res = check(&app, &browser, "/auth/forward", lookalike).await;
+        assert_eq!(res.status(), 403, "{lookalike}");
+        assert!(res.text().await.unwrap().contains("not an app"));
+    }
+    assert_eq!(
+        count_events(&app, "app_denied"),
+        4,
+        "one per member and origin"
+    );
+    assert_eq!(count_events(&app, "app_opened"), 0);
+    // Listed by address, an admin passes; so does a member listed by name.
+    let boss = app.signed_in_browser("boss@example.org", "admin").await;
+    let res = check(&app, &boss, "/auth/check", "https://wiki.example.org/").await;
+    assert_eq!(res.status(), 200);
+}
+
+#[actix_web::test]
+async fn logout_revocation_deactivation_and_removal_are_refused_by_the_next_check() {
+    let app = spawn_app().await;
+    app.add_member("boss@example.org", "admin");
+    let wiki = register(
+        &app,
+        "wiki",
+        "https://wiki.example.org",
+        &[Role::Member],
+        &[],
+    );
+    let url = "https://wiki.example.org/";
+
+    // Logout.
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 200);
+    let res = app.post_form(&ann, "/logout", &[]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 401);
+
+    // Revocation by an admin.
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    let boss = app.signed_in_browser("boss@example.org", "admin").await;
+    assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 200);
+    let ann_id = app.add_member("ann@example.org", "member");
+    let session: i64 = sessions::table
+        .filter(sessions::member_id.eq(ann_id))
+        .select(sessions::id)
+        .first(&mut app.conn())
+        .unwrap();
+    let csrf = app.csrf(&boss, "/sessions").await;
+    let res = app
+        .post_form_with_csrf(&boss, &format!("/sessions/{session}/revoke"), &[], &csrf)
+        .await;
+    assert!(
+        res.status().is_success() || res.status() == 303,
+        "{}",
+        res.status()
+    );
+    assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 401);
+
+    // Deactivation.
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 200);
+    latchkey::models::member::deactivate(&mut app.conn(), ann_id, "test").unwrap();
+    assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 401);
+
+    // Removal of the app.
+    assert_eq!(check(&app, &boss, "/auth/check", url).await.status(), 403);
+    register(
+        &app,
+        "blog",
+        "https://blog.example.org",
+        &[Role::Admin],
+        &[],
+    );
+    let blog = "https://blog.example.org/admin";
+    assert_eq!(check(&app, &boss, "/auth/check", blog).await.status(), 200);
+    let blog_id = app::find_by_name(&mut app.conn(), "blog")
+        .unwrap()
+        .unwrap()
+        .id;
+    app::remove(&mut app.conn(), blog_id, "test").unwrap();
+    assert_eq!(check(&app, &boss, "/auth/check", blog).await.status(), 403);
+    let _ = wiki;
+}
+
+/// Verifies a compact JWS with Python's `cryptography` (an implementation that shares nothing
+/// with ring) against the JWK set; prints the claims as JSON.
+const VERIFY_PY: &str = r#"
+import base64, json, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+def b64(s): return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+token, jwks = sys.argv[1], json.loads(sys.argv[2])
+head, body, sig = token.split(".")
+header = json.loads(b64(head))
+assert header == {"alg": "EdDSA", "typ": "JWT", "kid": header["kid"]}, header
+key = [k for k in jwks["keys"] if k["kid"] == header["kid"]][0]
+assert (key["kty"], key["crv"], key["use"], key["alg"]) == ("OKP", "Ed25519", "sig", "EdDSA"), key
+Ed25519PublicKey.from_public_bytes(b64(key["x"])).verify(b64(sig), (head + "." + body).encode())
+print(json.dumps(json.loads(b64(body))))
+"#;
+
+fn python_with_cryptography() -> bool {
+    let has = || {
+        std::process::Command::new("python3")
+            .args(["-c", "import cryptography"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has() {
+        return true;
+    }
+    let _ = std::process::Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "cryptography"])
+        .status();
+    has()
+}
+
+#[actix_web::test]
+async fn the_assertion_verifies_with_an_independent_implementation_against_the_jwks() {
+    assert!(
+        python_with_cryptography(),
+        "python3 with `cryptography` is needed (python3 -m pip install cryptography)"
+    );
+    let app = spawn_app().await;
+    let browser = app.signed_in_browser("ann@example.org", "auditor").await;
+    let ann = app.add_member("ann@example.org", "auditor");
+    register(
+        &app,
+        "metrics",
+        "http://metrics.example.org:8081",
+        &[Role::Auditor],
+        &[],
+    );
+    let res = check(
+        &app,
+        &browser,
+        "/auth/check",
+        "http://metrics.example.org:8081/d/1",
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let token = res.headers()["latchkey-assertion"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let res = app.get("/.well-known/jwks.json").await;
+    assert_eq!(res.status(), 200);
+    let jwks = res.text().await.unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-c", VERIFY_PY, &token, &jwks])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let claims: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(claims["iss"], app.address);
+    assert_eq!(claims["aud"], "http://metrics.example.org:8081");
+    assert_eq!(claims["sub"], ann.to_string());
+    assert_eq!(claims["email"], "ann@example.org");
+    assert_eq!(claims["role"], "auditor");
+    let iat = claims["iat"].as_i64().unwrap();
+    assert_eq!(claims["exp"].as_i64().unwrap(), iat + 60);
+    assert!((chrono::Utc::now().timestamp() - iat).abs() < 30);
+
+    // A tampered token fails the same verification.
+    let mut forged = token.clone();
+    forged.insert(token.find('.').unwrap() + 2, 'x');
+    let out = std::process::Command::new("python3")
+        .args(["-c", VERIFY_PY, &forged, &jwks])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+/// Asks for a link with `rd` (as the login form carries it) and follows it; the final Location.
+async fn sign_in_with_rd(app: &TestApp, email: &str, rd: &str, next: Option<&str>) -> String {
+    let browser = crate::helpers::new_browser();
+    let page = browser
+        .get(app.url(&format!("/login?rd={}", urlencode(rd))))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let carried = crate::helpers::form_value(&page, "rd");
+    let before = app.smtp.received().len();
+    let mut fields = vec![("email", email), ("rd", carried.as_deref().unwrap_or(rd))];
+    if let Some(next) = next {
+        fields.push(("next", next));
+    }
+    let res = app.post_form(&browser, "/login", &fields).await;
+    assert_eq!(res.status(), 200);
+    let mail = app.next_sign_in_mail(before).await;
+    let res = app.confirm_link(&browser, &mail.token).await;
+    assert_eq!(res.status(), 303);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    let Some(rd) = location.strip_prefix("/auth/return?rd=") else {
+        return location;
+    };
+    // The form post's redirect stays on Latchkey (CSP form-action); this page sends it on.
+    let res = browser.get(app.url(&location)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let target = crate::helpers::urldecode(rd);
+    assert_eq!(
+        res.headers()["refresh"].to_str().unwrap(),
+        format!("0; url={target}")
+    );
+    let page = res.text().await.unwrap();
+    assert!(page.contains(r#"http-equiv="refresh""#), "{page}");
+    target
+}
+
+#[actix_web::test]
+async fn after_sign_in_rd_returns_to_a_registered_app_and_nowhere_else() {
+    let app = spawn_app().await;
+    app.add_member("ann@example.org", "member");
+    register(
+        &app,
+        "wiki",
+        "https://wiki.example.org",
+        &[Role::Member],
+        &[],
+    );
+    let back = "https://wiki.example.org/page?a=1#top";
+    assert_eq!(
+        sign_in_with_rd(&app, "ann@example.org", back, None).await,
+        back
+    );
+    // The origin decides, exactly; lookalikes and tricks land on the dashboard (or `next`).
+    for bad in [
+        "https://wiki.example.org.evil.test/",
+        "https://evil.test/?https://wiki.example.org",
+        "https://evil.test/#https://wiki.example.org",
+        "https://wiki.example.org@evil.test/",
+        "https://wiki.example.org:x@evil.test/",
+        "//wiki.example.org/",
+        "//evil.test",
+        "/\\evil.test",
+        "https:\\\\wiki.example.org\\",
+        "https://wiki.example.org\\@evil.test/",
+        "javascript:alert(1)//https://wiki.example.org",
+        "http://wiki.example.org/",
+        "https://wiki.example.org:444/",
+        "data:text/html,<script>alert(1)</script>",
+        "",
+    ] {
+        assert_eq!(
+            sign_in_with_rd(&app, "ann@example.org", bad, None).await,
+            "/",
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        sign_in_with_rd(
+            &app,
+            "ann@example.org",
+            "https://evil.test/",
+            Some("/sessions")
+        )
+        .await,
+        "/sessions",
+        "next keeps working"
+    );
+}
+
+/// The exchange Traefik's ForwardAuth middleware makes (no Traefik binary in Debian): a GET to
+/// `address` with the browser's headers (its cookie among them) and `X-Forwarded-Method`,
+/// `-Proto`, `-Host`, `-Uri` and `-For`; a 2xx lets the request through with
+/// `authResponseHeaders` copied onto it, anything else goes back to the browser as it is.
+async fn traefik_asks(app: &TestApp, browser: &reqwest::Client) -> reqwest::Response {
+    browser
+        .get(app.url("/auth/forward"))
+        .header("X-Forwarded-Method", "GET")
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "wiki.example.org")
+        .header("X-Forwarded-Uri", "/page?x=1")
+        .header("X-Forwarded-For", "203.0.113.9")
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn the_traefik_forward_auth_exchange() {
+    let app = spawn_app().await;
+    let wiki = register(
+        &app,
+        "wiki",
+        "https://wiki.example.org",
+        &[Role::Member],
+        &[],
+    );
+    let signed_out = crate::helpers::new_browser();
+    let res = traefik_asks(&app, &signed_out).await;
+    assert_eq!(res.status(), 302);
+    assert_eq!(
+        res.headers()["location"],
+        app.url(&format!(
+            "/login?rd={}",
+            urlencode("https://wiki.example.org/page?x=1")
+        ))
+        .as_str()
+    );
+    assert!(
+        res.headers().get("set-cookie").is_none(),
+        "nothing for the app's origin"
+    );
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    let res = traefik_asks(&app, &ann).await;
+    assert_eq!(res.status(), 200);
+    for name in [
+        "remote-user",
+        "remote-email",
+        "remote-groups",
+        "latchkey-assertion",
+    ] {
+        assert!(res.headers().contains_key(name), "{name}");
+    }
+    let access = Access {
+        roles: vec![Role::Admin],
+        members: vec![],
+    };
+    let origin = AppOrigin::parse("https://wiki.example.org").unwrap();
+    app::update(&mut app.conn(), wiki, "wiki", &origin, &access, "test").unwrap();
+    let res = traefik_asks(&app, &ann).await;
+    assert_eq!(res.status(), 403);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+}
