@@ -9,6 +9,7 @@ pub mod domain;
 pub mod mail;
 pub mod middleware;
 pub mod models;
+pub mod passkeys;
 pub mod purge;
 pub mod routes;
 pub mod schema;

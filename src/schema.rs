@@ -61,6 +61,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    passkeys (id) {
+        id -> Int8,
+        member_id -> Int8,
+        credential_id -> Bytea,
+        user_handle -> Bytea,
+        passkey -> Jsonb,
+        counter -> Int8,
+        name -> Text,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     sessions (id) {
         id -> Int8,
         key_digest -> Bytea,
@@ -105,6 +119,7 @@ diesel::table! {
 }
 
 diesel::joinable!(member_browsers -> members (member_id));
+diesel::joinable!(passkeys -> members (member_id));
 diesel::joinable!(sessions -> members (member_id));
 diesel::joinable!(sign_in_prefetches -> sign_in_requests (request_id));
 diesel::joinable!(sign_in_requests -> members (member_id));
@@ -115,6 +130,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_audit_checkpoints,
     member_browsers,
     members,
+    passkeys,
     sessions,
     sign_in_prefetches,
     sign_in_requests,

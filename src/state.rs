@@ -10,4 +10,7 @@ pub struct AppState {
     pub db: Db,
     pub keys: Keys,
     pub mailer: Mailer,
+    /// The WebAuthn relying party; `None` when the public URL cannot have passkeys (an IP
+    /// address host).
+    pub webauthn: Option<webauthn_rs::prelude::Webauthn>,
 }

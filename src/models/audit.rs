@@ -44,10 +44,13 @@ pub enum AuditEvent {
     MemberDeactivated,
     CodeLocked,
     ApprovalLocked,
+    PasskeyAdded,
+    PasskeyRemoved,
+    PasskeyFailed,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 22] = [
+    pub const ALL: [AuditEvent; 25] = [
         AuditEvent::LinkRequested,
         AuditEvent::LinkSent,
         AuditEvent::LinkSendFailed,
@@ -70,6 +73,9 @@ impl AuditEvent {
         AuditEvent::MemberDeactivated,
         AuditEvent::CodeLocked,
         AuditEvent::ApprovalLocked,
+        AuditEvent::PasskeyAdded,
+        AuditEvent::PasskeyRemoved,
+        AuditEvent::PasskeyFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +102,9 @@ impl AuditEvent {
             AuditEvent::MemberDeactivated => "member_deactivated",
             AuditEvent::CodeLocked => "code_locked",
             AuditEvent::ApprovalLocked => "approval_locked",
+            AuditEvent::PasskeyAdded => "passkey_added",
+            AuditEvent::PasskeyRemoved => "passkey_removed",
+            AuditEvent::PasskeyFailed => "passkey_failed",
         }
     }
 
