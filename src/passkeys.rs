@@ -24,6 +24,7 @@ use webauthn_rs::prelude::{
     WebauthnBuilder, WebauthnResult,
 };
 
+use crate::domain::next_path::NextPath;
 use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::models::member::Member;
 use crate::models::passkey::{self, NewPasskey, PasskeyRow};
@@ -111,7 +112,8 @@ pub struct NewKey {
 }
 
 pub type RegistrationCeremony = Ceremony<PasskeyRegistration, NewKey>;
-pub type ConfirmationCeremony = Ceremony<PasskeyAuthentication, ()>;
+/// With the `next` path as text, parsed again on the way out.
+pub type ConfirmationCeremony = Ceremony<PasskeyAuthentication, String>;
 
 /// Reads a stored passkey back; a row the library cannot read is as good as absent.
 pub fn stored_passkey(row: &PasskeyRow) -> Option<Passkey> {
@@ -328,6 +330,7 @@ pub fn start_confirmation(
     conn: &mut PgConnection,
     webauthn: &Webauthn,
     member: &Member,
+    next: NextPath,
 ) -> QueryResult<ConfirmationStart> {
     let keys: Vec<Passkey> = passkey::list_for_member(conn, member.id)?
         .iter()
@@ -338,7 +341,8 @@ pub fn start_confirmation(
     }
     Ok(match webauthn.start_passkey_authentication(&keys) {
         Ok((options, state)) => {
-            ConfirmationStart::Started(Box::new((options, Ceremony::new(state, ()))))
+            let ceremony = Ceremony::new(state, next.as_str().to_string());
+            ConfirmationStart::Started(Box::new((options, ceremony)))
         }
         Err(err) => ConfirmationStart::Failed(err.to_string()),
     })

@@ -846,8 +846,9 @@ fn advisory_lock(conn: &mut PgConnection, namespace: i32, key: i64) -> QueryResu
 }
 
 /// The state `POST /auth/passkey/start` leaves in the (anonymous) session for the finish.
+/// The `next` path is kept as text and parsed again on the way out.
 pub type PasskeySignInCeremony =
-    crate::passkeys::Ceremony<webauthn_rs::prelude::DiscoverableAuthentication, NextPath>;
+    crate::passkeys::Ceremony<webauthn_rs::prelude::DiscoverableAuthentication, String>;
 
 /// What `POST /auth/passkey/start` decided: the options for `navigator.credentials.get`
 /// (no address asked: the authenticator offers the passkeys it holds for this site).
@@ -869,7 +870,7 @@ pub fn start_passkey_sign_in(
     match webauthn.start_discoverable_authentication() {
         Ok((options, state)) => PasskeySignInStart::Started(Box::new((
             options,
-            crate::passkeys::Ceremony::new(state, next),
+            crate::passkeys::Ceremony::new(state, next.as_str().to_string()),
         ))),
         Err(err) => PasskeySignInStart::Failed(err.to_string()),
     }
@@ -956,7 +957,7 @@ pub fn sign_in_with_passkey(
                 code_digest: crate::crypto::random_bytes::<32>().to_vec(),
                 browser_digest: None,
                 approval_number: ApprovalNumber::generate().value(),
-                next_path: ceremony.extra.as_str().to_string(),
+                next_path: NextPath::parse(Some(&ceremony.extra)).as_str().to_string(),
                 requested_ip: asker.client.ip.clone(),
                 requested_user_agent: asker.client.user_agent.clone(),
                 expires_at: Utc::now() + ChronoDuration::minutes(1),

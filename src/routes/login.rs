@@ -20,10 +20,15 @@ pub struct LoginQuery {
 }
 
 /// Writes nothing anywhere: an anonymous page view costs no database work.
-pub async fn form(req: HttpRequest, query: web::Query<LoginQuery>) -> HttpResponse {
+pub async fn form(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<LoginQuery>,
+) -> HttpResponse {
     let next = NextPath::parse(query.next.as_deref());
     Page::new("login", "Sign in")
         .with("next", next.as_str())
+        .with("passkeys", state.webauthn.is_some())
         .render(&req)
 }
 
@@ -46,6 +51,7 @@ pub async fn submit(
         Err(err) => {
             return Page::new("login", "Sign in")
                 .with("next", next.as_str())
+                .with("passkeys", state.webauthn.is_some())
                 .with("email", form.email.chars().take(254).collect::<String>())
                 .with("error", err.to_string())
                 .status(StatusCode::UNPROCESSABLE_ENTITY)

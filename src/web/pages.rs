@@ -38,6 +38,8 @@ const TEMPLATES: &[(&str, &str)] = embedded_templates!(
     "partials/team.html",
     "partials/team_rows.html",
     "partials/sessions.html",
+    "partials/passkeys.html",
+    "partials/passkey_confirm.html",
     "partials/error.html",
 );
 

@@ -4,6 +4,7 @@
 pub mod approve;
 pub mod cancel;
 pub mod code;
+pub mod passkey;
 pub mod verify;
 pub mod wait;
 
@@ -34,6 +35,18 @@ pub fn start_session(
     signed_in: &SignedIn,
     client: &ClientInfo,
 ) -> Result<HttpResponse, PageError> {
+    let next = establish_session(req, state, signed_in, client)?;
+    Ok(redirect_after_sign_in(req, next.as_str()))
+}
+
+/// The session half of [`start_session`], for a caller that answers in its own way (the
+/// passkey ceremony answers JSON). Returns where the member goes next.
+pub fn establish_session(
+    req: &HttpRequest,
+    state: &AppState,
+    signed_in: &SignedIn,
+    client: &ClientInfo,
+) -> Result<NextPath, PageError> {
     Identity::login(&req.extensions(), signed_in.member.id.to_string())
         .map_err(|e| anyhow::anyhow!("starting the session: {e}"))?;
     let session = req.get_session();
@@ -52,8 +65,7 @@ pub fn start_session(
     if signed_in.new_browser {
         notify_new_browser(state, signed_in, client);
     }
-    let next = NextPath::parse(Some(&signed_in.request.next_path));
-    Ok(redirect_after_sign_in(req, next.as_str()))
+    Ok(NextPath::parse(Some(&signed_in.request.next_path)))
 }
 
 /// A page POST gets 303; an HTMX request gets `HX-Redirect` so the whole page navigates.
@@ -100,7 +112,11 @@ pub fn asker(browser: &Browser, client: ClientInfo) -> Asker {
     }
 }
 
-fn put(session: &Session, key: &str, value: impl serde::Serialize) -> Result<(), PageError> {
+pub(crate) fn put(
+    session: &Session,
+    key: &str,
+    value: impl serde::Serialize,
+) -> Result<(), PageError> {
     session
         .insert(key, value)
         .map_err(|e| PageError::Unexpected(anyhow::anyhow!("writing the session: {e}")))
