@@ -15,6 +15,7 @@ mod mail;
 mod mailbox;
 mod migrations;
 mod no_secrets_in_logs;
+mod passkeys;
 mod rate_limit;
 mod roles;
 mod session_store;
