@@ -39,17 +39,19 @@ function psql(url, sql) {
 }
 
 /**
- * Starts Latchkey; `env` adds or overrides settings. Resolves once `/readyz` answers 200.
+ * Starts Latchkey; `env` adds or overrides settings; `host` is the public URL's host. Resolves once `/readyz` answers 200.
  * The returned handle has `url`, `databaseUrl`, `sql(query)` and `stop()`.
  */
-export async function startLatchkey({ env = {}, logName = "latchkey.log" } = {}) {
+export async function startLatchkey({ env = {}, logName = "latchkey.log", host = "127.0.0.1" } = {}) {
   const binary = process.env.LATCHKEY_BIN ?? join(REPO, "target", "release", "latchkey");
   if (!existsSync(binary)) {
     throw new Error(`${binary} is missing: run \`cargo build --release\` first (scripts/test does)`);
   }
   mkdirSync(OUT_DIR, { recursive: true });
   const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
+  // `host` names the public URL only (passkeys need a host name: `localhost`); Latchkey
+  // always listens on 127.0.0.1.
+  const url = `http://${host}:${port}`;
   // The working directory is empty, so a developer's .env cannot change what is tested.
   const workDir = mkdtempSync(join(tmpdir(), "latchkey-e2e-"));
   // PostgreSQL runs as `postgres` when we are root; it must be able to reach its directory.
@@ -97,7 +99,7 @@ export async function startLatchkey({ env = {}, logName = "latchkey.log" } = {})
       throw new Error(`latchkey exited during start-up (${JSON.stringify(exited)}); see ${logPath}:\n${readFileSync(logPath, "utf8")}`);
     }
     try {
-      const res = await fetch(`${url}/readyz`);
+      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
       if (res.status === 200) break;
     } catch {
       // not listening yet

@@ -320,8 +320,8 @@ async fn a_member_adds_a_passkey_and_signs_in_with_it_without_any_mail() {
     let signed_in = app
         .audit()
         .into_iter()
-        .filter(|row| row.event == "signed_in")
-        .last()
+        .rev()
+        .find(|row| row.event == "signed_in")
         .unwrap();
     assert!(
         signed_in.detail.starts_with("via passkey"),
