@@ -11,6 +11,7 @@ pub mod forward_auth;
 pub mod mail;
 pub mod middleware;
 pub mod models;
+pub mod passkeys;
 pub mod purge;
 pub mod routes;
 pub mod schema;

@@ -79,6 +79,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    passkeys (id) {
+        id -> Int8,
+        member_id -> Int8,
+        credential_id -> Bytea,
+        user_handle -> Bytea,
+        passkey -> Jsonb,
+        counter -> Int8,
+        name -> Text,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     session_apps (session_id, app_id) {
         session_id -> Int8,
         app_id -> Int8,
@@ -134,6 +148,7 @@ diesel::table! {
 diesel::joinable!(app_members -> apps (app_id));
 diesel::joinable!(app_members -> members (member_id));
 diesel::joinable!(member_browsers -> members (member_id));
+diesel::joinable!(passkeys -> members (member_id));
 diesel::joinable!(session_apps -> apps (app_id));
 diesel::joinable!(session_apps -> sessions (session_id));
 diesel::joinable!(sessions -> members (member_id));
@@ -148,6 +163,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_audit_checkpoints,
     member_browsers,
     members,
+    passkeys,
     session_apps,
     sessions,
     sign_in_prefetches,

@@ -36,6 +36,10 @@ pub struct Settings {
     /// `LATCHKEY_COOKIE_DOMAIN`: a parent domain of the public URL's host, to which the
     /// session cookie is sent (forward auth for apps under it); canonical, no leading dot.
     pub cookie_domain: Option<String>,
+    pub admin_passkey: AdminPasskey,
+    /// Who passkeys are made for, from the public URL; `None` when its host is an IP
+    /// address, which WebAuthn does not accept (passkeys are then unavailable).
+    pub passkey_rp: Option<RelyingParty>,
 }
 
 impl Settings {
@@ -74,6 +78,43 @@ impl PublicUrl {
     /// The base without a trailing slash, as `iss` in assertions.
     pub fn base(&self) -> &str {
         self.0.as_str().trim_end_matches('/')
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+}
+
+/// `LATCHKEY_ADMIN_PASSKEY`: whether admin work needs a session that proved a passkey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminPasskey {
+    Optional,
+    Required,
+}
+
+/// The WebAuthn relying party: its id (a domain) and the one origin ceremonies may come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelyingParty {
+    pub id: String,
+    pub origin: Url,
+}
+
+impl RelyingParty {
+    /// The public URL's host is the id, and its origin the only origin: Latchkey's pages are
+    /// served there and nowhere else. An IP address cannot be a relying party id.
+    fn from_public_url(public_url: &PublicUrl) -> Result<Option<Self>, String> {
+        let url = public_url.url();
+        let Some(url::Host::Domain(host)) = url.host() else {
+            return Ok(None);
+        };
+        let id = host.trim_end_matches('.').to_ascii_lowercase();
+        let origin = Url::parse(&public_url.origin())
+            .map_err(|e| format!("its origin is not a URL ({e})"))?;
+        let rp = Self { id, origin };
+        // The library's own check (the id must be the origin's host or a parent of it).
+        crate::passkeys::webauthn(&rp)
+            .map_err(|e| format!("cannot serve as the passkey relying party ({e})"))?;
+        Ok(Some(rp))
     }
 }
 
@@ -281,6 +322,24 @@ impl Settings {
             .map(|text| parse_cookie_domain(&text, &public_url))
             .transpose()
             .map_err(|p| invalid("LATCHKEY_COOKIE_DOMAIN", p))?;
+        let admin_passkey = match get("LATCHKEY_ADMIN_PASSKEY").as_deref() {
+            None | Some("optional") => AdminPasskey::Optional,
+            Some("required") => AdminPasskey::Required,
+            Some(other) => {
+                return Err(invalid(
+                    "LATCHKEY_ADMIN_PASSKEY",
+                    format!("must be `optional` or `required`, not {other:?}"),
+                ))
+            }
+        };
+        let passkey_rp = RelyingParty::from_public_url(&public_url)
+            .map_err(|p| invalid("LATCHKEY_PUBLIC_URL", p))?;
+        if passkey_rp.is_none() && admin_passkey == AdminPasskey::Required {
+            return Err(invalid(
+                "LATCHKEY_ADMIN_PASSKEY",
+                "`required` needs passkeys, and passkeys need a LATCHKEY_PUBLIC_URL with a host name, not an IP address (http://localhost:8080, https://login.example.org)",
+            ));
+        }
 
         Ok(Self {
             database_url,
@@ -301,6 +360,8 @@ impl Settings {
             trusted_proxies,
             audit_retention,
             cookie_domain,
+            admin_passkey,
+            passkey_rp,
         })
     }
 }
@@ -814,6 +875,54 @@ mod tests {
             assert_eq!(err.name, "LATCHKEY_COOKIE_DOMAIN", "{domain}: {err}");
             assert!(!err.to_string().contains('\n'));
         }
+    }
+
+    #[test]
+    fn admin_passkey_is_optional_unless_required() {
+        assert_eq!(settings(&[]).unwrap().admin_passkey, AdminPasskey::Optional);
+        let local = [("LATCHKEY_PUBLIC_URL", "http://localhost:8080")];
+        assert_eq!(
+            settings(&local).unwrap().admin_passkey,
+            AdminPasskey::Optional
+        );
+        let s = settings(&[local[0], ("LATCHKEY_ADMIN_PASSKEY", "required")]).unwrap();
+        assert_eq!(s.admin_passkey, AdminPasskey::Required);
+        let s = settings(&[local[0], ("LATCHKEY_ADMIN_PASSKEY", "optional")]).unwrap();
+        assert_eq!(s.admin_passkey, AdminPasskey::Optional);
+        let err = settings(&[local[0], ("LATCHKEY_ADMIN_PASSKEY", "always")]).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_ADMIN_PASSKEY");
+        assert!(err.to_string().contains("always"), "{err}");
+    }
+
+    #[test]
+    fn the_relying_party_is_the_public_host() {
+        let s = settings(&[("LATCHKEY_PUBLIC_URL", "http://localhost:8080")]).unwrap();
+        let rp = s.passkey_rp.unwrap();
+        assert_eq!(rp.id, "localhost");
+        assert_eq!(rp.origin.as_str(), "http://localhost:8080/");
+        let key = "ab".repeat(32);
+        let s = settings(&[
+            ("LATCHKEY_PUBLIC_URL", "https://Login.Example.org/"),
+            ("LATCHKEY_SECRET_KEY", &key),
+            ("LATCHKEY_EMAIL", "smtps://mail.example.org:465"),
+        ])
+        .unwrap();
+        let rp = s.passkey_rp.unwrap();
+        assert_eq!(rp.id, "login.example.org");
+        assert_eq!(rp.origin.as_str(), "https://login.example.org/");
+    }
+
+    #[test]
+    fn an_ip_public_url_has_no_passkeys_and_cannot_require_them() {
+        // The default public URL (http://127.0.0.1:8080) still starts, without passkeys.
+        assert!(settings(&[]).unwrap().passkey_rp.is_none());
+        assert!(settings(&[("LATCHKEY_PUBLIC_URL", "http://[::1]:8080")])
+            .unwrap()
+            .passkey_rp
+            .is_none());
+        let err = settings(&[("LATCHKEY_ADMIN_PASSKEY", "required")]).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_ADMIN_PASSKEY");
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! | `POST /auth/approve` | [`approve`] | [`ApprovalOutcome`] |
 //! | `GET /auth/wait` | [`poll_wait`] | [`WaitOutcome`] |
 //! | `POST /auth/cancel` | [`cancel`] | [`CancelOutcome`] |
+//! | `POST /auth/passkey/start` | [`start_passkey_sign_in`] | [`PasskeySignInStart`] |
+//! | `POST /auth/passkey/finish` | [`sign_in_with_passkey`] | [`PasskeySignIn`] |
 //! | `latchkey link` | [`issue_request`] (the caller audits) | [`IssuedRequest`] |
 //!
 //! Nothing a browser can see tells a member from a stranger: an address that may not sign in
@@ -841,4 +843,134 @@ fn advisory_lock(conn: &mut PgConnection, namespace: i32, key: i64) -> QueryResu
         .bind::<diesel::sql_types::Integer, _>((key % i64::from(i32::MAX)) as i32)
         .execute(conn)
         .map(drop)
+}
+
+/// The state `POST /auth/passkey/start` leaves in the (anonymous) session for the finish.
+/// The `next` path is kept as text and parsed again on the way out.
+pub type PasskeySignInCeremony =
+    crate::passkeys::Ceremony<webauthn_rs::prelude::DiscoverableAuthentication, String>;
+
+/// What `POST /auth/passkey/start` decided: the options for `navigator.credentials.get`
+/// (no address asked: the authenticator offers the passkeys it holds for this site).
+pub enum PasskeySignInStart {
+    Started(
+        Box<(
+            webauthn_rs::prelude::RequestChallengeResponse,
+            PasskeySignInCeremony,
+        )>,
+    ),
+    Failed(String),
+}
+
+/// Writes nothing: the ceremony lives in the session until the finish.
+pub fn start_passkey_sign_in(
+    webauthn: &webauthn_rs::prelude::Webauthn,
+    next: NextPath,
+) -> PasskeySignInStart {
+    match webauthn.start_discoverable_authentication() {
+        Ok((options, state)) => PasskeySignInStart::Started(Box::new((
+            options,
+            crate::passkeys::Ceremony::new(state, next.as_str().to_string()),
+        ))),
+        Err(err) => PasskeySignInStart::Failed(err.to_string()),
+    }
+}
+
+/// What `POST /auth/passkey/finish` did.
+#[derive(Debug)]
+pub enum PasskeySignIn {
+    SignedIn(Box<SignedIn>),
+    Refused(crate::passkeys::UseRefusal),
+}
+
+/// Signs in with a discoverable passkey: the credential names its passkey, the passkey its
+/// member; the user handle the authenticator returns must be that member's, the assertion must
+/// verify against this session's challenge (used once: the route takes it out of the session
+/// before calling this), and the counter must move forward. The sign-in is recorded as a
+/// request completed by `passkey` at once, so its `signed_in` row names a request like
+/// every other sign-in. Refusals are audited `passkey_failed`.
+pub fn sign_in_with_passkey(
+    conn: &mut PgConnection,
+    webauthn: &webauthn_rs::prelude::Webauthn,
+    ceremony: Option<PasskeySignInCeremony>,
+    credential: Option<webauthn_rs::prelude::PublicKeyCredential>,
+    asker: &Asker,
+) -> QueryResult<PasskeySignIn> {
+    use crate::models::passkey;
+    use crate::passkeys::{verify_use, UseRefusal};
+    use webauthn_rs::prelude::DiscoverableKey;
+
+    let refuse = |conn: &mut PgConnection, refusal: UseRefusal, email: Option<&str>| {
+        let mut row = NewAuditRow::new(AuditEvent::PasskeyFailed)
+            .client(&asker.client)
+            .detail(format!("sign-in with a passkey: {}", refusal.reason()));
+        if let Some(email) = email {
+            row = row.email(email);
+        }
+        row.insert(conn).map(|_| PasskeySignIn::Refused(refusal))
+    };
+    let Some(ceremony) = ceremony.filter(|c| !c.is_expired(Utc::now().timestamp())) else {
+        return refuse(conn, UseRefusal::NoCeremony, None);
+    };
+    let Some(credential) = credential else {
+        return refuse(conn, UseRefusal::Malformed, None);
+    };
+    let Ok((user_handle, credential_id)) =
+        webauthn.identify_discoverable_authentication(&credential)
+    else {
+        return refuse(conn, UseRefusal::Malformed, None);
+    };
+    let Some(row) = passkey::find_by_credential(conn, credential_id)? else {
+        return refuse(conn, UseRefusal::UnknownPasskey, None);
+    };
+    let Some(member) = member::find(conn, row.member_id)? else {
+        return refuse(conn, UseRefusal::UnknownPasskey, None);
+    };
+    if !crate::crypto::constant_time_eq(user_handle.as_bytes(), &row.user_handle) {
+        return refuse(conn, UseRefusal::WrongMember, Some(&member.email));
+    }
+    if !member.active {
+        return refuse(conn, UseRefusal::Deactivated, Some(&member.email));
+    }
+    let Some(stored) = crate::passkeys::stored_passkey(&row) else {
+        return refuse(conn, UseRefusal::UnknownPasskey, Some(&member.email));
+    };
+    let key = DiscoverableKey::from(&stored);
+    let Ok(result) = webauthn.finish_discoverable_authentication(
+        &credential,
+        ceremony.state,
+        std::slice::from_ref(&key),
+    ) else {
+        return refuse(conn, UseRefusal::Invalid, Some(&member.email));
+    };
+    conn.transaction(|conn| {
+        if let Err(refusal) = verify_use(conn, &row, &result)? {
+            return refuse(conn, refusal, Some(&member.email));
+        }
+        let request = sign_in_request::insert(
+            conn,
+            &NewSignInRequest {
+                member_id: Some(member.id),
+                requested_email: member.email.clone(),
+                // Nobody holds a token or code for this request: it is completed at once.
+                token_digest: crate::crypto::random_bytes::<32>().to_vec(),
+                code_digest: crate::crypto::random_bytes::<32>().to_vec(),
+                browser_digest: None,
+                approval_number: ApprovalNumber::generate().value(),
+                next_path: NextPath::parse(Some(&ceremony.extra)).as_str().to_string(),
+                requested_ip: asker.client.ip.clone(),
+                requested_user_agent: asker.client.user_agent.clone(),
+                expires_at: Utc::now() + ChronoDuration::minutes(1),
+            },
+        )?;
+        Ok(
+            match complete(conn, request.id, CompletedBy::Passkey, asker)? {
+                Redemption::SignedIn(signed_in) => PasskeySignIn::SignedIn(signed_in),
+                // Deactivated between the check above and now.
+                Redemption::Refused(_) => {
+                    return refuse(conn, UseRefusal::Deactivated, Some(&member.email))
+                }
+            },
+        )
+    })
 }

@@ -131,6 +131,12 @@ impl Application {
         let idle = CookieDuration::seconds(
             i64::try_from(settings.session_idle.as_secs()).unwrap_or(i64::MAX),
         );
+        let webauthn = settings
+            .passkey_rp
+            .as_ref()
+            .map(crate::passkeys::webauthn)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("LATCHKEY_PUBLIC_URL: no passkey relying party ({e})"))?;
         let audit_key = keys.audit.clone();
         let shutdown_db = db.clone();
         let state = web::Data::new(AppState {
@@ -139,6 +145,7 @@ impl Application {
             keys,
             mailer,
             forward_auth: Default::default(),
+            webauthn,
         });
         let dashboard_cache = web::Data::new(routes::DashboardCache::default());
         let server = HttpServer::new(move || {

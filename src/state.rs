@@ -12,4 +12,7 @@ pub struct AppState {
     pub keys: Keys,
     pub mailer: Mailer,
     pub forward_auth: ForwardAuthMemory,
+    /// The WebAuthn relying party; `None` when the public URL cannot have passkeys (an IP
+    /// address host).
+    pub webauthn: Option<webauthn_rs::prelude::Webauthn>,
 }

@@ -39,17 +39,27 @@ function psql(url, sql) {
 }
 
 /**
- * Starts Latchkey; `env` adds or overrides settings. Resolves once `/readyz` answers 200.
+ * Starts Latchkey; `env` adds or overrides settings; `host` is the host the browser visits and the
+ * public URL's (passkeys need a name: `localhost`); `publicHost` names the public URL only (forward
+ * auth: a name under the cookie domain). Resolves once `/readyz` answers 200.
  * The returned handle has `url`, `databaseUrl`, `sql(query)` and `stop()`.
  */
-export async function startLatchkey({ env = {}, logName = "latchkey.log", publicHost = null } = {}) {
+export async function startLatchkey({
+  env = {},
+  logName = "latchkey.log",
+  host = "127.0.0.1",
+  publicHost = null,
+} = {}) {
   const binary = process.env.LATCHKEY_BIN ?? join(REPO, "target", "release", "latchkey");
   if (!existsSync(binary)) {
     throw new Error(`${binary} is missing: run \`cargo build --release\` first (scripts/test does)`);
   }
   mkdirSync(OUT_DIR, { recursive: true });
   const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
+  // `host` names the public URL only (passkeys need a host name: `localhost`); Latchkey
+  // always listens on 127.0.0.1.
+  const url = `http://${host}:${port}`;
+  const publicUrl = publicHost ? `http://${publicHost}:${port}` : url;
   // The working directory is empty, so a developer's .env cannot change what is tested.
   const workDir = mkdtempSync(join(tmpdir(), "latchkey-e2e-"));
   // PostgreSQL runs as `postgres` when we are root; it must be able to reach its directory.
@@ -73,7 +83,7 @@ export async function startLatchkey({ env = {}, logName = "latchkey.log", public
     LATCHKEY_DATA_DIR: join(workDir, "data"),
     LATCHKEY_BIND: `127.0.0.1:${port}`,
     // A host name (say login.lk.localhost, which Chromium maps to loopback) for forward auth.
-    LATCHKEY_PUBLIC_URL: publicHost ? `http://${publicHost}:${port}` : url,
+    LATCHKEY_PUBLIC_URL: publicUrl,
     LATCHKEY_SECRET_KEY: randomBytes(32).toString("hex"),
     RUST_LOG: "info",
     ...env,
@@ -98,7 +108,7 @@ export async function startLatchkey({ env = {}, logName = "latchkey.log", public
       throw new Error(`latchkey exited during start-up (${JSON.stringify(exited)}); see ${logPath}:\n${readFileSync(logPath, "utf8")}`);
     }
     try {
-      const res = await fetch(`${url}/readyz`);
+      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
       if (res.status === 200) break;
     } catch {
       // not listening yet
@@ -111,14 +121,15 @@ export async function startLatchkey({ env = {}, logName = "latchkey.log", public
   }
 
   if (!databaseUrl) {
-    // The private cluster's port is in the log line Latchkey writes when it starts it.
-    const match = readFileSync(logPath, "utf8").match(/private PostgreSQL cluster on 127\.0\.0\.1:(\d+)/);
-    if (match) databaseUrl = `postgres://postgres@127.0.0.1:${match[1]}/latchkey`;
+    // The private cluster's folder is in the log line Latchkey writes when it starts it; it
+    // listens only on the Unix socket in its `socket/` directory.
+    const match = readFileSync(logPath, "utf8").match(/private PostgreSQL cluster in (.+) \(Unix socket only\)/);
+    if (match) databaseUrl = `postgres://postgres@/latchkey?host=${encodeURIComponent(`${match[1]}/socket`)}`;
   }
 
   return {
     url,
-    publicUrl: publicHost ? `http://${publicHost}:${port}` : url,
+    publicUrl,
     port,
     logPath,
     databaseUrl,

@@ -24,8 +24,9 @@ use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::settings::EmailBackend;
 
 pub use templates::{
-    alert_mail, cancelled_mail, new_sign_in_mail, sign_in_mail, AlertMail, CancelledMail,
-    NewSignInMail, SignInMail, NEW_SIGN_IN_SUBJECT, SIGN_IN_SUBJECT,
+    alert_mail, cancelled_mail, new_sign_in_mail, passkey_added_mail, sign_in_mail, AlertMail,
+    CancelledMail, NewSignInMail, PasskeyAddedMail, SignInMail, NEW_SIGN_IN_SUBJECT,
+    PASSKEY_ADDED_SUBJECT, SIGN_IN_SUBJECT,
 };
 pub use transport::Transport;
 
@@ -102,6 +103,7 @@ pub enum Letter {
     NewSignIn(EmailAddress, NewSignInMail),
     Cancelled(EmailAddress, CancelledMail),
     Alert(EmailAddress, AlertMail),
+    PasskeyAdded(EmailAddress, PasskeyAddedMail),
     Rendered(OutgoingMail),
 }
 
@@ -118,6 +120,7 @@ impl Letter {
             Letter::NewSignIn(to, mail) => new_sign_in_mail(&to, &mail),
             Letter::Cancelled(to, mail) => cancelled_mail(&to, &mail),
             Letter::Alert(to, mail) => alert_mail(&to, &mail),
+            Letter::PasskeyAdded(to, mail) => passkey_added_mail(&to, &mail),
             Letter::Rendered(mail) => Ok(mail),
         }
     }
@@ -130,7 +133,10 @@ impl Letter {
                 email: to.as_str().into(),
             }),
             Letter::Rendered(mail) => mail.audit.clone(),
-            Letter::NewSignIn(..) | Letter::Cancelled(..) | Letter::Alert(..) => None,
+            Letter::NewSignIn(..)
+            | Letter::Cancelled(..)
+            | Letter::Alert(..)
+            | Letter::PasskeyAdded(..) => None,
         }
     }
 }

@@ -13,8 +13,9 @@ use crate::domain::email_address::EmailAddress;
 
 pub const SIGN_IN_SUBJECT: &str = "Your Latchkey sign-in link";
 pub const NEW_SIGN_IN_SUBJECT: &str = "New sign-in to Latchkey";
+pub const PASSKEY_ADDED_SUBJECT: &str = "A passkey was added to your Latchkey account";
 
-const TEMPLATES: [(&str, &str); 9] = [
+const TEMPLATES: [(&str, &str); 11] = [
     ("alert.txt", include_str!("../../templates/email/alert.txt")),
     (
         "alert.html",
@@ -44,6 +45,14 @@ const TEMPLATES: [(&str, &str); 9] = [
     (
         "cancelled.html",
         include_str!("../../templates/email/cancelled.html"),
+    ),
+    (
+        "passkey_added.txt",
+        include_str!("../../templates/email/passkey_added.txt"),
+    ),
+    (
+        "passkey_added.html",
+        include_str!("../../templates/email/passkey_added.html"),
     ),
 ];
 
@@ -144,6 +153,33 @@ pub fn new_sign_in_mail(
         subject: NEW_SIGN_IN_SUBJECT.into(),
         text: render("new_sign_in.txt", &context)?,
         html: render("new_sign_in.html", &context)?,
+        audit: None,
+    })
+}
+
+/// A passkey was added to the member's account (sent to the member).
+#[derive(Debug, Clone)]
+pub struct PasskeyAddedMail {
+    pub name: String,
+    pub added_at: DateTime<Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub fn passkey_added_mail(
+    to: &EmailAddress,
+    mail: &PasskeyAddedMail,
+) -> Result<OutgoingMail, MailError> {
+    let mut context = Context::new();
+    context.insert("email", to.as_str());
+    context.insert("name", &mail.name);
+    context.insert("added_at", &when(mail.added_at));
+    insert_client(&mut context, mail.ip.as_deref(), mail.user_agent.as_deref());
+    Ok(OutgoingMail {
+        to: to.clone(),
+        subject: PASSKEY_ADDED_SUBJECT.into(),
+        text: render("passkey_added.txt", &context)?,
+        html: render("passkey_added.html", &context)?,
         audit: None,
     })
 }
@@ -289,5 +325,20 @@ mod tests {
             .text
             .contains("A sign-in request for ann@example.org was cancelled by the recipient"));
         assert!(mail.html.contains("198.51.100.1"));
+
+        let mail = passkey_added_mail(
+            &address(),
+            &PasskeyAddedMail {
+                name: "<b>Laptop</b>".into(),
+                added_at: at,
+                ip: Some("198.51.100.2".into()),
+                user_agent: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(mail.subject, PASSKEY_ADDED_SUBJECT);
+        assert!(mail.text.contains("\"<b>Laptop</b>\""));
+        assert!(mail.html.contains("&lt;b&gt;Laptop"));
+        assert!(mail.text.contains("198.51.100.2"));
     }
 }

@@ -2,7 +2,7 @@
 //! some need a role. The whole access policy is [`access_for`].
 
 use actix_identity::IdentityExt as _;
-use actix_session::SessionExt as _;
+use actix_session::{Session, SessionExt as _};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
@@ -12,6 +12,7 @@ use actix_web::{web, FromRequest, HttpMessage as _, HttpRequest, HttpResponse};
 use crate::domain::role::Role;
 use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::models::member::{self, Member};
+use crate::settings::{AdminPasskey, Settings};
 use crate::state::AppState;
 use crate::web::client::client_info;
 use crate::web::errors::PageError;
@@ -168,6 +169,18 @@ pub async fn guard(
         let response = PageError::Forbidden.render(req.request());
         return Ok(req.into_response(response));
     }
+    if access == Access::Admin && !admin_powers(&state.settings, &session, &member) {
+        // LATCHKEY_ADMIN_PASSKEY=required and no passkey proved in this session: confirm one
+        // (or add one first), then come back. Nothing is done meanwhile.
+        let next = (req.method() == actix_web::http::Method::GET).then(|| {
+            let uri = req.uri();
+            uri.path_and_query()
+                .map_or(uri.path(), |pq| pq.as_str())
+                .to_string()
+        });
+        let response = crate::routes::passkey_confirm_redirect(req.request(), next.as_deref());
+        return Ok(req.into_response(response));
+    }
     let seen_at = session.get::<i64>(SEEN_AT_KEY).ok().flatten().unwrap_or(0);
     if !is_background_poll(req.request())
         && now - seen_at >= seen_refresh_secs(state.settings.session_idle)
@@ -180,6 +193,30 @@ pub async fn guard(
     next.call(req)
         .await
         .map(ServiceResponse::map_into_boxed_body)
+}
+
+/// Whether this session proved a passkey: signed in with one, or confirmed one since.
+pub fn proved_passkey(session: &Session) -> bool {
+    matches!(
+        session.get::<i64>(crate::passkeys::PROVED_AT_KEY),
+        Ok(Some(_))
+    )
+}
+
+/// When this session signed in (Unix seconds; 0 if unknown).
+pub fn signed_in_at(session: &Session) -> i64 {
+    session
+        .get::<i64>(SIGNED_IN_AT_KEY)
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// Whether `member` may do admin work in this session: an admin, and with
+/// `LATCHKEY_ADMIN_PASSKEY=required` only once the session proved a passkey.
+pub fn admin_powers(settings: &Settings, session: &Session, member: &Member) -> bool {
+    member.role().is_admin()
+        && (settings.admin_passkey == AdminPasskey::Optional || proved_passkey(session))
 }
 
 /// A request fired by a timer (polling elements send `X-Latchkey-Poll`), not by the person:

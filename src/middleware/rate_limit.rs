@@ -1,6 +1,7 @@
-//! `LATCHKEY_LOGIN_RATE`: the posts to `/login`, `/auth/verify`, `/auth/code` and
-//! `/auth/approve`, counted together per client IP (one budget for the four routes, so an
-//! attacker cannot spread guesses across them). Page views are never counted.
+//! `LATCHKEY_LOGIN_RATE`: the posts to `/login`, `/auth/verify`, `/auth/code`,
+//! `/auth/approve`, the passkey sign-in (`/auth/passkey/start`, `/auth/passkey/finish`) and
+//! the passkey confirmation (`/passkeys/confirm/finish`), counted together per client IP (one
+//! budget for all of them, so an attacker cannot spread guesses across them). Page views are never counted.
 //!
 //! actix-governor does the counting, keyed by [`ClientIpKey`]; this middleware wraps it to
 //! turn its bare 429 into a page (or an HTMX partial) and to audit the refusal as
@@ -34,7 +35,15 @@ use crate::web::client::{client_info, client_ip_of_service};
 use crate::web::pages::Page;
 
 /// The routes whose posts share one budget per client IP.
-pub const LIMITED_PATHS: [&str; 4] = ["/login", "/auth/verify", "/auth/code", "/auth/approve"];
+pub const LIMITED_PATHS: [&str; 7] = [
+    "/login",
+    "/auth/verify",
+    "/auth/code",
+    "/auth/approve",
+    "/auth/passkey/start",
+    "/auth/passkey/finish",
+    "/passkeys/confirm/finish",
+];
 
 /// How often idle entries (clients whose budget is full again) are dropped from memory.
 const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);

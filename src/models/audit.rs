@@ -49,10 +49,13 @@ pub enum AuditEvent {
     AppRemoved,
     AppOpened,
     AppDenied,
+    PasskeyAdded,
+    PasskeyRemoved,
+    PasskeyFailed,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 27] = [
+    pub const ALL: [AuditEvent; 30] = [
         AuditEvent::LinkRequested,
         AuditEvent::LinkSent,
         AuditEvent::LinkSendFailed,
@@ -80,6 +83,9 @@ impl AuditEvent {
         AuditEvent::AppRemoved,
         AuditEvent::AppOpened,
         AuditEvent::AppDenied,
+        AuditEvent::PasskeyAdded,
+        AuditEvent::PasskeyRemoved,
+        AuditEvent::PasskeyFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +117,9 @@ impl AuditEvent {
             AuditEvent::AppRemoved => "app_removed",
             AuditEvent::AppOpened => "app_opened",
             AuditEvent::AppDenied => "app_denied",
+            AuditEvent::PasskeyAdded => "passkey_added",
+            AuditEvent::PasskeyRemoved => "passkey_removed",
+            AuditEvent::PasskeyFailed => "passkey_failed",
         }
     }
 

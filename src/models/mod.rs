@@ -5,5 +5,6 @@ pub mod app;
 pub mod audit;
 pub mod audit_query;
 pub mod member;
+pub mod passkey;
 pub mod session;
 pub mod sign_in_request;

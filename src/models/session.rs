@@ -18,6 +18,8 @@ pub struct ActiveSession {
     pub user_agent: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
+    /// The session signed in with a passkey, or confirmed one since.
+    pub proved_passkey: bool,
 }
 
 /// Whose sessions a query may see or touch.
@@ -37,17 +39,25 @@ type Columns = (
     sessions::user_agent,
     sessions::created_at,
     sessions::last_seen_at,
+    diesel::expression::SqlLiteral<diesel::sql_types::Bool>,
 );
 
-const COLUMNS: Columns = (
-    sessions::id,
-    members::id,
-    members::email,
-    sessions::ip,
-    sessions::user_agent,
-    sessions::created_at,
-    sessions::last_seen_at,
-);
+fn columns() -> Columns {
+    (
+        sessions::id,
+        members::id,
+        members::email,
+        sessions::ip,
+        sessions::user_agent,
+        sessions::created_at,
+        sessions::last_seen_at,
+        // The key is a constant of ours, not input.
+        diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+            "jsonb_exists(sessions.state, '{}')",
+            crate::passkeys::PROVED_AT_KEY
+        )),
+    )
+}
 
 fn active(scope: Scope) -> sessions::BoxedQuery<'static, diesel::pg::Pg> {
     let query = sessions::table
@@ -71,7 +81,7 @@ pub fn list_active(conn: &mut PgConnection, scope: Scope) -> QueryResult<Vec<Act
     }
     query
         .order((sessions::last_seen_at.desc(), sessions::id.desc()))
-        .select(COLUMNS)
+        .select(columns())
         .load(conn)
 }
 
@@ -122,7 +132,7 @@ pub fn revoke(
             query = query.filter(sessions::member_id.eq(member_id));
         }
         let Some(session) = query
-            .select(COLUMNS)
+            .select(columns())
             .first::<ActiveSession>(conn)
             .optional()?
         else {

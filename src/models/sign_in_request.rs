@@ -54,6 +54,7 @@ pub enum CompletedBy {
     Link,
     Code,
     Approval,
+    Passkey,
 }
 
 impl CompletedBy {
@@ -62,6 +63,7 @@ impl CompletedBy {
             CompletedBy::Link => "link",
             CompletedBy::Code => "code",
             CompletedBy::Approval => "approval",
+            CompletedBy::Passkey => "passkey",
         }
     }
 }
@@ -299,7 +301,8 @@ pub fn record_prefetch(conn: &mut PgConnection, request_id: i64, ip: &str) -> Qu
 }
 
 /// Requests made for a member since `since`, for the per-address send limit. Counting every
-/// request (not just those mailed) means asking again never resets anything.
+/// request (not just those mailed) means asking again never resets anything. Passkey
+/// sign-ins send no mail and are not counted.
 pub fn count_since(
     conn: &mut PgConnection,
     member_id: i64,
@@ -308,6 +311,11 @@ pub fn count_since(
     sign_in_requests::table
         .filter(sign_in_requests::member_id.eq(member_id))
         .filter(sign_in_requests::created_at.gt(since))
+        .filter(
+            sign_in_requests::completed_by
+                .is_null()
+                .or(sign_in_requests::completed_by.ne(CompletedBy::Passkey.as_str())),
+        )
         .count()
         .get_result(conn)
 }

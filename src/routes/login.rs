@@ -31,12 +31,17 @@ fn return_url(rd: Option<&str>) -> Option<AppUrl> {
 }
 
 /// Writes nothing anywhere: an anonymous page view costs no database work.
-pub async fn form(req: HttpRequest, query: web::Query<LoginQuery>) -> HttpResponse {
+pub async fn form(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<LoginQuery>,
+) -> HttpResponse {
     let next = NextPath::parse(query.next.as_deref());
     let rd = return_url(query.rd.as_deref());
     Page::new("login", "Sign in")
         .with("next", next.as_str())
         .with("rd", rd.as_ref().map(AppUrl::as_str))
+        .with("passkeys", state.webauthn.is_some())
         .render(&req)
 }
 
@@ -62,6 +67,7 @@ pub async fn submit(
             return Page::new("login", "Sign in")
                 .with("next", next.as_str())
                 .with("rd", rd.as_ref().map(AppUrl::as_str))
+                .with("passkeys", state.webauthn.is_some())
                 .with("email", form.email.chars().take(254).collect::<String>())
                 .with("error", err.to_string())
                 .status(StatusCode::UNPROCESSABLE_ENTITY)

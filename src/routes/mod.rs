@@ -8,6 +8,7 @@ mod forward_auth;
 mod health;
 mod login;
 mod logout;
+mod passkeys;
 mod sessions;
 mod static_files;
 mod team;
@@ -15,6 +16,7 @@ mod team;
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 
 pub use dashboard::DashboardCache;
+pub use passkeys::confirm_redirect as passkey_confirm_redirect;
 
 use crate::web::errors::PageError;
 
@@ -50,6 +52,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(page().to(auth::cancel::show))
                 .route(web::post().to(auth::cancel::submit)),
         )
+        .service(web::resource("/auth/passkey/start").route(web::post().to(auth::passkey::start)))
+        .service(web::resource("/auth/passkey/finish").route(web::post().to(auth::passkey::finish)))
         .service(web::resource("/logout").route(web::post().to(logout::submit)))
         .service(web::resource("/").route(page().to(dashboard::show)))
         .service(web::resource("/audit").route(page().to(audit::show)))
@@ -68,6 +72,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/apps/{id}").route(web::post().to(apps::change)))
         .service(web::resource("/apps/{id}/remove").route(web::post().to(apps::remove)))
+        .service(web::resource("/passkeys").route(page().to(passkeys::show)))
+        .service(
+            web::resource("/passkeys/register/start")
+                .route(web::post().to(passkeys::register_start)),
+        )
+        .service(
+            web::resource("/passkeys/register/finish")
+                .route(web::post().to(passkeys::register_finish)),
+        )
+        .service(web::resource("/passkeys/confirm").route(page().to(passkeys::confirm_page)))
+        .service(
+            web::resource("/passkeys/confirm/start").route(web::post().to(passkeys::confirm_start)),
+        )
+        .service(
+            web::resource("/passkeys/confirm/finish")
+                .route(web::post().to(passkeys::confirm_finish)),
+        )
+        .service(web::resource("/passkeys/{id}/remove").route(web::post().to(passkeys::remove)))
         .service(web::resource("/sessions").route(page().to(sessions::show)))
         .service(web::resource("/sessions/revoke-all").route(web::post().to(sessions::revoke_all)))
         .service(web::resource("/sessions/{id}/revoke").route(web::post().to(sessions::revoke)))

@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use crate::db::DbError;
-use crate::middleware::guard::CurrentMember;
+use crate::middleware::guard::{admin_powers, CurrentMember};
 use crate::models::audit::ClientInfo;
 use crate::models::member::Member;
 use crate::models::session::{self, ActiveSession, Scope};
@@ -28,10 +28,13 @@ struct SessionView {
     own: bool,
     /// Names of the apps this session has opened through forward auth.
     apps: Vec<String>,
+    proved_passkey: bool,
 }
 
-fn scope_of(member: &Member) -> Scope {
-    if member.role().is_admin() {
+/// An admin sees and ends everyone's sessions; with `LATCHKEY_ADMIN_PASSKEY=required`, only
+/// once this session proved a passkey (until then, their own, like a member).
+fn scope_of(req: &HttpRequest, state: &AppState, member: &Member) -> Scope {
+    if admin_powers(&state.settings, &req.get_session(), member) {
         Scope::Everyone
     } else {
         Scope::Member(member.id)
@@ -65,7 +68,7 @@ async fn render(
     notice: Option<String>,
 ) -> PageResult {
     let current = current_session_id(req, state, viewer).await?;
-    let scope = scope_of(viewer);
+    let scope = scope_of(req, state, viewer);
     let (sessions, mut opened) = state
         .db
         .query(move |conn| {
@@ -87,11 +90,14 @@ async fn render(
             user_agent: session.user_agent,
             signed_in_at: session.created_at.format("%Y-%m-%d %H:%M").to_string(),
             last_seen_at: session.last_seen_at.format("%Y-%m-%d %H:%M").to_string(),
+            proved_passkey: session.proved_passkey,
         })
         .collect();
+    let everyone = scope == Scope::Everyone;
     Ok(Page::new("sessions", "Sessions")
         .with("sessions", views)
-        .with("everyone", viewer.role().is_admin())
+        .with("everyone", everyone)
+        .with("needs_passkey", viewer.role().is_admin() && !everyone)
         .with("notice", notice)
         .render(req))
 }
@@ -128,7 +134,7 @@ async fn revoke_one(
         .filter(|id| *id > 0)
         .ok_or(PageError::NotFound)?;
     let current = current_session_id(req, state, &viewer).await?;
-    let scope = scope_of(&viewer);
+    let scope = scope_of(req, state, &viewer);
     let actor = viewer.clone();
     let revoked = state
         .db

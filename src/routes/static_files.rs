@@ -11,6 +11,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../static/htmx.min.js"),
     ),
     (
+        "passkeys.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/passkeys.js"),
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("../../static/app.css"),

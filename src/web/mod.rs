@@ -4,4 +4,5 @@
 pub mod browser;
 pub mod client;
 pub mod errors;
+pub mod json;
 pub mod pages;

@@ -41,6 +41,8 @@ const TEMPLATES: &[(&str, &str)] = embedded_templates!(
     "partials/sessions.html",
     "partials/apps.html",
     "partials/back_to_app.html",
+    "partials/passkeys.html",
+    "partials/passkey_confirm.html",
     "partials/error.html",
 );
 

@@ -5,6 +5,7 @@ pub mod approve;
 pub mod back_to_app;
 pub mod cancel;
 pub mod code;
+pub mod passkey;
 pub mod verify;
 pub mod wait;
 
@@ -36,24 +37,7 @@ pub fn start_session(
     signed_in: &SignedIn,
     client: &ClientInfo,
 ) -> Result<HttpResponse, PageError> {
-    Identity::login(&req.extensions(), signed_in.member.id.to_string())
-        .map_err(|e| anyhow::anyhow!("starting the session: {e}"))?;
-    let session = req.get_session();
-    let now = chrono::Utc::now().timestamp();
-    let csrf = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(crate::crypto::random_bytes::<32>());
-    put(&session, SESSION_CSRF_KEY, &csrf)?;
-    put(&session, SIGNED_IN_AT_KEY, now)?;
-    put(&session, SEEN_AT_KEY, now)?;
-    if let Some(ip) = &client.ip {
-        put(&session, IP_KEY, ip)?;
-    }
-    if let Some(agent) = &client.user_agent {
-        put(&session, USER_AGENT_KEY, agent)?;
-    }
-    if signed_in.new_browser {
-        notify_new_browser(state, signed_in, client);
-    }
+    let next = establish_session(req, state, signed_in, client)?;
     // An app's URL was checked against the registered apps when the link was asked for; it
     // is parsed again here so that only a well-formed absolute URL is ever a Location.
     let app_url = signed_in
@@ -75,11 +59,37 @@ pub fn start_session(
                 &format!("/auth/return?rd={rd}"),
             ))
         }
-        None => {
-            let next = NextPath::parse(Some(&signed_in.request.next_path));
-            Ok(redirect_after_sign_in(req, next.as_str()))
-        }
+        None => Ok(redirect_after_sign_in(req, next.as_str())),
     }
+}
+
+/// The session half of [`start_session`], for a caller that answers in its own way (the
+/// passkey ceremony answers JSON). Returns where the member goes next.
+pub fn establish_session(
+    req: &HttpRequest,
+    state: &AppState,
+    signed_in: &SignedIn,
+    client: &ClientInfo,
+) -> Result<NextPath, PageError> {
+    Identity::login(&req.extensions(), signed_in.member.id.to_string())
+        .map_err(|e| anyhow::anyhow!("starting the session: {e}"))?;
+    let session = req.get_session();
+    let now = chrono::Utc::now().timestamp();
+    let csrf = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(crate::crypto::random_bytes::<32>());
+    put(&session, SESSION_CSRF_KEY, &csrf)?;
+    put(&session, SIGNED_IN_AT_KEY, now)?;
+    put(&session, SEEN_AT_KEY, now)?;
+    if let Some(ip) = &client.ip {
+        put(&session, IP_KEY, ip)?;
+    }
+    if let Some(agent) = &client.user_agent {
+        put(&session, USER_AGENT_KEY, agent)?;
+    }
+    if signed_in.new_browser {
+        notify_new_browser(state, signed_in, client);
+    }
+    Ok(NextPath::parse(Some(&signed_in.request.next_path)))
 }
 
 /// A page POST gets 303; an HTMX request gets `HX-Redirect` so the whole page navigates.
@@ -126,7 +136,11 @@ pub fn asker(browser: &Browser, client: ClientInfo) -> Asker {
     }
 }
 
-fn put(session: &Session, key: &str, value: impl serde::Serialize) -> Result<(), PageError> {
+pub(crate) fn put(
+    session: &Session,
+    key: &str,
+    value: impl serde::Serialize,
+) -> Result<(), PageError> {
     session
         .insert(key, value)
         .map_err(|e| PageError::Unexpected(anyhow::anyhow!("writing the session: {e}")))

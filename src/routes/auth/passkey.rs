@@ -1,0 +1,84 @@
+//! `POST /auth/passkey/start`, `POST /auth/passkey/finish`: signing in with a discoverable
+//! passkey, as JSON for `static/passkeys.js`. The start keeps the ceremony in the (anonymous,
+//! server-side) session; the finish takes it out before anything else, so an assertion can
+//! be tried once. Both posts count against `LATCHKEY_LOGIN_RATE`.
+
+use actix_session::SessionExt as _;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{asker, establish_session, put};
+use crate::domain::next_path::NextPath;
+use crate::passkeys::{PROVED_AT_KEY, SIGN_IN_KEY};
+use crate::signin::{self, PasskeySignIn, PasskeySignInCeremony, PasskeySignInStart};
+use crate::state::AppState;
+use crate::web::browser::Browser;
+use crate::web::client::Client;
+use crate::web::errors::PageError;
+use crate::web::json;
+
+/// Body: optional form field `next` (where to go once signed in).
+pub async fn start(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let Some(webauthn) = &state.webauthn else {
+        return json::unavailable();
+    };
+    let next = NextPath::parse(json::form_field(&body, "next").as_deref());
+    match signin::start_passkey_sign_in(webauthn, next) {
+        PasskeySignInStart::Started(started) => {
+            let (options, ceremony) = *started;
+            if let Err(err) = put(&req.get_session(), SIGN_IN_KEY, &ceremony) {
+                return json::page_error(&err);
+            }
+            json::ok(&options)
+        }
+        PasskeySignInStart::Failed(reason) => json::page_error(&PageError::Unexpected(
+            anyhow::anyhow!("starting a passkey sign-in: {reason}"),
+        )),
+    }
+}
+
+/// Body: the `PublicKeyCredential` from `navigator.credentials.get`, as JSON.
+pub async fn finish(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    browser: Browser,
+    Client(client): Client,
+    body: web::Bytes,
+) -> HttpResponse {
+    let Some(webauthn) = state.webauthn.clone() else {
+        return json::unavailable();
+    };
+    let session = req.get_session();
+    // Out of the session first: whatever happens next, this challenge is spent.
+    let ceremony = session
+        .remove_as::<PasskeySignInCeremony>(SIGN_IN_KEY)
+        .and_then(Result::ok);
+    let credential = serde_json::from_slice(&body).ok();
+    let asker = asker(&browser, client);
+    let client = asker.client.clone();
+    let outcome = state
+        .db
+        .query(move |conn| {
+            signin::sign_in_with_passkey(conn, &webauthn, ceremony, credential, &asker)
+        })
+        .await;
+    let signed_in = match outcome {
+        Ok(PasskeySignIn::SignedIn(signed_in)) => signed_in,
+        Ok(PasskeySignIn::Refused(_)) => {
+            // The same answer whatever the reason: the audit has it.
+            return json::error(
+                StatusCode::UNAUTHORIZED,
+                "That passkey did not sign you in. Try again, or sign in by email.",
+            );
+        }
+        Err(err) => return json::page_error(&err.into()),
+    };
+    let started = establish_session(&req, &state, &signed_in, &client).and_then(|next| {
+        put(&session, PROVED_AT_KEY, chrono::Utc::now().timestamp())?;
+        Ok(next)
+    });
+    match started {
+        Ok(next) => json::redirect(next.as_str()),
+        Err(err) => json::page_error(&err),
+    }
+}

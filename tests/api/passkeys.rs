@@ -1,0 +1,695 @@
+//! Passkeys over HTTP, with a software authenticator written here (ring's P-256 keys, CBOR by
+//! hand): adding one, signing in with it, and what must be refused. The app runs with a
+//! `localhost` public URL, since WebAuthn does not accept an IP address as relying party.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_ASN1_SIGNING};
+use serde_json::{json, Value};
+
+use crate::helpers::{new_browser, spawn_app_with, TestApp};
+
+/// The app with `http://localhost:<port>` as its public URL (and so its relying party).
+async fn spawn_localhost_app(extra: &[(&str, &str)]) -> TestApp {
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut app = spawn_app_with(move |vars| {
+        let port = vars["LATCHKEY_BIND"]
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
+        vars.insert(
+            "LATCHKEY_PUBLIC_URL".into(),
+            format!("http://localhost:{port}"),
+        );
+        for (k, v) in extra {
+            vars.insert(k, v);
+        }
+    })
+    .await;
+    app.address = format!("http://localhost:{}", app.port);
+    app
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn unb64(text: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).unwrap()
+}
+
+fn cbor_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    match bytes.len() {
+        n if n < 24 => out.push(0x40 | n as u8),
+        n if n < 256 => out.extend([0x58, n as u8]),
+        n => {
+            out.push(0x59);
+            out.extend((n as u16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(bytes);
+}
+
+fn cbor_text(out: &mut Vec<u8>, text: &str) {
+    assert!(text.len() < 24);
+    out.push(0x60 | text.len() as u8);
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// A platform authenticator holding one discoverable P-256 credential.
+struct SoftPasskey {
+    key: EcdsaKeyPair,
+    credential_id: Vec<u8>,
+    user_handle: Vec<u8>,
+    counter: u32,
+    origin: String,
+}
+
+impl SoftPasskey {
+    fn new(origin: &str) -> Self {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        Self {
+            key,
+            credential_id: latchkey::crypto::random_bytes::<32>().to_vec(),
+            user_handle: Vec::new(),
+            counter: 0,
+            origin: origin.to_string(),
+        }
+    }
+
+    fn client_data(&self, kind: &str, challenge: &str) -> Vec<u8> {
+        json!({"type": kind, "challenge": challenge, "origin": self.origin, "crossOrigin": false})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Answers `navigator.credentials.create` options.
+    fn register(&mut self, options: &Value) -> Value {
+        let pk = &options["publicKey"];
+        let rp_id = pk["rp"]["id"].as_str().unwrap();
+        self.user_handle = unb64(pk["user"]["id"].as_str().unwrap());
+        let client_data = self.client_data("webauthn.create", pk["challenge"].as_str().unwrap());
+        let public = self.key.public_key().as_ref(); // 0x04 || x || y
+        let mut cose = vec![0xA5, 0x01, 0x02, 0x03, 0x26, 0x20, 0x01, 0x21];
+        cbor_bytes(&mut cose, &public[1..33]);
+        cose.push(0x22);
+        cbor_bytes(&mut cose, &public[33..65]);
+        let mut auth_data = latchkey::crypto::sha256(rp_id.as_bytes()).to_vec();
+        auth_data.push(0x45); // user present, user verified, attested credential data
+        auth_data.extend(self.counter.to_be_bytes());
+        auth_data.extend([0u8; 16]); // AAGUID
+        auth_data.extend((self.credential_id.len() as u16).to_be_bytes());
+        auth_data.extend(&self.credential_id);
+        auth_data.extend(cose);
+        let mut attestation = vec![0xA3];
+        cbor_text(&mut attestation, "fmt");
+        cbor_text(&mut attestation, "none");
+        cbor_text(&mut attestation, "attStmt");
+        attestation.push(0xA0);
+        cbor_text(&mut attestation, "authData");
+        cbor_bytes(&mut attestation, &auth_data);
+        json!({
+            "id": b64(&self.credential_id),
+            "rawId": b64(&self.credential_id),
+            "type": "public-key",
+            "response": {
+                "attestationObject": b64(&attestation),
+                "clientDataJSON": b64(&client_data),
+                "transports": ["internal"],
+            },
+            "extensions": {},
+        })
+    }
+
+    /// Answers `navigator.credentials.get` options (the counter moves forward each time).
+    fn assert(&mut self, options: &Value) -> Value {
+        let pk = &options["publicKey"];
+        let rp_id = pk["rpId"].as_str().unwrap();
+        let client_data = self.client_data("webauthn.get", pk["challenge"].as_str().unwrap());
+        self.counter += 1;
+        let mut auth_data = latchkey::crypto::sha256(rp_id.as_bytes()).to_vec();
+        auth_data.push(0x05); // user present, user verified
+        auth_data.extend(self.counter.to_be_bytes());
+        let mut signed = auth_data.clone();
+        signed.extend(latchkey::crypto::sha256(&client_data));
+        let signature = self.key.sign(&SystemRandom::new(), &signed).unwrap();
+        json!({
+            "id": b64(&self.credential_id),
+            "rawId": b64(&self.credential_id),
+            "type": "public-key",
+            "response": {
+                "authenticatorData": b64(&auth_data),
+                "clientDataJSON": b64(&client_data),
+                "signature": b64(signature.as_ref()),
+                "userHandle": b64(&self.user_handle),
+            },
+            "extensions": {},
+        })
+    }
+}
+
+impl TestApp {
+    async fn post_json_api(
+        &self,
+        browser: &reqwest::Client,
+        path: &str,
+        csrf: &str,
+        body: reqwest::Body,
+        content_type: &str,
+    ) -> (u16, Value) {
+        let res = browser
+            .post(self.url(path))
+            .header("X-CSRF-Token", csrf)
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn post_fields(
+        &self,
+        browser: &reqwest::Client,
+        path: &str,
+        csrf: &str,
+        fields: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.post_json_api(
+            browser,
+            path,
+            csrf,
+            body.into(),
+            "application/x-www-form-urlencoded",
+        )
+        .await
+    }
+
+    async fn post_json(
+        &self,
+        browser: &reqwest::Client,
+        path: &str,
+        csrf: &str,
+        body: &Value,
+    ) -> (u16, Value) {
+        self.post_json_api(
+            browser,
+            path,
+            csrf,
+            body.to_string().into(),
+            "application/json",
+        )
+        .await
+    }
+
+    /// Adds a passkey in a signed-in browser; returns the finish's status and answer.
+    async fn add_passkey(
+        &self,
+        browser: &reqwest::Client,
+        key: &mut SoftPasskey,
+        name: &str,
+    ) -> (u16, Value) {
+        let csrf = self.csrf(browser, "/passkeys").await;
+        let (status, options) = self
+            .post_fields(
+                browser,
+                "/passkeys/register/start",
+                &csrf,
+                &[("name", name)],
+            )
+            .await;
+        assert_eq!(status, 200, "{options}");
+        let answer = key.register(&options);
+        self.post_json(browser, "/passkeys/register/finish", &csrf, &answer)
+            .await
+    }
+
+    /// Starts a passkey sign-in in `browser` and answers it with `key`.
+    async fn passkey_sign_in(
+        &self,
+        browser: &reqwest::Client,
+        key: &mut SoftPasskey,
+    ) -> (u16, Value, Value) {
+        let csrf = self.csrf(browser, "/login").await;
+        let (status, options) = self
+            .post_fields(
+                browser,
+                "/auth/passkey/start",
+                &csrf,
+                &[("next", "/sessions")],
+            )
+            .await;
+        assert_eq!(status, 200, "{options}");
+        let assertion = key.assert(&options);
+        let (status, answer) = self
+            .post_json(browser, "/auth/passkey/finish", &csrf, &assertion)
+            .await;
+        (status, answer, assertion)
+    }
+
+    fn sign_in_mail_count(&self) -> usize {
+        self.smtp
+            .received()
+            .iter()
+            .filter(|m| {
+                m.header("Subject")
+                    .is_some_and(|s| s.contains(latchkey::mail::SIGN_IN_SUBJECT))
+            })
+            .count()
+    }
+
+    fn passkey_failures(&self) -> Vec<String> {
+        self.audit()
+            .into_iter()
+            .filter(|row| row.event == "passkey_failed")
+            .map(|row| row.detail)
+            .collect()
+    }
+}
+
+#[actix_web::test]
+async fn a_member_adds_a_passkey_and_signs_in_with_it_without_any_mail() {
+    let app = spawn_localhost_app(&[]).await;
+    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let mut key = SoftPasskey::new(&app.address);
+    let (status, answer) = app.add_passkey(&browser, &mut key, "Work laptop").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["redirect"], "/passkeys");
+    let page = browser.get(app.url("/passkeys")).send().await.unwrap();
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Work laptop"), "{html}");
+    assert!(app.audit_events().contains(&"passkey_added".to_string()));
+    let mails = app
+        .smtp
+        .wait_for(2, std::time::Duration::from_secs(10))
+        .await;
+    assert!(
+        mails.iter().any(|m| m
+            .header("Subject")
+            .is_some_and(|s| s.contains(latchkey::mail::PASSKEY_ADDED_SUBJECT))
+            && m.header("To")
+                .unwrap_or_default()
+                .contains("ann@example.org")),
+        "no passkey-added mail"
+    );
+
+    // Another browser signs in with it at once: no link, no code.
+    let links_before = app.sign_in_mail_count();
+    let other = new_browser();
+    let (status, answer, _) = app.passkey_sign_in(&other, &mut key).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["redirect"], "/sessions");
+    let res = other.get(app.url("/sessions")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("proved a passkey"), "{html}");
+    assert_eq!(app.sign_in_mail_count(), links_before);
+    let signed_in = app
+        .audit()
+        .into_iter()
+        .rev()
+        .find(|row| row.event == "signed_in")
+        .unwrap();
+    assert!(
+        signed_in.detail.starts_with("via passkey"),
+        "{}",
+        signed_in.detail
+    );
+    assert!(signed_in.request_id.is_some());
+    // The counter and "last used" moved.
+    assert_eq!(
+        app.count("passkeys WHERE counter = 1 AND last_used_at IS NOT NULL"),
+        1
+    );
+}
+
+#[actix_web::test]
+async fn a_replayed_assertion_is_refused() {
+    let app = spawn_localhost_app(&[]).await;
+    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let mut key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&browser, &mut key, "Phone").await.0, 200);
+
+    let attacker = new_browser();
+    let (status, _, assertion) = app.passkey_sign_in(&attacker, &mut key).await;
+    assert_eq!(status, 200);
+    // The same answer again: this session's ceremony is spent.
+    let csrf = app.csrf(&attacker, "/login").await;
+    let (status, _) = app
+        .post_json(&attacker, "/auth/passkey/finish", &csrf, &assertion)
+        .await;
+    assert_eq!(status, 401);
+    // Replayed into a fresh ceremony (another challenge) in another browser.
+    let replayer = new_browser();
+    let csrf = app.csrf(&replayer, "/login").await;
+    let (status, _) = app
+        .post_fields(&replayer, "/auth/passkey/start", &csrf, &[])
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = app
+        .post_json(&replayer, "/auth/passkey/finish", &csrf, &assertion)
+        .await;
+    assert_eq!(status, 401);
+    let res = replayer.get(app.url("/")).send().await.unwrap();
+    assert_eq!(res.status(), 303, "the replayer is not signed in");
+    let failures = app.passkey_failures();
+    assert!(
+        failures.iter().any(|d| d.contains("no passkey ceremony")),
+        "{failures:?}"
+    );
+    assert!(
+        failures.iter().any(|d| d.contains("did not verify")),
+        "{failures:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_passkey_of_one_member_cannot_sign_in_another() {
+    let app = spawn_localhost_app(&[]).await;
+    let ann = app.signed_in_browser("ann@example.org", "admin").await;
+    let bob = app.signed_in_browser("bob@example.org", "member").await;
+    let mut ann_key = SoftPasskey::new(&app.address);
+    let mut bob_key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&ann, &mut ann_key, "Ann's").await.0, 200);
+    assert_eq!(app.add_passkey(&bob, &mut bob_key, "Bob's").await.0, 200);
+    assert_ne!(ann_key.user_handle, bob_key.user_handle);
+
+    // Bob's authenticator claiming to hold Ann's account (her user handle).
+    let bobs_handle = bob_key.user_handle.clone();
+    bob_key.user_handle = ann_key.user_handle.clone();
+    let browser = new_browser();
+    let (status, _, _) = app.passkey_sign_in(&browser, &mut bob_key).await;
+    assert_eq!(status, 401);
+    assert!(app
+        .passkey_failures()
+        .iter()
+        .any(|d| d.contains("belongs to someone else")));
+
+    // Bob's real answer signs Bob in, and only Bob.
+    bob_key.user_handle = bobs_handle;
+    let (status, _, _) = app.passkey_sign_in(&browser, &mut bob_key).await;
+    assert_eq!(status, 200);
+    let html = browser
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("bob@example.org") && !html.contains("ann@example.org"));
+
+    // Ann, signed in by email, cannot confirm with Bob's passkey either.
+    let csrf = app.csrf(&ann, "/passkeys").await;
+    let (status, options) = app
+        .post_fields(&ann, "/passkeys/confirm/start", &csrf, &[])
+        .await;
+    assert_eq!(status, 200, "{options}");
+    let answer = bob_key.assert(&options);
+    let (status, _) = app
+        .post_json(&ann, "/passkeys/confirm/finish", &csrf, &answer)
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[actix_web::test]
+async fn a_removed_passkey_no_longer_signs_in_and_nobody_else_can_remove_it() {
+    let app = spawn_localhost_app(&[]).await;
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    let bob = app.signed_in_browser("bob@example.org", "admin").await;
+    let mut key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&ann, &mut key, "Laptop").await.0, 200);
+    let id = app_passkey_id(&app);
+
+    let res = app
+        .post_form_with_csrf(
+            &bob,
+            &format!("/passkeys/{id}/remove"),
+            &[],
+            &app.csrf(&bob, "/passkeys").await,
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        404,
+        "an admin cannot remove another's passkey"
+    );
+    let res = app
+        .post_form_with_csrf(&ann, &format!("/passkeys/{id}/remove"), &[], "wrong")
+        .await;
+    assert_eq!(res.status(), 403, "CSRF");
+    assert_eq!(app.count("passkeys"), 1);
+
+    let res = app
+        .post_form_with_csrf(
+            &ann,
+            &format!("/passkeys/{id}/remove"),
+            &[],
+            &app.csrf(&ann, "/passkeys").await,
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.count("passkeys"), 0);
+    assert!(app.audit_events().contains(&"passkey_removed".to_string()));
+
+    let (status, _, _) = app.passkey_sign_in(&new_browser(), &mut key).await;
+    assert_eq!(status, 401);
+    assert!(app
+        .passkey_failures()
+        .iter()
+        .any(|d| d.contains("no such passkey")));
+}
+
+fn app_passkey_id(app: &TestApp) -> i64 {
+    use diesel::prelude::*;
+    latchkey::schema::passkeys::table
+        .select(latchkey::schema::passkeys::id)
+        .first(&mut app.conn())
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_deactivated_members_passkeys_no_longer_work() {
+    let app = spawn_localhost_app(&[]).await;
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    let mut key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&ann, &mut key, "Laptop").await.0, 200);
+    let id = app.add_member("ann@example.org", "member");
+    latchkey::models::member::deactivate(&mut app.conn(), id, "test").unwrap();
+    let (status, _, _) = app.passkey_sign_in(&new_browser(), &mut key).await;
+    assert_eq!(status, 401);
+    assert!(app
+        .passkey_failures()
+        .iter()
+        .any(|d| d.contains("deactivated")));
+}
+
+#[actix_web::test]
+async fn adding_a_passkey_needs_a_fresh_sign_in_and_csrf() {
+    let app = spawn_localhost_app(&[]).await;
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    let (status, _) = app
+        .post_fields(&ann, "/passkeys/register/start", "wrong", &[("name", "x")])
+        .await;
+    assert_eq!(status, 403, "CSRF");
+    let csrf = app.csrf(&ann, "/passkeys").await;
+    let (status, problem) = app
+        .post_fields(
+            &ann,
+            "/passkeys/register/start",
+            &csrf,
+            &[("name", &"x".repeat(65))],
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+
+    // Signed in 11 minutes ago.
+    let stale = (chrono::Utc::now().timestamp() - 660).to_string();
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(format!(
+            "UPDATE sessions SET state = jsonb_set(state, '{{latchkey.signed_in_at}}', to_jsonb('{stale}'::text)) WHERE member_id IS NOT NULL"
+        )),
+        &mut app.conn(),
+    )
+    .unwrap();
+    let (status, problem) = app
+        .post_fields(
+            &ann,
+            "/passkeys/register/start",
+            &csrf,
+            &[("name", "Laptop")],
+        )
+        .await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(problem["error"].as_str().unwrap().contains("sign in again"));
+    let html = ann
+        .get(app.url("/passkeys"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("sign in again"), "{html}");
+    assert_eq!(app.count("passkeys"), 0);
+}
+
+#[actix_web::test]
+async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_team_work() {
+    let app = spawn_localhost_app(&[("LATCHKEY_ADMIN_PASSKEY", "required")]).await;
+    let admin = app.signed_in_browser("boss@example.org", "admin").await;
+    let auditor = app.signed_in_browser("aud@example.org", "auditor").await;
+    let res = admin.get(app.url("/team")).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        res.headers()["location"].to_str().unwrap(),
+        "/passkeys/confirm?next=%2Fteam"
+    );
+    let res = app
+        .post_form_with_csrf(
+            &admin,
+            "/team",
+            &[("email", "new@example.org"), ("role", "admin")],
+            &app.csrf(&admin, "/").await,
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.count("members WHERE email = 'new@example.org'"), 0);
+    let html = admin
+        .get(app.url("/passkeys/confirm"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Add a passkey"), "{html}");
+    // Everyone's sessions wait too; the auditor is not affected.
+    let html = admin
+        .get(app.url("/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("aud@example.org") && html.contains("confirm with a passkey"));
+    assert_eq!(
+        auditor
+            .get(app.url("/audit"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Adding a passkey is not yet proving one.
+    let mut key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&admin, &mut key, "Key").await.0, 200);
+    assert_eq!(
+        admin.get(app.url("/team")).send().await.unwrap().status(),
+        303
+    );
+    // A second one needs the first confirmed.
+    let csrf = app.csrf(&admin, "/passkeys").await;
+    let (status, _) = app
+        .post_fields(
+            &admin,
+            "/passkeys/register/start",
+            &csrf,
+            &[("name", "Second")],
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    let (status, options) = app
+        .post_fields(
+            &admin,
+            "/passkeys/confirm/start",
+            &csrf,
+            &[("next", "/team")],
+        )
+        .await;
+    assert_eq!(status, 200, "{options}");
+    let answer = key.assert(&options);
+    let (status, done) = app
+        .post_json(&admin, "/passkeys/confirm/finish", &csrf, &answer)
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["redirect"], "/team");
+    assert_eq!(
+        admin.get(app.url("/team")).send().await.unwrap().status(),
+        200
+    );
+    let html = admin
+        .get(app.url("/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("aud@example.org") && html.contains("proved a passkey"));
+
+    // Signing in with the passkey proves it at once.
+    let other = new_browser();
+    assert_eq!(app.passkey_sign_in(&other, &mut key).await.0, 200);
+    assert_eq!(
+        other.get(app.url("/team")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[actix_web::test]
+async fn passkey_posts_count_against_the_login_rate() {
+    let app = spawn_localhost_app(&[("LATCHKEY_LOGIN_RATE", "2/1m")]).await;
+    let browser = new_browser();
+    let csrf = app.csrf(&browser, "/login").await;
+    for _ in 0..2 {
+        let (status, _) = app
+            .post_fields(&browser, "/auth/passkey/start", &csrf, &[])
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = app
+        .post_json(&browser, "/auth/passkey/finish", &csrf, &json!({}))
+        .await;
+    assert_eq!(status, 429);
+}
+
+#[actix_web::test]
+async fn the_sign_in_page_offers_passkeys_only_where_they_can_work() {
+    let app = spawn_localhost_app(&[]).await;
+    let html = app.get("/login").await.text().await.unwrap();
+    assert!(
+        html.contains(r#"autocomplete="username webauthn""#),
+        "{html}"
+    );
+    assert!(html.contains("data-passkey-sign-in") && html.contains("/static/passkeys.js"));
+    let res = app.get("/static/passkeys.js").await;
+    assert_eq!(res.status(), 200);
+
+    // An IP public URL: no relying party, and the email form as before.
+    let app = crate::helpers::spawn_app().await;
+    let html = app.get("/login").await.text().await.unwrap();
+    assert!(!html.contains("data-passkey-sign-in"));
+    let csrf = app.csrf(&app.client, "/login").await;
+    let (status, _) = app
+        .post_fields(&app.client, "/auth/passkey/start", &csrf, &[])
+        .await;
+    assert_eq!(status, 404);
+}
