@@ -73,8 +73,9 @@ function signInMailTo(email, since) {
   );
 }
 
+/** Sign-in link mails to `email` (other mails, such as "a passkey was added", may come too). */
 function mailsTo(email) {
-  return smtp.messages.filter((mail) => mail.to.includes(email));
+  return smtp.messages.filter((mail) => mail.to.includes(email) && /\/auth\/verify\?token=/.test(mail.text));
 }
 
 async function signInByLink(page, email, label) {
@@ -107,9 +108,13 @@ async function signOut(page) {
 async function signInWithPasskey(page, label) {
   await page.goto(`${app.url}/login`);
   const button = page.getByRole("button", { name: /sign in with a passkey/i });
-  await button.waitFor();
-  await screenshot(page, `${label}-login-with-passkey-button`);
-  await button.click();
+  // The virtual authenticator answers the page's autofill request (conditional mediation) by
+  // itself, which may sign in before the button is pressed: either way is a passkey sign-in.
+  try {
+    await button.click({ timeout: 3000 });
+  } catch {
+    console.log(`    (${label}: the passkey autofill answered before the button)`);
+  }
 }
 
 describe("passkeys", () => {
@@ -135,7 +140,7 @@ describe("passkeys", () => {
     await page.waitForURL(`${app.url}/`);
     await page.locator("header .who", { hasText: MEMBER }).waitFor();
     await screenshot(page, "pk-member-signed-in-with-passkey");
-    assert.equal(mailsTo(MEMBER).length, mailsBefore, "no mail for a passkey sign-in");
+    assert.equal(mailsTo(MEMBER).length, mailsBefore, "no sign-in mail for a passkey sign-in");
     const detail = app.sql(
       `SELECT detail FROM login_audit WHERE email = '${MEMBER}' AND event = 'signed_in' ORDER BY id DESC LIMIT 1`,
     );
