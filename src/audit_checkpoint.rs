@@ -206,8 +206,7 @@ pub async fn write_if_behind_async(
     key: &hmac::Key,
 ) -> Result<Option<Checkpoint>, DbError> {
     let key = key.clone();
-    db.run(move |conn| write_if_behind(conn, &key).map_err(DbError::from))
-        .await
+    db.query(move |conn| write_if_behind(conn, &key)).await
 }
 
 /// The server's checkpoint task: every `interval`, if this process appended audit rows since

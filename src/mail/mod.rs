@@ -399,9 +399,7 @@ async fn record(db: &Db, event: AuditEvent, audit: &MailAudit, detail: Option<St
     if let Some(detail) = detail {
         row = row.detail(detail);
     }
-    let written: Result<i64, DbError> = db
-        .run(move |conn| row.insert(conn).map_err(DbError::from))
-        .await;
+    let written: Result<i64, DbError> = db.query(move |conn| row.insert(conn)).await;
     if let Err(err) = written {
         log::error!(
             "writing the {event} audit row for request {}: {}",

@@ -57,10 +57,7 @@ struct Outcome {
 }
 
 async fn render(req: &HttpRequest, state: &AppState, outcome: Outcome) -> PageResult {
-    let apps = state
-        .db
-        .run(|conn| app::list(conn).map_err(DbError::from))
-        .await?;
+    let apps = state.db.query(app::list).await?;
     let apps: Vec<AppView> = apps.into_iter().map(AppView::from).collect();
     Ok(Page::new("apps", "Apps")
         .with("apps", apps)

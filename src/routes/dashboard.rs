@@ -148,7 +148,7 @@ async fn launcher(
 ) -> Result<Vec<LauncherEntry>, DbError> {
     let apps = state
         .db
-        .run(move |conn| crate::models::app::open_to(conn, &member).map_err(DbError::from))
+        .query(move |conn| crate::models::app::open_to(conn, &member))
         .await?;
     Ok(apps
         .into_iter()

@@ -163,7 +163,7 @@ async fn decide(req: &HttpRequest, state: &web::Data<AppState>, style: Style) ->
         let session_id = row.session_id;
         let touched = state
             .db
-            .run(move |conn| app::touch_session(conn, session_id, idle_secs).map_err(DbError::from))
+            .query(move |conn| app::touch_session(conn, session_id, idle_secs))
             .await;
         if let Err(err) = touched {
             log::warn!("forward auth: extending a session's idle expiry: {err}");

@@ -138,7 +138,7 @@ async fn revoke_one(
     let actor = viewer.clone();
     let revoked = state
         .db
-        .run(move |conn| session::revoke(conn, id, scope, &actor, &client).map_err(DbError::from))
+        .query(move |conn| session::revoke(conn, id, scope, &actor, &client))
         .await?
         .ok_or(PageError::NotFound)?;
     if Some(revoked.id) == current {
@@ -169,7 +169,7 @@ pub async fn revoke_all(
 ) -> HttpResponse {
     let ended = state
         .db
-        .run(move |conn| session::revoke_all(conn, &viewer, &client).map_err(DbError::from))
+        .query(move |conn| session::revoke_all(conn, &viewer, &client))
         .await;
     match ended {
         Ok(_) => {

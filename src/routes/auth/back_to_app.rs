@@ -8,7 +8,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::no_store;
-use crate::db::DbError;
 use crate::domain::app_origin::AppUrl;
 use crate::models::app;
 use crate::state::AppState;
@@ -31,7 +30,7 @@ pub async fn show(
     let origin = url.origin().clone();
     let registered = state
         .db
-        .run(move |conn| app::is_registered(conn, &origin).map_err(DbError::from))
+        .query(move |conn| app::is_registered(conn, &origin))
         .await;
     let page: PageResult = match registered {
         Ok(true) => {
