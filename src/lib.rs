@@ -16,6 +16,7 @@ pub mod purge;
 pub mod routes;
 pub mod schema;
 pub mod secret;
+pub mod session_cache;
 pub mod session_store;
 pub mod settings;
 pub mod signin;

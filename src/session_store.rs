@@ -3,6 +3,10 @@
 //! Modelled on actix-session's Redis store: `load` of a missing or expired key is `Ok(None)`,
 //! `save` generates the key, and `update` falls back to `save` under a new key when the row has
 //! gone (expired, revoked). The cookie carries the key; the table only its SHA-256 digest.
+//!
+//! Reads go through the session cache (`session_cache`): a signed-in request whose session is
+//! cached costs no query, and a write that only moves "last seen" is made off the request's
+//! path.
 
 use std::collections::HashMap;
 
@@ -15,7 +19,9 @@ use diesel::prelude::*;
 
 use crate::crypto::sha256;
 use crate::db::{Db, DbError};
+use crate::middleware::guard::SEEN_AT_KEY;
 use crate::schema::sessions;
+use crate::session_cache::Live;
 
 pub type SessionState = HashMap<String, String>;
 
@@ -28,11 +34,12 @@ pub const USER_AGENT_KEY: &str = "latchkey.user_agent";
 #[derive(Clone)]
 pub struct PgSessionStore {
     db: Db,
+    live: Live,
 }
 
 impl PgSessionStore {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, live: Live) -> Self {
+        Self { db, live }
     }
 }
 
@@ -73,6 +80,17 @@ fn signed_out(mut state: SessionState) -> SessionState {
     state
 }
 
+/// The new "last seen" when it is the only difference between two states (the once-a-minute
+/// write of every signed-in session).
+fn only_seen_at_moved(old: &SessionState, new: &SessionState) -> Option<i64> {
+    let seen = new.get(SEEN_AT_KEY)?;
+    let same_otherwise = old.len() + usize::from(!old.contains_key(SEEN_AT_KEY)) == new.len()
+        && new
+            .iter()
+            .all(|(key, value)| key == SEEN_AT_KEY || old.get(key) == Some(value));
+    same_otherwise.then(|| serde_json::from_str(seen).ok()).flatten()
+}
+
 fn key_digest(key: &SessionKey) -> Vec<u8> {
     sha256(key.as_ref().as_bytes())
 }
@@ -80,6 +98,10 @@ fn key_digest(key: &SessionKey) -> Vec<u8> {
 fn expiry(ttl: &CookieDuration) -> DateTime<Utc> {
     let ttl = chrono::Duration::seconds(ttl.whole_seconds().max(0));
     Utc::now() + ttl
+}
+
+fn idle(ttl: &CookieDuration) -> std::time::Duration {
+    std::time::Duration::from_secs(ttl.whole_seconds().max(0).unsigned_abs())
 }
 
 fn other(err: impl Into<anyhow::Error>) -> anyhow::Error {
@@ -97,7 +119,7 @@ impl PgSessionStore {
         let digest = key_digest(&key);
         let expires_at = expiry(ttl);
         self.db
-            .run(move |conn| {
+            .query(move |conn| {
                 diesel::insert_into(sessions::table)
                     .values((
                         sessions::key_digest.eq(digest),
@@ -105,7 +127,6 @@ impl PgSessionStore {
                         sessions::expires_at.eq(expires_at),
                     ))
                     .execute(conn)
-                    .map_err(DbError::from)
             })
             .await?;
         Ok(key)
@@ -114,24 +135,12 @@ impl PgSessionStore {
 
 impl SessionStore for PgSessionStore {
     async fn load(&self, session_key: &SessionKey) -> Result<Option<SessionState>, LoadError> {
-        let digest = key_digest(session_key);
-        let state: Option<serde_json::Value> = self
-            .db
-            .run(move |conn| {
-                sessions::table
-                    .filter(sessions::key_digest.eq(digest))
-                    .filter(sessions::expires_at.gt(diesel::dsl::now))
-                    .select(sessions::state)
-                    .first(conn)
-                    .optional()
-                    .map_err(DbError::from)
-            })
+        let session = self
+            .live
+            .session(&key_digest(session_key))
             .await
             .map_err(|e| LoadError::Other(other(e)))?;
-        state
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| LoadError::Deserialization(other(e)))
+        Ok(session.map(|session| session.state))
     }
 
     async fn save(
@@ -152,16 +161,23 @@ impl SessionStore for PgSessionStore {
         session_state: SessionState,
         ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
+        let digest = key_digest(&session_key);
+        let cached = self.live.cache().session(&digest);
+        if let Some(seen_at) = cached.and_then(|old| only_seen_at_moved(&old.state, &session_state))
+        {
+            self.live.touch(&digest, seen_at, idle(ttl));
+            return Ok(session_key);
+        }
         let columns = StateColumns::from_state(&session_state)
             .map_err(|e| UpdateError::Serialization(other(e)))?;
-        let digest = key_digest(&session_key);
         let expires_at = expiry(ttl);
-        let columns = self
+        let filter = digest.clone();
+        let updated = self
             .db
-            .run(move |conn| {
-                let updated = diesel::update(
+            .query(move |conn| {
+                diesel::update(
                     sessions::table
-                        .filter(sessions::key_digest.eq(digest))
+                        .filter(sessions::key_digest.eq(filter))
                         .filter(sessions::expires_at.gt(diesel::dsl::now)),
                 )
                 .set((
@@ -170,25 +186,22 @@ impl SessionStore for PgSessionStore {
                     sessions::expires_at.eq(expires_at),
                 ))
                 .execute(conn)
-                .map_err(DbError::from)?;
-                Ok::<_, DbError>((updated == 0).then_some(columns))
             })
-            .await
-            .map_err(|e| UpdateError::Other(other(e)))?;
-        match columns {
-            None => Ok(session_key),
-            // The row expired or was revoked while this request ran. Like the Redis store, keep
-            // the state under a new key, but never a sign-in: a revoked session must not come
-            // back because a request that was already in flight wrote to it.
-            Some(_) => {
-                let anonymous = signed_out(session_state);
-                let columns = StateColumns::from_state(&anonymous)
-                    .map_err(|e| UpdateError::Serialization(other(e)))?;
-                self.insert(columns, ttl)
-                    .await
-                    .map_err(|e| UpdateError::Other(other(e)))
-            }
+            .await;
+        // After the write (whatever its outcome), so that no read racing it stays cached.
+        self.live.cache().forget_session(&digest);
+        if updated.map_err(|e| UpdateError::Other(other(e)))? > 0 {
+            return Ok(session_key);
         }
+        // The row expired or was revoked while this request ran. Like the Redis store, keep the
+        // state under a new key, but never a sign-in: a revoked session must not come back
+        // because a request that was already in flight wrote to it.
+        let anonymous = signed_out(session_state);
+        let columns = StateColumns::from_state(&anonymous)
+            .map_err(|e| UpdateError::Serialization(other(e)))?;
+        self.insert(columns, ttl)
+            .await
+            .map_err(|e| UpdateError::Other(other(e)))
     }
 
     async fn update_ttl(
@@ -197,36 +210,23 @@ impl SessionStore for PgSessionStore {
         ttl: &CookieDuration,
     ) -> Result<(), anyhow::Error> {
         let digest = key_digest(session_key);
-        let expires_at = expiry(ttl);
-        self.db
-            .run(move |conn| {
-                diesel::update(
-                    sessions::table
-                        .filter(sessions::key_digest.eq(digest))
-                        .filter(sessions::expires_at.gt(diesel::dsl::now)),
-                )
-                .set((
-                    sessions::last_seen_at.eq(diesel::dsl::now),
-                    sessions::expires_at.eq(expires_at),
-                ))
-                .execute(conn)
-                .map_err(DbError::from)
-            })
-            .await
-            .map_err(other)?;
+        let seen_at = Utc::now().timestamp();
+        self.live.touch(&digest, seen_at, idle(ttl));
         Ok(())
     }
 
     async fn delete(&self, session_key: &SessionKey) -> Result<(), anyhow::Error> {
         let digest = key_digest(session_key);
-        self.db
-            .run(move |conn| {
-                diesel::delete(sessions::table.filter(sessions::key_digest.eq(digest)))
+        let filter = digest.clone();
+        let deleted = self
+            .db
+            .query(move |conn| {
+                diesel::delete(sessions::table.filter(sessions::key_digest.eq(filter)))
                     .execute(conn)
-                    .map_err(DbError::from)
             })
-            .await
-            .map_err(other)?;
+            .await;
+        self.live.cache().forget_session(&digest);
+        deleted.map_err(other)?;
         Ok(())
     }
 }

@@ -29,6 +29,7 @@ use crate::middleware::security_headers::security_headers;
 use crate::models::member;
 use crate::routes;
 use crate::secret::Secret;
+use crate::session_cache::Live;
 use crate::session_store::PgSessionStore;
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -88,6 +89,7 @@ pub struct Application {
     server: Server,
     database: Database,
     db: Db,
+    live: Live,
     /// Signs the last audit checkpoint when the server stops.
     audit_key: ring::hmac::Key,
 }
@@ -117,6 +119,8 @@ impl Application {
         let port = listener.local_addr()?.port();
         let keys = Keys::derive(&resolve_secret(&settings)?);
         let db = Db::connect_lazy(&database.url, POOL_SIZE);
+        let live = Live::start(db.clone(), database.url.clone())
+            .context("starting the session cache's listener")?;
         spawn_sweeper(db.clone());
         audit_checkpoint::spawn_checkpointer(
             db.clone(),
@@ -139,9 +143,11 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("LATCHKEY_PUBLIC_URL: no passkey relying party ({e})"))?;
         let audit_key = keys.audit.clone();
         let shutdown_db = db.clone();
+        let app_live = live.clone();
         let state = web::Data::new(AppState {
             settings,
             db,
+            live,
             keys,
             mailer,
             forward_auth: Default::default(),
@@ -149,7 +155,7 @@ impl Application {
         });
         let dashboard_cache = web::Data::new(routes::DashboardCache::default());
         let server = HttpServer::new(move || {
-            let store = PgSessionStore::new(state.db.clone());
+            let store = PgSessionStore::new(state.db.clone(), state.live.clone());
             let cookie_domain = state.settings.cookie_domain.clone();
             let sessions = SessionMiddleware::builder(store, state.keys.cookie.clone())
                 .cookie_name(session_cookie_name(https, cookie_domain.is_some()))
@@ -190,12 +196,18 @@ impl Application {
             server,
             database,
             db: shutdown_db,
+            live: app_live,
             audit_key,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The session cache this instance serves from.
+    pub fn live(&self) -> Live {
+        self.live.clone()
     }
 
     /// Serves until SIGINT/SIGTERM, drains requests, signs the audit rows written since the

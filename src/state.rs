@@ -4,11 +4,14 @@ use crate::crypto::Keys;
 use crate::db::Db;
 use crate::forward_auth::ForwardAuthMemory;
 use crate::mail::Mailer;
+use crate::session_cache::Live;
 use crate::settings::Settings;
 
 pub struct AppState {
     pub settings: Settings,
     pub db: Db,
+    /// Sessions, members and apps through the per-instance cache.
+    pub live: Live,
     pub keys: Keys,
     pub mailer: Mailer,
     pub forward_auth: ForwardAuthMemory,

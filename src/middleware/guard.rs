@@ -11,7 +11,7 @@ use actix_web::{web, FromRequest, HttpMessage as _, HttpRequest, HttpResponse};
 
 use crate::domain::role::Role;
 use crate::models::audit::{AuditEvent, NewAuditRow};
-use crate::models::member::{self, Member};
+use crate::models::member::Member;
 use crate::settings::{AdminPasskey, Settings};
 use crate::state::AppState;
 use crate::web::client::client_info;
@@ -135,32 +135,32 @@ pub async fn guard(
     let max_secs = i64::try_from(state.settings.session_max.as_secs()).unwrap_or(i64::MAX);
     let expired = now.saturating_sub(signed_in_at) >= max_secs;
 
-    let client = client_info(req.request());
-    let loaded = state
-        .db
-        .run(move |conn| {
-            let member = member::find(conn, member_id)?;
-            if expired {
-                if let Some(member) = &member {
-                    NewAuditRow::new(AuditEvent::SessionExpired)
-                        .email(&member.email)
-                        .client(&client)
-                        .detail("absolute session lifetime reached")
-                        .insert(conn)?;
+    // From the session cache: no query when this member was seen recently.
+    let member = match state.live.member(member_id).await {
+        Ok(Some(member)) if member.active && !expired => member,
+        Ok(found) => {
+            if let (Some(member), true) = (found, expired) {
+                let client = client_info(req.request());
+                let audited = state
+                    .db
+                    .query(move |conn| {
+                        NewAuditRow::new(AuditEvent::SessionExpired)
+                            .email(&member.email)
+                            .client(&client)
+                            .detail("absolute session lifetime reached")
+                            .insert(conn)
+                    })
+                    .await;
+                if let Err(err) = audited {
+                    let response = PageError::from(err).render(req.request());
+                    return Ok(req.into_response(response));
                 }
             }
-            Ok::<_, crate::db::DbError>(member)
-        })
-        .await;
-    let member = match loaded {
-        Ok(Some(member)) if member.active && !expired => member,
-        Ok(_) => {
             session.purge();
             return Ok(not_signed_in(req));
         }
         Err(err) => {
-            let http_req = req.request().clone();
-            let response = PageError::from(err).render(&http_req);
+            let response = PageError::from(err).render(req.request());
             return Ok(req.into_response(response));
         }
     };

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Bytea, Nullable, Text};
 
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
@@ -379,21 +378,57 @@ pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<AppEntry>> {
         .collect())
 }
 
-/// The apps `member` may open (the dashboard's launcher), by name.
-pub fn open_to(conn: &mut PgConnection, member: &Member) -> QueryResult<Vec<App>> {
-    let listed = app_members::table
-        .filter(app_members::member_id.eq(member.id))
-        .select(app_members::app_id);
-    apps::table
-        .filter(
-            diesel::dsl::sql::<Bool>("")
-                .bind::<Text, _>(member.role().as_str())
-                .sql(" = ANY (apps.roles)")
-                .or(apps::id.eq_any(listed)),
-        )
+/// Who may open one app, as forward auth and the launcher decide it (all apps are read at
+/// once and cached per instance: `session_cache`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRule {
+    pub id: i64,
+    pub name: String,
+    pub origin: AppOrigin,
+    roles: Vec<Role>,
+    member_ids: Vec<i64>,
+}
+
+impl AppRule {
+    pub fn admits(&self, member: &Member) -> bool {
+        self.roles.contains(&member.role()) || self.member_ids.contains(&member.id)
+    }
+}
+
+/// Every app and who may open it, by name.
+pub fn rules(conn: &mut PgConnection) -> QueryResult<Vec<AppRule>> {
+    let entries = list_with_member_ids(conn)?;
+    Ok(entries
+        .into_iter()
+        .map(|(app, member_ids)| AppRule {
+            id: app.id,
+            origin: app.origin(),
+            roles: app.roles(),
+            name: app.name,
+            member_ids,
+        })
+        .collect())
+}
+
+fn list_with_member_ids(conn: &mut PgConnection) -> QueryResult<Vec<(App, Vec<i64>)>> {
+    let apps: Vec<App> = apps::table
         .order(apps::name.asc())
         .select(App::as_select())
-        .load(conn)
+        .load(conn)?;
+    let listed: Vec<(i64, i64)> = app_members::table
+        .select((app_members::app_id, app_members::member_id))
+        .load(conn)?;
+    Ok(apps
+        .into_iter()
+        .map(|app| {
+            let ids = listed
+                .iter()
+                .filter(|(app_id, _)| *app_id == app.id)
+                .map(|(_, member_id)| *member_id)
+                .collect();
+            (app, ids)
+        })
+        .collect())
 }
 
 /// The names of the apps each of these sessions has opened, by session id.
@@ -412,79 +447,6 @@ pub fn opened_by_sessions(
         by_session.entry(session_id).or_default().push(name);
     }
     Ok(by_session)
-}
-
-/// What one forward-auth check reads, in one statement: the live session by its key's
-/// digest, its member, and the app registered for the origin with the member's admission.
-#[derive(Debug, Clone, QueryableByName)]
-pub struct CheckRow {
-    #[diesel(sql_type = BigInt)]
-    pub session_id: i64,
-    /// Unix seconds, as the guard stores it in the session state.
-    #[diesel(sql_type = Nullable<Text>)]
-    pub signed_in_at: Option<String>,
-    /// Unix seconds of the session's last write (its idle expiry moved then).
-    #[diesel(sql_type = BigInt)]
-    pub last_seen_secs: i64,
-    #[diesel(sql_type = BigInt)]
-    pub member_id: i64,
-    #[diesel(sql_type = Text)]
-    pub email: String,
-    #[diesel(sql_type = Text)]
-    pub role: String,
-    #[diesel(sql_type = Bool)]
-    pub active: bool,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    pub app_id: Option<i64>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub app_name: Option<String>,
-    #[diesel(sql_type = Bool)]
-    pub allowed: bool,
-}
-
-/// Reads only; `None` when no live session has this key.
-pub fn check(
-    conn: &mut PgConnection,
-    session_key_digest: &[u8],
-    origin: &AppOrigin,
-    signed_in_at_key: &str,
-) -> QueryResult<Option<CheckRow>> {
-    diesel::sql_query(
-        "SELECT s.id AS session_id, s.state ->> $3 AS signed_in_at, \
-                extract(epoch FROM s.last_seen_at)::bigint AS last_seen_secs, \
-                m.id AS member_id, m.email, m.role, m.active, \
-                a.id AS app_id, a.name AS app_name, \
-                COALESCE(m.role = ANY (a.roles) OR EXISTS ( \
-                    SELECT 1 FROM app_members am WHERE am.app_id = a.id AND am.member_id = m.id \
-                ), false) AS allowed \
-         FROM sessions s \
-         JOIN members m ON m.id = s.member_id \
-         LEFT JOIN apps a ON a.origin = $2 \
-         WHERE s.key_digest = $1 AND s.expires_at > now()",
-    )
-    .bind::<Bytea, _>(session_key_digest)
-    .bind::<Text, _>(origin.as_str())
-    .bind::<Text, _>(signed_in_at_key)
-    .get_result(conn)
-    .optional()
-}
-
-/// Moves a live session's idle expiry (never revives an ended one); the check calls it at
-/// most once a minute per session, as the guard does for pages.
-pub fn touch_session(conn: &mut PgConnection, session_id: i64, idle_secs: i64) -> QueryResult<()> {
-    use crate::schema::sessions;
-    let expires_at = Utc::now() + chrono::Duration::seconds(idle_secs);
-    diesel::update(
-        sessions::table
-            .find(session_id)
-            .filter(sessions::expires_at.gt(diesel::dsl::now)),
-    )
-    .set((
-        sessions::last_seen_at.eq(diesel::dsl::now),
-        sessions::expires_at.eq(expires_at),
-    ))
-    .execute(conn)?;
-    Ok(())
 }
 
 /// Records that a session opened an app, and audits `app_opened`, the first time only (the

@@ -176,3 +176,49 @@ pub fn revoke_all(
         Ok(ended)
     })
 }
+
+/// A live session row with its member (if signed in), as the session cache keeps it.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
+pub struct LiveRow {
+    pub id: i64,
+    pub member_id: Option<i64>,
+    pub state: serde_json::Value,
+    pub expires_at: DateTime<Utc>,
+    #[diesel(embed)]
+    pub member: Option<Member>,
+}
+
+/// The live session whose key has this digest, and its member, in one statement.
+pub fn find_live(conn: &mut PgConnection, key_digest: &[u8]) -> QueryResult<Option<LiveRow>> {
+    sessions::table
+        .left_join(members::table)
+        .filter(sessions::key_digest.eq(key_digest))
+        .filter(sessions::expires_at.gt(diesel::dsl::now))
+        .select(LiveRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// Sets a live session's "last seen" (the state's JSON-encoded `seen_at`, and the column) and
+/// moves its idle expiry forward, touching nothing else in the state.
+pub fn touch(
+    conn: &mut PgConnection,
+    key_digest: &[u8],
+    seen_at: &str,
+    expires_at: DateTime<Utc>,
+) -> QueryResult<()> {
+    use diesel::sql_types::{Bytea, Text, Timestamptz};
+    diesel::sql_query(
+        "UPDATE sessions \
+         SET state = jsonb_set(state, ARRAY[$2], to_jsonb($3::text)), \
+             last_seen_at = now(), expires_at = GREATEST(expires_at, $4) \
+         WHERE key_digest = $1 AND expires_at > now()",
+    )
+    .bind::<Bytea, _>(key_digest)
+    .bind::<Text, _>(crate::middleware::guard::SEEN_AT_KEY)
+    .bind::<Text, _>(seen_at)
+    .bind::<Timestamptz, _>(expires_at)
+    .execute(conn)?;
+    Ok(())
+}

@@ -162,6 +162,8 @@ pub async fn add(
         .db
         .run(move |conn| Ok::<_, DbError>(app::add(conn, &name, &origin, &access, &actor)))
         .await;
+    // This instance's next check must not wait for the notification to come back.
+    state.live.cache().forget_apps();
     let outcome = match result {
         Ok(Ok(app)) => Ok(Outcome {
             notice: Some(format!("Added {} ({}).", app.name, app.origin())),
@@ -204,6 +206,7 @@ pub async fn change(
         .db
         .run(move |conn| Ok::<_, DbError>(app::update(conn, id, &name, &origin, &access, &actor)))
         .await;
+    state.live.cache().forget_apps();
     let outcome = match result {
         Ok(Ok((app, _))) => Ok(Outcome {
             notice: Some(format!("Saved {} ({}).", app.name, app.origin())),
@@ -229,6 +232,7 @@ pub async fn remove(
         .db
         .run(move |conn| Ok::<_, DbError>(app::remove(conn, id, &actor)))
         .await;
+    state.live.cache().forget_apps();
     let outcome = match result {
         Ok(Ok(app)) => Ok(Outcome {
             notice: Some(format!(

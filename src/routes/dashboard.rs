@@ -141,20 +141,19 @@ struct LauncherEntry {
     url: String,
 }
 
-/// The apps this member may open, read per view (a removed app disappears at once).
+/// The apps this member may open, from the session cache (an app's change or removal
+/// empties it on every instance, so a removed app disappears at once).
 async fn launcher(
     state: &AppState,
     member: crate::models::member::Member,
 ) -> Result<Vec<LauncherEntry>, DbError> {
-    let apps = state
-        .db
-        .query(move |conn| crate::models::app::open_to(conn, &member))
-        .await?;
+    let apps = state.live.apps().await?;
     Ok(apps
-        .into_iter()
+        .iter()
+        .filter(|app| app.admits(&member))
         .map(|app| LauncherEntry {
-            url: format!("{}/", app.origin()),
-            name: app.name,
+            url: format!("{}/", app.origin),
+            name: app.name.clone(),
         })
         .collect())
 }

@@ -1,10 +1,12 @@
 //! `/auth/check` and `/auth/forward` (the proxy asks whether a request to an app may pass),
 //! and `/.well-known/jwks.json` (the key that verifies `Latchkey-Assertion`).
 //!
-//! A check reads the session (by the digest of the key in its cookie), the member and the app
-//! in one statement and decides; it writes nothing, except the first time a session opens an
-//! app (`app_opened`), a refusal at most once a minute (`app_denied`), and the session's idle
-//! expiry at most once a minute, as pages do. The request body is never read.
+//! A check reads the session (by the digest of the key in its cookie), the member and the apps
+//! through the session cache (no query when they are cached; a revocation, deactivation or
+//! app change empties the entries it concerns on every instance) and decides. It writes
+//! nothing, except the first time a session opens an app (`app_opened`), a refusal at most once
+//! a minute (`app_denied`), and the session's idle expiry at most once a minute, as pages do,
+//! off the answer's path. The request body is never read.
 
 use actix_web::cookie::{Cookie, CookieJar};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -14,12 +16,12 @@ use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 use crate::assertion::{Claims, LIFETIME_SECS};
 use crate::crypto::sha256;
 use crate::db::DbError;
-use crate::domain::app_origin::AppUrl;
+use crate::domain::app_origin::{AppOrigin, AppUrl};
 use crate::middleware::check_cookie::CheckCookies;
-use crate::middleware::guard::{seen_refresh_secs, SIGNED_IN_AT_KEY};
-use crate::models::app::{self, CheckRow};
+use crate::middleware::guard::{seen_refresh_secs, SEEN_AT_KEY, SIGNED_IN_AT_KEY};
+use crate::models::app::{self, AppRule};
 use crate::models::audit::{AuditEvent, NewAuditRow};
-use crate::models::member;
+use crate::models::member::{self, Member};
 use crate::state::AppState;
 use crate::web::browser::session_cookie_name;
 use crate::web::client::client_info;
@@ -127,6 +129,14 @@ fn unavailable(err: DbError) -> HttpResponse {
     }
 }
 
+/// A signed-in member's check, with what the answer needs.
+struct Checked {
+    session_id: i64,
+    member: Member,
+    /// The app registered for the origin, if any.
+    app: Option<AppRule>,
+}
+
 async fn decide(req: &HttpRequest, state: &web::Data<AppState>, style: Style) -> HttpResponse {
     let url = match original_url(req) {
         Some(Ok(url)) => url,
@@ -135,77 +145,88 @@ async fn decide(req: &HttpRequest, state: &web::Data<AppState>, style: Style) ->
     let Some(digest) = session_key_digest(req, state) else {
         return not_signed_in(state, &url, style);
     };
-    let origin = url.origin().clone();
-    let looked_up = origin.clone();
-    let row = state
-        .db
-        .run(move |conn| {
-            app::check(conn, &digest, &looked_up, SIGNED_IN_AT_KEY).map_err(DbError::from)
-        })
-        .await;
-    let row = match row {
-        Ok(Some(row)) => row,
+    let checked = match signed_in(state, &digest, url.origin()).await {
+        Ok(Some(checked)) => checked,
         Ok(None) => return not_signed_in(state, &url, style),
         Err(err) => return unavailable(err),
     };
+    match &checked.app {
+        Some(app) if app.admits(&checked.member) => allowed(req, state, &checked, app).await,
+        _ => denied(req, state, &checked, url.origin()).await,
+    }
+}
+
+/// The live, still valid sign-in behind this session key digest, and the app for `origin`.
+async fn signed_in(
+    state: &AppState,
+    digest: &[u8],
+    origin: &AppOrigin,
+) -> Result<Option<Checked>, DbError> {
+    let Some(session) = state.live.session(digest).await? else {
+        return Ok(None);
+    };
+    let Some(member_id) = session.member_id else {
+        return Ok(None);
+    };
+    let Some(member) = state.live.member(member_id).await? else {
+        return Ok(None);
+    };
     let now = chrono::Utc::now().timestamp();
-    let signed_in_at = row
-        .signed_in_at
-        .as_deref()
-        .and_then(|text| text.trim_matches('"').parse::<i64>().ok())
-        .unwrap_or(0);
+    let stamp = |key: &str| {
+        session
+            .state
+            .get(key)
+            .and_then(|raw| serde_json::from_str::<i64>(raw).ok())
+            .unwrap_or(0)
+    };
     let max_secs = i64::try_from(state.settings.session_max.as_secs()).unwrap_or(i64::MAX);
-    if !row.active || now.saturating_sub(signed_in_at) >= max_secs {
-        return not_signed_in(state, &url, style);
+    if !member.active || now.saturating_sub(stamp(SIGNED_IN_AT_KEY)) >= max_secs {
+        return Ok(None);
     }
-    let idle_secs = i64::try_from(state.settings.session_idle.as_secs()).unwrap_or(i64::MAX);
-    if now.saturating_sub(row.last_seen_secs) >= seen_refresh_secs(state.settings.session_idle) {
-        let session_id = row.session_id;
-        let touched = state
-            .db
-            .query(move |conn| app::touch_session(conn, session_id, idle_secs))
-            .await;
-        if let Err(err) = touched {
-            log::warn!("forward auth: extending a session's idle expiry: {err}");
-        }
+    let idle = state.settings.session_idle;
+    if now.saturating_sub(stamp(SEEN_AT_KEY)) >= seen_refresh_secs(idle) {
+        state.live.touch(digest, now, idle);
     }
-    match (row.app_id, row.allowed) {
-        (Some(app_id), true) => allowed(req, state, &row, app_id, &origin).await,
-        _ => denied(req, state, &row, &origin).await,
-    }
+    let apps = state.live.apps().await?;
+    let app = apps.iter().find(|app| &app.origin == origin).cloned();
+    Ok(Some(Checked {
+        session_id: session.id,
+        member,
+        app,
+    }))
 }
 
 async fn allowed(
     req: &HttpRequest,
     state: &AppState,
-    row: &CheckRow,
-    app_id: i64,
-    origin: &crate::domain::app_origin::AppOrigin,
+    checked: &Checked,
+    app: &AppRule,
 ) -> HttpResponse {
-    if !state.forward_auth.has_opened(row.session_id, app_id) {
-        let (session_id, email) = (row.session_id, row.email.clone());
-        let app_name = row.app_name.clone().unwrap_or_default();
+    let member = &checked.member;
+    if !state.forward_auth.has_opened(checked.session_id, app.id) {
+        let (session_id, app_id) = (checked.session_id, app.id);
+        let (email, app_name) = (member.email.clone(), app.name.clone());
         let client = client_info(req);
         let recorded = state
             .db
-            .run(move |conn| {
+            .query(move |conn| {
                 app::record_opened(conn, session_id, app_id, &email, &app_name, &client)
-                    .map_err(DbError::from)
             })
             .await;
         match recorded {
-            Ok(_) => state.forward_auth.remember_opened(row.session_id, app_id),
+            Ok(_) => state.forward_auth.remember_opened(session_id, app_id),
             // The session ended while this check ran: the next one refuses it.
             Err(err) => return unavailable(err),
         }
     }
     let now = chrono::Utc::now().timestamp();
+    let role = member.role();
     let token = state.keys.assertion.sign(&Claims {
         iss: state.settings.public_url.base(),
-        aud: origin.as_str(),
-        sub: row.member_id.to_string(),
-        email: &row.email,
-        role: &row.role,
+        aud: app.origin.as_str(),
+        sub: member.id.to_string(),
+        email: &member.email,
+        role: role.as_str(),
         iat: now,
         exp: now + LIFETIME_SECS,
     });
@@ -218,9 +239,9 @@ async fn allowed(
         .finish();
     let headers = response.headers_mut();
     for (name, value) in [
-        ("remote-user", row.email.as_str()),
-        ("remote-email", row.email.as_str()),
-        ("remote-groups", row.role.as_str()),
+        ("remote-user", member.email.as_str()),
+        ("remote-email", member.email.as_str()),
+        ("remote-groups", role.as_str()),
         ("latchkey-assertion", token.as_str()),
     ] {
         if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
@@ -233,20 +254,25 @@ async fn allowed(
 async fn denied(
     req: &HttpRequest,
     state: &AppState,
-    row: &CheckRow,
-    origin: &crate::domain::app_origin::AppOrigin,
+    checked: &Checked,
+    origin: &AppOrigin,
 ) -> HttpResponse {
+    let member = &checked.member;
     let audit = state
         .forward_auth
-        .should_audit_denial(row.member_id, origin.as_str());
-    let (email, client) = (row.email.clone(), client_info(req));
-    let detail = match &row.app_name {
-        Some(name) => format!("{name} ({origin}) does not admit role {}", row.role),
+        .should_audit_denial(member.id, origin.as_str());
+    let (email, client) = (member.email.clone(), client_info(req));
+    let app_name = checked.app.as_ref().map(|app| app.name.clone());
+    let detail = match &app_name {
+        Some(name) => format!(
+            "{name} ({origin}) does not admit role {}",
+            member.role().as_str()
+        ),
         None => format!("{origin} is not a registered app"),
     };
     let admins = state
         .db
-        .run(move |conn| {
+        .query(move |conn| {
             if audit {
                 NewAuditRow::new(AuditEvent::AppDenied)
                     .email(&email)
@@ -254,7 +280,7 @@ async fn denied(
                     .detail(detail)
                     .insert(conn)?;
             }
-            member::active_admin_emails(conn).map_err(DbError::from)
+            member::active_admin_emails(conn)
         })
         .await;
     let admins = match admins {
@@ -262,8 +288,8 @@ async fn denied(
         Err(err) => return unavailable(err),
     };
     let mut context = tera::Context::new();
-    context.insert("email", &row.email);
-    context.insert("app_name", &row.app_name);
+    context.insert("email", &member.email);
+    context.insert("app_name", &app_name);
     context.insert("origin", origin.as_str());
     context.insert("admins", &admins);
     context.insert("latchkey", &state.settings.public_url.join("/"));

@@ -141,6 +141,8 @@ async fn revoke_one(
         .query(move |conn| session::revoke(conn, id, scope, &actor, &client))
         .await?
         .ok_or(PageError::NotFound)?;
+    // This instance's next request must not wait for the notification to come back.
+    state.live.cache().forget_member(revoked.member_id);
     if Some(revoked.id) == current {
         req.get_session().purge();
         return Ok(redirect(req, "/login", true));
@@ -167,10 +169,12 @@ pub async fn revoke_all(
     CurrentMember(viewer): CurrentMember,
     Client(client): Client,
 ) -> HttpResponse {
+    let viewer_id = viewer.id;
     let ended = state
         .db
         .query(move |conn| session::revoke_all(conn, &viewer, &client))
         .await;
+    state.live.cache().forget_member(viewer_id);
     match ended {
         Ok(_) => {
             req.get_session().purge();

@@ -225,6 +225,8 @@ pub async fn change_role(
         .db
         .run(move |conn| Ok::<_, DbError>(member::change_role(conn, id, role, &actor)))
         .await;
+    // This instance's next request must not wait for the notification to come back.
+    state.live.cache().forget_member(id);
     let outcome = match result {
         Ok(Ok(member)) => {
             if member.id == viewer.id && !role.is_admin() {
@@ -257,6 +259,7 @@ pub async fn deactivate(
         .db
         .run(move |conn| Ok::<_, DbError>(member::deactivate(conn, id, &actor)))
         .await;
+    state.live.cache().forget_member(id);
     let outcome = match result {
         Ok(Ok(member)) => {
             if member.id == viewer.id {

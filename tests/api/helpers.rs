@@ -202,6 +202,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The real SMTP server the app sends to.
     pub smtp: SmtpServer,
+    /// The app's session cache.
+    pub live: latchkey::session_cache::Live,
 }
 
 /// Settings every test starts from; a test overrides what it is about.
@@ -256,7 +258,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)
         listener,
     )
     .expect("building the app");
+    let live = app.live();
     actix_web::rt::spawn(app.run_until_stopped());
+    wait_until_listening(&live).await;
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
@@ -264,7 +268,19 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)
         database,
         client: new_browser(),
         smtp,
+        live,
     }
+}
+
+/// The session cache is in use once its listener is connected; tests start from there.
+pub async fn wait_until_listening(live: &latchkey::session_cache::Live) {
+    for _ in 0..500 {
+        if live.cache().is_listening() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("the session cache's listener did not connect");
 }
 
 /// A fresh browser: its own cookie store, redirects not followed.
@@ -322,6 +338,26 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.expect("GET")
+    }
+
+    /// Waits until the app has applied every invalidation committed so far: for a test that
+    /// changed the database behind the app's back (another process's change reaches it within
+    /// milliseconds, not before the test's next request).
+    pub async fn sync_cache(&self) {
+        let n = self.live.cache().next_sync();
+        diesel::sql_query(format!(
+            "NOTIFY {}, 'sync:{n}'",
+            latchkey::session_cache::CHANNEL
+        ))
+        .execute(&mut self.conn())
+        .expect("sending the barrier");
+        for _ in 0..1000 {
+            if self.live.cache().synced_up_to() >= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        panic!("the session cache did not see barrier {n}");
     }
 
     pub fn conn(&self) -> PgConnection {

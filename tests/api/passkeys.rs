@@ -525,6 +525,7 @@ async fn adding_a_passkey_needs_a_fresh_sign_in_and_csrf() {
         &mut app.conn(),
     )
     .unwrap();
+    app.sync_cache().await;
     let (status, problem) = app
         .post_fields(
             &ann,

@@ -282,6 +282,7 @@ async fn the_story(app: &TestApp, proxy_port: u16, proxy: &str) {
     diesel::delete(latchkey::schema::sessions::table)
         .execute(&mut app.conn())
         .unwrap();
+    app.sync_cache().await;
     let res = browser.get(&page).send().await.unwrap();
     assert_eq!(res.status(), 302, "{proxy}: a revoked session");
     assert!(res.headers()["location"]

@@ -5,12 +5,16 @@ use actix_web::cookie::time::Duration;
 use diesel::prelude::*;
 use latchkey::db::Db;
 use latchkey::schema::sessions;
+use latchkey::session_cache::Live;
 use latchkey::session_store::{PgSessionStore, IDENTITY_KEY, IP_KEY, USER_AGENT_KEY};
 
 use crate::helpers::TestDatabase;
 
+/// A store as the server has it: with the session cache and its listener.
 fn store(database: &TestDatabase) -> PgSessionStore {
-    PgSessionStore::new(Db::connect_lazy(&database.url, 2))
+    let db = Db::connect_lazy(&database.url, 2);
+    let live = Live::start(db.clone(), database.url.clone()).unwrap();
+    PgSessionStore::new(db, live)
 }
 
 fn state(pairs: &[(&str, &str)]) -> HashMap<String, String> {

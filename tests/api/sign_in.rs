@@ -540,6 +540,7 @@ async fn a_deactivated_members_open_session_ends_at_once() {
     );
     let id = app.add_member("ann@example.org", "member");
     latchkey::models::member::deactivate(&mut app.conn(), id, "test").unwrap();
+    app.sync_cache().await;
     assert_eq!(
         browser.get(app.url("/")).send().await.unwrap().status(),
         303

@@ -1,0 +1,13 @@
+DROP TRIGGER members_invalidate_truncate ON members;
+DROP TRIGGER sessions_invalidate_truncate ON sessions;
+DROP FUNCTION latchkey_invalidate_all();
+DROP TRIGGER app_members_invalidate ON app_members;
+DROP TRIGGER apps_invalidate ON apps;
+DROP FUNCTION latchkey_invalidate_apps();
+DROP TRIGGER passkeys_invalidate ON passkeys;
+DROP FUNCTION latchkey_invalidate_passkey_owner();
+DROP TRIGGER members_invalidate ON members;
+DROP FUNCTION latchkey_invalidate_member();
+DROP TRIGGER sessions_invalidate_update ON sessions;
+DROP TRIGGER sessions_invalidate_delete ON sessions;
+DROP FUNCTION latchkey_invalidate_session();

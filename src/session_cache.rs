@@ -1,0 +1,532 @@
+//! What a signed-in request needs, kept in this process: live sessions (by the digest of their
+//! key), their members, and the registered apps, so that a signed-in page or a forward-auth
+//! check costs no database round trip.
+//!
+//! The cache is only as good as its invalidation, so it is built around three rules:
+//! - Every change that can end or narrow a sign-in notifies on [`CHANNEL`] from a trigger, in
+//!   the same transaction as the change (migration `live_invalidation`): a session deleted or
+//!   its sign-in state changed, a member changed, apps or their members changed. Whoever makes
+//!   the change (this instance, another one, the command line, psql), every instance hears it.
+//! - Nothing is served from the cache unless the listener is connected. When its connection
+//!   is lost, the cache is emptied and stays unused until LISTEN succeeds again, so a
+//!   notification sent meanwhile cannot be missed.
+//! - A value read from the database is cached only if no invalidation arrived while it was
+//!   read (the [`Ticket`]), so a stale read cannot overwrite a newer invalidation.
+//!
+//! This instance also invalidates its own changes directly, so its next request never depends
+//! on how fast its own notification comes back.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::connection::SimpleConnection as _;
+use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
+
+use crate::db::{Db, DbError};
+use crate::middleware::guard::SEEN_AT_KEY;
+use crate::models::app::{self, AppRule};
+use crate::models::member::{self, Member};
+use crate::models::session;
+use crate::secret::Secret;
+
+/// The notification channel the triggers send on. Payloads: `s:<hex key digest>` (a session),
+/// `m:<member id>` (a member), `a` (apps), `all` (a table was truncated), `sync:<n>` (a
+/// barrier; see [`LiveCache::next_sync`]).
+pub const CHANNEL: &str = "latchkey_invalidate";
+/// The listener's `application_name`, so an operator (or a test) can find its backend.
+pub const LISTENER_APPLICATION_NAME: &str = "latchkey-listener";
+/// Past this many sessions the cache is emptied rather than grown: a small team never gets
+/// near it, and forgetting costs one query per session, never a wrong answer.
+const MAX_SESSIONS: usize = 50_000;
+/// How often the listener reads its socket. libpq (through diesel) offers no blocking wait,
+/// so it polls: 100 cheap reads a second, and a change is seen by every instance within about
+/// this long.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// A connection that broke without a FIN (a network cut) is noticed by a query this often.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// A live session as its row says, without its member.
+#[derive(Debug, Clone)]
+pub struct CachedSession {
+    pub id: i64,
+    pub member_id: Option<i64>,
+    /// actix-session's state: JSON-encoded values by key.
+    pub state: HashMap<String, String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Taken before a database read; the read's result may be cached only if no invalidation
+/// happened since.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(u64);
+
+#[derive(Default)]
+struct Entries {
+    /// False while the listener is not connected: nothing is read from or written to the cache.
+    listening: bool,
+    /// Bumped by every invalidation.
+    generation: u64,
+    sessions: HashMap<Vec<u8>, CachedSession>,
+    members: HashMap<i64, Member>,
+    apps: Option<Arc<Vec<AppRule>>>,
+}
+
+impl Entries {
+    fn accepts(&self, ticket: Ticket) -> bool {
+        self.listening && self.generation == ticket.0
+    }
+
+    fn clear(&mut self) {
+        self.generation += 1;
+        self.sessions.clear();
+        self.members.clear();
+        self.apps = None;
+    }
+}
+
+#[derive(Default)]
+pub struct LiveCache {
+    entries: Mutex<Entries>,
+    /// The highest `sync:<n>` barrier the listener has seen.
+    synced: AtomicU64,
+    next_sync: AtomicU64,
+}
+
+impl LiveCache {
+    fn entries(&self) -> MutexGuard<'_, Entries> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters (each update is one insert or remove), so a poisoned lock is still usable.
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.entries().generation)
+    }
+
+    /// Whether the listener is connected (and so the cache in use).
+    pub fn is_listening(&self) -> bool {
+        self.entries().listening
+    }
+
+    /// The live session with this key digest, if cached and not past its idle expiry. The
+    /// cached expiry is never later than the row's (only writes move it forward, and this
+    /// instance's own writes update the cache), so "expired" here means "ask the database".
+    pub fn session(&self, digest: &[u8]) -> Option<CachedSession> {
+        let entries = self.entries();
+        if !entries.listening {
+            return None;
+        }
+        entries
+            .sessions
+            .get(digest)
+            .filter(|session| session.expires_at > Utc::now())
+            .cloned()
+    }
+
+    pub fn member(&self, id: i64) -> Option<Member> {
+        let entries = self.entries();
+        entries
+            .listening
+            .then(|| entries.members.get(&id).cloned())
+            .flatten()
+    }
+
+    pub fn apps(&self) -> Option<Arc<Vec<AppRule>>> {
+        let entries = self.entries();
+        entries.listening.then(|| entries.apps.clone()).flatten()
+    }
+
+    pub fn put_session(
+        &self,
+        ticket: Ticket,
+        digest: Vec<u8>,
+        session: CachedSession,
+        member: Option<Member>,
+    ) {
+        let mut entries = self.entries();
+        if !entries.accepts(ticket) {
+            return;
+        }
+        if entries.sessions.len() >= MAX_SESSIONS {
+            entries.sessions.clear();
+            entries.members.clear();
+        }
+        entries.sessions.insert(digest, session);
+        if let Some(member) = member {
+            entries.members.insert(member.id, member);
+        }
+    }
+
+    pub fn put_member(&self, ticket: Ticket, member: Member) {
+        let mut entries = self.entries();
+        if entries.accepts(ticket) {
+            entries.members.insert(member.id, member);
+        }
+    }
+
+    pub fn put_apps(&self, ticket: Ticket, apps: Arc<Vec<AppRule>>) {
+        let mut entries = self.entries();
+        if entries.accepts(ticket) {
+            entries.apps = Some(apps);
+        }
+    }
+
+    /// Changes a cached session in place (this instance wrote the same change); false when it
+    /// is not cached, for instance because it was invalidated meanwhile, which must win.
+    pub fn refresh_session(&self, digest: &[u8], change: impl FnOnce(&mut CachedSession)) -> bool {
+        let mut entries = self.entries();
+        if !entries.listening {
+            return false;
+        }
+        match entries.sessions.get_mut(digest) {
+            // An entry past its expiry stays in the map until overwritten, but it must not be
+            // moved back to life: the row may be gone by now.
+            Some(session) if session.expires_at > Utc::now() => {
+                change(session);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn forget_session(&self, digest: &[u8]) {
+        let mut entries = self.entries();
+        entries.generation += 1;
+        entries.sessions.remove(digest);
+    }
+
+    /// Forgets a member and every cached session of theirs (a revocation names the session by
+    /// id; forgetting all of that member's sessions costs one query each, and is rare).
+    pub fn forget_member(&self, member_id: i64) {
+        let mut entries = self.entries();
+        entries.generation += 1;
+        entries.members.remove(&member_id);
+        entries
+            .sessions
+            .retain(|_, session| session.member_id != Some(member_id));
+    }
+
+    pub fn forget_apps(&self) {
+        let mut entries = self.entries();
+        entries.generation += 1;
+        entries.apps = None;
+    }
+
+    /// Applies one notification payload from [`CHANNEL`].
+    pub fn apply(&self, payload: &str) {
+        match payload.split_once(':') {
+            Some(("s", digest)) => match hex::decode(digest) {
+                Ok(digest) => self.forget_session(&digest),
+                Err(_) => self.entries().clear(),
+            },
+            Some(("m", id)) => match id.parse() {
+                Ok(id) => self.forget_member(id),
+                Err(_) => self.entries().clear(),
+            },
+            Some(("sync", n)) => {
+                if let Ok(n) = n.parse::<u64>() {
+                    self.synced.fetch_max(n, Ordering::SeqCst);
+                }
+            }
+            _ if payload == "a" => self.forget_apps(),
+            // `all`, or something this version does not know: be safe.
+            _ => self.entries().clear(),
+        }
+    }
+
+    fn listening(&self, listening: bool) {
+        let mut entries = self.entries();
+        entries.clear();
+        entries.listening = listening;
+    }
+
+    /// A fresh barrier number: send `NOTIFY latchkey_invalidate, 'sync:<n>'` after a change,
+    /// and once [`LiveCache::synced_up_to`] reaches `n`, every notification committed before
+    /// it has been applied (PostgreSQL delivers them in commit order).
+    pub fn next_sync(&self) -> u64 {
+        self.next_sync.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub fn synced_up_to(&self) -> u64 {
+        self.synced.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads that go through the cache: a hit costs nothing, a miss one query whose answer is
+/// cached for the next request.
+#[derive(Clone)]
+pub struct Live {
+    db: Db,
+    cache: Arc<LiveCache>,
+}
+
+impl Live {
+    /// A cache kept current by its own listener connection to `url` (the pool's database).
+    pub fn start(db: Db, url: Secret<String>) -> std::io::Result<Self> {
+        let cache = Arc::new(LiveCache::default());
+        spawn_listener(url, &cache)?;
+        Ok(Self { db, cache })
+    }
+
+    pub fn cache(&self) -> &LiveCache {
+        &self.cache
+    }
+
+    /// The live session whose key has this digest; on a miss, read with its member in one
+    /// query.
+    pub async fn session(&self, digest: &[u8]) -> Result<Option<CachedSession>, DbError> {
+        if let Some(session) = self.cache.session(digest) {
+            return Ok(Some(session));
+        }
+        let ticket = self.cache.ticket();
+        let looked_up = digest.to_vec();
+        let row = self
+            .db
+            .query(move |conn| session::find_live(conn, &looked_up))
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let state = serde_json::from_value(row.state).map_err(|err| {
+            DbError::Query(diesel::result::Error::DeserializationError(Box::new(err)))
+        })?;
+        let session = CachedSession {
+            id: row.id,
+            member_id: row.member_id,
+            state,
+            expires_at: row.expires_at,
+        };
+        self.cache
+            .put_session(ticket, digest.to_vec(), session.clone(), row.member);
+        Ok(Some(session))
+    }
+
+    pub async fn member(&self, id: i64) -> Result<Option<Member>, DbError> {
+        if let Some(member) = self.cache.member(id) {
+            return Ok(Some(member));
+        }
+        let ticket = self.cache.ticket();
+        let member = self.db.query(move |conn| member::find(conn, id)).await?;
+        if let Some(member) = &member {
+            self.cache.put_member(ticket, member.clone());
+        }
+        Ok(member)
+    }
+
+    pub async fn apps(&self) -> Result<Arc<Vec<AppRule>>, DbError> {
+        if let Some(apps) = self.cache.apps() {
+            return Ok(apps);
+        }
+        let ticket = self.cache.ticket();
+        let apps = Arc::new(self.db.query(app::rules).await?);
+        self.cache.put_apps(ticket, apps.clone());
+        Ok(apps)
+    }
+
+    /// Moves a session's idle expiry and "last seen" (Unix seconds `seen_at`): at once in the
+    /// cache, and in the database off the request's path. The write only sets those two, so it
+    /// commutes with any other write of the session, and it never revives an ended session.
+    pub fn touch(&self, digest: &[u8], seen_at: i64, idle: Duration) {
+        let expires_at = Utc::now() + chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX);
+        let seen = seen_at.to_string();
+        self.cache.refresh_session(digest, |session| {
+            session.state.insert(SEEN_AT_KEY.to_string(), seen.clone());
+            session.expires_at = expires_at;
+        });
+        let db = self.db.clone();
+        let digest = digest.to_vec();
+        actix_web::rt::spawn(async move {
+            let written = db
+                .query(move |conn| session::touch(conn, &digest, &seen, expires_at))
+                .await;
+            if let Err(err) = written {
+                log::warn!("writing a session's last-seen time: {err}");
+            }
+        });
+    }
+}
+
+/// Starts the listener on its own thread (it blocks on its connection, never on the async
+/// executor). It stops once the cache is dropped.
+pub fn spawn_listener(url: Secret<String>, cache: &Arc<LiveCache>) -> std::io::Result<()> {
+    let cache = Arc::downgrade(cache);
+    std::thread::Builder::new()
+        .name(LISTENER_APPLICATION_NAME.into())
+        .spawn(move || listen(&url, &cache))
+        .map(drop)
+}
+
+fn listen(url: &Secret<String>, cache: &Weak<LiveCache>) {
+    let mut backoff = RECONNECT_MIN;
+    let mut logged_down = false;
+    loop {
+        match connect(url) {
+            Ok(mut conn) => {
+                let Some(live) = cache.upgrade() else { return };
+                live.listening(true);
+                drop(live);
+                if logged_down {
+                    log::info!("session cache: listening again on {CHANNEL}");
+                    logged_down = false;
+                }
+                backoff = RECONNECT_MIN;
+                let err = relay(&mut conn, cache);
+                let Some(live) = cache.upgrade() else { return };
+                live.listening(false);
+                drop(live);
+                if let Some(err) = err {
+                    log::warn!("session cache: listener connection lost ({err}); cache emptied and unused until it is back");
+                    logged_down = true;
+                }
+            }
+            Err(err) => {
+                if cache.strong_count() == 0 {
+                    return;
+                }
+                if !logged_down {
+                    log::warn!("session cache: cannot listen ({err}); serving from the database meanwhile");
+                    logged_down = true;
+                }
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+    }
+}
+
+fn connect(url: &Secret<String>) -> diesel::ConnectionResult<PgConnection> {
+    let mut conn = PgConnection::establish(url.expose())?;
+    let setup = format!("SET application_name = '{LISTENER_APPLICATION_NAME}'; LISTEN {CHANNEL}");
+    conn.batch_execute(&setup)
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+/// Applies notifications until the connection fails (`Some(error)`) or the cache is dropped.
+fn relay(conn: &mut PgConnection, cache: &Weak<LiveCache>) -> Option<diesel::result::Error> {
+    let mut since_heartbeat = Duration::ZERO;
+    loop {
+        let live = cache.upgrade()?;
+        for notification in conn.notifications_iter() {
+            match notification {
+                Ok(notification) => live.apply(&notification.payload),
+                Err(err) => return Some(err),
+            }
+        }
+        drop(live);
+        std::thread::sleep(POLL_INTERVAL);
+        since_heartbeat += POLL_INTERVAL;
+        if since_heartbeat >= HEARTBEAT_INTERVAL {
+            since_heartbeat = Duration::ZERO;
+            if let Err(err) = diesel::sql_query("SELECT 1").execute(conn) {
+                return Some(err);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: i64, member_id: i64) -> CachedSession {
+        CachedSession {
+            id,
+            member_id: Some(member_id),
+            state: HashMap::new(),
+            expires_at: Utc::now() + chrono::Duration::minutes(5),
+        }
+    }
+
+    fn listening_cache() -> LiveCache {
+        let cache = LiveCache::default();
+        cache.listening(true);
+        cache
+    }
+
+    #[test]
+    fn nothing_is_cached_or_served_while_not_listening() {
+        let cache = LiveCache::default();
+        cache.put_session(cache.ticket(), vec![1], session(1, 7), None);
+        assert!(cache.session(&[1]).is_none());
+        let cache = listening_cache();
+        cache.put_session(cache.ticket(), vec![1], session(1, 7), None);
+        assert!(cache.session(&[1]).is_some());
+        cache.listening(false);
+        assert!(cache.session(&[1]).is_none());
+        cache.listening(true);
+        assert!(cache.session(&[1]).is_none(), "a reconnect starts empty");
+    }
+
+    #[test]
+    fn a_read_that_raced_an_invalidation_is_not_cached() {
+        let cache = listening_cache();
+        let ticket = cache.ticket();
+        cache.apply(&format!("s:{}", hex::encode([9u8])));
+        cache.put_session(ticket, vec![1], session(1, 7), None);
+        assert!(cache.session(&[1]).is_none());
+    }
+
+    #[test]
+    fn notifications_forget_what_they_name() {
+        let cache = listening_cache();
+        cache.put_session(cache.ticket(), vec![1], session(1, 7), None);
+        cache.put_session(cache.ticket(), vec![2], session(2, 8), None);
+        cache.apply(&format!("s:{}", hex::encode([1u8])));
+        assert!(cache.session(&[1]).is_none());
+        assert!(cache.session(&[2]).is_some());
+        cache.apply("m:8");
+        assert!(cache.session(&[2]).is_none(), "a member's sessions go with them");
+        cache.put_apps(cache.ticket(), Arc::new(Vec::new()));
+        assert!(cache.apps().is_some());
+        cache.apply("a");
+        assert!(cache.apps().is_none());
+        cache.put_session(cache.ticket(), vec![3], session(3, 9), None);
+        cache.apply("something new");
+        assert!(cache.session(&[3]).is_none(), "an unknown payload empties the cache");
+    }
+
+    #[test]
+    fn an_expired_entry_is_not_served() {
+        let cache = listening_cache();
+        let mut expired = session(1, 7);
+        expired.expires_at = Utc::now() - chrono::Duration::seconds(1);
+        cache.put_session(cache.ticket(), vec![1], expired, None);
+        assert!(cache.session(&[1]).is_none());
+    }
+
+    #[test]
+    fn an_expired_session_is_not_refreshed_back_to_life() {
+        let cache = listening_cache();
+        let mut expired = session(1, 7);
+        expired.expires_at = Utc::now() - chrono::Duration::seconds(1);
+        cache.put_session(cache.ticket(), vec![1], expired, None);
+        assert!(!cache.refresh_session(&[1], |s| {
+            s.expires_at = Utc::now() + chrono::Duration::minutes(5)
+        }));
+        assert!(cache.session(&[1]).is_none());
+    }
+
+    #[test]
+    fn an_invalidated_session_is_not_refreshed_back() {
+        let cache = listening_cache();
+        cache.put_session(cache.ticket(), vec![1], session(1, 7), None);
+        cache.forget_session(&[1]);
+        assert!(!cache.refresh_session(&[1], |_| {}));
+        assert!(cache.session(&[1]).is_none());
+    }
+
+    #[test]
+    fn barriers_are_recorded() {
+        let cache = LiveCache::default();
+        let n = cache.next_sync();
+        assert!(cache.synced_up_to() < n);
+        cache.apply(&format!("sync:{n}"));
+        assert_eq!(cache.synced_up_to(), n);
+    }
+}
