@@ -279,6 +279,11 @@ impl Live {
         &self.cache
     }
 
+    /// The pool behind the cache (the instance's own).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// The live session whose key has this digest; on a miss, read with its member in one
     /// query.
     pub async fn session(&self, digest: &[u8]) -> Result<Option<CachedSession>, DbError> {
@@ -332,7 +337,8 @@ impl Live {
     /// cache, and in the database off the request's path. The write only sets those two, so it
     /// commutes with any other write of the session, and it never revives an ended session.
     pub fn touch(&self, digest: &[u8], seen_at: i64, idle: Duration) {
-        let expires_at = Utc::now() + chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX);
+        let expires_at =
+            Utc::now() + chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX);
         let seen = seen_at.to_string();
         self.cache.refresh_session(digest, |session| {
             session.state.insert(SEEN_AT_KEY.to_string(), seen.clone());
@@ -389,7 +395,9 @@ fn listen(url: &Secret<String>, cache: &Weak<LiveCache>) {
                     return;
                 }
                 if !logged_down {
-                    log::warn!("session cache: cannot listen ({err}); serving from the database meanwhile");
+                    log::warn!(
+                        "session cache: cannot listen ({err}); serving from the database meanwhile"
+                    );
                     logged_down = true;
                 }
             }
@@ -481,14 +489,20 @@ mod tests {
         assert!(cache.session(&[1]).is_none());
         assert!(cache.session(&[2]).is_some());
         cache.apply("m:8");
-        assert!(cache.session(&[2]).is_none(), "a member's sessions go with them");
+        assert!(
+            cache.session(&[2]).is_none(),
+            "a member's sessions go with them"
+        );
         cache.put_apps(cache.ticket(), Arc::new(Vec::new()));
         assert!(cache.apps().is_some());
         cache.apply("a");
         assert!(cache.apps().is_none());
         cache.put_session(cache.ticket(), vec![3], session(3, 9), None);
         cache.apply("something new");
-        assert!(cache.session(&[3]).is_none(), "an unknown payload empties the cache");
+        assert!(
+            cache.session(&[3]).is_none(),
+            "an unknown payload empties the cache"
+        );
     }
 
     #[test]

@@ -88,7 +88,9 @@ fn only_seen_at_moved(old: &SessionState, new: &SessionState) -> Option<i64> {
         && new
             .iter()
             .all(|(key, value)| key == SEEN_AT_KEY || old.get(key) == Some(value));
-    same_otherwise.then(|| serde_json::from_str(seen).ok()).flatten()
+    same_otherwise
+        .then(|| serde_json::from_str(seen).ok())
+        .flatten()
 }
 
 fn key_digest(key: &SessionKey) -> Vec<u8> {

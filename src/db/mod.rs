@@ -48,6 +48,8 @@ impl DbError {
 #[derive(Clone)]
 pub struct Db {
     pool: PgPool,
+    /// Round trips made through [`Db::run`]: what the session cache saves is counted here.
+    round_trips: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Db {
@@ -62,7 +64,15 @@ impl Db {
             // instead a connection whose query failed is pinged, and dropped if it is dead.
             .test_on_check_out(false)
             .build_unchecked(ConnectionManager::new(url.expose()));
-        Self { pool }
+        Self {
+            pool,
+            round_trips: Default::default(),
+        }
+    }
+
+    /// How many times this pool (and its clones) went to the database.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -77,6 +87,8 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let pool = self.pool.clone();
+        self.round_trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let outcome = actix_web::web::block(move || {
             pool.get_timeout(CHECKOUT_TIMEOUT).map(|mut conn| {
                 let result = work(&mut conn);

@@ -215,9 +215,10 @@ pub fn base_settings(port: u16, database: &TestDatabase) -> HashMap<String, Stri
             "LATCHKEY_PUBLIC_URL".into(),
             format!("http://127.0.0.1:{port}"),
         ),
+        // One per test database, so that every instance on it signs and encrypts alike.
         (
             "LATCHKEY_SECRET_KEY".into(),
-            hex::encode(latchkey::crypto::random_bytes::<32>()),
+            hex::encode(latchkey::crypto::sha256(database.name.as_bytes())),
         ),
     ])
 }
@@ -230,9 +231,39 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)
     init_test_log();
     let database = TestDatabase::migrated();
     let smtp = crate::smtp_server::start().await;
+    let instance = start_instance(&database, &smtp, configure).await;
+    TestApp {
+        address: instance.address,
+        port: instance.port,
+        db: Db::connect_lazy(&database.url, 4),
+        database,
+        client: new_browser(),
+        smtp,
+        live: instance.live,
+    }
+}
+
+/// One Latchkey process (in this test process): its address and its session cache.
+pub struct Instance {
+    pub address: String,
+    pub port: u16,
+    pub live: latchkey::session_cache::Live,
+}
+
+impl Instance {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+}
+
+async fn start_instance(
+    database: &TestDatabase,
+    smtp: &SmtpServer,
+    configure: impl FnOnce(&mut HashMap<String, String>),
+) -> Instance {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     let port = listener.local_addr().unwrap().port();
-    let mut vars = base_settings(port, &database);
+    let mut vars = base_settings(port, database);
     vars.insert("LATCHKEY_EMAIL".into(), smtp.url());
     // Tests exercise limits on purpose; they get generous defaults unless they set their own.
     vars.insert("LATCHKEY_LOGIN_RATE".into(), "1000/1m".into());
@@ -261,14 +292,21 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)
     let live = app.live();
     actix_web::rt::spawn(app.run_until_stopped());
     wait_until_listening(&live).await;
-    TestApp {
+    Instance {
         address: format!("http://127.0.0.1:{port}"),
         port,
-        db: Db::connect_lazy(&database.url, 4),
-        database,
-        client: new_browser(),
-        smtp,
         live,
+    }
+}
+
+impl TestApp {
+    /// A second Latchkey process on the same database, configured alike (public URL aside,
+    /// which names its own port).
+    pub async fn another_instance(
+        &self,
+        configure: impl FnOnce(&mut HashMap<String, String>),
+    ) -> Instance {
+        start_instance(&self.database, &self.smtp, configure).await
     }
 }
 

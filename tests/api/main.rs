@@ -21,6 +21,7 @@ mod passkeys;
 mod proxies;
 mod rate_limit;
 mod roles;
+mod session_cache;
 mod session_store;
 mod sessions;
 mod sign_in;

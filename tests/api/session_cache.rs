@@ -1,0 +1,255 @@
+//! The session cache: a cached signed-in request costs no database round trip, and every way
+//! of ending or narrowing a sign-in is refused on the next request, on this instance and on
+//! another one on the same database, even when the listener's connection was cut.
+
+use std::time::{Duration, Instant};
+
+use diesel::prelude::*;
+use latchkey::domain::role::Role;
+use latchkey::schema::sessions;
+use latchkey::session_cache::LISTENER_APPLICATION_NAME;
+
+use crate::forward_auth::register;
+use crate::helpers::{form_value, spawn_app, urlencode, Instance, TestApp};
+
+const WIKI: &str = "https://wiki.example.org/";
+
+async fn status(browser: &reqwest::Client, url: String) -> u16 {
+    browser.get(url).send().await.unwrap().status().as_u16()
+}
+
+async fn check_on(instance: &Instance, browser: &reqwest::Client) -> reqwest::Response {
+    browser
+        .get(instance.url("/auth/check"))
+        .header("X-Original-URL", WIKI)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Polls `instance` until `browser`'s check answers `want`; how long that took.
+async fn refused_within(
+    instance: &Instance,
+    browser: &reqwest::Client,
+    want: u16,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = check_on(instance, browser).await.status().as_u16();
+        if got == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "still {got} after {:?}, want {want}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn session_id_of(app: &TestApp, member_id: i64) -> i64 {
+    sessions::table
+        .filter(sessions::member_id.eq(member_id))
+        .select(sessions::id)
+        .first(&mut app.conn())
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_cached_signed_in_request_makes_no_database_round_trip() {
+    let app = spawn_app().await;
+    register(&app, "wiki", WIKI, &[Role::Member], &[]);
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    // The first requests fill the cache (and the dashboard's few-seconds numbers).
+    assert_eq!(status(&ann, app.url("/")).await, 200);
+    assert_eq!(status(&ann, app.url("/auth/check")).await, 400);
+    let check = ann
+        .get(app.url("/auth/check"))
+        .header("X-Original-URL", WIKI)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(check.status(), 200);
+    let before = app.live.db().round_trips();
+    for _ in 0..10 {
+        assert_eq!(status(&ann, app.url("/")).await, 200);
+        let check = ann
+            .get(app.url("/auth/check"))
+            .header("X-Original-URL", WIKI)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(check.status(), 200);
+        assert_eq!(check.headers()["remote-user"], "ann@example.org");
+    }
+    assert_eq!(
+        app.live.db().round_trips() - before,
+        0,
+        "20 cached signed-in requests went to the database"
+    );
+}
+
+#[actix_web::test]
+async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
+    let app = spawn_app().await;
+    register(&app, "wiki", WIKI, &[Role::Member], &[]);
+    let other = app.another_instance(|_| {}).await;
+    let a = Instance {
+        address: app.address.clone(),
+        port: app.port,
+        live: app.live.clone(),
+    };
+    let ann_id = app.add_member("ann@example.org", "member");
+    app.add_member("boss@example.org", "admin");
+
+    // A link asked for on one instance is redeemed on the other.
+    let ann = crate::helpers::new_browser();
+    let res = app.request_link(&ann, "ann@example.org").await;
+    assert!(res.status().is_success() || res.status() == 303);
+    let mail = app.sign_in_mail(1).await;
+    let page = ann
+        .get(other.url(&format!("/auth/verify?token={}", urlencode(&mail.token))))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = form_value(&page, "csrf_token").expect("the confirm form");
+    let res = ann
+        .post(other.url("/auth/verify"))
+        .form(&[
+            ("token", mail.token.as_str()),
+            ("csrf_token", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "redeemed on the other instance");
+    assert_eq!(check_on(&other, &ann).await.status(), 200);
+    assert_eq!(check_on(&a, &ann).await.status(), 200);
+
+    // Revoked on A (by an admin): refused by B within 100 ms, by A at once.
+    let boss = app.signed_in_browser("boss@example.org", "admin").await;
+    let session = session_id_of(&app, ann_id);
+    let csrf = app.csrf(&boss, "/sessions").await;
+    let res = app
+        .post_form_with_csrf(&boss, &format!("/sessions/{session}/revoke"), &[], &csrf)
+        .await;
+    assert!(res.status().is_success() || res.status() == 303);
+    assert_eq!(check_on(&a, &ann).await.status(), 401);
+    let took = refused_within(&other, &ann, 401, Duration::from_millis(100)).await;
+    eprintln!("revocation reached the other instance in {took:?}");
+
+    // Deactivated on A: B refuses the member's check within 100 ms.
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    assert_eq!(check_on(&other, &ann).await.status(), 200);
+    let boss_csrf = app.csrf(&boss, "/team").await;
+    let res = app
+        .post_form_with_csrf(
+            &boss,
+            &format!("/team/{ann_id}/deactivate"),
+            &[],
+            &boss_csrf,
+        )
+        .await;
+    assert!(res.status().is_success() || res.status() == 303);
+    assert_eq!(check_on(&a, &ann).await.status(), 401);
+    refused_within(&other, &ann, 401, Duration::from_millis(100)).await;
+
+    // A role change on A: B's next answers carry the new role.
+    let bea_id = app.add_member("bea@example.org", "member");
+    let bea = app.signed_in_browser("bea@example.org", "member").await;
+    assert_eq!(
+        check_on(&other, &bea).await.headers()["remote-groups"],
+        "member"
+    );
+    let res = app
+        .post_form_with_csrf(
+            &boss,
+            &format!("/team/{bea_id}/role"),
+            &[("role", "auditor")],
+            &boss_csrf,
+        )
+        .await;
+    assert!(res.status().is_success() || res.status() == 303);
+    // The wiki admits members only: an auditor is refused.
+    refused_within(&other, &bea, 403, Duration::from_millis(100)).await;
+
+    // The app removed on A: B refuses it.
+    let cy = app.signed_in_browser("cy@example.org", "member").await;
+    assert_eq!(check_on(&other, &cy).await.status(), 200);
+    let wiki_id = latchkey::models::app::find_by_name(&mut app.conn(), "wiki")
+        .unwrap()
+        .unwrap()
+        .id;
+    let apps_csrf = app.csrf(&boss, "/apps").await;
+    let res = app
+        .post_form_with_csrf(&boss, &format!("/apps/{wiki_id}/remove"), &[], &apps_csrf)
+        .await;
+    assert!(res.status().is_success() || res.status() == 303);
+    assert_eq!(check_on(&a, &cy).await.status(), 403);
+    refused_within(&other, &cy, 403, Duration::from_millis(100)).await;
+
+    // Logout on B ends the session on A too.
+    register(&app, "wiki", WIKI, &[Role::Member], &[]);
+    other.live.cache().forget_apps();
+    assert_eq!(check_on(&a, &cy).await.status(), 200);
+    assert_eq!(check_on(&other, &cy).await.status(), 200);
+    let csrf = app.csrf(&cy, "/").await;
+    let res = cy
+        .post(other.url("/logout"))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    refused_within(&a, &cy, 401, Duration::from_millis(100)).await;
+}
+
+#[actix_web::test]
+async fn a_cut_listener_connection_empties_the_cache_so_no_revocation_is_missed() {
+    let app = spawn_app().await;
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    assert_eq!(status(&ann, app.url("/")).await, 200);
+    assert_eq!(status(&ann, app.url("/")).await, 200);
+    // Cut the listener's connection (and wait until its backend is gone)...
+    let killed: Vec<bool> = diesel::sql_query(format!(
+        "SELECT pg_terminate_backend(pid, 5000) AS killed FROM pg_stat_activity \
+         WHERE datname = '{}' AND application_name = '{LISTENER_APPLICATION_NAME}'",
+        app.database.name
+    ))
+    .load::<Killed>(&mut crate::helpers::admin_connection())
+    .unwrap()
+    .into_iter()
+    .map(|row| row.killed)
+    .collect();
+    assert_eq!(killed, [true], "one listener per instance");
+    // ...then end the session behind the app's back: this notification has no listener.
+    diesel::delete(sessions::table)
+        .execute(&mut app.conn())
+        .unwrap();
+    assert_eq!(
+        status(&ann, app.url("/")).await,
+        303,
+        "served from a stale cache"
+    );
+    // The listener comes back, and the cache with it.
+    crate::helpers::wait_until_listening(&app.live).await;
+    let bea = app.signed_in_browser("bea@example.org", "member").await;
+    assert_eq!(status(&bea, app.url("/")).await, 200);
+    let before = app.live.db().round_trips();
+    assert_eq!(status(&bea, app.url("/sessions")).await, 200);
+    assert!(
+        app.live.db().round_trips() > before,
+        "the sessions page reads the list"
+    );
+}
+
+#[derive(QueryableByName)]
+struct Killed {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    killed: bool,
+}
