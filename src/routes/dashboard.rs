@@ -127,6 +127,8 @@ async fn render(
         .with("failed", numbers.failed)
         .with("sessions", numbers.sessions)
         .with("latest", latest)
+        // The numbers are cached per instance: say which one counted them.
+        .with("instance", format!("process {}", std::process::id()))
         .with(
             "updated_at",
             numbers.counted_at.format("%H:%M:%S").to_string(),

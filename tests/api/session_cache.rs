@@ -72,6 +72,18 @@ async fn a_cached_signed_in_request_makes_no_database_round_trip() {
         .await
         .unwrap();
     assert_eq!(check.status(), 200);
+    let dashboard = ann
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        dashboard.contains("Counted by this instance"),
+        "the dashboard says its numbers are per instance"
+    );
     let before = app.live.db().round_trips();
     for _ in 0..10 {
         assert_eq!(status(&ann, app.url("/")).await, 200);
