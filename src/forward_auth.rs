@@ -1,9 +1,9 @@
 //! What forward auth remembers in memory, so that checks write nothing per request: which
 //! sessions have already opened which apps (`app_opened` is audited once; the table's primary
 //! key decides between processes), and when a member was last refused an app (`app_denied` at
-//! most once a minute). Neither is needed for a decision: every check reads the session, the
-//! member and the app from the database, so a logout, revocation, deactivation or app removal
-//! is refused by the very next check, on every instance.
+//! most once a minute). Neither is needed for a decision: the session, the member and the app
+//! come from the session cache, which every logout, revocation, deactivation or app removal
+//! empties on every instance (`session_cache`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

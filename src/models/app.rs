@@ -386,47 +386,26 @@ pub struct AppRule {
     pub name: String,
     pub origin: AppOrigin,
     roles: Vec<Role>,
-    member_ids: Vec<i64>,
+    /// The listed members' (canonical, unique) addresses.
+    member_emails: Vec<String>,
 }
 
 impl AppRule {
     pub fn admits(&self, member: &Member) -> bool {
-        self.roles.contains(&member.role()) || self.member_ids.contains(&member.id)
+        self.roles.contains(&member.role()) || self.member_emails.contains(&member.email)
     }
 }
 
 /// Every app and who may open it, by name.
 pub fn rules(conn: &mut PgConnection) -> QueryResult<Vec<AppRule>> {
-    let entries = list_with_member_ids(conn)?;
-    Ok(entries
+    Ok(list(conn)?
         .into_iter()
-        .map(|(app, member_ids)| AppRule {
-            id: app.id,
-            origin: app.origin(),
-            roles: app.roles(),
-            name: app.name,
-            member_ids,
-        })
-        .collect())
-}
-
-fn list_with_member_ids(conn: &mut PgConnection) -> QueryResult<Vec<(App, Vec<i64>)>> {
-    let apps: Vec<App> = apps::table
-        .order(apps::name.asc())
-        .select(App::as_select())
-        .load(conn)?;
-    let listed: Vec<(i64, i64)> = app_members::table
-        .select((app_members::app_id, app_members::member_id))
-        .load(conn)?;
-    Ok(apps
-        .into_iter()
-        .map(|app| {
-            let ids = listed
-                .iter()
-                .filter(|(app_id, _)| *app_id == app.id)
-                .map(|(_, member_id)| *member_id)
-                .collect();
-            (app, ids)
+        .map(|entry| AppRule {
+            id: entry.app.id,
+            origin: entry.app.origin(),
+            roles: entry.app.roles(),
+            name: entry.app.name,
+            member_emails: entry.members,
         })
         .collect())
 }

@@ -9,7 +9,7 @@ use latchkey::domain::role::Role;
 use latchkey::schema::sessions;
 use latchkey::session_cache::LISTENER_APPLICATION_NAME;
 
-use crate::forward_auth::register;
+use crate::forward_auth::{check, register};
 use crate::helpers::{form_value, spawn_app, urlencode, Instance, TestApp};
 
 const WIKI: &str = "https://wiki.example.org/";
@@ -65,13 +65,7 @@ async fn a_cached_signed_in_request_makes_no_database_round_trip() {
     // The first requests fill the cache (and the dashboard's few-seconds numbers).
     assert_eq!(status(&ann, app.url("/")).await, 200);
     assert_eq!(status(&ann, app.url("/auth/check")).await, 400);
-    let check = ann
-        .get(app.url("/auth/check"))
-        .header("X-Original-URL", WIKI)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(check.status(), 200);
+    assert_eq!(check(&app, &ann, "/auth/check", WIKI).await.status(), 200);
     let dashboard = ann
         .get(app.url("/"))
         .send()
@@ -87,14 +81,9 @@ async fn a_cached_signed_in_request_makes_no_database_round_trip() {
     let before = app.live.db().round_trips();
     for _ in 0..10 {
         assert_eq!(status(&ann, app.url("/")).await, 200);
-        let check = ann
-            .get(app.url("/auth/check"))
-            .header("X-Original-URL", WIKI)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(check.status(), 200);
-        assert_eq!(check.headers()["remote-user"], "ann@example.org");
+        let res = check(&app, &ann, "/auth/check", WIKI).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["remote-user"], "ann@example.org");
     }
     assert_eq!(
         app.live.db().round_trips() - before,
