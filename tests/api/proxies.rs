@@ -259,6 +259,7 @@ async fn the_story(app: &TestApp, proxy_port: u16, proxy: &str) {
         "test",
     )
     .unwrap();
+    app.sync_cache().await;
     let res = browser.get(&page).send().await.unwrap();
     assert_eq!(res.status(), 403, "{proxy}");
     let body = res.text().await.unwrap();
@@ -278,6 +279,7 @@ async fn the_story(app: &TestApp, proxy_port: u16, proxy: &str) {
         "test",
     )
     .unwrap();
+    app.sync_cache().await;
     assert_eq!(browser.get(&page).send().await.unwrap().status(), 200);
     diesel::delete(latchkey::schema::sessions::table)
         .execute(&mut app.conn())
