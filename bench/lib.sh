@@ -29,11 +29,12 @@ pg_private_init() {
   as_pg "$(pg_bin)/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
 }
 
-# pg_private_start DIR PORT: starts it on 127.0.0.1:PORT (TCP only), waits until it accepts.
+# pg_private_start DIR PORT [OPTIONS]: starts it on 127.0.0.1:PORT (TCP only), with more
+# server OPTIONS (`-c name=value ...`) if given, and waits until it accepts.
 pg_private_start() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 options=${3:-}
   as_pg "$(pg_bin)/pg_ctl" start -D "$dir" -l "$dir/postgres.log" -w -t 60 \
-    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=''" >/dev/null
+    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories='' $options" >/dev/null
 }
 
 # pg_private_stop DIR [MODE]: fast by default; `immediate` is a crash.

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """The results table of bench/run.sh, with the targets of BENCHMARKS.md checked.
 
-Usage: report.py RESULTS.tsv OUT.md LATCHKEY_VMHWM_KB BARE_VMHWM_KB POST_LOGIN_AUDIT.txt MAILS
+Usage: report.py RESULTS.tsv OUT.md LATCHKEY_VMHWM_KB BARE_VMHWM_KB POST_LOGIN_AUDIT.txt MAILS SQL.tsv
 """
 
 import csv
+import os
 import sys
 
-tsv, md, hwm, bare_hwm, audit_file, mails = sys.argv[1:7]
+tsv, md, hwm, bare_hwm, audit_file, mails, sql_file = sys.argv[1:8]
 rows = {r["name"]: r for r in csv.DictReader(open(tsv), delimiter="\t")}
-REFERENCES = ("pgbench_select_only", "bare_actix_get")
+# name -> (statements PostgreSQL ran during the run, requests of the run)
+sql = {}
+for line in open(sql_file):
+    name, calls, requests = line.split("\t")
+    sql[name] = (int(calls), int(requests))
 
 
 def rps(name):
@@ -32,20 +37,29 @@ for r in rows.values():
         f"| {r['non_2xx_3xx']} | {peak} | {r['loadavg']} |"
     )
 
-signed_in = rps("get_dashboard_signed_in") / rps("pgbench_select_only")
-login = rps("get_login") / rps("bare_actix_get")
-check = rps("get_auth_check_signed_in") / rps("bare_actix_get")
+login = rps("get_login")
+signed_in = rps("get_dashboard_signed_in") / login
+check = rps("get_auth_check_signed_in") / login
+login_bare = login / rps("bare_actix_get")
 peak = int(hwm) / 1024
 lines += [
     "",
     "| target | measured | |",
     "|---|---|---|",
-    f"| signed-in GET / >= 40% of pgbench -S | {signed_in:.1%} | {verdict(signed_in >= 0.40)} |",
-    f"| GET /login >= 60% of bare actix-web | {login:.0%} | {verdict(login >= 0.60)} |",
-    f"| signed-in GET /auth/check >= 25% of bare actix-web | {check:.1%} | {verdict(check >= 0.25)} |",
+    f"| signed-in GET / >= 60% of GET /login | {signed_in:.0%} | {verdict(signed_in >= 0.60)} |",
+    f"| signed-in GET /auth/check >= 60% of GET /login | {check:.0%} | {verdict(check >= 0.60)} |",
+    f"| GET /login >= 50% of bare actix-web | {login_bare:.0%} | {verdict(login_bare >= 0.50)} |",
 ]
+for name, (calls, requests) in sql.items():
+    per = calls / requests if requests else float("nan")
+    # Background statements (the listener's heartbeat, the dashboard's numbers every few
+    # seconds) are counted too; a cached request itself runs none.
+    lines.append(
+        f"| SQL statements per cached request: {name} | {calls} in {requests} requests "
+        f"= {per:.5f} | {verdict(per < 0.001)} |"
+    )
 for name, r in rows.items():
-    if name not in REFERENCES:
+    if name in ("get_login", "get_dashboard_signed_in", "get_auth_check_signed_in"):
         p99 = float(r["p99_ms"])
         lines.append(f"| p99 < 10 ms at 64 connections: {name} | {p99:.2f} ms | {verdict(p99 < 10)} |")
 lines += [
@@ -57,5 +71,9 @@ lines += [
     + ", ".join(line for line in open(audit_file).read().split("\n") if line),
     f"mails written by the file backend during the run: {mails}",
 ]
+for name in sql:
+    lines += ["", f"statements during {name} (calls, query):", ""]
+    path = os.path.join(os.path.dirname(sql_file), f"sql-{name}.txt")
+    lines += [f"    {line.rstrip()}" for line in open(path) if line.strip()] or ["    (none)"]
 open(md, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))

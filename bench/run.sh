@@ -5,8 +5,11 @@
 #     RSS of the latchkey process (VmHWM);
 #   - GET /auth/check for a signed-in member whose app admits them (forward auth: 200 with the
 #     identity headers and a signed assertion), next to the bare actix-web reference;
-#   - the references in the same run: `pgbench -S` on the same PostgreSQL at the same
-#     concurrency, and a bare actix-web handler (bench/bare) for GET /login.
+#   - the SQL statements PostgreSQL ran (pg_stat_statements) during the signed-in GET / and
+#     GET /auth/check runs, per request: the session cache should make it zero;
+#   - the references in the same run: `pgbench -S` (simple and `-M prepared` protocol) on the
+#     same PostgreSQL at the same concurrency, and a bare actix-web handler (bench/bare) for
+#     GET /login.
 # PostgreSQL is a private cluster started by this script (initdb/pg_ctl, as `postgres` when
 # root), so the shared server on :5432 is neither disturbed nor disturbing.
 # Results: target/bench/results.md (+ raw wrk/pgbench output); BENCHMARKS.md discusses them.
@@ -71,9 +74,10 @@ cat "$out/machine.txt" >&2
 log "starting a private PostgreSQL"
 pg_port=$(free_port)
 pg_private_init "$pgdir"
-pg_private_start "$pgdir" "$pg_port"
+pg_private_start "$pgdir" "$pg_port" "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
 pg=postgres://postgres@127.0.0.1:$pg_port
 psql -X -q "$pg/postgres" -c "CREATE DATABASE latchkey" -c "CREATE DATABASE pgbench"
+psql -X -q "$pg/latchkey" -c "CREATE EXTENSION pg_stat_statements"
 echo "postgresql settings: $(psql -X -At "$pg/postgres" -c "SELECT string_agg(name || '=' || current_setting(name), ' ') FROM pg_settings WHERE name IN ('max_connections', 'shared_buffers', 'fsync', 'synchronous_commit')")" >> "$out/machine.txt"
 
 lk_port=$(free_port)
@@ -167,8 +171,25 @@ bench bare_actix_get "http://127.0.0.1:$bare_port/"
 bare_hwm=$(vm_hwm "$bare_pid")
 kill "$bare_pid"
 
+# sql_per_request NAME: the statements the latchkey database ran since the last reset, per
+# request of the run NAME (everything counts: the listener's heartbeat, the dashboard's
+# few-seconds numbers, the sweeper), and the busiest statements, into $out/sql-NAME.txt.
+sql_reset() { psql -X -q -At "$pg/latchkey" -c "SELECT pg_stat_statements_reset()" > /dev/null; }
+sql_per_request() {
+  local name=$1 requests calls
+  requests=$(awk -F'\t' -v n="$name" '$1 == n { print $5 }' "$results")
+  psql -X -At -F $'\t' "$pg/latchkey" -c "SELECT calls, left(regexp_replace(query, '\s+', ' ', 'g'), 100) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'latchkey') AND query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC LIMIT 8" > "$out/sql-$name.txt"
+  calls=$(awk -F'\t' '{ s += $1 } END { print s + 0 }' "$out/sql-$name.txt")
+  printf '%s\t%s\t%s\n' "$name" "$calls" "$requests" >> "$out/sql.tsv"
+}
+: > "$out/sql.tsv"
+
 bench get_login "$base/login"
+# Fill the session cache (and the dashboard's numbers) before counting.
+curl -s -o /dev/null -H "Cookie: $cookie" "$base/"
+sql_reset
 bench get_dashboard_signed_in "$base/" -H "Cookie: $cookie"
+sql_per_request get_dashboard_signed_in
 # Forward auth: the proxy's subrequest for a page of a registered app, the member's cookie
 # forwarded. One app registered with the real command line; the first check records
 # app_opened, every later one only reads.
@@ -176,7 +197,9 @@ DATABASE_URL="$pg/latchkey" LATCHKEY_SECRET_KEY="$secret" LATCHKEY_DATA_DIR="$ou
   "$repo/target/release/latchkey" apps add wiki https://wiki.bench.test --roles admin,member > /dev/null
 check_headers=(-H "Cookie: $cookie" -H "X-Original-URL: https://wiki.bench.test/page")
 [ "$(curl -s -o /dev/null -w '%{http_code}' "${check_headers[@]}" "$base/auth/check")" = 200 ] || die "GET /auth/check is not 200"
+sql_reset
 bench get_auth_check_signed_in "$base/auth/check" "${check_headers[@]}"
+sql_per_request get_auth_check_signed_in
 
 bench get_audit_by_email "$base/audit?email=user42%40example.org" -H "Cookie: $cookie"
 bench get_audit_by_event "$base/audit?event=signed_in" -H "Cookie: $cookie"
@@ -203,10 +226,20 @@ read -r pg_n pg_p50 pg_p99 < <(cat "$out"/pgbench/pgbench.* | awk '{ print $3 }'
   { v[NR] = $1 } END { printf "%d %.2f %.2f\n", NR, v[int(NR * 0.50)] / 1000, v[int(NR * 0.99)] / 1000 }')
 printf 'pgbench_select_only\t%.0f\t%s\t%s\t%s\t0\t-\t%s\n' "$pg_tps" "$pg_p50" "$pg_p99" "$pg_n" "$load" >> "$results"
 rm -rf "$out/pgbench"
+mkdir -p "$out/pgbench"
+chmod 755 "$out/pgbench"
+pgbench -S -M prepared -n -c "$connections" -j "$threads" -T 3 "$pg/pgbench" > /dev/null 2>&1
+load=$(cut -d' ' -f1 /proc/loadavg)
+(cd "$out/pgbench" && pgbench -S -M prepared -n -c "$connections" -j "$threads" -T "${duration%s}" -l --log-prefix=pgbench "$pg/pgbench") > "$out/pgbench-prepared.txt" 2>&1
+pg_tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out/pgbench-prepared.txt" | tail -1)
+read -r pg_n pg_p50 pg_p99 < <(cat "$out"/pgbench/pgbench.* | awk '{ print $3 }' | sort -n | awk '
+  { v[NR] = $1 } END { printf "%d %.2f %.2f\n", NR, v[int(NR * 0.50)] / 1000, v[int(NR * 0.99)] / 1000 }')
+printf 'pgbench_select_only_prepared\t%.0f\t%s\t%s\t%s\t0\t-\t%s\n' "$pg_tps" "$pg_p50" "$pg_p99" "$pg_n" "$load" >> "$results"
+rm -rf "$out/pgbench"
 
 final_hwm=$(vm_hwm "$lk_pid")
 mails=$(find "$out/mail" -name '*.eml' | wc -l)
 rm -rf "$out/mail"
 
-python3 bench/report.py "$results" "$out/results.md" "$final_hwm" "$bare_hwm" "$out/post_login_audit.txt" "$mails"
+python3 bench/report.py "$results" "$out/results.md" "$final_hwm" "$bare_hwm" "$out/post_login_audit.txt" "$mails" "$out/sql.tsv"
 log "done: $out/results.md"

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod forward_auth;
+pub mod logging;
 pub mod mail;
 pub mod middleware;
 pub mod models;

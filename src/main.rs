@@ -13,8 +13,10 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match cli::run(cli, settings).await {
+    latchkey::logging::init("info");
+    let outcome = cli::run(cli, settings).await;
+    latchkey::logging::flush();
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("latchkey: {err:#}");

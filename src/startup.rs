@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::{from_fn, Logger};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
@@ -18,6 +18,8 @@ use actix_session::SessionMiddleware;
 use actix_web::cookie::{time::Duration as CookieDuration, SameSite};
 
 use crate::mail::Mailer;
+use crate::middleware::access_log::access_log;
+use crate::middleware::anonymous::UnlessAnonymousView;
 use crate::middleware::availability::database_availability;
 use crate::middleware::body_limit::{body_limit, MAX_BODY_BYTES};
 use crate::middleware::browser_cookie::browser_cookie;
@@ -39,8 +41,6 @@ use crate::web::browser::session_cookie_name;
 /// default of 100 connections leaves room for several instances.
 const POOL_SIZE: u32 = 16;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(300);
-/// The access log: the path without its query string (a sign-in token travels in one).
-const ACCESS_LOG_FORMAT: &str = r#"%a "%{method}xi %U" %s %b %Dms "%{User-Agent}i""#;
 
 /// Where the data lives: the configured server, or a private cluster this process runs.
 pub struct Database {
@@ -154,11 +154,16 @@ impl Application {
             webauthn,
         });
         let dashboard_cache = web::Data::new(routes::DashboardCache::default());
+        let login_page = web::Data::new(
+            routes::LoginPage::new(state.webauthn.is_some())
+                .context("rendering the sign-in page")?,
+        );
         let server = HttpServer::new(move || {
             let store = PgSessionStore::new(state.db.clone(), state.live.clone());
             let cookie_domain = state.settings.cookie_domain.clone();
+            let session_cookie = session_cookie_name(https, cookie_domain.is_some());
             let sessions = SessionMiddleware::builder(store, state.keys.cookie.clone())
-                .cookie_name(session_cookie_name(https, cookie_domain.is_some()))
+                .cookie_name(session_cookie.clone())
                 .cookie_domain(cookie_domain)
                 .cookie_secure(https)
                 .cookie_http_only(true)
@@ -171,22 +176,23 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(dashboard_cache.clone())
+                .app_data(login_page.clone())
                 .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
                 .configure(routes::configure)
                 .wrap(from_fn(guard))
                 .wrap(from_fn(csrf_protect))
                 .wrap(from_fn(browser_cookie))
-                .wrap(IdentityMiddleware::default())
-                .wrap(sessions)
+                .wrap(UnlessAnonymousView::new(
+                    IdentityMiddleware::default(),
+                    &session_cookie,
+                ))
+                .wrap(UnlessAnonymousView::new(sessions, &session_cookie))
                 .wrap(from_fn(take_check_cookie))
                 .wrap(from_fn(body_limit))
                 .wrap(login_rate_limit.clone())
                 .wrap(from_fn(database_availability))
                 .wrap(from_fn(security_headers))
-                .wrap(
-                    Logger::new(ACCESS_LOG_FORMAT)
-                        .custom_request_replace("method", |req| req.method().to_string()),
-                )
+                .wrap(from_fn(access_log))
         })
         .listen(listener)?
         .shutdown_timeout(10)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::PgConnection;
 
+use crate::middleware::access_log::RequestId;
 use crate::middleware::availability::note_database_unavailable;
 use crate::secret::Secret;
 
@@ -89,11 +90,14 @@ impl Db {
         let pool = self.pool.clone();
         self.round_trips
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request = RequestId::current();
         let outcome = actix_web::web::block(move || {
-            pool.get_timeout(CHECKOUT_TIMEOUT).map(|mut conn| {
-                let result = work(&mut conn);
-                let dead = result.is_err() && discard_if_dead(&mut conn);
-                (result, dead)
+            RequestId::carry(request, || {
+                pool.get_timeout(CHECKOUT_TIMEOUT).map(|mut conn| {
+                    let result = work(&mut conn);
+                    let dead = result.is_err() && discard_if_dead(&mut conn);
+                    (result, dead)
+                })
             })
         })
         .await;

@@ -10,6 +10,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage as _, HttpRequest, HttpResponse};
 
 use crate::domain::role::Role;
+use crate::middleware::anonymous::AnonymousView;
 use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::models::member::Member;
 use crate::settings::{AdminPasskey, Settings};
@@ -117,6 +118,9 @@ pub async fn guard(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(req.into_response(HttpResponse::InternalServerError().finish()));
     };
+    if req.extensions().contains::<AnonymousView>() {
+        return Ok(not_signed_in(req));
+    }
     let member_id = req
         .get_identity()
         .ok()

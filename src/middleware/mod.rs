@@ -1,5 +1,7 @@
 //! Cross-cutting request handling, each concern in its own module.
 
+pub mod access_log;
+pub mod anonymous;
 pub mod availability;
 pub mod body_limit;
 pub mod browser_cookie;

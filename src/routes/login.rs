@@ -16,7 +16,7 @@ use crate::state::AppState;
 use crate::web::browser::BindingSecret;
 use crate::web::client::Client;
 use crate::web::errors::{respond, PageResult};
-use crate::web::pages::Page;
+use crate::web::pages::{Page, Prerendered};
 
 #[derive(Deserialize)]
 pub struct LoginQuery {
@@ -30,19 +30,35 @@ fn return_url(rd: Option<&str>) -> Option<AppUrl> {
     rd.and_then(|text| AppUrl::parse(text).ok())
 }
 
+/// The sign-in form as most views ask for it (no `next`, no `rd`), rendered at start-up.
+pub struct LoginPage(Prerendered);
+
+impl LoginPage {
+    pub fn new(passkeys: bool) -> Result<Self, tera::Error> {
+        Prerendered::new(&login_page(&NextPath::root(), None, passkeys)).map(Self)
+    }
+}
+
+fn login_page(next: &NextPath, rd: Option<&AppUrl>, passkeys: bool) -> Page {
+    Page::new("login", "Sign in")
+        .with("next", next.as_str())
+        .with("rd", rd.map(AppUrl::as_str))
+        .with("passkeys", passkeys)
+}
+
 /// Writes nothing anywhere: an anonymous page view costs no database work.
 pub async fn form(
     req: HttpRequest,
     state: web::Data<AppState>,
+    prerendered: web::Data<LoginPage>,
     query: web::Query<LoginQuery>,
 ) -> HttpResponse {
     let next = NextPath::parse(query.next.as_deref());
     let rd = return_url(query.rd.as_deref());
-    Page::new("login", "Sign in")
-        .with("next", next.as_str())
-        .with("rd", rd.as_ref().map(AppUrl::as_str))
-        .with("passkeys", state.webauthn.is_some())
-        .render(&req)
+    if next == NextPath::root() && rd.is_none() {
+        return prerendered.0.render(&req);
+    }
+    login_page(&next, rd.as_ref(), state.webauthn.is_some()).render(&req)
 }
 
 #[derive(Deserialize)]
@@ -64,10 +80,7 @@ pub async fn submit(
     let email = match EmailAddress::parse(&form.email) {
         Ok(email) => email,
         Err(err) => {
-            return Page::new("login", "Sign in")
-                .with("next", next.as_str())
-                .with("rd", rd.as_ref().map(AppUrl::as_str))
-                .with("passkeys", state.webauthn.is_some())
+            return login_page(&next, rd.as_ref(), state.webauthn.is_some())
                 .with("email", form.email.chars().take(254).collect::<String>())
                 .with("error", err.to_string())
                 .status(StatusCode::UNPROCESSABLE_ENTITY)

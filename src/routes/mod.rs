@@ -15,7 +15,12 @@ mod team;
 
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 
+/// The `GET` routes that can sign a browser in (the waiting page's poll completes a
+/// cross-device approval): they need the session layer even without a session cookie.
+pub const SIGNS_IN_ON_GET: &[&str] = &["/auth/wait"];
+
 pub use dashboard::DashboardCache;
+pub use login::LoginPage;
 pub use passkeys::confirm_redirect as passkey_confirm_redirect;
 
 use crate::web::errors::PageError;

@@ -98,31 +98,79 @@ impl Page {
     }
 
     pub fn render(self, req: &HttpRequest) -> HttpResponse {
-        let mut context = self.context;
-        let csrf_token = csrf_token(req);
-        context.insert("csrf_token", &csrf_token);
-        context.insert("title", &self.title);
         let viewer = req.extensions().get::<Viewer>().cloned();
+        let status = self.status;
+        match self.html(&csrf_token(req), viewer.as_ref(), is_htmx(req)) {
+            Ok(body) => page_response(status, body),
+            Err(err) => render_failure(&err),
+        }
+    }
+
+    fn html(
+        &self,
+        csrf_token: &str,
+        viewer: Option<&Viewer>,
+        htmx: bool,
+    ) -> Result<String, tera::Error> {
+        let mut context = self.context.clone();
+        context.insert("csrf_token", csrf_token);
+        context.insert("title", &self.title);
         context.insert("viewer", &viewer);
-        let partial = match tera().render(&format!("partials/{}.html", self.partial), &context) {
-            Ok(html) => html,
-            Err(err) => return render_failure(&err),
-        };
-        let body = if is_htmx(req) {
-            partial
+        let partial = tera().render(&format!("partials/{}.html", self.partial), &context)?;
+        if htmx {
+            return Ok(partial);
+        }
+        context.insert("content", &partial);
+        tera().render("layout.html", &context)
+    }
+}
+
+fn page_response(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        // Pages hold CSRF tokens and personal data: never stored by caches.
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::VARY, "HX-Request, Cookie"))
+        .body(body)
+}
+
+/// An anonymous page whose only per-request value is the CSRF token (the sign-in form):
+/// rendered once, as a full page and as an HTMX partial, and served by putting the token
+/// between the parts, so a view costs no template work.
+pub struct Prerendered {
+    full: Vec<String>,
+    partial: Vec<String>,
+}
+
+impl Prerendered {
+    /// The token's stand-in while rendering: text no template or escaping produces.
+    const TOKEN: &'static str = "@@latchkey-csrf-token@@";
+
+    pub fn new(page: &Page) -> Result<Self, tera::Error> {
+        let split = |html: String| html.split(Self::TOKEN).map(str::to_string).collect();
+        Ok(Self {
+            full: split(page.html(Self::TOKEN, None, false)?),
+            partial: split(page.html(Self::TOKEN, None, true)?),
+        })
+    }
+
+    pub fn render(&self, req: &HttpRequest) -> HttpResponse {
+        let parts = if is_htmx(req) {
+            &self.partial
         } else {
-            context.insert("content", &partial);
-            match tera().render("layout.html", &context) {
-                Ok(html) => html,
-                Err(err) => return render_failure(&err),
-            }
+            &self.full
         };
-        HttpResponse::build(self.status)
-            .content_type("text/html; charset=utf-8")
-            // Pages hold CSRF tokens and personal data: never stored by caches.
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .insert_header((header::VARY, "HX-Request, Cookie"))
-            .body(body)
+        let token = tera::escape_html(&csrf_token(req));
+        let mut body = String::with_capacity(
+            parts.iter().map(String::len).sum::<usize>() + parts.len() * token.len(),
+        );
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                body.push_str(&token);
+            }
+            body.push_str(part);
+        }
+        page_response(StatusCode::OK, body)
     }
 }
 
@@ -183,6 +231,24 @@ mod tests {
     fn every_embedded_template_parses() {
         let names: Vec<_> = tera().get_template_names().collect();
         assert_eq!(names.len(), TEMPLATES.len());
+    }
+
+    #[test]
+    fn a_prerendered_page_is_the_page_rendered_with_the_token() {
+        let page = Page::new("login", "Sign in")
+            .with("next", "/")
+            .with("rd", Option::<&str>::None)
+            .with("passkeys", true);
+        let prerendered = Prerendered::new(&page).unwrap();
+        let token = "tok-123.abc_DEF";
+        for (htmx, parts) in [(false, &prerendered.full), (true, &prerendered.partial)] {
+            assert!(parts.len() > 1, "the token appears in the page");
+            assert_eq!(
+                parts.join(token),
+                page.html(token, None, htmx).unwrap(),
+                "htmx: {htmx}"
+            );
+        }
     }
 
     #[test]

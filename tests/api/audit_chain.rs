@@ -19,7 +19,7 @@ use crate::helpers::{new_browser, spawn_app_with, urldecode, TestDatabase};
 
 /// Runs `latchkey ARGS` against `database` with a clean environment plus `env`, from a
 /// directory with no `.env` above it.
-fn latchkey(database: &TestDatabase, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub fn latchkey(database: &TestDatabase, args: &[&str], env: &[(&str, &str)]) -> Output {
     let scratch = std::env::temp_dir().join("latchkey-cli-tests");
     std::fs::create_dir_all(&scratch).unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"));

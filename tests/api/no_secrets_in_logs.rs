@@ -246,6 +246,16 @@ async fn no_token_code_or_session_id_reaches_the_log() {
     }
     secrets.push(("browser one's session CSRF token".into(), session_csrf_one));
 
+    // A refused form post: the refusal's own log line and the access line share its id.
+    let refused = Browser::new()
+        .client
+        .post(format!("{base}/logout"))
+        .form(&[("csrf_token", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
     // Give the mail queue and the access log a moment, then stop the server.
     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     drop(server);
@@ -254,6 +264,28 @@ async fn no_token_code_or_session_id_reaches_the_log() {
     assert!(
         output.contains("POST /auth/verify") && output.contains("GET /auth/verify"),
         "the server's output was captured:\n{output}"
+    );
+
+    let request_of = |needle: &str| -> String {
+        let line = output
+            .lines()
+            .find(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}:\n{output}"));
+        line.split(" req=")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next())
+            .unwrap_or_else(|| panic!("no request id on {line:?}"))
+            .to_string()
+    };
+    assert_eq!(
+        request_of("refused a state-changing request"),
+        request_of("\"POST /logout\" 403"),
+        "the refusal and its access line name the same request"
+    );
+    assert_ne!(
+        request_of("\"POST /logout\" 403"),
+        request_of("\"POST /logout\" 303"),
+        "each request has an id of its own"
     );
 
     let mut leaks = Vec::new();

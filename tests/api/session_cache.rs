@@ -254,3 +254,135 @@ struct Killed {
     #[diesel(sql_type = diesel::sql_types::Bool)]
     killed: bool,
 }
+
+/// The whole sign-in by link on the instance at `base`, in a new browser; the confirming
+/// POST's status. The mail is found by its recipient, so sign-ins may run side by side.
+async fn sign_in_on(app: &TestApp, base: &str, email: &str) -> u16 {
+    let browser = crate::helpers::new_browser();
+    let page = browser
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = form_value(&page, "csrf_token").expect("the sign-in form");
+    let res = browser
+        .post(format!("{base}/login"))
+        .form(&[("email", email), ("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{email} asked on {base}");
+    let prefix = format!("{base}/auth/verify?token=");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let link = loop {
+        let mail = app.smtp.received().into_iter().find(|m| {
+            m.header("To").is_some_and(|to| to.contains(email))
+                && m.header("Subject")
+                    .is_some_and(|s| s.contains(latchkey::mail::SIGN_IN_SUBJECT))
+        });
+        if let Some(mail) = mail {
+            break mail.extract_link(&prefix);
+        }
+        assert!(Instant::now() < deadline, "no sign-in mail to {email}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let token = crate::helpers::urldecode(link.split("token=").nth(1).unwrap());
+    let page = browser
+        .get(&link)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = form_value(&page, "csrf_token").expect("the confirm form");
+    browser
+        .post(format!("{base}/auth/verify"))
+        .form(&[("token", token.as_str()), ("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[actix_web::test]
+async fn two_instances_hold_one_mail_limit_and_one_audit_chain() {
+    let limit = |vars: &mut std::collections::HashMap<String, String>| {
+        vars.insert("LATCHKEY_EMAIL_RATE".into(), "3/15m".into());
+    };
+    let app = crate::helpers::spawn_app_with(limit).await;
+    let other = app.another_instance(limit).await;
+    let bases = [app.address.clone(), other.address.clone()];
+    app.add_member("ann@example.org", "member");
+
+    // Ten link requests for one address, five on each instance, all at once: three mails.
+    let asks = (0..10).map(|i| {
+        let base = bases[i % 2].clone();
+        async move {
+            let browser = crate::helpers::new_browser();
+            let page = browser
+                .get(format!("{base}/login"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let csrf = form_value(&page, "csrf_token").unwrap();
+            browser
+                .post(format!("{base}/login"))
+                .form(&[("email", "ann@example.org"), ("csrf_token", csrf.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(asks).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        app.count("sign_in_requests WHERE member_id IS NOT NULL"),
+        3,
+        "the per-address limit counts both instances' requests"
+    );
+    app.smtp.wait_for(3, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.smtp.received().len(), 3, "no mail over the limit");
+    let events = app.audit_events();
+    assert_eq!(events.iter().filter(|e| *e == "login_throttled").count(), 7);
+
+    // Eight members sign in at the same time, half on each instance.
+    let emails: Vec<String> = (0..8).map(|i| format!("m{i}@example.org")).collect();
+    for email in &emails {
+        app.add_member(email, "member");
+    }
+    let sign_ins = emails
+        .iter()
+        .enumerate()
+        .map(|(i, email)| sign_in_on(&app, &bases[i % 2], email));
+    let statuses = futures_util::future::join_all(sign_ins).await;
+    assert_eq!(statuses, vec![303; 8]);
+    let events = app.audit_events();
+    assert_eq!(events.iter().filter(|e| *e == "signed_in").count(), 8);
+
+    // Both wrote into one chain, and the command line finds it intact.
+    let out = crate::audit_chain::latchkey(
+        &app.database,
+        &["audit", "verify"],
+        &[(
+            "LATCHKEY_SECRET_KEY",
+            &hex::encode(latchkey::crypto::sha256(app.database.name.as_bytes())),
+        )],
+    );
+    assert!(
+        out.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,108 @@
+//! The process's log: env_logger's filter (`RUST_LOG`), each line tagged with the request it
+//! belongs to, written to stderr by a thread of its own in batches, so a busy server pays
+//! for neither a write system call nor the stderr lock per line.
+
+use std::io::Write as _;
+use std::sync::mpsc;
+use std::sync::OnceLock;
+
+use crate::middleware::access_log::RequestId;
+
+enum Message {
+    Line(Vec<u8>),
+    /// Answered once everything sent before it is written.
+    Flush(mpsc::SyncSender<()>),
+}
+
+static WRITER: OnceLock<mpsc::Sender<Message>> = OnceLock::new();
+
+struct Batched(mpsc::Sender<Message>);
+
+impl std::io::Write for Batched {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The writer thread never exits while the process runs; if it did, lines are lost
+        // rather than the request failing.
+        let _ = self.0.send(Message::Line(buf.to_vec()));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_batches(lines: mpsc::Receiver<Message>) {
+    let stderr = std::io::stderr();
+    let mut batch = Vec::with_capacity(64 * 1024);
+    while let Ok(first) = lines.recv() {
+        let mut waiting = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => batch.extend_from_slice(&line),
+                Message::Flush(done) => waiting.push(done),
+            }
+            next = if batch.len() < 64 * 1024 {
+                lines.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let mut out = stderr.lock();
+        let _ = out.write_all(&batch);
+        let _ = out.flush();
+        drop(out);
+        batch.clear();
+        for done in waiting {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Installs the logger (once; later calls do nothing). `default_filter` applies when
+/// `RUST_LOG` is not set.
+pub fn init(default_filter: &str) {
+    let (tx, rx) = mpsc::channel();
+    if WRITER.set(tx.clone()).is_err() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("latchkey-log".into())
+        .spawn(move || write_batches(rx));
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter));
+    if spawned.is_ok() {
+        builder.target(env_logger::Target::Pipe(Box::new(Batched(tx))));
+    }
+    builder.format(|buf, record| {
+        let timestamp = buf.timestamp_seconds();
+        match RequestId::current() {
+            Some(id) => writeln!(
+                buf,
+                "[{timestamp} {:<5} {} req={id}] {}",
+                record.level(),
+                record.target(),
+                record.args()
+            ),
+            None => writeln!(
+                buf,
+                "[{timestamp} {:<5} {}] {}",
+                record.level(),
+                record.target(),
+                record.args()
+            ),
+        }
+    });
+    let _ = builder.try_init();
+}
+
+/// Waits until every line logged so far is written (before the process exits).
+pub fn flush() {
+    let Some(writer) = WRITER.get() else {
+        return;
+    };
+    let (done, written) = mpsc::sync_channel(1);
+    if writer.send(Message::Flush(done)).is_ok() {
+        let _ = written.recv_timeout(std::time::Duration::from_secs(2));
+    }
+}
