@@ -30,12 +30,8 @@ use crate::models::member::Member;
 use crate::models::passkey::{self, NewPasskey, PasskeyRow};
 use crate::settings::RelyingParty;
 
-/// Session keys. The ceremony states live in the server-side session (the PostgreSQL store),
-/// never in a cookie the browser could replay or edit.
-pub const PROVED_AT_KEY: &str = "latchkey.passkey_proved_at";
-pub const REGISTRATION_KEY: &str = "latchkey.passkey_registration";
-pub const SIGN_IN_KEY: &str = "latchkey.passkey_sign_in";
-pub const CONFIRM_KEY: &str = "latchkey.passkey_confirm";
+// The ceremony states live in the server-side session (the PostgreSQL store), never in a
+// cookie the browser could replay or edit: `crate::web::session::Ceremony`.
 
 /// How long the browser has between a ceremony's start and its finish.
 pub const CEREMONY_SECS: i64 = 300;

@@ -26,11 +26,11 @@ use diesel::connection::SimpleConnection as _;
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 
 use crate::db::{Db, DbError};
-use crate::middleware::guard::SEEN_AT_KEY;
 use crate::models::app::{self, AppRule};
 use crate::models::member::{self, Member};
 use crate::models::session;
 use crate::secret::Secret;
+use crate::web::session::keys;
 
 /// The notification channel the triggers send on. Payloads: `s:<hex key digest>` (a session),
 /// `m:<member id>` (a member), `a` (apps), `all` (a table was truncated), `sync:<n>` (a
@@ -341,7 +341,9 @@ impl Live {
             Utc::now() + chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX);
         let seen = seen_at.to_string();
         self.cache.refresh_session(digest, |session| {
-            session.state.insert(SEEN_AT_KEY.to_string(), seen.clone());
+            session
+                .state
+                .insert(keys::SEEN_AT.to_string(), seen.clone());
             session.expires_at = expires_at;
         });
         let db = self.db.clone();

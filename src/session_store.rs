@@ -19,17 +19,11 @@ use diesel::prelude::*;
 
 use crate::crypto::sha256;
 use crate::db::{Db, DbError};
-use crate::middleware::guard::SEEN_AT_KEY;
 use crate::schema::sessions;
 use crate::session_cache::Live;
+use crate::web::session::keys;
 
 pub type SessionState = HashMap<String, String>;
-
-/// Where actix-identity keeps the signed-in member's id.
-pub const IDENTITY_KEY: &str = "actix_identity.user_id";
-/// State keys the store copies into their own columns, for the sessions page.
-pub const IP_KEY: &str = "latchkey.ip";
-pub const USER_AGENT_KEY: &str = "latchkey.user_agent";
 
 #[derive(Clone)]
 pub struct PgSessionStore {
@@ -56,7 +50,7 @@ struct StateColumns {
 impl StateColumns {
     fn from_state(state: &SessionState) -> Result<Self, serde_json::Error> {
         // actix-identity stores the id JSON-encoded ("\"42\"").
-        let member_id = match state.get(IDENTITY_KEY) {
+        let member_id = match state.get(keys::IDENTITY) {
             Some(raw) => serde_json::from_str::<String>(raw)?.parse().ok(),
             None => None,
         };
@@ -67,8 +61,8 @@ impl StateColumns {
         };
         Ok(Self {
             member_id,
-            ip: decoded(IP_KEY),
-            user_agent: decoded(USER_AGENT_KEY),
+            ip: decoded(keys::IP),
+            user_agent: decoded(keys::USER_AGENT),
             state: serde_json::to_value(state)?,
         })
     }
@@ -76,18 +70,18 @@ impl StateColumns {
 
 /// The state without anything that belongs to a sign-in (actix-identity's keys and ours).
 fn signed_out(mut state: SessionState) -> SessionState {
-    state.retain(|key, _| !key.starts_with("actix_identity.") && !key.starts_with("latchkey."));
+    state.retain(|key, _| !keys::is_sign_in_key(key));
     state
 }
 
 /// The new "last seen" when it is the only difference between two states (the once-a-minute
 /// write of every signed-in session).
 fn only_seen_at_moved(old: &SessionState, new: &SessionState) -> Option<i64> {
-    let seen = new.get(SEEN_AT_KEY)?;
-    let same_otherwise = old.len() + usize::from(!old.contains_key(SEEN_AT_KEY)) == new.len()
+    let seen = new.get(keys::SEEN_AT)?;
+    let same_otherwise = old.len() + usize::from(!old.contains_key(keys::SEEN_AT)) == new.len()
         && new
             .iter()
-            .all(|(key, value)| key == SEEN_AT_KEY || old.get(key) == Some(value));
+            .all(|(key, value)| key == keys::SEEN_AT || old.get(key) == Some(value));
     same_otherwise
         .then(|| serde_json::from_str(seen).ok())
         .flatten()

@@ -2,7 +2,6 @@
 //! some need a role. The whole access policy is [`access_for`].
 
 use actix_identity::IdentityExt as _;
-use actix_session::{Session, SessionExt as _};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
@@ -18,10 +17,8 @@ use crate::state::AppState;
 use crate::web::client::client_info;
 use crate::web::errors::PageError;
 use crate::web::pages::{is_htmx, Viewer};
+use crate::web::session::SessionData;
 
-/// Session keys the guard reads and writes.
-pub const SIGNED_IN_AT_KEY: &str = "latchkey.signed_in_at";
-pub const SEEN_AT_KEY: &str = "latchkey.seen_at";
 /// How stale "last seen" may get before it is written again: the idle timeout is enforced by
 /// the session row's expiry, which only moves when the session is written. Once a minute at
 /// most, and twice per idle period for (test-sized) idle timeouts shorter than two minutes.
@@ -129,13 +126,9 @@ pub async fn guard(
     let Some(member_id) = member_id else {
         return Ok(not_signed_in(req));
     };
-    let session = req.get_session();
+    let session = SessionData::of(req.request());
     let now = chrono::Utc::now().timestamp();
-    let signed_in_at = session
-        .get::<i64>(SIGNED_IN_AT_KEY)
-        .ok()
-        .flatten()
-        .unwrap_or(0);
+    let signed_in_at = session.signed_in_at();
     let max_secs = i64::try_from(state.settings.session_max.as_secs()).unwrap_or(i64::MAX);
     let expired = now.saturating_sub(signed_in_at) >= max_secs;
 
@@ -185,12 +178,11 @@ pub async fn guard(
         let response = crate::routes::passkey_confirm_redirect(req.request(), next.as_deref());
         return Ok(req.into_response(response));
     }
-    let seen_at = session.get::<i64>(SEEN_AT_KEY).ok().flatten().unwrap_or(0);
     if !is_background_poll(req.request())
-        && now - seen_at >= seen_refresh_secs(state.settings.session_idle)
+        && now - session.seen_at() >= seen_refresh_secs(state.settings.session_idle)
     {
         // Writing the session extends its idle expiry; once a minute is enough.
-        let _ = session.insert(SEEN_AT_KEY, now);
+        session.mark_seen(now);
     }
     req.extensions_mut().insert(viewer(&member));
     req.extensions_mut().insert(CurrentMember(member));
@@ -199,28 +191,11 @@ pub async fn guard(
         .map(ServiceResponse::map_into_boxed_body)
 }
 
-/// Whether this session proved a passkey: signed in with one, or confirmed one since.
-pub fn proved_passkey(session: &Session) -> bool {
-    matches!(
-        session.get::<i64>(crate::passkeys::PROVED_AT_KEY),
-        Ok(Some(_))
-    )
-}
-
-/// When this session signed in (Unix seconds; 0 if unknown).
-pub fn signed_in_at(session: &Session) -> i64 {
-    session
-        .get::<i64>(SIGNED_IN_AT_KEY)
-        .ok()
-        .flatten()
-        .unwrap_or(0)
-}
-
 /// Whether `member` may do admin work in this session: an admin, and with
 /// `LATCHKEY_ADMIN_PASSKEY=required` only once the session proved a passkey.
-pub fn admin_powers(settings: &Settings, session: &Session, member: &Member) -> bool {
+pub fn admin_powers(settings: &Settings, session: &SessionData, member: &Member) -> bool {
     member.role().is_admin()
-        && (settings.admin_passkey == AdminPasskey::Optional || proved_passkey(session))
+        && (settings.admin_passkey == AdminPasskey::Optional || session.proved_passkey())
 }
 
 /// A request fired by a timer (polling elements send `X-Latchkey-Poll`), not by the person:

@@ -54,7 +54,7 @@ fn columns() -> Columns {
         // The key is a constant of ours, not input.
         diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
             "jsonb_exists(sessions.state, '{}')",
-            crate::passkeys::PROVED_AT_KEY
+            crate::web::session::keys::PASSKEY_PROVED_AT
         )),
     )
 }
@@ -216,7 +216,7 @@ pub fn touch(
          WHERE key_digest = $1 AND expires_at > now()",
     )
     .bind::<Bytea, _>(key_digest)
-    .bind::<Text, _>(crate::middleware::guard::SEEN_AT_KEY)
+    .bind::<Text, _>(crate::web::session::keys::SEEN_AT)
     .bind::<Text, _>(seen_at)
     .bind::<Timestamptz, _>(expires_at)
     .execute(conn)?;

@@ -18,7 +18,7 @@ use crate::crypto::sha256;
 use crate::db::DbError;
 use crate::domain::app_origin::{AppOrigin, AppUrl};
 use crate::middleware::check_cookie::CheckCookies;
-use crate::middleware::guard::{seen_refresh_secs, SEEN_AT_KEY, SIGNED_IN_AT_KEY};
+use crate::middleware::guard::seen_refresh_secs;
 use crate::models::app::{self, AppRule};
 use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::models::member::{self, Member};
@@ -26,6 +26,7 @@ use crate::state::AppState;
 use crate::web::browser::session_cookie_name;
 use crate::web::client::client_info;
 use crate::web::pages::render_standalone;
+use crate::web::session::{keys, stamp_in};
 
 /// How "not signed in" is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,19 +173,13 @@ async fn signed_in(
         return Ok(None);
     };
     let now = chrono::Utc::now().timestamp();
-    let stamp = |key: &str| {
-        session
-            .state
-            .get(key)
-            .and_then(|raw| serde_json::from_str::<i64>(raw).ok())
-            .unwrap_or(0)
-    };
+    let stamp = |key: &str| stamp_in(&session.state, key);
     let max_secs = i64::try_from(state.settings.session_max.as_secs()).unwrap_or(i64::MAX);
-    if !member.active || now.saturating_sub(stamp(SIGNED_IN_AT_KEY)) >= max_secs {
+    if !member.active || now.saturating_sub(stamp(keys::SIGNED_IN_AT)) >= max_secs {
         return Ok(None);
     }
     let idle = state.settings.session_idle;
-    if now.saturating_sub(stamp(SEEN_AT_KEY)) >= seen_refresh_secs(idle) {
+    if now.saturating_sub(stamp(keys::SEEN_AT)) >= seen_refresh_secs(idle) {
         state.live.touch(digest, now, idle);
     }
     let apps = state.live.apps().await?;

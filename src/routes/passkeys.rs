@@ -4,7 +4,6 @@
 //! passkey in a session signed in by email (what `LATCHKEY_ADMIN_PASSKEY=required` asks of
 //! admins). The steps themselves live in [`crate::passkeys`].
 
-use actix_session::{Session, SessionExt as _};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -13,15 +12,13 @@ use crate::db::DbError;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
 use crate::mail::{Letter, PasskeyAddedMail};
-use crate::middleware::guard::{proved_passkey, signed_in_at, CurrentMember};
+use crate::middleware::guard::CurrentMember;
 use crate::models::member::Member;
 use crate::models::passkey::{self, PasskeyRow};
 use crate::passkeys::{
     self as steps, Confirmation, ConfirmationCeremony, ConfirmationStart, PasskeyName,
-    Registration, RegistrationCeremony, RegistrationStart, CONFIRM_KEY, PROVED_AT_KEY,
-    REGISTRATION_KEY,
+    Registration, RegistrationCeremony, RegistrationStart,
 };
-use crate::routes::auth::put;
 use crate::routes::team::{redirect, see_other};
 use crate::settings::AdminPasskey;
 use crate::state::AppState;
@@ -29,6 +26,7 @@ use crate::web::client::Client;
 use crate::web::errors::{respond, PageError, PageResult};
 use crate::web::json;
 use crate::web::pages::{is_htmx, Page};
+use crate::web::session::{Ceremony, SessionData};
 
 #[derive(Debug, Serialize)]
 struct PasskeyView {
@@ -54,16 +52,16 @@ impl From<PasskeyRow> for PasskeyView {
 /// Why this session may not add a passkey right now, if it may not.
 fn why_not_add(
     state: &AppState,
-    session: &Session,
+    session: &SessionData,
     member: &Member,
     has_passkeys: bool,
 ) -> Option<&'static str> {
     if state.webauthn.is_none() {
         return Some("Passkeys are not available on this server: its public URL has no host name.");
     }
-    let proved = proved_passkey(session);
+    let proved = session.proved_passkey();
     let now = chrono::Utc::now().timestamp();
-    if !steps::may_add(signed_in_at(session), proved, now) {
+    if !steps::may_add(session.signed_in_at(), proved, now) {
         return Some(
             "To add a passkey, sign in again: adding one needs a sign-in from the last 10 minutes.",
         );
@@ -90,13 +88,13 @@ async fn render(
         .db
         .run(move |conn| passkey::list_for_member(conn, member_id).map_err(DbError::from))
         .await?;
-    let session = req.get_session();
+    let session = SessionData::of(req);
     let blocked = why_not_add(state, &session, member, !rows.is_empty());
     let views: Vec<PasskeyView> = rows.into_iter().map(PasskeyView::from).collect();
     Ok(Page::new("passkeys", "Passkeys")
         .with("passkeys", views)
         .with("blocked", blocked)
-        .with("proved", proved_passkey(&session))
+        .with("proved", session.proved_passkey())
         .with("notice", notice)
         .render(req))
 }
@@ -136,7 +134,7 @@ pub async fn register_start(
         Ok(has) => has,
         Err(err) => return json::page_error(&err.into()),
     };
-    let session = req.get_session();
+    let session = SessionData::of(&req);
     if let Some(reason) = why_not_add(&state, &session, &member, has_passkeys) {
         return json::error(StatusCode::FORBIDDEN, reason);
     }
@@ -147,7 +145,7 @@ pub async fn register_start(
     match started {
         Ok(RegistrationStart::Started(started)) => {
             let (options, ceremony) = *started;
-            match put(&session, REGISTRATION_KEY, &ceremony) {
+            match session.put_ceremony(Ceremony::Registration, &ceremony) {
                 Ok(()) => json::ok(&options),
                 Err(err) => json::page_error(&err),
             }
@@ -170,10 +168,8 @@ pub async fn register_finish(
     let Some(webauthn) = state.webauthn.clone() else {
         return json::unavailable();
     };
-    let session = req.get_session();
-    let ceremony = session
-        .remove_as::<RegistrationCeremony>(REGISTRATION_KEY)
-        .and_then(Result::ok);
+    let session = SessionData::of(&req);
+    let ceremony = session.take_ceremony::<RegistrationCeremony>(Ceremony::Registration);
     let credential = serde_json::from_slice(&body).ok();
     let email = member.email.clone();
     let mail_client = client.clone();
@@ -271,7 +267,7 @@ pub async fn confirm_page(
             .with("next", next.as_str())
             .with("has_passkeys", count > 0)
             .with("available", state.webauthn.is_some())
-            .with("proved", proved_passkey(&req.get_session()))
+            .with("proved", SessionData::of(&req).proved_passkey())
             .render(&req)
     });
     respond(&req, page)
@@ -296,7 +292,7 @@ pub async fn confirm_start(
     match started {
         Ok(ConfirmationStart::Started(started)) => {
             let (options, ceremony) = *started;
-            match put(&req.get_session(), CONFIRM_KEY, &ceremony) {
+            match SessionData::of(&req).put_ceremony(Ceremony::Confirm, &ceremony) {
                 Ok(()) => json::ok(&options),
                 Err(err) => json::page_error(&err),
             }
@@ -323,10 +319,8 @@ pub async fn confirm_finish(
     let Some(webauthn) = state.webauthn.clone() else {
         return json::unavailable();
     };
-    let session = req.get_session();
-    let ceremony = session
-        .remove_as::<ConfirmationCeremony>(CONFIRM_KEY)
-        .and_then(Result::ok);
+    let session = SessionData::of(&req);
+    let ceremony = session.take_ceremony::<ConfirmationCeremony>(Ceremony::Confirm);
     let next = NextPath::parse(ceremony.as_ref().map(|c| c.extra.as_str()));
     let credential = serde_json::from_slice(&body).ok();
     let outcome = state
@@ -339,7 +333,7 @@ pub async fn confirm_finish(
         Ok(Confirmation::Confirmed(_)) => {
             // More power for this session: a new id, as at sign-in.
             session.renew();
-            match put(&session, PROVED_AT_KEY, chrono::Utc::now().timestamp()) {
+            match session.mark_passkey_proved(chrono::Utc::now().timestamp()) {
                 Ok(()) => json::redirect(next.as_str()),
                 Err(err) => json::page_error(&err),
             }

@@ -1,7 +1,6 @@
 //! `GET /sessions`, `POST /sessions/{id}/revoke`, `POST /sessions/revoke-all`: a member's
 //! live sessions (an admin's view holds everyone's), and ending them.
 
-use actix_session::SessionExt as _;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
@@ -14,7 +13,8 @@ use crate::routes::team::{redirect, see_other};
 use crate::state::AppState;
 use crate::web::client::Client;
 use crate::web::errors::{respond, PageError, PageResult};
-use crate::web::pages::{is_htmx, Page, SESSION_CSRF_KEY};
+use crate::web::pages::{is_htmx, Page};
+use crate::web::session::{keys, SessionData};
 
 #[derive(Debug, Serialize)]
 struct SessionView {
@@ -34,7 +34,7 @@ struct SessionView {
 /// An admin sees and ends everyone's sessions; with `LATCHKEY_ADMIN_PASSKEY=required`, only
 /// once this session proved a passkey (until then, their own, like a member).
 fn scope_of(req: &HttpRequest, state: &AppState, member: &Member) -> Scope {
-    if admin_powers(&state.settings, &req.get_session(), member) {
+    if admin_powers(&state.settings, &SessionData::of(req), member) {
         Scope::Everyone
     } else {
         Scope::Member(member.id)
@@ -49,14 +49,14 @@ async fn current_session_id(
     state: &AppState,
     member: &Member,
 ) -> Result<Option<i64>, DbError> {
-    let Ok(Some(token)) = req.get_session().get::<String>(SESSION_CSRF_KEY) else {
+    let Some(token) = SessionData::of(req).csrf_token() else {
         return Ok(None);
     };
     let member_id = member.id;
     state
         .db
         .run(move |conn| {
-            session::current_id(conn, member_id, SESSION_CSRF_KEY, &token).map_err(DbError::from)
+            session::current_id(conn, member_id, keys::CSRF, &token).map_err(DbError::from)
         })
         .await
 }
@@ -144,7 +144,7 @@ async fn revoke_one(
     // This instance's next request must not wait for the notification to come back.
     state.live.cache().forget_member(revoked.member_id);
     if Some(revoked.id) == current {
-        req.get_session().purge();
+        SessionData::of(req).purge();
         return Ok(redirect(req, "/login", true));
     }
     if !is_htmx(req) {
@@ -177,7 +177,7 @@ pub async fn revoke_all(
     state.live.cache().forget_member(viewer_id);
     match ended {
         Ok(_) => {
-            req.get_session().purge();
+            SessionData::of(&req).purge();
             redirect(&req, "/login", true)
         }
         Err(err) => respond(&req, Err(err.into())),

@@ -6,3 +6,4 @@ pub mod client;
 pub mod errors;
 pub mod json;
 pub mod pages;
+pub mod session;

@@ -4,16 +4,13 @@
 
 use std::sync::OnceLock;
 
-use actix_session::SessionExt as _;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use crate::state::AppState;
 use crate::web::browser::Browser;
-
-/// Where the signed-in member's CSRF token lives in the session.
-pub const SESSION_CSRF_KEY: &str = "latchkey.csrf";
+use crate::web::session::SessionData;
 
 macro_rules! embedded_templates {
     ($($name:literal),* $(,)?) => {
@@ -213,7 +210,7 @@ pub fn is_htmx(req: &HttpRequest) -> bool {
 
 /// The session's token once signed in; before that, the one derived from the browser cookie.
 pub fn csrf_token(req: &HttpRequest) -> String {
-    if let Ok(Some(token)) = req.get_session().get::<String>(SESSION_CSRF_KEY) {
+    if let Some(token) = SessionData::of(req).csrf_token() {
         return token;
     }
     let state = req.app_data::<actix_web::web::Data<AppState>>();

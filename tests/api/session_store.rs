@@ -6,7 +6,10 @@ use diesel::prelude::*;
 use latchkey::db::Db;
 use latchkey::schema::sessions;
 use latchkey::session_cache::Live;
-use latchkey::session_store::{PgSessionStore, IDENTITY_KEY, IP_KEY, USER_AGENT_KEY};
+use latchkey::session_store::PgSessionStore;
+use latchkey::web::session::keys::{
+    IDENTITY as IDENTITY_KEY, IP as IP_KEY, USER_AGENT as USER_AGENT_KEY,
+};
 
 use crate::helpers::TestDatabase;
 

@@ -10,7 +10,6 @@ pub mod verify;
 pub mod wait;
 
 use actix_identity::Identity;
-use actix_session::{Session, SessionExt as _};
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
 use base64::Engine as _;
@@ -20,14 +19,13 @@ use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
 use crate::domain::token::{SignInToken, TokenId};
 use crate::mail::{Letter, NewSignInMail};
-use crate::middleware::guard::{SEEN_AT_KEY, SIGNED_IN_AT_KEY};
 use crate::models::audit::ClientInfo;
-use crate::session_store::{IP_KEY, USER_AGENT_KEY};
 use crate::signin::{Alert, Asker, Refusal, SignedIn};
 use crate::state::AppState;
 use crate::web::browser::{BindingSecret, Browser};
 use crate::web::errors::PageError;
-use crate::web::pages::{is_htmx, Page, SESSION_CSRF_KEY};
+use crate::web::pages::{is_htmx, Page};
+use crate::web::session::{SessionData, Started};
 
 /// Turns a completed sign-in into a session: a new session id (the old one is discarded), a
 /// fresh CSRF token, and the timestamps the guard enforces timeouts with.
@@ -73,19 +71,14 @@ pub fn establish_session(
 ) -> Result<NextPath, PageError> {
     Identity::login(&req.extensions(), signed_in.member.id.to_string())
         .map_err(|e| anyhow::anyhow!("starting the session: {e}"))?;
-    let session = req.get_session();
-    let now = chrono::Utc::now().timestamp();
     let csrf = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(crate::crypto::random_bytes::<32>());
-    put(&session, SESSION_CSRF_KEY, &csrf)?;
-    put(&session, SIGNED_IN_AT_KEY, now)?;
-    put(&session, SEEN_AT_KEY, now)?;
-    if let Some(ip) = &client.ip {
-        put(&session, IP_KEY, ip)?;
-    }
-    if let Some(agent) = &client.user_agent {
-        put(&session, USER_AGENT_KEY, agent)?;
-    }
+    SessionData::of(req).start(&Started {
+        csrf_token: &csrf,
+        at: chrono::Utc::now().timestamp(),
+        ip: client.ip.as_deref(),
+        user_agent: client.user_agent.as_deref(),
+    })?;
     if signed_in.new_browser {
         notify_new_browser(state, signed_in, client);
     }
@@ -134,16 +127,6 @@ pub fn asker(browser: &Browser, client: ClientInfo) -> Asker {
         device: browser.id.device_digest(),
         client,
     }
-}
-
-pub(crate) fn put(
-    session: &Session,
-    key: &str,
-    value: impl serde::Serialize,
-) -> Result<(), PageError> {
-    session
-        .insert(key, value)
-        .map_err(|e| PageError::Unexpected(anyhow::anyhow!("writing the session: {e}")))
 }
 
 /// The page for a link or code that did not sign anyone in.

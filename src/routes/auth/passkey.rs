@@ -3,19 +3,18 @@
 //! server-side) session; the finish takes it out before anything else, so an assertion can
 //! be tried once. Both posts count against `LATCHKEY_LOGIN_RATE`.
 
-use actix_session::SessionExt as _;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{asker, establish_session, put};
+use super::{asker, establish_session};
 use crate::domain::next_path::NextPath;
-use crate::passkeys::{PROVED_AT_KEY, SIGN_IN_KEY};
 use crate::signin::{self, PasskeySignIn, PasskeySignInCeremony, PasskeySignInStart};
 use crate::state::AppState;
 use crate::web::browser::Browser;
 use crate::web::client::Client;
 use crate::web::errors::PageError;
 use crate::web::json;
+use crate::web::session::{Ceremony, SessionData};
 
 /// Body: optional form field `next` (where to go once signed in).
 pub async fn start(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
@@ -26,7 +25,7 @@ pub async fn start(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
     match signin::start_passkey_sign_in(webauthn, next) {
         PasskeySignInStart::Started(started) => {
             let (options, ceremony) = *started;
-            if let Err(err) = put(&req.get_session(), SIGN_IN_KEY, &ceremony) {
+            if let Err(err) = SessionData::of(&req).put_ceremony(Ceremony::SignIn, &ceremony) {
                 return json::page_error(&err);
             }
             json::ok(&options)
@@ -48,11 +47,9 @@ pub async fn finish(
     let Some(webauthn) = state.webauthn.clone() else {
         return json::unavailable();
     };
-    let session = req.get_session();
+    let session = SessionData::of(&req);
     // Out of the session first: whatever happens next, this challenge is spent.
-    let ceremony = session
-        .remove_as::<PasskeySignInCeremony>(SIGN_IN_KEY)
-        .and_then(Result::ok);
+    let ceremony = session.take_ceremony::<PasskeySignInCeremony>(Ceremony::SignIn);
     let credential = serde_json::from_slice(&body).ok();
     let asker = asker(&browser, client);
     let client = asker.client.clone();
@@ -74,7 +71,7 @@ pub async fn finish(
         Err(err) => return json::page_error(&err.into()),
     };
     let started = establish_session(&req, &state, &signed_in, &client).and_then(|next| {
-        put(&session, PROVED_AT_KEY, chrono::Utc::now().timestamp())?;
+        session.mark_passkey_proved(chrono::Utc::now().timestamp())?;
         Ok(next)
     });
     match started {
