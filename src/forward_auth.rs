@@ -1,12 +1,13 @@
 //! What forward auth remembers in memory, so that checks write nothing per request: which
 //! sessions have already opened which apps (`app_opened` is audited once; the table's primary
 //! key decides between processes), and when a member was last refused an app (`app_denied` at
-//! most once a minute). Neither is needed for a decision: the session, the member and the app
-//! come from the session cache, which every logout, revocation, deactivation or app removal
-//! empties on every instance (`session_cache`).
+//! most once a minute), and the assertions it signed in the last few seconds. None is needed
+//! for a decision: the session, the member and the app come from the session cache, which
+//! every logout, revocation, deactivation or app removal empties on every instance
+//! (`session_cache`), and a remembered assertion is only handed out after that decision.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often a refusal of one member for one app is audited.
@@ -14,11 +15,32 @@ pub const DENIED_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
 /// Past this many entries a set is cleared rather than grown: forgetting costs one
 /// insert-if-absent (or one audit row a minute early), never a wrong decision.
 const MAX_ENTRIES: usize = 100_000;
+/// How long a signed assertion is handed out again (its `exp` stays `iat` + 60 s): signing
+/// (Ed25519) is the costliest step of a check, and one page load asks for dozens at once.
+pub const ASSERTION_REUSE_SECS: i64 = 10;
+
+/// What an assertion says, besides its times: it is reused only while all of it still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssertionFor {
+    pub session_id: i64,
+    pub app_id: i64,
+    pub aud: String,
+    pub email: String,
+    pub role: &'static str,
+}
+
+#[derive(Debug)]
+struct Signed {
+    about: AssertionFor,
+    iat: i64,
+    token: Arc<str>,
+}
 
 #[derive(Debug, Default)]
 pub struct ForwardAuthMemory {
     opened: Mutex<HashSet<(i64, i64)>>,
     denied: Mutex<HashMap<(i64, String), Instant>>,
+    assertions: Mutex<HashMap<(i64, i64), Signed>>,
 }
 
 impl ForwardAuthMemory {
@@ -36,6 +58,26 @@ impl ForwardAuthMemory {
                 set.clear();
             }
             set.insert((session_id, app_id));
+        }
+    }
+
+    /// An assertion signed for exactly this less than [`ASSERTION_REUSE_SECS`] ago.
+    pub fn fresh_assertion(&self, about: &AssertionFor, now: i64) -> Option<Arc<str>> {
+        let map = self.assertions.lock().ok()?;
+        let signed = map.get(&(about.session_id, about.app_id))?;
+        (signed.about == *about && (0..ASSERTION_REUSE_SECS).contains(&(now - signed.iat)))
+            .then(|| Arc::clone(&signed.token))
+    }
+
+    pub fn remember_assertion(&self, about: AssertionFor, iat: i64, token: Arc<str>) {
+        if let Ok(mut map) = self.assertions.lock() {
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(
+                (about.session_id, about.app_id),
+                Signed { about, iat, token },
+            );
         }
     }
 
@@ -70,6 +112,33 @@ mod tests {
         assert!(memory.has_opened(1, 2));
         assert!(!memory.has_opened(1, 3));
         assert!(!memory.has_opened(2, 2));
+    }
+
+    #[test]
+    fn an_assertion_is_reused_only_while_fresh_and_only_for_the_same_claims() {
+        let memory = ForwardAuthMemory::default();
+        let about = AssertionFor {
+            session_id: 1,
+            app_id: 2,
+            aud: "https://wiki.example.org".into(),
+            email: "ann@example.org".into(),
+            role: "member",
+        };
+        assert_eq!(memory.fresh_assertion(&about, 100), None);
+        memory.remember_assertion(about.clone(), 100, "t1".into());
+        assert_eq!(memory.fresh_assertion(&about, 109).as_deref(), Some("t1"));
+        assert_eq!(memory.fresh_assertion(&about, 110), None, "too old");
+        assert_eq!(memory.fresh_assertion(&about, 99), None, "from the future");
+        let promoted = AssertionFor {
+            role: "admin",
+            ..about.clone()
+        };
+        assert_eq!(memory.fresh_assertion(&promoted, 101), None, "another role");
+        let moved = AssertionFor {
+            aud: "https://wiki2.example.org".into(),
+            ..about
+        };
+        assert_eq!(memory.fresh_assertion(&moved, 101), None, "another origin");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::assertion::{Claims, LIFETIME_SECS};
 use crate::crypto::sha256;
 use crate::db::DbError;
 use crate::domain::app_origin::{AppOrigin, AppUrl};
+use crate::forward_auth::AssertionFor;
 use crate::middleware::check_cookie::CheckCookies;
 use crate::middleware::guard::seen_refresh_secs;
 use crate::models::app::{self, AppRule};
@@ -216,18 +217,34 @@ async fn allowed(
     }
     let now = chrono::Utc::now().timestamp();
     let role = member.role();
-    let token = state.keys.assertion.sign(&Claims {
-        iss: state.settings.public_url.base(),
-        aud: app.origin.as_str(),
-        sub: member.id.to_string(),
-        email: &member.email,
+    let about = AssertionFor {
+        session_id: checked.session_id,
+        app_id: app.id,
+        aud: app.origin.as_str().to_string(),
+        email: member.email.clone(),
         role: role.as_str(),
-        iat: now,
-        exp: now + LIFETIME_SECS,
-    });
-    let token = match token {
-        Ok(token) => token,
-        Err(err) => return unexpected(err),
+    };
+    let token = match state.forward_auth.fresh_assertion(&about, now) {
+        Some(token) => token,
+        None => {
+            let signed = state.keys.assertion.sign(&Claims {
+                iss: state.settings.public_url.base(),
+                aud: app.origin.as_str(),
+                sub: member.id.to_string(),
+                email: &member.email,
+                role: role.as_str(),
+                iat: now,
+                exp: now + LIFETIME_SECS,
+            });
+            let token: std::sync::Arc<str> = match signed {
+                Ok(token) => token.into(),
+                Err(err) => return unexpected(err),
+            };
+            state
+                .forward_auth
+                .remember_assertion(about, now, token.clone());
+            token
+        }
     };
     let mut response = HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -237,7 +254,7 @@ async fn allowed(
         ("remote-user", member.email.as_str()),
         ("remote-email", member.email.as_str()),
         ("remote-groups", role.as_str()),
-        ("latchkey-assertion", token.as_str()),
+        ("latchkey-assertion", &*token),
     ] {
         if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
             headers.insert(HeaderName::from_static(name), value);

@@ -547,3 +547,64 @@ async fn the_traefik_forward_auth_exchange() {
         .unwrap()
         .starts_with("text/html"));
 }
+
+fn assertion_claims(res: &reqwest::Response) -> (String, serde_json::Value) {
+    use base64::Engine as _;
+    let token = res.headers()["latchkey-assertion"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let claims = token.split('.').nth(1).unwrap();
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .unwrap();
+    (token, serde_json::from_slice(&claims).unwrap())
+}
+
+#[actix_web::test]
+async fn a_fresh_assertion_is_handed_out_again_but_never_after_a_role_change() {
+    let app = spawn_app().await;
+    app.add_member("boss@example.org", "admin");
+    register(
+        &app,
+        "wiki",
+        "https://wiki.example.org",
+        &[Role::Member, Role::Auditor],
+        &[],
+    );
+    let url = "https://wiki.example.org/";
+    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    let first = check(&app, &ann, "/auth/check", url).await;
+    assert_eq!(first.status(), 200);
+    let (token, claims) = assertion_claims(&first);
+    assert_eq!(claims["role"], "member");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        60
+    );
+    // A page load's burst of checks: the same signed assertion, not one signature each
+    // (a second later, so a new signature would carry another `iat`).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for _ in 0..5 {
+        let again = check(&app, &ann, "/auth/check", url).await;
+        assert_eq!(assertion_claims(&again).0, token);
+    }
+    // The role changes: the very next check signs what is true now.
+    let boss = app.signed_in_browser("boss@example.org", "admin").await;
+    let ann_id = app.add_member("ann@example.org", "member");
+    let csrf = app.csrf(&boss, "/team").await;
+    let res = app
+        .post_form_with_csrf(
+            &boss,
+            &format!("/team/{ann_id}/role"),
+            &[("role", "auditor")],
+            &csrf,
+        )
+        .await;
+    assert!(res.status().is_success() || res.status() == 303);
+    let after = check(&app, &ann, "/auth/check", url).await;
+    assert_eq!(after.status(), 200);
+    let (new_token, claims) = assertion_claims(&after);
+    assert_ne!(new_token, token);
+    assert_eq!(claims["role"], "auditor");
+}
