@@ -2,6 +2,8 @@
 //!
 //! The templates are compiled into the binary (`include_str!`), so `latchkey` runs from any
 //! directory. Names ending in `.html` are autoescaped: a user agent is attacker-chosen text.
+//! The HTML parts describe the browser as people say it ("Chrome 124 on macOS"); the text
+//! parts keep the string the browser sent.
 
 use std::sync::OnceLock;
 
@@ -10,6 +12,7 @@ use tera::{Context, Tera};
 
 use super::{MailAudit, MailError, OutgoingMail};
 use crate::domain::email_address::EmailAddress;
+use crate::web::human::describe_user_agent;
 
 pub const SIGN_IN_SUBJECT: &str = "Your Latchkey sign-in link";
 pub const NEW_SIGN_IN_SUBJECT: &str = "New sign-in to Latchkey";
@@ -206,6 +209,39 @@ pub fn cancelled_mail(
 fn insert_client(context: &mut Context, ip: Option<&str>, user_agent: Option<&str>) {
     context.insert("ip", ip.unwrap_or("unknown"));
     context.insert("user_agent", user_agent.unwrap_or("unknown browser"));
+    context.insert("browser", &describe_browser(user_agent));
+}
+
+/// The browser for the HTML parts. A string that names no browser is quoted as sent (and
+/// escaped): it may be the only clue to who asked.
+fn describe_browser(user_agent: Option<&str>) -> String {
+    match user_agent {
+        None => "unknown browser".into(),
+        Some(agent) => describe_user_agent(agent).unwrap_or_else(|| {
+            format!("unknown browser (it calls itself \u{201c}{agent}\u{201d})")
+        }),
+    }
+}
+
+/// Tera's HTML escaping also writes `/` as `&#x2F;`, which turned every `href` into
+/// `http:&#x2F;&#x2F;…`: valid HTML, but not what link checkers, mail scanners' rewriters and
+/// some clients expect, and not what a person sees when copying the link. Text and
+/// double-quoted attributes (the only places values go in these templates) need only these
+/// five escaped. The links themselves are built from `LATCHKEY_PUBLIC_URL` and a token of
+/// base64url characters, so no value can start a `javascript:` URL.
+fn escape_html(input: &str) -> String {
+    let mut out = String::with_capacity(input.len());
+    for c in input.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn when(at: DateTime<Utc>) -> String {
@@ -226,6 +262,7 @@ fn templates() -> Result<&'static Tera, MailError> {
     TERA.get_or_init(|| {
         let mut tera = Tera::default();
         tera.autoescape_on(vec![".html"]);
+        tera.set_escape_fn(escape_html);
         tera.add_raw_templates(TEMPLATES)
             .map(|()| tera)
             .map_err(|e| super::error_chain(&e))

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod audit;
 pub mod audit_query;
+pub mod dashboard;
 pub mod member;
 pub mod passkey;
 pub mod session;

@@ -17,6 +17,7 @@ use crate::models::audit::{AuditEvent, AuditRow};
 use crate::models::audit_query::{self, AuditFilter};
 use crate::state::AppState;
 use crate::web::errors::{respond, PageResult};
+use crate::web::human::{browser_or_unknown, event_name_label, event_options, Moment};
 use crate::web::pages::{is_htmx, Page};
 
 /// Rows on one page of `/audit`.
@@ -202,13 +203,15 @@ fn positive_id(text: &str) -> Option<i64> {
 #[derive(Debug, Serialize)]
 struct RowView {
     id: i64,
-    occurred_at: String,
-    occurred_at_iso: String,
+    at: Moment,
+    /// The contract's name (in `data-event` and the row's class); `label` is what people read.
     event: String,
+    label: String,
     email: Option<String>,
     /// The query string of this address's timeline.
     email_query: Option<String>,
     ip: Option<String>,
+    browser: String,
     user_agent: Option<String>,
     actor: Option<String>,
     detail: String,
@@ -219,7 +222,7 @@ struct RowView {
 
 /// Builds the rows for the page: `signed_in` rows are compared with the `link_requested`
 /// row of the same request, so the page can flag a sign-in completed on another device.
-fn row_views(rows: Vec<AuditRow>, requested: &[AuditRow]) -> Vec<RowView> {
+fn row_views(rows: Vec<AuditRow>, requested: &[AuditRow], now: DateTime<Utc>) -> Vec<RowView> {
     let origins: HashMap<i64, &AuditRow> = requested
         .iter()
         .filter_map(|row| row.request_id.map(|id| (id, row)))
@@ -238,12 +241,13 @@ fn row_views(rows: Vec<AuditRow>, requested: &[AuditRow]) -> Vec<RowView> {
             });
             RowView {
                 id: row.id,
-                occurred_at: row.occurred_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                occurred_at_iso: row.occurred_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                at: Moment::new(row.occurred_at, now),
+                label: event_name_label(&row.event).into_owned(),
                 event: row.event,
                 email: row.email,
                 email_query,
                 ip: row.ip,
+                browser: browser_or_unknown(row.user_agent.as_deref()),
                 user_agent: row.user_agent,
                 actor: row.actor,
                 detail: row.detail,
@@ -254,16 +258,12 @@ fn row_views(rows: Vec<AuditRow>, requested: &[AuditRow]) -> Vec<RowView> {
         .collect()
 }
 
-fn event_names() -> Vec<&'static str> {
-    AuditEvent::ALL.iter().map(|event| event.as_str()).collect()
-}
-
 /// The page (or, for HTMX, the rows alone) with the filter error and no rows: 400.
 fn bad_filter(req: &HttpRequest, form: &FilterForm, error: &FilterError) -> HttpResponse {
     let partial = if is_htmx(req) { "audit_rows" } else { "audit" };
     Page::new(partial, "Login audit")
         .with("form", form)
-        .with("events", event_names())
+        .with("events", event_options())
         .with("error", error.to_string())
         .with("rows", Vec::<RowView>::new())
         .status(StatusCode::BAD_REQUEST)
@@ -306,8 +306,8 @@ async fn show_page(req: &HttpRequest, state: &AppState, query: AuditQuery) -> Pa
     let partial = if is_htmx(req) { "audit_rows" } else { "audit" };
     Ok(Page::new(partial, "Login audit")
         .with("form", &query.form)
-        .with("events", event_names())
-        .with("rows", row_views(rows, &requested))
+        .with("events", event_options())
+        .with("rows", row_views(rows, &requested, Utc::now()))
         .with("older", older)
         .with("filters_query", query.form.query(None))
         .with("first_page", query.before.is_none())

@@ -1,51 +1,83 @@
-//! `GET /`: the dashboard. Auditors and admins see the whole team's numbers and latest
-//! events; a member sees their own. HTMX polls it every 30 seconds for the partial.
+//! `GET /`: the dashboard. Auditors and admins see the whole team's numbers, a 30-day chart,
+//! the latest events and the members whose access goes unused; a member sees their own
+//! numbers, chart and events. HTMX polls it every 30 seconds for the partial.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::db::DbError;
 use crate::middleware::guard::CurrentMember;
 use crate::models::audit::{AuditEvent, AuditRow};
 use crate::models::audit_query::{self, FAILED_ATTEMPTS};
+use crate::models::dashboard::{self as summary, DayCount, UnusedAccess, UNUSED_AFTER_DAYS};
 use crate::models::session::{self, Scope};
 use crate::state::AppState;
+use crate::web::chart::chart;
 use crate::web::errors::{respond, PageResult};
+use crate::web::human::{browser_or_unknown, event_name_label, Moment};
 use crate::web::pages::Page;
 
 const LATEST_EVENTS: i64 = 10;
 
 #[derive(Debug, Serialize)]
 struct EventView {
-    occurred_at: String,
+    at: Moment,
+    /// The contract's name, for `data-event` (scripts and tests read it).
     event: String,
+    label: String,
     email: Option<String>,
     email_query: Option<String>,
     ip: Option<String>,
+    browser: String,
     user_agent: Option<String>,
     detail: String,
 }
 
-impl From<AuditRow> for EventView {
-    fn from(row: AuditRow) -> Self {
+impl EventView {
+    fn new(row: AuditRow, now: DateTime<Utc>) -> Self {
         let email_query = row.email.as_ref().map(|email| {
             url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("email", email)
                 .finish()
         });
         Self {
-            occurred_at: row.occurred_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            at: Moment::new(row.occurred_at, now),
+            label: event_name_label(&row.event).into_owned(),
             event: row.event,
             email: row.email,
             email_query,
             ip: row.ip,
+            browser: browser_or_unknown(row.user_agent.as_deref()),
             user_agent: row.user_agent,
             detail: row.detail,
+        }
+    }
+}
+
+/// A member in "access not used".
+#[derive(Debug, Serialize)]
+struct UnusedView {
+    id: i64,
+    email: String,
+    role: String,
+    added: Moment,
+    /// `None`: never signed in (as far as the audit remembers).
+    last_signed_in: Option<Moment>,
+}
+
+impl UnusedView {
+    fn new(member: UnusedAccess, now: DateTime<Utc>) -> Self {
+        Self {
+            id: member.id,
+            email: member.email,
+            role: member.role,
+            added: Moment::new(member.added_at, now),
+            last_signed_in: member.last_signed_in_at.map(|at| Moment::new(at, now)),
         }
     }
 }
@@ -56,7 +88,10 @@ struct Numbers {
     failed: i64,
     sessions: i64,
     latest: Vec<AuditRow>,
-    counted_at: chrono::DateTime<Utc>,
+    per_day: Vec<DayCount>,
+    /// Only counted for the team's view (admins and auditors).
+    unused: Vec<UnusedAccess>,
+    counted_at: DateTime<Utc>,
 }
 
 /// How stale the dashboard's numbers may be. Counting a day of audit rows is the most
@@ -82,6 +117,15 @@ impl DashboardCache {
             // At most one entry per member and one for the team; stale ones go on each write.
             entries.retain(|_, (at, _)| at.elapsed() < NUMBERS_FRESH_FOR);
             entries.insert(key, (Instant::now(), numbers));
+        }
+    }
+
+    /// Forgets every view's numbers: after a change of members (a deactivation above all),
+    /// "access not used" must not name someone who no longer has access, even for a few
+    /// seconds. Other instances' caches catch up within [`NUMBERS_FRESH_FOR`].
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
         }
     }
 }
@@ -113,12 +157,23 @@ async fn render(
     let numbers = match cache.get(key) {
         Some(numbers) => numbers,
         None => {
-            let numbers = count(state, email, scope).await?;
+            let numbers = count(state, email, scope, team_wide).await?;
             cache.put(key, numbers.clone());
             numbers
         }
     };
-    let latest: Vec<EventView> = numbers.latest.into_iter().map(EventView::from).collect();
+    let now = Utc::now();
+    let latest: Vec<EventView> = numbers
+        .latest
+        .into_iter()
+        .map(|row| EventView::new(row, now))
+        .collect();
+    let unused: Vec<UnusedView> = numbers
+        .unused
+        .into_iter()
+        .map(|member| UnusedView::new(member, now))
+        .collect();
+    let can_deactivate = member.role().is_admin();
     let launcher = launcher(state, member).await?;
     Ok(Page::new("dashboard", "Dashboard")
         .with("apps", launcher)
@@ -127,6 +182,10 @@ async fn render(
         .with("failed", numbers.failed)
         .with("sessions", numbers.sessions)
         .with("latest", latest)
+        .with("chart", chart(&numbers.per_day))
+        .with("unused", unused)
+        .with("unused_after_days", UNUSED_AFTER_DAYS)
+        .with("can_deactivate", can_deactivate)
         // The numbers are cached per instance: say which one counted them.
         .with("instance", format!("process {}", std::process::id()))
         .with(
@@ -160,8 +219,14 @@ async fn launcher(
         .collect())
 }
 
-async fn count(state: &AppState, email: Option<String>, scope: Scope) -> Result<Numbers, DbError> {
-    let since = Utc::now() - Duration::hours(24);
+async fn count(
+    state: &AppState,
+    email: Option<String>,
+    scope: Scope,
+    team_wide: bool,
+) -> Result<Numbers, DbError> {
+    let now = Utc::now();
+    let since = now - Duration::hours(24);
     state
         .db
         .run(move |conn| {
@@ -171,7 +236,13 @@ async fn count(state: &AppState, email: Option<String>, scope: Scope) -> Result<
                 failed: audit_query::count_since(conn, &FAILED_ATTEMPTS, since, email)?,
                 sessions: session::count_active(conn, scope)?,
                 latest: audit_query::latest(conn, email, LATEST_EVENTS)?,
-                counted_at: Utc::now(),
+                per_day: summary::sign_ins_per_day(conn, now, email)?,
+                unused: if team_wide {
+                    summary::unused_access(conn, now)?
+                } else {
+                    Vec::new()
+                },
+                counted_at: now,
             })
         })
         .await

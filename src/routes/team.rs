@@ -14,6 +14,7 @@ use crate::domain::email_address::EmailAddress;
 use crate::domain::role::Role;
 use crate::middleware::guard::CurrentMember;
 use crate::models::member::{self, Added, Member, MemberError};
+use crate::routes::DashboardCache;
 use crate::state::AppState;
 use crate::web::errors::{respond, PageError, PageResult};
 use crate::web::pages::{is_htmx, Page};
@@ -126,6 +127,7 @@ pub struct AddFields {
 pub async fn add(
     req: HttpRequest,
     state: web::Data<AppState>,
+    dashboard: web::Data<DashboardCache>,
     CurrentMember(viewer): CurrentMember,
     form: web::Form<AddFields>,
 ) -> HttpResponse {
@@ -163,6 +165,8 @@ pub async fn add(
         .db
         .run(move |conn| Ok::<_, DbError>(member::add_or_reactivate(conn, &email, role, &actor)))
         .await;
+    // A re-activated member may belong in "access not used" again.
+    dashboard.clear();
     let outcome = match result {
         Ok(Ok((member, added))) => Outcome {
             notice: Some(match added {
@@ -248,6 +252,7 @@ pub async fn change_role(
 pub async fn deactivate(
     req: HttpRequest,
     state: web::Data<AppState>,
+    dashboard: web::Data<DashboardCache>,
     CurrentMember(viewer): CurrentMember,
     id: web::Path<String>,
 ) -> HttpResponse {
@@ -260,6 +265,8 @@ pub async fn deactivate(
         .run(move |conn| Ok::<_, DbError>(member::deactivate(conn, id, &actor)))
         .await;
     state.live.cache().forget_member(id);
+    // The dashboard's "access not used" sends admins here: it must not list them again.
+    dashboard.clear();
     let outcome = match result {
         Ok(Ok(member)) => {
             if member.id == viewer.id {

@@ -2,8 +2,10 @@
 //! cookies, CSRF tokens, page rendering and page errors.
 
 pub mod browser;
+pub mod chart;
 pub mod client;
 pub mod errors;
+pub mod human;
 pub mod json;
 pub mod pages;
 pub mod session;

@@ -49,6 +49,7 @@ fn tera() -> &'static tera::Tera {
     TERA.get_or_init(|| {
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![".html"]);
+        tera.register_filter("browser", crate::web::human::browser_filter);
         // The templates are part of the binary; a broken one is a build defect that the
         // test suite renders, not a runtime condition.
         tera.add_raw_templates(TEMPLATES.iter().copied())

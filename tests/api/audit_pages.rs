@@ -492,9 +492,10 @@ async fn the_filter_form_carries_what_was_typed() {
 #[actix_web::test]
 async fn date_filtered_pages_are_in_time_order_and_neither_skip_nor_repeat() {
     let app = spawn_app().await;
-    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
     // 120 rows on one day, written out of time order (ids and times disagree), some sharing
-    // a timestamp, plus rows outside the range on both sides.
+    // a timestamp, plus rows outside the range on both sides. Written before the auditor
+    // signs in: on a busy machine seeding outlasts the server's 5-second keep-alive, and the
+    // browser's pooled connection would be closed under its first request.
     seed_at(&app, "2026-03-09 23:59:59+00", "before@example.org");
     let mut expected: Vec<(String, i64)> = Vec::new();
     for i in 0..120 {
@@ -505,6 +506,7 @@ async fn date_filtered_pages_are_in_time_order_and_neither_skip_nor_repeat() {
     seed_at(&app, "2026-03-11 00:00:00+00", "after@example.org");
     expected.sort_by(|a, b| b.cmp(a));
     let expected: Vec<i64> = expected.into_iter().map(|(_, id)| id).collect();
+    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
 
     let (status, html) = page(&auditor, &app, "/audit?from=2026-03-10&to=2026-03-10").await;
     assert_eq!(status, 200);

@@ -17,6 +17,7 @@ mod mail;
 mod mailbox;
 mod migrations;
 mod no_secrets_in_logs;
+mod pages;
 mod passkeys;
 mod proxies;
 mod rate_limit;

@@ -1,0 +1,2 @@
+DROP INDEX login_audit_sign_ins_idx;
+DROP INDEX login_audit_event_occurred_at_idx;
