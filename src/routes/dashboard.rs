@@ -98,25 +98,77 @@ struct Numbers {
 /// expensive thing a page view does; every tab polls it, and the numbers are a summary.
 const NUMBERS_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A recount that has not come back in this long was abandoned (its request went away):
+/// the next view counts again.
+const RECOUNT_ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct Entry {
+    at: Instant,
+    numbers: Numbers,
+    /// A view is recounting these stale numbers; the others show them meanwhile.
+    recounting_since: Option<Instant>,
+}
+
+/// What a view does about its numbers.
+enum Lookup {
+    /// Fresh, or stale while another view recounts them.
+    Show(Numbers),
+    /// This view counts (and puts the result).
+    Count,
+}
+
 /// The dashboard's numbers per view (`None`: the team's; `Some(id)`: one member's), shared by
-/// every worker of one application.
+/// every worker of one application. When they go stale, one view recounts while the others
+/// keep showing the stale ones, so many open dashboards never count all at once.
 #[derive(Default)]
 pub struct DashboardCache {
-    entries: Mutex<HashMap<Option<i64>, (Instant, Numbers)>>,
+    entries: Mutex<HashMap<Option<i64>, Entry>>,
 }
 
 impl DashboardCache {
-    fn get(&self, key: Option<i64>) -> Option<Numbers> {
-        let entries = self.entries.lock().ok()?;
-        let (at, numbers) = entries.get(&key)?;
-        (at.elapsed() < NUMBERS_FRESH_FOR).then(|| numbers.clone())
+    fn lookup(&self, key: Option<i64>) -> Lookup {
+        let Ok(mut entries) = self.entries.lock() else {
+            return Lookup::Count;
+        };
+        let Some(entry) = entries.get_mut(&key) else {
+            return Lookup::Count;
+        };
+        if entry.at.elapsed() < NUMBERS_FRESH_FOR {
+            return Lookup::Show(entry.numbers.clone());
+        }
+        match entry.recounting_since {
+            Some(since) if since.elapsed() < RECOUNT_ABANDONED_AFTER => {
+                Lookup::Show(entry.numbers.clone())
+            }
+            _ => {
+                entry.recounting_since = Some(Instant::now());
+                Lookup::Count
+            }
+        }
     }
 
     fn put(&self, key: Option<i64>, numbers: Numbers) {
         if let Ok(mut entries) = self.entries.lock() {
-            // At most one entry per member and one for the team; stale ones go on each write.
-            entries.retain(|_, (at, _)| at.elapsed() < NUMBERS_FRESH_FOR);
-            entries.insert(key, (Instant::now(), numbers));
+            // At most one entry per member and one for the team; long-stale ones go on
+            // each write.
+            entries.retain(|_, entry| entry.at.elapsed() < NUMBERS_FRESH_FOR * 12);
+            entries.insert(
+                key,
+                Entry {
+                    at: Instant::now(),
+                    numbers,
+                    recounting_since: None,
+                },
+            );
+        }
+    }
+
+    /// A recount failed: the next view tries again.
+    fn abandon_recount(&self, key: Option<i64>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if let Some(entry) = entries.get_mut(&key) {
+                entry.recounting_since = None;
+            }
         }
     }
 
@@ -154,13 +206,18 @@ async fn render(
         Scope::Member(member.id)
     };
     let key = (!team_wide).then_some(member.id);
-    let numbers = match cache.get(key) {
-        Some(numbers) => numbers,
-        None => {
-            let numbers = count(state, email, scope, team_wide).await?;
-            cache.put(key, numbers.clone());
-            numbers
-        }
+    let numbers = match cache.lookup(key) {
+        Lookup::Show(numbers) => numbers,
+        Lookup::Count => match count(state, email, scope, team_wide).await {
+            Ok(numbers) => {
+                cache.put(key, numbers.clone());
+                numbers
+            }
+            Err(err) => {
+                cache.abandon_recount(key);
+                return Err(err.into());
+            }
+        },
     };
     let now = Utc::now();
     let latest: Vec<EventView> = numbers
@@ -246,4 +303,52 @@ async fn count(
             })
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(sign_ins: i64) -> Numbers {
+        Numbers {
+            sign_ins,
+            failed: 0,
+            sessions: 0,
+            latest: Vec::new(),
+            per_day: Vec::new(),
+            unused: Vec::new(),
+            counted_at: Utc::now(),
+        }
+    }
+
+    fn shown(lookup: Lookup) -> Option<i64> {
+        match lookup {
+            Lookup::Show(numbers) => Some(numbers.sign_ins),
+            Lookup::Count => None,
+        }
+    }
+
+    #[test]
+    fn stale_numbers_are_recounted_by_one_view_while_the_others_show_them() {
+        let cache = DashboardCache::default();
+        assert_eq!(shown(cache.lookup(None)), None, "nothing yet: count");
+        cache.put(None, numbers(1));
+        assert_eq!(shown(cache.lookup(None)), Some(1));
+        assert_eq!(shown(cache.lookup(Some(7))), None, "views are apart");
+
+        // Gone stale: the first view counts, every other one shows the stale numbers.
+        let stale = Instant::now().checked_sub(NUMBERS_FRESH_FOR * 2).unwrap();
+        cache.entries.lock().unwrap().get_mut(&None).unwrap().at = stale;
+        assert_eq!(shown(cache.lookup(None)), None);
+        for _ in 0..3 {
+            assert_eq!(shown(cache.lookup(None)), Some(1));
+        }
+        // That count failed: the next view tries again.
+        cache.abandon_recount(None);
+        assert_eq!(shown(cache.lookup(None)), None);
+        cache.put(None, numbers(2));
+        assert_eq!(shown(cache.lookup(None)), Some(2));
+        cache.clear();
+        assert_eq!(shown(cache.lookup(None)), None);
+    }
 }
