@@ -76,10 +76,6 @@ impl Db {
         self.round_trips.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// Runs blocking diesel work on actix's blocking thread pool, never on the executor.
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
@@ -129,11 +125,6 @@ impl Db {
     {
         self.run(move |conn| work(conn).map_err(DbError::from))
             .await
-    }
-
-    /// A blocking checkout, for the command line and background tasks outside actix.
-    pub fn get(&self) -> Result<PgConn, DbError> {
-        self.pool.get().map_err(DbError::Unavailable)
     }
 }
 

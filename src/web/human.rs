@@ -79,6 +79,31 @@ pub fn event_options() -> Vec<EventOption> {
 /// "Safari 17 on iPhone". `None` when the string names no browser we recognise (scripts,
 /// mail scanners that hide, made-up strings): the caller shows the raw string instead.
 pub fn describe_user_agent(user_agent: &str) -> Option<String> {
+    // Parsing is regex work, and a dashboard view describes ten rows: a team has few
+    // browsers, so each string is parsed once (until the table is full, then again).
+    static DESCRIBED: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
+    > = std::sync::OnceLock::new();
+    const MAX_REMEMBERED: usize = 4096;
+    let described = DESCRIBED.get_or_init(Default::default);
+    if let Some(known) = described
+        .lock()
+        .ok()
+        .and_then(|map| map.get(user_agent).cloned())
+    {
+        return known;
+    }
+    let description = parse_user_agent(user_agent);
+    if let Ok(mut map) = described.lock() {
+        if map.len() >= MAX_REMEMBERED {
+            map.clear();
+        }
+        map.insert(user_agent.to_string(), description.clone());
+    }
+    description
+}
+
+fn parse_user_agent(user_agent: &str) -> Option<String> {
     let parsed = woothee::parser::Parser::new().parse(user_agent)?;
     let known = |value: &str| !value.is_empty() && value != woothee::woothee::VALUE_UNKNOWN;
     if !known(parsed.name) {

@@ -1,15 +1,13 @@
 //! `spawn_app()` and friends: each test gets its own database, copied from a migrated
 //! template, and the real application listening on a free port.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::sync::OnceLock;
 
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
+use latchkey::db;
 use latchkey::db::embedded::EmbeddedPostgres;
-use latchkey::db::{self, Db};
 use latchkey::domain::email_address::EmailAddress;
 use latchkey::domain::role::Role;
 use latchkey::models::audit::AuditRow;
@@ -196,7 +194,6 @@ impl Drop for TestDatabase {
 pub struct TestApp {
     pub address: String,
     pub port: u16,
-    pub db: Db,
     pub database: TestDatabase,
     /// The default browser: a cookie store, redirects off.
     pub client: reqwest::Client,
@@ -235,7 +232,6 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)
     TestApp {
         address: instance.address,
         port: instance.port,
-        db: Db::connect_lazy(&database.url, 4),
         database,
         client: new_browser(),
         smtp,
@@ -366,7 +362,6 @@ pub struct SignInMailParts {
     pub code: String,
     pub cancel_link: String,
     pub to: String,
-    pub text: String,
 }
 
 impl TestApp {
@@ -497,7 +492,6 @@ impl TestApp {
             code: mail.extract_code(),
             cancel_link,
             to: mail.header("To").unwrap_or_default(),
-            text: mail.text(),
         }
     }
 

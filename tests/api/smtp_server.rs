@@ -4,8 +4,6 @@
 //! certificate from a throwaway CA, and a required AUTH, on request. Switches make it refuse
 //! mail or go away, so delivery is tested end to end without mocks.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
