@@ -3,7 +3,7 @@
 //! numbers, chart and events. HTMX polls it every 30 seconds for the partial.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -20,7 +20,7 @@ use crate::state::AppState;
 use crate::web::chart::chart;
 use crate::web::errors::{respond, PageResult};
 use crate::web::human::{browser_or_unknown, event_name_label, Moment};
-use crate::web::pages::Page;
+use crate::web::pages::{render_standalone, Page};
 
 const LATEST_EVENTS: i64 = 10;
 
@@ -82,7 +82,6 @@ impl UnusedView {
     }
 }
 
-#[derive(Clone)]
 struct Numbers {
     sign_ins: i64,
     failed: i64,
@@ -104,15 +103,19 @@ const RECOUNT_ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_s
 
 struct Entry {
     at: Instant,
-    numbers: Numbers,
+    numbers: Arc<Numbers>,
     /// A view is recounting these stale numbers; the others show them meanwhile.
     recounting_since: Option<Instant>,
+    /// The numbers' part of the page, rendered once (for a view without, with the
+    /// deactivate links): the chart and tables are most of the page's template work.
+    rendered: [Option<Arc<str>>; 2],
 }
 
 /// What a view does about its numbers.
 enum Lookup {
-    /// Fresh, or stale while another view recounts them.
-    Show(Numbers),
+    /// Fresh, or stale while another view recounts them; with their part of the page when
+    /// a view rendered it already.
+    Show(Arc<Numbers>, Option<Arc<str>>),
     /// This view counts (and puts the result).
     Count,
 }
@@ -126,20 +129,24 @@ pub struct DashboardCache {
 }
 
 impl DashboardCache {
-    fn lookup(&self, key: Option<i64>) -> Lookup {
+    fn lookup(&self, key: Option<i64>, can_deactivate: bool) -> Lookup {
         let Ok(mut entries) = self.entries.lock() else {
             return Lookup::Count;
         };
         let Some(entry) = entries.get_mut(&key) else {
             return Lookup::Count;
         };
+        let show = |entry: &Entry| {
+            Lookup::Show(
+                Arc::clone(&entry.numbers),
+                entry.rendered[usize::from(can_deactivate)].clone(),
+            )
+        };
         if entry.at.elapsed() < NUMBERS_FRESH_FOR {
-            return Lookup::Show(entry.numbers.clone());
+            return show(entry);
         }
         match entry.recounting_since {
-            Some(since) if since.elapsed() < RECOUNT_ABANDONED_AFTER => {
-                Lookup::Show(entry.numbers.clone())
-            }
+            Some(since) if since.elapsed() < RECOUNT_ABANDONED_AFTER => show(entry),
             _ => {
                 entry.recounting_since = Some(Instant::now());
                 Lookup::Count
@@ -147,7 +154,7 @@ impl DashboardCache {
         }
     }
 
-    fn put(&self, key: Option<i64>, numbers: Numbers) {
+    fn put(&self, key: Option<i64>, numbers: Arc<Numbers>) {
         if let Ok(mut entries) = self.entries.lock() {
             // At most one entry per member and one for the team; long-stale ones go on
             // each write.
@@ -158,8 +165,26 @@ impl DashboardCache {
                     at: Instant::now(),
                     numbers,
                     recounting_since: None,
+                    rendered: [None, None],
                 },
             );
+        }
+    }
+
+    /// Keeps the rendered part for these numbers (not for newer ones put meanwhile).
+    fn keep_rendered(
+        &self,
+        key: Option<i64>,
+        numbers: &Arc<Numbers>,
+        can_deactivate: bool,
+        html: Arc<str>,
+    ) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if let Some(entry) = entries.get_mut(&key) {
+                if Arc::ptr_eq(&entry.numbers, numbers) {
+                    entry.rendered[usize::from(can_deactivate)] = Some(html);
+                }
+            }
         }
     }
 
@@ -206,12 +231,14 @@ async fn render(
         Scope::Member(member.id)
     };
     let key = (!team_wide).then_some(member.id);
-    let numbers = match cache.lookup(key) {
-        Lookup::Show(numbers) => numbers,
+    let can_deactivate = member.role().is_admin();
+    let (numbers, rendered) = match cache.lookup(key, can_deactivate) {
+        Lookup::Show(numbers, rendered) => (numbers, rendered),
         Lookup::Count => match count(state, email, scope, team_wide).await {
             Ok(numbers) => {
-                cache.put(key, numbers.clone());
-                numbers
+                let numbers = Arc::new(numbers);
+                cache.put(key, Arc::clone(&numbers));
+                (numbers, None)
             }
             Err(err) => {
                 cache.abandon_recount(key);
@@ -219,30 +246,20 @@ async fn render(
             }
         },
     };
-    let now = Utc::now();
-    let latest: Vec<EventView> = numbers
-        .latest
-        .into_iter()
-        .map(|row| EventView::new(row, now))
-        .collect();
-    let unused: Vec<UnusedView> = numbers
-        .unused
-        .into_iter()
-        .map(|member| UnusedView::new(member, now))
-        .collect();
-    let can_deactivate = member.role().is_admin();
+    let numbers_html = match rendered {
+        Some(html) => html,
+        None => {
+            let html: Arc<str> = render_numbers(&numbers, team_wide, can_deactivate)
+                .map_err(|e| anyhow::anyhow!("rendering the dashboard's numbers: {e}"))?
+                .into();
+            cache.keep_rendered(key, &numbers, can_deactivate, Arc::clone(&html));
+            html
+        }
+    };
     let launcher = launcher(state, member).await?;
     Ok(Page::new("dashboard", "Dashboard")
         .with("apps", launcher)
-        .with("team_wide", team_wide)
-        .with("sign_ins", numbers.sign_ins)
-        .with("failed", numbers.failed)
-        .with("sessions", numbers.sessions)
-        .with("latest", latest)
-        .with("chart", chart(&numbers.per_day))
-        .with("unused", unused)
-        .with("unused_after_days", UNUSED_AFTER_DAYS)
-        .with("can_deactivate", can_deactivate)
+        .with("numbers", &*numbers_html)
         // The numbers are cached per instance: say which one counted them.
         .with("instance", format!("process {}", std::process::id()))
         .with(
@@ -250,6 +267,39 @@ async fn render(
             numbers.counted_at.format("%H:%M:%S").to_string(),
         )
         .render(req))
+}
+
+/// The numbers' part of the page: once per count and kind of view, so relative times in it
+/// ("3 minutes ago") are as of the count, at most a few seconds old.
+fn render_numbers(
+    numbers: &Numbers,
+    team_wide: bool,
+    can_deactivate: bool,
+) -> Result<String, String> {
+    let now = numbers.counted_at;
+    let latest: Vec<EventView> = numbers
+        .latest
+        .iter()
+        .cloned()
+        .map(|row| EventView::new(row, now))
+        .collect();
+    let unused: Vec<UnusedView> = numbers
+        .unused
+        .iter()
+        .cloned()
+        .map(|member| UnusedView::new(member, now))
+        .collect();
+    let mut context = tera::Context::new();
+    context.insert("team_wide", &team_wide);
+    context.insert("sign_ins", &numbers.sign_ins);
+    context.insert("failed", &numbers.failed);
+    context.insert("sessions", &numbers.sessions);
+    context.insert("latest", &latest);
+    context.insert("chart", &chart(&numbers.per_day));
+    context.insert("unused", &unused);
+    context.insert("unused_after_days", &UNUSED_AFTER_DAYS);
+    context.insert("can_deactivate", &can_deactivate);
+    render_standalone("partials/dashboard_numbers.html", &context)
 }
 
 /// An app in the launcher: its name and where to open it.
@@ -323,7 +373,7 @@ mod tests {
 
     fn shown(lookup: Lookup) -> Option<i64> {
         match lookup {
-            Lookup::Show(numbers) => Some(numbers.sign_ins),
+            Lookup::Show(numbers, _) => Some(numbers.sign_ins),
             Lookup::Count => None,
         }
     }
@@ -331,24 +381,50 @@ mod tests {
     #[test]
     fn stale_numbers_are_recounted_by_one_view_while_the_others_show_them() {
         let cache = DashboardCache::default();
-        assert_eq!(shown(cache.lookup(None)), None, "nothing yet: count");
-        cache.put(None, numbers(1));
-        assert_eq!(shown(cache.lookup(None)), Some(1));
-        assert_eq!(shown(cache.lookup(Some(7))), None, "views are apart");
+        assert_eq!(shown(cache.lookup(None, true)), None, "nothing yet: count");
+        cache.put(None, Arc::new(numbers(1)));
+        assert_eq!(shown(cache.lookup(None, true)), Some(1));
+        assert_eq!(shown(cache.lookup(Some(7), true)), None, "views are apart");
 
         // Gone stale: the first view counts, every other one shows the stale numbers.
         let stale = Instant::now().checked_sub(NUMBERS_FRESH_FOR * 2).unwrap();
         cache.entries.lock().unwrap().get_mut(&None).unwrap().at = stale;
-        assert_eq!(shown(cache.lookup(None)), None);
+        assert_eq!(shown(cache.lookup(None, true)), None);
         for _ in 0..3 {
-            assert_eq!(shown(cache.lookup(None)), Some(1));
+            assert_eq!(shown(cache.lookup(None, true)), Some(1));
         }
         // That count failed: the next view tries again.
         cache.abandon_recount(None);
-        assert_eq!(shown(cache.lookup(None)), None);
-        cache.put(None, numbers(2));
-        assert_eq!(shown(cache.lookup(None)), Some(2));
+        assert_eq!(shown(cache.lookup(None, true)), None);
+        cache.put(None, Arc::new(numbers(2)));
+        assert_eq!(shown(cache.lookup(None, true)), Some(2));
         cache.clear();
-        assert_eq!(shown(cache.lookup(None)), None);
+        assert_eq!(shown(cache.lookup(None, true)), None);
+    }
+
+    #[test]
+    fn the_rendered_part_belongs_to_its_numbers_and_its_kind_of_view() {
+        let rendered = |lookup: Lookup| match lookup {
+            Lookup::Show(_, html) => html.map(|html| html.to_string()),
+            Lookup::Count => None,
+        };
+        let cache = DashboardCache::default();
+        let old = Arc::new(numbers(1));
+        cache.put(None, Arc::clone(&old));
+        cache.keep_rendered(None, &old, true, "admin view".into());
+        assert_eq!(
+            rendered(cache.lookup(None, true)).as_deref(),
+            Some("admin view")
+        );
+        assert_eq!(
+            rendered(cache.lookup(None, false)),
+            None,
+            "no links for auditors"
+        );
+        // Newer numbers arrived while a view rendered the old ones: not kept for them.
+        let new = Arc::new(numbers(2));
+        cache.put(None, Arc::clone(&new));
+        cache.keep_rendered(None, &old, true, "stale".into());
+        assert_eq!(rendered(cache.lookup(None, true)), None);
     }
 }

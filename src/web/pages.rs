@@ -31,6 +31,7 @@ const TEMPLATES: &[(&str, &str)] = embedded_templates!(
     "partials/cancel.html",
     "partials/message.html",
     "partials/dashboard.html",
+    "partials/dashboard_numbers.html",
     "partials/audit.html",
     "partials/audit_rows.html",
     "partials/team.html",
