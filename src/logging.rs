@@ -31,32 +31,44 @@ impl std::io::Write for Batched {
     }
 }
 
+/// Drains the queue on a timer rather than waking per line: a sender then never pays for
+/// waking this thread, which under load cost more than the writing itself.
 fn write_batches(lines: mpsc::Receiver<Message>) {
+    const BUSY: std::time::Duration = std::time::Duration::from_millis(10);
+    const IDLE: std::time::Duration = std::time::Duration::from_millis(50);
     let stderr = std::io::stderr();
     let mut batch = Vec::with_capacity(64 * 1024);
-    while let Ok(first) = lines.recv() {
+    let mut pause = IDLE;
+    loop {
+        std::thread::sleep(pause);
         let mut waiting = Vec::new();
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match message {
-                Message::Line(line) => batch.extend_from_slice(&line),
-                Message::Flush(done) => waiting.push(done),
+        loop {
+            match lines.try_recv() {
+                Ok(Message::Line(line)) => batch.extend_from_slice(&line),
+                Ok(Message::Flush(done)) => waiting.push(done),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => return,
             }
-            next = if batch.len() < 64 * 1024 {
-                lines.try_recv().ok()
-            } else {
-                None
-            };
+            if batch.len() >= 64 * 1024 {
+                write_out(&stderr, &mut batch);
+            }
         }
-        let mut out = stderr.lock();
-        let _ = out.write_all(&batch);
-        let _ = out.flush();
-        drop(out);
-        batch.clear();
+        pause = if batch.is_empty() { IDLE } else { BUSY };
+        write_out(&stderr, &mut batch);
         for done in waiting {
             let _ = done.send(());
         }
     }
+}
+
+fn write_out(stderr: &std::io::Stderr, batch: &mut Vec<u8>) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut out = stderr.lock();
+    let _ = out.write_all(batch);
+    let _ = out.flush();
+    batch.clear();
 }
 
 /// Installs the logger (once; later calls do nothing). `default_filter` applies when

@@ -259,7 +259,7 @@ async fn render(
     let launcher = launcher(state, member).await?;
     Ok(Page::new("dashboard", "Dashboard")
         .with("apps", launcher)
-        .with("numbers", &*numbers_html)
+        .with_html("numbers", numbers_html)
         // The numbers are cached per instance: say which one counted them.
         .with("instance", format!("process {}", std::process::id()))
         .with(

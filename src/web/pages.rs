@@ -2,7 +2,7 @@
 //! gets the partial alone; any other request gets the layout wrapped around the same
 //! partial, so the two can never drift apart.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
@@ -74,6 +74,27 @@ pub struct Page {
     title: String,
     context: tera::Context,
     status: StatusCode,
+    /// HTML rendered already (and cached), put into the page after rendering rather than
+    /// copied through the template engine.
+    slots: Vec<(&'static str, Arc<str>)>,
+}
+
+/// Stands in for a slot (or the partial inside the layout) while rendering: text no
+/// template or escaping produces.
+fn slot_marker(name: &str) -> String {
+    format!("@@latchkey-slot-{name}@@")
+}
+
+/// `page` with its first `marker` replaced by `html`, copying each part once.
+fn splice(page: String, marker: &str, html: &str) -> String {
+    let Some(at) = page.find(marker) else {
+        return page;
+    };
+    let mut out = String::with_capacity(page.len() - marker.len() + html.len());
+    out.push_str(&page[..at]);
+    out.push_str(html);
+    out.push_str(&page[at + marker.len()..]);
+    out
 }
 
 impl Page {
@@ -83,7 +104,14 @@ impl Page {
             title: title.into(),
             context: tera::Context::new(),
             status: StatusCode::OK,
+            slots: Vec::new(),
         }
+    }
+
+    /// Rendered HTML for the template variable `key` (written `{{ key | safe }}`).
+    pub fn with_html(mut self, key: &'static str, html: Arc<str>) -> Self {
+        self.slots.push((key, html));
+        self
     }
 
     pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
@@ -115,12 +143,21 @@ impl Page {
         context.insert("csrf_token", csrf_token);
         context.insert("title", &self.title);
         context.insert("viewer", &viewer);
-        let partial = tera().render(&format!("partials/{}.html", self.partial), &context)?;
-        if htmx {
-            return Ok(partial);
+        for (name, _) in &self.slots {
+            context.insert(*name, &slot_marker(name));
         }
-        context.insert("content", &partial);
-        tera().render("layout.html", &context)
+        let partial = tera().render(&format!("partials/{}.html", self.partial), &context)?;
+        let mut body = if htmx {
+            partial
+        } else {
+            let content = slot_marker("content");
+            context.insert("content", &content);
+            splice(tera().render("layout.html", &context)?, &content, &partial)
+        };
+        for (name, html) in &self.slots {
+            body = splice(body, &slot_marker(name), html);
+        }
+        Ok(body)
     }
 }
 
@@ -230,6 +267,20 @@ mod tests {
     fn every_embedded_template_parses() {
         let names: Vec<_> = tera().get_template_names().collect();
         assert_eq!(names.len(), TEMPLATES.len());
+    }
+
+    #[test]
+    fn a_slot_is_spliced_in_as_it_is_once() {
+        let marker = slot_marker("numbers");
+        let page = format!("<main>{marker}</main><p>{marker}</p>");
+        assert_eq!(
+            splice(page, &marker, "<svg>&amp;</svg>"),
+            format!("<main><svg>&amp;</svg></main><p>{marker}</p>")
+        );
+        assert_eq!(
+            splice("<main></main>".into(), &marker, "x"),
+            "<main></main>"
+        );
     }
 
     #[test]
