@@ -159,26 +159,3 @@ mod tests {
         }
     }
 }
-
-/// Compares two byte strings in time that depends only on their lengths (ring's own helper
-/// is deprecated for outside use). Lengths are not secret here: tokens have a fixed shape.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(difference) == 0
-}
-
-#[cfg(test)]
-mod constant_time_tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn equal_only_when_identical() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-        assert!(constant_time_eq(b"", b""));
-    }
-}

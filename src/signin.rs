@@ -22,6 +22,7 @@
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use diesel::prelude::*;
 use ring::hmac;
+use subtle::ConstantTimeEq as _;
 
 use crate::domain::approval_number::ApprovalNumber;
 use crate::domain::code::SignInCode;
@@ -338,7 +339,7 @@ fn is_asking_browser(request: &SignInRequest, bindings: &[Vec<u8>]) -> bool {
     match &request.browser_digest {
         Some(expected) => bindings
             .iter()
-            .any(|digest| crate::crypto::constant_time_eq(digest, expected)),
+            .any(|digest| bool::from(digest.ct_eq(expected))),
         None => false,
     }
 }
@@ -589,7 +590,7 @@ pub fn redeem_code(
         }
         let matches = code.is_some_and(|code| {
             let digest = code.digest(token_key, &request.token_digest);
-            crate::crypto::constant_time_eq(&digest, &request.code_digest)
+            bool::from(digest.ct_eq(&request.code_digest))
         });
         if matches {
             return Ok(match complete(conn, request.id, CompletedBy::Code, asker)? {
@@ -926,7 +927,7 @@ pub fn sign_in_with_passkey(
     let Some(member) = member::find(conn, row.member_id)? else {
         return refuse(conn, UseRefusal::UnknownPasskey, None);
     };
-    if !crate::crypto::constant_time_eq(user_handle.as_bytes(), &row.user_handle) {
+    if !bool::from(user_handle.as_bytes().ct_eq(&row.user_handle)) {
         return refuse(conn, UseRefusal::WrongMember, Some(&member.email));
     }
     if !member.active {

@@ -9,6 +9,8 @@ use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage as _, HttpResponse};
 
+use subtle::ConstantTimeEq as _;
+
 use crate::middleware::body_limit::BufferedBody;
 use crate::state::AppState;
 use crate::web::pages::csrf_token;
@@ -37,9 +39,7 @@ pub async fn csrf_protect(
     let expected = csrf_token(req.request());
     let sent = sent_token(&req);
     let valid = !expected.is_empty()
-        && sent.is_some_and(|sent| {
-            crate::crypto::constant_time_eq(sent.as_bytes(), expected.as_bytes())
-        });
+        && sent.is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(expected.as_bytes())));
     if !valid {
         return Ok(req.into_response(forbidden("missing or wrong CSRF token")));
     }
