@@ -3,30 +3,24 @@
 //! the passkey confirmation (`/passkeys/confirm/finish`), counted together per client IP (one
 //! budget for all of them, so an attacker cannot spread guesses across them). Page views are never counted.
 //!
-//! actix-governor does the counting, keyed by [`ClientIpKey`]; this middleware wraps it to
-//! turn its bare 429 into a page (or an HTMX partial) and to audit the refusal as
-//! `login_throttled`, which needs the database and so cannot happen in governor's
-//! synchronous hook. The limiter sits before the session, the body and the CSRF check: a
-//! refused request costs no database work except its audit row.
+//! governor's keyed limiter does the counting, keyed by [`limit_key`]; a refusal is answered
+//! with a page (or an HTMX partial) and audited as `login_throttled`. The limiter sits before
+//! the session, the body and the CSRF check: a refused request costs no database work except
+//! its audit row.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::rc::Rc;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use actix_governor::governor::clock::{Clock as _, DefaultClock, QuantaInstant};
-use actix_governor::governor::middleware::NoOpMiddleware;
-use actix_governor::governor::{DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
-use actix_governor::{
-    Governor, GovernorConfig, GovernorConfigBuilder, GovernorResult, KeyExtractor,
-    SimpleKeyExtractionError,
-};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::{header, Method, StatusCode};
-use actix_web::{web, Error, HttpMessage as _, HttpRequest, HttpResponse, HttpResponseBuilder};
+use actix_web::{web, Error, HttpRequest, HttpResponse};
 use anyhow::Context as _;
 use futures_util::future::LocalBoxFuture;
+use governor::clock::{Clock as _, DefaultClock, QuantaInstant};
+use governor::{DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
 
 use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::settings::Rate;
@@ -97,44 +91,11 @@ fn retry_after_secs(negative: &NotUntil<QuantaInstant>) -> u64 {
     secs.max(1)
 }
 
-/// The key extractor actix-governor counts with: the client IP as [`crate::web::client`]
-/// sees it (the peer, or through trusted proxies only, the forwarded client).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIpKey;
-
-impl KeyExtractor for ClientIpKey {
-    type Key = LimitKey;
-    type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
-
-    fn extract(&self, req: &ServiceRequest) -> Result<Self::Key, Self::KeyExtractionError> {
-        Ok(limit_key(req).0)
-    }
-
-    fn exceed_rate_limit_response(
-        &self,
-        negative: &NotUntil<QuantaInstant>,
-        mut response: HttpResponseBuilder,
-    ) -> HttpResponse {
-        // The body is replaced by [`LoginRateLimitService`], which can see the request.
-        let secs = retry_after_secs(negative);
-        response
-            .insert_header((header::RETRY_AFTER, secs))
-            .insert_header(("x-ratelimit-after", secs))
-            .finish()
-    }
-
-    fn whitelisted_keys(&self) -> Vec<Self::Key> {
-        vec![LimitKey::Exempt]
-    }
-}
-
-type Refusal = GovernorResult<SimpleKeyExtractionError<&'static str>>;
-
 /// The middleware factory. Build it once (it owns the counters) and clone it into every
 /// worker, so all workers share one budget per client.
 #[derive(Clone)]
 pub struct LoginRateLimit {
-    governor: GovernorConfig<ClientIpKey, NoOpMiddleware>,
+    counted: Arc<DefaultKeyedRateLimiter<LimitKey>>,
     /// Refusals are audited at most at the login rate per client, so a flood of refused
     /// posts cannot turn into a flood of audit rows (each one a write on the hash chain).
     audit_budget: Arc<DefaultKeyedRateLimiter<LimitKey>>,
@@ -145,27 +106,17 @@ impl LoginRateLimit {
     /// `rate.count` posts per `rate.per`, with a burst of `rate.count`. Must be called inside
     /// the actix runtime: it starts the task that forgets idle clients.
     pub fn new(rate: Rate) -> anyhow::Result<Self> {
-        let period = rate.replenish_interval();
-        let governor = GovernorConfigBuilder::default()
-            .key_extractor(ClientIpKey)
-            .period(period)
-            .burst_size(rate.count)
-            .methods(vec![Method::POST])
-            .finish()
-            .context("LATCHKEY_LOGIN_RATE: the interval between requests rounds to zero")?;
-        let quota = Quota::with_period(period)
+        let quota = Quota::with_period(rate.replenish_interval())
             .context("LATCHKEY_LOGIN_RATE: the interval between requests rounds to zero")?
             .allow_burst(
                 std::num::NonZeroU32::new(rate.count)
                     .context("LATCHKEY_LOGIN_RATE: the count must be at least 1")?,
             );
+        let counted = Arc::new(RateLimiter::keyed(quota));
         let audit_budget = Arc::new(RateLimiter::keyed(quota));
-        spawn_cleanup(
-            Arc::downgrade(&governor.limiter()),
-            Arc::downgrade(&audit_budget),
-        );
+        spawn_cleanup(Arc::downgrade(&counted), Arc::downgrade(&audit_budget));
         Ok(Self {
-            governor,
+            counted,
             audit_budget,
             rate,
         })
@@ -192,9 +143,6 @@ fn spawn_cleanup(
     });
 }
 
-type Governed<S> =
-    <Governor<ClientIpKey, NoOpMiddleware> as Transform<S, ServiceRequest>>::Transform;
-
 impl<S, B> Transform<S, ServiceRequest> for LoginRateLimit
 where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
@@ -202,28 +150,21 @@ where
 {
     type Response = ServiceResponse<BoxBody>;
     type Error = Error;
-    type Transform = LoginRateLimitService<Governed<S>>;
+    type Transform = LoginRateLimitService<S>;
     type InitError = ();
-    type Future = LocalBoxFuture<'static, Result<Self::Transform, Self::InitError>>;
+    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        let governed = Governor::new(&self.governor).new_transform(service);
-        let audit_budget = Arc::clone(&self.audit_budget);
-        let rate = self.rate;
-        Box::pin(async move {
-            Ok(LoginRateLimitService {
-                inner: Rc::new(governed.await?),
-                audit_budget,
-                rate,
-            })
-        })
+        std::future::ready(Ok(LoginRateLimitService {
+            inner: Rc::new(service),
+            limits: self.clone(),
+        }))
     }
 }
 
 pub struct LoginRateLimitService<S> {
     inner: Rc<S>,
-    audit_budget: Arc<DefaultKeyedRateLimiter<LimitKey>>,
-    rate: Rate,
+    limits: LoginRateLimit,
 }
 
 impl<S, B> Service<ServiceRequest> for LoginRateLimitService<S>
@@ -239,27 +180,24 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let (key, path) = limit_key(&req);
-        let inner = Rc::clone(&self.inner);
-        let audit_budget = Arc::clone(&self.audit_budget);
-        let rate = self.rate;
+        let refused = path.and_then(|path| {
+            let waited = self.limits.counted.check_key(&key).err()?;
+            Some((path, retry_after_secs(&waited)))
+        });
+        let Some((path, retry_after)) = refused else {
+            let inner = Rc::clone(&self.inner);
+            return Box::pin(async move {
+                inner
+                    .call(req)
+                    .await
+                    .map(ServiceResponse::map_into_boxed_body)
+            });
+        };
+        let audit = self.limits.audit_budget.check_key(&key).is_ok();
+        let rate = self.limits.rate;
         Box::pin(async move {
-            let res = inner.call(req).await?;
-            let refused = res.status() == StatusCode::TOO_MANY_REQUESTS
-                && matches!(
-                    res.request().extensions().get::<Refusal>(),
-                    Some(GovernorResult::Wait { .. })
-                );
-            let Some(path) = path.filter(|_| refused) else {
-                return Ok(res.map_into_boxed_body());
-            };
-            let retry_after = res
-                .headers()
-                .get(header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(1);
-            let (req, _) = res.into_parts();
-            if audit_budget.check_key(&key).is_ok() {
+            let (req, _) = req.into_parts();
+            if audit {
                 audit_refusal(&req, rate, path, retry_after).await;
             } else {
                 log::debug!(
