@@ -61,7 +61,7 @@ async fn the_pool_recovers_when_the_server_drops_every_connection() {
     // Each failed query drops one dead connection, so the pool (16) is clean after at most
     // as many failures; without that it never recovers.
     let mut statuses = Vec::new();
-    for _ in 0..30 {
+    for _ in 0..60 {
         let res = browser.get(app.url("/")).send().await.unwrap();
         statuses.push(res.status().as_u16());
     }
@@ -69,11 +69,13 @@ async fn the_pool_recovers_when_the_server_drops_every_connection() {
         !statuses.contains(&500),
         "a dead connection is a 503, never a 500: {statuses:?}"
     );
-    // A request answered from the session cache before its listener noticed the cut may
-    // come first; what matters is that the failures end within one pool's worth.
-    let last_failure = statuses.iter().rposition(|&s| s != 200);
+    // Requests answered from the session cache and the dashboard's few-seconds numbers make
+    // no query, so the failures come whenever a request first needs the database (the
+    // listener noticing the cut, the numbers going stale); what matters is that there are
+    // at most one pool's worth of them, and that it ends well.
+    let failures = statuses.iter().filter(|&&s| s != 200).count();
     assert!(
-        last_failure.is_none_or(|i| i < 17) && statuses.last() == Some(&200),
+        failures <= 16 && statuses.last() == Some(&200),
         "dead connections must leave the pool: {statuses:?}"
     );
 }
