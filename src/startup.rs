@@ -36,6 +36,7 @@ use crate::session_store::PgSessionStore;
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::web::browser::session_cookie_name;
+use crate::web::errors::error_pages;
 
 /// Connections per process; a small team's traffic never needs more, and PostgreSQL's
 /// default of 100 connections leaves room for several instances.
@@ -179,6 +180,7 @@ impl Application {
                 .app_data(login_page.clone())
                 .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
                 .configure(routes::configure)
+                .wrap(from_fn(error_pages))
                 .wrap(from_fn(guard))
                 .wrap(from_fn(csrf_protect))
                 .wrap(from_fn(browser_cookie))

@@ -4,7 +4,7 @@
 //! and their audit rows live in `models::app`.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest};
 use serde::Serialize;
 
 use super::team::see_other;
@@ -15,7 +15,7 @@ use crate::domain::role::Role;
 use crate::middleware::guard::CurrentMember;
 use crate::models::app::{self, Access, AppEntry, AppError};
 use crate::state::AppState;
-use crate::web::errors::{respond, PageError, PageResult};
+use crate::web::errors::{PageError, PageResult};
 use crate::web::pages::{is_htmx, Page};
 
 #[derive(Debug, Serialize)]
@@ -69,8 +69,8 @@ async fn render(req: &HttpRequest, state: &AppState, outcome: Outcome) -> PageRe
         .render(req))
 }
 
-pub async fn show(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    respond(&req, render(&req, &state, Outcome::default()).await)
+pub async fn show(req: HttpRequest, state: web::Data<AppState>) -> PageResult {
+    render(&req, &state, Outcome::default()).await
 }
 
 /// The fields of the add and change forms; `roles` repeats, so the body is read as pairs.
@@ -130,11 +130,11 @@ async fn finish(
     req: &HttpRequest,
     state: &AppState,
     outcome: Result<Outcome, PageError>,
-) -> HttpResponse {
+) -> PageResult {
     match outcome {
-        Ok(outcome) if outcome.status.is_none() && !is_htmx(req) => see_other("/apps"),
-        Ok(outcome) => respond(req, render(req, state, outcome).await),
-        Err(err) => err.render(req),
+        Ok(outcome) if outcome.status.is_none() && !is_htmx(req) => Ok(see_other("/apps")),
+        Ok(outcome) => render(req, state, outcome).await,
+        Err(err) => Err(err),
     }
 }
 
@@ -143,7 +143,7 @@ pub async fn add(
     state: web::Data<AppState>,
     CurrentMember(viewer): CurrentMember,
     body: web::Bytes,
-) -> HttpResponse {
+) -> PageResult {
     let typed = typed(&body);
     let (origin, access) = match parse(&typed) {
         Ok(parsed) => parsed,
@@ -185,9 +185,9 @@ pub async fn change(
     CurrentMember(viewer): CurrentMember,
     id: web::Path<String>,
     body: web::Bytes,
-) -> HttpResponse {
+) -> PageResult {
     let Some(id) = app_id(&id) else {
-        return PageError::NotFound.render(&req);
+        return Err(PageError::NotFound);
     };
     let typed = typed(&body);
     let (origin, access) = match parse(&typed) {
@@ -223,9 +223,9 @@ pub async fn remove(
     state: web::Data<AppState>,
     CurrentMember(viewer): CurrentMember,
     id: web::Path<String>,
-) -> HttpResponse {
+) -> PageResult {
     let Some(id) = app_id(&id) else {
-        return PageError::NotFound.render(&req);
+        return Err(PageError::NotFound);
     };
     let actor = viewer.email.clone();
     let result = state

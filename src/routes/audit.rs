@@ -16,7 +16,7 @@ use crate::domain::email_address::EmailAddress;
 use crate::models::audit::{AuditEvent, AuditRow};
 use crate::models::audit_query::{self, AuditFilter};
 use crate::state::AppState;
-use crate::web::errors::{respond, PageResult};
+use crate::web::errors::PageResult;
 use crate::web::human::{browser_or_unknown, event_name_label, event_options, Moment};
 use crate::web::pages::{is_htmx, Page};
 
@@ -270,11 +270,11 @@ fn bad_filter(req: &HttpRequest, form: &FilterForm, error: &FilterError) -> Http
         .render(req)
 }
 
-pub async fn show(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+pub async fn show(req: HttpRequest, state: web::Data<AppState>) -> PageResult {
     let (form, parsed) = parse_query(req.query_string());
     match parsed {
-        Ok(query) => respond(&req, show_page(&req, &state, query).await),
-        Err(error) => bad_filter(&req, &form, &error),
+        Ok(query) => show_page(&req, &state, query).await,
+        Err(error) => Ok(bad_filter(&req, &form, &error)),
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
@@ -18,7 +18,7 @@ use crate::models::dashboard::{self as summary, DayCount, UnusedAccess, UNUSED_A
 use crate::models::session::{self, Scope};
 use crate::state::AppState;
 use crate::web::chart::chart;
-use crate::web::errors::{respond, PageResult};
+use crate::web::errors::PageResult;
 use crate::web::human::{browser_or_unknown, event_name_label, Moment};
 use crate::web::pages::{render_standalone, Page};
 
@@ -212,8 +212,8 @@ pub async fn show(
     state: web::Data<AppState>,
     cache: web::Data<DashboardCache>,
     CurrentMember(member): CurrentMember,
-) -> HttpResponse {
-    respond(&req, render(&req, &state, &cache, member).await)
+) -> PageResult {
+    render(&req, &state, &cache, member).await
 }
 
 async fn render(

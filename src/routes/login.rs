@@ -15,7 +15,7 @@ use crate::signin::{self, IssuedLink, LinkRequest};
 use crate::state::AppState;
 use crate::web::browser::BindingSecret;
 use crate::web::client::Client;
-use crate::web::errors::{respond, PageResult};
+use crate::web::errors::PageResult;
 use crate::web::pages::{Page, Prerendered};
 
 #[derive(Deserialize)]
@@ -73,24 +73,21 @@ pub async fn submit(
     state: web::Data<AppState>,
     Client(client): Client,
     form: web::Form<LoginForm>,
-) -> HttpResponse {
+) -> PageResult {
     let form = form.into_inner();
     let next = NextPath::parse(form.next.as_deref());
     let rd = return_url(form.rd.as_deref());
     let email = match EmailAddress::parse(&form.email) {
         Ok(email) => email,
         Err(err) => {
-            return login_page(&next, rd.as_ref(), state.webauthn.is_some())
+            return Ok(login_page(&next, rd.as_ref(), state.webauthn.is_some())
                 .with("email", form.email.chars().take(254).collect::<String>())
                 .with("error", err.to_string())
                 .status(StatusCode::UNPROCESSABLE_ENTITY)
-                .render(&req)
+                .render(&req));
         }
     };
-    respond(
-        &req,
-        request_link(&req, &state, client, email, next, rd).await,
-    )
+    request_link(&req, &state, client, email, next, rd).await
 }
 
 async fn request_link(

@@ -2,21 +2,20 @@
 
 use actix_identity::Identity;
 use actix_web::http::header;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 
 use crate::middleware::guard::CurrentMember;
 use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::state::AppState;
 use crate::web::client::Client;
-use crate::web::errors::respond;
+use crate::web::errors::PageResult;
 
 pub async fn submit(
-    req: HttpRequest,
     state: web::Data<AppState>,
     identity: Identity,
     CurrentMember(member): CurrentMember,
     Client(client): Client,
-) -> HttpResponse {
+) -> PageResult {
     let recorded = state
         .db
         .run(move |conn| {
@@ -29,13 +28,13 @@ pub async fn submit(
         .await;
     if let Err(err) = recorded {
         // The audit row comes first: without it, the session stays.
-        return respond(&req, Err(err.into()));
+        return Err(err.into());
     }
     // Purges the session: the store deletes the row, the cookie is removed.
     identity.logout();
-    HttpResponse::SeeOther()
+    Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/login"))
         .insert_header(("Clear-Site-Data", "\"cache\", \"cookies\", \"storage\""))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish()
+        .finish())
 }

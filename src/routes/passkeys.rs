@@ -23,7 +23,7 @@ use crate::routes::team::{redirect, see_other};
 use crate::settings::AdminPasskey;
 use crate::state::AppState;
 use crate::web::client::Client;
-use crate::web::errors::{respond, PageError, PageResult};
+use crate::web::errors::{PageError, PageResult};
 use crate::web::json;
 use crate::web::pages::{is_htmx, Page};
 use crate::web::session::{Ceremony, SessionData};
@@ -103,8 +103,8 @@ pub async fn show(
     req: HttpRequest,
     state: web::Data<AppState>,
     CurrentMember(member): CurrentMember,
-) -> HttpResponse {
-    respond(&req, render(&req, &state, &member, None).await)
+) -> PageResult {
+    render(&req, &state, &member, None).await
 }
 
 /// Body: form field `name`. Answers the options for `navigator.credentials.create`.
@@ -209,8 +209,8 @@ pub async fn remove(
     CurrentMember(member): CurrentMember,
     Client(client): Client,
     id: web::Path<String>,
-) -> HttpResponse {
-    respond(&req, remove_one(&req, &state, member, client, &id).await)
+) -> PageResult {
+    remove_one(&req, &state, member, client, &id).await
 }
 
 async fn remove_one(
@@ -251,7 +251,7 @@ pub async fn confirm_page(
     state: web::Data<AppState>,
     CurrentMember(member): CurrentMember,
     query: web::Query<NextQuery>,
-) -> HttpResponse {
+) -> PageResult {
     let next = NextPath::parse(query.next.as_deref());
     let member_id = member.id;
     let count = state
@@ -270,7 +270,7 @@ pub async fn confirm_page(
             .with("proved", SessionData::of(&req).proved_passkey())
             .render(&req)
     });
-    respond(&req, page)
+    page
 }
 
 /// Body: optional form field `next`. Answers the options for `navigator.credentials.get`,

@@ -1,7 +1,7 @@
 //! `GET /sessions`, `POST /sessions/{id}/revoke`, `POST /sessions/revoke-all`: a member's
 //! live sessions (an admin's view holds everyone's), and ending them.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest};
 use serde::Serialize;
 
 use crate::db::DbError;
@@ -12,7 +12,7 @@ use crate::models::session::{self, ActiveSession, Scope};
 use crate::routes::team::{redirect, see_other};
 use crate::state::AppState;
 use crate::web::client::Client;
-use crate::web::errors::{respond, PageError, PageResult};
+use crate::web::errors::{PageError, PageResult};
 use crate::web::pages::{is_htmx, Page};
 use crate::web::session::{keys, SessionData};
 
@@ -106,8 +106,8 @@ pub async fn show(
     req: HttpRequest,
     state: web::Data<AppState>,
     CurrentMember(viewer): CurrentMember,
-) -> HttpResponse {
-    respond(&req, render(&req, &state, &viewer, None).await)
+) -> PageResult {
+    render(&req, &state, &viewer, None).await
 }
 
 pub async fn revoke(
@@ -116,8 +116,8 @@ pub async fn revoke(
     CurrentMember(viewer): CurrentMember,
     Client(client): Client,
     id: web::Path<String>,
-) -> HttpResponse {
-    respond(&req, revoke_one(&req, &state, viewer, client, &id).await)
+) -> PageResult {
+    revoke_one(&req, &state, viewer, client, &id).await
 }
 
 async fn revoke_one(
@@ -168,7 +168,7 @@ pub async fn revoke_all(
     state: web::Data<AppState>,
     CurrentMember(viewer): CurrentMember,
     Client(client): Client,
-) -> HttpResponse {
+) -> PageResult {
     let viewer_id = viewer.id;
     let ended = state
         .db
@@ -178,8 +178,8 @@ pub async fn revoke_all(
     match ended {
         Ok(_) => {
             SessionData::of(&req).purge();
-            redirect(&req, "/login", true)
+            Ok(redirect(&req, "/login", true))
         }
-        Err(err) => respond(&req, Err(err.into())),
+        Err(err) => Err(err.into()),
     }
 }

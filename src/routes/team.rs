@@ -16,7 +16,7 @@ use crate::middleware::guard::CurrentMember;
 use crate::models::member::{self, Added, Member, MemberError};
 use crate::routes::DashboardCache;
 use crate::state::AppState;
-use crate::web::errors::{respond, PageError, PageResult};
+use crate::web::errors::{PageError, PageResult};
 use crate::web::pages::{is_htmx, Page};
 
 #[derive(Debug, Serialize)]
@@ -109,11 +109,8 @@ pub async fn show(
     req: HttpRequest,
     state: web::Data<AppState>,
     CurrentMember(viewer): CurrentMember,
-) -> HttpResponse {
-    respond(
-        &req,
-        render(&req, &state, &viewer, Part::Section, Outcome::default()).await,
-    )
+) -> PageResult {
+    render(&req, &state, &viewer, Part::Section, Outcome::default()).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,7 +127,7 @@ pub async fn add(
     dashboard: web::Data<DashboardCache>,
     CurrentMember(viewer): CurrentMember,
     form: web::Form<AddFields>,
-) -> HttpResponse {
+) -> PageResult {
     let form = form.into_inner();
     let typed = AddForm {
         email: form.email.chars().take(254).collect(),
@@ -154,10 +151,7 @@ pub async fn add(
                 status: Some(StatusCode::UNPROCESSABLE_ENTITY),
                 ..Outcome::default()
             };
-            return respond(
-                &req,
-                render(&req, &state, &viewer, Part::Section, outcome).await,
-            );
+            return render(&req, &state, &viewer, Part::Section, outcome).await;
         }
     };
     let actor = viewer.email.clone();
@@ -185,16 +179,13 @@ pub async fn add(
             status: Some(StatusCode::CONFLICT),
             ..Outcome::default()
         },
-        Ok(Err(err)) => return respond(&req, Err(member_error(err))),
-        Err(err) => return respond(&req, Err(err.into())),
+        Ok(Err(err)) => return Err(member_error(err)),
+        Err(err) => return Err(err.into()),
     };
     if outcome.status.is_none() && !is_htmx(&req) {
-        return see_other("/team");
+        return Ok(see_other("/team"));
     }
-    respond(
-        &req,
-        render(&req, &state, &viewer, Part::Section, outcome).await,
-    )
+    render(&req, &state, &viewer, Part::Section, outcome).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,9 +200,9 @@ pub async fn change_role(
     CurrentMember(viewer): CurrentMember,
     id: web::Path<String>,
     form: web::Form<RoleFields>,
-) -> HttpResponse {
+) -> PageResult {
     let Some(id) = member_id(&id) else {
-        return PageError::NotFound.render(&req);
+        return Err(PageError::NotFound);
     };
     let Ok(role) = Role::parse(&form.role) else {
         let outcome = Outcome {
@@ -219,10 +210,7 @@ pub async fn change_role(
             status: Some(StatusCode::UNPROCESSABLE_ENTITY),
             ..Outcome::default()
         };
-        return respond(
-            &req,
-            render(&req, &state, &viewer, Part::Rows, outcome).await,
-        );
+        return render(&req, &state, &viewer, Part::Rows, outcome).await;
     };
     let actor = viewer.email.clone();
     let result = state
@@ -235,7 +223,7 @@ pub async fn change_role(
         Ok(Ok(member)) => {
             if member.id == viewer.id && !role.is_admin() {
                 // The admin gave up their own admin role: this page is no longer theirs.
-                return redirect(&req, "/", false);
+                return Ok(redirect(&req, "/", false));
             }
             Outcome {
                 notice: Some(format!("{} is now {}.", member.email, role)),
@@ -243,8 +231,8 @@ pub async fn change_role(
             }
         }
         Ok(Err(MemberError::LastAdmin)) => last_admin_outcome(),
-        Ok(Err(err)) => return respond(&req, Err(member_error(err))),
-        Err(err) => return respond(&req, Err(err.into())),
+        Ok(Err(err)) => return Err(member_error(err)),
+        Err(err) => return Err(err.into()),
     };
     finish_row_action(&req, &state, &viewer, outcome).await
 }
@@ -255,9 +243,9 @@ pub async fn deactivate(
     dashboard: web::Data<DashboardCache>,
     CurrentMember(viewer): CurrentMember,
     id: web::Path<String>,
-) -> HttpResponse {
+) -> PageResult {
     let Some(id) = member_id(&id) else {
-        return PageError::NotFound.render(&req);
+        return Err(PageError::NotFound);
     };
     let actor = viewer.email.clone();
     let result = state
@@ -272,7 +260,7 @@ pub async fn deactivate(
             if member.id == viewer.id {
                 // Deactivation ended every session of theirs, this one included.
                 req.get_session().purge();
-                return redirect(&req, "/login", true);
+                return Ok(redirect(&req, "/login", true));
             }
             Outcome {
                 notice: Some(format!(
@@ -283,8 +271,8 @@ pub async fn deactivate(
             }
         }
         Ok(Err(MemberError::LastAdmin)) => last_admin_outcome(),
-        Ok(Err(err)) => return respond(&req, Err(member_error(err))),
-        Err(err) => return respond(&req, Err(err.into())),
+        Ok(Err(err)) => return Err(member_error(err)),
+        Err(err) => return Err(err.into()),
     };
     finish_row_action(&req, &state, &viewer, outcome).await
 }
@@ -296,11 +284,11 @@ async fn finish_row_action(
     state: &AppState,
     viewer: &Member,
     outcome: Outcome,
-) -> HttpResponse {
+) -> PageResult {
     if outcome.status.is_none() && !is_htmx(req) {
-        return see_other("/team");
+        return Ok(see_other("/team"));
     }
-    respond(req, render(req, state, viewer, Part::Rows, outcome).await)
+    render(req, state, viewer, Part::Rows, outcome).await
 }
 
 fn member_id(raw: &str) -> Option<i64> {

@@ -1,7 +1,15 @@
 //! What users see when something fails: a page with the right status, never internals.
+//!
+//! Handlers return [`PageResult`]. actix turns a `PageError` into a bare response of its
+//! status ([`actix_web::ResponseError`]), which cannot see the request; [`error_pages`], the
+//! innermost middleware, finds the error on that response and renders the page for the
+//! request it belongs to (full page or HTMX partial, with the viewer's navigation).
 
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
 use crate::db::DbError;
 use crate::web::pages::Page;
@@ -74,6 +82,30 @@ impl PageError {
 /// Handlers return `PageResult`; the error renders with the request it belongs to.
 pub type PageResult = Result<HttpResponse, PageError>;
 
-pub fn respond(req: &HttpRequest, result: PageResult) -> HttpResponse {
-    result.unwrap_or_else(|err| err.render(req))
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    /// Only the status: [`error_pages`] renders the page, with the request.
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::new(self.status())
+    }
+}
+
+/// Renders the page of a handler's [`PageError`].
+pub async fn error_pages(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let res = next.call(req).await?;
+    let page = res
+        .response()
+        .error()
+        .and_then(|err| err.as_error::<PageError>())
+        .map(|err| err.render(res.request()));
+    Ok(match page {
+        Some(page) => res.into_response(page),
+        None => res.map_into_boxed_body(),
+    })
 }

@@ -9,7 +9,7 @@ use crate::domain::approval_number::ApprovalNumber;
 use crate::signin::{self, ApprovalOutcome};
 use crate::state::AppState;
 use crate::web::client::Client;
-use crate::web::errors::{respond, PageResult};
+use crate::web::errors::PageResult;
 use crate::web::pages::Page;
 
 #[derive(Deserialize)]
@@ -23,7 +23,7 @@ pub async fn submit(
     state: web::Data<AppState>,
     Client(client): Client,
     form: web::Form<ApproveForm>,
-) -> HttpResponse {
+) -> PageResult {
     let token_id = verify_token(&state, form.token.as_deref());
     let number = form
         .number
@@ -48,7 +48,7 @@ pub async fn submit(
             "Too many wrong numbers were typed for this account today, so approving from another device is refused until tomorrow. Open the link in the browser where you asked for it, or type the code there."),
         ApprovalOutcome::Refused(refusal) => refusal_page(&req, refusal),
     });
-    no_store(respond(&req, page))
+    page.map(no_store)
 }
 
 fn message(req: &HttpRequest, status: StatusCode, heading: &str, text: &str) -> HttpResponse {

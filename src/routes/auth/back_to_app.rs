@@ -11,7 +11,7 @@ use super::no_store;
 use crate::domain::app_origin::AppUrl;
 use crate::models::app;
 use crate::state::AppState;
-use crate::web::errors::{respond, PageResult};
+use crate::web::errors::PageResult;
 use crate::web::pages::Page;
 
 #[derive(Deserialize)]
@@ -23,9 +23,9 @@ pub async fn show(
     req: HttpRequest,
     state: web::Data<AppState>,
     query: web::Query<ReturnQuery>,
-) -> HttpResponse {
+) -> PageResult {
     let Some(url) = query.rd.as_deref().and_then(|rd| AppUrl::parse(rd).ok()) else {
-        return home();
+        return Ok(home());
     };
     let origin = url.origin().clone();
     let registered = state
@@ -46,10 +46,10 @@ pub async fn show(
             }
             Ok(response)
         }
-        Ok(false) => return home(),
+        Ok(false) => return Ok(home()),
         Err(err) => Err(err.into()),
     };
-    no_store(respond(&req, page))
+    page.map(no_store)
 }
 
 fn home() -> HttpResponse {

@@ -11,7 +11,7 @@ use crate::models::sign_in_request::SignInRequest;
 use crate::signin::{self, CancelOutcome, Cancelled, Refusal};
 use crate::state::AppState;
 use crate::web::client::Client;
-use crate::web::errors::{respond, PageResult};
+use crate::web::errors::PageResult;
 use crate::web::pages::Page;
 
 #[derive(Deserialize)]
@@ -41,9 +41,9 @@ pub async fn submit(
     state: web::Data<AppState>,
     Client(client): Client,
     form: web::Form<TokenParam>,
-) -> HttpResponse {
+) -> PageResult {
     let Some(token_id) = verify_token(&state, form.token.as_deref()) else {
-        return no_store(refusal_page(&req, Refusal::Invalid));
+        return Ok(no_store(refusal_page(&req, Refusal::Invalid)));
     };
     let outcome = state
         .db
@@ -74,7 +74,7 @@ pub async fn submit(
             .render(&req),
         CancelOutcome::Invalid => refusal_page(&req, Refusal::Invalid),
     });
-    no_store(respond(&req, page))
+    page.map(no_store)
 }
 
 fn tell_admins(state: &AppState, request: &SignInRequest, email: &str, admins: &[String]) {

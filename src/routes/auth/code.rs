@@ -10,7 +10,7 @@ use crate::signin::{self, CodeOutcome, Refusal};
 use crate::state::AppState;
 use crate::web::browser::Browser;
 use crate::web::client::Client;
-use crate::web::errors::{respond, PageResult};
+use crate::web::errors::PageResult;
 use crate::web::pages::Page;
 
 #[derive(Deserialize)]
@@ -24,7 +24,7 @@ pub async fn submit(
     browser: Browser,
     Client(client): Client,
     form: web::Form<CodeForm>,
-) -> HttpResponse {
+) -> PageResult {
     let code = SignInCode::parse(&form.code).ok();
     let (token_key, asker) = (state.keys.token.clone(), asker(&browser, client));
     let client = asker.client.clone();
@@ -64,7 +64,7 @@ pub async fn submit(
         CodeOutcome::NoRequest => Ok(refusal_page(&req, Refusal::Used)),
         CodeOutcome::Refused(refusal) => Ok(refusal_page(&req, refusal)),
     });
-    no_store(respond(&req, page))
+    page.map(no_store)
 }
 
 fn problem(req: &HttpRequest, heading: &str, explanation: &str) -> HttpResponse {

@@ -9,7 +9,7 @@ use crate::signin::{self, LinkView, Redemption, Refusal};
 use crate::state::AppState;
 use crate::web::browser::Browser;
 use crate::web::client::Client;
-use crate::web::errors::{respond, PageResult};
+use crate::web::errors::PageResult;
 use crate::web::pages::Page;
 
 #[derive(Deserialize)]
@@ -23,7 +23,7 @@ pub async fn show(
     browser: Browser,
     Client(client): Client,
     query: web::Query<TokenParam>,
-) -> HttpResponse {
+) -> PageResult {
     let token = query.into_inner().token.unwrap_or_default();
     let view = match verify_token(&state, Some(&token)) {
         None => Ok(LinkView::Refused(Refusal::Invalid)),
@@ -38,7 +38,7 @@ pub async fn show(
     let page: PageResult = view
         .map_err(Into::into)
         .map(|view| link_page(&req, view, &token));
-    no_store(respond(&req, page))
+    page.map(no_store)
 }
 
 fn link_page(req: &HttpRequest, view: LinkView, token: &str) -> HttpResponse {
@@ -72,7 +72,7 @@ pub async fn submit(
     browser: Browser,
     Client(client): Client,
     form: web::Form<TokenParam>,
-) -> HttpResponse {
+) -> PageResult {
     let token_id = verify_token(&state, form.token.as_deref());
     let (settings, asker) = (state.settings.clone(), asker(&browser, client));
     let client = asker.client.clone();
@@ -84,5 +84,5 @@ pub async fn submit(
         Redemption::SignedIn(signed_in) => start_session(&req, &state, &signed_in, &client),
         Redemption::Refused(refusal) => Ok(refusal_page(&req, refusal)),
     });
-    no_store(respond(&req, page))
+    page.map(no_store)
 }

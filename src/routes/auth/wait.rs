@@ -1,14 +1,14 @@
 //! `GET /auth/wait`: polled by the "check your inbox" page. Answers "still waiting" (with the
 //! number to type on the other device) until that device approves, then signs this browser in.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest};
 
 use super::{asker, no_store, start_session};
 use crate::signin::{self, WaitOutcome};
 use crate::state::AppState;
 use crate::web::browser::Browser;
 use crate::web::client::Client;
-use crate::web::errors::{respond, PageResult};
+use crate::web::errors::PageResult;
 use crate::web::pages::Page;
 
 pub async fn poll(
@@ -16,7 +16,7 @@ pub async fn poll(
     state: web::Data<AppState>,
     browser: Browser,
     Client(client): Client,
-) -> HttpResponse {
+) -> PageResult {
     let asker = asker(&browser, client);
     let client = asker.client.clone();
     let outcome = state
@@ -35,5 +35,5 @@ pub async fn poll(
                 .with("waiting", false)
                 .render(&req)),
         });
-    no_store(respond(&req, page))
+    page.map(no_store)
 }
