@@ -13,6 +13,7 @@ use crate::routes::team::{redirect, see_other};
 use crate::state::AppState;
 use crate::web::client::Client;
 use crate::web::errors::{PageError, PageResult};
+use crate::web::human::Moment;
 use crate::web::pages::{is_htmx, Page};
 use crate::web::session::{keys, SessionData};
 
@@ -22,8 +23,8 @@ struct SessionView {
     email: String,
     ip: Option<String>,
     user_agent: Option<String>,
-    signed_in_at: String,
-    last_seen_at: String,
+    signed_in_at: Moment,
+    last_seen_at: Moment,
     current: bool,
     own: bool,
     /// Names of the apps this session has opened through forward auth.
@@ -78,6 +79,7 @@ async fn render(
             Ok((sessions, opened))
         })
         .await?;
+    let now = chrono::Utc::now();
     let views: Vec<SessionView> = sessions
         .into_iter()
         .map(|session: ActiveSession| SessionView {
@@ -88,8 +90,8 @@ async fn render(
             email: session.email,
             ip: session.ip,
             user_agent: session.user_agent,
-            signed_in_at: session.created_at.format("%Y-%m-%d %H:%M").to_string(),
-            last_seen_at: session.last_seen_at.format("%Y-%m-%d %H:%M").to_string(),
+            signed_in_at: Moment::new(session.created_at, now),
+            last_seen_at: Moment::new(session.last_seen_at, now),
             proved_passkey: session.proved_passkey,
         })
         .collect();

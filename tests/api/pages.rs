@@ -168,6 +168,22 @@ async fn sessions_name_the_browser_and_keep_the_string_on_hover() {
     let agent = one(&page, "table.sessions td.agent");
     assert_eq!(text(agent), "Firefox 126 on Windows 10");
     assert_eq!(attr(agent, "title"), FIREFOX_WINDOWS);
+    // Signed in and last seen a moment ago, with the exact time on hover.
+    let times = within(one(&page, "table.sessions tbody tr"), "time");
+    assert_eq!(times.len(), 2, "signed in and last seen");
+    for time in times {
+        assert_eq!(text(time), "just now");
+        assert!(
+            attr(time, "title").ends_with(" UTC"),
+            "{}",
+            attr(time, "title")
+        );
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(attr(time, "datetime")).is_ok(),
+            "{}",
+            attr(time, "datetime")
+        );
+    }
 }
 
 /// One day of the chart as the SVG carries it.
