@@ -1,8 +1,16 @@
 use std::fmt;
 
+use diesel::deserialize::{self, FromSql, FromSqlRow};
+use diesel::expression::AsExpression;
+use diesel::pg::{Pg, PgValue};
+use diesel::serialize::{self, Output, ToSql};
+use diesel::sql_types::Text;
+
 /// What a member may do. `admin`: everything; `auditor`: read-only dashboard and audit;
-/// `member`: dashboard and their own sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+/// `member`: dashboard and their own sessions. Stored as its name (`members.role`, whose
+/// CHECK constraint admits exactly these three), read and written by diesel as this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,
@@ -46,6 +54,19 @@ impl Role {
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl ToSql<Text, Pg> for Role {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
+    }
+}
+
+impl FromSql<Text, Pg> for Role {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+        Ok(Role::parse(&text)?)
     }
 }
 

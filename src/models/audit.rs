@@ -19,8 +19,11 @@ pub fn appended_by_this_process() -> u64 {
     APPENDED.load(Ordering::Relaxed)
 }
 
-/// Every event the audit knows, by its contract name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Every event the audit knows, by its contract name, which is what `login_audit.event`
+/// holds: diesel writes this type directly. Rows are read back as text (`AuditRow::event`),
+/// so an audit written by another version, with a name this one does not know, still reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, diesel::expression::AsExpression)]
+#[diesel(sql_type = diesel::sql_types::Text)]
 pub enum AuditEvent {
     LinkRequested,
     LinkSent,
@@ -161,11 +164,23 @@ fn truncate(text: &str, max: usize) -> String {
     text[..end].to_string()
 }
 
+impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for AuditEvent {
+    fn to_sql<'b>(
+        &'b self,
+        out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+    ) -> diesel::serialize::Result {
+        <str as diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg>>::to_sql(
+            self.as_str(),
+            out,
+        )
+    }
+}
+
 /// One audit row to write. Build it with [`NewAuditRow::new`] and the `with_*` methods.
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = login_audit)]
 pub struct NewAuditRow {
-    event: String,
+    event: AuditEvent,
     email: Option<String>,
     ip: Option<String>,
     user_agent: Option<String>,
@@ -177,7 +192,7 @@ pub struct NewAuditRow {
 impl NewAuditRow {
     pub fn new(event: AuditEvent) -> Self {
         Self {
-            event: event.as_str().to_string(),
+            event,
             email: None,
             ip: None,
             user_agent: None,

@@ -43,7 +43,7 @@ impl AuditFilter {
             query = query.filter(login_audit::email.eq(email));
         }
         if let Some(event) = self.event {
-            query = query.filter(login_audit::event.eq(event.as_str()));
+            query = query.filter(login_audit::event.eq(event));
         }
         if let Some(ip) = &self.ip {
             query = query.filter(login_audit::ip.eq(ip));
@@ -112,7 +112,7 @@ pub fn link_requests(conn: &mut PgConnection, request_ids: &[i64]) -> QueryResul
         return Ok(Vec::new());
     }
     login_audit::table
-        .filter(login_audit::event.eq(AuditEvent::LinkRequested.as_str()))
+        .filter(login_audit::event.eq(AuditEvent::LinkRequested))
         .filter(login_audit::request_id.eq_any(request_ids))
         .order(login_audit::id.asc())
         .select(AuditRow::as_select())
@@ -126,9 +126,8 @@ pub fn count_since(
     since: DateTime<Utc>,
     email: Option<&str>,
 ) -> QueryResult<i64> {
-    let names: Vec<&str> = events.iter().map(|event| event.as_str()).collect();
     let mut query = login_audit::table
-        .filter(login_audit::event.eq_any(names))
+        .filter(login_audit::event.eq_any(events))
         .filter(login_audit::occurred_at.ge(since))
         .into_boxed();
     if let Some(email) = email {

@@ -13,7 +13,7 @@ use crate::schema::{members, sessions, sign_in_requests};
 pub struct Member {
     pub id: i64,
     pub email: String,
-    role: String,
+    role: Role,
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -21,8 +21,7 @@ pub struct Member {
 
 impl Member {
     pub fn role(&self) -> Role {
-        // The table's CHECK constraint only admits the three roles.
-        Role::parse(&self.role).unwrap_or(Role::Member)
+        self.role
     }
 }
 
@@ -71,7 +70,7 @@ pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<Member>> {
 pub fn active_admin_emails(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
     members::table
         .filter(members::active.eq(true))
-        .filter(members::role.eq(Role::Admin.as_str()))
+        .filter(members::role.eq(Role::Admin))
         .select(members::email)
         .load(conn)
 }
@@ -96,7 +95,7 @@ pub fn add_or_reactivate(
                     .values((
                         members::email.eq(email.as_str()),
                         members::mailbox_key.eq(email.mailbox_key().as_str()),
-                        members::role.eq(role.as_str()),
+                        members::role.eq(role),
                     ))
                     .returning(Member::as_returning())
                     .get_result(conn)?;
@@ -114,7 +113,7 @@ pub fn add_or_reactivate(
                 };
                 let member = diesel::update(members::table.find(member.id))
                     .set((
-                        members::role.eq(role.as_str()),
+                        members::role.eq(role),
                         members::active.eq(true),
                         members::updated_at.eq(diesel::dsl::now),
                     ))
@@ -159,7 +158,7 @@ pub fn change_role(
         }
         let updated = diesel::update(members::table.find(id))
             .set((
-                members::role.eq(role.as_str()),
+                members::role.eq(role),
                 members::updated_at.eq(diesel::dsl::now),
             ))
             .returning(Member::as_returning())
@@ -226,7 +225,7 @@ fn lock(conn: &mut PgConnection, id: i64) -> Result<Member, MemberError> {
 fn ensure_another_admin(conn: &mut PgConnection, id: i64) -> Result<(), MemberError> {
     let others: Vec<i64> = members::table
         .filter(members::active.eq(true))
-        .filter(members::role.eq(Role::Admin.as_str()))
+        .filter(members::role.eq(Role::Admin))
         .filter(members::id.ne(id))
         .select(members::id)
         .for_update()
@@ -272,7 +271,7 @@ pub fn admit_from_allowed_domain(
             .values((
                 members::email.eq(email.as_str()),
                 members::mailbox_key.eq(mailbox_key.as_str()),
-                members::role.eq(Role::Member.as_str()),
+                members::role.eq(Role::Member),
             ))
             // An admin may list this very address meanwhile; theirs is the row that counts.
             .on_conflict(members::email)
