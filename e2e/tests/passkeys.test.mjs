@@ -106,7 +106,12 @@ async function signOut(page) {
 }
 
 async function signInWithPasskey(page, label) {
-  await page.goto(`${app.url}/login`);
+  // Right after signing out the page is the sign-in page already, and its autofill request
+  // may be under way: loading it again would race that request (it can sign in while the
+  // new page, whose CSRF token belongs to the signed-out browser, waits for nothing).
+  if (!/\/login$/.test(page.url())) {
+    await page.goto(`${app.url}/login`);
+  }
   const button = page.getByRole("button", { name: /sign in with a passkey/i });
   // The virtual authenticator answers the page's autofill request (conditional mediation) by
   // itself, which may sign in before the button is pressed: either way is a passkey sign-in.
