@@ -110,25 +110,14 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
     let res = app.request_link(&ann, "ann@example.org").await;
     assert!(res.status().is_success() || res.status() == 303);
     let mail = app.sign_in_mail(1).await;
-    let page = ann
-        .get(other.url(&format!("/auth/verify?token={}", urlencode(&mail.token))))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = form_value(&page, "csrf_token").expect("the confirm form");
-    let res = ann
-        .post(other.url("/auth/verify"))
-        .form(&[
-            ("token", mail.token.as_str()),
-            ("csrf_token", csrf.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 303, "redeemed on the other instance");
+    let redeemed = post_page_form(
+        &ann,
+        &other.url(&format!("/auth/verify?token={}", urlencode(&mail.token))),
+        &other.url("/auth/verify"),
+        &[("token", mail.token.as_str())],
+    )
+    .await;
+    assert_eq!(redeemed, 303, "redeemed on the other instance");
     assert_eq!(check_on(&other, &ann).await.status(), 200);
     assert_eq!(check_on(&a, &ann).await.status(), 200);
 
@@ -255,26 +244,42 @@ struct Killed {
     killed: bool,
 }
 
-/// The whole sign-in by link on the instance at `base`, in a new browser; the confirming
-/// POST's status. The mail is found by its recipient, so sign-ins may run side by side.
-async fn sign_in_on(app: &TestApp, base: &str, email: &str) -> u16 {
-    let browser = crate::helpers::new_browser();
-    let page = browser
-        .get(format!("{base}/login"))
+/// Opens `page` and posts its form to `action` with `fields` and the page's CSRF token, as a
+/// person would; the status of the post.
+async fn post_page_form(
+    browser: &reqwest::Client,
+    page: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> u16 {
+    let html = browser
+        .get(page)
         .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let csrf = form_value(&page, "csrf_token").expect("the sign-in form");
-    let res = browser
-        .post(format!("{base}/login"))
-        .form(&[("email", email), ("csrf_token", csrf.as_str())])
+    let csrf = form_value(&html, "csrf_token").expect("a form with a CSRF token");
+    let mut form = fields.to_vec();
+    form.push(("csrf_token", csrf.as_str()));
+    browser
+        .post(action)
+        .form(&form)
         .send()
         .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "{email} asked on {base}");
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The whole sign-in by link on the instance at `base`, in a new browser; the confirming
+/// POST's status. The mail is found by its recipient, so sign-ins may run side by side.
+async fn sign_in_on(app: &TestApp, base: &str, email: &str) -> u16 {
+    let browser = crate::helpers::new_browser();
+    let login = format!("{base}/login");
+    let asked = post_page_form(&browser, &login, &login, &[("email", email)]).await;
+    assert_eq!(asked, 200, "{email} asked on {base}");
     let prefix = format!("{base}/auth/verify?token=");
     let deadline = Instant::now() + Duration::from_secs(10);
     let link = loop {
@@ -290,23 +295,8 @@ async fn sign_in_on(app: &TestApp, base: &str, email: &str) -> u16 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let token = crate::helpers::urldecode(link.split("token=").nth(1).unwrap());
-    let page = browser
-        .get(&link)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = form_value(&page, "csrf_token").expect("the confirm form");
-    browser
-        .post(format!("{base}/auth/verify"))
-        .form(&[("token", token.as_str()), ("csrf_token", csrf.as_str())])
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let verify = format!("{base}/auth/verify");
+    post_page_form(&browser, &link, &verify, &[("token", token.as_str())]).await
 }
 
 #[actix_web::test]
@@ -323,24 +313,9 @@ async fn two_instances_hold_one_mail_limit_and_one_audit_chain() {
     let asks = (0..10).map(|i| {
         let base = bases[i % 2].clone();
         async move {
+            let login = format!("{base}/login");
             let browser = crate::helpers::new_browser();
-            let page = browser
-                .get(format!("{base}/login"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let csrf = form_value(&page, "csrf_token").unwrap();
-            browser
-                .post(format!("{base}/login"))
-                .form(&[("email", "ann@example.org"), ("csrf_token", csrf.as_str())])
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            post_page_form(&browser, &login, &login, &[("email", "ann@example.org")]).await
         }
     });
     let statuses = futures_util::future::join_all(asks).await;
