@@ -13,9 +13,8 @@ use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::HttpMessage as _;
 
-use crate::web::client::client_ip_of_service;
+use crate::web::client::client_ip_of;
 
 tokio::task_local! {
     static CURRENT: RequestId;
@@ -75,28 +74,27 @@ pub async fn access_log(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = RequestId::next();
     let started = Instant::now();
-    req.extensions_mut().insert(id);
-    let client = client_ip_of_service(&req);
-    let method = req.method().clone();
-    let path = req.path().to_owned();
-    let agent = req.headers().get(header::USER_AGENT).cloned();
     let res = CURRENT.scope(id, next.call(req)).await?;
     if log::log_enabled!(target: TARGET, log::Level::Info) {
+        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
         let size = match res.response().body().size() {
             BodySize::Sized(n) => n.to_string(),
             BodySize::None => "0".to_string(),
             BodySize::Stream => "-".to_string(),
         };
-        let agent = agent
-            .as_ref()
+        let req = res.request();
+        let agent = req
+            .headers()
+            .get(header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()));
-        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
         // Logged inside the request's scope, so the line carries its id too.
         CURRENT.sync_scope(id, || {
             log::info!(
                 target: TARGET,
-                "{} \"{method} {path}\" {} {size} {elapsed:.3}ms {:?}",
-                client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+                "{} \"{} {}\" {} {size} {elapsed:.3}ms {:?}",
+                client_ip_of(req).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+                req.method(),
+                req.path(),
                 res.status().as_u16(),
                 agent.as_deref().unwrap_or("-"),
             );
