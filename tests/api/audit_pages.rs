@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 use latchkey::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 
-use crate::helpers::{new_browser, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{browser_as, new_browser, spawn_app, spawn_app_with, TestApp};
 
 /// Row ids on an audit page, in page order.
 fn row_ids(html: &str) -> Vec<i64> {
@@ -293,12 +293,7 @@ async fn signed_in_rows_link_their_request_and_flag_another_device() {
     let admin = app.signed_in_browser("ada@example.org", "admin").await;
     app.add_member("bob@example.org", "member");
     let asking = new_browser();
-    let phone = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .user_agent("PhoneBrowser/9.0")
-        .build()
-        .unwrap();
+    let phone = browser_as("PhoneBrowser/9.0");
     let before = app.smtp.received().len();
     assert_eq!(
         app.request_link(&asking, "bob@example.org").await.status(),

@@ -8,7 +8,7 @@ use diesel::sql_types::{BigInt, Text, Timestamptz};
 use latchkey::models::dashboard::{MEMBER_SIGN_INS_PER_DAY, TEAM_SIGN_INS_PER_DAY, UNUSED_ACCESS};
 use scraper::{ElementRef, Html, Selector};
 
-use crate::helpers::{form_value, spawn_app, TestApp};
+use crate::helpers::{browser_as, form_value, spawn_app, TestApp};
 
 const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
 const FIREFOX_WINDOWS: &str =
@@ -157,12 +157,7 @@ async fn audit_rows_read_as_labels_browsers_and_relative_times_and_keep_the_raw_
 async fn sessions_name_the_browser_and_keep_the_string_on_hover() {
     let app = spawn_app().await;
     app.add_member("mo@example.org", "member");
-    let firefox = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .user_agent(FIREFOX_WINDOWS)
-        .build()
-        .unwrap();
+    let firefox = browser_as(FIREFOX_WINDOWS);
     assert_eq!(app.sign_in(&firefox, "mo@example.org").await.status(), 303);
     let page = get_html(&firefox, &app, "/sessions").await;
     let agent = one(&page, "table.sessions td.agent");
@@ -552,12 +547,7 @@ fn the_chart_and_access_not_used_are_answered_from_their_indexes() {
 async fn the_sign_in_mail_has_one_button_with_a_plain_href_a_large_code_and_the_browser_named() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", "member");
-    let chrome = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .user_agent(CHROME_MAC)
-        .build()
-        .unwrap();
+    let chrome = browser_as(CHROME_MAC);
     let before = app.smtp.received().len();
     assert_eq!(
         app.request_link(&chrome, "ann@example.org").await.status(),

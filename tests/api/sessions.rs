@@ -4,17 +4,7 @@
 use diesel::prelude::*;
 use latchkey::schema::sessions;
 
-use crate::helpers::{spawn_app, TestApp};
-
-/// A browser with its own cookie store and user agent, redirects off.
-fn browser_as(user_agent: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .user_agent(user_agent)
-        .build()
-        .unwrap()
-}
+use crate::helpers::{browser_as, spawn_app, TestApp};
 
 async fn signed_in_as(app: &TestApp, email: &str, user_agent: &str) -> reqwest::Client {
     let browser = browser_as(user_agent);
