@@ -9,6 +9,7 @@
 mod templates;
 mod transport;
 
+use crate::web::errors::error_chain;
 use std::fmt;
 use std::time::Duration;
 
@@ -250,18 +251,6 @@ fn certificate_error(err: &lettre::transport::smtp::Error) -> Option<&rustls::Ce
         rustls::Error::InvalidCertificate(problem) => Some(problem),
         _ => None,
     }
-}
-
-/// An error and its causes on one line, for the log.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The handle handlers hold: cloning it is cheap, and [`Mailer::queue`] never waits.

@@ -265,7 +265,7 @@ fn templates() -> Result<&'static Tera, MailError> {
         tera.set_escape_fn(escape_html);
         tera.add_raw_templates(TEMPLATES)
             .map(|()| tera)
-            .map_err(|e| super::error_chain(&e))
+            .map_err(|e| crate::web::errors::error_chain(&e))
     })
     .as_ref()
     .map_err(|message| MailError::Templates(message.clone()))

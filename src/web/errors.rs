@@ -79,6 +79,18 @@ impl PageError {
     }
 }
 
+/// An error and its causes on one line, for the log.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Handlers return `PageResult`; the error renders with the request it belongs to.
 pub type PageResult = Result<HttpResponse, PageError>;
 

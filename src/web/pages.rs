@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::state::AppState;
 use crate::web::browser::Browser;
+use crate::web::errors::error_chain;
 use crate::web::session::SessionData;
 
 macro_rules! embedded_templates {
@@ -213,29 +214,13 @@ impl Prerendered {
 /// A page of its own, without the layout (the forward-auth refusal, shown on an app's origin,
 /// where Latchkey's stylesheet and script are not served).
 pub fn render_standalone(template: &str, context: &tera::Context) -> Result<String, String> {
-    tera().render(template, context).map_err(|err| {
-        use std::error::Error as _;
-        let mut message = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        message
-    })
+    tera()
+        .render(template, context)
+        .map_err(|err| error_chain(&err))
 }
 
 fn render_failure(err: &tera::Error) -> HttpResponse {
-    use std::error::Error as _;
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    log::error!("rendering a page: {message}");
+    log::error!("rendering a page: {}", error_chain(err));
     HttpResponse::InternalServerError()
         .content_type("text/plain; charset=utf-8")
         .body("Something went wrong on our side.")
