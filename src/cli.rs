@@ -7,24 +7,19 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use diesel::prelude::*;
-use ring::hmac;
 
 use crate::audit_chain::{self, Verification};
 use crate::audit_checkpoint;
 use crate::crypto::Keys;
 use crate::db;
 use crate::domain::app_origin::AppOrigin;
+use crate::domain::break_glass_reason::BreakGlassReason;
 use crate::domain::email_address::EmailAddress;
-use crate::domain::next_path::NextPath;
 use crate::domain::role::Role;
 use crate::models::app::{self, Access, AppError, Saved};
-use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
-use crate::models::member::{self, Added, Member, MemberError};
-use crate::models::sign_in_request::SignInRequest;
-use crate::schema::members;
-use crate::secret::Secret;
+use crate::models::member::{self, Added, MemberError};
 use crate::settings::Settings;
-use crate::signin::{issue_request, link_with_token, IssuedRequest};
+use crate::signin::{self, BreakGlass};
 use crate::startup::{open_database, resolve_secret, Application, Database};
 
 /// Who the audit says made a change from the command line.
@@ -75,7 +70,7 @@ pub enum Command {
         email: EmailAddress,
         /// Why the link was made by hand; written to the audit.
         #[arg(long, value_parser = parse_reason)]
-        reason: String,
+        reason: BreakGlassReason,
     },
 }
 
@@ -153,15 +148,8 @@ fn parse_origin(text: &str) -> Result<AppOrigin, String> {
     AppOrigin::parse(text).map_err(|e| e.to_string())
 }
 
-fn parse_reason(text: &str) -> Result<String, String> {
-    let reason = text.trim();
-    if reason.is_empty() {
-        return Err("a reason is required, as in --reason \"lost phone, ticket 123\"".into());
-    }
-    if reason.chars().any(char::is_control) {
-        return Err("the reason must be one line of text".into());
-    }
-    Ok(reason.to_string())
+fn parse_reason(text: &str) -> Result<BreakGlassReason, String> {
+    BreakGlassReason::parse(text).map_err(|e| e.to_string())
 }
 
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
@@ -242,9 +230,18 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
         Command::Link { email, reason } => {
             migrate_quietly(&mut conn)?;
             let keys = Keys::derive(&resolve_secret(settings)?);
-            let made = break_glass_link(&mut conn, settings, &keys.token, &email, &reason);
+            let made =
+                signin::break_glass(&mut conn, settings, &keys.token, &email, &reason, CLI_ACTOR);
             sign_what_was_added(&mut conn, &keys)?;
-            let made = made?;
+            let made = match made.context("making a break-glass link")? {
+                BreakGlass::Issued(made) => made,
+                BreakGlass::NotAMember => anyhow::bail!(
+                    "{email} is not a member; add them with `latchkey members add` first"
+                ),
+                BreakGlass::Inactive => anyhow::bail!(
+                    "{email} is deactivated; re-activate them with `latchkey members add` first"
+                ),
+            };
             println!("{}", made.link.expose());
             eprintln!(
                 "one-time sign-in link for {}, usable in any browser until {} UTC; \
@@ -403,82 +400,6 @@ fn member_error(err: MemberError, email: &EmailAddress) -> anyhow::Error {
     }
 }
 
-/// A link made by [`break_glass_link`]. The link is the credential: it is printed once, for
-/// the operator, and never logged or stored.
-pub struct BreakGlassLink {
-    pub link: Secret<String>,
-    pub member: Member,
-    pub request: SignInRequest,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BreakGlassError {
-    #[error("{0} is not a member; add them with `latchkey members add` first")]
-    NotAMember(String),
-    #[error("{0} is deactivated; re-activate them with `latchkey members add` first")]
-    Inactive(String),
-    #[error("a reason is required (--reason)")]
-    NoReason,
-    #[error(transparent)]
-    Query(#[from] diesel::result::Error),
-}
-
-/// What the sign-in pages show as "asked for from" a break-glass link.
-const BREAK_GLASS_AGENT: &str = "latchkey link (command line, break-glass)";
-
-/// Makes a sign-in request for an active member that any browser may complete (no browser
-/// asked for it, so none is bound), without mail and outside the per-address rate, and audits
-/// it as `link_requested` by `cli` with the reason. Returns the link to hand over.
-pub fn break_glass_link(
-    conn: &mut PgConnection,
-    settings: &Settings,
-    token_key: &hmac::Key,
-    email: &EmailAddress,
-    reason: &str,
-) -> Result<BreakGlassLink, BreakGlassError> {
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err(BreakGlassError::NoReason);
-    }
-    conn.transaction(|conn| {
-        // Locked, so a deactivation running now either comes first (and we refuse) or waits
-        // and then cancels this request with the member's others.
-        let member = members::table
-            .filter(members::email.eq(email.as_str()))
-            .select(Member::as_select())
-            .for_share()
-            .first(conn)
-            .optional()?
-            .ok_or_else(|| BreakGlassError::NotAMember(email.to_string()))?;
-        if !member.active {
-            return Err(BreakGlassError::Inactive(member.email));
-        }
-        // The code is of no use without an asking browser, but every request carries one.
-        let client = ClientInfo::new(None, Some(BREAK_GLASS_AGENT));
-        let IssuedRequest { request, token, .. } = issue_request(
-            conn,
-            settings,
-            token_key,
-            &member,
-            None,
-            &NextPath::root(),
-            &client,
-        )?;
-        NewAuditRow::new(AuditEvent::LinkRequested)
-            .email(&member.email)
-            .actor(CLI_ACTOR)
-            .request(request.id)
-            .detail(format!("break-glass: {reason}"))
-            .insert(conn)?;
-        let link = link_with_token(settings, "/auth/verify", &token);
-        Ok(BreakGlassLink {
-            link: Secret::new(link),
-            member,
-            request,
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,7 +470,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             cli.command,
-            Some(Command::Link { reason, .. }) if reason == "lost phone"
+            Some(Command::Link { reason, .. }) if reason.as_str() == "lost phone"
         ));
     }
 }

@@ -13,7 +13,7 @@
 //! | `POST /auth/cancel` | [`cancel`] | [`CancelOutcome`] |
 //! | `POST /auth/passkey/start` | [`start_passkey_sign_in`] | [`PasskeySignInStart`] |
 //! | `POST /auth/passkey/finish` | [`sign_in_with_passkey`] | [`PasskeySignIn`] |
-//! | `latchkey link` | [`issue_request`] (the caller audits) | [`IssuedRequest`] |
+//! | `latchkey link` | [`break_glass`] | [`BreakGlass`] |
 //!
 //! Nothing a browser can see tells a member from a stranger: an address that may not sign in
 //! gets a decoy request, bound to the asking browser like a real one, whose token and code
@@ -25,6 +25,7 @@ use ring::hmac;
 use subtle::ConstantTimeEq as _;
 
 use crate::domain::approval_number::ApprovalNumber;
+use crate::domain::break_glass_reason::BreakGlassReason;
 use crate::domain::code::SignInCode;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
@@ -36,6 +37,7 @@ use crate::models::sign_in_request::{
     self, CompletedBy, LockScope, NewSignInRequest, RequestState, SignInRequest, MAX_CODE_FAILURES,
 };
 use crate::schema::member_browsers;
+use crate::secret::Secret;
 use crate::settings::{LinkBinding, Settings};
 
 /// Wrong codes for one member (or decoy address) within [`LOCK_WINDOW`] that lock codes.
@@ -154,16 +156,15 @@ pub fn request_link(
 }
 
 /// A new sign-in request: the secrets, of which the database keeps only digests.
-pub struct IssuedRequest {
+struct IssuedRequest {
     pub request: SignInRequest,
     pub token: SignInToken,
     pub code: SignInCode,
 }
 
 /// Inserts a request for `member` with a fresh token, code and approval number. The caller
-/// decides who may ask, and writes the audit row in the same transaction (`POST /login`
-/// through [`request_link`], break-glass through `latchkey link`).
-pub fn issue_request(
+/// decides who may ask, and writes the audit row in the same transaction.
+fn issue_request(
     conn: &mut PgConnection,
     settings: &Settings,
     token_key: &hmac::Key,
@@ -194,6 +195,71 @@ pub fn issue_request(
         request,
         token,
         code,
+    })
+}
+
+/// What the command line shows as "asked for from" a break-glass link.
+const BREAK_GLASS_AGENT: &str = "latchkey link (command line, break-glass)";
+
+/// What `latchkey link` did.
+#[derive(Debug)]
+pub enum BreakGlass {
+    Issued(Box<BreakGlassLink>),
+    NotAMember,
+    Inactive,
+}
+
+/// A break-glass link. The link is the credential: it is printed once, for the operator, and
+/// never logged or stored.
+#[derive(Debug)]
+pub struct BreakGlassLink {
+    pub link: Secret<String>,
+    pub member: Member,
+    pub request: SignInRequest,
+}
+
+/// `latchkey link`: a sign-in request for an active member that any browser may complete (no
+/// browser asked for it, so none is bound), without mail and outside the per-address rate,
+/// audited as `link_requested` by `actor` with the reason.
+pub fn break_glass(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    token_key: &hmac::Key,
+    email: &EmailAddress,
+    reason: &BreakGlassReason,
+    actor: &str,
+) -> QueryResult<BreakGlass> {
+    conn.transaction(|conn| {
+        // Locked, so a deactivation running now either comes first (and we refuse) or waits
+        // and then cancels this request with the member's others.
+        let Some(member) = member::find_by_email_for_share(conn, email)? else {
+            return Ok(BreakGlass::NotAMember);
+        };
+        if !member.active {
+            return Ok(BreakGlass::Inactive);
+        }
+        // The code is of no use without an asking browser, but every request carries one.
+        let client = ClientInfo::new(None, Some(BREAK_GLASS_AGENT));
+        let IssuedRequest { request, token, .. } = issue_request(
+            conn,
+            settings,
+            token_key,
+            &member,
+            None,
+            &NextPath::root(),
+            &client,
+        )?;
+        NewAuditRow::new(AuditEvent::LinkRequested)
+            .email(&member.email)
+            .actor(actor)
+            .request(request.id)
+            .detail(format!("break-glass: {reason}"))
+            .insert(conn)?;
+        Ok(BreakGlass::Issued(Box::new(BreakGlassLink {
+            link: Secret::new(link_with_token(settings, "/auth/verify", &token)),
+            member,
+            request,
+        })))
     })
 }
 

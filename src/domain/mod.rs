@@ -2,6 +2,7 @@
 
 pub mod app_origin;
 pub mod approval_number;
+pub mod break_glass_reason;
 pub mod code;
 pub mod email_address;
 pub mod next_path;

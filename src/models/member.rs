@@ -60,6 +60,20 @@ pub fn find_by_email(conn: &mut PgConnection, email: &EmailAddress) -> QueryResu
         .optional()
 }
 
+/// As [`find_by_email`], holding the row until the transaction ends so that a deactivation
+/// waits for what is being decided about the member.
+pub fn find_by_email_for_share(
+    conn: &mut PgConnection,
+    email: &EmailAddress,
+) -> QueryResult<Option<Member>> {
+    members::table
+        .filter(members::email.eq(email.as_str()))
+        .select(Member::as_select())
+        .for_share()
+        .first(conn)
+        .optional()
+}
+
 pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<Member>> {
     members::table
         .order(members::email.asc())
