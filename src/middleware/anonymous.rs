@@ -1,6 +1,6 @@
 //! Lets an anonymous page view skip a middleware it cannot use: a `GET` or `HEAD` without the
 //! session cookie has no session to load and no identity to read, and (but for the routes in
-//! [`crate::routes::SIGNS_IN_ON_GET`]) cannot start one, so the session and identity layers
+//! `signs_in_on_get` in [`crate::routes::POLICY`]) cannot start one, so the session and identity layers
 //! are stepped around for it.
 
 use std::rc::Rc;
@@ -33,7 +33,7 @@ pub struct AnonymousView;
 fn is_anonymous_view(req: &ServiceRequest, session_cookie: &str) -> bool {
     matches!(*req.method(), Method::GET | Method::HEAD)
         // The path the router matches on (percent-decoded), as the guard reads it.
-        && !crate::routes::SIGNS_IN_ON_GET.contains(&req.match_info().as_str())
+        && !crate::routes::rule_for(req.match_info().as_str()).signs_in_on_get
         && req.cookie(session_cookie).is_none()
 }
 

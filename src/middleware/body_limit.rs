@@ -32,7 +32,7 @@ pub async fn body_limit(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     // Forward-auth checks never read the body (a proxy may forward an upload's length).
-    if crate::middleware::guard::is_forward_auth(req.match_info().as_str()) {
+    if crate::routes::rule_for(req.match_info().as_str()).forward_auth {
         return next
             .call(req)
             .await

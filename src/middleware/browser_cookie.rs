@@ -54,7 +54,7 @@ pub async fn browser_cookie(
     let wants_cookie = !path.starts_with("/static/")
         && path != "/healthz"
         && path != "/readyz"
-        && !crate::middleware::guard::is_forward_auth(res.request().match_info().as_str());
+        && !crate::routes::rule_for(res.request().match_info().as_str()).forward_auth;
     if !had_cookie && wants_cookie && !clears_site_data(&res) {
         res.response_mut().add_cookie(&id.cookie(key, https))?;
     }

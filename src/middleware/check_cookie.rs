@@ -12,7 +12,6 @@ use actix_web::http::header::{HeaderValue, COOKIE};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage as _};
 
-use crate::middleware::guard::is_forward_auth;
 use crate::state::AppState;
 use crate::web::browser::session_cookie_name;
 
@@ -25,7 +24,10 @@ pub async fn take_check_cookie(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    if let (true, Some(state)) = (is_forward_auth(req.match_info().as_str()), state) {
+    if let (true, Some(state)) = (
+        crate::routes::rule_for(req.match_info().as_str()).forward_auth,
+        state,
+    ) {
         let name = session_cookie_name(
             state.settings.public_url.is_https(),
             state.settings.cookie_domain.is_some(),

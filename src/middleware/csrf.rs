@@ -23,7 +23,7 @@ pub async fn csrf_protect(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        || crate::middleware::guard::is_forward_auth(req.match_info().as_str())
+        || crate::routes::rule_for(req.match_info().as_str()).forward_auth
     {
         return next
             .call(req)

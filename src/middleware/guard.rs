@@ -1,5 +1,5 @@
 //! The one guard: every route that is not public needs a signed-in, still active member, and
-//! some need a role. The whole access policy is [`access_for`].
+//! some need a role. Which route needs what is [`crate::routes::POLICY`].
 
 use actix_identity::IdentityExt as _;
 use actix_web::body::{BoxBody, MessageBody};
@@ -37,27 +37,6 @@ pub enum Access {
     Admin,
     /// Auditors read (GET, HEAD), admins also change: the apps pages.
     AuditReaderAdminWrites,
-}
-
-/// Asked by a reverse proxy on behalf of a request to another app, with any method: they read
-/// no body and change nothing the asking browser chose, so neither the body limit nor the
-/// CSRF check applies to them (a proxy forwards neither a token nor, usually, a body).
-pub fn is_forward_auth(path: &str) -> bool {
-    matches!(path, "/auth/check" | "/auth/forward")
-}
-
-pub fn access_for(path: &str) -> Access {
-    match path {
-        // Browsers ask for /favicon.ico on their own; it is a plain 404, not a sign-in page.
-        "/login" | "/healthz" | "/readyz" | "/favicon.ico" | "/.well-known/jwks.json" => {
-            Access::Public
-        }
-        p if p.starts_with("/auth/") || p.starts_with("/static/") => Access::Public,
-        "/audit" | "/audit.csv" => Access::AuditReader,
-        p if p == "/team" || p.starts_with("/team/") => Access::Admin,
-        p if p == "/apps" || p.starts_with("/apps/") => Access::AuditReaderAdminWrites,
-        _ => Access::SignedIn,
-    }
 }
 
 impl Access {
@@ -105,7 +84,9 @@ pub async fn guard(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     // The path the router matches on (percent-decoded): `/%61udit` is `/audit`.
-    let access = access_for(req.match_info().as_str()).for_method(req.method());
+    let access = crate::routes::rule_for(req.match_info().as_str())
+        .access
+        .for_method(req.method());
     if access == Access::Public {
         return next
             .call(req)
@@ -235,34 +216,6 @@ fn not_signed_in(req: ServiceRequest) -> ServiceResponse<BoxBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_policy_is_default_deny() {
-        assert_eq!(access_for("/login"), Access::Public);
-        assert_eq!(access_for("/auth/verify"), Access::Public);
-        assert_eq!(access_for("/static/htmx.min.js"), Access::Public);
-        assert_eq!(access_for("/"), Access::SignedIn);
-        assert_eq!(access_for("/sessions"), Access::SignedIn);
-        assert_eq!(access_for("/logout"), Access::SignedIn);
-        assert_eq!(access_for("/anything-new"), Access::SignedIn);
-        assert_eq!(access_for("/audit"), Access::AuditReader);
-        assert_eq!(access_for("/audit.csv"), Access::AuditReader);
-        assert_eq!(access_for("/team"), Access::Admin);
-        assert_eq!(access_for("/team/4/role"), Access::Admin);
-        assert_eq!(access_for("/teamwork"), Access::SignedIn);
-        assert_eq!(access_for("/auth/check"), Access::Public);
-        let apps = access_for("/apps/3/remove");
-        assert_eq!(
-            apps.for_method(&actix_web::http::Method::GET),
-            Access::AuditReader
-        );
-        assert_eq!(
-            apps.for_method(&actix_web::http::Method::POST),
-            Access::Admin
-        );
-        assert_eq!(access_for("/.well-known/jwks.json"), Access::Public);
-        assert!(is_forward_auth("/auth/forward") && !is_forward_auth("/auth/verify"));
-    }
 
     #[test]
     fn last_seen_is_written_at_most_once_a_minute() {

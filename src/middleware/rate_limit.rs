@@ -28,17 +28,6 @@ use crate::state::AppState;
 use crate::web::client::{client_info, client_ip_of_service};
 use crate::web::pages::Page;
 
-/// The routes whose posts share one budget per client IP.
-pub const LIMITED_PATHS: [&str; 7] = [
-    "/login",
-    "/auth/verify",
-    "/auth/code",
-    "/auth/approve",
-    "/auth/passkey/start",
-    "/auth/passkey/finish",
-    "/passkeys/confirm/finish",
-];
-
 /// How often idle entries (clients whose budget is full again) are dropped from memory.
 const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -61,12 +50,13 @@ pub fn limit_key(req: &ServiceRequest) -> (LimitKey, Option<&'static str>) {
     }
     // The path the router matches on (percent-decoded), so `/%6Cogin` is still `/login`.
     let path = req.match_info().as_str();
-    let Some(limited) = LIMITED_PATHS.iter().find(|p| **p == path) else {
+    let rule = crate::routes::rule_for(path);
+    if !rule.sign_in_budget {
         return (LimitKey::Exempt, None);
-    };
+    }
     let key =
         client_ip_of_service(req).map_or(LimitKey::Unknown, |ip| LimitKey::Client(bucket(ip)));
-    (key, Some(limited))
+    (key, Some(rule.name()))
 }
 
 /// IPv4 addresses as they are (also when written IPv4-mapped); IPv6 addresses by /64.
