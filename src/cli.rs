@@ -7,6 +7,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use diesel::prelude::*;
+use secrecy::ExposeSecret as _;
 
 use crate::audit_chain::{self, Verification};
 use crate::audit_checkpoint;
@@ -242,7 +243,7 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
                     "{email} is deactivated; re-activate them with `latchkey members add` first"
                 ),
             };
-            println!("{}", made.link.expose());
+            println!("{}", made.link.expose_secret());
             eprintln!(
                 "one-time sign-in link for {}, usable in any browser until {} UTC; \
                  hand it over on a channel you trust",

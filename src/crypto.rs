@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use ring::{digest, hkdf, hmac, rand::SecureRandom as _};
 
-use crate::secret::Secret;
+use secrecy::{ExposeSecret as _, SecretSlice};
 
 /// Keys derived from the one configured secret.
 #[derive(Clone)]
@@ -52,8 +52,9 @@ fn expand(prk: &hkdf::Prk, purpose: &[u8], len: usize) -> Vec<u8> {
 }
 
 impl Keys {
-    pub fn derive(secret: &Secret<Vec<u8>>) -> Self {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"latchkey/v1").extract(secret.expose());
+    pub fn derive(secret: &SecretSlice<u8>) -> Self {
+        let prk =
+            hkdf::Salt::new(hkdf::HKDF_SHA256, b"latchkey/v1").extract(secret.expose_secret());
         Self {
             cookie: actix_web::cookie::Key::from(&expand(&prk, b"session-cookie", 64)),
             token: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"sign-in-token", 32)),
@@ -96,25 +97,25 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
 }
 
 /// The development secret: read from the data dir, or generated there once.
-pub fn load_or_create_dev_secret(data_dir: &Path) -> anyhow::Result<Secret<Vec<u8>>> {
+pub fn load_or_create_dev_secret(data_dir: &Path) -> anyhow::Result<SecretSlice<u8>> {
     let path = data_dir.join("secret_key");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let bytes = hex::decode(text.trim()).with_context(|| {
             format!("{} is not hex; delete it to make a new one", path.display())
         })?;
         anyhow::ensure!(bytes.len() >= 32, "{} is too short", path.display());
-        return Ok(Secret::new(bytes));
+        return Ok(SecretSlice::from(bytes));
     }
-    crate::secret::create_private_dir(data_dir)
+    crate::private_fs::create_private_dir(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let bytes = random_bytes::<32>().to_vec();
-    crate::secret::write_private_file(&path, hex::encode(&bytes).as_bytes())
+    crate::private_fs::write_private_file(&path, hex::encode(&bytes).as_bytes())
         .with_context(|| format!("creating {}", path.display()))?;
     log::warn!(
         "LATCHKEY_SECRET_KEY is not set: generated a development key in {}. Set LATCHKEY_SECRET_KEY before serving anything but localhost.",
         path.display()
     );
-    Ok(Secret::new(bytes))
+    Ok(SecretSlice::from(bytes))
 }
 
 #[cfg(test)]
@@ -123,11 +124,11 @@ mod tests {
 
     #[test]
     fn purposes_get_different_keys() {
-        let keys = Keys::derive(&Secret::new(vec![7u8; 32]));
+        let keys = Keys::derive(&SecretSlice::from(vec![7u8; 32]));
         let a = hmac::sign(&keys.token, b"x");
         let b = hmac::sign(&keys.browser, b"x");
         assert_ne!(a.as_ref(), b.as_ref());
-        let again = Keys::derive(&Secret::new(vec![7u8; 32]));
+        let again = Keys::derive(&SecretSlice::from(vec![7u8; 32]));
         assert_eq!(a.as_ref(), hmac::sign(&again.token, b"x").as_ref());
     }
 
@@ -139,8 +140,8 @@ mod tests {
         ));
         let first = load_or_create_dev_secret(&dir).unwrap();
         let second = load_or_create_dev_secret(&dir).unwrap();
-        assert_eq!(first.expose(), second.expose());
-        assert_eq!(first.expose().len(), 32);
+        assert_eq!(first.expose_secret(), second.expose_secret());
+        assert_eq!(first.expose_secret().len(), 32);
         use std::os::unix::fs::PermissionsExt as _;
         let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(

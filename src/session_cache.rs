@@ -29,8 +29,8 @@ use crate::db::{Db, DbError};
 use crate::models::app::{self, AppRule};
 use crate::models::member::{self, Member};
 use crate::models::session;
-use crate::secret::Secret;
 use crate::web::session::keys;
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// The notification channel the triggers send on. Payloads: `s:<hex key digest>` (a session),
 /// `m:<member id>` (a member), `a` (apps), `all` (a table was truncated), `sync:<n>` (a
@@ -269,7 +269,7 @@ pub struct Live {
 
 impl Live {
     /// A cache kept current by its own listener connection to `url` (the pool's database).
-    pub fn start(db: Db, url: Secret<String>) -> std::io::Result<Self> {
+    pub fn start(db: Db, url: SecretString) -> std::io::Result<Self> {
         let cache = Arc::new(LiveCache::default());
         spawn_listener(url, &cache)?;
         Ok(Self { db, cache })
@@ -361,7 +361,7 @@ impl Live {
 
 /// Starts the listener on its own thread (it blocks on its connection, never on the async
 /// executor). It stops once the cache is dropped.
-pub fn spawn_listener(url: Secret<String>, cache: &Arc<LiveCache>) -> std::io::Result<()> {
+pub fn spawn_listener(url: SecretString, cache: &Arc<LiveCache>) -> std::io::Result<()> {
     let cache = Arc::downgrade(cache);
     std::thread::Builder::new()
         .name(LISTENER_APPLICATION_NAME.into())
@@ -369,7 +369,7 @@ pub fn spawn_listener(url: Secret<String>, cache: &Arc<LiveCache>) -> std::io::R
         .map(drop)
 }
 
-fn listen(url: &Secret<String>, cache: &Weak<LiveCache>) {
+fn listen(url: &SecretString, cache: &Weak<LiveCache>) {
     let mut backoff = RECONNECT_MIN;
     let mut logged_down = false;
     loop {
@@ -409,8 +409,8 @@ fn listen(url: &Secret<String>, cache: &Weak<LiveCache>) {
     }
 }
 
-fn connect(url: &Secret<String>) -> diesel::ConnectionResult<PgConnection> {
-    let mut conn = PgConnection::establish(url.expose())?;
+fn connect(url: &SecretString) -> diesel::ConnectionResult<PgConnection> {
+    let mut conn = PgConnection::establish(url.expose_secret())?;
     let setup = format!("SET application_name = '{LISTENER_APPLICATION_NAME}'; LISTEN {CHANNEL}");
     conn.batch_execute(&setup)
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;

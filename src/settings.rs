@@ -11,16 +11,17 @@ use ipnet::IpNet;
 use url::Url;
 
 use crate::domain::email_address::{canonical_domain, EmailAddress};
-use crate::secret::Secret;
+use crate::mail::smtp_url::{SmtpServer, TlsMode};
+use secrecy::{SecretSlice, SecretString};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub database_url: Option<Secret<String>>,
+    pub database_url: Option<SecretString>,
     pub data_dir: PathBuf,
     pub bind: SocketAddr,
     pub public_url: PublicUrl,
     /// Raw key material; `None` means "generate one in the data dir" (development only).
-    pub secret_key: Option<Secret<Vec<u8>>>,
+    pub secret_key: Option<SecretSlice<u8>>,
     pub admins: Vec<EmailAddress>,
     pub allowed_domains: Vec<String>,
     pub email: EmailBackend,
@@ -59,7 +60,7 @@ impl PublicUrl {
     }
 
     pub fn is_loopback(&self) -> bool {
-        is_loopback_host(&self.0)
+        self.0.host_str().is_some_and(is_loopback_host)
     }
 
     /// `path` must start with `/`; the result is the public base followed by it.
@@ -119,49 +120,22 @@ impl RelyingParty {
 }
 
 /// `localhost` or a name under it, `127.0.0.0/8`, `[::1]`: a host no other machine reaches.
-fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(domain)) => {
-            // `smtp://` is not a special scheme, so `url` leaves its IP hosts as text.
-            let unbracketed = domain.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
-                return ip.is_loopback();
-            }
-            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-            domain == "localhost" || domain.ends_with(".localhost")
-        }
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
+/// Takes the host as text (brackets allowed) because `smtp://` is not a special scheme, so
+/// `url` leaves its IP hosts as text there.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
     }
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmailBackend {
     Console,
     File(PathBuf),
-    Smtp {
-        /// The URL may hold SMTP credentials, so it is kept secret.
-        url: Secret<Url>,
-        /// `ca=PATH`: roots trusted for the server's certificate beside the default ones.
-        ca: Option<CaCertificates>,
-    },
-}
-
-/// The PEM file named by `ca=`, read once at start-up so a bad file stops Latchkey there.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CaCertificates {
-    pub path: PathBuf,
-    pub pem: Vec<u8>,
-}
-
-/// The path says which file it is; the bytes would only fill the log.
-impl std::fmt::Debug for CaCertificates {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CaCertificates")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
+    Smtp(SmtpServer),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,7 +195,7 @@ impl Settings {
                 .filter(|value| !value.is_empty())
         };
 
-        let database_url = get("DATABASE_URL").map(Secret::new);
+        let database_url = get("DATABASE_URL").map(SecretString::from);
         let data_dir =
             PathBuf::from(get("LATCHKEY_DATA_DIR").unwrap_or_else(|| "./.latchkey".to_string()));
         let bind_text = get("LATCHKEY_BIND").unwrap_or_else(|| "127.0.0.1:8080".to_string());
@@ -232,7 +206,7 @@ impl Settings {
                 .map_err(|p| invalid("LATCHKEY_BIND", p))?,
         };
         let secret_key = match get("LATCHKEY_SECRET_KEY") {
-            Some(text) => Some(Secret::new(
+            Some(text) => Some(SecretSlice::from(
                 parse_secret_key(&text).map_err(|p| invalid("LATCHKEY_SECRET_KEY", p))?,
             )),
             None if public_url.is_loopback() => None,
@@ -452,12 +426,8 @@ fn refuse_unsafe_outside_loopback(
             ));
         }
     }
-    if let EmailBackend::Smtp { url, .. } = email {
-        let url = url.expose();
-        let plain = url
-            .query_pairs()
-            .any(|(key, value)| key == "tls" && value == "none");
-        if plain && !is_loopback_host(url) {
+    if let EmailBackend::Smtp(server) = email {
+        if server.tls == TlsMode::None && !server.is_loopback() {
             return Err(invalid(
                 "LATCHKEY_EMAIL",
                 "?tls=none is allowed only for an SMTP server on localhost or 127.0.0.1",
@@ -491,73 +461,8 @@ fn parse_email_backend(text: &str) -> Result<EmailBackend, String> {
         }
         return Ok(EmailBackend::File(PathBuf::from(dir)));
     }
-    // Never echo the URL: it may carry a password.
-    let url = Url::parse(text).map_err(|_| {
-        "must be `console`, `file:DIR`, or smtp://host:port / smtps://host:port".to_string()
-    })?;
-    if !matches!(url.scheme(), "smtp" | "smtps") {
-        return Err("an email URL must start with smtp:// or smtps://".into());
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("the SMTP URL has no host".into());
-    }
-    let mut plain = false;
-    let mut ca = None;
-    for (key, value) in url.query_pairs() {
-        match (key.as_ref(), value.as_ref()) {
-            ("tls", "none") if url.scheme() == "smtp" => plain = true,
-            ("tls", "required") => {}
-            ("ca", path) if ca.is_none() => ca = Some(read_ca_file(path)?),
-            _ => {
-                return Err(format!(
-                    "unknown or repeated SMTP URL option `{key}` (only ?tls=none, for local sinks, and ?ca=PATH)"
-                ))
-            }
-        }
-    }
-    if plain && ca.is_some() {
-        return Err("`ca=` needs TLS, so it cannot go with `tls=none`".into());
-    }
-    Ok(EmailBackend::Smtp {
-        url: Secret::new(url),
-        ca,
-    })
+    SmtpServer::parse(text).map(EmailBackend::Smtp)
 }
-
-/// Checked here, not at the first mail: a wrong path should stop start-up, not a sign-in.
-fn read_ca_file(path: &str) -> Result<CaCertificates, String> {
-    if path.is_empty() {
-        return Err("`ca=` needs the path of a PEM file".into());
-    }
-    let pem =
-        std::fs::read(path).map_err(|e| format!("cannot read the ca= file {path:?} ({e})"))?;
-    // lettre skips what is not a certificate, so a file without one would trust nothing
-    // new; and rustls reads each certificate only when the TLS settings are built, which is
-    // tried here so that a damaged one stops start-up too.
-    use lettre::transport::smtp::client::{Certificate, CertificateStore, TlsParameters};
-    let has_certificate = pem
-        .windows(CERTIFICATE_LABEL.len())
-        .any(|window| window == CERTIFICATE_LABEL);
-    let usable = has_certificate
-        && Certificate::from_pem(&pem).is_ok_and(|roots| {
-            TlsParameters::builder("localhost".into())
-                .certificate_store(CertificateStore::None)
-                .add_root_certificate(roots)
-                .build()
-                .is_ok()
-        });
-    if !usable {
-        return Err(format!(
-            "the ca= file {path:?} holds no usable PEM certificate (-----BEGIN CERTIFICATE-----)"
-        ));
-    }
-    Ok(CaCertificates {
-        path: PathBuf::from(path),
-        pem,
-    })
-}
-
-const CERTIFICATE_LABEL: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
 /// `90s`, `10m`, `12h`, `7d` (and anything else humantime reads, such as `1h 30m`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -596,6 +501,7 @@ fn parse_cidr(text: &str) -> Result<IpNet, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret as _;
     use std::collections::HashMap;
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
@@ -644,7 +550,7 @@ mod tests {
         ])
         .unwrap();
         assert!(s.public_url.is_https());
-        assert_eq!(s.secret_key.unwrap().expose().len(), 32);
+        assert_eq!(s.secret_key.unwrap().expose_secret().len(), 32);
     }
 
     #[test]
@@ -697,7 +603,7 @@ mod tests {
             settings(&[("LATCHKEY_EMAIL", "smtp://127.0.0.1:2525?tls=none")])
                 .unwrap()
                 .email,
-            EmailBackend::Smtp { .. }
+            EmailBackend::Smtp(_)
         ));
         assert!(settings(&[("LATCHKEY_EMAIL", "smtps://u:p@mail.example.org:465")]).is_ok());
         assert!(settings(&[("LATCHKEY_EMAIL", "smtps://mail.example.org?tls=none")]).is_err());
@@ -722,7 +628,7 @@ mod tests {
         let path = temp_file(PEM);
         for scheme in ["smtp", "smtps"] {
             let url = format!("{scheme}://u:p@relay.corp:587?ca={}", path.display());
-            let EmailBackend::Smtp { ca, .. } =
+            let EmailBackend::Smtp(SmtpServer { ca, .. }) =
                 settings(&[("LATCHKEY_EMAIL", &url)]).unwrap().email
             else {
                 panic!("an SMTP backend");
@@ -734,9 +640,10 @@ mod tests {
             );
             assert!(!format!("{ca:?}").contains("BEGIN"), "{ca:?}");
         }
-        let EmailBackend::Smtp { ca, .. } = settings(&[("LATCHKEY_EMAIL", "smtp://relay.corp")])
-            .unwrap()
-            .email
+        let EmailBackend::Smtp(SmtpServer { ca, .. }) =
+            settings(&[("LATCHKEY_EMAIL", "smtp://relay.corp")])
+                .unwrap()
+                .email
         else {
             panic!("an SMTP backend");
         };

@@ -37,8 +37,8 @@ use crate::models::sign_in_request::{
     self, CompletedBy, LockScope, NewSignInRequest, RequestState, SignInRequest, MAX_CODE_FAILURES,
 };
 use crate::schema::member_browsers;
-use crate::secret::Secret;
 use crate::settings::{LinkBinding, Settings};
+use secrecy::SecretString;
 
 /// Wrong codes for one member (or decoy address) within [`LOCK_WINDOW`] that lock codes.
 pub const CODE_LOCK_FAILURES: i64 = 10;
@@ -213,7 +213,7 @@ pub enum BreakGlass {
 /// never logged or stored.
 #[derive(Debug)]
 pub struct BreakGlassLink {
-    pub link: Secret<String>,
+    pub link: SecretString,
     pub member: Member,
     pub request: SignInRequest,
 }
@@ -256,7 +256,7 @@ pub fn break_glass(
             .detail(format!("break-glass: {reason}"))
             .insert(conn)?;
         Ok(BreakGlass::Issued(Box::new(BreakGlassLink {
-            link: Secret::new(link_with_token(settings, "/auth/verify", &token)),
+            link: SecretString::from(link_with_token(settings, "/auth/verify", &token)),
             member,
             request,
         })))

@@ -30,13 +30,13 @@ use crate::middleware::rate_limit::LoginRateLimit;
 use crate::middleware::security_headers::security_headers;
 use crate::models::member;
 use crate::routes;
-use crate::secret::Secret;
 use crate::session_cache::Live;
 use crate::session_store::PgSessionStore;
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::web::browser::session_cookie_name;
 use crate::web::errors::error_pages;
+use secrecy::{SecretSlice, SecretString};
 
 /// Connections per process; a small team's traffic never needs more, and PostgreSQL's
 /// default of 100 connections leaves room for several instances.
@@ -45,7 +45,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Where the data lives: the configured server, or a private cluster this process runs.
 pub struct Database {
-    pub url: Secret<String>,
+    pub url: SecretString,
     /// Kept alive for as long as Latchkey runs; dropping it stops the cluster.
     pub embedded: Option<EmbeddedPostgres>,
 }
@@ -68,7 +68,7 @@ pub fn open_database(settings: &Settings) -> anyhow::Result<Database> {
 }
 
 /// The configured secret, or (for a localhost URL only, as settings enforce) the generated one.
-pub fn resolve_secret(settings: &Settings) -> anyhow::Result<Secret<Vec<u8>>> {
+pub fn resolve_secret(settings: &Settings) -> anyhow::Result<SecretSlice<u8>> {
     match &settings.secret_key {
         Some(secret) => Ok(secret.clone()),
         None => load_or_create_dev_secret(&settings.data_dir),
@@ -76,7 +76,7 @@ pub fn resolve_secret(settings: &Settings) -> anyhow::Result<Secret<Vec<u8>>> {
 }
 
 /// Blocking: applies pending migrations and makes sure `LATCHKEY_ADMINS` are active admins.
-pub fn prepare_database(settings: &Settings, url: &Secret<String>) -> anyhow::Result<()> {
+pub fn prepare_database(settings: &Settings, url: &SecretString) -> anyhow::Result<()> {
     let mut conn = db::connect_once(url)?;
     for name in db::migrations::run_pending(&mut conn)? {
         log::info!("applied migration {name}");

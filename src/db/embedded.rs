@@ -19,7 +19,8 @@ use std::process::{Command, Output};
 
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 
-use crate::secret::{create_private_dir, write_private_file, Secret};
+use crate::private_fs::{create_private_dir, write_private_file};
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// The account PostgreSQL runs as when Latchkey itself runs as root (PostgreSQL refuses root).
 const UNPRIVILEGED_USER: &str = "postgres";
@@ -114,17 +115,17 @@ impl EmbeddedPostgres {
         Ok(cluster)
     }
 
-    pub fn database_url(&self) -> Secret<String> {
+    pub fn database_url(&self) -> SecretString {
         self.url_for(DATABASE_NAME)
     }
 
     /// A libpq URL that reaches `database` through the private socket (no host, no port).
-    pub fn url_for(&self, database: &str) -> Secret<String> {
+    pub fn url_for(&self, database: &str) -> SecretString {
         let socket_dir = percent_encoding::percent_encode(
             self.layout.socket_dir.as_os_str().as_encoded_bytes(),
             percent_encoding::NON_ALPHANUMERIC,
         );
-        Secret::new(format!(
+        SecretString::from(format!(
             "postgres://{UNPRIVILEGED_USER}@/{database}?host={socket_dir}&port={SOCKET_PORT}"
         ))
     }
@@ -266,7 +267,7 @@ impl EmbeddedPostgres {
     }
 
     fn ensure_database(&self) -> Result<(), EmbeddedError> {
-        let mut conn = PgConnection::establish(self.url_for("postgres").expose())
+        let mut conn = PgConnection::establish(self.url_for("postgres").expose_secret())
             .map_err(|e| step_error("connecting to the private cluster", e))?;
         let exists: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
             "EXISTS (SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}')"

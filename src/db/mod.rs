@@ -10,7 +10,7 @@ use diesel::PgConnection;
 
 use crate::middleware::access_log::RequestId;
 use crate::middleware::availability::note_database_unavailable;
-use crate::secret::Secret;
+use secrecy::{ExposeSecret as _, SecretString};
 
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
@@ -56,7 +56,7 @@ pub struct Db {
 impl Db {
     /// Builds the pool without connecting, so a database that is down at start-up (or later)
     /// turns into quick 503s rather than a crash.
-    pub fn connect_lazy(url: &Secret<String>, max_size: u32) -> Self {
+    pub fn connect_lazy(url: &SecretString, max_size: u32) -> Self {
         let pool = Pool::builder()
             .max_size(max_size)
             .min_idle(Some(0))
@@ -64,7 +64,7 @@ impl Db {
             // No validation query per checkout (it would add a round trip to every query);
             // instead a connection whose query failed is pinged, and dropped if it is dead.
             .test_on_check_out(false)
-            .build_unchecked(ConnectionManager::new(url.expose()));
+            .build_unchecked(ConnectionManager::new(url.expose_secret()));
         Self {
             pool,
             round_trips: Default::default(),
@@ -143,8 +143,8 @@ fn discard_if_dead(conn: &mut PgConn) -> bool {
 }
 
 /// Establishes a single connection, for the command line.
-pub fn connect_once(url: &Secret<String>) -> anyhow::Result<PgConnection> {
+pub fn connect_once(url: &SecretString) -> anyhow::Result<PgConnection> {
     use anyhow::Context as _;
     use diesel::Connection as _;
-    PgConnection::establish(url.expose()).context("connecting to PostgreSQL (DATABASE_URL)")
+    PgConnection::establish(url.expose_secret()).context("connecting to PostgreSQL (DATABASE_URL)")
 }

@@ -13,16 +13,14 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
-use url::Url;
+use secrecy::ExposeSecret as _;
 
+use super::smtp_url::{SmtpCredentials, SmtpServer, TlsMode};
 use super::{MailError, OutgoingMail, MAX_IN_FLIGHT};
-use crate::secret::Secret;
-use crate::settings::{CaCertificates, EmailBackend};
+use crate::settings::EmailBackend;
 
 /// Per SMTP command; lettre's 60 s default would stall a retry schedule built in seconds.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
-const SUBMISSION_PORT: u16 = 587;
-const SUBMISSIONS_PORT: u16 = 465;
 
 pub enum Transport {
     Console,
@@ -39,10 +37,9 @@ impl Transport {
         Ok(match backend {
             EmailBackend::Console => Transport::Console,
             EmailBackend::File(dir) => Transport::File(dir.clone()),
-            EmailBackend::Smtp { url, ca } => Transport::Smtp(ManuallyDrop::new(smtp_transport(
-                smtp_params(url)?,
-                ca.as_ref(),
-            )?)),
+            EmailBackend::Smtp(server) => {
+                Transport::Smtp(ManuallyDrop::new(smtp_transport(server)?))
+            }
         })
     }
 
@@ -101,7 +98,7 @@ fn write_eml(dir: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     );
     let temporary = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
-    let written = crate::secret::write_private_file(&temporary, bytes)
+    let written = crate::private_fs::write_private_file(&temporary, bytes)
         .and_then(|()| std::fs::rename(&temporary, &path));
     if written.is_err() {
         let _ = std::fs::remove_file(&temporary);
@@ -109,93 +106,10 @@ fn write_eml(dir: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     written.map(|()| path)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TlsMode {
-    /// `?tls=none`: plain text, for a sink on the same machine.
-    None,
-    /// `smtp://`: STARTTLS, and no mail at all if the server does not offer it (a
-    /// man-in-the-middle can strip the offer, so falling back would defeat it).
-    StartTls,
-    /// `smtps://`: TLS from the first byte.
-    Implicit,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct SmtpParams {
-    host: String,
-    port: u16,
-    tls: TlsMode,
-    credentials: Option<(String, Secret<String>)>,
-}
-
-/// Reads the URL ourselves rather than with lettre's `from_url`, whose plain `smtp://` means
-/// no TLS at all; here it means STARTTLS required. Errors never quote the URL.
-fn smtp_params(url: &Secret<Url>) -> Result<SmtpParams, MailError> {
-    let url = url.expose();
-    let implicit = match url.scheme() {
-        "smtp" => false,
-        "smtps" => true,
-        _ => {
-            return Err(MailError::Config(
-                "the URL must start with smtp:// or smtps://",
-            ))
-        }
-    };
-    let host = match url.host() {
-        // lettre resolves `(host, port)`, so an IPv6 address goes without its brackets.
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        Some(host) => host.to_string(),
-        None => String::new(),
-    };
-    if host.is_empty() {
-        return Err(MailError::Config("the SMTP URL has no host"));
-    }
-    let mut tls = if implicit {
-        TlsMode::Implicit
-    } else {
-        TlsMode::StartTls
-    };
-    for (key, value) in url.query_pairs() {
-        match (key.as_ref(), value.as_ref()) {
-            ("tls", "none") if !implicit => tls = TlsMode::None,
-            ("tls", "required") => {}
-            // Read and checked by the settings; the roots come in as `CaCertificates`.
-            ("ca", _) => {}
-            _ => {
-                return Err(MailError::Config(
-                    "unknown SMTP URL option (only ?tls=none and ?ca=PATH)",
-                ))
-            }
-        }
-    }
-    let port = url.port().unwrap_or(if implicit {
-        SUBMISSIONS_PORT
-    } else {
-        SUBMISSION_PORT
-    });
-    let credentials = match (url.username(), url.password()) {
-        ("", None) => None,
-        ("", Some(_)) => return Err(MailError::Config("the SMTP URL has a password but no user")),
-        (user, password) => Some((
-            percent_decode(user)?,
-            Secret::new(percent_decode(password.unwrap_or(""))?),
-        )),
-    };
-    Ok(SmtpParams {
-        host,
-        port,
-        tls,
-        credentials,
-    })
-}
-
-fn smtp_transport(
-    params: SmtpParams,
-    ca: Option<&CaCertificates>,
-) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
+fn smtp_transport(server: &SmtpServer) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
     let tls_parameters = || {
-        let mut builder = TlsParameters::builder(params.host.clone());
-        if let Some(ca) = ca {
+        let mut builder = TlsParameters::builder(server.host.clone());
+        if let Some(ca) = &server.ca {
             let roots = Certificate::from_pem(&ca.pem)
                 .map_err(|_| MailError::Config("the ca= file holds no usable PEM certificate"))?;
             builder = builder.add_root_certificate(roots);
@@ -206,113 +120,28 @@ fn smtp_transport(
             )
         })
     };
-    let tls = match params.tls {
+    let tls = match server.tls {
         TlsMode::None => Tls::None,
         TlsMode::StartTls => Tls::Required(tls_parameters()?),
         TlsMode::Implicit => Tls::Wrapper(tls_parameters()?),
     };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&params.host)
-        .port(params.port)
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&server.host)
+        .port(server.port)
         .tls(tls)
         .timeout(Some(SMTP_TIMEOUT))
         .pool_config(PoolConfig::new().max_size(MAX_IN_FLIGHT as u32));
-    if let Some((user, password)) = params.credentials {
-        builder = builder.credentials(Credentials::new(user, password.expose().clone()));
+    if let Some(SmtpCredentials { user, password }) = &server.credentials {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            password.expose_secret().to_string(),
+        ));
     }
     Ok(builder.build())
-}
-
-/// `%XX` escapes in the URL's user and password. Not `form_urlencoded`: in a URL's user info
-/// a `+` is a plus, not a space.
-fn percent_decode(text: &str) -> Result<String, MailError> {
-    let bad = || MailError::Config("the SMTP user or password has a bad %-escape");
-    let mut bytes = Vec::with_capacity(text.len());
-    let mut rest = text.as_bytes();
-    while let Some((&byte, tail)) = rest.split_first() {
-        rest = tail;
-        if byte != b'%' {
-            bytes.push(byte);
-            continue;
-        }
-        let hex = rest.get(..2).ok_or_else(bad)?;
-        let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-        bytes.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-        rest = rest.get(2..).unwrap_or_default();
-    }
-    String::from_utf8(bytes).map_err(|_| bad())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn params(url: &str) -> Result<SmtpParams, MailError> {
-        smtp_params(&Secret::new(Url::parse(url).unwrap()))
-    }
-
-    #[test]
-    fn smtp_means_starttls_required_on_587() {
-        let p = params("smtp://mail.example.org").unwrap();
-        assert_eq!(p.host, "mail.example.org");
-        assert_eq!(p.port, 587);
-        assert_eq!(p.tls, TlsMode::StartTls);
-        assert_eq!(p.credentials, None);
-        assert_eq!(params("smtp://mail.example.org:2525").unwrap().port, 2525);
-        assert_eq!(
-            params("smtp://mail.example.org?tls=required").unwrap().tls,
-            TlsMode::StartTls
-        );
-    }
-
-    #[test]
-    fn smtps_means_implicit_tls_on_465() {
-        let p = params("smtps://mail.example.org").unwrap();
-        assert_eq!((p.port, p.tls), (465, TlsMode::Implicit));
-        assert!(params("smtps://mail.example.org?tls=none").is_err());
-        // The settings read the ca= file; the transport only lets the option through.
-        let p = params("smtps://mail.example.org?ca=/etc/ssl/corp-ca.pem").unwrap();
-        assert_eq!((p.port, p.tls), (465, TlsMode::Implicit));
-    }
-
-    #[test]
-    fn tls_none_is_plain_text() {
-        let p = params("smtp://127.0.0.1:1025?tls=none").unwrap();
-        assert_eq!(
-            (p.host.as_str(), p.port, p.tls),
-            ("127.0.0.1", 1025, TlsMode::None)
-        );
-        assert!(params("smtp://127.0.0.1?tls=maybe").is_err());
-        assert!(params("smtp://127.0.0.1?debug=1").is_err());
-    }
-
-    #[test]
-    fn credentials_are_percent_decoded() {
-        let p = params("smtp://us%40er:p%40ss%3Aw+rd%25@mail.example.org").unwrap();
-        let (user, password) = p.credentials.unwrap();
-        assert_eq!(user, "us@er");
-        assert_eq!(password.expose(), "p@ss:w+rd%");
-        let (user, password) = params("smtps://user@mail.example.org")
-            .unwrap()
-            .credentials
-            .unwrap();
-        assert_eq!((user.as_str(), password.expose().as_str()), ("user", ""));
-        assert!(params("smtp://u:%zz@mail.example.org").is_err());
-        assert!(params("smtp://u:%4@mail.example.org").is_err());
-    }
-
-    #[test]
-    fn ipv6_hosts_lose_their_brackets() {
-        assert_eq!(params("smtp://[::1]:25?tls=none").unwrap().host, "::1");
-    }
-
-    #[test]
-    fn errors_never_quote_the_url() {
-        let err = params("smtp://u:hunter2@mail.example.org?x=y").unwrap_err();
-        assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert!(!format!("{err:?}").contains("hunter2"));
-        let p = params("smtp://u:hunter2@mail.example.org").unwrap();
-        assert!(!format!("{p:?}").contains("hunter2"));
-    }
 
     #[test]
     fn eml_files_are_written_whole_named_by_time_and_never_collide() {

@@ -3,6 +3,7 @@
 use std::process::Output;
 
 use crate::helpers::{spawn_app, urlencode, TestApp};
+use secrecy::ExposeSecret as _;
 
 fn latchkey(app: &TestApp, args: &[&str]) -> Output {
     let scratch = std::env::temp_dir().join("latchkey-cli-tests");
@@ -11,7 +12,7 @@ fn latchkey(app: &TestApp, args: &[&str]) -> Output {
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", app.database.url.expose())
+        .env("DATABASE_URL", app.database.url.expose_secret())
         .env("LATCHKEY_DATA_DIR", scratch.join("data"))
         .env("RUST_LOG", "warn")
         .current_dir(&scratch)

@@ -13,7 +13,7 @@ use latchkey::audit_checkpoint::{self, Checkpoint};
 use latchkey::crypto::Keys;
 use latchkey::models::audit::{AuditEvent, AuditRow, NewAuditRow};
 use latchkey::schema::{login_audit, members};
-use latchkey::secret::Secret;
+use secrecy::{ExposeSecret as _, SecretSlice};
 
 use crate::helpers::{new_browser, spawn_app_with, urldecode, TestDatabase};
 
@@ -27,7 +27,7 @@ pub fn latchkey(database: &TestDatabase, args: &[&str], env: &[(&str, &str)]) ->
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", database.url.expose())
+        .env("DATABASE_URL", database.url.expose_secret())
         .env("LATCHKEY_DATA_DIR", scratch.join("data"))
         .env("RUST_LOG", "warn")
         .env("LATCHKEY_SECRET_KEY", TEST_SECRET_KEY)
@@ -43,7 +43,7 @@ pub fn latchkey(database: &TestDatabase, args: &[&str], env: &[(&str, &str)]) ->
 const TEST_SECRET_KEY: &str = "6c617463686b65792d61756469742d746573742d7365637265742d6b65792121";
 
 fn keys_for(secret_hex: &str) -> Keys {
-    Keys::derive(&Secret::new(hex::decode(secret_hex).unwrap()))
+    Keys::derive(&SecretSlice::from(hex::decode(secret_hex).unwrap()))
 }
 
 fn audit_key() -> ring::hmac::Key {
@@ -1031,7 +1031,7 @@ async fn a_server_that_stops_signs_what_it_wrote() {
         .arg("serve")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", database.url.expose())
+        .env("DATABASE_URL", database.url.expose_secret())
         .env("LATCHKEY_BIND", format!("127.0.0.1:{port}"))
         .env("LATCHKEY_SECRET_KEY", TEST_SECRET_KEY)
         .env("LATCHKEY_ADMINS", "boss@example.org")

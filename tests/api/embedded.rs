@@ -7,6 +7,7 @@ use std::process::Command;
 
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 use latchkey::db::embedded::EmbeddedPostgres;
+use secrecy::ExposeSecret as _;
 
 /// A folder of mode 0700 with a space in its name, as a home directory or `mktemp -d` is,
 /// holding `checkout with spaces/.latchkey`.
@@ -36,18 +37,19 @@ fn a_private_cluster_starts_in_a_0700_folder_and_is_reused_and_stopped() {
     let url = {
         let cluster = EmbeddedPostgres::start(&dir).expect("starting the private cluster");
         let url = cluster.database_url();
-        let mut conn = PgConnection::establish(url.expose()).expect("the latchkey database exists");
+        let mut conn =
+            PgConnection::establish(url.expose_secret()).expect("the latchkey database exists");
         diesel::sql_query("CREATE TABLE kept (x int)")
             .execute(&mut conn)
             .unwrap();
         url
     };
     // Dropped: the cluster this process started is stopped.
-    assert!(PgConnection::establish(url.expose()).is_err());
+    assert!(PgConnection::establish(url.expose_secret()).is_err());
     assert_eq!(mode(&home), 0o700, "the home folder was not loosened");
 
     let mut cluster = EmbeddedPostgres::start(&dir).expect("starting it again");
-    let mut conn = PgConnection::establish(cluster.database_url().expose()).unwrap();
+    let mut conn = PgConnection::establish(cluster.database_url().expose_secret()).unwrap();
     diesel::sql_query("SELECT x FROM kept")
         .execute(&mut conn)
         .expect("the data survived a restart");
@@ -104,7 +106,7 @@ fn no_other_account_can_connect_to_the_private_cluster_or_read_its_files() {
     let (home, dir) = private_home();
     let mut cluster = EmbeddedPostgres::start(&dir).expect("starting the private cluster");
     let url = cluster.url_for("postgres");
-    let mut conn = PgConnection::establish(url.expose()).unwrap();
+    let mut conn = PgConnection::establish(url.expose_secret()).unwrap();
     assert_eq!(show(&mut conn, "listen_addresses"), "", "no TCP listener");
     assert_eq!(show(&mut conn, "unix_socket_permissions"), "0700");
     let pid_file = std::fs::read_to_string(cluster.root().join("data/postmaster.pid")).unwrap();
@@ -123,13 +125,13 @@ fn no_other_account_can_connect_to_the_private_cluster_or_read_its_files() {
 
     // This process (the owner, or root) gets in, so the refusals below are not an accident
     // of a broken command line.
-    let own = psql_as(None, url.expose());
+    let own = psql_as(None, url.expose_secret());
     assert!(own.status.success(), "{own:?}");
     let log = std::fs::read_to_string(cluster.log_file()).unwrap();
     assert!(!log.is_empty());
 
     if is_root() {
-        let stranger = psql_as(Some("nobody"), url.expose());
+        let stranger = psql_as(Some("nobody"), url.expose_secret());
         assert!(!stranger.status.success(), "nobody connected: {stranger:?}");
         let said = String::from_utf8_lossy(&stranger.stderr);
         assert!(said.contains("Permission denied"), "{said}");

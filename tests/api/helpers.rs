@@ -12,9 +12,9 @@ use latchkey::domain::email_address::EmailAddress;
 use latchkey::domain::role::Role;
 use latchkey::models::audit::AuditRow;
 use latchkey::models::member;
-use latchkey::secret::Secret;
 use latchkey::settings::Settings;
 use latchkey::startup::{Application, Database};
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::smtp_server::SmtpServer;
 
@@ -39,15 +39,16 @@ fn server() -> &'static TestServer {
     })
 }
 
-pub fn database_url(name: &str) -> Secret<String> {
+pub fn database_url(name: &str) -> SecretString {
     match server() {
-        TestServer::Tcp(base) => Secret::new(format!("{base}/{name}")),
+        TestServer::Tcp(base) => SecretString::from(format!("{base}/{name}")),
         TestServer::Private(cluster) => cluster.url_for(name),
     }
 }
 
 pub fn admin_connection() -> PgConnection {
-    PgConnection::establish(database_url("postgres").expose()).expect("connecting to PostgreSQL")
+    PgConnection::establish(database_url("postgres").expose_secret())
+        .expect("connecting to PostgreSQL")
 }
 
 /// The template's name changes whenever a migration changes, so a stale one is never used.
@@ -113,7 +114,7 @@ fn ensure_template() -> &'static str {
                 .execute(&mut conn)
                 .expect("creating the template");
             {
-                let mut tpl = PgConnection::establish(database_url(&building).expose())
+                let mut tpl = PgConnection::establish(database_url(&building).expose_secret())
                     .expect("connecting to the template");
                 db::migrations::run_pending(&mut tpl).expect("migrating the template");
             }
@@ -131,7 +132,7 @@ fn ensure_template() -> &'static str {
 /// A database of its own for one test, dropped when the guard is.
 pub struct TestDatabase {
     pub name: String,
-    pub url: Secret<String>,
+    pub url: SecretString,
 }
 
 impl TestDatabase {
@@ -174,7 +175,7 @@ impl TestDatabase {
     }
 
     pub fn connect(&self) -> PgConnection {
-        PgConnection::establish(self.url.expose()).expect("connecting to the test database")
+        PgConnection::establish(self.url.expose_secret()).expect("connecting to the test database")
     }
 }
 
@@ -206,7 +207,10 @@ pub struct TestApp {
 /// Settings every test starts from; a test overrides what it is about.
 pub fn base_settings(port: u16, database: &TestDatabase) -> HashMap<String, String> {
     HashMap::from([
-        ("DATABASE_URL".into(), database.url.expose().clone()),
+        (
+            "DATABASE_URL".into(),
+            database.url.expose_secret().to_string(),
+        ),
         ("LATCHKEY_BIND".into(), format!("127.0.0.1:{port}")),
         (
             "LATCHKEY_PUBLIC_URL".into(),

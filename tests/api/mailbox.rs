@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use latchkey::schema::members;
+use secrecy::ExposeSecret as _;
 
 use crate::helpers::{new_browser, spawn_app_with, TestApp};
 
@@ -24,7 +25,7 @@ fn latchkey(app: &TestApp, args: &[&str]) -> Output {
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", app.database.url.expose())
+        .env("DATABASE_URL", app.database.url.expose_secret())
         .env("LATCHKEY_DATA_DIR", scratch.join("data"))
         .env("RUST_LOG", "warn")
         .current_dir(&scratch)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::cookie::{CookieStore as _, Jar};
+use secrecy::ExposeSecret as _;
 
 use crate::helpers::{form_value, urldecode, urlencode, TestDatabase};
 
@@ -129,7 +130,7 @@ async fn no_token_code_or_session_id_reaches_the_log() {
         .current_dir(&dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATABASE_URL", database.url.expose())
+        .env("DATABASE_URL", database.url.expose_secret())
         .env("LATCHKEY_DATA_DIR", dir.join("data"))
         .env("LATCHKEY_BIND", format!("127.0.0.1:{port}"))
         .env("LATCHKEY_SECRET_KEY", &secret_key)

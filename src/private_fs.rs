@@ -1,27 +1,5 @@
-//! Wrappers for values that must never be printed: `Debug` shows a placeholder.
-
-use std::fmt;
-
-/// A value that is redacted in `Debug` output, so it cannot leak through logs or panics.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret<T>(T);
-
-impl<T> Secret<T> {
-    pub fn new(value: T) -> Self {
-        Self(value)
-    }
-
-    /// Access to the value is always explicit, so every use is easy to audit.
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
+//! Files and directories that other local users must not read (keys, mails with links, the
+//! private cluster). Secret values in memory are `secrecy`'s `SecretString`/`SecretSlice`.
 
 /// Creates `path` (never overwriting) readable by its owner only, writes `bytes` and flushes
 /// them to disk: for what must not be read by other local users (keys, mails with links).
@@ -46,17 +24,4 @@ pub fn create_private_dir(path: &std::path::Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_never_shows_the_value() {
-        let secret = Secret::new("hunter2-very-secret".to_string());
-        let printed = format!("{secret:?}");
-        assert!(!printed.contains("hunter2"), "{printed}");
-        assert_eq!(secret.expose(), "hunter2-very-secret");
-    }
 }
