@@ -116,7 +116,7 @@ SELECT nextval('login_audit_id_seq'), (SELECT coalesce(max(seq), 0) FROM login_a
        now() - make_interval(secs => ($audit_rows - g) * 30),
        (ARRAY['link_requested','link_sent','signed_in','signed_out','link_prefetched','login_denied','session_expired','link_expired'])[1 + g % 8],
        'user' || (g % 500) || '@example.org',
-       '10.' || (g % 7) || '.' || (g % 250) || '.' || (g % 199),
+       ('10.' || (g % 7) || '.' || (g % 250) || '.' || (g % 199))::inet,
        'Mozilla/5.0 (X11; Linux x86_64) Bench/' || (g % 40),
        NULL, 'seeded', g / 3,
        '\x00'::bytea, sha256(int8send(g))

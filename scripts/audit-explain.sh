@@ -77,8 +77,8 @@ SELECT g,
        CASE WHEN event IN ('link_invalid') THEN NULL
             WHEN event IN ('login_denied') THEN 'stranger' || (r2 * 20000)::int || '@mail.example.com'
             ELSE 'user' || floor(500 * r2 * r2)::int || '@example.org' END,
-       CASE WHEN r5 < 0.02 THEN '2001:db8::' || to_hex((r3 * 2000)::int)
-            ELSE '10.' || (floor(4000 * r3 * r3)::int / 250) || '.' || (floor(4000 * r3 * r3)::int % 250) || '.' || (1 + floor(4000 * r3 * r3)::int % 7) END,
+       (CASE WHEN r5 < 0.02 THEN '2001:db8::' || to_hex((r3 * 2000)::int)
+            ELSE '10.' || (floor(4000 * r3 * r3)::int / 250) || '.' || (floor(4000 * r3 * r3)::int % 250) || '.' || (1 + floor(4000 * r3 * r3)::int % 7) END)::inet,
        (ARRAY['Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36',
               'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15',
               'Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0',
@@ -162,8 +162,8 @@ queries=(
   "event, common (signed_in)|text|SELECT $cols FROM login_audit WHERE event = \$1 $page|'signed_in'"
   "event, rare (approval_mismatch)|text|SELECT $cols FROM login_audit WHERE event = \$1 $page|'approval_mismatch'"
   "event + deep before|text,int8|SELECT $cols FROM login_audit WHERE event = \$1 AND id < \$2 $page|'code_failed',$deep_before"
-  "ip, busy|text|SELECT $cols FROM login_audit WHERE ip = \$1 $page|'10.0.0.1'"
-  "ip, rare (IPv6)|text|SELECT $cols FROM login_audit WHERE ip = \$1 $page|'2001:db8::1'"
+  "ip, busy|inet|SELECT $cols FROM login_audit WHERE ip = \$1 $page|'10.0.0.1'"
+  "ip, rare (IPv6)|inet|SELECT $cols FROM login_audit WHERE ip = \$1 $page|'2001:db8::1'"
   "dates: today|timestamptz,timestamptz|SELECT $cols FROM login_audit WHERE occurred_at >= \$1 AND occurred_at < \$2 $page|'$today','$tomorrow'"
   "dates: one day 200 days ago|timestamptz,timestamptz|SELECT $cols FROM login_audit WHERE occurred_at >= \$1 AND occurred_at < \$2 $page|'$day_mid','$day_mid_next'"
   "dates: a week 395 days ago|timestamptz,timestamptz|SELECT $cols FROM login_audit WHERE occurred_at >= \$1 AND occurred_at < \$2 $page|'$week_old','$week_old_end'"

@@ -17,6 +17,7 @@ use diesel::sql_types::{BigInt, Double, Nullable};
 use ring::hmac;
 
 use crate::audit_checkpoint::{self, Checkpoint, INTERVAL};
+use crate::domain::ids::AuditId;
 use crate::models::audit::AuditRow;
 use crate::schema::{login_audit, login_audit_chain, login_audit_checkpoints};
 
@@ -33,10 +34,10 @@ pub enum Verification {
     /// Every row links to the one before it, and the last one is the recorded head.
     Intact { rows: u64 },
     /// `id` is the first row (in chain order) that does not check out.
-    Broken { id: i64, reason: BreakReason },
+    Broken { id: AuditId, reason: BreakReason },
     /// Every remaining row checks out, but the recorded head is not the last of them: rows
     /// after `after` (the last row left, `None` if none is left) were deleted.
-    Truncated { after: Option<i64>, rows: u64 },
+    Truncated { after: Option<AuditId>, rows: u64 },
     /// The checkpoint `id` (for the row with `seq`) is forged, or the chain no longer holds
     /// what it signed.
     BadCheckpoint {
@@ -48,7 +49,7 @@ pub enum Verification {
     /// checkpoint covers it: the newest checkpoints were deleted (and perhaps the rows they
     /// covered rewritten), or Latchkey stopped without writing one (a crash).
     Unsigned {
-        id: i64,
+        id: AuditId,
         seq: i64,
         occurred_at: DateTime<Utc>,
     },
@@ -81,7 +82,7 @@ pub enum CheckpointProblem {
     /// The row with the checkpoint's seq (`row_id`) has another hash: a row with a seq after
     /// `after_seq` (the last point that did check out) and up to this one was rewritten,
     /// deleted or inserted, and the chain rebuilt.
-    HashMismatch { row_id: i64, after_seq: i64 },
+    HashMismatch { row_id: AuditId, after_seq: i64 },
     /// The chain does not start where the newest checkpoint says (`signed_start_seq`), or
     /// where an older one says it could have started: rows were removed outside of
     /// `latchkey purge`, or the start was moved.
@@ -231,7 +232,7 @@ fn walk(
 ) -> QueryResult<Verification> {
     let mut prev = chain.start_hash.clone();
     let mut prev_seq = chain.start_seq;
-    let mut last_id: Option<i64> = None;
+    let mut last_id: Option<AuditId> = None;
     let mut rows: u64 = 0;
     loop {
         let batch: Vec<AuditRow> = login_audit::table
@@ -274,7 +275,7 @@ fn walk(
         }
     }
     // Rows stamped at or before the start (a seq that went backwards) were not walked.
-    let before_start: Option<i64> = login_audit::table
+    let before_start: Option<AuditId> = login_audit::table
         .filter(login_audit::seq.le(chain.start_seq))
         .order(login_audit::seq.asc())
         .select(login_audit::id)
@@ -333,10 +334,10 @@ fn check_checkpoints(
         let batch: Vec<Checkpoint> = query.load(conn)?;
         let fetched = batch.len();
         let seqs: Vec<i64> = batch.iter().map(|c| c.seq).collect();
-        let rows: HashMap<i64, (i64, Vec<u8>)> = login_audit::table
+        let rows: HashMap<i64, (AuditId, Vec<u8>)> = login_audit::table
             .filter(login_audit::seq.eq_any(&seqs))
             .select((login_audit::seq, login_audit::id, login_audit::hash))
-            .load::<(i64, i64, Vec<u8>)>(conn)?
+            .load::<(i64, AuditId, Vec<u8>)>(conn)?
             .into_iter()
             .map(|(seq, id, hash)| (seq, (id, hash)))
             .collect();
@@ -397,7 +398,7 @@ fn check_checkpoints(
 #[derive(QueryableByName)]
 struct UnsignedRow {
     #[diesel(sql_type = BigInt)]
-    id: i64,
+    id: AuditId,
     #[diesel(sql_type = BigInt)]
     seq: i64,
     #[diesel(sql_type = diesel::sql_types::Timestamptz)]
@@ -510,7 +511,7 @@ mod tests {
     #[test]
     fn messages_name_the_row() {
         let broken = Verification::Broken {
-            id: 42,
+            id: AuditId::new(42),
             reason: BreakReason::HashMismatch,
         };
         assert!(broken
@@ -521,7 +522,7 @@ mod tests {
             "audit chain intact: 3 rows"
         );
         assert!(Verification::Truncated {
-            after: Some(7),
+            after: Some(AuditId::new(7)),
             rows: 7
         }
         .to_string()

@@ -10,6 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::domain::ids::{AppId, MemberId, SessionId};
+
 /// How often a refusal of one member for one app is audited.
 pub const DENIED_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
 /// Past this many entries a set is cleared rather than grown: forgetting costs one
@@ -22,8 +24,8 @@ pub const ASSERTION_REUSE_SECS: i64 = 10;
 /// What an assertion says, besides its times: it is reused only while all of it still holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssertionFor {
-    pub session_id: i64,
-    pub app_id: i64,
+    pub session_id: SessionId,
+    pub app_id: AppId,
     pub aud: String,
     pub email: String,
     pub role: &'static str,
@@ -38,21 +40,21 @@ struct Signed {
 
 #[derive(Debug, Default)]
 pub struct ForwardAuthMemory {
-    opened: Mutex<HashSet<(i64, i64)>>,
-    denied: Mutex<HashMap<(i64, String), Instant>>,
-    assertions: Mutex<HashMap<(i64, i64), Signed>>,
+    opened: Mutex<HashSet<(SessionId, AppId)>>,
+    denied: Mutex<HashMap<(MemberId, String), Instant>>,
+    assertions: Mutex<HashMap<(SessionId, AppId), Signed>>,
 }
 
 impl ForwardAuthMemory {
     /// True when this process has already recorded that `session_id` opened `app_id`.
-    pub fn has_opened(&self, session_id: i64, app_id: i64) -> bool {
+    pub fn has_opened(&self, session_id: SessionId, app_id: AppId) -> bool {
         self.opened
             .lock()
             .map(|set| set.contains(&(session_id, app_id)))
             .unwrap_or(false)
     }
 
-    pub fn remember_opened(&self, session_id: i64, app_id: i64) {
+    pub fn remember_opened(&self, session_id: SessionId, app_id: AppId) {
         if let Ok(mut set) = self.opened.lock() {
             if set.len() >= MAX_ENTRIES {
                 set.clear();
@@ -82,7 +84,7 @@ impl ForwardAuthMemory {
     }
 
     /// True when a refusal of `member_id` for `origin` should be audited now (and notes it).
-    pub fn should_audit_denial(&self, member_id: i64, origin: &str) -> bool {
+    pub fn should_audit_denial(&self, member_id: MemberId, origin: &str) -> bool {
         let Ok(mut map) = self.denied.lock() else {
             return true;
         };
@@ -107,19 +109,19 @@ mod tests {
     #[test]
     fn opened_is_remembered_per_session_and_app() {
         let memory = ForwardAuthMemory::default();
-        assert!(!memory.has_opened(1, 2));
-        memory.remember_opened(1, 2);
-        assert!(memory.has_opened(1, 2));
-        assert!(!memory.has_opened(1, 3));
-        assert!(!memory.has_opened(2, 2));
+        assert!(!memory.has_opened(SessionId::new(1), AppId::new(2)));
+        memory.remember_opened(SessionId::new(1), AppId::new(2));
+        assert!(memory.has_opened(SessionId::new(1), AppId::new(2)));
+        assert!(!memory.has_opened(SessionId::new(1), AppId::new(3)));
+        assert!(!memory.has_opened(SessionId::new(2), AppId::new(2)));
     }
 
     #[test]
     fn an_assertion_is_reused_only_while_fresh_and_only_for_the_same_claims() {
         let memory = ForwardAuthMemory::default();
         let about = AssertionFor {
-            session_id: 1,
-            app_id: 2,
+            session_id: SessionId::new(1),
+            app_id: AppId::new(2),
             aud: "https://wiki.example.org".into(),
             email: "ann@example.org".into(),
             role: "member",
@@ -144,9 +146,9 @@ mod tests {
     #[test]
     fn denials_are_audited_once_a_minute_per_member_and_app() {
         let memory = ForwardAuthMemory::default();
-        assert!(memory.should_audit_denial(1, "https://wiki.example.org"));
-        assert!(!memory.should_audit_denial(1, "https://wiki.example.org"));
-        assert!(memory.should_audit_denial(2, "https://wiki.example.org"));
-        assert!(memory.should_audit_denial(1, "https://blog.example.org"));
+        assert!(memory.should_audit_denial(MemberId::new(1), "https://wiki.example.org"));
+        assert!(!memory.should_audit_denial(MemberId::new(1), "https://wiki.example.org"));
+        assert!(memory.should_audit_denial(MemberId::new(2), "https://wiki.example.org"));
+        assert!(memory.should_audit_denial(MemberId::new(1), "https://blog.example.org"));
     }
 }

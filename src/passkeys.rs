@@ -24,6 +24,7 @@ use webauthn_rs::prelude::{
     WebauthnBuilder, WebauthnResult,
 };
 
+use crate::domain::ids::PasskeyId;
 use crate::domain::next_path::NextPath;
 use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::models::member::Member;
@@ -237,7 +238,7 @@ pub fn finish_registration(
 pub fn remove(
     conn: &mut PgConnection,
     member: &Member,
-    id: i64,
+    id: PasskeyId,
     client: &ClientInfo,
 ) -> QueryResult<Option<PasskeyRow>> {
     conn.transaction(|conn| {

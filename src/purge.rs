@@ -6,6 +6,7 @@ use std::fmt;
 use diesel::prelude::*;
 
 use crate::db::DbError;
+use crate::domain::ids::MemberId;
 use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::models::sign_in_request;
 use crate::schema::{members, sessions};
@@ -33,13 +34,13 @@ impl fmt::Display for PurgeCounts {
 /// records the absolute lifetime itself; an idle timeout is only noticed here).
 pub fn delete_expired_transient(conn: &mut PgConnection) -> Result<PurgeCounts, DbError> {
     let counts = conn.transaction(|conn| {
-        let owners: Vec<Option<i64>> =
+        let owners: Vec<Option<MemberId>> =
             diesel::delete(sessions::table.filter(sessions::expires_at.le(diesel::dsl::now)))
                 .returning(sessions::member_id)
                 .get_results(conn)?;
-        let member_ids: Vec<i64> = owners.iter().flatten().copied().collect();
+        let member_ids: Vec<MemberId> = owners.iter().flatten().copied().collect();
         if !member_ids.is_empty() {
-            let emails: Vec<(i64, String)> = members::table
+            let emails: Vec<(MemberId, String)> = members::table
                 .filter(members::id.eq_any(&member_ids))
                 .select((members::id, members::email))
                 .load(conn)?;

@@ -24,7 +24,7 @@ diesel::table! {
         occurred_at -> Timestamptz,
         event -> Text,
         email -> Nullable<Text>,
-        ip -> Nullable<Text>,
+        ip -> Nullable<Inet>,
         user_agent -> Nullable<Text>,
         actor -> Nullable<Text>,
         detail -> Text,
@@ -106,7 +106,7 @@ diesel::table! {
         key_digest -> Bytea,
         member_id -> Nullable<Int8>,
         state -> Jsonb,
-        ip -> Nullable<Text>,
+        ip -> Nullable<Inet>,
         user_agent -> Nullable<Text>,
         created_at -> Timestamptz,
         last_seen_at -> Timestamptz,
@@ -117,7 +117,7 @@ diesel::table! {
 diesel::table! {
     sign_in_prefetches (request_id, ip) {
         request_id -> Int8,
-        ip -> Text,
+        ip -> Inet,
     }
 }
 
@@ -131,7 +131,7 @@ diesel::table! {
         approval_number -> Int2,
         code_failures -> Int2,
         next_path -> Text,
-        requested_ip -> Nullable<Text>,
+        requested_ip -> Nullable<Inet>,
         requested_user_agent -> Nullable<Text>,
         created_at -> Timestamptz,
         expires_at -> Timestamptz,

@@ -26,6 +26,8 @@ use diesel::connection::SimpleConnection as _;
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 
 use crate::db::{Db, DbError};
+use crate::domain::digests::SessionKeyDigest;
+use crate::domain::ids::{MemberId, SessionId};
 use crate::models::app::{self, AppRule};
 use crate::models::member::{self, Member};
 use crate::models::session;
@@ -53,8 +55,8 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// A live session as its row says, without its member.
 #[derive(Debug, Clone)]
 pub struct CachedSession {
-    pub id: i64,
-    pub member_id: Option<i64>,
+    pub id: SessionId,
+    pub member_id: Option<MemberId>,
     /// actix-session's state: JSON-encoded values by key.
     pub state: HashMap<String, String>,
     pub expires_at: DateTime<Utc>,
@@ -71,8 +73,8 @@ struct Entries {
     listening: bool,
     /// Bumped by every invalidation.
     generation: u64,
-    sessions: HashMap<Vec<u8>, CachedSession>,
-    members: HashMap<i64, Member>,
+    sessions: HashMap<SessionKeyDigest, CachedSession>,
+    members: HashMap<MemberId, Member>,
     apps: Option<Arc<Vec<AppRule>>>,
 }
 
@@ -118,7 +120,7 @@ impl LiveCache {
     /// The live session with this key digest, if cached and not past its idle expiry. The
     /// cached expiry is never later than the row's (only writes move it forward, and this
     /// instance's own writes update the cache), so "expired" here means "ask the database".
-    pub fn session(&self, digest: &[u8]) -> Option<CachedSession> {
+    pub fn session(&self, digest: &SessionKeyDigest) -> Option<CachedSession> {
         let entries = self.entries();
         if !entries.listening {
             return None;
@@ -130,7 +132,7 @@ impl LiveCache {
             .cloned()
     }
 
-    pub fn member(&self, id: i64) -> Option<Member> {
+    pub fn member(&self, id: MemberId) -> Option<Member> {
         let entries = self.entries();
         entries
             .listening
@@ -146,7 +148,7 @@ impl LiveCache {
     pub fn put_session(
         &self,
         ticket: Ticket,
-        digest: Vec<u8>,
+        digest: SessionKeyDigest,
         session: CachedSession,
         member: Option<Member>,
     ) {
@@ -180,7 +182,11 @@ impl LiveCache {
 
     /// Changes a cached session in place (this instance wrote the same change); false when it
     /// is not cached, for instance because it was invalidated meanwhile, which must win.
-    pub fn refresh_session(&self, digest: &[u8], change: impl FnOnce(&mut CachedSession)) -> bool {
+    pub fn refresh_session(
+        &self,
+        digest: &SessionKeyDigest,
+        change: impl FnOnce(&mut CachedSession),
+    ) -> bool {
         let mut entries = self.entries();
         if !entries.listening {
             return false;
@@ -196,7 +202,7 @@ impl LiveCache {
         }
     }
 
-    pub fn forget_session(&self, digest: &[u8]) {
+    pub fn forget_session(&self, digest: &SessionKeyDigest) {
         let mut entries = self.entries();
         entries.generation += 1;
         entries.sessions.remove(digest);
@@ -204,7 +210,7 @@ impl LiveCache {
 
     /// Forgets a member and every cached session of theirs (a revocation names the session by
     /// id; forgetting all of that member's sessions costs one query each, and is rare).
-    pub fn forget_member(&self, member_id: i64) {
+    pub fn forget_member(&self, member_id: MemberId) {
         let mut entries = self.entries();
         entries.generation += 1;
         entries.members.remove(&member_id);
@@ -222,13 +228,13 @@ impl LiveCache {
     /// Applies one notification payload from [`CHANNEL`].
     pub fn apply(&self, payload: &str) {
         match payload.split_once(':') {
-            Some(("s", digest)) => match hex::decode(digest) {
-                Ok(digest) => self.forget_session(&digest),
-                Err(_) => self.entries().clear(),
+            Some(("s", digest)) => match SessionKeyDigest::from_hex(digest) {
+                Some(digest) => self.forget_session(&digest),
+                None => self.entries().clear(),
             },
-            Some(("m", id)) => match id.parse() {
-                Ok(id) => self.forget_member(id),
-                Err(_) => self.entries().clear(),
+            Some(("m", id)) => match MemberId::parse(id) {
+                Some(id) => self.forget_member(id),
+                None => self.entries().clear(),
             },
             Some(("sync", n)) => {
                 if let Ok(n) = n.parse::<u64>() {
@@ -286,12 +292,15 @@ impl Live {
 
     /// The live session whose key has this digest; on a miss, read with its member in one
     /// query.
-    pub async fn session(&self, digest: &[u8]) -> Result<Option<CachedSession>, DbError> {
+    pub async fn session(
+        &self,
+        digest: &SessionKeyDigest,
+    ) -> Result<Option<CachedSession>, DbError> {
         if let Some(session) = self.cache.session(digest) {
             return Ok(Some(session));
         }
         let ticket = self.cache.ticket();
-        let looked_up = digest.to_vec();
+        let looked_up = *digest;
         let row = self
             .db
             .query(move |conn| session::find_live(conn, &looked_up))
@@ -307,11 +316,11 @@ impl Live {
             expires_at: row.expires_at,
         };
         self.cache
-            .put_session(ticket, digest.to_vec(), session.clone(), row.member);
+            .put_session(ticket, *digest, session.clone(), row.member);
         Ok(Some(session))
     }
 
-    pub async fn member(&self, id: i64) -> Result<Option<Member>, DbError> {
+    pub async fn member(&self, id: MemberId) -> Result<Option<Member>, DbError> {
         if let Some(member) = self.cache.member(id) {
             return Ok(Some(member));
         }
@@ -336,7 +345,7 @@ impl Live {
     /// Moves a session's idle expiry and "last seen" (Unix seconds `seen_at`): at once in the
     /// cache, and in the database off the request's path. The write only sets those two, so it
     /// commutes with any other write of the session, and it never revives an ended session.
-    pub fn touch(&self, digest: &[u8], seen_at: i64, idle: Duration) {
+    pub fn touch(&self, digest: &SessionKeyDigest, seen_at: i64, idle: Duration) {
         let expires_at =
             Utc::now() + chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX);
         let seen = seen_at.to_string();
@@ -347,7 +356,7 @@ impl Live {
             session.expires_at = expires_at;
         });
         let db = self.db.clone();
-        let digest = digest.to_vec();
+        let digest = *digest;
         actix_web::rt::spawn(async move {
             let written = db
                 .query(move |conn| session::touch(conn, &digest, &seen, expires_at))
@@ -444,10 +453,14 @@ fn relay(conn: &mut PgConnection, cache: &Weak<LiveCache>) -> Option<diesel::res
 mod tests {
     use super::*;
 
+    fn key(n: u8) -> SessionKeyDigest {
+        SessionKeyDigest::new([n; 32])
+    }
+
     fn session(id: i64, member_id: i64) -> CachedSession {
         CachedSession {
-            id,
-            member_id: Some(member_id),
+            id: SessionId::new(id),
+            member_id: Some(MemberId::new(member_id)),
             state: HashMap::new(),
             expires_at: Utc::now() + chrono::Duration::minutes(5),
         }
@@ -462,47 +475,47 @@ mod tests {
     #[test]
     fn nothing_is_cached_or_served_while_not_listening() {
         let cache = LiveCache::default();
-        cache.put_session(cache.ticket(), vec![1], session(1, 7), None);
-        assert!(cache.session(&[1]).is_none());
+        cache.put_session(cache.ticket(), key(1), session(1, 7), None);
+        assert!(cache.session(&key(1)).is_none());
         let cache = listening_cache();
-        cache.put_session(cache.ticket(), vec![1], session(1, 7), None);
-        assert!(cache.session(&[1]).is_some());
+        cache.put_session(cache.ticket(), key(1), session(1, 7), None);
+        assert!(cache.session(&key(1)).is_some());
         cache.listening(false);
-        assert!(cache.session(&[1]).is_none());
+        assert!(cache.session(&key(1)).is_none());
         cache.listening(true);
-        assert!(cache.session(&[1]).is_none(), "a reconnect starts empty");
+        assert!(cache.session(&key(1)).is_none(), "a reconnect starts empty");
     }
 
     #[test]
     fn a_read_that_raced_an_invalidation_is_not_cached() {
         let cache = listening_cache();
         let ticket = cache.ticket();
-        cache.apply(&format!("s:{}", hex::encode([9u8])));
-        cache.put_session(ticket, vec![1], session(1, 7), None);
-        assert!(cache.session(&[1]).is_none());
+        cache.apply(&format!("s:{}", hex::encode(key(9).as_bytes())));
+        cache.put_session(ticket, key(1), session(1, 7), None);
+        assert!(cache.session(&key(1)).is_none());
     }
 
     #[test]
     fn notifications_forget_what_they_name() {
         let cache = listening_cache();
-        cache.put_session(cache.ticket(), vec![1], session(1, 7), None);
-        cache.put_session(cache.ticket(), vec![2], session(2, 8), None);
-        cache.apply(&format!("s:{}", hex::encode([1u8])));
-        assert!(cache.session(&[1]).is_none());
-        assert!(cache.session(&[2]).is_some());
+        cache.put_session(cache.ticket(), key(1), session(1, 7), None);
+        cache.put_session(cache.ticket(), key(2), session(2, 8), None);
+        cache.apply(&format!("s:{}", hex::encode(key(1).as_bytes())));
+        assert!(cache.session(&key(1)).is_none());
+        assert!(cache.session(&key(2)).is_some());
         cache.apply("m:8");
         assert!(
-            cache.session(&[2]).is_none(),
+            cache.session(&key(2)).is_none(),
             "a member's sessions go with them"
         );
         cache.put_apps(cache.ticket(), Arc::new(Vec::new()));
         assert!(cache.apps().is_some());
         cache.apply("a");
         assert!(cache.apps().is_none());
-        cache.put_session(cache.ticket(), vec![3], session(3, 9), None);
+        cache.put_session(cache.ticket(), key(3), session(3, 9), None);
         cache.apply("something new");
         assert!(
-            cache.session(&[3]).is_none(),
+            cache.session(&key(3)).is_none(),
             "an unknown payload empties the cache"
         );
     }
@@ -512,8 +525,8 @@ mod tests {
         let cache = listening_cache();
         let mut expired = session(1, 7);
         expired.expires_at = Utc::now() - chrono::Duration::seconds(1);
-        cache.put_session(cache.ticket(), vec![1], expired, None);
-        assert!(cache.session(&[1]).is_none());
+        cache.put_session(cache.ticket(), key(1), expired, None);
+        assert!(cache.session(&key(1)).is_none());
     }
 
     #[test]
@@ -521,20 +534,20 @@ mod tests {
         let cache = listening_cache();
         let mut expired = session(1, 7);
         expired.expires_at = Utc::now() - chrono::Duration::seconds(1);
-        cache.put_session(cache.ticket(), vec![1], expired, None);
-        assert!(!cache.refresh_session(&[1], |s| {
+        cache.put_session(cache.ticket(), key(1), expired, None);
+        assert!(!cache.refresh_session(&key(1), |s| {
             s.expires_at = Utc::now() + chrono::Duration::minutes(5)
         }));
-        assert!(cache.session(&[1]).is_none());
+        assert!(cache.session(&key(1)).is_none());
     }
 
     #[test]
     fn an_invalidated_session_is_not_refreshed_back() {
         let cache = listening_cache();
-        cache.put_session(cache.ticket(), vec![1], session(1, 7), None);
-        cache.forget_session(&[1]);
-        assert!(!cache.refresh_session(&[1], |_| {}));
-        assert!(cache.session(&[1]).is_none());
+        cache.put_session(cache.ticket(), key(1), session(1, 7), None);
+        cache.forget_session(&key(1));
+        assert!(!cache.refresh_session(&key(1), |_| {}));
+        assert!(cache.session(&key(1)).is_none());
     }
 
     #[test]

@@ -17,8 +17,9 @@ use actix_web::cookie::time::Duration as CookieDuration;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::crypto::sha256;
 use crate::db::{Db, DbError};
+use crate::domain::client_ip::ClientIp;
+use crate::domain::digests::SessionKeyDigest;
 use crate::schema::sessions;
 use crate::session_cache::Live;
 use crate::web::session::keys;
@@ -43,7 +44,7 @@ impl PgSessionStore {
 struct StateColumns {
     member_id: Option<i64>,
     state: serde_json::Value,
-    ip: Option<String>,
+    ip: Option<ClientIp>,
     user_agent: Option<String>,
 }
 
@@ -61,7 +62,7 @@ impl StateColumns {
         };
         Ok(Self {
             member_id,
-            ip: decoded(keys::IP),
+            ip: decoded(keys::IP).and_then(|ip| ip.parse().ok()),
             user_agent: decoded(keys::USER_AGENT),
             state: serde_json::to_value(state)?,
         })
@@ -87,8 +88,8 @@ fn only_seen_at_moved(old: &SessionState, new: &SessionState) -> Option<i64> {
         .flatten()
 }
 
-fn key_digest(key: &SessionKey) -> Vec<u8> {
-    sha256(key.as_ref().as_bytes())
+fn key_digest(key: &SessionKey) -> SessionKeyDigest {
+    SessionKeyDigest::sha256(key.as_ref().as_bytes())
 }
 
 fn expiry(ttl: &CookieDuration) -> DateTime<Utc> {
@@ -167,13 +168,12 @@ impl SessionStore for PgSessionStore {
         let columns = StateColumns::from_state(&session_state)
             .map_err(|e| UpdateError::Serialization(other(e)))?;
         let expires_at = expiry(ttl);
-        let filter = digest.clone();
         let updated = self
             .db
             .query(move |conn| {
                 diesel::update(
                     sessions::table
-                        .filter(sessions::key_digest.eq(filter))
+                        .filter(sessions::key_digest.eq(digest))
                         .filter(sessions::expires_at.gt(diesel::dsl::now)),
                 )
                 .set((
@@ -213,11 +213,10 @@ impl SessionStore for PgSessionStore {
 
     async fn delete(&self, session_key: &SessionKey) -> Result<(), anyhow::Error> {
         let digest = key_digest(session_key);
-        let filter = digest.clone();
         let deleted = self
             .db
             .query(move |conn| {
-                diesel::delete(sessions::table.filter(sessions::key_digest.eq(filter)))
+                diesel::delete(sessions::table.filter(sessions::key_digest.eq(digest)))
                     .execute(conn)
             })
             .await;

@@ -26,8 +26,11 @@ use subtle::ConstantTimeEq as _;
 
 use crate::domain::approval_number::ApprovalNumber;
 use crate::domain::break_glass_reason::BreakGlassReason;
+use crate::domain::client_ip::ClientIp;
 use crate::domain::code::SignInCode;
+use crate::domain::digests::{BindingDigest, CodeDigest, DeviceDigest, TokenDigest};
 use crate::domain::email_address::EmailAddress;
+use crate::domain::ids::{MemberId, RequestId};
 use crate::domain::next_path::NextPath;
 use crate::domain::token::{SignInToken, TokenId};
 use crate::mail::AlertMail;
@@ -56,9 +59,9 @@ const LOCK_APPROVALS: i32 = 7303;
 #[derive(Debug, Clone)]
 pub struct Asker {
     /// Digests of the binding secrets of the sign-in cookies the browser sent.
-    pub bindings: Vec<Vec<u8>>,
+    pub bindings: Vec<BindingDigest>,
     /// Digest of the long-lived browser id, for "new sign-in" mails.
-    pub device: Vec<u8>,
+    pub device: DeviceDigest,
     pub client: ClientInfo,
 }
 
@@ -93,7 +96,7 @@ pub fn request_link(
     settings: &Settings,
     token_key: &hmac::Key,
     email: &EmailAddress,
-    binding: &[u8],
+    binding: &BindingDigest,
     next: &NextPath,
     client: &ClientInfo,
 ) -> QueryResult<LinkRequest> {
@@ -112,7 +115,7 @@ pub fn request_link(
             sign_in_request::insert(conn, &decoy)?;
             return Ok(LinkRequest::Decoy);
         };
-        advisory_lock(conn, LOCK_REQUESTS, member.id)?;
+        advisory_lock(conn, LOCK_REQUESTS, member.id.get())?;
         let window = to_chrono(settings.email_rate.per);
         let recent = sign_in_request::count_since(conn, member.id, Utc::now() - window)?;
         if recent >= i64::from(settings.email_rate.count) {
@@ -137,7 +140,7 @@ pub fn request_link(
             settings,
             token_key,
             &member,
-            Some(binding.to_vec()),
+            Some(*binding),
             next,
             client,
         )?;
@@ -169,7 +172,7 @@ fn issue_request(
     settings: &Settings,
     token_key: &hmac::Key,
     member: &Member,
-    binding: Option<Vec<u8>>,
+    binding: Option<BindingDigest>,
     next: &NextPath,
     client: &ClientInfo,
 ) -> QueryResult<IssuedRequest> {
@@ -186,7 +189,7 @@ fn issue_request(
             browser_digest: binding,
             approval_number: ApprovalNumber::generate().value(),
             next_path: next.as_str().to_string(),
-            requested_ip: client.ip.clone(),
+            requested_ip: client.ip,
             requested_user_agent: client.user_agent.clone(),
             expires_at: Utc::now() + to_chrono(settings.link_ttl),
         },
@@ -269,19 +272,19 @@ impl NewSignInRequest {
     fn decoy(
         settings: &Settings,
         email: &EmailAddress,
-        binding: &[u8],
+        binding: &BindingDigest,
         next: &NextPath,
         client: &ClientInfo,
     ) -> Self {
         Self {
             member_id: None,
             requested_email: email.as_str().to_string(),
-            token_digest: crate::crypto::random_bytes::<32>().to_vec(),
-            code_digest: crate::crypto::random_bytes::<32>().to_vec(),
-            browser_digest: Some(binding.to_vec()),
+            token_digest: TokenDigest::unmatchable(),
+            code_digest: CodeDigest::unmatchable(),
+            browser_digest: Some(*binding),
             approval_number: ApprovalNumber::generate().value(),
             next_path: next.as_str().to_string(),
-            requested_ip: client.ip.clone(),
+            requested_ip: client.ip,
             requested_user_agent: client.user_agent.clone(),
             expires_at: Utc::now() + to_chrono(settings.link_ttl),
         }
@@ -401,11 +404,9 @@ fn open_request(
 
 /// Whether this browser's binding secret is the one the request was made with (never true
 /// for a break-glass request, which no browser asked for).
-fn is_asking_browser(request: &SignInRequest, bindings: &[Vec<u8>]) -> bool {
+fn is_asking_browser(request: &SignInRequest, bindings: &[BindingDigest]) -> bool {
     match &request.browser_digest {
-        Some(expected) => bindings
-            .iter()
-            .any(|digest| bool::from(digest.ct_eq(expected))),
+        Some(expected) => bindings.iter().any(|digest| digest.ct_eq(expected)),
         None => false,
     }
 }
@@ -414,7 +415,7 @@ fn is_asking_browser(request: &SignInRequest, bindings: &[Vec<u8>]) -> bool {
 fn browser_may_complete(
     settings: &Settings,
     request: &SignInRequest,
-    bindings: &[Vec<u8>],
+    bindings: &[BindingDigest],
 ) -> bool {
     match (settings.link_binding, &request.browser_digest) {
         (LinkBinding::Any, _) | (_, None) => true,
@@ -433,7 +434,7 @@ pub enum LinkView {
     Approve {
         email: String,
         requested_at: DateTime<Utc>,
-        requested_ip: Option<String>,
+        requested_ip: Option<ClientIp>,
         /// As the asking device described itself: self-reported, so shown as such.
         requested_user_agent: Option<String>,
     },
@@ -456,8 +457,12 @@ pub fn show_link(
     if !asking_browser {
         // A mail scanner, or the person on another device: audited once per address, since
         // a scanner (or a flood) may fetch the link hundreds of times.
-        let ip = asker.client.ip.as_deref().unwrap_or("unknown");
-        if sign_in_request::record_prefetch(conn, request.id, ip)? {
+        // With no address (never over TCP) there is nothing to count by: audit each fetch.
+        let first_from_there = match asker.client.ip {
+            Some(ip) => sign_in_request::record_prefetch(conn, request.id, ip)?,
+            None => true,
+        };
+        if first_from_there {
             NewAuditRow::new(AuditEvent::LinkPrefetched)
                 .email(&member.email)
                 .client(&asker.client)
@@ -537,7 +542,7 @@ pub fn redeem_link(
 /// `signed_in` row in the same transaction.
 fn complete(
     conn: &mut PgConnection,
-    request_id: i64,
+    request_id: RequestId,
     how: CompletedBy,
     asker: &Asker,
 ) -> QueryResult<Redemption> {
@@ -564,7 +569,9 @@ fn complete(
             .detail(format!(
                 "via {}; requested from {} ({}){}",
                 how.as_str(),
-                request.requested_ip.as_deref().unwrap_or("unknown IP"),
+                request
+                    .requested_ip
+                    .map_or("unknown IP".into(), |ip| ip.to_string()),
                 request
                     .requested_user_agent
                     .as_deref()
@@ -586,7 +593,11 @@ fn complete(
 }
 
 /// Records the browser; true when the member has other browsers but not this one.
-fn remember_browser(conn: &mut PgConnection, member_id: i64, digest: &[u8]) -> QueryResult<bool> {
+fn remember_browser(
+    conn: &mut PgConnection,
+    member_id: MemberId,
+    digest: &DeviceDigest,
+) -> QueryResult<bool> {
     let inserted = diesel::insert_into(member_browsers::table)
         .values((
             member_browsers::member_id.eq(member_id),
@@ -656,7 +667,7 @@ pub fn redeem_code(
         }
         let matches = code.is_some_and(|code| {
             let digest = code.digest(token_key, &request.token_digest);
-            bool::from(digest.ct_eq(&request.code_digest))
+            digest.ct_eq(&request.code_digest)
         });
         if matches {
             return Ok(match complete(conn, request.id, CompletedBy::Code, asker)? {
@@ -742,7 +753,7 @@ pub fn approve(
             Err(refusal) => return Ok(ApprovalOutcome::Refused(refusal)),
         };
         let FoundRequest { request, member } = &found;
-        advisory_lock(conn, LOCK_APPROVALS, member.id)?;
+        advisory_lock(conn, LOCK_APPROVALS, member.id.get())?;
         let since = Utc::now() - LOCK_WINDOW;
         let mismatches = sign_in_request::approval_mismatches_since(conn, member.id, since)?;
         if mismatches >= APPROVAL_LOCK_MISMATCHES {
@@ -867,7 +878,7 @@ pub fn cancel(
 
 fn alert_for(
     conn: &mut PgConnection,
-    member_id: i64,
+    member_id: MemberId,
     request: &SignInRequest,
     subject: &str,
     lines: Vec<String>,
@@ -887,7 +898,7 @@ fn alert_for(
             subject: subject.to_string(),
             lines,
             requested_at: request.created_at,
-            ip: request.requested_ip.clone(),
+            ip: request.requested_ip,
             user_agent: request.requested_user_agent.clone(),
         },
     })
@@ -895,7 +906,7 @@ fn alert_for(
 
 fn lock_key(scope: &LockScope) -> i64 {
     match scope {
-        LockScope::Member(id) => *id,
+        LockScope::Member(id) => id.get(),
         LockScope::Address(email) => {
             let digest = crate::crypto::sha256(email.as_bytes());
             i64::from_be_bytes(digest[..8].try_into().unwrap_or_default())
@@ -1020,12 +1031,12 @@ pub fn sign_in_with_passkey(
                 member_id: Some(member.id),
                 requested_email: member.email.clone(),
                 // Nobody holds a token or code for this request: it is completed at once.
-                token_digest: crate::crypto::random_bytes::<32>().to_vec(),
-                code_digest: crate::crypto::random_bytes::<32>().to_vec(),
+                token_digest: TokenDigest::unmatchable(),
+                code_digest: CodeDigest::unmatchable(),
                 browser_digest: None,
                 approval_number: ApprovalNumber::generate().value(),
                 next_path: NextPath::parse(Some(&ceremony.extra)).as_str().to_string(),
-                requested_ip: asker.client.ip.clone(),
+                requested_ip: asker.client.ip,
                 requested_user_agent: asker.client.user_agent.clone(),
                 expires_at: Utc::now() + ChronoDuration::minutes(1),
             },

@@ -5,6 +5,7 @@ use std::fmt;
 use ring::hmac;
 
 use crate::crypto::random_below;
+use crate::domain::digests::{CodeDigest, TokenDigest};
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct SignInCode(String);
@@ -40,12 +41,14 @@ impl SignInCode {
 
     /// A keyed digest, bound to one request: a million codes cannot be tried offline
     /// against a copy of the table without the key.
-    pub fn digest(&self, key: &hmac::Key, token_digest: &[u8]) -> Vec<u8> {
+    pub fn digest(&self, key: &hmac::Key, token_digest: &TokenDigest) -> CodeDigest {
         let mut message = b"code|".to_vec();
-        message.extend_from_slice(token_digest);
+        message.extend_from_slice(token_digest.as_bytes());
         message.push(b'|');
         message.extend_from_slice(self.0.as_bytes());
-        hmac::sign(key, &message).as_ref().to_vec()
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(hmac::sign(key, &message).as_ref());
+        CodeDigest::new(bytes)
     }
 }
 
@@ -81,7 +84,8 @@ mod tests {
     fn digests_are_bound_to_the_request() {
         let key = hmac::Key::new(hmac::HMAC_SHA256, &[1u8; 32]);
         let code = SignInCode::parse("123456").unwrap();
-        assert_ne!(code.digest(&key, b"a"), code.digest(&key, b"b"));
-        assert_eq!(code.digest(&key, b"a"), code.digest(&key, b"a"));
+        let (a, b) = (TokenDigest::sha256(b"a"), TokenDigest::sha256(b"b"));
+        assert_ne!(code.digest(&key, &a), code.digest(&key, &b));
+        assert_eq!(code.digest(&key, &a), code.digest(&key, &a));
     }
 }

@@ -3,8 +3,11 @@
 pub mod app_origin;
 pub mod approval_number;
 pub mod break_glass_reason;
+pub mod client_ip;
 pub mod code;
+pub mod digests;
 pub mod email_address;
+pub mod ids;
 pub mod next_path;
 pub mod role;
 pub mod token;

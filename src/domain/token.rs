@@ -10,7 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::hmac;
 
-use crate::crypto::{random_bytes, sha256};
+use crate::crypto::random_bytes;
+use crate::domain::digests::TokenDigest;
 
 const VERSION: u8 = 1;
 const ID_LEN: usize = 16;
@@ -25,8 +26,8 @@ pub const TOKEN_LEN: usize = PAYLOAD_CHARS + 1 + MAC_CHARS;
 pub struct TokenId([u8; ID_LEN]);
 
 impl TokenId {
-    pub fn digest(&self) -> Vec<u8> {
-        sha256(&self.0)
+    pub fn digest(&self) -> TokenDigest {
+        TokenDigest::sha256(&self.0)
     }
 }
 

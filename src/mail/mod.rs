@@ -10,6 +10,7 @@ pub mod smtp_url;
 mod templates;
 mod transport;
 
+use crate::domain::ids::{AuditId, RequestId};
 use crate::web::errors::error_chain;
 use std::fmt;
 use std::time::Duration;
@@ -60,7 +61,7 @@ pub struct OutgoingMail {
 /// Which sign-in request a mail belongs to, for its `link_sent` / `link_send_failed` row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailAudit {
-    pub request_id: i64,
+    pub request_id: RequestId,
     pub email: String,
 }
 
@@ -389,7 +390,7 @@ async fn record(db: &Db, event: AuditEvent, audit: &MailAudit, detail: Option<St
     if let Some(detail) = detail {
         row = row.detail(detail);
     }
-    let written: Result<i64, DbError> = db.query(move |conn| row.insert(conn)).await;
+    let written: Result<AuditId, DbError> = db.query(move |conn| row.insert(conn)).await;
     if let Err(err) = written {
         log::error!(
             "writing the {event} audit row for request {}: {}",

@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use tera::{Context, Tera};
 
 use super::{MailAudit, MailError, OutgoingMail};
+use crate::domain::client_ip::ClientIp;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::ids::RequestId;
 use crate::web::human::describe_user_agent;
 
 pub const SIGN_IN_SUBJECT: &str = "Your Latchkey sign-in link";
@@ -68,16 +70,16 @@ pub struct SignInMail {
     pub expires_at: DateTime<Utc>,
     pub ttl_minutes: u64,
     pub requested_at: DateTime<Utc>,
-    pub ip: Option<String>,
+    pub ip: Option<ClientIp>,
     pub user_agent: Option<String>,
-    pub request_id: i64,
+    pub request_id: RequestId,
 }
 
 /// A sign-in from a browser not seen before for this member.
 #[derive(Debug, Clone)]
 pub struct NewSignInMail {
     pub signed_in_at: DateTime<Utc>,
-    pub ip: Option<String>,
+    pub ip: Option<ClientIp>,
     pub user_agent: Option<String>,
 }
 
@@ -87,7 +89,7 @@ pub struct CancelledMail {
     pub email: EmailAddress,
     pub requested_at: DateTime<Utc>,
     pub cancelled_at: DateTime<Utc>,
-    pub ip: Option<String>,
+    pub ip: Option<ClientIp>,
     pub user_agent: Option<String>,
 }
 
@@ -99,7 +101,7 @@ pub struct AlertMail {
     /// Plain sentences, one paragraph each.
     pub lines: Vec<String>,
     pub requested_at: DateTime<Utc>,
-    pub ip: Option<String>,
+    pub ip: Option<ClientIp>,
     pub user_agent: Option<String>,
 }
 
@@ -108,7 +110,7 @@ pub fn alert_mail(to: &EmailAddress, mail: &AlertMail) -> Result<OutgoingMail, M
     context.insert("subject", &mail.subject);
     context.insert("lines", &mail.lines);
     context.insert("requested_at", &when(mail.requested_at));
-    insert_client(&mut context, mail.ip.as_deref(), mail.user_agent.as_deref());
+    insert_client(&mut context, mail.ip, mail.user_agent.as_deref());
     Ok(OutgoingMail {
         to: to.clone(),
         subject: mail.subject.clone(),
@@ -130,7 +132,7 @@ pub fn sign_in_mail(to: &EmailAddress, mail: &SignInMail) -> Result<OutgoingMail
     );
     context.insert("expires_in", &in_minutes(mail.ttl_minutes));
     context.insert("requested_at", &when(mail.requested_at));
-    insert_client(&mut context, mail.ip.as_deref(), mail.user_agent.as_deref());
+    insert_client(&mut context, mail.ip, mail.user_agent.as_deref());
     Ok(OutgoingMail {
         to: to.clone(),
         subject: SIGN_IN_SUBJECT.into(),
@@ -150,7 +152,7 @@ pub fn new_sign_in_mail(
     let mut context = Context::new();
     context.insert("email", to.as_str());
     context.insert("signed_in_at", &when(mail.signed_in_at));
-    insert_client(&mut context, mail.ip.as_deref(), mail.user_agent.as_deref());
+    insert_client(&mut context, mail.ip, mail.user_agent.as_deref());
     Ok(OutgoingMail {
         to: to.clone(),
         subject: NEW_SIGN_IN_SUBJECT.into(),
@@ -165,7 +167,7 @@ pub fn new_sign_in_mail(
 pub struct PasskeyAddedMail {
     pub name: String,
     pub added_at: DateTime<Utc>,
-    pub ip: Option<String>,
+    pub ip: Option<ClientIp>,
     pub user_agent: Option<String>,
 }
 
@@ -177,7 +179,7 @@ pub fn passkey_added_mail(
     context.insert("email", to.as_str());
     context.insert("name", &mail.name);
     context.insert("added_at", &when(mail.added_at));
-    insert_client(&mut context, mail.ip.as_deref(), mail.user_agent.as_deref());
+    insert_client(&mut context, mail.ip, mail.user_agent.as_deref());
     Ok(OutgoingMail {
         to: to.clone(),
         subject: PASSKEY_ADDED_SUBJECT.into(),
@@ -196,7 +198,7 @@ pub fn cancelled_mail(
     context.insert("email", mail.email.as_str());
     context.insert("requested_at", &when(mail.requested_at));
     context.insert("cancelled_at", &when(mail.cancelled_at));
-    insert_client(&mut context, mail.ip.as_deref(), mail.user_agent.as_deref());
+    insert_client(&mut context, mail.ip, mail.user_agent.as_deref());
     Ok(OutgoingMail {
         to: admin.clone(),
         subject: format!("Sign-in request for {} cancelled", mail.email.as_str()),
@@ -206,8 +208,8 @@ pub fn cancelled_mail(
     })
 }
 
-fn insert_client(context: &mut Context, ip: Option<&str>, user_agent: Option<&str>) {
-    context.insert("ip", ip.unwrap_or("unknown"));
+fn insert_client(context: &mut Context, ip: Option<ClientIp>, user_agent: Option<&str>) {
+    context.insert("ip", &ip.map_or("unknown".into(), |ip| ip.to_string()));
     context.insert("user_agent", user_agent.unwrap_or("unknown browser"));
     context.insert("browser", &describe_browser(user_agent));
 }
@@ -295,9 +297,9 @@ mod tests {
             expires_at: requested_at + chrono::Duration::minutes(10),
             ttl_minutes: 10,
             requested_at,
-            ip: Some("192.0.2.7".into()),
+            ip: Some("192.0.2.7".parse().unwrap()),
             user_agent: Some(user_agent.into()),
-            request_id: 7,
+            request_id: RequestId::new(7),
         }
     }
 
@@ -317,7 +319,7 @@ mod tests {
         assert!(mail
             .text
             .contains("https://login.example.org/auth/cancel?token=abc.def"));
-        assert_eq!(mail.audit.unwrap().request_id, 7);
+        assert_eq!(mail.audit.unwrap().request_id, RequestId::new(7));
     }
 
     #[test]
@@ -352,7 +354,7 @@ mod tests {
                 email: address(),
                 requested_at: at,
                 cancelled_at: at,
-                ip: Some("198.51.100.1".into()),
+                ip: Some("198.51.100.1".parse().unwrap()),
                 user_agent: Some("curl/8".into()),
             },
         )
@@ -368,7 +370,7 @@ mod tests {
             &PasskeyAddedMail {
                 name: "<b>Laptop</b>".into(),
                 added_at: at,
-                ip: Some("198.51.100.2".into()),
+                ip: Some("198.51.100.2".parse().unwrap()),
                 user_agent: None,
             },
         )

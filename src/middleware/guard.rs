@@ -8,6 +8,7 @@ use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage as _, HttpRequest, HttpResponse};
 
+use crate::domain::ids::MemberId;
 use crate::domain::role::Role;
 use crate::middleware::anonymous::AnonymousView;
 use crate::models::audit::{AuditEvent, NewAuditRow};
@@ -103,7 +104,7 @@ pub async fn guard(
         .get_identity()
         .ok()
         .and_then(|identity| identity.id().ok())
-        .and_then(|id| id.parse::<i64>().ok());
+        .and_then(|id| MemberId::parse(&id));
     let Some(member_id) = member_id else {
         return Ok(not_signed_in(req));
     };

@@ -8,6 +8,7 @@ use diesel::prelude::*;
 
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::ids::{AppId, MemberId, SessionId};
 use crate::domain::role::Role;
 use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::models::member::Member;
@@ -16,7 +17,7 @@ use crate::schema::{app_members, apps, members, session_apps};
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
 #[diesel(table_name = apps, check_for_backend(diesel::pg::Pg))]
 pub struct App {
-    pub id: i64,
+    pub id: AppId,
     pub name: String,
     origin: String,
     roles: Vec<Option<String>>,
@@ -120,13 +121,13 @@ fn check_name(name: &str) -> Result<String, AppError> {
     Ok(name.to_string())
 }
 
-fn member_ids(conn: &mut PgConnection, emails: &[EmailAddress]) -> Result<Vec<i64>, AppError> {
+fn member_ids(conn: &mut PgConnection, emails: &[EmailAddress]) -> Result<Vec<MemberId>, AppError> {
     let mut ids = Vec::with_capacity(emails.len());
     for email in emails {
         let id = members::table
             .filter(members::email.eq(email.as_str()))
             .select(members::id)
-            .first::<i64>(conn)
+            .first::<MemberId>(conn)
             .optional()?
             .ok_or_else(|| AppError::UnknownMember(email.as_str().to_string()))?;
         ids.push(id);
@@ -136,7 +137,7 @@ fn member_ids(conn: &mut PgConnection, emails: &[EmailAddress]) -> Result<Vec<i6
     Ok(ids)
 }
 
-fn listed_members(conn: &mut PgConnection, app_id: i64) -> QueryResult<Vec<String>> {
+fn listed_members(conn: &mut PgConnection, app_id: AppId) -> QueryResult<Vec<String>> {
     app_members::table
         .inner_join(members::table)
         .filter(app_members::app_id.eq(app_id))
@@ -191,7 +192,7 @@ pub fn save(
     let existing = apps::table
         .filter(apps::name.eq(&name))
         .select(apps::id)
-        .first::<i64>(conn)
+        .first::<AppId>(conn)
         .optional()?;
     match existing {
         Some(id) => update(conn, id, &name, origin, access, actor),
@@ -236,7 +237,7 @@ pub fn add(
     })
 }
 
-fn insert_members(conn: &mut PgConnection, app_id: i64, ids: &[i64]) -> QueryResult<()> {
+fn insert_members(conn: &mut PgConnection, app_id: AppId, ids: &[MemberId]) -> QueryResult<()> {
     let rows: Vec<_> = ids
         .iter()
         .map(|id| {
@@ -256,7 +257,7 @@ fn insert_members(conn: &mut PgConnection, app_id: i64, ids: &[i64]) -> QueryRes
 /// `app_changed` with before and after, unless nothing changed.
 pub fn update(
     conn: &mut PgConnection,
-    id: i64,
+    id: AppId,
     name: &str,
     origin: &AppOrigin,
     access: &Access,
@@ -324,7 +325,7 @@ pub fn update(
 }
 
 /// Removes an app: the next check for its origin is refused (an unknown origin).
-pub fn remove(conn: &mut PgConnection, id: i64, actor: &str) -> Result<App, AppError> {
+pub fn remove(conn: &mut PgConnection, id: AppId, actor: &str) -> Result<App, AppError> {
     conn.transaction(|conn| {
         let app = diesel::delete(apps::table.find(id))
             .returning(App::as_returning())
@@ -360,12 +361,12 @@ pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<AppEntry>> {
         .order(apps::name.asc())
         .select(App::as_select())
         .load(conn)?;
-    let listed: Vec<(i64, String)> = app_members::table
+    let listed: Vec<(AppId, String)> = app_members::table
         .inner_join(members::table)
         .order(members::email.asc())
         .select((app_members::app_id, members::email))
         .load(conn)?;
-    let mut by_app: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    let mut by_app: BTreeMap<AppId, Vec<String>> = BTreeMap::new();
     for (app_id, email) in listed {
         by_app.entry(app_id).or_default().push(email);
     }
@@ -382,7 +383,7 @@ pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<AppEntry>> {
 /// once and cached per instance: `session_cache`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppRule {
-    pub id: i64,
+    pub id: AppId,
     pub name: String,
     pub origin: AppOrigin,
     roles: Vec<Role>,
@@ -413,15 +414,15 @@ pub fn rules(conn: &mut PgConnection) -> QueryResult<Vec<AppRule>> {
 /// The names of the apps each of these sessions has opened, by session id.
 pub fn opened_by_sessions(
     conn: &mut PgConnection,
-    session_ids: &[i64],
-) -> QueryResult<BTreeMap<i64, Vec<String>>> {
-    let rows: Vec<(i64, String)> = session_apps::table
+    session_ids: &[SessionId],
+) -> QueryResult<BTreeMap<SessionId, Vec<String>>> {
+    let rows: Vec<(SessionId, String)> = session_apps::table
         .inner_join(apps::table)
         .filter(session_apps::session_id.eq_any(session_ids))
         .order((session_apps::session_id, apps::name.asc()))
         .select((session_apps::session_id, apps::name))
         .load(conn)?;
-    let mut by_session: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    let mut by_session: BTreeMap<SessionId, Vec<String>> = BTreeMap::new();
     for (session_id, name) in rows {
         by_session.entry(session_id).or_default().push(name);
     }
@@ -432,8 +433,8 @@ pub fn opened_by_sessions(
 /// primary key decides between racing checks). False when it was recorded already.
 pub fn record_opened(
     conn: &mut PgConnection,
-    session_id: i64,
-    app_id: i64,
+    session_id: SessionId,
+    app_id: AppId,
     email: &str,
     app_name: &str,
     client: &ClientInfo,

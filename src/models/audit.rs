@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::crypto::sha256;
+use crate::domain::client_ip::ClientIp;
+use crate::domain::ids::{AuditId, RequestId};
 use crate::schema::login_audit;
 
 /// Rows this process has appended (counted when the insert succeeds, even if its transaction
@@ -140,7 +142,7 @@ impl fmt::Display for AuditEvent {
 /// Where a request came from, as recorded in the audit (and on sessions and sign-in requests).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientInfo {
-    pub ip: Option<String>,
+    pub ip: Option<ClientIp>,
     pub user_agent: Option<String>,
 }
 
@@ -148,7 +150,7 @@ pub struct ClientInfo {
 const MAX_USER_AGENT: usize = 512;
 
 impl ClientInfo {
-    pub fn new(ip: Option<String>, user_agent: Option<&str>) -> Self {
+    pub fn new(ip: Option<ClientIp>, user_agent: Option<&str>) -> Self {
         Self {
             ip,
             user_agent: user_agent.map(|agent| truncate(agent, MAX_USER_AGENT)),
@@ -182,11 +184,11 @@ impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for Audit
 pub struct NewAuditRow {
     event: AuditEvent,
     email: Option<String>,
-    ip: Option<String>,
+    ip: Option<ClientIp>,
     user_agent: Option<String>,
     actor: Option<String>,
     detail: String,
-    request_id: Option<i64>,
+    request_id: Option<RequestId>,
 }
 
 impl NewAuditRow {
@@ -208,7 +210,7 @@ impl NewAuditRow {
     }
 
     pub fn client(mut self, client: &ClientInfo) -> Self {
-        self.ip.clone_from(&client.ip);
+        self.ip = client.ip;
         self.user_agent.clone_from(&client.user_agent);
         self
     }
@@ -224,13 +226,13 @@ impl NewAuditRow {
         self
     }
 
-    pub fn request(mut self, request_id: i64) -> Self {
+    pub fn request(mut self, request_id: RequestId) -> Self {
         self.request_id = Some(request_id);
         self
     }
 
     /// Appends the row; call it inside the transaction that makes the change it records.
-    pub fn insert(&self, conn: &mut PgConnection) -> QueryResult<i64> {
+    pub fn insert(&self, conn: &mut PgConnection) -> QueryResult<AuditId> {
         let id = diesel::insert_into(login_audit::table)
             .values(self)
             .returning(login_audit::id)
@@ -243,17 +245,20 @@ impl NewAuditRow {
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
 #[diesel(table_name = login_audit, check_for_backend(diesel::pg::Pg))]
 pub struct AuditRow {
-    pub id: i64,
+    pub id: AuditId,
     /// Gapless position in the chain, from 1 (ids may skip values; seq never does).
     pub seq: i64,
     pub occurred_at: DateTime<Utc>,
     pub event: String,
     pub email: Option<String>,
+    /// As the chain hashes it: `host(ip)`, the address as PostgreSQL spells it.
+    #[diesel(select_expression = diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::Text>>("host(login_audit.ip)"))]
+    #[diesel(select_expression_type = diesel::expression::SqlLiteral<diesel::sql_types::Nullable<diesel::sql_types::Text>>)]
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub actor: Option<String>,
     pub detail: String,
-    pub request_id: Option<i64>,
+    pub request_id: Option<RequestId>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
 }
@@ -296,7 +301,7 @@ impl AuditRow {
 }
 
 /// Rows about one sign-in request, oldest first (requested → sent → signed in).
-pub fn for_request(conn: &mut PgConnection, request_id: i64) -> QueryResult<Vec<AuditRow>> {
+pub fn for_request(conn: &mut PgConnection, request_id: RequestId) -> QueryResult<Vec<AuditRow>> {
     login_audit::table
         .filter(login_audit::request_id.eq(request_id))
         .order(login_audit::id.asc())

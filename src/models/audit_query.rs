@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 
+use crate::domain::client_ip::ClientIp;
+use crate::domain::ids::{AuditId, RequestId};
 use crate::models::audit::{AuditEvent, AuditRow};
 use crate::schema::login_audit;
 
@@ -26,13 +28,13 @@ pub struct AuditFilter {
     /// Canonical address, compared exactly.
     pub email: Option<String>,
     pub event: Option<AuditEvent>,
-    pub ip: Option<String>,
+    pub ip: Option<ClientIp>,
     /// Inclusive lower bound.
     pub from: Option<DateTime<Utc>>,
     /// Exclusive upper bound.
     pub until: Option<DateTime<Utc>>,
     /// The sign-in request the rows belong to.
-    pub request: Option<i64>,
+    pub request: Option<RequestId>,
 }
 
 type BoxedAudit<'a> = login_audit::BoxedQuery<'a, Pg>;
@@ -45,7 +47,7 @@ impl AuditFilter {
         if let Some(event) = self.event {
             query = query.filter(login_audit::event.eq(event));
         }
-        if let Some(ip) = &self.ip {
+        if let Some(ip) = self.ip {
             query = query.filter(login_audit::ip.eq(ip));
         }
         if let Some(from) = self.from {
@@ -74,7 +76,7 @@ impl AuditFilter {
 pub fn page(
     conn: &mut PgConnection,
     filter: &AuditFilter,
-    before: Option<i64>,
+    before: Option<AuditId>,
     limit: i64,
 ) -> QueryResult<Vec<AuditRow>> {
     let mut query = filter.apply(login_audit::table.into_boxed());
@@ -107,7 +109,10 @@ pub fn page(
 }
 
 /// The `link_requested` rows of these sign-in requests: where each request was asked from.
-pub fn link_requests(conn: &mut PgConnection, request_ids: &[i64]) -> QueryResult<Vec<AuditRow>> {
+pub fn link_requests(
+    conn: &mut PgConnection,
+    request_ids: &[RequestId],
+) -> QueryResult<Vec<AuditRow>> {
     if request_ids.is_empty() {
         return Ok(Vec::new());
     }

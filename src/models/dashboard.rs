@@ -8,6 +8,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Date, Nullable, Text, Timestamptz};
 
+use crate::domain::ids::MemberId;
 use crate::models::audit::AuditEvent;
 use crate::models::audit_query::FAILED_ATTEMPTS;
 
@@ -107,7 +108,7 @@ GROUP BY 1, 2";
 #[diesel(check_for_backend(Pg))]
 pub struct UnusedAccess {
     #[diesel(sql_type = BigInt)]
-    pub id: i64,
+    pub id: MemberId,
     #[diesel(sql_type = Text)]
     pub email: String,
     #[diesel(sql_type = Text)]

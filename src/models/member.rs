@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::domain::email_address::EmailAddress;
+use crate::domain::ids::MemberId;
 use crate::domain::role::Role;
 use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::schema::{members, sessions, sign_in_requests};
@@ -11,7 +12,7 @@ use crate::schema::{members, sessions, sign_in_requests};
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
 #[diesel(table_name = members, check_for_backend(diesel::pg::Pg))]
 pub struct Member {
-    pub id: i64,
+    pub id: MemberId,
     pub email: String,
     role: Role,
     pub active: bool,
@@ -44,7 +45,7 @@ pub enum Added {
     Unchanged,
 }
 
-pub fn find(conn: &mut PgConnection, id: i64) -> QueryResult<Option<Member>> {
+pub fn find(conn: &mut PgConnection, id: MemberId) -> QueryResult<Option<Member>> {
     members::table
         .find(id)
         .select(Member::as_select())
@@ -158,7 +159,7 @@ pub fn add_or_reactivate(
 
 pub fn change_role(
     conn: &mut PgConnection,
-    id: i64,
+    id: MemberId,
     role: Role,
     actor: &str,
 ) -> Result<Member, MemberError> {
@@ -187,7 +188,11 @@ pub fn change_role(
 }
 
 /// Deactivates (never deletes) a member, ending their sessions and pending sign-ins at once.
-pub fn deactivate(conn: &mut PgConnection, id: i64, actor: &str) -> Result<Member, MemberError> {
+pub fn deactivate(
+    conn: &mut PgConnection,
+    id: MemberId,
+    actor: &str,
+) -> Result<Member, MemberError> {
     conn.transaction(|conn| {
         let member = lock(conn, id)?;
         if !member.active {
@@ -224,7 +229,7 @@ pub fn deactivate(conn: &mut PgConnection, id: i64, actor: &str) -> Result<Membe
     })
 }
 
-fn lock(conn: &mut PgConnection, id: i64) -> Result<Member, MemberError> {
+fn lock(conn: &mut PgConnection, id: MemberId) -> Result<Member, MemberError> {
     members::table
         .find(id)
         .select(Member::as_select())
@@ -236,8 +241,8 @@ fn lock(conn: &mut PgConnection, id: i64) -> Result<Member, MemberError> {
 
 /// Refuses when `id` is the only active admin. The other admins' rows are locked, so two
 /// admins demoting each other at once cannot both succeed.
-fn ensure_another_admin(conn: &mut PgConnection, id: i64) -> Result<(), MemberError> {
-    let others: Vec<i64> = members::table
+fn ensure_another_admin(conn: &mut PgConnection, id: MemberId) -> Result<(), MemberError> {
+    let others: Vec<MemberId> = members::table
         .filter(members::active.eq(true))
         .filter(members::role.eq(Role::Admin))
         .filter(members::id.ne(id))

@@ -5,13 +5,14 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::domain::ids::{MemberId, PasskeyId};
 use crate::schema::passkeys;
 
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
 #[diesel(table_name = passkeys, check_for_backend(diesel::pg::Pg))]
 pub struct PasskeyRow {
-    pub id: i64,
-    pub member_id: i64,
+    pub id: PasskeyId,
+    pub member_id: MemberId,
     pub credential_id: Vec<u8>,
     pub user_handle: Vec<u8>,
     pub passkey: serde_json::Value,
@@ -24,7 +25,7 @@ pub struct PasskeyRow {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = passkeys)]
 pub struct NewPasskey {
-    pub member_id: i64,
+    pub member_id: MemberId,
     pub credential_id: Vec<u8>,
     pub user_handle: Vec<u8>,
     pub passkey: serde_json::Value,
@@ -33,7 +34,10 @@ pub struct NewPasskey {
 }
 
 /// A member's passkeys, oldest first.
-pub fn list_for_member(conn: &mut PgConnection, member_id: i64) -> QueryResult<Vec<PasskeyRow>> {
+pub fn list_for_member(
+    conn: &mut PgConnection,
+    member_id: MemberId,
+) -> QueryResult<Vec<PasskeyRow>> {
     passkeys::table
         .filter(passkeys::member_id.eq(member_id))
         .order(passkeys::id.asc())
@@ -53,7 +57,10 @@ pub fn find_by_credential(
 }
 
 /// The WebAuthn user handle the member's passkeys already carry, if they have any.
-pub fn user_handle_of(conn: &mut PgConnection, member_id: i64) -> QueryResult<Option<Vec<u8>>> {
+pub fn user_handle_of(
+    conn: &mut PgConnection,
+    member_id: MemberId,
+) -> QueryResult<Option<Vec<u8>>> {
     passkeys::table
         .filter(passkeys::member_id.eq(member_id))
         .order(passkeys::id.asc())
@@ -76,8 +83,8 @@ pub fn insert(conn: &mut PgConnection, new: &NewPasskey) -> QueryResult<Option<P
 /// Deletes one of the member's own passkeys; `None` when there is no such passkey of theirs.
 pub fn delete_own(
     conn: &mut PgConnection,
-    id: i64,
-    member_id: i64,
+    id: PasskeyId,
+    member_id: MemberId,
 ) -> QueryResult<Option<PasskeyRow>> {
     diesel::delete(
         passkeys::table
@@ -94,7 +101,7 @@ pub fn delete_own(
 /// counter value only one counts.
 pub fn record_use(
     conn: &mut PgConnection,
-    id: i64,
+    id: PasskeyId,
     checked_counter: i64,
     counter: i64,
     passkey: &serde_json::Value,

@@ -4,6 +4,9 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::domain::client_ip::ClientIp;
+use crate::domain::digests::SessionKeyDigest;
+use crate::domain::ids::{MemberId, SessionId};
 use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::models::member::Member;
 use crate::schema::{members, sessions};
@@ -11,10 +14,10 @@ use crate::schema::{members, sessions};
 /// A live session of a member, with the member's address.
 #[derive(Debug, Clone, Queryable, PartialEq, Eq)]
 pub struct ActiveSession {
-    pub id: i64,
-    pub member_id: i64,
+    pub id: SessionId,
+    pub member_id: MemberId,
     pub email: String,
-    pub ip: Option<String>,
+    pub ip: Option<ClientIp>,
     pub user_agent: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
@@ -28,7 +31,7 @@ pub enum Scope {
     /// Everyone's (admins).
     Everyone,
     /// One member's own.
-    Member(i64),
+    Member(MemberId),
 }
 
 type Columns = (
@@ -96,10 +99,10 @@ pub fn count_active(conn: &mut PgConnection, scope: Scope) -> QueryResult<i64> {
 /// well; this reads it without writing anything on every request.
 pub fn current_id(
     conn: &mut PgConnection,
-    member_id: i64,
+    member_id: MemberId,
     csrf_state_key: &str,
     csrf_token: &str,
-) -> QueryResult<Option<i64>> {
+) -> QueryResult<Option<SessionId>> {
     // The store keeps each state value JSON-encoded, so the token is stored in quotes.
     let encoded = serde_json::Value::String(csrf_token.to_string()).to_string();
     active(Scope::Member(member_id))
@@ -117,7 +120,7 @@ pub fn current_id(
 /// session (or it is not in scope).
 pub fn revoke(
     conn: &mut PgConnection,
-    id: i64,
+    id: SessionId,
     scope: Scope,
     actor: &Member,
     client: &ClientInfo,
@@ -150,7 +153,7 @@ pub fn revoke(
             .detail(format!(
                 "session signed in {} from {} ({})",
                 session.created_at.format("%Y-%m-%d %H:%M UTC"),
-                session.ip.as_deref().unwrap_or("unknown IP"),
+                session.ip.map_or("unknown IP".into(), |ip| ip.to_string()),
                 session.user_agent.as_deref().unwrap_or("unknown browser"),
             ))
             .insert(conn)?;
@@ -181,8 +184,8 @@ pub fn revoke_all(
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = sessions, check_for_backend(diesel::pg::Pg))]
 pub struct LiveRow {
-    pub id: i64,
-    pub member_id: Option<i64>,
+    pub id: SessionId,
+    pub member_id: Option<MemberId>,
     pub state: serde_json::Value,
     pub expires_at: DateTime<Utc>,
     #[diesel(embed)]
@@ -190,7 +193,10 @@ pub struct LiveRow {
 }
 
 /// The live session whose key has this digest, and its member, in one statement.
-pub fn find_live(conn: &mut PgConnection, key_digest: &[u8]) -> QueryResult<Option<LiveRow>> {
+pub fn find_live(
+    conn: &mut PgConnection,
+    key_digest: &SessionKeyDigest,
+) -> QueryResult<Option<LiveRow>> {
     sessions::table
         .left_join(members::table)
         .filter(sessions::key_digest.eq(key_digest))
@@ -204,7 +210,7 @@ pub fn find_live(conn: &mut PgConnection, key_digest: &[u8]) -> QueryResult<Opti
 /// moves its idle expiry forward, touching nothing else in the state.
 pub fn touch(
     conn: &mut PgConnection,
-    key_digest: &[u8],
+    key_digest: &SessionKeyDigest,
     seen_at: &str,
     expires_at: DateTime<Utc>,
 ) -> QueryResult<()> {

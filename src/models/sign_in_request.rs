@@ -3,6 +3,9 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::domain::client_ip::ClientIp;
+use crate::domain::digests::{BindingDigest, CodeDigest, TokenDigest};
+use crate::domain::ids::{MemberId, RequestId};
 use crate::schema::{sign_in_prefetches, sign_in_requests};
 
 /// A request row. `member_id` is `None` for a decoy: a request made for an address that may
@@ -10,15 +13,15 @@ use crate::schema::{sign_in_prefetches, sign_in_requests};
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
 #[diesel(table_name = sign_in_requests, check_for_backend(diesel::pg::Pg))]
 pub struct SignInRequest {
-    pub id: i64,
-    pub member_id: Option<i64>,
-    pub token_digest: Vec<u8>,
-    pub code_digest: Vec<u8>,
-    pub browser_digest: Option<Vec<u8>>,
+    pub id: RequestId,
+    pub member_id: Option<MemberId>,
+    pub token_digest: TokenDigest,
+    pub code_digest: CodeDigest,
+    pub browser_digest: Option<BindingDigest>,
     pub approval_number: i16,
     pub code_failures: i16,
     pub next_path: String,
-    pub requested_ip: Option<String>,
+    pub requested_ip: Option<ClientIp>,
     pub requested_user_agent: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -36,14 +39,14 @@ pub struct SignInRequest {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = sign_in_requests)]
 pub struct NewSignInRequest {
-    pub member_id: Option<i64>,
+    pub member_id: Option<MemberId>,
     pub requested_email: String,
-    pub token_digest: Vec<u8>,
-    pub code_digest: Vec<u8>,
-    pub browser_digest: Option<Vec<u8>>,
+    pub token_digest: TokenDigest,
+    pub code_digest: CodeDigest,
+    pub browser_digest: Option<BindingDigest>,
     pub approval_number: i16,
     pub next_path: String,
-    pub requested_ip: Option<String>,
+    pub requested_ip: Option<ClientIp>,
     pub requested_user_agent: Option<String>,
     pub expires_at: DateTime<Utc>,
 }
@@ -84,7 +87,7 @@ pub const MAX_CODE_FAILURES: i16 = 5;
 /// over all their requests, or (for decoys) the address that was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockScope {
-    Member(i64),
+    Member(MemberId),
     Address(String),
 }
 
@@ -118,7 +121,7 @@ pub fn insert(conn: &mut PgConnection, new: &NewSignInRequest) -> QueryResult<Si
         .get_result(conn)
 }
 
-pub fn find(conn: &mut PgConnection, id: i64) -> QueryResult<Option<SignInRequest>> {
+pub fn find(conn: &mut PgConnection, id: RequestId) -> QueryResult<Option<SignInRequest>> {
     sign_in_requests::table
         .find(id)
         .select(SignInRequest::as_select())
@@ -128,7 +131,7 @@ pub fn find(conn: &mut PgConnection, id: i64) -> QueryResult<Option<SignInReques
 
 pub fn find_by_token(
     conn: &mut PgConnection,
-    token_digest: &[u8],
+    token_digest: &TokenDigest,
 ) -> QueryResult<Option<SignInRequest>> {
     sign_in_requests::table
         .filter(sign_in_requests::token_digest.eq(token_digest))
@@ -140,7 +143,7 @@ pub fn find_by_token(
 /// The newest request, among those bound to any of `bindings`, that is still open.
 pub fn latest_pending_for_browser(
     conn: &mut PgConnection,
-    bindings: &[Vec<u8>],
+    bindings: &[BindingDigest],
 ) -> QueryResult<Option<SignInRequest>> {
     if bindings.is_empty() {
         return Ok(None);
@@ -161,7 +164,7 @@ pub fn latest_pending_for_browser(
 /// approved from another device.
 pub fn consume(
     conn: &mut PgConnection,
-    id: i64,
+    id: RequestId,
     how: CompletedBy,
 ) -> QueryResult<Option<SignInRequest>> {
     let open = sign_in_requests::table
@@ -191,7 +194,7 @@ pub fn consume(
 
 /// Counts a wrong code; at the limit the request is cancelled in the same statement.
 /// Returns the new failure count, or `None` if the request was no longer open.
-pub fn record_code_failure(conn: &mut PgConnection, id: i64) -> QueryResult<Option<i16>> {
+pub fn record_code_failure(conn: &mut PgConnection, id: RequestId) -> QueryResult<Option<i16>> {
     diesel::sql_query(
         "UPDATE sign_in_requests SET code_failures = code_failures + 1, \
          cancelled_at = CASE WHEN code_failures + 1 >= $2 THEN now() ELSE cancelled_at END \
@@ -211,7 +214,7 @@ struct CodeFailures {
     code_failures: i16,
 }
 
-pub fn approve(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
+pub fn approve(conn: &mut PgConnection, id: RequestId) -> QueryResult<bool> {
     diesel::update(
         sign_in_requests::table
             .filter(sign_in_requests::id.eq(id))
@@ -225,7 +228,7 @@ pub fn approve(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
     .map(|n| n == 1)
 }
 
-pub fn cancel(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
+pub fn cancel(conn: &mut PgConnection, id: RequestId) -> QueryResult<bool> {
     diesel::update(
         sign_in_requests::table
             .filter(sign_in_requests::id.eq(id))
@@ -261,7 +264,7 @@ pub fn code_failures_since(
 /// Requests of the member that a wrong approval number cancelled since `since`.
 pub fn approval_mismatches_since(
     conn: &mut PgConnection,
-    member_id: i64,
+    member_id: MemberId,
     since: DateTime<Utc>,
 ) -> QueryResult<i64> {
     sign_in_requests::table
@@ -272,7 +275,7 @@ pub fn approval_mismatches_since(
 }
 
 /// Cancels an open request because the approving device typed a wrong number.
-pub fn cancel_for_mismatch(conn: &mut PgConnection, id: i64) -> QueryResult<bool> {
+pub fn cancel_for_mismatch(conn: &mut PgConnection, id: RequestId) -> QueryResult<bool> {
     diesel::update(
         sign_in_requests::table
             .filter(sign_in_requests::id.eq(id))
@@ -289,7 +292,11 @@ pub fn cancel_for_mismatch(conn: &mut PgConnection, id: i64) -> QueryResult<bool
 
 /// Notes that `ip` fetched the request's link without the asking browser's cookie; true
 /// the first time for that request and address, so only then is it audited.
-pub fn record_prefetch(conn: &mut PgConnection, request_id: i64, ip: &str) -> QueryResult<bool> {
+pub fn record_prefetch(
+    conn: &mut PgConnection,
+    request_id: RequestId,
+    ip: ClientIp,
+) -> QueryResult<bool> {
     diesel::insert_into(sign_in_prefetches::table)
         .values((
             sign_in_prefetches::request_id.eq(request_id),
@@ -305,7 +312,7 @@ pub fn record_prefetch(conn: &mut PgConnection, request_id: i64, ip: &str) -> Qu
 /// sign-ins send no mail and are not counted.
 pub fn count_since(
     conn: &mut PgConnection,
-    member_id: i64,
+    member_id: MemberId,
     since: DateTime<Utc>,
 ) -> QueryResult<i64> {
     sign_in_requests::table

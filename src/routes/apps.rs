@@ -11,6 +11,7 @@ use super::team::see_other;
 use crate::db::DbError;
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::ids::AppId;
 use crate::domain::role::Role;
 use crate::middleware::guard::CurrentMember;
 use crate::models::app::{self, Access, AppEntry, AppError};
@@ -20,7 +21,7 @@ use crate::web::pages::{is_htmx, Page};
 
 #[derive(Debug, Serialize)]
 struct AppView {
-    id: i64,
+    id: AppId,
     name: String,
     origin: String,
     roles: Vec<&'static str>,
@@ -175,10 +176,6 @@ pub async fn add(
     finish(&req, &state, outcome).await
 }
 
-fn app_id(raw: &str) -> Option<i64> {
-    raw.parse::<i64>().ok().filter(|id| *id > 0)
-}
-
 pub async fn change(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -186,7 +183,7 @@ pub async fn change(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> PageResult {
-    let Some(id) = app_id(&id) else {
+    let Some(id) = AppId::parse(&id) else {
         return Err(PageError::NotFound);
     };
     let typed = typed(&body);
@@ -224,7 +221,7 @@ pub async fn remove(
     CurrentMember(viewer): CurrentMember,
     id: web::Path<String>,
 ) -> PageResult {
-    let Some(id) = app_id(&id) else {
+    let Some(id) = AppId::parse(&id) else {
         return Err(PageError::NotFound);
     };
     let actor = viewer.email.clone();

@@ -12,7 +12,9 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::db::DbError;
+use crate::domain::client_ip::ClientIp;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::ids::{AuditId, RequestId};
 use crate::models::audit::{AuditEvent, AuditRow};
 use crate::models::audit_query::{self, AuditFilter};
 use crate::state::AppState;
@@ -24,9 +26,6 @@ use crate::web::pages::{is_htmx, Page};
 const PAGE_SIZE: i64 = 50;
 /// Rows fetched per database round trip while streaming the CSV.
 const CSV_BATCH: i64 = 1000;
-/// The marker `signin::complete` writes when the asking and the signing-in device differ;
-/// used only when the `link_requested` row is gone (purged) and cannot be compared.
-const DIFFERENT_DEVICE_NOTE: &str = "signed in from a different device";
 
 const CSV_HEADER: [&str; 9] = [
     "id",
@@ -53,7 +52,7 @@ pub struct FilterForm {
 
 impl FilterForm {
     /// The filters as a query string, with `before` appended when given; empty fields left out.
-    fn query(&self, before: Option<i64>) -> String {
+    fn query(&self, before: Option<AuditId>) -> String {
         let mut out = url::form_urlencoded::Serializer::new(String::new());
         for (name, value) in [
             ("email", &self.email),
@@ -98,7 +97,7 @@ pub enum FilterError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditQuery {
     pub filter: AuditFilter,
-    pub before: Option<i64>,
+    pub before: Option<AuditId>,
     pub form: FilterForm,
 }
 
@@ -128,7 +127,10 @@ pub fn parse_query(query: &str) -> (FilterForm, Result<AuditQuery, FilterError>)
     (form, parsed)
 }
 
-fn validate(form: &FilterForm, before: &str) -> Result<(AuditFilter, Option<i64>), FilterError> {
+fn validate(
+    form: &FilterForm,
+    before: &str,
+) -> Result<(AuditFilter, Option<AuditId>), FilterError> {
     let optional = |value: &str| (!value.is_empty()).then(|| value.to_string());
     let email = optional(&form.email)
         .map(|email| EmailAddress::parse(&email).map_err(FilterError::Email))
@@ -138,11 +140,7 @@ fn validate(form: &FilterForm, before: &str) -> Result<(AuditFilter, Option<i64>
         .map(|name| AuditEvent::parse(&name).ok_or(FilterError::Event))
         .transpose()?;
     let ip = optional(&form.ip)
-        .map(|ip| {
-            ip.parse::<std::net::IpAddr>()
-                .map(|ip| ip.to_string())
-                .map_err(|_| FilterError::Ip)
-        })
+        .map(|ip| ip.parse::<ClientIp>().map_err(|_| FilterError::Ip))
         .transpose()?;
     let from = optional(&form.from)
         .map(|date| parse_date(&date).ok_or(FilterError::From))
@@ -156,10 +154,10 @@ fn validate(form: &FilterForm, before: &str) -> Result<(AuditFilter, Option<i64>
         }
     }
     let request = optional(&form.request)
-        .map(|id| positive_id(&id).ok_or(FilterError::Request))
+        .map(|id| RequestId::parse(&id).ok_or(FilterError::Request))
         .transpose()?;
     let before = optional(before)
-        .map(|id| positive_id(&id).ok_or(FilterError::Before))
+        .map(|id| AuditId::parse(&id).ok_or(FilterError::Before))
         .transpose()?;
     let filter = AuditFilter {
         email,
@@ -195,14 +193,10 @@ fn start_of_day(date: NaiveDate) -> DateTime<Utc> {
     date.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
-fn positive_id(text: &str) -> Option<i64> {
-    text.parse::<i64>().ok().filter(|id| *id > 0)
-}
-
 /// One row as the page shows it.
 #[derive(Debug, Serialize)]
 struct RowView {
-    id: i64,
+    id: AuditId,
     at: Moment,
     /// The contract's name (in `data-event` and the row's class); `label` is what people read.
     event: String,
@@ -215,7 +209,7 @@ struct RowView {
     user_agent: Option<String>,
     actor: Option<String>,
     detail: String,
-    request_id: Option<i64>,
+    request_id: Option<RequestId>,
     /// A `signed_in` row whose browser (IP or user agent) differs from the one that asked.
     different_device: bool,
 }
@@ -223,17 +217,22 @@ struct RowView {
 /// Builds the rows for the page: `signed_in` rows are compared with the `link_requested`
 /// row of the same request, so the page can flag a sign-in completed on another device.
 fn row_views(rows: Vec<AuditRow>, requested: &[AuditRow], now: DateTime<Utc>) -> Vec<RowView> {
-    let origins: HashMap<i64, &AuditRow> = requested
+    let origins: HashMap<RequestId, &AuditRow> = requested
         .iter()
         .filter_map(|row| row.request_id.map(|id| (id, row)))
         .collect();
     rows.into_iter()
         .map(|row| {
+            // Computed from the two rows, never read back out of `detail`. Once retention has
+            // purged the `link_requested` row there is nothing to compare and no flag; the
+            // `signed_in` row's own detail still names where the link was asked for.
             let different_device = row.event == AuditEvent::SignedIn.as_str()
-                && match row.request_id.and_then(|id| origins.get(&id)) {
-                    Some(origin) => origin.ip != row.ip || origin.user_agent != row.user_agent,
-                    None => row.detail.contains(DIFFERENT_DEVICE_NOTE),
-                };
+                && row
+                    .request_id
+                    .and_then(|id| origins.get(&id))
+                    .is_some_and(|origin| {
+                        origin.ip != row.ip || origin.user_agent != row.user_agent
+                    });
             let email_query = row.email.as_ref().map(|email| {
                 url::form_urlencoded::Serializer::new(String::new())
                     .append_pair("email", email)
@@ -286,7 +285,7 @@ async fn show_page(req: &HttpRequest, state: &AppState, query: AuditQuery) -> Pa
         .run(move |conn| {
             // One more than a page tells whether there is an older page.
             let rows = audit_query::page(conn, &filter, before, PAGE_SIZE + 1)?;
-            let request_ids: Vec<i64> = rows
+            let request_ids: Vec<RequestId> = rows
                 .iter()
                 .filter(|row| row.event == AuditEvent::SignedIn.as_str())
                 .filter_map(|row| row.request_id)
@@ -363,7 +362,7 @@ fn csv_rows(rows: &[AuditRow]) -> anyhow::Result<Bytes> {
 struct CsvCursor {
     state: web::Data<AppState>,
     filter: AuditFilter,
-    before: Option<i64>,
+    before: Option<AuditId>,
     header_sent: bool,
 }
 
@@ -456,7 +455,7 @@ mod tests {
                 .unwrap();
         assert_eq!(query.filter.email.as_deref(), Some("Ann@example.org"));
         assert_eq!(query.filter.event, Some(AuditEvent::SignedIn));
-        assert_eq!(query.filter.ip.as_deref(), Some("::1"));
+        assert_eq!(query.filter.ip, Some("::1".parse().unwrap()));
         assert_eq!(
             query.filter.from.unwrap().to_rfc3339(),
             "2026-03-01T00:00:00+00:00"
@@ -466,7 +465,7 @@ mod tests {
             query.filter.until.unwrap().to_rfc3339(),
             "2026-03-03T00:00:00+00:00"
         );
-        assert_eq!(query.before, Some(77));
+        assert_eq!(query.before, Some(AuditId::new(77)));
     }
 
     #[test]
@@ -490,7 +489,7 @@ mod tests {
     fn the_older_link_keeps_the_filters() {
         let query = parse("email=ann%40example.org&event=signed_in&ip=&before=9").unwrap();
         assert_eq!(
-            query.form.query(Some(5)),
+            query.form.query(Some(AuditId::new(5))),
             "email=ann%40example.org&event=signed_in&before=5"
         );
     }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::db::DbError;
+use crate::domain::ids::MemberId;
 use crate::middleware::guard::CurrentMember;
 use crate::models::audit::{AuditEvent, AuditRow};
 use crate::models::audit_query::{self, FAILED_ATTEMPTS};
@@ -62,7 +63,7 @@ impl EventView {
 /// A member in "access not used".
 #[derive(Debug, Serialize)]
 struct UnusedView {
-    id: i64,
+    id: MemberId,
     email: String,
     role: String,
     added: Moment,
@@ -125,11 +126,11 @@ enum Lookup {
 /// keep showing the stale ones, so many open dashboards never count all at once.
 #[derive(Default)]
 pub struct DashboardCache {
-    entries: Mutex<HashMap<Option<i64>, Entry>>,
+    entries: Mutex<HashMap<Option<MemberId>, Entry>>,
 }
 
 impl DashboardCache {
-    fn lookup(&self, key: Option<i64>, can_deactivate: bool) -> Lookup {
+    fn lookup(&self, key: Option<MemberId>, can_deactivate: bool) -> Lookup {
         let Ok(mut entries) = self.entries.lock() else {
             return Lookup::Count;
         };
@@ -154,7 +155,7 @@ impl DashboardCache {
         }
     }
 
-    fn put(&self, key: Option<i64>, numbers: Arc<Numbers>) {
+    fn put(&self, key: Option<MemberId>, numbers: Arc<Numbers>) {
         if let Ok(mut entries) = self.entries.lock() {
             // At most one entry per member and one for the team; long-stale ones go on
             // each write.
@@ -174,7 +175,7 @@ impl DashboardCache {
     /// Keeps the rendered part for these numbers (not for newer ones put meanwhile).
     fn keep_rendered(
         &self,
-        key: Option<i64>,
+        key: Option<MemberId>,
         numbers: &Arc<Numbers>,
         can_deactivate: bool,
         html: Arc<str>,
@@ -189,7 +190,7 @@ impl DashboardCache {
     }
 
     /// A recount failed: the next view tries again.
-    fn abandon_recount(&self, key: Option<i64>) {
+    fn abandon_recount(&self, key: Option<MemberId>) {
         if let Ok(mut entries) = self.entries.lock() {
             if let Some(entry) = entries.get_mut(&key) {
                 entry.recounting_since = None;
@@ -384,7 +385,11 @@ mod tests {
         assert_eq!(shown(cache.lookup(None, true)), None, "nothing yet: count");
         cache.put(None, Arc::new(numbers(1)));
         assert_eq!(shown(cache.lookup(None, true)), Some(1));
-        assert_eq!(shown(cache.lookup(Some(7), true)), None, "views are apart");
+        assert_eq!(
+            shown(cache.lookup(Some(MemberId::new(7)), true)),
+            None,
+            "views are apart"
+        );
 
         // Gone stale: the first view counts, every other one shows the stale numbers.
         let stale = Instant::now().checked_sub(NUMBERS_FRESH_FOR * 2).unwrap();

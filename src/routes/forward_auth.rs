@@ -14,9 +14,10 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 
 use crate::assertion::{Claims, LIFETIME_SECS};
-use crate::crypto::sha256;
 use crate::db::DbError;
 use crate::domain::app_origin::{AppOrigin, AppUrl};
+use crate::domain::digests::SessionKeyDigest;
+use crate::domain::ids::SessionId;
 use crate::forward_auth::AssertionFor;
 use crate::middleware::check_cookie::CheckCookies;
 use crate::middleware::guard::seen_refresh_secs;
@@ -77,7 +78,7 @@ fn original_url(req: &HttpRequest) -> Option<Result<AppUrl, ()>> {
 /// The digest of the session key in the (encrypted) session cookie, as the store keeps it.
 /// Every cookie of that name is tried: one planted by a sibling host must not hide the real one.
 /// The cookies were taken off the request before actix-session (`middleware::check_cookie`).
-fn session_key_digest(req: &HttpRequest, state: &AppState) -> Option<Vec<u8>> {
+fn session_key_digest(req: &HttpRequest, state: &AppState) -> Option<SessionKeyDigest> {
     let settings = &state.settings;
     let name = session_cookie_name(
         settings.public_url.is_https(),
@@ -89,7 +90,7 @@ fn session_key_digest(req: &HttpRequest, state: &AppState) -> Option<Vec<u8>> {
         jar.add_original(Cookie::new(name.clone(), value));
         jar.private(&state.keys.cookie)
             .get(&name)
-            .map(|plain| sha256(plain.value().as_bytes()))
+            .map(|plain| SessionKeyDigest::sha256(plain.value().as_bytes()))
     })
 }
 
@@ -133,7 +134,7 @@ fn unavailable(err: DbError) -> HttpResponse {
 
 /// A signed-in member's check, with what the answer needs.
 struct Checked {
-    session_id: i64,
+    session_id: SessionId,
     member: Member,
     /// The app registered for the origin, if any.
     app: Option<AppRule>,
@@ -161,7 +162,7 @@ async fn decide(req: &HttpRequest, state: &web::Data<AppState>, style: Style) ->
 /// The live, still valid sign-in behind this session key digest, and the app for `origin`.
 async fn signed_in(
     state: &AppState,
-    digest: &[u8],
+    digest: &SessionKeyDigest,
     origin: &AppOrigin,
 ) -> Result<Option<Checked>, DbError> {
     let Some(session) = state.live.session(digest).await? else {

@@ -8,6 +8,7 @@ use diesel::prelude::*;
 
 use crate::domain::app_origin::AppUrl;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::ids::RequestId;
 use crate::domain::next_path::NextPath;
 use crate::mail::{Letter, SignInMail};
 use crate::models::app;
@@ -144,7 +145,7 @@ async fn request_link(
 /// anything else is dropped, and the browser lands on `next` or the dashboard.
 fn remember_return_url(
     conn: &mut diesel::PgConnection,
-    request_id: i64,
+    request_id: RequestId,
     rd: &AppUrl,
 ) -> diesel::QueryResult<()> {
     use crate::schema::sign_in_requests;
@@ -178,7 +179,7 @@ fn queue_sign_in_mail(state: &AppState, issued: &IssuedLink) {
         expires_at: request.expires_at,
         ttl_minutes: state.settings.link_ttl_minutes(),
         requested_at: request.created_at,
-        ip: request.requested_ip.clone(),
+        ip: request.requested_ip,
         user_agent: request.requested_user_agent.clone(),
         request_id: request.id,
     };

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::DbError;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::ids::PasskeyId;
 use crate::domain::next_path::NextPath;
 use crate::mail::{Letter, PasskeyAddedMail};
 use crate::middleware::guard::CurrentMember;
@@ -30,7 +31,7 @@ use crate::web::session::{Ceremony, SessionData};
 
 #[derive(Debug, Serialize)]
 struct PasskeyView {
-    id: i64,
+    id: PasskeyId,
     name: String,
     added: String,
     last_used: Option<String>,
@@ -221,11 +222,7 @@ async fn remove_one(
     id: &str,
 ) -> PageResult {
     // Someone else's passkey is "not found": its existence is not the member's to know.
-    let id = id
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or(PageError::NotFound)?;
+    let id = PasskeyId::parse(id).ok_or(PageError::NotFound)?;
     let owner = member.clone();
     let removed = state
         .db

@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest};
 use serde::Serialize;
 
 use crate::db::DbError;
+use crate::domain::ids::SessionId;
 use crate::middleware::guard::{admin_powers, CurrentMember};
 use crate::models::audit::ClientInfo;
 use crate::models::member::Member;
@@ -19,7 +20,7 @@ use crate::web::session::{keys, SessionData};
 
 #[derive(Debug, Serialize)]
 struct SessionView {
-    id: i64,
+    id: SessionId,
     email: String,
     ip: Option<String>,
     user_agent: Option<String>,
@@ -49,7 +50,7 @@ async fn current_session_id(
     req: &HttpRequest,
     state: &AppState,
     member: &Member,
-) -> Result<Option<i64>, DbError> {
+) -> Result<Option<SessionId>, DbError> {
     let Some(token) = SessionData::of(req).csrf_token() else {
         return Ok(None);
     };
@@ -74,7 +75,7 @@ async fn render(
         .db
         .query(move |conn| {
             let sessions = session::list_active(conn, scope)?;
-            let ids: Vec<i64> = sessions.iter().map(|s| s.id).collect();
+            let ids: Vec<SessionId> = sessions.iter().map(|s| s.id).collect();
             let opened = crate::models::app::opened_by_sessions(conn, &ids)?;
             Ok((sessions, opened))
         })
@@ -88,7 +89,7 @@ async fn render(
             own: session.member_id == viewer.id,
             id: session.id,
             email: session.email,
-            ip: session.ip,
+            ip: session.ip.map(|ip| ip.to_string()),
             user_agent: session.user_agent,
             signed_in_at: Moment::new(session.created_at, now),
             last_seen_at: Moment::new(session.last_seen_at, now),
@@ -130,11 +131,7 @@ async fn revoke_one(
     id: &str,
 ) -> PageResult {
     // Someone else's session is "not found" to a member: its existence is not theirs to know.
-    let id = id
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or(PageError::NotFound)?;
+    let id = SessionId::parse(id).ok_or(PageError::NotFound)?;
     let current = current_session_id(req, state, &viewer).await?;
     let scope = scope_of(req, state, &viewer);
     let actor = viewer.clone();
@@ -159,7 +156,9 @@ async fn revoke_one(
     };
     let notice = format!(
         "{whose} from {} has ended.",
-        revoked.ip.as_deref().unwrap_or("an unknown address")
+        revoked
+            .ip
+            .map_or("an unknown address".into(), |ip| ip.to_string())
     );
     render(req, state, &viewer, Some(notice)).await
 }

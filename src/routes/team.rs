@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::DbError;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::ids::MemberId;
 use crate::domain::role::Role;
 use crate::middleware::guard::CurrentMember;
 use crate::models::member::{self, Added, Member, MemberError};
@@ -21,7 +22,7 @@ use crate::web::pages::{is_htmx, Page};
 
 #[derive(Debug, Serialize)]
 struct MemberView {
-    id: i64,
+    id: MemberId,
     email: String,
     role: &'static str,
     active: bool,
@@ -201,7 +202,7 @@ pub async fn change_role(
     id: web::Path<String>,
     form: web::Form<RoleFields>,
 ) -> PageResult {
-    let Some(id) = member_id(&id) else {
+    let Some(id) = MemberId::parse(&id) else {
         return Err(PageError::NotFound);
     };
     let Ok(role) = Role::parse(&form.role) else {
@@ -244,7 +245,7 @@ pub async fn deactivate(
     CurrentMember(viewer): CurrentMember,
     id: web::Path<String>,
 ) -> PageResult {
-    let Some(id) = member_id(&id) else {
+    let Some(id) = MemberId::parse(&id) else {
         return Err(PageError::NotFound);
     };
     let actor = viewer.email.clone();
@@ -289,10 +290,6 @@ async fn finish_row_action(
         return Ok(see_other("/team"));
     }
     render(req, state, viewer, Part::Rows, outcome).await
-}
-
-fn member_id(raw: &str) -> Option<i64> {
-    raw.parse::<i64>().ok().filter(|id| *id > 0)
 }
 
 fn last_admin_message() -> String {

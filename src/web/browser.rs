@@ -14,7 +14,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::hmac;
 
-use crate::crypto::{random_bytes, sha256};
+use crate::crypto::random_bytes;
+use crate::domain::digests::{BindingDigest, DeviceDigest};
 
 pub const SESSION_COOKIE: &str = "latchkey_session";
 pub const BROWSER_COOKIE: &str = "latchkey_browser";
@@ -117,10 +118,10 @@ impl BrowserId {
     }
 
     /// What `member_browsers` stores.
-    pub fn device_digest(&self) -> Vec<u8> {
+    pub fn device_digest(&self) -> DeviceDigest {
         let mut message = b"device|".to_vec();
         message.extend_from_slice(&self.0);
-        sha256(&message)
+        DeviceDigest::sha256(&message)
     }
 }
 
@@ -152,8 +153,8 @@ impl BindingSecret {
         )
     }
 
-    pub fn digest(&self) -> Vec<u8> {
-        sha256(&self.0)
+    pub fn digest(&self) -> BindingDigest {
+        BindingDigest::sha256(&self.0)
     }
 }
 

@@ -7,6 +7,7 @@ use actix_web::http::header::{HeaderMap, USER_AGENT};
 use actix_web::{FromRequest, HttpRequest};
 use ipnet::IpNet;
 
+use crate::domain::client_ip::ClientIp;
 use crate::models::audit::ClientInfo;
 use crate::state::AppState;
 
@@ -55,7 +56,7 @@ pub fn client_ip_of_service(req: &ServiceRequest) -> Option<IpAddr> {
 
 pub fn client_info(req: &HttpRequest) -> ClientInfo {
     ClientInfo::new(
-        client_ip_of(req).map(|ip| ip.to_string()),
+        client_ip_of(req).map(ClientIp::from),
         req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok()),
     )
 }

@@ -7,6 +7,7 @@ use actix_web::HttpRequest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::domain::client_ip::ClientIp;
 use crate::web::errors::PageError;
 
 /// The names in a session's state map.
@@ -54,7 +55,7 @@ impl Ceremony {
 pub struct Started<'a> {
     pub csrf_token: &'a str,
     pub at: i64,
-    pub ip: Option<&'a str>,
+    pub ip: Option<ClientIp>,
     pub user_agent: Option<&'a str>,
 }
 
@@ -100,7 +101,7 @@ impl SessionData {
         self.put(keys::SIGNED_IN_AT, started.at)?;
         self.put(keys::SEEN_AT, started.at)?;
         if let Some(ip) = started.ip {
-            self.put(keys::IP, ip)?;
+            self.put(keys::IP, ip.to_string())?;
         }
         if let Some(agent) = started.user_agent {
             self.put(keys::USER_AGENT, agent)?;

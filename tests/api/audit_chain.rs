@@ -11,6 +11,7 @@ use diesel::sql_types::{BigInt, Bytea, Text};
 use latchkey::audit_chain::{self, BreakReason, CheckpointProblem, Verification};
 use latchkey::audit_checkpoint::{self, Checkpoint};
 use latchkey::crypto::Keys;
+use latchkey::domain::ids::AuditId;
 use latchkey::models::audit::{AuditEvent, AuditRow, NewAuditRow};
 use latchkey::schema::{login_audit, members};
 use secrecy::{ExposeSecret as _, SecretSlice};
@@ -76,7 +77,7 @@ fn audit_rows(conn: &mut PgConnection) -> Vec<AuditRow> {
         .unwrap()
 }
 
-fn append(conn: &mut PgConnection, detail: &str) -> i64 {
+fn append(conn: &mut PgConnection, detail: &str) -> AuditId {
     NewAuditRow::new(AuditEvent::LinkSent)
         .email("ann@example.org")
         .detail(detail)
@@ -85,11 +86,11 @@ fn append(conn: &mut PgConnection, detail: &str) -> i64 {
 }
 
 /// Appends `count` rows dated `days_ago` days back (the chain trigger keeps a given time).
-fn append_dated(conn: &mut PgConnection, count: usize, days_ago: i64) -> Vec<i64> {
+fn append_dated(conn: &mut PgConnection, count: usize, days_ago: i64) -> Vec<AuditId> {
     #[derive(QueryableByName)]
     struct Id {
         #[diesel(sql_type = BigInt)]
-        id: i64,
+        id: AuditId,
     }
     (0..count)
         .map(|i| {
@@ -272,7 +273,7 @@ fn verify_names_an_altered_row() {
     let database = TestDatabase::migrated();
     let mut conn = database.connect();
     // More than one batch, so the walk crosses a batch boundary before the break.
-    let ids: Vec<i64> = (0..1205)
+    let ids: Vec<AuditId> = (0..1205)
         .map(|i| append(&mut conn, &format!("row {i}")))
         .collect();
     let altered = ids[1100];
@@ -303,7 +304,7 @@ fn verify_names_an_altered_row() {
 fn verify_names_the_row_after_one_rewritten_with_a_fresh_hash() {
     let database = TestDatabase::migrated();
     let mut conn = database.connect();
-    let ids: Vec<i64> = (0..10)
+    let ids: Vec<AuditId> = (0..10)
         .map(|i| append(&mut conn, &format!("row {i}")))
         .collect();
     // A forger who recomputes the row's own hash still breaks the link from the next row.
@@ -329,7 +330,7 @@ fn verify_names_the_row_after_one_rewritten_with_a_fresh_hash() {
 fn verify_catches_deleted_rows_in_the_middle_at_the_start_and_at_the_end() {
     let database = TestDatabase::migrated();
     let mut conn = database.connect();
-    let ids: Vec<i64> = (0..10)
+    let ids: Vec<AuditId> = (0..10)
         .map(|i| append(&mut conn, &format!("row {i}")))
         .collect();
 
@@ -436,7 +437,7 @@ fn purge_removes_exactly_the_rows_past_retention_and_the_rest_still_verifies() {
     )
     .unwrap()
     .0;
-    let recent: Vec<i64> = (0..3)
+    let recent: Vec<AuditId> = (0..3)
         .map(|i| append(&mut conn, &format!("new {i}")))
         .collect();
     // An expired session of Ann's, and a sign-in request that expired two days ago.
@@ -463,7 +464,7 @@ fn purge_removes_exactly_the_rows_past_retention_and_the_rest_still_verifies() {
     );
 
     let rows = audit_rows(&mut conn);
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let ids: Vec<AuditId> = rows.iter().map(|r| r.id).collect();
     assert!(old.iter().all(|id| !ids.contains(id)));
     let mut expected = kept_old.clone();
     expected.extend(
@@ -524,7 +525,7 @@ fn purge_stops_at_the_first_row_inside_retention() {
     let deleted =
         audit_chain::purge_older_than(&mut conn, Duration::from_secs(400 * 86400), &audit_key());
     assert_eq!(deleted.unwrap(), 3);
-    let ids: Vec<i64> = audit_rows(&mut conn).iter().map(|r| r.id).collect();
+    let ids: Vec<AuditId> = audit_rows(&mut conn).iter().map(|r| r.id).collect();
     assert_eq!(ids, [recent, late_old[0]]);
     assert!(old.iter().all(|id| !ids.contains(id)));
     assert!(audit_chain::verify(&mut conn, &audit_key())
@@ -600,7 +601,7 @@ async fn break_glass_link_signs_in_from_any_browser_and_is_audited_with_the_reas
     let gone = members::table
         .filter(members::email.eq("gone@example.org"))
         .select(members::id)
-        .first::<i64>(&mut app.conn())
+        .first::<latchkey::domain::ids::MemberId>(&mut app.conn())
         .unwrap();
     latchkey::models::member::deactivate(&mut app.conn(), gone, "test").unwrap();
 
@@ -780,7 +781,7 @@ fn dropping_the_newest_rows_with_the_purge_switch_is_caught_by_the_checkpoint() 
 fn rewriting_a_row_in_the_middle_and_rebuilding_the_chain_is_caught_by_the_checkpoint() {
     let database = TestDatabase::migrated();
     let mut conn = database.connect();
-    let mut ids: Vec<i64> = (0..3)
+    let mut ids: Vec<AuditId> = (0..3)
         .map(|i| append(&mut conn, &format!("row {i}")))
         .collect();
     checkpoint_with_binary(&database);

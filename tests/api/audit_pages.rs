@@ -2,15 +2,16 @@
 //! export (streamed, quoted, formulas neutralised) and escaping.
 
 use diesel::prelude::*;
+use latchkey::domain::ids::AuditId;
 use latchkey::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 
 use crate::helpers::{browser_as, new_browser, spawn_app, spawn_app_with, TestApp};
 
 /// Row ids on an audit page, in page order.
-fn row_ids(html: &str) -> Vec<i64> {
+fn row_ids(html: &str) -> Vec<AuditId> {
     html.split("<tr id=\"audit-")
         .skip(1)
-        .map(|rest| rest[..rest.find('"').unwrap()].parse().unwrap())
+        .map(|rest| AuditId::parse(&rest[..rest.find('"').unwrap()]).unwrap())
         .collect()
 }
 
@@ -26,17 +27,20 @@ fn older_link(html: &str) -> Option<String> {
     )
 }
 
-fn seed(app: &TestApp, event: AuditEvent, email: &str, ip: &str, detail: &str) -> i64 {
+fn seed(app: &TestApp, event: AuditEvent, email: &str, ip: &str, detail: &str) -> AuditId {
     NewAuditRow::new(event)
         .email(email)
-        .client(&ClientInfo::new(Some(ip.into()), Some("Seeder/1.0")))
+        .client(&ClientInfo::new(
+            Some(ip.parse().unwrap()),
+            Some("Seeder/1.0"),
+        ))
         .detail(detail)
         .insert(&mut app.conn())
         .unwrap()
 }
 
 /// Many rows in one statement (the chain trigger still runs per row).
-fn seed_many(app: &TestApp, n: usize, email: &str) -> Vec<i64> {
+fn seed_many(app: &TestApp, n: usize, email: &str) -> Vec<AuditId> {
     use latchkey::schema::login_audit;
     let rows: Vec<NewAuditRow> = (0..n)
         .map(|i| {
@@ -53,11 +57,11 @@ fn seed_many(app: &TestApp, n: usize, email: &str) -> Vec<i64> {
 }
 
 /// A row at a chosen time (the chain trigger keeps an explicit `occurred_at`).
-fn seed_at(app: &TestApp, at: &str, email: &str) -> i64 {
+fn seed_at(app: &TestApp, at: &str, email: &str) -> AuditId {
     #[derive(QueryableByName)]
     struct Id {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
-        id: i64,
+        id: AuditId,
     }
     diesel::sql_query(
         "INSERT INTO login_audit (occurred_at, event, email, detail) \
@@ -134,7 +138,7 @@ async fn keyset_pages_neither_skip_nor_repeat_rows_while_rows_arrive() {
     // Exactly the rows that existed when the first page was read: none skipped, none twice,
     // none of the newcomers.
     let newest = seen[0];
-    let expected: Vec<i64> = app
+    let expected: Vec<AuditId> = app
         .audit()
         .iter()
         .rev()
@@ -339,7 +343,7 @@ async fn signed_in_rows_link_their_request_and_flag_another_device() {
     );
 }
 
-fn row_html(html: &str, id: i64) -> &str {
+fn row_html(html: &str, id: AuditId) -> &str {
     let start = html.find(&format!("<tr id=\"audit-{id}\"")).unwrap();
     let end = html[start..].find("</tr>").unwrap() + start;
     &html[start..end]
@@ -352,7 +356,7 @@ async fn hostile_user_agents_and_addresses_show_as_text() {
     NewAuditRow::new(AuditEvent::LoginDenied)
         .email("<script>alert(1)</script>@example.org")
         .client(&ClientInfo::new(
-            Some("203.0.113.9".into()),
+            Some("203.0.113.9".parse().unwrap()),
             Some("<script>alert(2)</script>\r\nX-Injected: yes"),
         ))
         .detail("<img src=x onerror=alert(3)>")
@@ -411,9 +415,9 @@ async fn the_csv_export_streams_every_matching_row_in_batches() {
             "request_id"
         ]
     );
-    let exported: Vec<i64> = reader
+    let exported: Vec<AuditId> = reader
         .records()
-        .map(|record| record.unwrap()[0].parse().unwrap())
+        .map(|record| AuditId::parse(&record.unwrap()[0]).unwrap())
         .collect();
     assert_eq!(exported, ids, "every row once, newest first");
 
@@ -432,7 +436,7 @@ async fn csv_cells_are_quoted_and_formulas_neutralised() {
     let id = NewAuditRow::new(AuditEvent::LoginDenied)
         .email("+1@example.org")
         .client(&ClientInfo::new(
-            Some("203.0.113.9".into()),
+            Some("203.0.113.9".parse().unwrap()),
             Some(hostile_agent),
         ))
         .actor("@admin")
@@ -458,7 +462,7 @@ async fn csv_cells_are_quoted_and_formulas_neutralised() {
     assert_eq!(&tab[5], "'\t=cmd|' /C calc'!A0");
     assert_eq!(&tab[7], "'-2+3");
     let row = &records[1];
-    assert_eq!(row[0].parse::<i64>().unwrap(), id);
+    assert_eq!(AuditId::parse(&row[0]), Some(id));
     assert_eq!(&row[2], "login_denied");
     assert_eq!(&row[3], "'+1@example.org");
     assert_eq!(&row[4], "203.0.113.9");
@@ -492,7 +496,7 @@ async fn date_filtered_pages_are_in_time_order_and_neither_skip_nor_repeat() {
     // signs in: on a busy machine seeding outlasts the server's 5-second keep-alive, and the
     // browser's pooled connection would be closed under its first request.
     seed_at(&app, "2026-03-09 23:59:59+00", "before@example.org");
-    let mut expected: Vec<(String, i64)> = Vec::new();
+    let mut expected: Vec<(String, AuditId)> = Vec::new();
     for i in 0..120 {
         let at = format!("2026-03-10 {:02}:{:02}:00+00", (i * 7) % 24, (i * 13) % 60);
         let id = seed_at(&app, &at, "inside@example.org");
@@ -500,7 +504,7 @@ async fn date_filtered_pages_are_in_time_order_and_neither_skip_nor_repeat() {
     }
     seed_at(&app, "2026-03-11 00:00:00+00", "after@example.org");
     expected.sort_by(|a, b| b.cmp(a));
-    let expected: Vec<i64> = expected.into_iter().map(|(_, id)| id).collect();
+    let expected: Vec<AuditId> = expected.into_iter().map(|(_, id)| id).collect();
     let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
 
     let (status, html) = page(&auditor, &app, "/audit?from=2026-03-10&to=2026-03-10").await;
@@ -513,9 +517,9 @@ async fn date_filtered_pages_are_in_time_order_and_neither_skip_nor_repeat() {
         seen.extend(row_ids(&html));
         link = older_link(&html);
     }
-    let first_page_ids: std::collections::HashSet<i64> = seen.iter().copied().collect();
+    let first_page_ids: std::collections::HashSet<AuditId> = seen.iter().copied().collect();
     assert_eq!(first_page_ids.len(), seen.len(), "a row was shown twice");
-    let seen_original: Vec<i64> = seen
+    let seen_original: Vec<AuditId> = seen
         .into_iter()
         .filter(|id| expected.contains(id))
         .collect();

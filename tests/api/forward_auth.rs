@@ -4,13 +4,20 @@
 use diesel::prelude::*;
 use latchkey::domain::app_origin::AppOrigin;
 use latchkey::domain::email_address::EmailAddress;
+use latchkey::domain::ids::AppId;
 use latchkey::domain::role::Role;
 use latchkey::models::app::{self, Access};
 use latchkey::schema::sessions;
 
 use crate::helpers::{spawn_app, urlencode, TestApp};
 
-pub fn register(app: &TestApp, name: &str, origin: &str, roles: &[Role], members: &[&str]) -> i64 {
+pub fn register(
+    app: &TestApp,
+    name: &str,
+    origin: &str,
+    roles: &[Role],
+    members: &[&str],
+) -> AppId {
     let access = Access {
         roles: roles.to_vec(),
         members: members

@@ -9,6 +9,7 @@ use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 use latchkey::db;
 use latchkey::db::embedded::EmbeddedPostgres;
 use latchkey::domain::email_address::EmailAddress;
+use latchkey::domain::ids::MemberId;
 use latchkey::domain::role::Role;
 use latchkey::models::audit::AuditRow;
 use latchkey::models::member;
@@ -412,7 +413,7 @@ impl TestApp {
     }
 
     /// Adds (or re-activates) a member directly, as `latchkey members add` does.
-    pub fn add_member(&self, email: &str, role: &str) -> i64 {
+    pub fn add_member(&self, email: &str, role: &str) -> MemberId {
         let email = EmailAddress::parse(email).unwrap();
         let role = Role::parse(role).unwrap();
         let (member, _) =

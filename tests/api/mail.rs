@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::Utc;
 use latchkey::db::{Db, DbError};
 use latchkey::domain::email_address::EmailAddress;
+use latchkey::domain::ids::RequestId;
 use latchkey::mail::{sign_in_mail, MailError, Mailer, OutgoingMail, SignInMail, Transport};
 use latchkey::models::audit::{for_request, AuditRow};
 use latchkey::settings::{EmailBackend, Settings};
@@ -50,16 +51,16 @@ pub(crate) fn sign_in(request_id: i64, user_agent: &str) -> OutgoingMail {
             expires_at: now + chrono::Duration::minutes(10),
             ttl_minutes: 10,
             requested_at: now,
-            ip: Some("192.0.2.10".into()),
+            ip: Some("192.0.2.10".parse().unwrap()),
             user_agent: Some(user_agent.into()),
-            request_id,
+            request_id: RequestId::new(request_id),
         },
     )
     .unwrap()
 }
 
 pub(crate) async fn audit_rows(db: &Db, request_id: i64) -> Vec<AuditRow> {
-    db.run(move |conn| for_request(conn, request_id).map_err(DbError::from))
+    db.run(move |conn| for_request(conn, RequestId::new(request_id)).map_err(DbError::from))
         .await
         .unwrap()
 }

@@ -2,6 +2,7 @@
 //! SPEC "HTTP" that needs a sign-in; and what the dashboard shows each role.
 
 use diesel::prelude::*;
+use latchkey::domain::ids::MemberId;
 use latchkey::models::audit::{AuditEvent, NewAuditRow};
 use latchkey::schema::{members, sessions};
 
@@ -17,7 +18,7 @@ enum Method {
 /// and a session that exist but belong to nobody under test.
 type Fields = Vec<(&'static str, &'static str)>;
 
-fn routes(victim: i64, session: i64) -> Vec<(Method, String, Fields)> {
+fn routes(victim: MemberId, session: i64) -> Vec<(Method, String, Fields)> {
     vec![
         (Method::Get, "/".into(), vec![]),
         (Method::Get, "/audit".into(), vec![]),
@@ -67,7 +68,7 @@ async fn send(
 }
 
 /// A session row for `member_id` that no browser holds (as if signed in elsewhere).
-fn stray_session(app: &TestApp, member_id: i64) -> i64 {
+fn stray_session(app: &TestApp, member_id: MemberId) -> i64 {
     diesel::insert_into(sessions::table)
         .values((
             sessions::key_digest.eq(latchkey::crypto::random_bytes::<32>().to_vec()),
@@ -80,7 +81,7 @@ fn stray_session(app: &TestApp, member_id: i64) -> i64 {
         .unwrap()
 }
 
-fn member_state(app: &TestApp, id: i64) -> (String, bool) {
+fn member_state(app: &TestApp, id: MemberId) -> (String, bool) {
     members::table
         .find(id)
         .select((members::role, members::active))
@@ -88,7 +89,7 @@ fn member_state(app: &TestApp, id: i64) -> (String, bool) {
         .unwrap()
 }
 
-fn session_ids(app: &TestApp, member_id: i64) -> Vec<i64> {
+fn session_ids(app: &TestApp, member_id: MemberId) -> Vec<i64> {
     sessions::table
         .filter(sessions::member_id.eq(member_id))
         .order(sessions::id.asc())

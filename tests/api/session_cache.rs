@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
+use latchkey::domain::ids::MemberId;
 use latchkey::domain::role::Role;
 use latchkey::schema::sessions;
 use latchkey::session_cache::LISTENER_APPLICATION_NAME;
@@ -49,7 +50,7 @@ async fn refused_within(
     }
 }
 
-fn session_id_of(app: &TestApp, member_id: i64) -> i64 {
+fn session_id_of(app: &TestApp, member_id: MemberId) -> i64 {
     sessions::table
         .filter(sessions::member_id.eq(member_id))
         .select(sessions::id)

@@ -4,6 +4,7 @@ use actix_session::storage::{SessionKey, SessionStore as _};
 use actix_web::cookie::time::Duration;
 use diesel::prelude::*;
 use latchkey::db::Db;
+use latchkey::domain::client_ip::ClientIp;
 use latchkey::schema::sessions;
 use latchkey::session_cache::Live;
 use latchkey::session_store::PgSessionStore;
@@ -110,12 +111,13 @@ async fn update_replaces_the_state_and_fills_the_member_columns() {
         .unwrap();
     assert_eq!(same.as_ref(), key.as_ref(), "a live session keeps its key");
     assert_eq!(store.load(&key).await.unwrap(), Some(new_state));
-    let (stored_member, ip, agent): (Option<i64>, Option<String>, Option<String>) = sessions::table
-        .select((sessions::member_id, sessions::ip, sessions::user_agent))
-        .first(&mut conn)
-        .unwrap();
+    let (stored_member, ip, agent): (Option<i64>, Option<ClientIp>, Option<String>) =
+        sessions::table
+            .select((sessions::member_id, sessions::ip, sessions::user_agent))
+            .first(&mut conn)
+            .unwrap();
     assert_eq!(stored_member, Some(member_id));
-    assert_eq!(ip.as_deref(), Some("192.0.2.7"));
+    assert_eq!(ip, Some("192.0.2.7".parse().unwrap()));
     assert_eq!(agent.as_deref(), Some("Firefox"));
 }
 

@@ -2,6 +2,7 @@
 //! out everywhere, and escaping of what browsers send.
 
 use diesel::prelude::*;
+use latchkey::domain::ids::MemberId;
 use latchkey::schema::sessions;
 
 use crate::helpers::{browser_as, spawn_app, TestApp};
@@ -13,7 +14,7 @@ async fn signed_in_as(app: &TestApp, email: &str, user_agent: &str) -> reqwest::
 }
 
 /// Session ids of a member, by the user agent that signed them in.
-fn session_of(app: &TestApp, member_id: i64, user_agent: &str) -> i64 {
+fn session_of(app: &TestApp, member_id: MemberId, user_agent: &str) -> i64 {
     sessions::table
         .filter(sessions::member_id.eq(member_id))
         .filter(sessions::user_agent.eq(user_agent))

@@ -6,7 +6,7 @@ use latchkey::schema::members;
 
 use crate::helpers::{spawn_app, TestApp};
 
-fn member(app: &TestApp, email: &str) -> Option<(i64, String, bool)> {
+fn member(app: &TestApp, email: &str) -> Option<(latchkey::domain::ids::MemberId, String, bool)> {
     members::table
         .filter(members::email.eq(email))
         .select((members::id, members::role, members::active))

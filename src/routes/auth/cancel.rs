@@ -85,7 +85,7 @@ fn tell_admins(state: &AppState, request: &SignInRequest, email: &str, admins: &
         email,
         requested_at: request.created_at,
         cancelled_at: chrono::Utc::now(),
-        ip: request.requested_ip.clone(),
+        ip: request.requested_ip,
         user_agent: request.requested_user_agent.clone(),
     };
     for admin in admins.iter().filter_map(|a| EmailAddress::parse(a).ok()) {

@@ -76,7 +76,7 @@ pub fn establish_session(
     SessionData::of(req).start(&Started {
         csrf_token: &csrf,
         at: chrono::Utc::now().timestamp(),
-        ip: client.ip.as_deref(),
+        ip: client.ip,
         user_agent: client.user_agent.as_deref(),
     })?;
     if signed_in.new_browser {
@@ -104,7 +104,7 @@ fn notify_new_browser(state: &AppState, signed_in: &SignedIn, client: &ClientInf
     };
     let mail = NewSignInMail {
         signed_in_at: chrono::Utc::now(),
-        ip: client.ip.clone(),
+        ip: client.ip,
         user_agent: client.user_agent.clone(),
     };
     state.mailer.queue(Letter::NewSignIn(to, mail));

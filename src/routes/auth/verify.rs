@@ -59,7 +59,7 @@ fn link_page(req: &HttpRequest, view: LinkView, token: &str) -> HttpResponse {
                 "requested_at",
                 requested_at.format("%Y-%m-%d %H:%M").to_string(),
             )
-            .with("requested_ip", &requested_ip)
+            .with("requested_ip", requested_ip)
             .with("requested_user_agent", &requested_user_agent)
             .render(req),
         LinkView::Refused(refusal) => refusal_page(req, refusal),
