@@ -4,7 +4,9 @@
 use diesel::prelude::*;
 use latchkey::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 
-use crate::helpers::{browser_as, new_browser, spawn_app, spawn_app_with, TestApp};
+use latchkey::settings::LinkBinding;
+
+use crate::helpers::{browser_as, new_browser, spawn_app, spawn_app_with, TestApp, TestSettings};
 
 /// Row ids on an audit page, in page order.
 fn row_ids(html: &str) -> Vec<i64> {
@@ -286,10 +288,7 @@ async fn htmx_requests_get_only_the_rows() {
 
 #[actix_web::test]
 async fn signed_in_rows_link_their_request_and_flag_another_device() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_LINK_BINDING".into(), "any".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().link_binding(LinkBinding::Any)).await;
     let admin = app.signed_in_browser("ada@example.org", "admin").await;
     app.add_member("bob@example.org", "member");
     let asking = new_browser();

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::helpers::{
     form_value, new_browser, spawn_app, spawn_app_with, spawn_app_with_unreachable_database,
-    urlencode, TestApp,
+    urlencode, TestApp, TestSettings,
 };
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -507,11 +507,8 @@ async fn check_every_kind_of_response(app: &TestApp, https: bool) {
 
 #[actix_web::test]
 async fn every_response_carries_the_security_headers_and_no_hsts_over_http() {
-    let app = spawn_app_with(|vars| {
-        // Two posts to sign in, the 403 and the 413, then the 429.
-        vars.insert("LATCHKEY_LOGIN_RATE".into(), "4/1m".into());
-    })
-    .await;
+    // Two posts to sign in, the 403 and the 413, then the 429.
+    let app = spawn_app_with(TestSettings::new().login_rate(4, Duration::from_secs(60))).await;
     // Signed in first: the checks below use up the login rate.
     let browser = app.signed_in_browser("ann@example.org", "member").await;
     check_every_kind_of_response(&app, false).await;
@@ -529,17 +526,19 @@ async fn every_response_carries_the_security_headers_and_no_hsts_over_http() {
 
 #[actix_web::test]
 async fn with_an_https_public_url_every_response_carries_hsts() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_PUBLIC_URL".into(), HTTPS_URL.into());
-        vars.insert("LATCHKEY_LOGIN_RATE".into(), "3/1m".into());
-    })
+    let app = spawn_app_with(
+        TestSettings::new()
+            .public_url(HTTPS_URL)
+            .login_rate(3, Duration::from_secs(60)),
+    )
     .await;
     check_every_kind_of_response(&app, true).await;
 }
 
 #[actix_web::test]
 async fn a_503_carries_the_security_headers_and_garbage_tokens_never_reach_the_database() {
-    let address = spawn_app_with_unreachable_database(HTTPS_URL).await;
+    let address =
+        spawn_app_with_unreachable_database(TestSettings::new().public_url(HTTPS_URL)).await;
     let plain = reqwest::Client::new();
 
     let res = plain.get(format!("{address}/readyz")).send().await.unwrap();
@@ -715,10 +714,7 @@ impl HandBrowser {
 
 #[actix_web::test]
 async fn with_an_https_public_url_cookies_are_secure_and_host_prefixed() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_PUBLIC_URL".into(), HTTPS_URL.into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().public_url(HTTPS_URL)).await;
     app.add_member("ann@example.org", "member");
     let mut browser = HandBrowser::new();
 
@@ -1010,11 +1006,8 @@ async fn emails_over_254_characters_get_422_and_write_nothing() {
         "d".repeat(60),
         "e".repeat(5)
     );
-    let allowed = format!("{short_domain},{long_domain}");
-    let app = spawn_app_with(move |vars| {
-        vars.insert("LATCHKEY_ALLOWED_DOMAINS".into(), allowed);
-    })
-    .await;
+    let app =
+        spawn_app_with(TestSettings::new().allowed_domains(&[&short_domain, &long_domain])).await;
     let browser = new_browser();
     let before = snapshot(&app);
     let too_long = format!("{}@{long_domain}", "a".repeat(64));

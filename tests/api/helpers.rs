@@ -1,7 +1,8 @@
 //! `spawn_app()` and friends: each test gets its own database, copied from a migrated
 //! template, and the real application listening on a free port.
 
-use std::collections::HashMap;
+mod settings;
+
 use std::net::TcpListener;
 use std::sync::OnceLock;
 
@@ -17,6 +18,8 @@ use latchkey::startup::{Application, Database};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::smtp_server::SmtpServer;
+use settings::Harness;
+pub use settings::{Environment, TestSettings};
 
 /// The server the tests use: the one on 127.0.0.1:5432 when it answers, else a private one.
 enum TestServer {
@@ -202,37 +205,27 @@ pub struct TestApp {
     pub smtp: SmtpServer,
     /// The app's session cache.
     pub live: latchkey::session_cache::Live,
-}
-
-/// Settings every test starts from; a test overrides what it is about.
-pub fn base_settings(port: u16, database: &TestDatabase) -> HashMap<String, String> {
-    HashMap::from([
-        (
-            "DATABASE_URL".into(),
-            database.url.expose_secret().to_string(),
-        ),
-        ("LATCHKEY_BIND".into(), format!("127.0.0.1:{port}")),
-        (
-            "LATCHKEY_PUBLIC_URL".into(),
-            format!("http://127.0.0.1:{port}"),
-        ),
-        // One per test database, so that every instance on it signs and encrypts alike.
-        (
-            "LATCHKEY_SECRET_KEY".into(),
-            hex::encode(latchkey::crypto::sha256(database.name.as_bytes())),
-        ),
-    ])
+    /// What the app was started with, for the command line to act on the same deployment.
+    pub environment: Environment,
+    /// The same, as the app read it.
+    pub settings: Settings,
+    /// What the test asked for, so that another instance is configured alike.
+    test_settings: TestSettings,
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
+    spawn_app_with(TestSettings::new()).await
 }
 
-pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+pub async fn spawn_app_with(test_settings: TestSettings) -> TestApp {
     init_test_log();
     let database = TestDatabase::migrated();
     let smtp = crate::smtp_server::start().await;
-    let instance = start_instance(&database, &smtp, configure).await;
+    let Started {
+        instance,
+        environment,
+        settings,
+    } = start_instance(&database, &smtp, &test_settings).await;
     TestApp {
         address: instance.address,
         port: instance.port,
@@ -240,6 +233,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)
         client: new_browser(),
         smtp,
         live: instance.live,
+        environment,
+        settings,
+        test_settings,
     }
 }
 
@@ -259,17 +255,18 @@ impl Instance {
 async fn start_instance(
     database: &TestDatabase,
     smtp: &SmtpServer,
-    configure: impl FnOnce(&mut HashMap<String, String>),
-) -> Instance {
+    test_settings: &TestSettings,
+) -> Started {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     let port = listener.local_addr().unwrap().port();
-    let mut vars = base_settings(port, database);
-    vars.insert("LATCHKEY_EMAIL".into(), smtp.url());
-    // Tests exercise limits on purpose; they get generous defaults unless they set their own.
-    vars.insert("LATCHKEY_LOGIN_RATE".into(), "1000/1m".into());
-    vars.insert("LATCHKEY_EMAIL_RATE".into(), "1000/1m".into());
-    configure(&mut vars);
-    let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid settings");
+    let environment = test_settings.environment(Harness {
+        port,
+        database_url: database.url.expose_secret().to_string(),
+        // One per test database, so that every instance on it signs and encrypts alike.
+        secret_key: hex::encode(latchkey::crypto::sha256(database.name.as_bytes())),
+        email: smtp.url(),
+    });
+    let settings = environment.settings();
     let prepared = settings.clone();
     tokio::task::spawn_blocking(move || {
         latchkey::startup::prepare_database(&prepared, prepared.database_url.as_ref().unwrap())
@@ -292,21 +289,30 @@ async fn start_instance(
     let live = app.live();
     actix_web::rt::spawn(app.run_until_stopped());
     wait_until_listening(&live).await;
-    Instance {
-        address: format!("http://127.0.0.1:{port}"),
-        port,
-        live,
+    Started {
+        instance: Instance {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            live,
+        },
+        environment,
+        settings,
     }
 }
 
+struct Started {
+    instance: Instance,
+    environment: Environment,
+    settings: Settings,
+}
+
 impl TestApp {
-    /// A second Latchkey process on the same database, configured alike (public URL aside,
-    /// which names its own port).
-    pub async fn another_instance(
-        &self,
-        configure: impl FnOnce(&mut HashMap<String, String>),
-    ) -> Instance {
-        start_instance(&self.database, &self.smtp, configure).await
+    /// A second Latchkey process on the same database, with the same test settings (a public
+    /// URL on the harness's port names its own port).
+    pub async fn another_instance(&self) -> Instance {
+        start_instance(&self.database, &self.smtp, &self.test_settings)
+            .await
+            .instance
     }
 }
 
@@ -589,30 +595,21 @@ fn init_test_log() {
 
 /// The real app on a free port whose database can never be reached (nothing is migrated);
 /// returns its address.
-pub async fn spawn_app_with_unreachable_database(public_url: &str) -> String {
+pub async fn spawn_app_with_unreachable_database(test_settings: TestSettings) -> String {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
     drop(closed);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let vars = std::collections::HashMap::from([
-        (
-            "DATABASE_URL".to_string(),
-            format!("postgres://postgres@127.0.0.1:{closed_port}/nothing"),
-        ),
-        ("LATCHKEY_BIND".to_string(), format!("127.0.0.1:{port}")),
-        ("LATCHKEY_PUBLIC_URL".to_string(), public_url.to_string()),
-        // `console` is refused for a public URL that is not loopback; no mail is sent here.
-        (
-            "LATCHKEY_EMAIL".to_string(),
-            format!("file:{}/unreachable-mail", env!("CARGO_TARGET_TMPDIR")),
-        ),
-        (
-            "LATCHKEY_SECRET_KEY".to_string(),
-            hex::encode(latchkey::crypto::random_bytes::<32>()),
-        ),
-    ]);
-    let settings = Settings::from_lookup(|name| vars.get(name).cloned()).unwrap();
+    let settings = test_settings
+        .environment(Harness {
+            port,
+            database_url: format!("postgres://postgres@127.0.0.1:{closed_port}/nothing"),
+            secret_key: hex::encode(latchkey::crypto::random_bytes::<32>()),
+            // `console` is refused for a public URL that is not loopback; no mail is sent here.
+            email: format!("file:{}/unreachable-mail", env!("CARGO_TARGET_TMPDIR")),
+        })
+        .settings();
     let url = settings.database_url.clone().unwrap();
     let app = Application::build_on(
         settings,

@@ -1,6 +1,8 @@
 //! The sign-in flow through HTTP: real app, real PostgreSQL, real SMTP.
 
-use crate::helpers::{form_value, new_browser, spawn_app, spawn_app_with, urlencode};
+use std::time::Duration;
+
+use crate::helpers::{form_value, new_browser, spawn_app, spawn_app_with, urlencode, TestSettings};
 
 #[actix_web::test]
 async fn a_member_signs_in_by_link_and_lands_on_the_dashboard() {
@@ -126,10 +128,8 @@ async fn unknown_and_allowed_addresses_get_the_same_answer() {
     let a = csrf_free(strip(a.text().await.unwrap(), "ann@example.org"));
     let b = csrf_free(strip(b.text().await.unwrap(), "nobody@example.org"));
     assert_eq!(a, b);
-    app.smtp
-        .wait_for(1, std::time::Duration::from_secs(5))
-        .await;
-    actix_web::rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.smtp.wait_for(1, Duration::from_secs(5)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.smtp.received().len(), 1, "only the member gets mail");
     assert!(app.audit_events().contains(&"login_denied".to_string()));
 }
@@ -214,15 +214,12 @@ async fn forged_tampered_and_truncated_tokens_are_refused_without_a_session() {
 
 #[actix_web::test]
 async fn an_expired_link_gets_410() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_LINK_TTL".into(), "1s".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().link_ttl(Duration::from_secs(1))).await;
     app.add_member("ann@example.org", "member");
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
-    actix_web::rt::time::sleep(std::time::Duration::from_millis(1500)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
     let res = app.confirm_link(&browser, &mail.token).await;
     assert_eq!(res.status(), 410);
     assert!(res.text().await.unwrap().contains("expired"));
@@ -465,10 +462,7 @@ fn assert_approval_form_hides_the_number(html: &str, shown: i16) {
 
 #[actix_web::test]
 async fn not_you_cancels_the_request_and_tells_the_admins() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_ADMINS".into(), "boss@example.org".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().admins(&["boss@example.org"])).await;
     app.add_member("ann@example.org", "member");
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
@@ -489,10 +483,7 @@ async fn not_you_cancels_the_request_and_tells_the_admins() {
     assert_eq!(res.status(), 200);
     assert!(app.audit_events().contains(&"link_cancelled".to_string()));
     assert_eq!(app.confirm_link(&browser, &mail.token).await.status(), 410);
-    let mails = app
-        .smtp
-        .wait_for(2, std::time::Duration::from_secs(10))
-        .await;
+    let mails = app.smtp.wait_for(2, Duration::from_secs(10)).await;
     let to_admin = mails.iter().find(|m| {
         m.header("To")
             .unwrap_or_default()
@@ -548,7 +539,7 @@ async fn a_deactivated_members_open_session_ends_at_once() {
     // And a deactivated member cannot ask for a new link.
     let before = app.smtp.received().len();
     app.request_link(&browser, "ann@example.org").await;
-    actix_web::rt::time::sleep(std::time::Duration::from_millis(500)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.smtp.received().len(), before);
     assert_eq!(app.audit_events().last().unwrap(), "login_denied");
 }
@@ -571,10 +562,7 @@ async fn a_new_browser_for_a_known_member_gets_a_new_sign_in_email() {
             .status(),
         303
     );
-    let mails = app
-        .smtp
-        .wait_for(3, std::time::Duration::from_secs(10))
-        .await;
+    let mails = app.smtp.wait_for(3, Duration::from_secs(10)).await;
     assert!(mails.iter().any(|m| m
         .header("Subject")
         .unwrap_or_default()
@@ -583,10 +571,11 @@ async fn a_new_browser_for_a_known_member_gets_a_new_sign_in_email() {
 
 #[actix_web::test]
 async fn allowed_domains_admit_new_members_and_admins_are_ensured() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_ALLOWED_DOMAINS".into(), "team.example".into());
-        vars.insert("LATCHKEY_ADMINS".into(), r#"["boss@example.org"]"#.into());
-    })
+    let app = spawn_app_with(
+        TestSettings::new()
+            .allowed_domains(&["team.example"])
+            .admins(&["boss@example.org"]),
+    )
     .await;
     let res = app.sign_in(&new_browser(), "newcomer@TEAM.example").await;
     assert_eq!(res.status(), 303);
@@ -695,16 +684,13 @@ async fn next_is_honoured_after_sign_in() {
 
 #[actix_web::test]
 async fn an_idle_session_ends_on_the_server() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_SESSION_IDLE".into(), "2s".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().session_idle(Duration::from_secs(2))).await;
     let browser = app.signed_in_browser("ann@example.org", "member").await;
     assert_eq!(
         browser.get(app.url("/")).send().await.unwrap().status(),
         200
     );
-    actix_web::rt::time::sleep(std::time::Duration::from_millis(3100)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(
         browser.get(app.url("/")).send().await.unwrap().status(),
         303
@@ -713,16 +699,17 @@ async fn an_idle_session_ends_on_the_server() {
 
 #[actix_web::test]
 async fn an_active_session_still_ends_at_its_absolute_lifetime() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_SESSION_IDLE".into(), "2s".into());
-        vars.insert("LATCHKEY_SESSION_MAX".into(), "4s".into());
-    })
+    let app = spawn_app_with(
+        TestSettings::new()
+            .session_idle(Duration::from_secs(2))
+            .session_max(Duration::from_secs(4)),
+    )
     .await;
     let browser = app.signed_in_browser("ann@example.org", "member").await;
     // Busy every 0.7 s: the idle timeout never bites, the absolute one does.
     let started = std::time::Instant::now();
     let mut statuses = Vec::new();
-    while started.elapsed() < std::time::Duration::from_millis(5200) {
+    while started.elapsed() < Duration::from_millis(5200) {
         statuses.push(
             browser
                 .get(app.url("/"))
@@ -732,7 +719,7 @@ async fn an_active_session_still_ends_at_its_absolute_lifetime() {
                 .status()
                 .as_u16(),
         );
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(700)).await;
+        actix_web::rt::time::sleep(Duration::from_millis(700)).await;
     }
     assert_eq!(statuses[0], 200);
     assert!(
@@ -750,13 +737,10 @@ async fn an_active_session_still_ends_at_its_absolute_lifetime() {
 
 #[actix_web::test]
 async fn timer_polls_do_not_keep_an_idle_session_alive() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_SESSION_IDLE".into(), "2s".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().session_idle(Duration::from_secs(2))).await;
     let browser = app.signed_in_browser("ann@example.org", "member").await;
     for _ in 0..4 {
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(800)).await;
+        actix_web::rt::time::sleep(Duration::from_millis(800)).await;
         browser
             .get(app.url("/"))
             .header("HX-Request", "true")
