@@ -354,6 +354,42 @@ pub fn new_browser_with_jar() -> (reqwest::Client, std::sync::Arc<reqwest::cooki
     (client, jar)
 }
 
+/// A public URL the tests do not serve: an https one, as behind a TLS proxy.
+pub const HTTPS_URL: &str = "https://login.example.org";
+
+/// Set-Cookie headers of a response, as sent.
+pub fn set_cookies(res: &reqwest::Response) -> Vec<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// Writes `request` as is and reads the answer until the server closes; returns the status
+/// and the raw response.
+pub async fn raw_request(port: u16, request: impl AsRef<[u8]>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // The server may answer and close before reading everything; that is its right.
+    let _ = stream.write_all(request.as_ref()).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut response),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
+}
+
 /// The value of the first `<input … name="NAME" value="…">` in a page (or the CSRF meta tag).
 pub fn form_value(html: &str, name: &str) -> Option<String> {
     if name == "csrf_token" {
@@ -502,6 +538,27 @@ impl TestApp {
         }
     }
 
+    /// Waits for the newest sign-in mail to `email`, whose links start with `base`; returns
+    /// its token and code.
+    pub async fn sign_in_mail_to(&self, email: &str, base: &str) -> (String, String) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let found = self.smtp.received().into_iter().rev().find(|mail| {
+                mail.to.iter().any(|to| to.contains(email)) && mail.data.contains("/auth/verify")
+            });
+            if let Some(mail) = found {
+                let link = mail.extract_link(&format!("{base}/auth/verify?token="));
+                let token = urldecode(link.split("token=").nth(1).unwrap());
+                return (token, mail.extract_code());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no sign-in mail to {email}"
+            );
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     fn parts_of(&self, mail: &crate::smtp_server::ReceivedMail) -> SignInMailParts {
         let link = mail.extract_link(&format!("{}/auth/verify?token=", self.address));
         let cancel_link = mail.extract_link(&format!("{}/auth/cancel?token=", self.address));
@@ -570,6 +627,58 @@ impl TestApp {
             .get_result::<Count>(&mut self.conn())
             .unwrap()
             .n
+    }
+}
+
+/// What must not change when a request is refused: the rows a request could write, and
+/// the mail it could send.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    audit: i64,
+    sessions: i64,
+    members: Vec<(String, String, bool)>,
+    requests: Vec<String>,
+    mails: usize,
+}
+
+impl TestApp {
+    pub fn snapshot(&self) -> Snapshot {
+        #[derive(diesel::QueryableByName)]
+        struct MemberRow {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            email: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            role: String,
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            active: bool,
+        }
+        #[derive(diesel::QueryableByName)]
+        struct RequestRow {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            state: String,
+        }
+        let members = diesel::sql_query("SELECT email, role, active FROM members ORDER BY id")
+            .load::<MemberRow>(&mut self.conn())
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.email, m.role, m.active))
+            .collect();
+        let requests = diesel::sql_query(
+            "SELECT concat_ws('|', id, consumed_at, cancelled_at, approved_at, code_failures) AS state \
+             FROM sign_in_requests ORDER BY id",
+        )
+        .load::<RequestRow>(&mut self.conn())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.state)
+        .collect();
+        Snapshot {
+            audit: self.count("login_audit"),
+            sessions: self.count("sessions"),
+            members,
+            requests,
+            mails: self.smtp.received().len(),
+        }
     }
 }
 

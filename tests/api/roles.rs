@@ -329,3 +329,15 @@ async fn the_dashboard_counts_the_teams_day_for_readers_and_only_their_own_for_m
         .starts_with("<section id=\"dashboard\""));
     assert!(!partial.contains("<html"));
 }
+
+#[actix_web::test]
+async fn percent_encoded_paths_get_the_same_access_policy() {
+    let app = spawn_app().await;
+    let member = app.signed_in_browser("ann@example.org", "member").await;
+    for path in ["/audit", "/%61udit", "/team", "/%74eam", "/%74eam/1/role"] {
+        let res = member.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 403, "GET {path} as a member");
+    }
+    let res = app.get("/%74eam").await;
+    assert_eq!(res.status(), 303, "signed out");
+}
