@@ -1,6 +1,7 @@
 //! `spawn_app()` and friends: each test gets its own database, copied from a migrated
 //! template, and the real application listening on a free port.
 
+mod html;
 mod settings;
 
 use std::net::TcpListener;
@@ -18,6 +19,7 @@ use latchkey::startup::{Application, Database};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::smtp_server::SmtpServer;
+pub use html::{attr, form_value, one, parse_page, select, text, texts, texts_within, within};
 use settings::Harness;
 pub use settings::{Environment, TestSettings};
 
@@ -388,26 +390,6 @@ pub async fn raw_request(port: u16, request: impl AsRef<[u8]>) -> (u16, String) 
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
     (status, text)
-}
-
-/// The value of the first `<input … name="NAME" value="…">` in a page (or the CSRF meta tag).
-pub fn form_value(html: &str, name: &str) -> Option<String> {
-    if name == "csrf_token" {
-        if let Some(value) = attribute_after(html, r#"name="csrf-token" content=""#) {
-            return Some(value);
-        }
-    }
-    attribute_after(html, &format!(r#"name="{name}" value=""#))
-}
-
-fn attribute_after(html: &str, marker: &str) -> Option<String> {
-    let start = html.find(marker)? + marker.len();
-    let end = html[start..].find('"')? + start;
-    Some(
-        html[start..end]
-            .replace("&#x2F;", "/")
-            .replace("&amp;", "&"),
-    )
 }
 
 /// What a sign-in email carried.

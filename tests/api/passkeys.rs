@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use latchkey::settings::AdminPasskey;
 
-use crate::helpers::{new_browser, spawn_app_with, TestApp, TestSettings};
+use crate::helpers::{new_browser, parse_page, select, spawn_app_with, TestApp, TestSettings};
 
 /// The app with `http://localhost:<port>` as its public URL (and so its relying party), and
 /// reached there, since a ceremony must come from that origin.
@@ -660,11 +660,14 @@ async fn passkey_posts_count_against_the_login_rate() {
 async fn the_sign_in_page_offers_passkeys_only_where_they_can_work() {
     let app = spawn_localhost_app(TestSettings::new()).await;
     let html = app.get("/login").await.text().await.unwrap();
+    let page = parse_page(&html);
+    let email = select(&page, r#"input[autocomplete="username webauthn"]"#);
+    assert_eq!(email.len(), 1, "{html}");
     assert!(
-        html.contains(r#"autocomplete="username webauthn""#),
+        !select(&page, "[data-passkey-sign-in]").is_empty(),
         "{html}"
     );
-    assert!(html.contains("data-passkey-sign-in") && html.contains("/static/passkeys.js"));
+    assert!(!select(&page, r#"script[src="/static/passkeys.js"]"#).is_empty());
     let res = app.get("/static/passkeys.js").await;
     assert_eq!(res.status(), 200);
 

@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use latchkey::models::audit::{AuditEvent, NewAuditRow};
 use latchkey::schema::{members, sessions};
 
-use crate::helpers::{new_browser, spawn_app, urlencode, TestApp};
+use crate::helpers::{new_browser, one, parse_page, select, spawn_app, text, urlencode, TestApp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
@@ -266,11 +266,10 @@ fn record(app: &TestApp, event: AuditEvent, email: &str) {
 
 /// The number in the dashboard's `stat-<name>` box.
 fn stat(html: &str, name: &str) -> i64 {
-    let marker = format!("id=\"stat-{name}\"");
-    let start = html.find(&marker).expect("the stat box") + marker.len();
-    let strong = html[start..].find("<strong>").unwrap() + start + "<strong>".len();
-    let end = html[strong..].find("</strong>").unwrap() + strong;
-    html[strong..end].trim().parse().unwrap()
+    let page = parse_page(html);
+    text(one(&page, &format!("#stat-{name} > strong")))
+        .parse()
+        .unwrap()
 }
 
 #[actix_web::test]
@@ -298,7 +297,8 @@ async fn the_dashboard_counts_the_teams_day_for_readers_and_only_their_own_for_m
         html.contains("secret-project@example.org"),
         "latest events: {html}"
     );
-    assert!(html.contains(r#"hx-get="/" hx-trigger="every 30s""#));
+    let polling = r#"[hx-get="/"][hx-trigger="every 30s"]"#;
+    assert_eq!(select(&parse_page(&html), polling).len(), 1);
 
     let html = member
         .get(app.url("/"))

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use crate::helpers::{form_value, new_browser, spawn_app, spawn_app_with, urlencode, TestSettings};
+use crate::helpers::{
+    form_value, new_browser, one, parse_page, select, spawn_app, spawn_app_with, text, urlencode,
+    TestSettings,
+};
 
 #[actix_web::test]
 async fn a_member_signs_in_by_link_and_lands_on_the_dashboard() {
@@ -140,7 +143,10 @@ async fn a_malformed_address_gets_422_with_the_form() {
     let res = app.request_link(&new_browser(), "not an address").await;
     assert_eq!(res.status(), 422);
     let html = res.text().await.unwrap();
-    assert!(html.contains(r#"name="email""#));
+    assert_eq!(
+        select(&parse_page(&html), r#"input[name="email"]"#).len(),
+        1
+    );
     assert!(html.contains("does not look like an email address"));
     assert_eq!(app.count("sign_in_requests"), 0);
     let long = format!("{}@example.org", "a".repeat(250));
@@ -433,27 +439,26 @@ async fn approval_with_a_wrong_number_cancels_the_request() {
 }
 
 fn number_in(html: &str) -> i16 {
-    let marker = r#"class="number">"#;
-    let start = html.find(marker).expect("the waiting page shows a number") + marker.len();
-    html[start..start + 2].parse().unwrap()
+    text(one(&parse_page(html), "strong.number"))
+        .parse()
+        .unwrap()
 }
 
 /// The approving page asks for the number as typed text and shows it nowhere: picking among
 /// offered numbers was a 1-in-3 guess for whoever asked for the link.
 fn assert_approval_form_hides_the_number(html: &str, shown: i16) {
-    let page = scraper::Html::parse_document(html);
-    let input =
-        scraper::Selector::parse(r#"form[action="/auth/approve"] input[name="number"]"#).unwrap();
-    let inputs: Vec<_> = page.select(&input).collect();
+    let page = parse_page(html);
+    let inputs = select(
+        &page,
+        r#"form[action="/auth/approve"] input[name="number"]"#,
+    );
     assert_eq!(inputs.len(), 1, "one text input for the number");
     assert_eq!(inputs[0].value().attr("value"), None, "no value filled in");
-    let buttons = scraper::Selector::parse(r#"button[name="number"]"#).unwrap();
-    assert_eq!(page.select(&buttons).count(), 0, "no numbers to pick from");
-    let number_class = scraper::Selector::parse(".number").unwrap();
-    assert_eq!(page.select(&number_class).count(), 0, "no number is shown");
-    let any = scraper::Selector::parse("*").unwrap();
+    let buttons = select(&page, r#"button[name="number"]"#);
+    assert_eq!(buttons.len(), 0, "no numbers to pick from");
+    assert_eq!(select(&page, ".number").len(), 0, "no number is shown");
     let shown = shown.to_string();
-    for element in page.select(&any) {
+    for element in select(&page, "*") {
         for (name, value) in element.value().attrs() {
             assert_ne!(value, shown, "the page carries the number in {name}=");
         }
