@@ -1,7 +1,6 @@
 //! The operator's commands against a real database: `members`, `audit verify`, `purge` and
 //! the break-glass `link`, run as the real binary; and the audit chain they rely on.
 
-use std::collections::HashMap;
 use std::process::Output;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use latchkey::models::audit::{AuditEvent, AuditRow, NewAuditRow};
 use latchkey::schema::{login_audit, members};
 use secrecy::{ExposeSecret as _, SecretSlice};
 
-use crate::helpers::{new_browser, spawn_app_with, urldecode, TestDatabase};
+use crate::helpers::{new_browser, spawn_app, urldecode, TestApp, TestDatabase};
 
 /// Runs `latchkey ARGS` against `database` with a clean environment plus `env`, from a
 /// directory with no `.env` above it.
@@ -51,8 +50,9 @@ fn audit_key() -> ring::hmac::Key {
     keys_for(TEST_SECRET_KEY).audit
 }
 
-fn app_audit_key(settings: &HashMap<String, String>) -> ring::hmac::Key {
-    keys_for(&settings["LATCHKEY_SECRET_KEY"]).audit
+fn app_audit_key(app: &TestApp) -> ring::hmac::Key {
+    let secret_key = app.settings.secret_key.as_ref();
+    Keys::derive(secret_key.expect("tests always set a secret key")).audit
 }
 
 fn stdout(out: &Output) -> String {
@@ -594,8 +594,7 @@ fn the_sweeper_records_sessions_that_timed_out() {
 
 #[actix_web::test]
 async fn break_glass_link_signs_in_from_any_browser_and_is_audited_with_the_reason() {
-    let mut settings = HashMap::new();
-    let app = spawn_app_with(|vars| settings = vars.clone()).await;
+    let app = spawn_app().await;
     app.add_member("ann@example.org", "member");
     app.add_member("gone@example.org", "member");
     let gone = members::table
@@ -605,16 +604,8 @@ async fn break_glass_link_signs_in_from_any_browser_and_is_audited_with_the_reas
         .unwrap();
     latchkey::models::member::deactivate(&mut app.conn(), gone, "test").unwrap();
 
-    let env: Vec<(String, String)> = ["LATCHKEY_SECRET_KEY", "LATCHKEY_PUBLIC_URL"]
-        .iter()
-        .map(|name| (name.to_string(), settings[*name].clone()))
-        .collect();
-    let run = |args: Vec<&'static str>| {
-        let env = env.clone();
-        let database = &app.database;
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        latchkey(database, &args, &env)
-    };
+    // The operator runs the command line with the deployment's own environment.
+    let run = |args: Vec<&'static str>| latchkey(&app.database, &args, &app.environment.vars());
 
     let out = run(vec![
         "link",
@@ -667,11 +658,9 @@ async fn break_glass_link_signs_in_from_any_browser_and_is_audited_with_the_reas
         assert!(!stderr(&out).is_empty(), "{args:?}");
     }
     assert_eq!(app.audit().len(), audited);
-    assert!(
-        audit_chain::verify(&mut app.conn(), &app_audit_key(&settings))
-            .unwrap()
-            .is_intact()
-    );
+    assert!(audit_chain::verify(&mut app.conn(), &app_audit_key(&app))
+        .unwrap()
+        .is_intact());
 }
 
 /// `latchkey audit checkpoint`, checked to succeed and print one line.

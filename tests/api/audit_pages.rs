@@ -5,26 +5,28 @@ use diesel::prelude::*;
 use latchkey::domain::ids::AuditId;
 use latchkey::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 
-use crate::helpers::{browser_as, new_browser, spawn_app, spawn_app_with, TestApp};
+use latchkey::settings::LinkBinding;
+
+use scraper::{ElementRef, Html};
+
+use crate::helpers::{
+    attr, browser_as, new_browser, one, parse_page, select, spawn_app, spawn_app_with, text,
+    texts_within, within, TestApp, TestSettings,
+};
 
 /// Row ids on an audit page, in page order.
 fn row_ids(html: &str) -> Vec<AuditId> {
-    html.split("<tr id=\"audit-")
-        .skip(1)
-        .map(|rest| AuditId::parse(&rest[..rest.find('"').unwrap()]).unwrap())
+    select(&parse_page(html), r#"tr[id^="audit-"]"#)
+        .into_iter()
+        .map(|row| AuditId::parse(&attr(row, "id")["audit-".len()..]).unwrap())
         .collect()
 }
 
 /// The "Older events" link's path and query, if any.
 fn older_link(html: &str) -> Option<String> {
-    let marker = r#"<a class="button" href=""#;
-    let start = html.find(marker)? + marker.len();
-    let end = html[start..].find('"')? + start;
-    Some(
-        html[start..end]
-            .replace("&amp;", "&")
-            .replace("&#x2F;", "/"),
-    )
+    let page = parse_page(html);
+    let link = select(&page, "a.button").into_iter().next()?;
+    Some(attr(link, "href").to_string())
 }
 
 fn seed(app: &TestApp, event: AuditEvent, email: &str, ip: &str, detail: &str) -> AuditId {
@@ -93,7 +95,7 @@ async fn the_audit_is_newest_first_fifty_a_page_and_older_pages_keep_the_filters
         html.contains("<html"),
         "a plain request gets the whole page"
     );
-    assert!(html.contains(r#"hx-push-url="true""#));
+    assert!(!select(&parse_page(&html), r#"[hx-push-url="true"]"#).is_empty());
     assert_eq!(row_ids(&html), ids[..50].to_vec());
     assert!(html.contains("row 119"));
 
@@ -181,7 +183,9 @@ async fn filters_narrow_the_audit() {
 
     let (_, html) = page(&admin, &app, "/audit?event=login_denied").await;
     assert_eq!(row_ids(&html), vec![denied]);
-    assert!(html.contains(r#"<option value="login_denied" selected>"#));
+    let filters = parse_page(&html);
+    let event = one(&filters, r#"select[name="event"] option[selected]"#);
+    assert_eq!(attr(event, "value"), "login_denied");
 
     let (_, html) = page(&admin, &app, "/audit?email=+bob%40EXAMPLE.org+").await;
     assert_eq!(row_ids(&html), vec![other_ip, sent], "canonical address");
@@ -213,7 +217,11 @@ async fn filters_narrow_the_audit() {
     // A member's timeline is one click away from any row with their address.
     let (_, html) = page(&admin, &app, "/audit").await;
     assert!(
-        html.contains(r#"href="/audit?email=eve%40example.org""#),
+        !select(
+            &parse_page(&html),
+            r#"a[href="/audit?email=eve%40example.org"]"#
+        )
+        .is_empty(),
         "{html}"
     );
 }
@@ -234,10 +242,8 @@ async fn bad_filter_values_get_400_with_the_form_and_nothing_else() {
         let (status, html) = page(&admin, &app, &format!("/audit?{query}")).await;
         assert_eq!(status, 400, "{query}");
         assert!(html.contains(message), "{query}: {html}");
-        assert!(
-            html.contains(r#"<form method="get" action="/audit""#),
-            "{query}"
-        );
+        let form = r#"form[method="get"][action="/audit"]"#;
+        assert_eq!(select(&parse_page(&html), form).len(), 1, "{query}");
         assert!(row_ids(&html).is_empty(), "{query}");
         let res = admin
             .get(app.url(&format!("/audit.csv?{query}")))
@@ -249,8 +255,12 @@ async fn bad_filter_values_get_400_with_the_form_and_nothing_else() {
     // What was typed comes back escaped, in the form.
     let (status, html) = page(&admin, &app, "/audit?email=%22%3E%3Cscript%3Ex").await;
     assert_eq!(status, 400);
-    assert!(!html.contains("<script>x"), "{html}");
-    assert!(html.contains("&quot;&gt;&lt;script&gt;x"), "{html}");
+    let page = parse_page(&html);
+    assert_eq!(
+        attr(one(&page, r#"input[name="email"]"#), "value"),
+        "\"><script>x"
+    );
+    assert_no_injected_elements(&page);
 }
 
 #[actix_web::test]
@@ -272,7 +282,10 @@ async fn htmx_requests_get_only_the_rows() {
         let status = res.status();
         let html = res.text().await.unwrap();
         assert!(!html.contains("<html"), "{path}: {html}");
-        assert!(!html.contains("<form"), "{path}: only the rows");
+        assert!(
+            select(&parse_page(&html), "form").is_empty(),
+            "{path}: only the rows"
+        );
         assert!(
             html.trim_start().starts_with(r#"<div id="audit-rows">"#),
             "{path}: {html}"
@@ -283,17 +296,15 @@ async fn htmx_requests_get_only_the_rows() {
             assert_eq!(status, 200);
             assert_eq!(row_ids(&html).len(), 50);
             let older = older_link(&html).unwrap();
-            assert!(html.contains(&format!(r#"hx-get="{}""#, older.replace('&', "&amp;"))));
+            let page = parse_page(&html);
+            assert_eq!(attr(one(&page, "a.button"), "hx-get"), older);
         }
     }
 }
 
 #[actix_web::test]
 async fn signed_in_rows_link_their_request_and_flag_another_device() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_LINK_BINDING".into(), "any".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().link_binding(LinkBinding::Any)).await;
     let admin = app.signed_in_browser("ada@example.org", "admin").await;
     app.add_member("bob@example.org", "member");
     let asking = new_browser();
@@ -318,11 +329,18 @@ async fn signed_in_rows_link_their_request_and_flag_another_device() {
     let request = bob_signed_in.request_id.unwrap();
 
     let (_, html) = page(&admin, &app, "/audit?event=signed_in").await;
-    let bob_row = row_html(&html, bob_signed_in.id);
-    assert!(bob_row.contains("different device"), "{bob_row}");
-    assert!(bob_row.contains(&format!(r#"href="/audit?request={request}""#)));
-    let ada_row = row_html(&html, ada_signed_in.id);
-    assert!(!ada_row.contains("different device"), "{ada_row}");
+    let audit = parse_page(&html);
+    let bob_row = row(&audit, bob_signed_in.id);
+    let flags = texts_within(bob_row, ".flag");
+    assert_eq!(flags, ["different device"], "{}", bob_row.html());
+    let request_link = format!(r#"a[href="/audit?request={request}"]"#);
+    assert_eq!(within(bob_row, &request_link).len(), 1);
+    let ada_row = row(&audit, ada_signed_in.id);
+    assert!(
+        !text(ada_row).contains("different device"),
+        "{}",
+        ada_row.html()
+    );
 
     // The request's own story: requested → sent → signed in.
     let (status, html) = page(&admin, &app, &format!("/audit?request={request}")).await;
@@ -343,10 +361,15 @@ async fn signed_in_rows_link_their_request_and_flag_another_device() {
     );
 }
 
-fn row_html(html: &str, id: AuditId) -> &str {
-    let start = html.find(&format!("<tr id=\"audit-{id}\"")).unwrap();
-    let end = html[start..].find("</tr>").unwrap() + start;
-    &html[start..end]
+fn row(page: &Html, id: AuditId) -> ElementRef<'_> {
+    one(page, &format!("tr#audit-{id}"))
+}
+
+/// Nothing a hostile value could have become: no inline script (the layout's are all
+/// `src`), no image, no element carrying an event handler.
+fn assert_no_injected_elements(page: &Html) {
+    assert!(select(page, "script:not([src])").is_empty());
+    assert!(select(page, "img, [onerror]").is_empty());
 }
 
 #[actix_web::test]
@@ -363,12 +386,22 @@ async fn hostile_user_agents_and_addresses_show_as_text() {
         .insert(&mut app.conn())
         .unwrap();
     let (_, html) = page(&admin, &app, "/audit").await;
-    for raw in ["<script>alert(1)", "<script>alert(2)", "<img src=x"] {
-        assert!(!html.contains(raw), "{raw} is not escaped");
-    }
-    assert!(html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt;@example.org"));
-    assert!(html.contains("&lt;script&gt;alert(2)&lt;&#x2F;script&gt;\r\nX-Injected: yes"));
-    assert!(html.contains("&lt;img src=x onerror=alert(3)&gt;"));
+    let audit = parse_page(&html);
+    assert_no_injected_elements(&audit);
+    let denied = one(&audit, r#"tr[data-event="login_denied"]"#);
+    let email = texts_within(denied, r#"a[href^="/audit?email="]"#);
+    assert_eq!(email, ["<script>alert(1)</script>@example.org"]);
+    // HTML parsing reads CRLF as LF; the bytes show that the CR was kept, not dropped.
+    let agent = "<script>alert(2)</script>\nX-Injected: yes";
+    assert_eq!(texts_within(denied, "code.raw"), [agent]);
+    let summaries = within(denied, "td.agent summary");
+    assert_eq!(summaries.len(), 1);
+    assert_eq!(attr(summaries[0], "title"), agent);
+    assert!(html.contains("\r\nX-Injected: yes"));
+    assert_eq!(
+        texts_within(denied, "td.detail"),
+        ["<img src=x onerror=alert(3)>"]
+    );
 }
 
 async fn csv(
@@ -484,8 +517,14 @@ async fn the_filter_form_carries_what_was_typed() {
     let app = spawn_app().await;
     let admin = app.signed_in_browser("ada@example.org", "admin").await;
     let (_, html) = page(&admin, &app, "/audit?email=ada%40example.org&ip=%3A%3A1").await;
-    assert!(html.contains(r#"name="email" type="email" maxlength="254" value="ada@example.org""#));
-    assert!(html.contains(r#"name="ip" maxlength="45" value="::1""#));
+    let page = parse_page(&html);
+    let email = one(
+        &page,
+        r#"input[name="email"][type="email"][maxlength="254"]"#,
+    );
+    assert_eq!(attr(email, "value"), "ada@example.org");
+    let ip = one(&page, r#"input[name="ip"][maxlength="45"]"#);
+    assert_eq!(attr(ip, "value"), "::1");
 }
 
 #[actix_web::test]

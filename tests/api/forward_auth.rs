@@ -429,7 +429,13 @@ async fn sign_in_with_rd(app: &TestApp, email: &str, rd: &str, next: Option<&str
         format!("0; url={target}")
     );
     let page = res.text().await.unwrap();
-    assert!(page.contains(r#"http-equiv="refresh""#), "{page}");
+    let refresh = crate::helpers::parse_page(&page);
+    let refresh = crate::helpers::one(&refresh, r#"meta[http-equiv="refresh"]"#);
+    assert_eq!(
+        crate::helpers::attr(refresh, "content"),
+        format!("0; url={target}"),
+        "{page}"
+    );
     target
 }
 

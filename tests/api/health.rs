@@ -1,4 +1,4 @@
-use crate::helpers::{spawn_app, spawn_app_with_unreachable_database};
+use crate::helpers::{spawn_app, spawn_app_with_unreachable_database, TestSettings};
 
 #[actix_web::test]
 async fn healthz_answers_without_the_database() {
@@ -17,7 +17,7 @@ async fn readyz_answers_200_when_the_database_is_reachable() {
 
 #[actix_web::test]
 async fn readyz_answers_503_quickly_when_the_database_is_gone() {
-    let address = spawn_app_with_unreachable_database("http://127.0.0.1").await;
+    let address = spawn_app_with_unreachable_database(TestSettings::new()).await;
     let started = std::time::Instant::now();
     let res = reqwest::get(format!("{address}/readyz")).await.unwrap();
     assert_eq!(res.status(), 503);

@@ -1,7 +1,9 @@
 //! `spawn_app()` and friends: each test gets its own database, copied from a migrated
 //! template, and the real application listening on a free port.
 
-use std::collections::HashMap;
+mod html;
+mod settings;
+
 use std::net::TcpListener;
 use std::sync::OnceLock;
 
@@ -18,6 +20,9 @@ use latchkey::startup::{Application, Database};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::smtp_server::SmtpServer;
+pub use html::{attr, form_value, one, parse_page, select, text, texts, texts_within, within};
+use settings::Harness;
+pub use settings::{Environment, TestSettings};
 
 /// The server the tests use: the one on 127.0.0.1:5432 when it answers, else a private one.
 enum TestServer {
@@ -203,37 +208,27 @@ pub struct TestApp {
     pub smtp: SmtpServer,
     /// The app's session cache.
     pub live: latchkey::session_cache::Live,
-}
-
-/// Settings every test starts from; a test overrides what it is about.
-pub fn base_settings(port: u16, database: &TestDatabase) -> HashMap<String, String> {
-    HashMap::from([
-        (
-            "DATABASE_URL".into(),
-            database.url.expose_secret().to_string(),
-        ),
-        ("LATCHKEY_BIND".into(), format!("127.0.0.1:{port}")),
-        (
-            "LATCHKEY_PUBLIC_URL".into(),
-            format!("http://127.0.0.1:{port}"),
-        ),
-        // One per test database, so that every instance on it signs and encrypts alike.
-        (
-            "LATCHKEY_SECRET_KEY".into(),
-            hex::encode(latchkey::crypto::sha256(database.name.as_bytes())),
-        ),
-    ])
+    /// What the app was started with, for the command line to act on the same deployment.
+    pub environment: Environment,
+    /// The same, as the app read it.
+    pub settings: Settings,
+    /// What the test asked for, so that another instance is configured alike.
+    test_settings: TestSettings,
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
+    spawn_app_with(TestSettings::new()).await
 }
 
-pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+pub async fn spawn_app_with(test_settings: TestSettings) -> TestApp {
     init_test_log();
     let database = TestDatabase::migrated();
     let smtp = crate::smtp_server::start().await;
-    let instance = start_instance(&database, &smtp, configure).await;
+    let Started {
+        instance,
+        environment,
+        settings,
+    } = start_instance(&database, &smtp, &test_settings).await;
     TestApp {
         address: instance.address,
         port: instance.port,
@@ -241,6 +236,9 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut HashMap<String, String>)
         client: new_browser(),
         smtp,
         live: instance.live,
+        environment,
+        settings,
+        test_settings,
     }
 }
 
@@ -260,17 +258,18 @@ impl Instance {
 async fn start_instance(
     database: &TestDatabase,
     smtp: &SmtpServer,
-    configure: impl FnOnce(&mut HashMap<String, String>),
-) -> Instance {
+    test_settings: &TestSettings,
+) -> Started {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     let port = listener.local_addr().unwrap().port();
-    let mut vars = base_settings(port, database);
-    vars.insert("LATCHKEY_EMAIL".into(), smtp.url());
-    // Tests exercise limits on purpose; they get generous defaults unless they set their own.
-    vars.insert("LATCHKEY_LOGIN_RATE".into(), "1000/1m".into());
-    vars.insert("LATCHKEY_EMAIL_RATE".into(), "1000/1m".into());
-    configure(&mut vars);
-    let settings = Settings::from_lookup(|name| vars.get(name).cloned()).expect("valid settings");
+    let environment = test_settings.environment(Harness {
+        port,
+        database_url: database.url.expose_secret().to_string(),
+        // One per test database, so that every instance on it signs and encrypts alike.
+        secret_key: hex::encode(latchkey::crypto::sha256(database.name.as_bytes())),
+        email: smtp.url(),
+    });
+    let settings = environment.settings();
     let prepared = settings.clone();
     tokio::task::spawn_blocking(move || {
         latchkey::startup::prepare_database(&prepared, prepared.database_url.as_ref().unwrap())
@@ -293,21 +292,30 @@ async fn start_instance(
     let live = app.live();
     actix_web::rt::spawn(app.run_until_stopped());
     wait_until_listening(&live).await;
-    Instance {
-        address: format!("http://127.0.0.1:{port}"),
-        port,
-        live,
+    Started {
+        instance: Instance {
+            address: format!("http://127.0.0.1:{port}"),
+            port,
+            live,
+        },
+        environment,
+        settings,
     }
 }
 
+struct Started {
+    instance: Instance,
+    environment: Environment,
+    settings: Settings,
+}
+
 impl TestApp {
-    /// A second Latchkey process on the same database, configured alike (public URL aside,
-    /// which names its own port).
-    pub async fn another_instance(
-        &self,
-        configure: impl FnOnce(&mut HashMap<String, String>),
-    ) -> Instance {
-        start_instance(&self.database, &self.smtp, configure).await
+    /// A second Latchkey process on the same database, with the same test settings (a public
+    /// URL on the harness's port names its own port).
+    pub async fn another_instance(&self) -> Instance {
+        start_instance(&self.database, &self.smtp, &self.test_settings)
+            .await
+            .instance
     }
 }
 
@@ -349,24 +357,40 @@ pub fn new_browser_with_jar() -> (reqwest::Client, std::sync::Arc<reqwest::cooki
     (client, jar)
 }
 
-/// The value of the first `<input … name="NAME" value="…">` in a page (or the CSRF meta tag).
-pub fn form_value(html: &str, name: &str) -> Option<String> {
-    if name == "csrf_token" {
-        if let Some(value) = attribute_after(html, r#"name="csrf-token" content=""#) {
-            return Some(value);
-        }
-    }
-    attribute_after(html, &format!(r#"name="{name}" value=""#))
+/// A public URL the tests do not serve: an https one, as behind a TLS proxy.
+pub const HTTPS_URL: &str = "https://login.example.org";
+
+/// Set-Cookie headers of a response, as sent.
+pub fn set_cookies(res: &reqwest::Response) -> Vec<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
 }
 
-fn attribute_after(html: &str, marker: &str) -> Option<String> {
-    let start = html.find(marker)? + marker.len();
-    let end = html[start..].find('"')? + start;
-    Some(
-        html[start..end]
-            .replace("&#x2F;", "/")
-            .replace("&amp;", "&"),
+/// Writes `request` as is and reads the answer until the server closes; returns the status
+/// and the raw response.
+pub async fn raw_request(port: u16, request: impl AsRef<[u8]>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // The server may answer and close before reading everything; that is its right.
+    let _ = stream.write_all(request.as_ref()).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut response),
     )
+    .await;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
 }
 
 /// What a sign-in email carried.
@@ -497,6 +521,27 @@ impl TestApp {
         }
     }
 
+    /// Waits for the newest sign-in mail to `email`, whose links start with `base`; returns
+    /// its token and code.
+    pub async fn sign_in_mail_to(&self, email: &str, base: &str) -> (String, String) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let found = self.smtp.received().into_iter().rev().find(|mail| {
+                mail.to.iter().any(|to| to.contains(email)) && mail.data.contains("/auth/verify")
+            });
+            if let Some(mail) = found {
+                let link = mail.extract_link(&format!("{base}/auth/verify?token="));
+                let token = urldecode(link.split("token=").nth(1).unwrap());
+                return (token, mail.extract_code());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no sign-in mail to {email}"
+            );
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     fn parts_of(&self, mail: &crate::smtp_server::ReceivedMail) -> SignInMailParts {
         let link = mail.extract_link(&format!("{}/auth/verify?token=", self.address));
         let cancel_link = mail.extract_link(&format!("{}/auth/cancel?token=", self.address));
@@ -568,6 +613,58 @@ impl TestApp {
     }
 }
 
+/// What must not change when a request is refused: the rows a request could write, and
+/// the mail it could send.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    audit: i64,
+    sessions: i64,
+    members: Vec<(String, String, bool)>,
+    requests: Vec<String>,
+    mails: usize,
+}
+
+impl TestApp {
+    pub fn snapshot(&self) -> Snapshot {
+        #[derive(diesel::QueryableByName)]
+        struct MemberRow {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            email: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            role: String,
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            active: bool,
+        }
+        #[derive(diesel::QueryableByName)]
+        struct RequestRow {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            state: String,
+        }
+        let members = diesel::sql_query("SELECT email, role, active FROM members ORDER BY id")
+            .load::<MemberRow>(&mut self.conn())
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.email, m.role, m.active))
+            .collect();
+        let requests = diesel::sql_query(
+            "SELECT concat_ws('|', id, consumed_at, cancelled_at, approved_at, code_failures) AS state \
+             FROM sign_in_requests ORDER BY id",
+        )
+        .load::<RequestRow>(&mut self.conn())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.state)
+        .collect();
+        Snapshot {
+            audit: self.count("login_audit"),
+            sessions: self.count("sessions"),
+            members,
+            requests,
+            mails: self.smtp.received().len(),
+        }
+    }
+}
+
 pub fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
@@ -590,30 +687,21 @@ fn init_test_log() {
 
 /// The real app on a free port whose database can never be reached (nothing is migrated);
 /// returns its address.
-pub async fn spawn_app_with_unreachable_database(public_url: &str) -> String {
+pub async fn spawn_app_with_unreachable_database(test_settings: TestSettings) -> String {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
     drop(closed);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let vars = std::collections::HashMap::from([
-        (
-            "DATABASE_URL".to_string(),
-            format!("postgres://postgres@127.0.0.1:{closed_port}/nothing"),
-        ),
-        ("LATCHKEY_BIND".to_string(), format!("127.0.0.1:{port}")),
-        ("LATCHKEY_PUBLIC_URL".to_string(), public_url.to_string()),
-        // `console` is refused for a public URL that is not loopback; no mail is sent here.
-        (
-            "LATCHKEY_EMAIL".to_string(),
-            format!("file:{}/unreachable-mail", env!("CARGO_TARGET_TMPDIR")),
-        ),
-        (
-            "LATCHKEY_SECRET_KEY".to_string(),
-            hex::encode(latchkey::crypto::random_bytes::<32>()),
-        ),
-    ]);
-    let settings = Settings::from_lookup(|name| vars.get(name).cloned()).unwrap();
+    let settings = test_settings
+        .environment(Harness {
+            port,
+            database_url: format!("postgres://postgres@127.0.0.1:{closed_port}/nothing"),
+            secret_key: hex::encode(latchkey::crypto::random_bytes::<32>()),
+            // `console` is refused for a public URL that is not loopback; no mail is sent here.
+            email: format!("file:{}/unreachable-mail", env!("CARGO_TARGET_TMPDIR")),
+        })
+        .settings();
     let url = settings.database_url.clone().unwrap();
     let app = Application::build_on(
         settings,

@@ -8,13 +8,10 @@ use diesel::prelude::*;
 use latchkey::schema::members;
 use secrecy::ExposeSecret as _;
 
-use crate::helpers::{new_browser, spawn_app_with, TestApp};
+use crate::helpers::{new_browser, spawn_app_with, TestApp, TestSettings};
 
 async fn corp_app() -> TestApp {
-    spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_ALLOWED_DOMAINS".into(), "corp.test".into());
-    })
-    .await
+    spawn_app_with(TestSettings::new().allowed_domains(&["corp.test"])).await
 }
 
 /// Runs the real `latchkey ARGS` against the app's database, as an operator would.

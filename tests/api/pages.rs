@@ -6,45 +6,20 @@
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamptz};
 use latchkey::models::dashboard::{MEMBER_SIGN_INS_PER_DAY, TEAM_SIGN_INS_PER_DAY, UNUSED_ACCESS};
-use scraper::{ElementRef, Html, Selector};
+use scraper::Html;
 
-use crate::helpers::{browser_as, form_value, spawn_app, TestApp};
+use crate::helpers::{
+    attr, browser_as, form_value, one, parse_page, select, spawn_app, text, within, TestApp,
+};
 
 const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
 const FIREFOX_WINDOWS: &str =
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:126.0) Gecko/20100101 Firefox/126.0";
 
-fn select<'a>(html: &'a Html, css: &str) -> Vec<ElementRef<'a>> {
-    let selector = Selector::parse(css).unwrap();
-    html.select(&selector).collect()
-}
-
-fn one<'a>(html: &'a Html, css: &str) -> ElementRef<'a> {
-    let found = select(html, css);
-    assert_eq!(found.len(), 1, "expected one {css}, found {}", found.len());
-    found[0]
-}
-
-fn within<'a>(element: ElementRef<'a>, css: &str) -> Vec<ElementRef<'a>> {
-    let selector = Selector::parse(css).unwrap();
-    element.select(&selector).collect()
-}
-
-fn text(element: ElementRef<'_>) -> String {
-    element.text().collect::<String>().trim().to_string()
-}
-
-fn attr<'a>(element: ElementRef<'a>, name: &str) -> &'a str {
-    element
-        .value()
-        .attr(name)
-        .unwrap_or_else(|| panic!("no {name} on {}", element.html()))
-}
-
 async fn get_html(browser: &reqwest::Client, app: &TestApp, path: &str) -> Html {
     let res = browser.get(app.url(path)).send().await.unwrap();
     assert_eq!(res.status(), 200, "{path}");
-    Html::parse_document(&res.text().await.unwrap())
+    parse_page(&res.text().await.unwrap())
 }
 
 /// An audit row `ago` before now (an SQL interval), or on a given day: the chain trigger keeps
@@ -570,7 +545,7 @@ async fn the_sign_in_mail_has_one_button_with_a_plain_href_a_large_code_and_the_
     );
     assert!(!source.contains("&#x2F;"), "{source}");
 
-    let html = Html::parse_document(&source);
+    let html = parse_page(&source);
     let verify_links: Vec<_> = select(&html, "a[href]")
         .into_iter()
         .filter(|a| attr(*a, "href").contains("/auth/verify?"))

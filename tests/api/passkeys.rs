@@ -2,35 +2,22 @@
 //! hand): adding one, signing in with it, and what must be refused. The app runs with a
 //! `localhost` public URL, since WebAuthn does not accept an IP address as relying party.
 
+use std::time::Duration;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_ASN1_SIGNING};
 use serde_json::{json, Value};
 
-use crate::helpers::{new_browser, spawn_app_with, TestApp};
+use latchkey::settings::AdminPasskey;
 
-/// The app with `http://localhost:<port>` as its public URL (and so its relying party).
-async fn spawn_localhost_app(extra: &[(&str, &str)]) -> TestApp {
-    let extra: Vec<(String, String)> = extra
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let mut app = spawn_app_with(move |vars| {
-        let port = vars["LATCHKEY_BIND"]
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .to_string();
-        vars.insert(
-            "LATCHKEY_PUBLIC_URL".into(),
-            format!("http://localhost:{port}"),
-        );
-        for (k, v) in extra {
-            vars.insert(k, v);
-        }
-    })
-    .await;
+use crate::helpers::{new_browser, parse_page, select, spawn_app_with, TestApp, TestSettings};
+
+/// The app with `http://localhost:<port>` as its public URL (and so its relying party), and
+/// reached there, since a ceremony must come from that origin.
+async fn spawn_localhost_app(settings: TestSettings) -> TestApp {
+    let mut app = spawn_app_with(settings.public_host("localhost")).await;
     app.address = format!("http://localhost:{}", app.port);
     app
 }
@@ -282,7 +269,7 @@ impl TestApp {
 
 #[actix_web::test]
 async fn a_member_adds_a_passkey_and_signs_in_with_it_without_any_mail() {
-    let app = spawn_localhost_app(&[]).await;
+    let app = spawn_localhost_app(TestSettings::new()).await;
     let browser = app.signed_in_browser("ann@example.org", "member").await;
     let mut key = SoftPasskey::new(&app.address);
     let (status, answer) = app.add_passkey(&browser, &mut key, "Work laptop").await;
@@ -292,10 +279,7 @@ async fn a_member_adds_a_passkey_and_signs_in_with_it_without_any_mail() {
     let html = page.text().await.unwrap();
     assert!(html.contains("Work laptop"), "{html}");
     assert!(app.audit_events().contains(&"passkey_added".to_string()));
-    let mails = app
-        .smtp
-        .wait_for(2, std::time::Duration::from_secs(10))
-        .await;
+    let mails = app.smtp.wait_for(2, Duration::from_secs(10)).await;
     assert!(
         mails.iter().any(|m| m
             .header("Subject")
@@ -338,7 +322,7 @@ async fn a_member_adds_a_passkey_and_signs_in_with_it_without_any_mail() {
 
 #[actix_web::test]
 async fn a_replayed_assertion_is_refused() {
-    let app = spawn_localhost_app(&[]).await;
+    let app = spawn_localhost_app(TestSettings::new()).await;
     let browser = app.signed_in_browser("ann@example.org", "member").await;
     let mut key = SoftPasskey::new(&app.address);
     assert_eq!(app.add_passkey(&browser, &mut key, "Phone").await.0, 200);
@@ -378,7 +362,7 @@ async fn a_replayed_assertion_is_refused() {
 
 #[actix_web::test]
 async fn a_passkey_of_one_member_cannot_sign_in_another() {
-    let app = spawn_localhost_app(&[]).await;
+    let app = spawn_localhost_app(TestSettings::new()).await;
     let ann = app.signed_in_browser("ann@example.org", "admin").await;
     let bob = app.signed_in_browser("bob@example.org", "member").await;
     let mut ann_key = SoftPasskey::new(&app.address);
@@ -427,7 +411,7 @@ async fn a_passkey_of_one_member_cannot_sign_in_another() {
 
 #[actix_web::test]
 async fn a_removed_passkey_no_longer_signs_in_and_nobody_else_can_remove_it() {
-    let app = spawn_localhost_app(&[]).await;
+    let app = spawn_localhost_app(TestSettings::new()).await;
     let ann = app.signed_in_browser("ann@example.org", "member").await;
     let bob = app.signed_in_browser("bob@example.org", "admin").await;
     let mut key = SoftPasskey::new(&app.address);
@@ -483,7 +467,7 @@ fn app_passkey_id(app: &TestApp) -> i64 {
 
 #[actix_web::test]
 async fn a_deactivated_members_passkeys_no_longer_work() {
-    let app = spawn_localhost_app(&[]).await;
+    let app = spawn_localhost_app(TestSettings::new()).await;
     let ann = app.signed_in_browser("ann@example.org", "member").await;
     let mut key = SoftPasskey::new(&app.address);
     assert_eq!(app.add_passkey(&ann, &mut key, "Laptop").await.0, 200);
@@ -499,7 +483,7 @@ async fn a_deactivated_members_passkeys_no_longer_work() {
 
 #[actix_web::test]
 async fn adding_a_passkey_needs_a_fresh_sign_in_and_csrf() {
-    let app = spawn_localhost_app(&[]).await;
+    let app = spawn_localhost_app(TestSettings::new()).await;
     let ann = app.signed_in_browser("ann@example.org", "member").await;
     let (status, _) = app
         .post_fields(&ann, "/passkeys/register/start", "wrong", &[("name", "x")])
@@ -550,7 +534,7 @@ async fn adding_a_passkey_needs_a_fresh_sign_in_and_csrf() {
 
 #[actix_web::test]
 async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_team_work() {
-    let app = spawn_localhost_app(&[("LATCHKEY_ADMIN_PASSKEY", "required")]).await;
+    let app = spawn_localhost_app(TestSettings::new().admin_passkey(AdminPasskey::Required)).await;
     let admin = app.signed_in_browser("boss@example.org", "admin").await;
     let auditor = app.signed_in_browser("aud@example.org", "auditor").await;
     let res = admin.get(app.url("/team")).send().await.unwrap();
@@ -657,7 +641,7 @@ async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_tea
 
 #[actix_web::test]
 async fn passkey_posts_count_against_the_login_rate() {
-    let app = spawn_localhost_app(&[("LATCHKEY_LOGIN_RATE", "2/1m")]).await;
+    let app = spawn_localhost_app(TestSettings::new().login_rate(2, Duration::from_secs(60))).await;
     let browser = new_browser();
     let csrf = app.csrf(&browser, "/login").await;
     for _ in 0..2 {
@@ -674,13 +658,16 @@ async fn passkey_posts_count_against_the_login_rate() {
 
 #[actix_web::test]
 async fn the_sign_in_page_offers_passkeys_only_where_they_can_work() {
-    let app = spawn_localhost_app(&[]).await;
+    let app = spawn_localhost_app(TestSettings::new()).await;
     let html = app.get("/login").await.text().await.unwrap();
+    let page = parse_page(&html);
+    let email = select(&page, r#"input[autocomplete="username webauthn"]"#);
+    assert_eq!(email.len(), 1, "{html}");
     assert!(
-        html.contains(r#"autocomplete="username webauthn""#),
+        !select(&page, "[data-passkey-sign-in]").is_empty(),
         "{html}"
     );
-    assert!(html.contains("data-passkey-sign-in") && html.contains("/static/passkeys.js"));
+    assert!(!select(&page, r#"script[src="/static/passkeys.js"]"#).is_empty());
     let res = app.get("/static/passkeys.js").await;
     assert_eq!(res.status(), 200);
 

@@ -14,7 +14,7 @@ use latchkey::domain::role::Role;
 use latchkey::models::app::{self, Access};
 
 use crate::forward_auth::register;
-use crate::helpers::{form_value, spawn_app_with, urlencode, TestApp};
+use crate::helpers::{form_value, spawn_app_with, urlencode, TestApp, TestSettings};
 
 /// Kills and reaps the process when the test ends, pass or fail.
 struct Running(Child);
@@ -94,18 +94,11 @@ const LOGIN_HOST: &str = "login.lk.localhost";
 /// Latchkey as `http://login.lk.localhost:PORT`, sharing its session cookie with
 /// `lk.localhost`.
 async fn spawn_latchkey() -> TestApp {
-    spawn_app_with(|vars| {
-        let port = vars["LATCHKEY_BIND"]
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .to_string();
-        vars.insert(
-            "LATCHKEY_PUBLIC_URL".into(),
-            format!("http://{LOGIN_HOST}:{port}"),
-        );
-        vars.insert("LATCHKEY_COOKIE_DOMAIN".into(), "lk.localhost".into());
-    })
+    spawn_app_with(
+        TestSettings::new()
+            .public_host(LOGIN_HOST)
+            .cookie_domain("lk.localhost"),
+    )
     .await
 }
 

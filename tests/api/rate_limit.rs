@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{form_value, new_browser, spawn_app_with, TestApp};
+use crate::helpers::{form_value, new_browser, spawn_app, spawn_app_with, TestApp, TestSettings};
 
 /// A POST to `path` with this browser's CSRF token, from an optional forwarded address.
 async fn post(
@@ -42,10 +42,7 @@ fn retry_after(res: &reqwest::Response) -> u64 {
 
 #[actix_web::test]
 async fn the_post_after_the_budget_gets_429_with_retry_after_and_is_audited() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_LOGIN_RATE".into(), "3/1m".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().login_rate(3, Duration::from_secs(60))).await;
     let browser = new_browser();
     for n in 1..=3 {
         let res = post(
@@ -120,10 +117,7 @@ async fn the_post_after_the_budget_gets_429_with_retry_after_and_is_audited() {
 
 #[actix_web::test]
 async fn the_four_sign_in_routes_share_one_budget() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_LOGIN_RATE".into(), "4/1m".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().login_rate(4, Duration::from_secs(60))).await;
     let browser = new_browser();
     let attempts: [(&str, &[(&str, &str)]); 4] = [
         ("/login", &[("email", "x@example.org")]),
@@ -171,10 +165,7 @@ async fn the_four_sign_in_routes_share_one_budget() {
 
 #[actix_web::test]
 async fn forwarded_addresses_from_an_untrusted_peer_do_not_escape_the_limit() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_LOGIN_RATE".into(), "3/1m".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().login_rate(3, Duration::from_secs(60))).await;
     let browser = new_browser();
     let mut statuses = Vec::new();
     for n in 0..6u8 {
@@ -201,10 +192,11 @@ async fn forwarded_addresses_from_an_untrusted_peer_do_not_escape_the_limit() {
 
 #[actix_web::test]
 async fn through_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_LOGIN_RATE".into(), "2/1m".into());
-        vars.insert("LATCHKEY_TRUSTED_PROXIES".into(), "127.0.0.1/32".into());
-    })
+    let app = spawn_app_with(
+        TestSettings::new()
+            .login_rate(2, Duration::from_secs(60))
+            .trusted_proxies(&["127.0.0.1/32"]),
+    )
     .await;
     let browser = new_browser();
     let email = [("email", "x@example.org")];
@@ -268,10 +260,7 @@ async fn through_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
 
 #[actix_web::test]
 async fn page_views_are_never_limited() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_LOGIN_RATE".into(), "2/1m".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().login_rate(2, Duration::from_secs(60))).await;
     let browser = new_browser();
     for path in [
         "/login",
@@ -325,10 +314,7 @@ async fn answer_without_csrf(res: reqwest::Response) -> (u16, String) {
 
 #[actix_web::test]
 async fn over_the_email_rate_the_answer_is_the_same_and_no_mail_is_sent() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_EMAIL_RATE".into(), "2/15m".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().email_rate(2, Duration::from_secs(15 * 60))).await;
     app.add_member("ann@example.org", "member");
     let browser = new_browser();
     let first = answer_without_csrf(app.request_link(&browser, "ann@example.org").await).await;
@@ -365,7 +351,7 @@ async fn over_the_email_rate_the_answer_is_the_same_and_no_mail_is_sent() {
 
 #[actix_web::test]
 async fn a_new_link_never_resets_a_dead_code() {
-    let app = spawn_app_with(|_| {}).await;
+    let app = spawn_app().await;
     app.add_member("ann@example.org", "member");
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
@@ -424,10 +410,7 @@ async fn a_new_link_never_resets_a_dead_code() {
 
 #[actix_web::test]
 async fn a_new_link_never_resets_the_ip_budget() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_LOGIN_RATE".into(), "6/1m".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().login_rate(6, Duration::from_secs(60))).await;
     app.add_member("ann@example.org", "member");
     let browser = new_browser();
     assert_eq!(

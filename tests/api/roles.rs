@@ -6,7 +6,7 @@ use latchkey::domain::ids::MemberId;
 use latchkey::models::audit::{AuditEvent, NewAuditRow};
 use latchkey::schema::{members, sessions};
 
-use crate::helpers::{new_browser, spawn_app, urlencode, TestApp};
+use crate::helpers::{new_browser, one, parse_page, select, spawn_app, text, urlencode, TestApp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
@@ -267,11 +267,10 @@ fn record(app: &TestApp, event: AuditEvent, email: &str) {
 
 /// The number in the dashboard's `stat-<name>` box.
 fn stat(html: &str, name: &str) -> i64 {
-    let marker = format!("id=\"stat-{name}\"");
-    let start = html.find(&marker).expect("the stat box") + marker.len();
-    let strong = html[start..].find("<strong>").unwrap() + start + "<strong>".len();
-    let end = html[strong..].find("</strong>").unwrap() + strong;
-    html[strong..end].trim().parse().unwrap()
+    let page = parse_page(html);
+    text(one(&page, &format!("#stat-{name} > strong")))
+        .parse()
+        .unwrap()
 }
 
 #[actix_web::test]
@@ -299,7 +298,8 @@ async fn the_dashboard_counts_the_teams_day_for_readers_and_only_their_own_for_m
         html.contains("secret-project@example.org"),
         "latest events: {html}"
     );
-    assert!(html.contains(r#"hx-get="/" hx-trigger="every 30s""#));
+    let polling = r#"[hx-get="/"][hx-trigger="every 30s"]"#;
+    assert_eq!(select(&parse_page(&html), polling).len(), 1);
 
     let html = member
         .get(app.url("/"))
@@ -329,4 +329,16 @@ async fn the_dashboard_counts_the_teams_day_for_readers_and_only_their_own_for_m
         .trim_start()
         .starts_with("<section id=\"dashboard\""));
     assert!(!partial.contains("<html"));
+}
+
+#[actix_web::test]
+async fn percent_encoded_paths_get_the_same_access_policy() {
+    let app = spawn_app().await;
+    let member = app.signed_in_browser("ann@example.org", "member").await;
+    for path in ["/audit", "/%61udit", "/team", "/%74eam", "/%74eam/1/role"] {
+        let res = member.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 403, "GET {path} as a member");
+    }
+    let res = app.get("/%74eam").await;
+    assert_eq!(res.status(), 303, "signed out");
 }

@@ -97,7 +97,7 @@ async fn a_cached_signed_in_request_makes_no_database_round_trip() {
 async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
     let app = spawn_app().await;
     register(&app, "wiki", WIKI, &[Role::Member], &[]);
-    let other = app.another_instance(|_| {}).await;
+    let other = app.another_instance().await;
     let a = Instance {
         address: app.address.clone(),
         port: app.port,
@@ -302,11 +302,11 @@ async fn sign_in_on(app: &TestApp, base: &str, email: &str) -> u16 {
 
 #[actix_web::test]
 async fn two_instances_hold_one_mail_limit_and_one_audit_chain() {
-    let limit = |vars: &mut std::collections::HashMap<String, String>| {
-        vars.insert("LATCHKEY_EMAIL_RATE".into(), "3/15m".into());
-    };
-    let app = crate::helpers::spawn_app_with(limit).await;
-    let other = app.another_instance(limit).await;
+    let app = crate::helpers::spawn_app_with(
+        crate::helpers::TestSettings::new().email_rate(3, Duration::from_secs(15 * 60)),
+    )
+    .await;
+    let other = app.another_instance().await;
     let bases = [app.address.clone(), other.address.clone()];
     app.add_member("ann@example.org", "member");
 
@@ -347,14 +347,8 @@ async fn two_instances_hold_one_mail_limit_and_one_audit_chain() {
     assert_eq!(events.iter().filter(|e| *e == "signed_in").count(), 8);
 
     // Both wrote into one chain, and the command line finds it intact.
-    let out = crate::audit_chain::latchkey(
-        &app.database,
-        &["audit", "verify"],
-        &[(
-            "LATCHKEY_SECRET_KEY",
-            &hex::encode(latchkey::crypto::sha256(app.database.name.as_bytes())),
-        )],
-    );
+    let out =
+        crate::audit_chain::latchkey(&app.database, &["audit", "verify"], &app.environment.vars());
     assert!(
         out.status.success(),
         "audit verify: {}{}",

@@ -1,6 +1,11 @@
 //! The sign-in flow through HTTP: real app, real PostgreSQL, real SMTP.
 
-use crate::helpers::{form_value, new_browser, spawn_app, spawn_app_with, urlencode};
+use std::time::Duration;
+
+use crate::helpers::{
+    form_value, new_browser, one, parse_page, select, spawn_app, spawn_app_with, text, urlencode,
+    TestSettings,
+};
 
 #[actix_web::test]
 async fn a_member_signs_in_by_link_and_lands_on_the_dashboard() {
@@ -126,10 +131,8 @@ async fn unknown_and_allowed_addresses_get_the_same_answer() {
     let a = csrf_free(strip(a.text().await.unwrap(), "ann@example.org"));
     let b = csrf_free(strip(b.text().await.unwrap(), "nobody@example.org"));
     assert_eq!(a, b);
-    app.smtp
-        .wait_for(1, std::time::Duration::from_secs(5))
-        .await;
-    actix_web::rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.smtp.wait_for(1, Duration::from_secs(5)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.smtp.received().len(), 1, "only the member gets mail");
     assert!(app.audit_events().contains(&"login_denied".to_string()));
 }
@@ -140,7 +143,10 @@ async fn a_malformed_address_gets_422_with_the_form() {
     let res = app.request_link(&new_browser(), "not an address").await;
     assert_eq!(res.status(), 422);
     let html = res.text().await.unwrap();
-    assert!(html.contains(r#"name="email""#));
+    assert_eq!(
+        select(&parse_page(&html), r#"input[name="email"]"#).len(),
+        1
+    );
     assert!(html.contains("does not look like an email address"));
     assert_eq!(app.count("sign_in_requests"), 0);
     let long = format!("{}@example.org", "a".repeat(250));
@@ -214,15 +220,12 @@ async fn forged_tampered_and_truncated_tokens_are_refused_without_a_session() {
 
 #[actix_web::test]
 async fn an_expired_link_gets_410() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_LINK_TTL".into(), "1s".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().link_ttl(Duration::from_secs(1))).await;
     app.add_member("ann@example.org", "member");
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
-    actix_web::rt::time::sleep(std::time::Duration::from_millis(1500)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
     let res = app.confirm_link(&browser, &mail.token).await;
     assert_eq!(res.status(), 410);
     assert!(res.text().await.unwrap().contains("expired"));
@@ -436,27 +439,26 @@ async fn approval_with_a_wrong_number_cancels_the_request() {
 }
 
 fn number_in(html: &str) -> i16 {
-    let marker = r#"class="number">"#;
-    let start = html.find(marker).expect("the waiting page shows a number") + marker.len();
-    html[start..start + 2].parse().unwrap()
+    text(one(&parse_page(html), "strong.number"))
+        .parse()
+        .unwrap()
 }
 
 /// The approving page asks for the number as typed text and shows it nowhere: picking among
 /// offered numbers was a 1-in-3 guess for whoever asked for the link.
 fn assert_approval_form_hides_the_number(html: &str, shown: i16) {
-    let page = scraper::Html::parse_document(html);
-    let input =
-        scraper::Selector::parse(r#"form[action="/auth/approve"] input[name="number"]"#).unwrap();
-    let inputs: Vec<_> = page.select(&input).collect();
+    let page = parse_page(html);
+    let inputs = select(
+        &page,
+        r#"form[action="/auth/approve"] input[name="number"]"#,
+    );
     assert_eq!(inputs.len(), 1, "one text input for the number");
     assert_eq!(inputs[0].value().attr("value"), None, "no value filled in");
-    let buttons = scraper::Selector::parse(r#"button[name="number"]"#).unwrap();
-    assert_eq!(page.select(&buttons).count(), 0, "no numbers to pick from");
-    let number_class = scraper::Selector::parse(".number").unwrap();
-    assert_eq!(page.select(&number_class).count(), 0, "no number is shown");
-    let any = scraper::Selector::parse("*").unwrap();
+    let buttons = select(&page, r#"button[name="number"]"#);
+    assert_eq!(buttons.len(), 0, "no numbers to pick from");
+    assert_eq!(select(&page, ".number").len(), 0, "no number is shown");
     let shown = shown.to_string();
-    for element in page.select(&any) {
+    for element in select(&page, "*") {
         for (name, value) in element.value().attrs() {
             assert_ne!(value, shown, "the page carries the number in {name}=");
         }
@@ -465,10 +467,7 @@ fn assert_approval_form_hides_the_number(html: &str, shown: i16) {
 
 #[actix_web::test]
 async fn not_you_cancels_the_request_and_tells_the_admins() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_ADMINS".into(), "boss@example.org".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().admins(&["boss@example.org"])).await;
     app.add_member("ann@example.org", "member");
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
@@ -489,10 +488,7 @@ async fn not_you_cancels_the_request_and_tells_the_admins() {
     assert_eq!(res.status(), 200);
     assert!(app.audit_events().contains(&"link_cancelled".to_string()));
     assert_eq!(app.confirm_link(&browser, &mail.token).await.status(), 410);
-    let mails = app
-        .smtp
-        .wait_for(2, std::time::Duration::from_secs(10))
-        .await;
+    let mails = app.smtp.wait_for(2, Duration::from_secs(10)).await;
     let to_admin = mails.iter().find(|m| {
         m.header("To")
             .unwrap_or_default()
@@ -548,7 +544,7 @@ async fn a_deactivated_members_open_session_ends_at_once() {
     // And a deactivated member cannot ask for a new link.
     let before = app.smtp.received().len();
     app.request_link(&browser, "ann@example.org").await;
-    actix_web::rt::time::sleep(std::time::Duration::from_millis(500)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.smtp.received().len(), before);
     assert_eq!(app.audit_events().last().unwrap(), "login_denied");
 }
@@ -571,10 +567,7 @@ async fn a_new_browser_for_a_known_member_gets_a_new_sign_in_email() {
             .status(),
         303
     );
-    let mails = app
-        .smtp
-        .wait_for(3, std::time::Duration::from_secs(10))
-        .await;
+    let mails = app.smtp.wait_for(3, Duration::from_secs(10)).await;
     assert!(mails.iter().any(|m| m
         .header("Subject")
         .unwrap_or_default()
@@ -583,10 +576,11 @@ async fn a_new_browser_for_a_known_member_gets_a_new_sign_in_email() {
 
 #[actix_web::test]
 async fn allowed_domains_admit_new_members_and_admins_are_ensured() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_ALLOWED_DOMAINS".into(), "team.example".into());
-        vars.insert("LATCHKEY_ADMINS".into(), r#"["boss@example.org"]"#.into());
-    })
+    let app = spawn_app_with(
+        TestSettings::new()
+            .allowed_domains(&["team.example"])
+            .admins(&["boss@example.org"]),
+    )
     .await;
     let res = app.sign_in(&new_browser(), "newcomer@TEAM.example").await;
     assert_eq!(res.status(), 303);
@@ -695,16 +689,13 @@ async fn next_is_honoured_after_sign_in() {
 
 #[actix_web::test]
 async fn an_idle_session_ends_on_the_server() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_SESSION_IDLE".into(), "2s".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().session_idle(Duration::from_secs(2))).await;
     let browser = app.signed_in_browser("ann@example.org", "member").await;
     assert_eq!(
         browser.get(app.url("/")).send().await.unwrap().status(),
         200
     );
-    actix_web::rt::time::sleep(std::time::Duration::from_millis(3100)).await;
+    actix_web::rt::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(
         browser.get(app.url("/")).send().await.unwrap().status(),
         303
@@ -713,16 +704,17 @@ async fn an_idle_session_ends_on_the_server() {
 
 #[actix_web::test]
 async fn an_active_session_still_ends_at_its_absolute_lifetime() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_SESSION_IDLE".into(), "2s".into());
-        vars.insert("LATCHKEY_SESSION_MAX".into(), "4s".into());
-    })
+    let app = spawn_app_with(
+        TestSettings::new()
+            .session_idle(Duration::from_secs(2))
+            .session_max(Duration::from_secs(4)),
+    )
     .await;
     let browser = app.signed_in_browser("ann@example.org", "member").await;
     // Busy every 0.7 s: the idle timeout never bites, the absolute one does.
     let started = std::time::Instant::now();
     let mut statuses = Vec::new();
-    while started.elapsed() < std::time::Duration::from_millis(5200) {
+    while started.elapsed() < Duration::from_millis(5200) {
         statuses.push(
             browser
                 .get(app.url("/"))
@@ -732,7 +724,7 @@ async fn an_active_session_still_ends_at_its_absolute_lifetime() {
                 .status()
                 .as_u16(),
         );
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(700)).await;
+        actix_web::rt::time::sleep(Duration::from_millis(700)).await;
     }
     assert_eq!(statuses[0], 200);
     assert!(
@@ -750,13 +742,10 @@ async fn an_active_session_still_ends_at_its_absolute_lifetime() {
 
 #[actix_web::test]
 async fn timer_polls_do_not_keep_an_idle_session_alive() {
-    let app = spawn_app_with(|vars| {
-        vars.insert("LATCHKEY_SESSION_IDLE".into(), "2s".into());
-    })
-    .await;
+    let app = spawn_app_with(TestSettings::new().session_idle(Duration::from_secs(2))).await;
     let browser = app.signed_in_browser("ann@example.org", "member").await;
     for _ in 0..4 {
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(800)).await;
+        actix_web::rt::time::sleep(Duration::from_millis(800)).await;
         browser
             .get(app.url("/"))
             .header("HX-Request", "true")
