@@ -17,7 +17,7 @@ use diesel::sql_types::{BigInt, Double, Nullable};
 use ring::hmac;
 
 use crate::audit_checkpoint::{self, Checkpoint, INTERVAL};
-use crate::domain::ids::AuditId;
+use crate::domain::ids::{AuditId, CheckpointId};
 use crate::models::audit::AuditRow;
 use crate::schema::{login_audit, login_audit_chain, login_audit_checkpoints};
 
@@ -41,7 +41,7 @@ pub enum Verification {
     /// The checkpoint `id` (for the row with `seq`) is forged, or the chain no longer holds
     /// what it signed.
     BadCheckpoint {
-        id: i64,
+        id: CheckpointId,
         seq: i64,
         problem: CheckpointProblem,
     },
@@ -309,7 +309,7 @@ fn check_checkpoints(
             problem,
         }))
     };
-    let mut after: Option<(i64, DateTime<Utc>, i64)> = None;
+    let mut after: Option<(i64, DateTime<Utc>, CheckpointId)> = None;
     let mut newest: Option<Checkpoint> = None;
     let mut matched_seq = chain.start_seq;
     loop {
@@ -428,7 +428,7 @@ fn oldest_unsigned(conn: &mut PgConnection) -> QueryResult<Option<Verification>>
 #[derive(QueryableByName)]
 struct Boundary {
     #[diesel(sql_type = Nullable<BigInt>)]
-    id: Option<i64>,
+    id: Option<AuditId>,
 }
 
 #[derive(QueryableByName)]

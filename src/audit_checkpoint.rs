@@ -20,6 +20,7 @@ use diesel::sql_types::Timestamptz;
 use ring::hmac;
 
 use crate::db::{Db, DbError};
+use crate::domain::ids::CheckpointId;
 use crate::models::audit::appended_by_this_process;
 use crate::schema::{login_audit_chain, login_audit_checkpoints};
 
@@ -30,7 +31,7 @@ pub const INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
 #[diesel(table_name = login_audit_checkpoints, check_for_backend(diesel::pg::Pg))]
 pub struct Checkpoint {
-    pub id: i64,
+    pub id: CheckpointId,
     /// The newest row covered (`start_seq` when the chain was empty).
     pub seq: i64,
     pub head_hash: Vec<u8>,
@@ -246,7 +247,7 @@ mod tests {
         let signed_at = DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap();
         let signature = hmac::sign(key, &message(7, &[1; 32], 0, &[0; 32], signed_at));
         Checkpoint {
-            id: 3,
+            id: CheckpointId::new(3),
             seq: 7,
             head_hash: vec![1; 32],
             start_seq: 0,

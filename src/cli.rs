@@ -295,7 +295,7 @@ fn run_members(
                 println!(
                     "{}\t{}\t{}",
                     member.email,
-                    member.role(),
+                    member.role,
                     if member.active { "active" } else { "inactive" }
                 );
             }

@@ -5,6 +5,7 @@ use latchkey::settings::Settings;
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
+    latchkey::db::init_tls();
     let cli = Cli::parse();
     let settings = match Settings::from_env() {
         Ok(settings) => settings,

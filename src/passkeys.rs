@@ -143,8 +143,8 @@ pub fn start_registration(
         .collect();
     let started = webauthn.start_passkey_registration(
         user_handle,
-        &member.email,
-        &member.email,
+        member.email.as_str(),
+        member.email.as_str(),
         Some(exclude),
     );
     let (options, state) = match started {

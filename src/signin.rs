@@ -70,7 +70,7 @@ pub struct Asker {
 #[derive(Debug, Clone)]
 pub struct Alert {
     /// Stored addresses, the member's first, without duplicates.
-    pub recipients: Vec<String>,
+    pub recipients: Vec<EmailAddress>,
     pub mail: AlertMail,
 }
 
@@ -183,7 +183,7 @@ fn issue_request(
         conn,
         &NewSignInRequest {
             member_id: Some(member.id),
-            requested_email: member.email.clone(),
+            requested_email: member.email.to_string(),
             code_digest: code.digest(token_key, &token_digest),
             token_digest,
             browser_digest: binding,
@@ -428,11 +428,11 @@ fn browser_may_complete(
 pub enum LinkView {
     /// "Sign in as x@y?" with a POST form.
     Confirm {
-        email: String,
+        email: EmailAddress,
     },
     /// Opened elsewhere than in the asking browser: approve that browser by typing its number.
     Approve {
-        email: String,
+        email: EmailAddress,
         requested_at: DateTime<Utc>,
         requested_ip: Option<ClientIp>,
         /// As the asking device described itself: self-reported, so shown as such.
@@ -846,7 +846,7 @@ pub struct Cancelled {
     pub request: SignInRequest,
     pub member: Member,
     /// The active admins' stored addresses.
-    pub admins: Vec<String>,
+    pub admins: Vec<EmailAddress>,
 }
 
 pub fn cancel(
@@ -883,7 +883,7 @@ fn alert_for(
     subject: &str,
     lines: Vec<String>,
 ) -> QueryResult<Alert> {
-    let mut recipients: Vec<String> = member::find(conn, member_id)?
+    let mut recipients: Vec<EmailAddress> = member::find(conn, member_id)?
         .map(|m| m.email)
         .into_iter()
         .collect();
@@ -1005,13 +1005,17 @@ pub fn sign_in_with_passkey(
         return refuse(conn, UseRefusal::UnknownPasskey, None);
     };
     if !bool::from(user_handle.as_bytes().ct_eq(&row.user_handle)) {
-        return refuse(conn, UseRefusal::WrongMember, Some(&member.email));
+        return refuse(conn, UseRefusal::WrongMember, Some(member.email.as_str()));
     }
     if !member.active {
-        return refuse(conn, UseRefusal::Deactivated, Some(&member.email));
+        return refuse(conn, UseRefusal::Deactivated, Some(member.email.as_str()));
     }
     let Some(stored) = crate::passkeys::stored_passkey(&row) else {
-        return refuse(conn, UseRefusal::UnknownPasskey, Some(&member.email));
+        return refuse(
+            conn,
+            UseRefusal::UnknownPasskey,
+            Some(member.email.as_str()),
+        );
     };
     let key = DiscoverableKey::from(&stored);
     let Ok(result) = webauthn.finish_discoverable_authentication(
@@ -1019,17 +1023,17 @@ pub fn sign_in_with_passkey(
         ceremony.state,
         std::slice::from_ref(&key),
     ) else {
-        return refuse(conn, UseRefusal::Invalid, Some(&member.email));
+        return refuse(conn, UseRefusal::Invalid, Some(member.email.as_str()));
     };
     conn.transaction(|conn| {
         if let Err(refusal) = verify_use(conn, &row, &result)? {
-            return refuse(conn, refusal, Some(&member.email));
+            return refuse(conn, refusal, Some(member.email.as_str()));
         }
         let request = sign_in_request::insert(
             conn,
             &NewSignInRequest {
                 member_id: Some(member.id),
-                requested_email: member.email.clone(),
+                requested_email: member.email.to_string(),
                 // Nobody holds a token or code for this request: it is completed at once.
                 token_digest: TokenDigest::unmatchable(),
                 code_digest: CodeDigest::unmatchable(),
@@ -1046,7 +1050,7 @@ pub fn sign_in_with_passkey(
                 Redemption::SignedIn(signed_in) => PasskeySignIn::SignedIn(signed_in),
                 // Deactivated between the check above and now.
                 Redemption::Refused(_) => {
-                    return refuse(conn, UseRefusal::Deactivated, Some(&member.email))
+                    return refuse(conn, UseRefusal::Deactivated, Some(member.email.as_str()))
                 }
             },
         )

@@ -18,6 +18,16 @@ pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;
 /// How long a request waits for a pooled connection before it is answered 503.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Initialises the system's OpenSSL, which libpq uses for TLS to PostgreSQL, before the first
+/// connection. By default OpenSSL frees its state in an `atexit` handler, and a thread still
+/// inside a TLS read when the process exits (the session cache's listener, a blocking-pool
+/// worker) then crashes it: a clean exit would end in SIGSEGV. `openssl_sys::init` asks for
+/// `OPENSSL_INIT_NO_ATEXIT`, and only the first initialisation decides, so this must run
+/// before anything opens a connection.
+pub fn init_tls() {
+    openssl_sys::init();
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// No connection could be had (database down, pool exhausted): the client should retry.

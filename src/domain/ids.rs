@@ -91,6 +91,10 @@ row_id!(
     /// `login_audit.id` (the chain's order is `seq`, which has no gaps; ids may skip).
     AuditId
 );
+row_id!(
+    /// `login_audit_checkpoints.id`.
+    CheckpointId
+);
 
 #[cfg(test)]
 mod tests {

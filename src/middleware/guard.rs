@@ -188,7 +188,7 @@ fn is_background_poll(req: &HttpRequest) -> bool {
 
 pub fn viewer(member: &Member) -> Viewer {
     Viewer {
-        email: member.email.clone(),
+        email: member.email.to_string(),
         role: member.role().as_str(),
         is_admin: member.role().is_admin(),
         can_read_audit: member.role().can_read_audit(),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::db::DbError;
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::{AppId, MemberId, SessionId};
@@ -101,8 +102,16 @@ pub enum AppError {
     OriginTaken(String, String),
     #[error("the name must be 1 to 100 characters of one line")]
     BadName,
+    /// The database failed (or could not be reached): not the request's fault.
     #[error(transparent)]
-    Query(#[from] diesel::result::Error),
+    Query(#[from] DbError),
+}
+
+/// Model functions use `?` on diesel's results; `Db::run` adds pool and task failures.
+impl From<diesel::result::Error> for AppError {
+    fn from(err: diesel::result::Error) -> Self {
+        AppError::Query(DbError::Query(err))
+    }
 }
 
 /// What [`save`] did.
@@ -176,7 +185,7 @@ fn conflict(
                 .unwrap_or_default();
             AppError::OriginTaken(other, origin.to_string())
         }
-        _ => AppError::Query(err),
+        _ => AppError::from(err),
     }
 }
 
@@ -393,7 +402,11 @@ pub struct AppRule {
 
 impl AppRule {
     pub fn admits(&self, member: &Member) -> bool {
-        self.roles.contains(&member.role()) || self.member_emails.contains(&member.email)
+        self.roles.contains(&member.role())
+            || self
+                .member_emails
+                .iter()
+                .any(|email| *email == member.email.as_str())
     }
 }
 

@@ -1,5 +1,6 @@
-//! The login audit: append-only rows in a hash chain (the chain is kept by the database; see
-//! the `create_login_audit` migration, whose hash `row_hash` recomputes).
+//! The login audit: append-only rows in a hash chain. The database keeps the chain (its
+//! `login_audit_row_hash`, last defined by the `client_ips_as_inet` migration), and
+//! [`AuditRow::expected_hash`] recomputes the same hash for `latchkey audit verify`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::db::DbError;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::MemberId;
 use crate::domain::role::Role;
@@ -13,7 +14,7 @@ use crate::schema::{members, sessions, sign_in_requests};
 #[diesel(table_name = members, check_for_backend(diesel::pg::Pg))]
 pub struct Member {
     pub id: MemberId,
-    pub email: String,
+    pub email: EmailAddress,
     role: Role,
     pub active: bool,
     pub created_at: DateTime<Utc>,
@@ -32,8 +33,16 @@ pub enum MemberError {
     NotFound,
     #[error("the last active admin cannot be deactivated or demoted")]
     LastAdmin,
+    /// The database failed (or could not be reached): not the request's fault.
     #[error(transparent)]
-    Query(#[from] diesel::result::Error),
+    Query(#[from] DbError),
+}
+
+/// Model functions use `?` on diesel's results; `Db::run` adds pool and task failures.
+impl From<diesel::result::Error> for MemberError {
+    fn from(err: diesel::result::Error) -> Self {
+        MemberError::Query(DbError::Query(err))
+    }
 }
 
 /// What [`add_or_reactivate`] did.
@@ -75,14 +84,28 @@ pub fn find_by_email_for_share(
         .optional()
 }
 
-pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<Member>> {
+/// A member as the table holds them, for lists: the address as stored text, so that a row
+/// written past Latchkey (a careless import) still shows on the team page, escaped, for an
+/// admin to see, instead of taking the page down. Everything that acts on a member (sign-in,
+/// mail, the guard) reads a [`Member`], whose address is parsed.
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
+#[diesel(table_name = members, check_for_backend(diesel::pg::Pg))]
+pub struct ListedMember {
+    pub id: MemberId,
+    pub email: String,
+    pub role: Role,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<ListedMember>> {
     members::table
         .order(members::email.asc())
-        .select(Member::as_select())
+        .select(ListedMember::as_select())
         .load(conn)
 }
 
-pub fn active_admin_emails(conn: &mut PgConnection) -> QueryResult<Vec<String>> {
+pub fn active_admin_emails(conn: &mut PgConnection) -> QueryResult<Vec<EmailAddress>> {
     members::table
         .filter(members::active.eq(true))
         .filter(members::role.eq(Role::Admin))
@@ -280,7 +303,7 @@ pub fn admit_from_allowed_domain(
             .filter(members::mailbox_key.eq(mailbox_key.as_str()))
             .select(Member::as_select())
             .load(conn)?;
-        if let Some(member) = same_mailbox.iter().find(|m| m.email == email.as_str()) {
+        if let Some(member) = same_mailbox.iter().find(|m| m.email == *email) {
             return Ok(Some(member.clone()));
         }
         if !same_mailbox.is_empty() {

@@ -8,7 +8,6 @@ use actix_web::{web, HttpRequest};
 use serde::Serialize;
 
 use super::team::see_other;
-use crate::db::DbError;
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::AppId;
@@ -161,17 +160,16 @@ pub async fn add(
     let (name, actor) = (typed.name.clone(), viewer.email.clone());
     let result = state
         .db
-        .run(move |conn| Ok::<_, DbError>(app::add(conn, &name, &origin, &access, &actor)))
+        .run(move |conn| app::add(conn, &name, &origin, &access, actor.as_str()))
         .await;
     // This instance's next check must not wait for the notification to come back.
     state.live.cache().forget_apps();
     let outcome = match result {
-        Ok(Ok(app)) => Ok(Outcome {
+        Ok(app) => Ok(Outcome {
             notice: Some(format!("Added {} ({}).", app.name, app.origin())),
             ..Outcome::default()
         }),
-        Ok(Err(err)) => refusal(err, typed),
-        Err(err) => Err(err.into()),
+        Err(err) => refusal(err, typed),
     };
     finish(&req, &state, outcome).await
 }
@@ -201,16 +199,15 @@ pub async fn change(
     let (name, actor) = (typed.name.clone(), viewer.email.clone());
     let result = state
         .db
-        .run(move |conn| Ok::<_, DbError>(app::update(conn, id, &name, &origin, &access, &actor)))
+        .run(move |conn| app::update(conn, id, &name, &origin, &access, actor.as_str()))
         .await;
     state.live.cache().forget_apps();
     let outcome = match result {
-        Ok(Ok((app, _))) => Ok(Outcome {
+        Ok((app, _)) => Ok(Outcome {
             notice: Some(format!("Saved {} ({}).", app.name, app.origin())),
             ..Outcome::default()
         }),
-        Ok(Err(err)) => refusal(err, Typed::default()),
-        Err(err) => Err(err.into()),
+        Err(err) => refusal(err, Typed::default()),
     };
     finish(&req, &state, outcome).await
 }
@@ -227,11 +224,11 @@ pub async fn remove(
     let actor = viewer.email.clone();
     let result = state
         .db
-        .run(move |conn| Ok::<_, DbError>(app::remove(conn, id, &actor)))
+        .run(move |conn| app::remove(conn, id, actor.as_str()))
         .await;
     state.live.cache().forget_apps();
     let outcome = match result {
-        Ok(Ok(app)) => Ok(Outcome {
+        Ok(app) => Ok(Outcome {
             notice: Some(format!(
                 "Removed {} ({}): its sign-ins are refused from now on.",
                 app.name,
@@ -239,8 +236,7 @@ pub async fn remove(
             )),
             ..Outcome::default()
         }),
-        Ok(Err(err)) => refusal(err, Typed::default()),
-        Err(err) => Err(err.into()),
+        Err(err) => refusal(err, Typed::default()),
     };
     finish(&req, &state, outcome).await
 }

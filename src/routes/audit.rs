@@ -11,7 +11,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::db::DbError;
 use crate::domain::client_ip::ClientIp;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::{AuditId, RequestId};
@@ -282,7 +281,7 @@ async fn show_page(req: &HttpRequest, state: &AppState, query: AuditQuery) -> Pa
     let before = query.before;
     let (mut rows, requested) = state
         .db
-        .run(move |conn| {
+        .query(move |conn| {
             // One more than a page tells whether there is an older page.
             let rows = audit_query::page(conn, &filter, before, PAGE_SIZE + 1)?;
             let request_ids: Vec<RequestId> = rows
@@ -293,7 +292,7 @@ async fn show_page(req: &HttpRequest, state: &AppState, query: AuditQuery) -> Pa
                 .into_iter()
                 .collect();
             let requested = audit_query::link_requests(conn, &request_ids)?;
-            Ok::<_, DbError>((rows, requested))
+            Ok((rows, requested))
         })
         .await?;
     let page_size = usize::try_from(PAGE_SIZE).unwrap_or(usize::MAX);
@@ -381,9 +380,7 @@ impl CsvCursor {
         let fetched = self
             .state
             .db
-            .run(move |conn| {
-                audit_query::page(conn, &filter, before, CSV_BATCH).map_err(DbError::from)
-            })
+            .query(move |conn| audit_query::page(conn, &filter, before, CSV_BATCH))
             .await;
         let rows = match fetched {
             Ok(rows) => rows,

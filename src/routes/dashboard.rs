@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::db::DbError;
+use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::MemberId;
 use crate::middleware::guard::CurrentMember;
 use crate::models::audit::{AuditEvent, AuditRow};
@@ -329,7 +330,7 @@ async fn launcher(
 
 async fn count(
     state: &AppState,
-    email: Option<String>,
+    email: Option<EmailAddress>,
     scope: Scope,
     team_wide: bool,
 ) -> Result<Numbers, DbError> {
@@ -337,9 +338,9 @@ async fn count(
     let since = now - Duration::hours(24);
     state
         .db
-        .run(move |conn| {
-            let email = email.as_deref();
-            Ok::<_, DbError>(Numbers {
+        .query(move |conn| {
+            let email = email.as_ref().map(EmailAddress::as_str);
+            Ok(Numbers {
                 sign_ins: audit_query::count_since(conn, &[AuditEvent::SignedIn], since, email)?,
                 failed: audit_query::count_since(conn, &FAILED_ATTEMPTS, since, email)?,
                 sessions: session::count_active(conn, scope)?,

@@ -207,7 +207,7 @@ async fn allowed(
         let recorded = state
             .db
             .query(move |conn| {
-                app::record_opened(conn, session_id, app_id, &email, &app_name, &client)
+                app::record_opened(conn, session_id, app_id, email.as_str(), &app_name, &client)
             })
             .await;
         match recorded {
@@ -222,7 +222,7 @@ async fn allowed(
         session_id: checked.session_id,
         app_id: app.id,
         aud: app.origin.as_str().to_string(),
-        email: member.email.clone(),
+        email: member.email.to_string(),
         role: role.as_str(),
     };
     let token = match state.forward_auth.fresh_assertion(&about, now) {
@@ -232,7 +232,7 @@ async fn allowed(
                 iss: state.settings.public_url.base(),
                 aud: app.origin.as_str(),
                 sub: member.id.to_string(),
-                email: &member.email,
+                email: member.email.as_str(),
                 role: role.as_str(),
                 iat: now,
                 exp: now + LIFETIME_SECS,

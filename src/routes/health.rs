@@ -1,7 +1,6 @@
 use actix_web::{web, HttpResponse};
 use diesel::RunQueryDsl as _;
 
-use crate::db::DbError;
 use crate::state::AppState;
 
 /// Liveness: the process answers. Touches nothing.
@@ -15,11 +14,7 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let ping = state
         .db
-        .run(|conn| {
-            diesel::sql_query("SELECT 1")
-                .execute(conn)
-                .map_err(DbError::from)
-        })
+        .query(|conn| diesel::sql_query("SELECT 1").execute(conn))
         .await;
     match ping {
         Ok(_) => HttpResponse::Ok()

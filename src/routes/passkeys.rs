@@ -8,8 +8,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::db::DbError;
-use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::PasskeyId;
 use crate::domain::next_path::NextPath;
 use crate::mail::{Letter, PasskeyAddedMail};
@@ -87,7 +85,7 @@ async fn render(
     let member_id = member.id;
     let rows = state
         .db
-        .run(move |conn| passkey::list_for_member(conn, member_id).map_err(DbError::from))
+        .query(move |conn| passkey::list_for_member(conn, member_id))
         .await?;
     let session = SessionData::of(req);
     let blocked = why_not_add(state, &session, member, !rows.is_empty());
@@ -108,6 +106,27 @@ pub async fn show(
     render(&req, &state, &member, None).await
 }
 
+/// Keeps the ceremony's state in the session for the finish, and answers the browser's
+/// options.
+fn begin(
+    session: &SessionData,
+    kind: Ceremony,
+    options: &impl Serialize,
+    ceremony: &impl Serialize,
+) -> HttpResponse {
+    match session.put_ceremony(kind, ceremony) {
+        Ok(()) => json::ok(options),
+        Err(err) => json::page_error(&err),
+    }
+}
+
+/// The library could not build the options: ours to fix, not the member's.
+fn could_not_start(what: &str, reason: impl std::fmt::Display) -> HttpResponse {
+    json::page_error(&PageError::Unexpected(anyhow::anyhow!(
+        "starting a passkey {what}: {reason}"
+    )))
+}
+
 /// Body: form field `name`. Answers the options for `navigator.credentials.create`.
 pub async fn register_start(
     req: HttpRequest,
@@ -125,11 +144,7 @@ pub async fn register_start(
     let member_id = member.id;
     let has_passkeys = state
         .db
-        .run(move |conn| {
-            passkey::user_handle_of(conn, member_id)
-                .map(|handle| handle.is_some())
-                .map_err(DbError::from)
-        })
+        .query(move |conn| passkey::user_handle_of(conn, member_id).map(|handle| handle.is_some()))
         .await;
     let has_passkeys = match has_passkeys {
         Ok(has) => has,
@@ -146,14 +161,9 @@ pub async fn register_start(
     match started {
         Ok(RegistrationStart::Started(started)) => {
             let (options, ceremony) = *started;
-            match session.put_ceremony(Ceremony::Registration, &ceremony) {
-                Ok(()) => json::ok(&options),
-                Err(err) => json::page_error(&err),
-            }
+            begin(&session, Ceremony::Registration, &options, &ceremony)
         }
-        Ok(RegistrationStart::Failed(reason)) => json::page_error(&PageError::Unexpected(
-            anyhow::anyhow!("starting a passkey registration: {reason}"),
-        )),
+        Ok(RegistrationStart::Failed(reason)) => could_not_start("registration", reason),
         Err(err) => json::page_error(&err.into()),
     }
 }
@@ -183,17 +193,15 @@ pub async fn register_finish(
     match outcome {
         Ok(Registration::Added(row)) => {
             // Mail goes to the stored address; the member hears of every passkey added.
-            if let Ok(to) = EmailAddress::parse(&email) {
-                state.mailer.queue(Letter::PasskeyAdded(
-                    to,
-                    PasskeyAddedMail {
-                        name: row.name.clone(),
-                        added_at: row.created_at,
-                        ip: mail_client.ip,
-                        user_agent: mail_client.user_agent,
-                    },
-                ));
-            }
+            state.mailer.queue(Letter::PasskeyAdded(
+                email,
+                PasskeyAddedMail {
+                    name: row.name.clone(),
+                    added_at: row.created_at,
+                    ip: mail_client.ip,
+                    user_agent: mail_client.user_agent,
+                },
+            ));
             json::redirect("/passkeys")
         }
         Ok(Registration::Duplicate) => {
@@ -211,29 +219,19 @@ pub async fn remove(
     Client(client): Client,
     id: web::Path<String>,
 ) -> PageResult {
-    remove_one(&req, &state, member, client, &id).await
-}
-
-async fn remove_one(
-    req: &HttpRequest,
-    state: &AppState,
-    member: Member,
-    client: crate::models::audit::ClientInfo,
-    id: &str,
-) -> PageResult {
     // Someone else's passkey is "not found": its existence is not the member's to know.
-    let id = PasskeyId::parse(id).ok_or(PageError::NotFound)?;
+    let id = PasskeyId::parse(&id).ok_or(PageError::NotFound)?;
     let owner = member.clone();
     let removed = state
         .db
-        .run(move |conn| steps::remove(conn, &owner, id, &client).map_err(DbError::from))
+        .query(move |conn| steps::remove(conn, &owner, id, &client))
         .await?
         .ok_or(PageError::NotFound)?;
-    if !is_htmx(req) {
+    if !is_htmx(&req) {
         return Ok(see_other("/passkeys"));
     }
     let notice = format!("The passkey \u{201c}{}\u{201d} was removed.", removed.name);
-    render(req, state, &member, Some(notice)).await
+    render(&req, &state, &member, Some(notice)).await
 }
 
 #[derive(Deserialize)]
@@ -253,11 +251,7 @@ pub async fn confirm_page(
     let member_id = member.id;
     let count = state
         .db
-        .run(move |conn| {
-            passkey::list_for_member(conn, member_id)
-                .map(|rows| rows.len())
-                .map_err(DbError::from)
-        })
+        .query(move |conn| passkey::list_for_member(conn, member_id).map(|rows| rows.len()))
         .await;
     let page = count.map_err(PageError::from).map(|count| {
         Page::new("passkey_confirm", "Confirm with a passkey")
@@ -289,18 +283,18 @@ pub async fn confirm_start(
     match started {
         Ok(ConfirmationStart::Started(started)) => {
             let (options, ceremony) = *started;
-            match SessionData::of(&req).put_ceremony(Ceremony::Confirm, &ceremony) {
-                Ok(()) => json::ok(&options),
-                Err(err) => json::page_error(&err),
-            }
+            begin(
+                &SessionData::of(&req),
+                Ceremony::Confirm,
+                &options,
+                &ceremony,
+            )
         }
         Ok(ConfirmationStart::NoPasskeys) => json::error(
             StatusCode::CONFLICT,
             "You have no passkey yet: add one first.",
         ),
-        Ok(ConfirmationStart::Failed(reason)) => json::page_error(&PageError::Unexpected(
-            anyhow::anyhow!("starting a passkey confirmation: {reason}"),
-        )),
+        Ok(ConfirmationStart::Failed(reason)) => could_not_start("confirmation", reason),
         Err(err) => json::page_error(&err.into()),
     }
 }

@@ -57,9 +57,7 @@ async fn current_session_id(
     let member_id = member.id;
     state
         .db
-        .run(move |conn| {
-            session::current_id(conn, member_id, keys::CSRF, &token).map_err(DbError::from)
-        })
+        .query(move |conn| session::current_id(conn, member_id, keys::CSRF, &token))
         .await
 }
 

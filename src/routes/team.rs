@@ -9,12 +9,11 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use crate::db::DbError;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::MemberId;
 use crate::domain::role::Role;
 use crate::middleware::guard::CurrentMember;
-use crate::models::member::{self, Added, Member, MemberError};
+use crate::models::member::{self, Added, ListedMember, Member, MemberError};
 use crate::routes::DashboardCache;
 use crate::state::AppState;
 use crate::web::errors::{PageError, PageResult};
@@ -31,11 +30,11 @@ struct MemberView {
 }
 
 impl MemberView {
-    fn new(member: &Member, viewer: &Member) -> Self {
+    fn new(member: &ListedMember, viewer: &Member) -> Self {
         Self {
             id: member.id,
             email: member.email.clone(),
-            role: member.role().as_str(),
+            role: member.role.as_str(),
             active: member.active,
             added: member.created_at.format("%Y-%m-%d").to_string(),
             is_self: member.id == viewer.id,
@@ -76,10 +75,7 @@ async fn render(
     part: Part,
     outcome: Outcome,
 ) -> PageResult {
-    let members = state
-        .db
-        .run(|conn| member::list(conn).map_err(DbError::from))
-        .await?;
+    let members = state.db.query(member::list).await?;
     let members: Vec<MemberView> = members
         .iter()
         .map(|member| MemberView::new(member, viewer))
@@ -158,12 +154,12 @@ pub async fn add(
     let actor = viewer.email.clone();
     let result = state
         .db
-        .run(move |conn| Ok::<_, DbError>(member::add_or_reactivate(conn, &email, role, &actor)))
+        .run(move |conn| member::add_or_reactivate(conn, &email, role, actor.as_str()))
         .await;
     // A re-activated member may belong in "access not used" again.
     dashboard.clear();
     let outcome = match result {
-        Ok(Ok((member, added))) => Outcome {
+        Ok((member, added)) => Outcome {
             notice: Some(match added {
                 Added::Created => format!("Added {} as {}.", member.email, role),
                 Added::Reactivated => format!("Re-activated {} as {}.", member.email, role),
@@ -172,7 +168,7 @@ pub async fn add(
             }),
             ..Outcome::default()
         },
-        Ok(Err(MemberError::LastAdmin)) => Outcome {
+        Err(MemberError::LastAdmin) => Outcome {
             add: AddForm {
                 error: Some(last_admin_message()),
                 ..typed
@@ -180,8 +176,7 @@ pub async fn add(
             status: Some(StatusCode::CONFLICT),
             ..Outcome::default()
         },
-        Ok(Err(err)) => return Err(member_error(err)),
-        Err(err) => return Err(err.into()),
+        Err(err) => return Err(member_error(err)),
     };
     if outcome.status.is_none() && !is_htmx(&req) {
         return Ok(see_other("/team"));
@@ -216,12 +211,12 @@ pub async fn change_role(
     let actor = viewer.email.clone();
     let result = state
         .db
-        .run(move |conn| Ok::<_, DbError>(member::change_role(conn, id, role, &actor)))
+        .run(move |conn| member::change_role(conn, id, role, actor.as_str()))
         .await;
     // This instance's next request must not wait for the notification to come back.
     state.live.cache().forget_member(id);
     let outcome = match result {
-        Ok(Ok(member)) => {
+        Ok(member) => {
             if member.id == viewer.id && !role.is_admin() {
                 // The admin gave up their own admin role: this page is no longer theirs.
                 return Ok(redirect(&req, "/", false));
@@ -231,9 +226,8 @@ pub async fn change_role(
                 ..Outcome::default()
             }
         }
-        Ok(Err(MemberError::LastAdmin)) => last_admin_outcome(),
-        Ok(Err(err)) => return Err(member_error(err)),
-        Err(err) => return Err(err.into()),
+        Err(MemberError::LastAdmin) => last_admin_outcome(),
+        Err(err) => return Err(member_error(err)),
     };
     finish_row_action(&req, &state, &viewer, outcome).await
 }
@@ -251,13 +245,13 @@ pub async fn deactivate(
     let actor = viewer.email.clone();
     let result = state
         .db
-        .run(move |conn| Ok::<_, DbError>(member::deactivate(conn, id, &actor)))
+        .run(move |conn| member::deactivate(conn, id, actor.as_str()))
         .await;
     state.live.cache().forget_member(id);
     // The dashboard's "access not used" sends admins here: it must not list them again.
     dashboard.clear();
     let outcome = match result {
-        Ok(Ok(member)) => {
+        Ok(member) => {
             if member.id == viewer.id {
                 // Deactivation ended every session of theirs, this one included.
                 req.get_session().purge();
@@ -271,9 +265,8 @@ pub async fn deactivate(
                 ..Outcome::default()
             }
         }
-        Ok(Err(MemberError::LastAdmin)) => last_admin_outcome(),
-        Ok(Err(err)) => return Err(member_error(err)),
-        Err(err) => return Err(err.into()),
+        Err(MemberError::LastAdmin) => last_admin_outcome(),
+        Err(err) => return Err(member_error(err)),
     };
     finish_row_action(&req, &state, &viewer, outcome).await
 }

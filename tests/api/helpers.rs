@@ -34,6 +34,9 @@ enum TestServer {
 fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| {
+        // As `latchkey` does first thing: this process exits with listener threads still
+        // inside TLS reads, which OpenSSL's exit handler would otherwise crash.
+        latchkey::db::init_tls();
         if let Ok(url) = std::env::var("LATCHKEY_TEST_POSTGRES") {
             return TestServer::Tcp(url.trim_end_matches('/').to_string());
         }

@@ -2,11 +2,12 @@
 //! last-admin rule; what deactivation does to a live session; escaping.
 
 use diesel::prelude::*;
+use latchkey::domain::ids::MemberId;
 use latchkey::schema::members;
 
 use crate::helpers::{attr, one, parse_page, select, spawn_app, text, texts, TestApp};
 
-fn member(app: &TestApp, email: &str) -> Option<(latchkey::domain::ids::MemberId, String, bool)> {
+fn member(app: &TestApp, email: &str) -> Option<(MemberId, String, bool)> {
     members::table
         .filter(members::email.eq(email))
         .select((members::id, members::role, members::active))
@@ -389,4 +390,35 @@ async fn hostile_addresses_show_as_text_on_the_team_page() {
     assert!(emails.iter().any(|email| email == hostile), "{emails:?}");
     // HTML parsing reads CRLF as LF; the bytes show that the CR was kept, not dropped.
     assert!(html.contains("\r\n@example.org"));
+}
+
+#[actix_web::test]
+async fn a_stored_address_that_is_not_canonical_is_listed_but_never_signs_in() {
+    let app = spawn_app().await;
+    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    // Written past Latchkey (which stores only canonical addresses): the domain's case.
+    let id: MemberId = diesel::insert_into(members::table)
+        .values((
+            members::email.eq("eve@EXAMPLE.org"),
+            members::mailbox_key.eq("eve@example.org"),
+            members::role.eq("member"),
+        ))
+        .returning(members::id)
+        .get_result(&mut app.conn())
+        .unwrap();
+    // Whatever reads her as a member to act on gets an error, not an address to mail.
+    let err = latchkey::models::member::find(&mut app.conn(), id).unwrap_err();
+    assert!(
+        format!("{err:?}").contains("not in canonical form"),
+        "{err:?}"
+    );
+    // The team page still lists the row as stored, for an admin to see.
+    let res = admin.get(app.url("/team")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let team = parse_page(&res.text().await.unwrap());
+    let emails = texts(&team, r#"tr[id^="member-"] td:first-child"#);
+    assert!(
+        emails.iter().any(|email| email == "eve@EXAMPLE.org"),
+        "{emails:?}"
+    );
 }

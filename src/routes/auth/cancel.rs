@@ -77,18 +77,22 @@ pub async fn submit(
     page.map(no_store)
 }
 
-fn tell_admins(state: &AppState, request: &SignInRequest, email: &str, admins: &[String]) {
-    let Ok(email) = EmailAddress::parse(email) else {
-        return;
-    };
+fn tell_admins(
+    state: &AppState,
+    request: &SignInRequest,
+    email: &EmailAddress,
+    admins: &[EmailAddress],
+) {
     let mail = CancelledMail {
-        email,
+        email: email.clone(),
         requested_at: request.created_at,
         cancelled_at: chrono::Utc::now(),
         ip: request.requested_ip,
         user_agent: request.requested_user_agent.clone(),
     };
-    for admin in admins.iter().filter_map(|a| EmailAddress::parse(a).ok()) {
-        state.mailer.queue(Letter::Cancelled(admin, mail.clone()));
+    for admin in admins {
+        state
+            .mailer
+            .queue(Letter::Cancelled(admin.clone(), mail.clone()));
     }
 }

@@ -15,7 +15,6 @@ use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
 use base64::Engine as _;
 
 use crate::domain::app_origin::AppUrl;
-use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
 use crate::domain::token::{SignInToken, TokenId};
 use crate::mail::{Letter, NewSignInMail};
@@ -99,9 +98,7 @@ fn redirect_after_sign_in(req: &HttpRequest, next: &str) -> HttpResponse {
 }
 
 fn notify_new_browser(state: &AppState, signed_in: &SignedIn, client: &ClientInfo) {
-    let Ok(to) = EmailAddress::parse(&signed_in.member.email) else {
-        return;
-    };
+    let to = signed_in.member.email.clone();
     let mail = NewSignInMail {
         signed_in_at: chrono::Utc::now(),
         ip: client.ip,
@@ -113,10 +110,9 @@ fn notify_new_browser(state: &AppState, signed_in: &SignedIn, client: &ClientInf
 /// Queues a step's warning to the member and every admin.
 pub fn queue_alert(state: &AppState, alert: &Alert) {
     for recipient in &alert.recipients {
-        match EmailAddress::parse(recipient) {
-            Ok(to) => state.mailer.queue(Letter::Alert(to, alert.mail.clone())),
-            Err(_) => log::error!("a member has an unparseable stored address"),
-        }
+        state
+            .mailer
+            .queue(Letter::Alert(recipient.clone(), alert.mail.clone()));
     }
 }
 
