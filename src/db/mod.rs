@@ -91,7 +91,7 @@ impl Db {
     where
         F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
-        E: From<DbError> + Send + 'static,
+        E: DbFailure + Send + 'static,
     {
         let pool = self.pool.clone();
         self.round_trips
@@ -101,7 +101,8 @@ impl Db {
             RequestId::carry(request, || {
                 pool.get_timeout(CHECKOUT_TIMEOUT).map(|mut conn| {
                     let result = work(&mut conn);
-                    let dead = result.is_err() && discard_if_dead(&mut conn);
+                    let dead = result.as_ref().is_err_and(DbFailure::is_database_failure)
+                        && discard_if_dead(&mut conn);
                     (result, dead)
                 })
             })
@@ -135,6 +136,19 @@ impl Db {
     {
         self.run(move |conn| work(conn).map_err(DbError::from))
             .await
+    }
+}
+
+/// An error [`Db::run`] can hand back: the database's own failures, and whether this one is
+/// such a failure (then the connection is checked) or a refusal of the request (a name
+/// taken, the last admin), which needs no round trip to the server.
+pub trait DbFailure: From<DbError> {
+    fn is_database_failure(&self) -> bool;
+}
+
+impl DbFailure for DbError {
+    fn is_database_failure(&self) -> bool {
+        true
     }
 }
 

@@ -214,12 +214,11 @@ async fn audit_refusal(req: &HttpRequest, rate: Rate, path: &'static str, retry_
     );
     let written = state
         .db
-        .run(move |conn| {
+        .query(move |conn| {
             NewAuditRow::new(AuditEvent::LoginThrottled)
                 .client(&client)
                 .detail(detail)
                 .insert(conn)
-                .map_err(crate::db::DbError::from)
         })
         .await;
     if let Err(err) = written {

@@ -107,6 +107,12 @@ pub enum AppError {
     Query(#[from] DbError),
 }
 
+impl crate::db::DbFailure for AppError {
+    fn is_database_failure(&self) -> bool {
+        matches!(self, AppError::Query(_))
+    }
+}
+
 /// Model functions use `?` on diesel's results; `Db::run` adds pool and task failures.
 impl From<diesel::result::Error> for AppError {
     fn from(err: diesel::result::Error) -> Self {

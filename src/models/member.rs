@@ -38,6 +38,12 @@ pub enum MemberError {
     Query(#[from] DbError),
 }
 
+impl crate::db::DbFailure for MemberError {
+    fn is_database_failure(&self) -> bool {
+        matches!(self, MemberError::Query(_))
+    }
+}
+
 /// Model functions use `?` on diesel's results; `Db::run` adds pool and task failures.
 impl From<diesel::result::Error> for MemberError {
     fn from(err: diesel::result::Error) -> Self {

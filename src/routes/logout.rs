@@ -18,12 +18,11 @@ pub async fn submit(
 ) -> PageResult {
     let recorded = state
         .db
-        .run(move |conn| {
+        .query(move |conn| {
             NewAuditRow::new(AuditEvent::SignedOut)
                 .email(&member.email)
                 .client(&client)
                 .insert(conn)
-                .map_err(crate::db::DbError::from)
         })
         .await;
     if let Err(err) = recorded {
