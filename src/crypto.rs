@@ -92,8 +92,10 @@ pub fn random_below(bound: u32) -> u32 {
     }
 }
 
-pub fn sha256(data: &[u8]) -> Vec<u8> {
-    digest::digest(&digest::SHA256, data).as_ref().to_vec()
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, data).as_ref());
+    out
 }
 
 /// The development secret: read from the data dir, or generated there once.

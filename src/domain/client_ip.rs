@@ -15,12 +15,6 @@ use ipnet::IpNet;
 #[diesel(sql_type = Inet)]
 pub struct ClientIp(IpAddr);
 
-impl ClientIp {
-    pub fn addr(self) -> IpAddr {
-        self.0
-    }
-}
-
 impl From<IpAddr> for ClientIp {
     fn from(ip: IpAddr) -> Self {
         ClientIp(ip)
@@ -37,7 +31,7 @@ impl std::str::FromStr for ClientIp {
     type Err = std::net::AddrParseError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        text.trim().parse().map(ClientIp)
+        text.parse().map(ClientIp)
     }
 }
 

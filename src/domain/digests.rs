@@ -26,10 +26,7 @@ macro_rules! digest {
 
             /// SHA-256 of `data`.
             pub fn sha256(data: &[u8]) -> Self {
-                let digest = ring::digest::digest(&ring::digest::SHA256, data);
-                let mut bytes = [0u8; 32];
-                bytes.copy_from_slice(digest.as_ref());
-                $name(bytes)
+                $name(crate::crypto::sha256(data))
             }
 
             /// Random bytes no secret hashes to: the digest of a request nobody can complete.

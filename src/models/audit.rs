@@ -297,7 +297,7 @@ impl AuditRow {
             &mut canonical,
             self.request_id.map(|id| id.to_string()).as_deref(),
         );
-        sha256(canonical.as_bytes())
+        sha256(canonical.as_bytes()).to_vec()
     }
 }
 
