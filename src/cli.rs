@@ -11,12 +11,12 @@ use secrecy::ExposeSecret as _;
 
 use crate::audit_chain::{self, Verification};
 use crate::audit_checkpoint;
-use crate::crypto::Keys;
 use crate::db;
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::break_glass_reason::BreakGlassReason;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::role::Role;
+use crate::keys::Keys;
 use crate::models::app::{self, Access, AppError, Saved};
 use crate::models::member::{self, Added, MemberError};
 use crate::settings::Settings;

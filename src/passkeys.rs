@@ -32,7 +32,7 @@ use crate::models::passkey::{self, NewPasskey, PasskeyRow};
 use crate::settings::RelyingParty;
 
 // The ceremony states live in the server-side session (the PostgreSQL store), never in a
-// cookie the browser could replay or edit: `crate::web::session::Ceremony`.
+// cookie the browser could replay or edit: `crate::session::Ceremony`.
 
 /// How long the browser has between a ceremony's start and its finish.
 pub const CEREMONY_SECS: i64 = 300;

@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use url::Url;
 
 use crate::domain::email_address::{canonical_domain, EmailAddress};
+use crate::domain::loopback::is_loopback_host;
 use crate::mail::smtp_url::{SmtpServer, TlsMode};
 use secrecy::{SecretSlice, SecretString};
 
@@ -113,22 +114,10 @@ impl RelyingParty {
             .map_err(|e| format!("its origin is not a URL ({e})"))?;
         let rp = Self { id, origin };
         // The library's own check (the id must be the origin's host or a parent of it).
-        crate::passkeys::webauthn(&rp)
+        webauthn_rs::WebauthnBuilder::new(&rp.id, &rp.origin)
             .map_err(|e| format!("cannot serve as the passkey relying party ({e})"))?;
         Ok(Some(rp))
     }
-}
-
-/// `localhost` or a name under it, `127.0.0.0/8`, `[::1]`: a host no other machine reaches.
-/// Takes the host as text (brackets allowed) because `smtp://` is not a special scheme, so
-/// `url` leaves its IP hosts as text there.
-pub(crate) fn is_loopback_host(host: &str) -> bool {
-    let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = unbracketed.parse::<std::net::IpAddr>() {
-        return ip.is_loopback();
-    }
-    let name = host.trim_end_matches('.').to_ascii_lowercase();
-    name == "localhost" || name.ends_with(".localhost")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

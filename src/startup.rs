@@ -9,9 +9,9 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
 use crate::audit_checkpoint;
-use crate::crypto::{load_or_create_dev_secret, Keys};
 use crate::db::embedded::EmbeddedPostgres;
 use crate::db::{self, Db};
+use crate::keys::{load_or_create_dev_secret, Keys};
 use actix_identity::IdentityMiddleware;
 use actix_session::config::BrowserSession;
 use actix_session::SessionMiddleware;
@@ -30,12 +30,13 @@ use crate::middleware::rate_limit::LoginRateLimit;
 use crate::middleware::security_headers::security_headers;
 use crate::models::member;
 use crate::routes;
-use crate::session_cache::Live;
-use crate::session_store::PgSessionStore;
+use crate::session::cache::Live;
+use crate::session::store::PgSessionStore;
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::web::browser::session_cookie_name;
 use crate::web::errors::error_pages;
+use crate::web::policy::resolve_policy;
 use secrecy::{SecretSlice, SecretString};
 
 /// Connections per process; a small team's traffic never needs more, and PostgreSQL's
@@ -193,6 +194,7 @@ impl Application {
                 .wrap(from_fn(body_limit))
                 .wrap(login_rate_limit.clone())
                 .wrap(from_fn(database_availability))
+                .wrap(from_fn(resolve_policy))
                 .wrap(from_fn(security_headers))
                 .wrap(from_fn(access_log))
         })

@@ -1,10 +1,10 @@
 //! What every handler can reach: built once at start-up, shared by all workers.
 
-use crate::crypto::Keys;
 use crate::db::Db;
 use crate::forward_auth::ForwardAuthMemory;
+use crate::keys::Keys;
 use crate::mail::Mailer;
-use crate::session_cache::Live;
+use crate::session::cache::Live;
 use crate::settings::Settings;
 
 pub struct AppState {

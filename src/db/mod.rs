@@ -1,5 +1,6 @@
 //! PostgreSQL access: the pool, migrations, and the bridge from async handlers to diesel.
 
+pub mod availability;
 pub mod embedded;
 pub mod migrations;
 
@@ -8,9 +9,10 @@ use std::time::Duration;
 use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
 use diesel::PgConnection;
 
-use crate::middleware::access_log::RequestId;
-use crate::middleware::availability::note_database_unavailable;
 use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::logging::request_id::RequestId;
+use availability::note_database_unavailable;
 
 pub type PgPool = Pool<ConnectionManager<PgConnection>>;
 pub type PgConn = PooledConnection<ConnectionManager<PgConnection>>;

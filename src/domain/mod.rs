@@ -8,6 +8,8 @@ pub mod code;
 pub mod digests;
 pub mod email_address;
 pub mod ids;
+pub mod loopback;
 pub mod next_path;
 pub mod role;
 pub mod token;
+pub mod user_agent;

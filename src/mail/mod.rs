@@ -11,7 +11,7 @@ mod templates;
 mod transport;
 
 use crate::domain::ids::{AuditId, RequestId};
-use crate::web::errors::error_chain;
+use crate::logging::error_chain;
 use std::fmt;
 use std::time::Duration;
 

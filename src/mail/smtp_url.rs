@@ -128,7 +128,7 @@ impl SmtpServer {
 
     /// Whether the host is this machine (the only place plain-text SMTP is allowed).
     pub fn is_loopback(&self) -> bool {
-        crate::settings::is_loopback_host(&self.host)
+        crate::domain::loopback::is_loopback_host(&self.host)
     }
 }
 

@@ -14,7 +14,7 @@ use super::{MailAudit, MailError, OutgoingMail};
 use crate::domain::client_ip::ClientIp;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::RequestId;
-use crate::web::human::describe_user_agent;
+use crate::domain::user_agent::describe_user_agent;
 
 pub const SIGN_IN_SUBJECT: &str = "Your Latchkey sign-in link";
 pub const NEW_SIGN_IN_SUBJECT: &str = "New sign-in to Latchkey";
@@ -267,7 +267,7 @@ fn templates() -> Result<&'static Tera, MailError> {
         tera.set_escape_fn(escape_html);
         tera.add_raw_templates(TEMPLATES)
             .map(|()| tera)
-            .map_err(|e| crate::web::errors::error_chain(&e))
+            .map_err(|e| crate::logging::error_chain(&e))
     })
     .as_ref()
     .map_err(|message| MailError::Templates(message.clone()))

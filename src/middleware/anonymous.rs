@@ -1,10 +1,11 @@
 //! Lets an anonymous page view skip a middleware it cannot use: a `GET` or `HEAD` without the
 //! session cookie has no session to load and no identity to read, and (but for the routes in
-//! `signs_in_on_get` in [`crate::routes::POLICY`]) cannot start one, so the session and identity layers
+//! `signs_in_on_get` in [`crate::web::policy::POLICY`]) cannot start one, so the session and identity layers
 //! are stepped around for it.
 
 use std::rc::Rc;
 
+use crate::web::policy::rule_of;
 use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::Method;
 use actix_web::{Error, HttpMessage as _};
@@ -32,8 +33,7 @@ pub struct AnonymousView;
 
 fn is_anonymous_view(req: &ServiceRequest, session_cookie: &str) -> bool {
     matches!(*req.method(), Method::GET | Method::HEAD)
-        // The path the router matches on (percent-decoded), as the guard reads it.
-        && !crate::routes::rule_for(req.match_info().as_str()).signs_in_on_get
+        && !rule_of(req.request()).signs_in_on_get
         && req.cookie(session_cookie).is_none()
 }
 

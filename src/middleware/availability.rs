@@ -2,8 +2,6 @@
 //! happened: in a handler, in the guard, or inside actix-session's store (which would
 //! otherwise answer an opaque 500).
 
-use std::cell::Cell;
-
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::InternalError;
@@ -11,25 +9,13 @@ use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::HttpResponse;
 
-tokio::task_local! {
-    static DATABASE_UNAVAILABLE: Cell<bool>;
-}
-
-/// Called by `Db::run` when no connection could be had. Outside a request it does nothing.
-pub fn note_database_unavailable() {
-    let _ = DATABASE_UNAVAILABLE.try_with(|flag| flag.set(true));
-}
+use crate::db::availability;
 
 pub async fn database_availability(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let (result, unavailable) = DATABASE_UNAVAILABLE
-        .scope(Cell::new(false), async move {
-            let result = next.call(req).await;
-            (result, DATABASE_UNAVAILABLE.with(Cell::get))
-        })
-        .await;
+    let (result, unavailable) = availability::watch(next.call(req)).await;
     if !unavailable {
         return result.map(ServiceResponse::map_into_boxed_body);
     }

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::web::policy::rule_of;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
@@ -32,7 +33,7 @@ pub async fn body_limit(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     // Forward-auth checks never read the body (a proxy may forward an upload's length).
-    if crate::routes::rule_for(req.match_info().as_str()).forward_auth {
+    if rule_of(req.request()).forward_auth {
         return next
             .call(req)
             .await

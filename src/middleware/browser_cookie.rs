@@ -13,6 +13,7 @@ const MAX_BINDINGS: usize = 4;
 use crate::web::browser::{
     cookie_name, BindingSecret, Browser, BrowserId, BROWSER_COOKIE, SIGNIN_COOKIE,
 };
+use crate::web::policy::rule_of;
 
 pub async fn browser_cookie(
     req: ServiceRequest,
@@ -54,7 +55,7 @@ pub async fn browser_cookie(
     let wants_cookie = !path.starts_with("/static/")
         && path != "/healthz"
         && path != "/readyz"
-        && !crate::routes::rule_for(res.request().match_info().as_str()).forward_auth;
+        && !rule_of(res.request()).forward_auth;
     if !had_cookie && wants_cookie && !clears_site_data(&res) {
         res.response_mut().add_cookie(&id.cookie(key, https))?;
     }

@@ -14,6 +14,7 @@ use actix_web::{web, HttpMessage as _};
 
 use crate::state::AppState;
 use crate::web::browser::session_cookie_name;
+use crate::web::policy::rule_of;
 
 /// The (decoded) values of the session cookies a forward-auth check carried.
 #[derive(Debug, Clone, Default)]
@@ -24,10 +25,7 @@ pub async fn take_check_cookie(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    if let (true, Some(state)) = (
-        crate::routes::rule_for(req.match_info().as_str()).forward_auth,
-        state,
-    ) {
+    if let (true, Some(state)) = (rule_of(req.request()).forward_auth, state) {
         let name = session_cookie_name(
             state.settings.public_url.is_https(),
             state.settings.cookie_domain.is_some(),

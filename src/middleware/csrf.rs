@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq as _;
 use crate::middleware::body_limit::BufferedBody;
 use crate::state::AppState;
 use crate::web::pages::csrf_token;
+use crate::web::policy::rule_of;
 
 pub const CSRF_FIELD: &str = "csrf_token";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -23,7 +24,7 @@ pub async fn csrf_protect(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        || crate::routes::rule_for(req.match_info().as_str()).forward_auth
+        || rule_of(req.request()).forward_auth
     {
         return next
             .call(req)

@@ -1,66 +1,25 @@
 //! The one guard: every route that is not public needs a signed-in, still active member, and
-//! some need a role. Which route needs what is [`crate::routes::POLICY`].
+//! some need a role. Which route needs what is [`crate::web::policy::POLICY`].
 
 use actix_identity::IdentityExt as _;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage as _, HttpRequest, HttpResponse};
 
 use crate::domain::ids::MemberId;
-use crate::domain::role::Role;
 use crate::middleware::anonymous::AnonymousView;
 use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::models::member::Member;
+use crate::session::validity::{judge, SessionTimes, Timeouts, Validity};
+use crate::session::SessionData;
 use crate::settings::{AdminPasskey, Settings};
 use crate::state::AppState;
 use crate::web::client::client_info;
 use crate::web::errors::PageError;
 use crate::web::pages::{is_htmx, Viewer};
-use crate::web::session::SessionData;
-
-/// How stale "last seen" may get before it is written again: the idle timeout is enforced by
-/// the session row's expiry, which only moves when the session is written. Once a minute at
-/// most, and twice per idle period for (test-sized) idle timeouts shorter than two minutes.
-const SEEN_REFRESH_SECS: i64 = 60;
-
-pub fn seen_refresh_secs(idle: std::time::Duration) -> i64 {
-    let half_idle = i64::try_from(idle.as_secs() / 2).unwrap_or(i64::MAX);
-    SEEN_REFRESH_SECS.min(half_idle.max(1))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Public,
-    SignedIn,
-    AuditReader,
-    Admin,
-    /// Auditors read (GET, HEAD), admins also change: the apps pages.
-    AuditReaderAdminWrites,
-}
-
-impl Access {
-    /// What a request with this method needs.
-    pub fn for_method(self, method: &actix_web::http::Method) -> Self {
-        use actix_web::http::Method;
-        match self {
-            Access::AuditReaderAdminWrites if matches!(*method, Method::GET | Method::HEAD) => {
-                Access::AuditReader
-            }
-            Access::AuditReaderAdminWrites => Access::Admin,
-            other => other,
-        }
-    }
-
-    fn allows(self, role: Role) -> bool {
-        match self {
-            Access::Public | Access::SignedIn => true,
-            Access::AuditReader => role.can_read_audit(),
-            Access::Admin | Access::AuditReaderAdminWrites => role.is_admin(),
-        }
-    }
-}
+use crate::web::policy::{passkey_confirm_location, rule_of, sign_in_location, Access};
+use crate::web::redirect::{redirect, see_other};
 
 /// The signed-in member, for handlers behind the guard.
 #[derive(Debug, Clone)]
@@ -84,10 +43,7 @@ pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    // The path the router matches on (percent-decoded): `/%61udit` is `/audit`.
-    let access = crate::routes::rule_for(req.match_info().as_str())
-        .access
-        .for_method(req.method());
+    let access = rule_of(req.request()).access.for_method(req.method());
     if access == Access::Public {
         return next
             .call(req)
@@ -110,37 +66,41 @@ pub async fn guard(
     };
     let session = SessionData::of(req.request());
     let now = chrono::Utc::now().timestamp();
-    let signed_in_at = session.signed_in_at();
-    let max_secs = i64::try_from(state.settings.session_max.as_secs()).unwrap_or(i64::MAX);
-    let expired = now.saturating_sub(signed_in_at) >= max_secs;
+    let timeouts = Timeouts::of(&state.settings);
 
     // From the session cache: no query when this member was seen recently.
     let member = match state.live.member(member_id).await {
-        Ok(Some(member)) if member.active && !expired => member,
-        Ok(found) => {
-            if let (Some(member), true) = (found, expired) {
-                let client = client_info(req.request());
-                let audited = state
-                    .db
-                    .query(move |conn| {
-                        NewAuditRow::new(AuditEvent::SessionExpired)
-                            .email(&member.email)
-                            .client(&client)
-                            .detail("absolute session lifetime reached")
-                            .insert(conn)
-                    })
-                    .await;
-                if let Err(err) = audited {
-                    let response = PageError::from(err).render(req.request());
-                    return Ok(req.into_response(response));
-                }
+        Ok(member) => member,
+        Err(err) => {
+            let response = PageError::from(err).render(req.request());
+            return Ok(req.into_response(response));
+        }
+    };
+    let validity = judge(member.as_ref(), SessionTimes::of(&session), now, timeouts);
+    let member = match (member, validity) {
+        (Some(member), validity) if validity.is_live() => member,
+        (Some(member), Validity::Expired) => {
+            let client = client_info(req.request());
+            let audited = state
+                .db
+                .query(move |conn| {
+                    NewAuditRow::new(AuditEvent::SessionExpired)
+                        .email(&member.email)
+                        .client(&client)
+                        .detail("absolute session lifetime reached")
+                        .insert(conn)
+                })
+                .await;
+            if let Err(err) = audited {
+                let response = PageError::from(err).render(req.request());
+                return Ok(req.into_response(response));
             }
             session.purge();
             return Ok(not_signed_in(req));
         }
-        Err(err) => {
-            let response = PageError::from(err).render(req.request());
-            return Ok(req.into_response(response));
+        _ => {
+            session.purge();
+            return Ok(not_signed_in(req));
         }
     };
     if !access.allows(member.role()) {
@@ -157,12 +117,11 @@ pub async fn guard(
                 .map_or(uri.path(), |pq| pq.as_str())
                 .to_string()
         });
-        let response = crate::routes::passkey_confirm_redirect(req.request(), next.as_deref());
+        let location = passkey_confirm_location(next.as_deref());
+        let response = redirect(req.request(), &location, false);
         return Ok(req.into_response(response));
     }
-    if !is_background_poll(req.request())
-        && now - session.seen_at() >= seen_refresh_secs(state.settings.session_idle)
-    {
+    if validity == Validity::NeedsSeenRefresh && !is_background_poll(req.request()) {
         // Writing the session extends its idle expiry; once a minute is enough.
         session.mark_seen(now);
     }
@@ -205,33 +164,7 @@ fn not_signed_in(req: ServiceRequest) -> ServiceResponse<BoxBody> {
     } else {
         let uri = req.uri();
         let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-        let next: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
-        HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, format!("/login?next={next}")))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .finish()
+        see_other(&sign_in_location(target))
     };
     req.into_response(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn last_seen_is_written_at_most_once_a_minute() {
-        use std::time::Duration;
-        assert_eq!(seen_refresh_secs(Duration::from_secs(30 * 60)), 60);
-        assert_eq!(seen_refresh_secs(Duration::from_secs(10)), 5);
-        assert_eq!(seen_refresh_secs(Duration::from_secs(1)), 1);
-    }
-
-    #[test]
-    fn roles_match_the_contract() {
-        assert!(Access::AuditReader.allows(Role::Auditor));
-        assert!(Access::AuditReader.allows(Role::Admin));
-        assert!(!Access::AuditReader.allows(Role::Member));
-        assert!(!Access::Admin.allows(Role::Auditor));
-        assert!(Access::SignedIn.allows(Role::Member));
-    }
 }

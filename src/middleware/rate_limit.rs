@@ -27,6 +27,7 @@ use crate::settings::Rate;
 use crate::state::AppState;
 use crate::web::client::{client_info, client_ip_of_service};
 use crate::web::pages::Page;
+use crate::web::policy::rule_of;
 
 /// How often idle entries (clients whose budget is full again) are dropped from memory.
 const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
@@ -48,9 +49,7 @@ pub fn limit_key(req: &ServiceRequest) -> (LimitKey, Option<&'static str>) {
     if req.method() != Method::POST {
         return (LimitKey::Exempt, None);
     }
-    // The path the router matches on (percent-decoded), so `/%6Cogin` is still `/login`.
-    let path = req.match_info().as_str();
-    let rule = crate::routes::rule_for(path);
+    let rule = rule_of(req.request());
     if !rule.sign_in_budget {
         return (LimitKey::Exempt, None);
     }

@@ -7,5 +7,4 @@ pub mod audit_query;
 pub mod dashboard;
 pub mod member;
 pub mod passkey;
-pub mod session;
 pub mod sign_in_request;

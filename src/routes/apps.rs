@@ -7,7 +7,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
 use serde::Serialize;
 
-use super::team::see_other;
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::AppId;
@@ -17,6 +16,7 @@ use crate::models::app::{self, Access, AppEntry, AppError};
 use crate::state::AppState;
 use crate::web::errors::{PageError, PageResult};
 use crate::web::pages::{is_htmx, Page};
+use crate::web::redirect::see_other;
 
 #[derive(Debug, Serialize)]
 struct AppView {

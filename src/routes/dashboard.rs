@@ -17,7 +17,7 @@ use crate::middleware::guard::CurrentMember;
 use crate::models::audit::{AuditEvent, AuditRow};
 use crate::models::audit_query::{self, FAILED_ATTEMPTS};
 use crate::models::dashboard::{self as summary, DayCount, UnusedAccess, UNUSED_AFTER_DAYS};
-use crate::models::session::{self, Scope};
+use crate::session::rows::{self, Scope};
 use crate::state::AppState;
 use crate::web::chart::chart;
 use crate::web::errors::PageResult;
@@ -343,7 +343,7 @@ async fn count(
             Ok(Numbers {
                 sign_ins: audit_query::count_since(conn, &[AuditEvent::SignedIn], since, email)?,
                 failed: audit_query::count_since(conn, &FAILED_ATTEMPTS, since, email)?,
-                sessions: session::count_active(conn, scope)?,
+                sessions: rows::count_active(conn, scope)?,
                 latest: audit_query::latest(conn, email, LATEST_EVENTS)?,
                 per_day: summary::sign_ins_per_day(conn, now, email)?,
                 unused: if team_wide {

@@ -20,15 +20,14 @@ use crate::domain::digests::SessionKeyDigest;
 use crate::domain::ids::SessionId;
 use crate::forward_auth::AssertionFor;
 use crate::middleware::check_cookie::CheckCookies;
-use crate::middleware::guard::seen_refresh_secs;
 use crate::models::app::{self, AppRule};
 use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::models::member::{self, Member};
+use crate::session::validity::{judge, SessionTimes, Timeouts, Validity};
 use crate::state::AppState;
 use crate::web::browser::session_cookie_name;
 use crate::web::client::client_info;
 use crate::web::pages::render_standalone;
-use crate::web::session::{keys, stamp_in};
 
 /// How "not signed in" is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,14 +174,16 @@ async fn signed_in(
         return Ok(None);
     };
     let now = chrono::Utc::now().timestamp();
-    let stamp = |key: &str| stamp_in(&session.state, key);
-    let max_secs = i64::try_from(state.settings.session_max.as_secs()).unwrap_or(i64::MAX);
-    if !member.active || now.saturating_sub(stamp(keys::SIGNED_IN_AT)) >= max_secs {
-        return Ok(None);
-    }
-    let idle = state.settings.session_idle;
-    if now.saturating_sub(stamp(keys::SEEN_AT)) >= seen_refresh_secs(idle) {
-        state.live.touch(digest, now, idle);
+    let timeouts = Timeouts::of(&state.settings);
+    match judge(
+        Some(&member),
+        SessionTimes::in_state(&session.state),
+        now,
+        timeouts,
+    ) {
+        Validity::Live => {}
+        Validity::NeedsSeenRefresh => state.live.touch(digest, now, timeouts.idle),
+        Validity::Expired | Validity::Gone => return Ok(None),
     }
     let apps = state.live.apps().await?;
     let app = apps.iter().find(|app| &app.origin == origin).cloned();

@@ -18,14 +18,14 @@ use crate::passkeys::{
     self as steps, Confirmation, ConfirmationCeremony, ConfirmationStart, PasskeyName,
     Registration, RegistrationCeremony, RegistrationStart,
 };
-use crate::routes::team::{redirect, see_other};
+use crate::session::{Ceremony, SessionData};
 use crate::settings::AdminPasskey;
 use crate::state::AppState;
 use crate::web::client::Client;
 use crate::web::errors::{PageError, PageResult};
 use crate::web::json;
 use crate::web::pages::{is_htmx, Page};
-use crate::web::session::{Ceremony, SessionData};
+use crate::web::redirect::see_other;
 
 #[derive(Debug, Serialize)]
 struct PasskeyView {
@@ -116,7 +116,7 @@ fn begin(
 ) -> HttpResponse {
     match session.put_ceremony(kind, ceremony) {
         Ok(()) => json::ok(options),
-        Err(err) => json::page_error(&err),
+        Err(err) => json::page_error(&err.into()),
     }
 }
 
@@ -326,7 +326,7 @@ pub async fn confirm_finish(
             session.renew();
             match session.mark_passkey_proved(chrono::Utc::now().timestamp()) {
                 Ok(()) => json::redirect(next.as_str()),
-                Err(err) => json::page_error(&err),
+                Err(err) => json::page_error(&err.into()),
             }
         }
         Ok(Confirmation::Refused(_)) => json::error(
@@ -335,16 +335,4 @@ pub async fn confirm_finish(
         ),
         Err(err) => json::page_error(&err.into()),
     }
-}
-
-/// Where the guard sends an admin whose session has not proved a passkey.
-pub fn confirm_redirect(req: &HttpRequest, next: Option<&str>) -> HttpResponse {
-    let location = match next {
-        Some(next) => {
-            let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
-            format!("/passkeys/confirm?next={next}")
-        }
-        None => "/passkeys/confirm".to_string(),
-    };
-    redirect(req, &location, false)
 }

@@ -9,14 +9,14 @@ use crate::domain::ids::SessionId;
 use crate::middleware::guard::{admin_powers, CurrentMember};
 use crate::models::audit::ClientInfo;
 use crate::models::member::Member;
-use crate::models::session::{self, ActiveSession, Scope};
-use crate::routes::team::{redirect, see_other};
+use crate::session::rows::{self, ActiveSession, Scope};
+use crate::session::SessionData;
 use crate::state::AppState;
 use crate::web::client::Client;
 use crate::web::errors::{PageError, PageResult};
 use crate::web::human::Moment;
 use crate::web::pages::{is_htmx, Page};
-use crate::web::session::{keys, SessionData};
+use crate::web::redirect::{redirect, see_other};
 
 #[derive(Debug, Serialize)]
 struct SessionView {
@@ -57,7 +57,7 @@ async fn current_session_id(
     let member_id = member.id;
     state
         .db
-        .query(move |conn| session::current_id(conn, member_id, keys::CSRF, &token))
+        .query(move |conn| rows::current_id(conn, member_id, &token))
         .await
 }
 
@@ -72,7 +72,7 @@ async fn render(
     let (sessions, mut opened) = state
         .db
         .query(move |conn| {
-            let sessions = session::list_active(conn, scope)?;
+            let sessions = rows::list_active(conn, scope)?;
             let ids: Vec<SessionId> = sessions.iter().map(|s| s.id).collect();
             let opened = crate::models::app::opened_by_sessions(conn, &ids)?;
             Ok((sessions, opened))
@@ -135,7 +135,7 @@ async fn revoke_one(
     let actor = viewer.clone();
     let revoked = state
         .db
-        .query(move |conn| session::revoke(conn, id, scope, &actor, &client))
+        .query(move |conn| rows::revoke(conn, id, scope, &actor, &client))
         .await?
         .ok_or(PageError::NotFound)?;
     // This instance's next request must not wait for the notification to come back.
@@ -171,7 +171,7 @@ pub async fn revoke_all(
     let viewer_id = viewer.id;
     let ended = state
         .db
-        .query(move |conn| session::revoke_all(conn, &viewer, &client))
+        .query(move |conn| rows::revoke_all(conn, &viewer, &client))
         .await;
     state.live.cache().forget_member(viewer_id);
     match ended {

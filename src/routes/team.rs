@@ -5,8 +5,8 @@
 //! `models::member`.
 
 use actix_session::SessionExt as _;
-use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::email_address::EmailAddress;
@@ -18,6 +18,7 @@ use crate::routes::DashboardCache;
 use crate::state::AppState;
 use crate::web::errors::{PageError, PageResult};
 use crate::web::pages::{is_htmx, Page};
+use crate::web::redirect::{redirect, see_other};
 
 #[derive(Debug, Serialize)]
 struct MemberView {
@@ -303,30 +304,4 @@ fn member_error(err: MemberError) -> PageError {
         MemberError::LastAdmin => PageError::Forbidden,
         MemberError::Query(err) => err.into(),
     }
-}
-
-pub(super) fn see_other(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, location))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish()
-}
-
-/// Leaves the page: 303 for a form post, `HX-Redirect` for HTMX (the whole page navigates).
-pub(super) fn redirect(req: &HttpRequest, location: &str, signed_out: bool) -> HttpResponse {
-    let mut response = if is_htmx(req) {
-        HttpResponse::Ok()
-            .insert_header(("HX-Redirect", location))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .finish()
-    } else {
-        see_other(location)
-    };
-    if signed_out {
-        response.headers_mut().insert(
-            header::HeaderName::from_static("clear-site-data"),
-            header::HeaderValue::from_static("\"cache\", \"cookies\", \"storage\""),
-        );
-    }
-    response
 }

@@ -12,6 +12,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
 use crate::db::DbError;
+use crate::session::SessionWriteError;
 use crate::web::pages::Page;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,12 @@ impl From<DbError> for PageError {
         } else {
             PageError::Unexpected(anyhow::Error::new(err).context("querying the database"))
         }
+    }
+}
+
+impl From<SessionWriteError> for PageError {
+    fn from(err: SessionWriteError) -> Self {
+        PageError::Unexpected(err.into())
     }
 }
 
@@ -77,18 +84,6 @@ impl PageError {
         }
         response
     }
-}
-
-/// An error and its causes on one line, for the log.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Handlers return `PageResult`; the error renders with the request it belongs to.

@@ -8,4 +8,5 @@ pub mod errors;
 pub mod human;
 pub mod json;
 pub mod pages;
-pub mod session;
+pub mod policy;
+pub mod redirect;

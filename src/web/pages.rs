@@ -8,10 +8,10 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
 use serde::Serialize;
 
+use crate::logging::error_chain;
+use crate::session::SessionData;
 use crate::state::AppState;
 use crate::web::browser::Browser;
-use crate::web::errors::error_chain;
-use crate::web::session::SessionData;
 
 macro_rules! embedded_templates {
     ($($name:literal),* $(,)?) => {

@@ -210,7 +210,7 @@ pub struct TestApp {
     /// The real SMTP server the app sends to.
     pub smtp: SmtpServer,
     /// The app's session cache.
-    pub live: latchkey::session_cache::Live,
+    pub live: latchkey::session::cache::Live,
     /// What the app was started with, for the command line to act on the same deployment.
     pub environment: Environment,
     /// The same, as the app read it.
@@ -249,7 +249,7 @@ pub async fn spawn_app_with(test_settings: TestSettings) -> TestApp {
 pub struct Instance {
     pub address: String,
     pub port: u16,
-    pub live: latchkey::session_cache::Live,
+    pub live: latchkey::session::cache::Live,
 }
 
 impl Instance {
@@ -323,7 +323,7 @@ impl TestApp {
 }
 
 /// The session cache is in use once its listener is connected; tests start from there.
-pub async fn wait_until_listening(live: &latchkey::session_cache::Live) {
+pub async fn wait_until_listening(live: &latchkey::session::cache::Live) {
     for _ in 0..500 {
         if live.cache().is_listening() {
             return;
@@ -422,7 +422,7 @@ impl TestApp {
         let n = self.live.cache().next_sync();
         diesel::sql_query(format!(
             "NOTIFY {}, 'sync:{n}'",
-            latchkey::session_cache::CHANNEL
+            latchkey::session::cache::CHANNEL
         ))
         .execute(&mut self.conn())
         .expect("sending the barrier");

@@ -120,7 +120,7 @@ fn before_inet(conn: &mut diesel::PgConnection) {
 
 fn audit_key() -> ring::hmac::Key {
     let secret = secrecy::SecretSlice::from(vec![7u8; 32]);
-    latchkey::crypto::Keys::derive(&secret).audit
+    latchkey::keys::Keys::derive(&secret).audit
 }
 
 #[derive(diesel::QueryableByName)]

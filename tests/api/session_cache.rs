@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use latchkey::domain::ids::MemberId;
 use latchkey::domain::role::Role;
 use latchkey::schema::sessions;
-use latchkey::session_cache::LISTENER_APPLICATION_NAME;
+use latchkey::session::cache::LISTENER_APPLICATION_NAME;
 
 use crate::forward_auth::{check, register};
 use crate::helpers::{form_value, spawn_app, urlencode, Instance, TestApp};

@@ -6,13 +6,16 @@ use diesel::prelude::*;
 use latchkey::db::Db;
 use latchkey::domain::client_ip::ClientIp;
 use latchkey::schema::sessions;
-use latchkey::session_cache::Live;
-use latchkey::session_store::PgSessionStore;
-use latchkey::web::session::keys::{
-    IDENTITY as IDENTITY_KEY, IP as IP_KEY, USER_AGENT as USER_AGENT_KEY,
-};
+use latchkey::session::cache::Live;
+use latchkey::session::store::PgSessionStore;
 
 use crate::helpers::TestDatabase;
+
+// The names a stored state uses, as actix-identity and Latchkey write them (part of every
+// stored session, so spelled here rather than taken from the code under test).
+const IDENTITY_KEY: &str = "actix_identity.user_id";
+const IP_KEY: &str = "latchkey.ip";
+const USER_AGENT_KEY: &str = "latchkey.user_agent";
 
 /// A store as the server has it: with the session cache and its listener.
 fn store(database: &TestDatabase) -> PgSessionStore {

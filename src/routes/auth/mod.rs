@@ -19,12 +19,12 @@ use crate::domain::next_path::NextPath;
 use crate::domain::token::{SignInToken, TokenId};
 use crate::mail::{Letter, NewSignInMail};
 use crate::models::audit::ClientInfo;
+use crate::session::{SessionData, Started};
 use crate::signin::{Alert, Asker, Refusal, SignedIn};
 use crate::state::AppState;
 use crate::web::browser::{BindingSecret, Browser};
 use crate::web::errors::PageError;
 use crate::web::pages::{is_htmx, Page};
-use crate::web::session::{SessionData, Started};
 
 /// Turns a completed sign-in into a session: a new session id (the old one is discarded), a
 /// fresh CSRF token, and the timestamps the guard enforces timeouts with.

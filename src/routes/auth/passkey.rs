@@ -8,13 +8,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{asker, establish_session};
 use crate::domain::next_path::NextPath;
+use crate::session::{Ceremony, SessionData};
 use crate::signin::{self, PasskeySignIn, PasskeySignInCeremony, PasskeySignInStart};
 use crate::state::AppState;
 use crate::web::browser::Browser;
 use crate::web::client::Client;
 use crate::web::errors::PageError;
 use crate::web::json;
-use crate::web::session::{Ceremony, SessionData};
 
 /// Body: optional form field `next` (where to go once signed in).
 pub async fn start(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
@@ -26,7 +26,7 @@ pub async fn start(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
         PasskeySignInStart::Started(started) => {
             let (options, ceremony) = *started;
             if let Err(err) = SessionData::of(&req).put_ceremony(Ceremony::SignIn, &ceremony) {
-                return json::page_error(&err);
+                return json::page_error(&err.into());
             }
             json::ok(&options)
         }

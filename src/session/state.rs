@@ -1,37 +1,13 @@
-//! What a Latchkey session holds, in one place. Handlers and middleware read and write it
-//! through [`SessionData`]; the store, the cache and the queries that look inside a stored
-//! state use the key names in [`keys`], which are part of every stored session.
+//! What a Latchkey session holds, typed: handlers and middleware read and write it through
+//! [`SessionData`] and never spell a key.
 
 use actix_session::{Session, SessionExt as _};
 use actix_web::HttpRequest;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::keys;
 use crate::domain::client_ip::ClientIp;
-use crate::web::errors::PageError;
-
-/// The names in a session's state map.
-pub mod keys {
-    /// Where actix-identity keeps the signed-in member's id.
-    pub const IDENTITY: &str = "actix_identity.user_id";
-    /// The signed-in session's CSRF token (before sign-in it comes from the browser cookie).
-    pub const CSRF: &str = "latchkey.csrf";
-    pub const SIGNED_IN_AT: &str = "latchkey.signed_in_at";
-    pub const SEEN_AT: &str = "latchkey.seen_at";
-    /// Copied by the store into the `sessions` row's own columns, for the sessions page.
-    pub const IP: &str = "latchkey.ip";
-    pub const USER_AGENT: &str = "latchkey.user_agent";
-    /// Set once the session proved a passkey (signed in with one, or confirmed one since).
-    pub const PASSKEY_PROVED_AT: &str = "latchkey.passkey_proved_at";
-    pub const PASSKEY_REGISTRATION: &str = "latchkey.passkey_registration";
-    pub const PASSKEY_SIGN_IN: &str = "latchkey.passkey_sign_in";
-    pub const PASSKEY_CONFIRM: &str = "latchkey.passkey_confirm";
-
-    /// A key that belongs to a sign-in: dropped when the session signs out.
-    pub fn is_sign_in_key(key: &str) -> bool {
-        key.starts_with("actix_identity.") || key.starts_with("latchkey.")
-    }
-}
 
 /// A passkey ceremony whose server-side state waits in the session between its two steps.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +35,11 @@ pub struct Started<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+/// A value could not be written into the session (it did not serialise).
+#[derive(Debug, thiserror::Error)]
+#[error("writing the session: {0}")]
+pub struct SessionWriteError(String);
+
 /// The request's session, typed.
 pub struct SessionData(Session);
 
@@ -71,10 +52,10 @@ impl SessionData {
         self.0.get::<T>(key).ok().flatten()
     }
 
-    fn put(&self, key: &str, value: impl Serialize) -> Result<(), PageError> {
+    fn put(&self, key: &str, value: impl Serialize) -> Result<(), SessionWriteError> {
         self.0
             .insert(key, value)
-            .map_err(|e| PageError::Unexpected(anyhow::anyhow!("writing the session: {e}")))
+            .map_err(|e| SessionWriteError(e.to_string()))
     }
 
     pub fn csrf_token(&self) -> Option<String> {
@@ -96,7 +77,7 @@ impl SessionData {
     }
 
     /// The sign-in's own state, next to the member id actix-identity writes.
-    pub fn start(&self, started: &Started<'_>) -> Result<(), PageError> {
+    pub fn start(&self, started: &Started<'_>) -> Result<(), SessionWriteError> {
         self.put(keys::CSRF, started.csrf_token)?;
         self.put(keys::SIGNED_IN_AT, started.at)?;
         self.put(keys::SEEN_AT, started.at)?;
@@ -114,7 +95,7 @@ impl SessionData {
         let _ = self.put(keys::SEEN_AT, at);
     }
 
-    pub fn mark_passkey_proved(&self, at: i64) -> Result<(), PageError> {
+    pub fn mark_passkey_proved(&self, at: i64) -> Result<(), SessionWriteError> {
         self.put(keys::PASSKEY_PROVED_AT, at)
     }
 
@@ -122,7 +103,7 @@ impl SessionData {
         &self,
         ceremony: Ceremony,
         state: &impl Serialize,
-    ) -> Result<(), PageError> {
+    ) -> Result<(), SessionWriteError> {
         self.put(ceremony.key(), state)
     }
 
@@ -140,12 +121,4 @@ impl SessionData {
     pub fn purge(&self) {
         self.0.purge();
     }
-}
-
-/// A Unix-seconds stamp from a stored state map (the session cache's copy), 0 if absent.
-pub fn stamp_in(state: &std::collections::HashMap<String, String>, key: &str) -> i64 {
-    state
-        .get(key)
-        .and_then(|raw| serde_json::from_str(raw).ok())
-        .unwrap_or(0)
 }

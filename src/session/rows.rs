@@ -1,5 +1,5 @@
 //! Signed-in sessions as the sessions page sees them: list, find the current one, revoke.
-//! The rows themselves are written by the session store (`session_store.rs`).
+//! The rows themselves are written by the session store ([`super::store`]).
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -57,7 +57,7 @@ fn columns() -> Columns {
         // The key is a constant of ours, not input.
         diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
             "jsonb_exists(sessions.state, '{}')",
-            crate::web::session::keys::PASSKEY_PROVED_AT
+            super::keys::PASSKEY_PROVED_AT
         )),
     )
 }
@@ -100,7 +100,6 @@ pub fn count_active(conn: &mut PgConnection, scope: Scope) -> QueryResult<i64> {
 pub fn current_id(
     conn: &mut PgConnection,
     member_id: MemberId,
-    csrf_state_key: &str,
     csrf_token: &str,
 ) -> QueryResult<Option<SessionId>> {
     // The store keeps each state value JSON-encoded, so the token is stored in quotes.
@@ -108,7 +107,7 @@ pub fn current_id(
     active(Scope::Member(member_id))
         .filter(
             sessions::state
-                .retrieve_as_text(csrf_state_key.to_string())
+                .retrieve_as_text(super::keys::CSRF)
                 .eq(encoded),
         )
         .select(sessions::id)
@@ -222,7 +221,7 @@ pub fn touch(
          WHERE key_digest = $1 AND expires_at > now()",
     )
     .bind::<Bytea, _>(key_digest)
-    .bind::<Text, _>(crate::web::session::keys::SEEN_AT)
+    .bind::<Text, _>(super::keys::SEEN_AT)
     .bind::<Text, _>(seen_at)
     .bind::<Timestamptz, _>(expires_at)
     .execute(conn)?;

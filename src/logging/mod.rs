@@ -6,7 +6,21 @@ use std::io::Write as _;
 use std::sync::mpsc;
 use std::sync::OnceLock;
 
-use crate::middleware::access_log::RequestId;
+pub mod request_id;
+
+use crate::logging::request_id::RequestId;
+
+/// An error and its causes on one line, for the log.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
 
 enum Message {
     Line(Vec<u8>),

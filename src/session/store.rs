@@ -17,12 +17,12 @@ use actix_web::cookie::time::Duration as CookieDuration;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use super::keys;
 use crate::db::{Db, DbError};
 use crate::domain::client_ip::ClientIp;
 use crate::domain::digests::SessionKeyDigest;
 use crate::schema::sessions;
-use crate::session_cache::Live;
-use crate::web::session::keys;
+use crate::session::cache::Live;
 
 pub type SessionState = HashMap<String, String>;
 

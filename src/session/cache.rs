@@ -25,13 +25,13 @@ use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection as _;
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 
+use super::keys;
+use super::rows;
 use crate::db::{Db, DbError};
 use crate::domain::digests::SessionKeyDigest;
 use crate::domain::ids::{MemberId, SessionId};
 use crate::models::app::{self, AppRule};
 use crate::models::member::{self, Member};
-use crate::models::session;
-use crate::web::session::keys;
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// The notification channel the triggers send on. Payloads: `s:<hex key digest>` (a session),
@@ -303,7 +303,7 @@ impl Live {
         let looked_up = *digest;
         let row = self
             .db
-            .query(move |conn| session::find_live(conn, &looked_up))
+            .query(move |conn| rows::find_live(conn, &looked_up))
             .await?;
         let Some(row) = row else { return Ok(None) };
         let state = serde_json::from_value(row.state).map_err(|err| {
@@ -359,7 +359,7 @@ impl Live {
         let digest = *digest;
         actix_web::rt::spawn(async move {
             let written = db
-                .query(move |conn| session::touch(conn, &digest, &seen, expires_at))
+                .query(move |conn| rows::touch(conn, &digest, &seen, expires_at))
                 .await;
             if let Err(err) = written {
                 log::warn!("writing a session's last-seen time: {err}");

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The import rule of docs/architecture.md: a floor imports only the floors below it. Fails,
+# naming each line, when a module reaches up (a `crate::` path in code, not in a comment).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+status=0
+# forbid FILES_OR_DIRS... -- ROOMS...: none of the files may name crate::ROOM.
+forbid() {
+  local paths=() rooms=()
+  while [ "$1" != "--" ]; do paths+=("$1"); shift; done
+  shift
+  rooms=("$@")
+  local present=()
+  for path in "${paths[@]}"; do [ -e "$path" ] && present+=("$path"); done
+  paths=("${present[@]}")
+  local pattern
+  pattern="crate::($(IFS='|'; echo "${rooms[*]}"))\\b"
+  local hits
+  hits=$(grep -rnE "$pattern" "${paths[@]}" --include='*.rs' | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//' || true)
+  if [ -n "$hits" ]; then
+    echo "check-layers: ${paths[*]} must not import ${rooms[*]}:" >&2
+    echo "$hits" >&2
+    status=1
+  fi
+}
+
+above_http="web|middleware|routes|startup|cli|state"
+above_rooms="session|signin|audit|forward_auth|passkeys|dashboard"
+
+# Values parsed at the edge, and the primitives under everything.
+forbid src/domain src/crypto.rs src/private_fs.rs -- \
+  "$above_http|$above_rooms|db|models|mail|settings|logging|keys|schema"
+# Storage and the services every room uses.
+forbid src/db src/models src/schema.rs src/logging src/keys.rs src/assertion.rs src/settings.rs src/mail -- \
+  "$above_http|$above_rooms"
+# The rooms: sessions, sign-in, the audit, forward auth, passkeys, the dashboard's numbers.
+forbid src/session src/signin src/audit src/forward_auth src/passkeys.rs src/dashboard -- \
+  "$above_http"
+# HTTP below the route table: pages, errors, the policy, then the middleware.
+forbid src/web -- "middleware|routes|startup|cli"
+forbid src/middleware -- "routes|startup|cli"
+
+if [ "$status" = 0 ]; then
+  echo "check-layers: no module imports a floor above its own"
+fi
+exit "$status"

@@ -1,0 +1,271 @@
+//! The access policy: which paths are public, which need a signed-in member or a role, which
+//! spend the sign-in budget, which a proxy asks on behalf of another app. One outer middleware
+//! ([`resolve_policy`]) matches the path once and puts the [`Rule`] in the request's
+//! extensions; the guard, the rate limiter, CSRF, the body limit and the anonymous-view layer
+//! read it there ([`rule_of`]) and never the table. Below routes and middleware both.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage as _, HttpRequest};
+
+use crate::domain::role::Role;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    SignedIn,
+    AuditReader,
+    Admin,
+    /// Auditors read (GET, HEAD), admins also change: the apps pages.
+    AuditReaderAdminWrites,
+}
+
+impl Access {
+    /// What a request with this method needs.
+    pub fn for_method(self, method: &actix_web::http::Method) -> Self {
+        use actix_web::http::Method;
+        match self {
+            Access::AuditReaderAdminWrites if matches!(*method, Method::GET | Method::HEAD) => {
+                Access::AuditReader
+            }
+            Access::AuditReaderAdminWrites => Access::Admin,
+            other => other,
+        }
+    }
+
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Public | Access::SignedIn => true,
+            Access::AuditReader => role.can_read_audit(),
+            Access::Admin | Access::AuditReaderAdminWrites => role.is_admin(),
+        }
+    }
+}
+
+/// Which paths a [`Rule`] covers. The path is the one the router matches on (percent-decoded:
+/// `/%61udit` is `/audit`).
+#[derive(Debug, Clone, Copy)]
+pub enum Paths {
+    Exact(&'static str),
+    /// Everything below, as `/auth/`: the paths under it, not the prefix itself.
+    Under(&'static str),
+    /// A path and everything below it, as `/team` and `/team/4/role` (not `/teamwork`).
+    Tree(&'static str),
+}
+
+impl Paths {
+    fn matches(self, path: &str) -> bool {
+        match self {
+            Paths::Exact(exact) => path == exact,
+            Paths::Under(prefix) => path.starts_with(prefix),
+            Paths::Tree(root) => path
+                .strip_prefix(root)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+        }
+    }
+}
+
+/// How the middleware treats the paths of one rule.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub paths: Paths,
+    /// Who may use it (the guard).
+    pub access: Access,
+    /// Its POSTs spend the per-client sign-in budget (`LATCHKEY_LOGIN_RATE`).
+    pub sign_in_budget: bool,
+    /// Asked by a reverse proxy on behalf of a request to another app, with any method: no
+    /// body is read and nothing the asking browser chose changes, so neither the body limit
+    /// nor the CSRF check applies (a proxy forwards neither a token nor, usually, a body).
+    pub forward_auth: bool,
+    /// A GET that can sign a browser in (the waiting page's poll completes a cross-device
+    /// approval), so it needs the session layer even without a session cookie.
+    pub signs_in_on_get: bool,
+}
+
+impl Rule {
+    const fn new(paths: Paths, access: Access) -> Self {
+        Self {
+            paths,
+            access,
+            sign_in_budget: false,
+            forward_auth: false,
+            signs_in_on_get: false,
+        }
+    }
+
+    const fn sign_in_budget(self) -> Self {
+        Self {
+            sign_in_budget: true,
+            ..self
+        }
+    }
+
+    const fn forward_auth(self) -> Self {
+        Self {
+            forward_auth: true,
+            ..self
+        }
+    }
+
+    const fn signs_in_on_get(self) -> Self {
+        Self {
+            signs_in_on_get: true,
+            ..self
+        }
+    }
+
+    /// The path a sign-in budget is spent under, as the audit names it.
+    pub fn name(&self) -> &'static str {
+        match self.paths {
+            Paths::Exact(path) | Paths::Under(path) | Paths::Tree(path) => path,
+        }
+    }
+}
+
+use Paths::{Exact, Tree, Under};
+
+/// The whole access policy, first match wins; a path no rule names needs a signed-in member
+/// ([`DEFAULT_RULE`]): new routes are closed until listed here.
+pub const POLICY: &[Rule] = &[
+    Rule::new(Exact("/login"), Access::Public).sign_in_budget(),
+    Rule::new(Exact("/healthz"), Access::Public),
+    Rule::new(Exact("/readyz"), Access::Public),
+    // Browsers ask for it on their own; it is a plain 404, not a sign-in page.
+    Rule::new(Exact("/favicon.ico"), Access::Public),
+    Rule::new(Exact("/.well-known/jwks.json"), Access::Public),
+    Rule::new(Under("/static/"), Access::Public),
+    Rule::new(Exact("/auth/verify"), Access::Public).sign_in_budget(),
+    Rule::new(Exact("/auth/code"), Access::Public).sign_in_budget(),
+    Rule::new(Exact("/auth/approve"), Access::Public).sign_in_budget(),
+    Rule::new(Exact("/auth/passkey/start"), Access::Public).sign_in_budget(),
+    Rule::new(Exact("/auth/passkey/finish"), Access::Public).sign_in_budget(),
+    Rule::new(Exact("/auth/wait"), Access::Public).signs_in_on_get(),
+    Rule::new(Exact("/auth/check"), Access::Public).forward_auth(),
+    Rule::new(Exact("/auth/forward"), Access::Public).forward_auth(),
+    Rule::new(Under("/auth/"), Access::Public),
+    // Proving a passkey again is a sign-in step of its own, with its own budget.
+    Rule::new(Exact("/passkeys/confirm/finish"), Access::SignedIn).sign_in_budget(),
+    Rule::new(Exact("/audit"), Access::AuditReader),
+    Rule::new(Exact("/audit.csv"), Access::AuditReader),
+    Rule::new(Tree("/team"), Access::Admin),
+    Rule::new(Tree("/apps"), Access::AuditReaderAdminWrites),
+];
+
+pub const DEFAULT_RULE: Rule = Rule::new(Under("/"), Access::SignedIn);
+
+pub fn rule_for(path: &str) -> &'static Rule {
+    POLICY
+        .iter()
+        .find(|rule| rule.paths.matches(path))
+        .unwrap_or(&DEFAULT_RULE)
+}
+
+/// The rule [`resolve_policy`] matched for this request.
+#[derive(Debug, Clone, Copy)]
+struct Matched(&'static Rule);
+
+/// Matches the request's path against [`POLICY`] once, for every layer inside it.
+pub async fn resolve_policy(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    // The path the router matches on (percent-decoded): `/%61udit` is `/audit`.
+    let rule = rule_for(req.match_info().as_str());
+    req.extensions_mut().insert(Matched(rule));
+    next.call(req).await
+}
+
+/// The request's rule. A service assembled without [`resolve_policy`] (a unit test's) matches
+/// the path here instead: never an open door.
+pub fn rule_of(req: &HttpRequest) -> &'static Rule {
+    req.extensions()
+        .get::<Matched>()
+        .map_or_else(|| rule_for(req.match_info().as_str()), |matched| matched.0)
+}
+
+/// Where the guard sends a request that needs a passkey proved first, and back afterwards.
+pub fn passkey_confirm_location(next: Option<&str>) -> String {
+    match next {
+        Some(next) => {
+            let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+            format!("/passkeys/confirm?next={next}")
+        }
+        None => "/passkeys/confirm".to_string(),
+    }
+}
+
+/// Where the guard sends a page request that is not signed in, and back afterwards.
+pub fn sign_in_location(next: &str) -> String {
+    let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    format!("/login?next={next}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::Method;
+
+    fn access(path: &str) -> Access {
+        rule_for(path).access
+    }
+
+    #[test]
+    fn the_policy_is_default_deny() {
+        assert_eq!(access("/login"), Access::Public);
+        assert_eq!(access("/auth/verify"), Access::Public);
+        assert_eq!(access("/auth/return"), Access::Public);
+        assert_eq!(access("/static/htmx.min.js"), Access::Public);
+        assert_eq!(access("/"), Access::SignedIn);
+        assert_eq!(access("/sessions"), Access::SignedIn);
+        assert_eq!(access("/logout"), Access::SignedIn);
+        assert_eq!(access("/anything-new"), Access::SignedIn);
+        assert_eq!(access("/auth"), Access::SignedIn);
+        assert_eq!(access("/audit"), Access::AuditReader);
+        assert_eq!(access("/audit.csv"), Access::AuditReader);
+        assert_eq!(access("/team"), Access::Admin);
+        assert_eq!(access("/team/4/role"), Access::Admin);
+        assert_eq!(access("/teamwork"), Access::SignedIn);
+        assert_eq!(access("/auth/check"), Access::Public);
+        let apps = access("/apps/3/remove");
+        assert_eq!(apps.for_method(&Method::GET), Access::AuditReader);
+        assert_eq!(apps.for_method(&Method::POST), Access::Admin);
+        assert_eq!(access("/.well-known/jwks.json"), Access::Public);
+    }
+
+    #[test]
+    fn forward_auth_the_sign_in_budget_and_sign_in_on_get_are_named_once() {
+        let named = |pick: fn(&Rule) -> bool| -> Vec<&str> {
+            POLICY
+                .iter()
+                .filter(|rule| pick(rule))
+                .map(Rule::name)
+                .collect()
+        };
+        assert_eq!(named(|r| r.forward_auth), ["/auth/check", "/auth/forward"]);
+        assert_eq!(named(|r| r.signs_in_on_get), ["/auth/wait"]);
+        assert_eq!(
+            named(|r| r.sign_in_budget),
+            [
+                "/login",
+                "/auth/verify",
+                "/auth/code",
+                "/auth/approve",
+                "/auth/passkey/start",
+                "/auth/passkey/finish",
+                "/passkeys/confirm/finish",
+            ]
+        );
+        assert!(rule_for("/auth/check").forward_auth && !rule_for("/auth/verify").forward_auth);
+        assert!(!rule_for("/auth/verify/extra").sign_in_budget);
+    }
+
+    #[test]
+    fn roles_match_the_contract() {
+        assert!(Access::AuditReader.allows(Role::Auditor));
+        assert!(Access::AuditReader.allows(Role::Admin));
+        assert!(!Access::AuditReader.allows(Role::Member));
+        assert!(!Access::Admin.allows(Role::Auditor));
+        assert!(Access::SignedIn.allows(Role::Member));
+    }
+}
