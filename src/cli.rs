@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use diesel::prelude::*;
 use secrecy::ExposeSecret as _;
 
-use crate::audit_chain::{self, Verification};
-use crate::audit_checkpoint;
+use crate::audit::chain::{self, Verification};
+use crate::audit::checkpoint;
 use crate::db;
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::break_glass_reason::BreakGlassReason;
@@ -213,7 +213,7 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
         } => {
             let keys = Keys::derive(&resolve_secret(settings)?);
             let verification =
-                audit_chain::verify(&mut conn, &keys.audit).context("reading the login audit")?;
+                chain::verify(&mut conn, &keys.audit).context("reading the login audit")?;
             match verification {
                 Verification::Intact { .. } => println!("{verification}"),
                 broken => anyhow::bail!("{broken}"),
@@ -224,8 +224,8 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
         } => {
             migrate_quietly(&mut conn)?;
             let keys = Keys::derive(&resolve_secret(settings)?);
-            let checkpoint = audit_checkpoint::write(&mut conn, &keys.audit)
-                .context("writing an audit checkpoint")?;
+            let checkpoint =
+                checkpoint::write(&mut conn, &keys.audit).context("writing an audit checkpoint")?;
             println!("{}", checkpoint.line());
         }
         Command::Link { email, reason } => {
@@ -258,7 +258,7 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
 /// A command that appended audit rows signs them before it exits, as the server does when it
 /// stops: the rows must not wait for a server that may not be running.
 fn sign_what_was_added(conn: &mut PgConnection, keys: &Keys) -> anyhow::Result<()> {
-    audit_checkpoint::write_if_behind(conn, &keys.audit).context("writing an audit checkpoint")?;
+    checkpoint::write_if_behind(conn, &keys.audit).context("writing an audit checkpoint")?;
     Ok(())
 }
 

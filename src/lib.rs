@@ -1,8 +1,7 @@
 //! Latchkey: a passwordless sign-in gateway and admin dashboard for small trusted teams.
 
 pub mod assertion;
-pub mod audit_chain;
-pub mod audit_checkpoint;
+pub mod audit;
 pub mod cli;
 pub mod crypto;
 pub mod db;

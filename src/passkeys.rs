@@ -24,9 +24,9 @@ use webauthn_rs::prelude::{
     WebauthnBuilder, WebauthnResult,
 };
 
+use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::domain::ids::PasskeyId;
 use crate::domain::next_path::NextPath;
-use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::models::member::Member;
 use crate::models::passkey::{self, NewPasskey, PasskeyRow};
 use crate::settings::RelyingParty;

@@ -5,9 +5,9 @@ use std::fmt;
 
 use diesel::prelude::*;
 
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::ids::MemberId;
-use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::models::sign_in_request;
 use crate::schema::{members, sessions};
 use crate::settings::Settings;
@@ -64,7 +64,7 @@ pub fn delete_expired_transient(conn: &mut PgConnection) -> Result<PurgeCounts, 
 }
 
 /// `latchkey purge`: the sweeper's work, then audit rows past `LATCHKEY_AUDIT_RETENTION`
-/// (see [`crate::audit_chain::purge_older_than`], which also signs a checkpoint of the
+/// (see [`crate::audit::chain::purge_older_than`], which also signs a checkpoint of the
 /// chain's new start with `audit_key`).
 pub fn purge(
     conn: &mut PgConnection,
@@ -73,7 +73,7 @@ pub fn purge(
 ) -> Result<PurgeCounts, DbError> {
     let transient = delete_expired_transient(conn)?;
     let audit_rows =
-        crate::audit_chain::purge_older_than(conn, settings.audit_retention, audit_key)?;
+        crate::audit::chain::purge_older_than(conn, settings.audit_retention, audit_key)?;
     Ok(PurgeCounts {
         audit_rows,
         ..transient

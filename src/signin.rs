@@ -24,6 +24,7 @@ use diesel::prelude::*;
 use ring::hmac;
 use subtle::ConstantTimeEq as _;
 
+use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::domain::approval_number::ApprovalNumber;
 use crate::domain::break_glass_reason::BreakGlassReason;
 use crate::domain::client_ip::ClientIp;
@@ -34,7 +35,6 @@ use crate::domain::ids::{MemberId, RequestId};
 use crate::domain::next_path::NextPath;
 use crate::domain::token::{SignInToken, TokenId};
 use crate::mail::AlertMail;
-use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::models::member::{self, Member};
 use crate::models::sign_in_request::{
     self, CompletedBy, LockScope, NewSignInRequest, RequestState, SignInRequest, MAX_CODE_FAILURES,

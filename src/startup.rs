@@ -8,7 +8,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::audit_checkpoint;
+use crate::audit::checkpoint;
 use crate::db::embedded::EmbeddedPostgres;
 use crate::db::{self, Db};
 use crate::keys::{load_or_create_dev_secret, Keys};
@@ -124,11 +124,7 @@ impl Application {
         let live = Live::start(db.clone(), database.url.clone())
             .context("starting the session cache's listener")?;
         spawn_sweeper(db.clone());
-        audit_checkpoint::spawn_checkpointer(
-            db.clone(),
-            keys.audit.clone(),
-            audit_checkpoint::INTERVAL,
-        );
+        checkpoint::spawn_checkpointer(db.clone(), keys.audit.clone(), checkpoint::INTERVAL);
         let mailer = Mailer::start(&settings.email, settings.email_from.clone(), db.clone())?;
 
         let https = settings.public_url.is_https();
@@ -231,7 +227,7 @@ impl Application {
             ..
         } = self;
         let result = server.await;
-        match audit_checkpoint::write_if_behind_async(&db, &audit_key).await {
+        match checkpoint::write_if_behind_async(&db, &audit_key).await {
             Ok(Some(checkpoint)) => log::info!("{}", checkpoint.line()),
             Ok(None) => {}
             Err(err) => log::error!("writing the audit checkpoint on shutdown: {err}"),

@@ -21,9 +21,9 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::Message;
 use tokio::sync::mpsc;
 
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::{Db, DbError};
 use crate::domain::email_address::EmailAddress;
-use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::settings::EmailBackend;
 
 pub use templates::{

@@ -7,9 +7,9 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage as _, HttpRequest, HttpResponse};
 
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::domain::ids::MemberId;
 use crate::middleware::anonymous::AnonymousView;
-use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::models::member::Member;
 use crate::session::validity::{judge, SessionTimes, Timeouts, Validity};
 use crate::session::SessionData;

@@ -22,7 +22,7 @@ use futures_util::future::LocalBoxFuture;
 use governor::clock::{Clock as _, DefaultClock, QuantaInstant};
 use governor::{DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
 
-use crate::models::audit::{AuditEvent, NewAuditRow};
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::settings::Rate;
 use crate::state::AppState;
 use crate::web::client::{client_info, client_ip_of_service};

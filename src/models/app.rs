@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::{AppId, MemberId, SessionId};
 use crate::domain::role::Role;
-use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::models::member::Member;
 use crate::schema::{app_members, apps, members, session_apps};
 

@@ -8,9 +8,9 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Date, Nullable, Text, Timestamptz};
 
+use crate::audit::query::FAILED_ATTEMPTS;
+use crate::audit::rows::AuditEvent;
 use crate::domain::ids::MemberId;
-use crate::models::audit::AuditEvent;
-use crate::models::audit_query::FAILED_ATTEMPTS;
 
 /// Days the chart shows, today (UTC) included.
 pub const CHART_DAYS: i64 = 30;

@@ -3,11 +3,11 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::MemberId;
 use crate::domain::role::Role;
-use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::schema::{members, sessions, sign_in_requests};
 
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]

@@ -2,8 +2,6 @@
 //! taking a connection. `QueryResult` here; what users see is decided by the handlers.
 
 pub mod app;
-pub mod audit;
-pub mod audit_query;
 pub mod dashboard;
 pub mod member;
 pub mod passkey;

@@ -10,12 +10,12 @@ use actix_web::{web, HttpRequest};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
+use crate::audit::query::{self, FAILED_ATTEMPTS};
+use crate::audit::rows::{AuditEvent, AuditRow};
 use crate::db::DbError;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::MemberId;
 use crate::middleware::guard::CurrentMember;
-use crate::models::audit::{AuditEvent, AuditRow};
-use crate::models::audit_query::{self, FAILED_ATTEMPTS};
 use crate::models::dashboard::{self as summary, DayCount, UnusedAccess, UNUSED_AFTER_DAYS};
 use crate::session::rows::{self, Scope};
 use crate::state::AppState;
@@ -341,10 +341,10 @@ async fn count(
         .query(move |conn| {
             let email = email.as_ref().map(EmailAddress::as_str);
             Ok(Numbers {
-                sign_ins: audit_query::count_since(conn, &[AuditEvent::SignedIn], since, email)?,
-                failed: audit_query::count_since(conn, &FAILED_ATTEMPTS, since, email)?,
+                sign_ins: query::count_since(conn, &[AuditEvent::SignedIn], since, email)?,
+                failed: query::count_since(conn, &FAILED_ATTEMPTS, since, email)?,
                 sessions: rows::count_active(conn, scope)?,
-                latest: audit_query::latest(conn, email, LATEST_EVENTS)?,
+                latest: query::latest(conn, email, LATEST_EVENTS)?,
                 per_day: summary::sign_ins_per_day(conn, now, email)?,
                 unused: if team_wide {
                     summary::unused_access(conn, now)?

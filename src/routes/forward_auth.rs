@@ -14,6 +14,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 
 use crate::assertion::{Claims, LIFETIME_SECS};
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::app_origin::{AppOrigin, AppUrl};
 use crate::domain::digests::SessionKeyDigest;
@@ -21,7 +22,6 @@ use crate::domain::ids::SessionId;
 use crate::forward_auth::AssertionFor;
 use crate::middleware::check_cookie::CheckCookies;
 use crate::models::app::{self, AppRule};
-use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::models::member::{self, Member};
 use crate::session::validity::{judge, SessionTimes, Timeouts, Validity};
 use crate::state::AppState;

@@ -94,7 +94,7 @@ pub async fn submit(
 async fn request_link(
     req: &HttpRequest,
     state: &web::Data<AppState>,
-    client: crate::models::audit::ClientInfo,
+    client: crate::audit::rows::ClientInfo,
     email: EmailAddress,
     next: NextPath,
     rd: Option<AppUrl>,

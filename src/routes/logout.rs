@@ -4,8 +4,8 @@ use actix_identity::Identity;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::middleware::guard::CurrentMember;
-use crate::models::audit::{AuditEvent, NewAuditRow};
 use crate::state::AppState;
 use crate::web::client::Client;
 use crate::web::errors::PageResult;

@@ -4,10 +4,10 @@
 use actix_web::{web, HttpRequest};
 use serde::Serialize;
 
+use crate::audit::rows::ClientInfo;
 use crate::db::DbError;
 use crate::domain::ids::SessionId;
 use crate::middleware::guard::{admin_powers, CurrentMember};
-use crate::models::audit::ClientInfo;
 use crate::models::member::Member;
 use crate::session::rows::{self, ActiveSession, Scope};
 use crate::session::SessionData;

@@ -4,10 +4,10 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::domain::client_ip::ClientIp;
 use crate::domain::digests::SessionKeyDigest;
 use crate::domain::ids::{MemberId, SessionId};
-use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::models::member::Member;
 use crate::schema::{members, sessions};
 

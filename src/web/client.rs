@@ -7,8 +7,8 @@ use actix_web::http::header::{HeaderMap, USER_AGENT};
 use actix_web::{FromRequest, HttpRequest};
 use ipnet::IpNet;
 
+use crate::audit::rows::ClientInfo;
 use crate::domain::client_ip::ClientIp;
-use crate::models::audit::ClientInfo;
 use crate::state::AppState;
 
 /// The peer address, or — only when the peer is a trusted proxy — the right-most

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
+use crate::audit::rows::AuditEvent;
 use crate::domain::user_agent::describe_user_agent;
-use crate::models::audit::AuditEvent;
 
 /// The label of an event, as a sentence fragment a team member understands without
 /// knowing the contract's names.

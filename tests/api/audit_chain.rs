@@ -7,11 +7,11 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Text};
-use latchkey::audit_chain::{self, BreakReason, CheckpointProblem, Verification};
-use latchkey::audit_checkpoint::{self, Checkpoint};
+use latchkey::audit::chain::{self, BreakReason, CheckpointProblem, Verification};
+use latchkey::audit::checkpoint::{self, Checkpoint};
+use latchkey::audit::rows::{AuditEvent, AuditRow, NewAuditRow};
 use latchkey::domain::ids::AuditId;
 use latchkey::keys::Keys;
-use latchkey::models::audit::{AuditEvent, AuditRow, NewAuditRow};
 use latchkey::schema::{login_audit, members};
 use secrecy::{ExposeSecret as _, SecretSlice};
 
@@ -219,7 +219,7 @@ fn members_add_list_remove_round_trip() {
 fn verify_passes_on_an_empty_chain() {
     let database = TestDatabase::migrated();
     assert_eq!(
-        audit_chain::verify(&mut database.connect(), &audit_key()).unwrap(),
+        chain::verify(&mut database.connect(), &audit_key()).unwrap(),
         Verification::Intact { rows: 0 }
     );
     let out = verify_with_binary(&database);
@@ -260,7 +260,7 @@ fn verify_passes_on_a_chain_written_from_many_connections_at_once() {
 
     let total = (THREADS * PER_THREAD / 2 * 3 + 1) as u64;
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Intact { rows: total }
     );
     let out = verify_with_binary(&database);
@@ -283,7 +283,7 @@ fn verify_names_an_altered_row() {
     );
 
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Broken {
             id: altered,
             reason: BreakReason::HashMismatch
@@ -318,7 +318,7 @@ fn verify_names_the_row_after_one_rewritten_with_a_fresh_hash() {
         ),
     );
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Broken {
             id: ids[5],
             reason: BreakReason::PrevHashMismatch { first: false }
@@ -339,7 +339,7 @@ fn verify_catches_deleted_rows_in_the_middle_at_the_start_and_at_the_end() {
         &format!("DELETE FROM login_audit WHERE id = {}", ids[5]),
     );
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Broken {
             id: ids[6],
             reason: BreakReason::PrevHashMismatch { first: false }
@@ -359,7 +359,7 @@ fn verify_catches_deleted_rows_in_the_middle_at_the_start_and_at_the_end() {
         &format!("DELETE FROM login_audit WHERE id > {}", ids[4]),
     );
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Truncated {
             after: Some(ids[4]),
             rows: 5
@@ -379,7 +379,7 @@ fn verify_catches_deleted_rows_in_the_middle_at_the_start_and_at_the_end() {
         &format!("DELETE FROM login_audit WHERE id = {}", ids[0]),
     );
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Broken {
             id: ids[1],
             reason: BreakReason::PrevHashMismatch { first: true }
@@ -388,7 +388,7 @@ fn verify_catches_deleted_rows_in_the_middle_at_the_start_and_at_the_end() {
 
     tamper(&mut conn, "DELETE FROM login_audit");
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Truncated {
             after: None,
             rows: 0
@@ -418,9 +418,7 @@ fn the_database_refuses_to_update_delete_or_truncate_audit_rows() {
     let rows = audit_rows(&mut conn);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].detail, "original");
-    assert!(audit_chain::verify(&mut conn, &audit_key())
-        .unwrap()
-        .is_intact());
+    assert!(chain::verify(&mut conn, &audit_key()).unwrap().is_intact());
 }
 
 #[test]
@@ -478,7 +476,7 @@ fn purge_removes_exactly_the_rows_past_retention_and_the_rest_still_verifies() {
     assert_eq!(expired.email.as_deref(), Some("ann@example.org"));
     expected.push(expired.id);
     assert_eq!(ids, expected);
-    let (start, _) = audit_chain::start_and_head(&mut conn).unwrap();
+    let (start, _) = chain::start_and_head(&mut conn).unwrap();
     assert_eq!(start, rows[0].prev_hash);
 
     let out = verify_with_binary(&database);
@@ -489,9 +487,7 @@ fn purge_removes_exactly_the_rows_past_retention_and_the_rest_still_verifies() {
     );
     // The chain goes on from where it was.
     append(&mut conn, "after the purge");
-    assert!(audit_chain::verify(&mut conn, &audit_key())
-        .unwrap()
-        .is_intact());
+    assert!(chain::verify(&mut conn, &audit_key()).unwrap().is_intact());
 
     let out = latchkey(&database, &["purge"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -523,14 +519,12 @@ fn purge_stops_at_the_first_row_inside_retention() {
     let late_old = append_dated(&mut conn, 1, 500);
 
     let deleted =
-        audit_chain::purge_older_than(&mut conn, Duration::from_secs(400 * 86400), &audit_key());
+        chain::purge_older_than(&mut conn, Duration::from_secs(400 * 86400), &audit_key());
     assert_eq!(deleted.unwrap(), 3);
     let ids: Vec<AuditId> = audit_rows(&mut conn).iter().map(|r| r.id).collect();
     assert_eq!(ids, [recent, late_old[0]]);
     assert!(old.iter().all(|id| !ids.contains(id)));
-    assert!(audit_chain::verify(&mut conn, &audit_key())
-        .unwrap()
-        .is_intact());
+    assert!(chain::verify(&mut conn, &audit_key()).unwrap().is_intact());
 }
 
 #[test]
@@ -539,18 +533,18 @@ fn purging_every_row_leaves_an_empty_chain_that_goes_on() {
     let mut conn = database.connect();
     append_dated(&mut conn, 4, 500);
     let deleted =
-        audit_chain::purge_older_than(&mut conn, Duration::from_secs(400 * 86400), &audit_key());
+        chain::purge_older_than(&mut conn, Duration::from_secs(400 * 86400), &audit_key());
     assert_eq!(deleted.unwrap(), 4);
     assert!(audit_rows(&mut conn).is_empty());
-    let (start, head) = audit_chain::start_and_head(&mut conn).unwrap();
+    let (start, head) = chain::start_and_head(&mut conn).unwrap();
     assert_eq!(start, head);
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Intact { rows: 0 }
     );
     append(&mut conn, "first after the purge");
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Intact { rows: 1 }
     );
 }
@@ -587,9 +581,7 @@ fn the_sweeper_records_sessions_that_timed_out() {
         .collect();
     assert_eq!(expired.len(), 1, "only a member's session is recorded");
     assert_eq!(expired[0].email.as_deref(), Some("bob@example.org"));
-    assert!(audit_chain::verify(&mut conn, &audit_key())
-        .unwrap()
-        .is_intact());
+    assert!(chain::verify(&mut conn, &audit_key()).unwrap().is_intact());
 }
 
 #[actix_web::test]
@@ -658,7 +650,7 @@ async fn break_glass_link_signs_in_from_any_browser_and_is_audited_with_the_reas
         assert!(!stderr(&out).is_empty(), "{args:?}");
     }
     assert_eq!(app.audit().len(), audited);
-    assert!(audit_chain::verify(&mut app.conn(), &app_audit_key(&app))
+    assert!(chain::verify(&mut app.conn(), &app_audit_key(&app))
         .unwrap()
         .is_intact());
 }
@@ -737,10 +729,7 @@ fn dropping_the_newest_rows_with_the_purge_switch_is_caught_by_the_checkpoint() 
         seq: 10,
         problem: CheckpointProblem::RowMissing,
     };
-    assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
-        expected
-    );
+    assert_eq!(chain::verify(&mut conn, &audit_key()).unwrap(), expected);
     let out = verify_with_binary(&database);
     assert!(!out.status.success());
     assert!(stdout(&out).is_empty(), "{}", stdout(&out));
@@ -754,7 +743,7 @@ fn dropping_the_newest_rows_with_the_purge_switch_is_caught_by_the_checkpoint() 
     // New rows take the dropped row's seq, but not its hash.
     let replacement = append(&mut conn, "written after the tampering");
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::BadCheckpoint {
             id: signed.id,
             seq: 10,
@@ -820,10 +809,7 @@ fn rewriting_a_row_in_the_middle_and_rebuilding_the_chain_is_caught_by_the_check
             after_seq: 3,
         },
     };
-    assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
-        expected
-    );
+    assert_eq!(chain::verify(&mut conn, &audit_key()).unwrap(), expected);
     let out = verify_with_binary(&database);
     assert!(!out.status.success());
     let message = stderr(&out);
@@ -848,9 +834,9 @@ fn a_forged_checkpoint_is_named() {
     checkpoint_with_binary(&database);
     // Signed with a guess instead of the key derived from LATCHKEY_SECRET_KEY.
     let guess = keys_for(&"00".repeat(32)).audit;
-    let forged = audit_checkpoint::write(&mut conn, &guess).unwrap();
+    let forged = checkpoint::write(&mut conn, &guess).unwrap();
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::BadCheckpoint {
             id: forged.id,
             seq: 4,
@@ -886,7 +872,7 @@ fn rows_left_unsigned_longer_than_the_limit_are_named_and_the_unsigned_tail_is_t
     }
     drop_newest_row_with_the_purge_switch(&mut conn);
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Intact { rows: 2 }
     );
 
@@ -895,15 +881,13 @@ fn rows_left_unsigned_longer_than_the_limit_are_named_and_the_unsigned_tail_is_t
     checkpoint_with_binary(&database);
     let more = append_dated(&mut conn, 2, 1);
     checkpoint_with_binary(&database);
-    assert!(audit_chain::verify(&mut conn, &audit_key())
-        .unwrap()
-        .is_intact());
+    assert!(chain::verify(&mut conn, &audit_key()).unwrap().is_intact());
     let newest = checkpoints(&mut conn).pop().unwrap();
     diesel::sql_query("DELETE FROM login_audit_checkpoints WHERE id = $1")
         .bind::<BigInt, _>(newest.id)
         .execute(&mut conn)
         .unwrap();
-    let verification = audit_chain::verify(&mut conn, &audit_key()).unwrap();
+    let verification = chain::verify(&mut conn, &audit_key()).unwrap();
     assert!(
         matches!(verification, Verification::Unsigned { id, seq: 5, .. } if id == more[0]),
         "{verification:?}"
@@ -960,7 +944,7 @@ fn purge_signs_the_new_start_and_a_purge_by_hand_is_caught() {
         id = kept[0]
     ))
     .unwrap();
-    let verification = audit_chain::verify(&mut conn, &audit_key()).unwrap();
+    let verification = chain::verify(&mut conn, &audit_key()).unwrap();
     assert!(
         matches!(
             verification,
@@ -986,7 +970,7 @@ fn purge_signs_the_new_start_and_a_purge_by_hand_is_caught() {
 async fn the_checkpoint_task_signs_new_rows_and_does_nothing_while_none_are_added() {
     let database = TestDatabase::migrated();
     let db = latchkey::db::Db::connect_lazy(&database.url, 2);
-    audit_checkpoint::spawn_checkpointer(db, audit_key(), Duration::from_millis(200));
+    checkpoint::spawn_checkpointer(db, audit_key(), Duration::from_millis(200));
     let mut conn = database.connect();
     for i in 0..3 {
         append(&mut conn, &format!("row {i}"));
@@ -1002,9 +986,7 @@ async fn the_checkpoint_task_signs_new_rows_and_does_nothing_while_none_are_adde
     let signed = checkpoints(&mut conn);
     assert_eq!(signed.len(), 2, "{signed:?}");
     assert_eq!(signed[1].seq, 4);
-    assert!(audit_chain::verify(&mut conn, &audit_key())
-        .unwrap()
-        .is_intact());
+    assert!(chain::verify(&mut conn, &audit_key()).unwrap().is_intact());
 }
 
 #[actix_web::test]
@@ -1061,7 +1043,5 @@ async fn a_server_that_stops_signs_what_it_wrote() {
         .pop()
         .expect("a checkpoint on shutdown");
     assert_eq!(newest.seq, 2);
-    assert!(audit_chain::verify(&mut conn, &audit_key())
-        .unwrap()
-        .is_intact());
+    assert!(chain::verify(&mut conn, &audit_key()).unwrap().is_intact());
 }

@@ -2,8 +2,8 @@
 //! export (streamed, quoted, formulas neutralised) and escaping.
 
 use diesel::prelude::*;
+use latchkey::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
 use latchkey::domain::ids::AuditId;
-use latchkey::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 
 use latchkey::settings::LinkBinding;
 

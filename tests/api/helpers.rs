@@ -8,12 +8,12 @@ use std::net::TcpListener;
 use std::sync::OnceLock;
 
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
+use latchkey::audit::rows::AuditRow;
 use latchkey::db;
 use latchkey::db::embedded::EmbeddedPostgres;
 use latchkey::domain::email_address::EmailAddress;
 use latchkey::domain::ids::MemberId;
 use latchkey::domain::role::Role;
-use latchkey::models::audit::AuditRow;
 use latchkey::models::member;
 use latchkey::settings::Settings;
 use latchkey::startup::{Application, Database};

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use latchkey::audit::rows::{for_request, AuditRow};
 use latchkey::db::{Db, DbError};
 use latchkey::domain::email_address::EmailAddress;
 use latchkey::domain::ids::RequestId;
 use latchkey::mail::{sign_in_mail, MailError, Mailer, OutgoingMail, SignInMail, Transport};
-use latchkey::models::audit::{for_request, AuditRow};
 use latchkey::settings::{EmailBackend, Settings};
 use lettre::message::Mailbox;
 

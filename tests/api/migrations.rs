@@ -151,9 +151,9 @@ fn audit_with_text_ip(conn: &mut diesel::PgConnection, ip: Option<&str>) {
 #[test]
 fn client_addresses_become_inet_and_the_audit_chain_still_verifies() {
     use diesel::prelude::*;
-    use latchkey::audit_chain::{self, Verification};
+    use latchkey::audit::chain::{self, Verification};
+    use latchkey::audit::rows::AuditRow;
     use latchkey::domain::client_ip::ClientIp;
-    use latchkey::models::audit::AuditRow;
     use latchkey::schema::{login_audit, sessions};
 
     let database = TestDatabase::migrated();
@@ -180,7 +180,7 @@ fn client_addresses_become_inet_and_the_audit_chain_still_verifies() {
     assert_eq!(ip_column_type(&mut conn), "inet");
     // The rows the old trigger hashed (over the text) verify now, over `host(ip)`.
     assert_eq!(
-        audit_chain::verify(&mut conn, &audit_key()).unwrap(),
+        chain::verify(&mut conn, &audit_key()).unwrap(),
         Verification::Intact { rows: 4 }
     );
     let read: Vec<Option<String>> = login_audit::table

@@ -23,7 +23,7 @@ async fn post(
     request.send().await.expect("POST")
 }
 
-fn throttled_rows(app: &TestApp) -> Vec<latchkey::models::audit::AuditRow> {
+fn throttled_rows(app: &TestApp) -> Vec<latchkey::audit::rows::AuditRow> {
     app.audit()
         .into_iter()
         .filter(|row| row.event == "login_throttled")

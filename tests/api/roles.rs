@@ -2,8 +2,8 @@
 //! SPEC "HTTP" that needs a sign-in; and what the dashboard shows each role.
 
 use diesel::prelude::*;
+use latchkey::audit::rows::{AuditEvent, NewAuditRow};
 use latchkey::domain::ids::MemberId;
-use latchkey::models::audit::{AuditEvent, NewAuditRow};
 use latchkey::schema::{members, sessions};
 
 use crate::helpers::{new_browser, one, parse_page, select, spawn_app, text, urlencode, TestApp};

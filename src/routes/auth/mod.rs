@@ -14,11 +14,11 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
 use base64::Engine as _;
 
+use crate::audit::rows::ClientInfo;
 use crate::domain::app_origin::AppUrl;
 use crate::domain::next_path::NextPath;
 use crate::domain::token::{SignInToken, TokenId};
 use crate::mail::{Letter, NewSignInMail};
-use crate::models::audit::ClientInfo;
 use crate::session::{SessionData, Started};
 use crate::signin::{Alert, Asker, Refusal, SignedIn};
 use crate::state::AppState;

@@ -5,7 +5,7 @@
 //! row's `prev_hash` is its predecessor's `hash`, `login_audit_chain.head_hash` is the newest
 //! row's `hash`, and `start_prev_hash` is what the oldest remaining row points back to; rows
 //! are numbered by a gapless `seq` (see the `audit_checkpoints` migration), and the chain is
-//! vouched for by signed checkpoints ([`crate::audit_checkpoint`]).
+//! vouched for by signed checkpoints ([`crate::audit::checkpoint`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,9 +16,9 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Nullable};
 use ring::hmac;
 
-use crate::audit_checkpoint::{self, Checkpoint, INTERVAL};
+use crate::audit::checkpoint::{self, Checkpoint, INTERVAL};
+use crate::audit::rows::AuditRow;
 use crate::domain::ids::{AuditId, CheckpointId};
-use crate::models::audit::AuditRow;
 use crate::schema::{login_audit, login_audit_chain, login_audit_checkpoints};
 
 /// Rows read per query: memory stays constant however long the audit grows.
@@ -176,7 +176,7 @@ impl fmt::Display for Verification {
     }
 }
 
-fn chain_state(conn: &mut PgConnection) -> QueryResult<audit_checkpoint::ChainState> {
+fn chain_state(conn: &mut PgConnection) -> QueryResult<checkpoint::ChainState> {
     login_audit_chain::table
         .select((
             login_audit_chain::head_seq,
@@ -226,10 +226,7 @@ pub fn verify(conn: &mut PgConnection, key: &hmac::Key) -> QueryResult<Verificat
         })
 }
 
-fn walk(
-    conn: &mut PgConnection,
-    chain: &audit_checkpoint::ChainState,
-) -> QueryResult<Verification> {
+fn walk(conn: &mut PgConnection, chain: &checkpoint::ChainState) -> QueryResult<Verification> {
     let mut prev = chain.start_hash.clone();
     let mut prev_seq = chain.start_seq;
     let mut last_id: Option<AuditId> = None;
@@ -300,7 +297,7 @@ fn walk(
 fn check_checkpoints(
     conn: &mut PgConnection,
     key: &hmac::Key,
-    chain: &audit_checkpoint::ChainState,
+    chain: &checkpoint::ChainState,
 ) -> QueryResult<Option<Verification>> {
     let broken = |checkpoint: &Checkpoint, problem| {
         Ok(Some(Verification::BadCheckpoint {
@@ -493,7 +490,7 @@ pub fn purge_older_than(
             )
             .execute(conn)?;
         }
-        audit_checkpoint::write(conn, key)?;
+        checkpoint::write(conn, key)?;
         Ok(usize::try_from(deleted.n).unwrap_or(usize::MAX))
     })
 }

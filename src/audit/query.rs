@@ -5,9 +5,12 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 
+use std::collections::HashSet;
+
+use super::rows::{AuditEvent, AuditRow};
+use crate::db::{Db, DbError};
 use crate::domain::client_ip::ClientIp;
 use crate::domain::ids::{AuditId, RequestId};
-use crate::models::audit::{AuditEvent, AuditRow};
 use crate::schema::login_audit;
 
 /// Events that count as a failed sign-in attempt on the dashboard.
@@ -152,4 +155,43 @@ pub fn latest(
         ..AuditFilter::default()
     };
     page(conn, &filter, None, limit)
+}
+
+/// One page of the audit, newest first, with the `link_requested` rows its `signed_in` rows
+/// redeemed (to tell whether the device that asked and the one that signed in differ).
+#[derive(Debug)]
+pub struct AuditPage {
+    pub rows: Vec<AuditRow>,
+    pub requested: Vec<AuditRow>,
+    /// There is an older page after this one.
+    pub has_older: bool,
+}
+
+pub async fn page_of(
+    db: &Db,
+    filter: AuditFilter,
+    before: Option<AuditId>,
+    size: i64,
+) -> Result<AuditPage, DbError> {
+    db.query(move |conn| {
+        // One more than a page tells whether there is an older page.
+        let mut rows = page(conn, &filter, before, size + 1)?;
+        let request_ids: Vec<RequestId> = rows
+            .iter()
+            .filter(|row| row.event == AuditEvent::SignedIn.as_str())
+            .filter_map(|row| row.request_id)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let requested = link_requests(conn, &request_ids)?;
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let has_older = rows.len() > size;
+        rows.truncate(size);
+        Ok(AuditPage {
+            rows,
+            requested,
+            has_older,
+        })
+    })
+    .await
 }

@@ -5,7 +5,7 @@
 //! sees, the chain's head (`seq` and `head_hash`), where the chain starts after purges
 //! (`start_seq`, `start_hash`) and when it was taken. Because every row's hash covers its
 //! predecessor's, a checkpoint vouches for every row up to its `seq`; `latchkey audit verify`
-//! (see [`crate::audit_chain::verify`]) checks them.
+//! (see [`crate::audit::chain::verify`]) checks them.
 //!
 //! They are written at least once every [`INTERVAL`] while rows are added (by
 //! [`spawn_checkpointer`] in the server), when the server stops, by every command-line
@@ -19,9 +19,9 @@ use diesel::prelude::*;
 use diesel::sql_types::Timestamptz;
 use ring::hmac;
 
+use crate::audit::rows::appended_by_this_process;
 use crate::db::{Db, DbError};
 use crate::domain::ids::CheckpointId;
-use crate::models::audit::appended_by_this_process;
 use crate::schema::{login_audit_chain, login_audit_checkpoints};
 
 /// A checkpoint is written at least this often while rows are being added.
