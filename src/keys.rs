@@ -1,7 +1,7 @@
 //! Key derivation: one secret (`LATCHKEY_SECRET_KEY`) feeds HKDF, and every purpose gets its
 //! own derived key, so a value signed for one purpose (a CSRF cookie) can never pass as
-//! another (a sign-in token). Above `crypto` (randomness, digests) and `assertion` (the
-//! Ed25519 key it derives), below everything that signs.
+//! another (a sign-in token). Above `crypto` (randomness, digests), below everything that
+//! signs.
 
 use std::path::Path;
 
@@ -23,8 +23,9 @@ pub struct Keys {
     /// Signs the login audit's checkpoints; never stored in the database, so whoever can
     /// write there cannot forge one.
     pub audit: hmac::Key,
-    /// Signs `Latchkey-Assertion` for protected apps (its public half is in the JWK set).
-    pub assertion: std::sync::Arc<crate::assertion::AssertionKey>,
+    /// The Ed25519 seed of the key that signs `Latchkey-Assertion` for protected apps (the
+    /// forward-auth room makes the key; its public half is in the JWK set).
+    pub assertion_seed: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -61,15 +62,15 @@ impl Keys {
             token: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"sign-in-token", 32)),
             browser: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"browser-cookie", 32)),
             audit: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"audit-checkpoint", 32)),
-            assertion: std::sync::Arc::new(assertion_key(&expand(&prk, b"app-assertion", 32))),
+            assertion_seed: seed(&expand(&prk, b"app-assertion", 32)),
         }
     }
 }
 
-/// Any 32 bytes are an Ed25519 seed; ring refuses only another length, which HKDF never gives.
-#[allow(clippy::expect_used)]
-fn assertion_key(seed: &[u8]) -> crate::assertion::AssertionKey {
-    crate::assertion::AssertionKey::from_seed(seed).expect("a 32-byte Ed25519 seed")
+fn seed(bytes: &[u8]) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    seed.copy_from_slice(bytes);
+    seed
 }
 
 /// The development secret: read from the data dir, or generated there once.

@@ -1,6 +1,5 @@
 //! Latchkey: a passwordless sign-in gateway and admin dashboard for small trusted teams.
 
-pub mod assertion;
 pub mod audit;
 pub mod cli;
 pub mod crypto;

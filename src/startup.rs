@@ -17,6 +17,7 @@ use actix_session::config::BrowserSession;
 use actix_session::SessionMiddleware;
 use actix_web::cookie::{time::Duration as CookieDuration, SameSite};
 
+use crate::forward_auth::ForwardAuth;
 use crate::mail::Mailer;
 use crate::middleware::access_log::access_log;
 use crate::middleware::anonymous::UnlessAnonymousView;
@@ -140,6 +141,8 @@ impl Application {
             .transpose()
             .map_err(|e| anyhow::anyhow!("LATCHKEY_PUBLIC_URL: no passkey relying party ({e})"))?;
         let audit_key = keys.audit.clone();
+        let forward_auth = ForwardAuth::new(&keys.assertion_seed)
+            .map_err(|e| anyhow::anyhow!("making the assertion key: {e}"))?;
         let shutdown_db = db.clone();
         let app_live = live.clone();
         let state = web::Data::new(AppState {
@@ -148,7 +151,7 @@ impl Application {
             live,
             keys,
             mailer,
-            forward_auth: Default::default(),
+            forward_auth,
             webauthn,
         });
         let dashboard_cache = web::Data::new(routes::DashboardCache::default());

@@ -1,7 +1,7 @@
 //! What every handler can reach: built once at start-up, shared by all workers.
 
 use crate::db::Db;
-use crate::forward_auth::ForwardAuthMemory;
+use crate::forward_auth::ForwardAuth;
 use crate::keys::Keys;
 use crate::mail::Mailer;
 use crate::session::cache::Live;
@@ -14,7 +14,7 @@ pub struct AppState {
     pub live: Live,
     pub keys: Keys,
     pub mailer: Mailer,
-    pub forward_auth: ForwardAuthMemory,
+    pub forward_auth: ForwardAuth,
     /// The WebAuthn relying party; `None` when the public URL cannot have passkeys (an IP
     /// address host).
     pub webauthn: Option<webauthn_rs::prelude::Webauthn>,

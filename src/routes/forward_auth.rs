@@ -1,29 +1,20 @@
 //! `/auth/check` and `/auth/forward` (the proxy asks whether a request to an app may pass),
 //! and `/.well-known/jwks.json` (the key that verifies `Latchkey-Assertion`).
 //!
-//! A check reads the session (by the digest of the key in its cookie), the member and the apps
-//! through the session cache (no query when they are cached; a revocation, deactivation or
-//! app change empties the entries it concerns on every instance) and decides. It writes
-//! nothing, except the first time a session opens an app (`app_opened`), a refusal at most once
-//! a minute (`app_denied`), and the session's idle expiry at most once a minute, as pages do,
-//! off the answer's path. The request body is never read.
+//! This file reads what the proxy sent (the original URL, the session cookie) and writes the
+//! answer each proxy expects; the decision is [`crate::forward_auth::check`]'s. The request
+//! body is never read.
 
 use actix_web::cookie::{Cookie, CookieJar};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 
-use crate::assertion::{Claims, LIFETIME_SECS};
-use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::app_origin::{AppOrigin, AppUrl};
 use crate::domain::digests::SessionKeyDigest;
-use crate::domain::ids::SessionId;
-use crate::forward_auth::AssertionFor;
+use crate::forward_auth::check::{CheckContext, CheckError, Decision, Grant, Refusal};
 use crate::middleware::check_cookie::CheckCookies;
-use crate::models::app::{self, AppRule};
-use crate::models::member::{self, Member};
-use crate::session::validity::{judge, SessionTimes, Timeouts, Validity};
 use crate::state::AppState;
 use crate::web::browser::session_cookie_name;
 use crate::web::client::client_info;
@@ -50,7 +41,7 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/jwk-set+json")
         .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
-        .json(state.keys.assertion.jwks())
+        .json(state.forward_auth.jwks())
 }
 
 /// The URL the browser asked the app for, as the proxy reports it.
@@ -131,123 +122,38 @@ fn unavailable(err: DbError) -> HttpResponse {
     }
 }
 
-/// A signed-in member's check, with what the answer needs.
-struct Checked {
-    session_id: SessionId,
-    member: Member,
-    /// The app registered for the origin, if any.
-    app: Option<AppRule>,
-}
-
 async fn decide(req: &HttpRequest, state: &web::Data<AppState>, style: Style) -> HttpResponse {
     let url = match original_url(req) {
         Some(Ok(url)) => url,
         Some(Err(())) | None => return bad_request(),
     };
-    let Some(digest) = session_key_digest(req, state) else {
-        return not_signed_in(state, &url, style);
+    let context = CheckContext {
+        db: &state.db,
+        live: &state.live,
+        settings: &state.settings,
     };
-    let checked = match signed_in(state, &digest, url.origin()).await {
-        Ok(Some(checked)) => checked,
-        Ok(None) => return not_signed_in(state, &url, style),
-        Err(err) => return unavailable(err),
-    };
-    match &checked.app {
-        Some(app) if app.admits(&checked.member) => allowed(req, state, &checked, app).await,
-        _ => denied(req, state, &checked, url.origin()).await,
+    let now = chrono::Utc::now().timestamp();
+    let decided = state
+        .forward_auth
+        .decide(
+            &context,
+            session_key_digest(req, state),
+            url.origin(),
+            || client_info(req),
+            now,
+        )
+        .await;
+    match decided {
+        Ok(Decision::NotSignedIn) => not_signed_in(state, &url, style),
+        Ok(Decision::Allowed(grant)) => allowed(&grant),
+        Ok(Decision::Denied(refusal)) => denied(state, &refusal, url.origin()),
+        Err(CheckError::Db(err)) => unavailable(err),
+        Err(err @ CheckError::Signing(_)) => unexpected(err),
     }
 }
 
-/// The live, still valid sign-in behind this session key digest, and the app for `origin`.
-async fn signed_in(
-    state: &AppState,
-    digest: &SessionKeyDigest,
-    origin: &AppOrigin,
-) -> Result<Option<Checked>, DbError> {
-    let Some(session) = state.live.session(digest).await? else {
-        return Ok(None);
-    };
-    let Some(member_id) = session.member_id else {
-        return Ok(None);
-    };
-    let Some(member) = state.live.member(member_id).await? else {
-        return Ok(None);
-    };
-    let now = chrono::Utc::now().timestamp();
-    let timeouts = Timeouts::of(&state.settings);
-    match judge(
-        Some(&member),
-        SessionTimes::in_state(&session.state),
-        now,
-        timeouts,
-    ) {
-        Validity::Live => {}
-        Validity::NeedsSeenRefresh => state.live.touch(digest, now, timeouts.idle),
-        Validity::Expired | Validity::Gone => return Ok(None),
-    }
-    let apps = state.live.apps().await?;
-    let app = apps.iter().find(|app| &app.origin == origin).cloned();
-    Ok(Some(Checked {
-        session_id: session.id,
-        member,
-        app,
-    }))
-}
-
-async fn allowed(
-    req: &HttpRequest,
-    state: &AppState,
-    checked: &Checked,
-    app: &AppRule,
-) -> HttpResponse {
-    let member = &checked.member;
-    if !state.forward_auth.has_opened(checked.session_id, app.id) {
-        let (session_id, app_id) = (checked.session_id, app.id);
-        let (email, app_name) = (member.email.clone(), app.name.clone());
-        let client = client_info(req);
-        let recorded = state
-            .db
-            .query(move |conn| {
-                app::record_opened(conn, session_id, app_id, email.as_str(), &app_name, &client)
-            })
-            .await;
-        match recorded {
-            Ok(_) => state.forward_auth.remember_opened(session_id, app_id),
-            // The session ended while this check ran: the next one refuses it.
-            Err(err) => return unavailable(err),
-        }
-    }
-    let now = chrono::Utc::now().timestamp();
-    let role = member.role();
-    let about = AssertionFor {
-        session_id: checked.session_id,
-        app_id: app.id,
-        aud: app.origin.as_str().to_string(),
-        email: member.email.to_string(),
-        role: role.as_str(),
-    };
-    let token = match state.forward_auth.fresh_assertion(&about, now) {
-        Some(token) => token,
-        None => {
-            let signed = state.keys.assertion.sign(&Claims {
-                iss: state.settings.public_url.base(),
-                aud: app.origin.as_str(),
-                sub: member.id.to_string(),
-                email: member.email.as_str(),
-                role: role.as_str(),
-                iat: now,
-                exp: now + LIFETIME_SECS,
-            });
-            let token: std::sync::Arc<str> = match signed {
-                Ok(token) => token.into(),
-                Err(err) => return unexpected(err),
-            };
-            state
-                .forward_auth
-                .remember_assertion(about, now, token.clone());
-            token
-        }
-    };
+fn allowed(grant: &Grant) -> HttpResponse {
+    let member = &grant.member;
     let mut response = HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish();
@@ -255,8 +161,8 @@ async fn allowed(
     for (name, value) in [
         ("remote-user", member.email.as_str()),
         ("remote-email", member.email.as_str()),
-        ("remote-groups", role.as_str()),
-        ("latchkey-assertion", &*token),
+        ("remote-groups", member.role().as_str()),
+        ("latchkey-assertion", &*grant.assertion),
     ] {
         if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
             headers.insert(HeaderName::from_static(name), value);
@@ -265,47 +171,12 @@ async fn allowed(
     response
 }
 
-async fn denied(
-    req: &HttpRequest,
-    state: &AppState,
-    checked: &Checked,
-    origin: &AppOrigin,
-) -> HttpResponse {
-    let member = &checked.member;
-    let audit = state
-        .forward_auth
-        .should_audit_denial(member.id, origin.as_str());
-    let (email, client) = (member.email.clone(), client_info(req));
-    let app_name = checked.app.as_ref().map(|app| app.name.clone());
-    let detail = match &app_name {
-        Some(name) => format!(
-            "{name} ({origin}) does not admit role {}",
-            member.role().as_str()
-        ),
-        None => format!("{origin} is not a registered app"),
-    };
-    let admins = state
-        .db
-        .query(move |conn| {
-            if audit {
-                NewAuditRow::new(AuditEvent::AppDenied)
-                    .email(&email)
-                    .client(&client)
-                    .detail(detail)
-                    .insert(conn)?;
-            }
-            member::active_admin_emails(conn)
-        })
-        .await;
-    let admins = match admins {
-        Ok(admins) => admins,
-        Err(err) => return unavailable(err),
-    };
+fn denied(state: &AppState, refusal: &Refusal, origin: &AppOrigin) -> HttpResponse {
     let mut context = tera::Context::new();
-    context.insert("email", &member.email);
-    context.insert("app_name", &app_name);
+    context.insert("email", &refusal.member.email);
+    context.insert("app_name", &refusal.app_name);
     context.insert("origin", origin.as_str());
-    context.insert("admins", &admins);
+    context.insert("admins", &refusal.admins);
     context.insert("latchkey", &state.settings.public_url.join("/"));
     match render_standalone("app_denied.html", &context) {
         Ok(html) => HttpResponse::Forbidden()
