@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod cli;
 pub mod crypto;
+pub mod dashboard;
 pub mod db;
 pub mod domain;
 pub mod forward_auth;

@@ -9,6 +9,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
 use crate::audit::checkpoint;
+use crate::dashboard::cache::DashboardCache;
 use crate::db::embedded::EmbeddedPostgres;
 use crate::db::{self, Db};
 use crate::keys::{load_or_create_dev_secret, Keys};
@@ -154,7 +155,7 @@ impl Application {
             forward_auth,
             webauthn,
         });
-        let dashboard_cache = web::Data::new(routes::DashboardCache::default());
+        let dashboard_cache = web::Data::new(DashboardCache::default());
         let login_page = web::Data::new(
             routes::LoginPage::new(state.webauthn.is_some())
                 .context("rendering the sign-in page")?,

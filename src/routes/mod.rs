@@ -16,7 +16,6 @@ mod team;
 
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 
-pub use dashboard::DashboardCache;
 pub use login::LoginPage;
 
 use crate::web::errors::PageError;

@@ -9,12 +9,12 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
 use serde::{Deserialize, Serialize};
 
+use crate::dashboard::cache::DashboardCache;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::MemberId;
 use crate::domain::role::Role;
 use crate::middleware::guard::CurrentMember;
 use crate::models::member::{self, Added, ListedMember, Member, MemberError};
-use crate::routes::DashboardCache;
 use crate::state::AppState;
 use crate::web::errors::{PageError, PageResult};
 use crate::web::pages::{is_htmx, Page};
