@@ -1,5 +1,6 @@
 //! `latchkey apps add|list|remove`, and the `apps` table behind them.
 
+use latchkey::domain::role::Role;
 use std::process::Output;
 
 use crate::helpers::{parse_page, select, spawn_app, texts, urlencode, TestApp};
@@ -32,7 +33,7 @@ fn ok(out: &Output) -> String {
 #[actix_web::test]
 async fn apps_are_added_listed_changed_and_removed_from_the_command_line_audited() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let out = ok(&latchkey(
         &app,
         &[
@@ -131,7 +132,7 @@ async fn apps_are_added_listed_changed_and_removed_from_the_command_line_audited
 async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
     let app = spawn_app().await;
     let admin = app.signed_in_browser("boss@example.org", "admin").await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let csrf = app.csrf(&admin, "/apps").await;
     let body = format!(
         "name=wiki&url={}&roles=member&roles=auditor&members={}&csrf_token={}",

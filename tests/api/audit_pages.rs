@@ -3,6 +3,7 @@
 
 use diesel::prelude::*;
 use latchkey::domain::ids::AuditId;
+use latchkey::domain::role::Role;
 use latchkey::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
 
 use latchkey::settings::LinkBinding;
@@ -306,7 +307,7 @@ async fn htmx_requests_get_only_the_rows() {
 async fn signed_in_rows_link_their_request_and_flag_another_device() {
     let app = spawn_app_with(TestSettings::new().link_binding(LinkBinding::Any)).await;
     let admin = app.signed_in_browser("ada@example.org", "admin").await;
-    app.add_member("bob@example.org", "member");
+    app.add_member("bob@example.org", Role::Member);
     let asking = new_browser();
     let phone = browser_as("PhoneBrowser/9.0");
     let before = app.smtp.received().len();

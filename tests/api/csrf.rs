@@ -1,6 +1,7 @@
 //! CSRF through HTTP: every state-changing post needs this browser's token (field or
 //! header) and a same-origin request, the token changes at sign-in, and no GET changes state.
 
+use latchkey::domain::role::Role;
 use std::time::Duration;
 
 use crate::helpers::{new_browser, spawn_app, TestApp};
@@ -29,7 +30,7 @@ async fn state_changing_posts_without_the_right_token_get_403_and_change_nothing
     let app = spawn_app().await;
     let admin = app.signed_in_browser("admin@example.org", "admin").await;
     let admin_csrf = app.csrf(&admin, "/").await;
-    app.add_member("bob@example.org", "member");
+    app.add_member("bob@example.org", Role::Member);
     let asking = new_browser();
     assert_eq!(
         app.request_link(&asking, "bob@example.org").await.status(),
@@ -93,7 +94,7 @@ async fn state_changing_posts_without_the_right_token_get_403_and_change_nothing
 #[actix_web::test]
 async fn the_csrf_header_works_instead_of_the_field() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     let csrf = app.csrf(&browser, "/login").await;
     let res = browser
@@ -142,7 +143,7 @@ async fn the_csrf_header_works_instead_of_the_field() {
 #[actix_web::test]
 async fn a_foreign_origin_or_a_cross_site_fetch_is_refused_even_with_a_valid_token() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     let csrf = app.csrf(&browser, "/login").await;
     let form = [("email", "ann@example.org"), ("csrf_token", csrf.as_str())];
@@ -216,7 +217,7 @@ async fn a_foreign_origin_or_a_cross_site_fetch_is_refused_even_with_a_valid_tok
 #[actix_web::test]
 async fn after_sign_in_the_sessions_token_is_required() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     let before_sign_in = app.csrf(&browser, "/login").await;
     assert_eq!(app.sign_in(&browser, "ann@example.org").await.status(), 303);
@@ -248,7 +249,7 @@ async fn after_sign_in_the_sessions_token_is_required() {
 async fn state_changing_routes_do_not_accept_get() {
     let app = spawn_app().await;
     let admin = app.signed_in_browser("admin@example.org", "admin").await;
-    let member_id = app.add_member("bob@example.org", "member");
+    let member_id = app.add_member("bob@example.org", Role::Member);
     let before = app.snapshot();
     let deactivate = format!("/team/{member_id}/deactivate");
     let role = format!("/team/{member_id}/role?role=admin");

@@ -126,7 +126,7 @@ async fn not_signed_in_gets_the_sign_in_page_with_the_original_url() {
 async fn an_admitted_member_passes_with_identity_headers_and_nothing_is_written_per_check() {
     let app = spawn_app().await;
     let browser = app.signed_in_browser("ann@example.org", "member").await;
-    let ann = app.add_member("ann@example.org", "member");
+    let ann = app.add_member("ann@example.org", Role::Member);
     register(
         &app,
         "wiki",
@@ -192,7 +192,7 @@ async fn an_admitted_member_passes_with_identity_headers_and_nothing_is_written_
 #[actix_web::test]
 async fn members_an_app_does_not_admit_and_unknown_apps_get_403_audited_once_a_minute() {
     let app = spawn_app().await;
-    app.add_member("boss@example.org", "admin");
+    app.add_member("boss@example.org", Role::Admin);
     let browser = app.signed_in_browser("ann@example.org", "member").await;
     register(
         &app,
@@ -236,7 +236,7 @@ async fn members_an_app_does_not_admit_and_unknown_apps_get_403_audited_once_a_m
 #[actix_web::test]
 async fn logout_revocation_deactivation_and_removal_are_refused_by_the_next_check() {
     let app = spawn_app().await;
-    app.add_member("boss@example.org", "admin");
+    app.add_member("boss@example.org", Role::Admin);
     let wiki = register(
         &app,
         "wiki",
@@ -257,7 +257,7 @@ async fn logout_revocation_deactivation_and_removal_are_refused_by_the_next_chec
     let ann = app.signed_in_browser("ann@example.org", "member").await;
     let boss = app.signed_in_browser("boss@example.org", "admin").await;
     assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 200);
-    let ann_id = app.add_member("ann@example.org", "member");
+    let ann_id = app.add_member("ann@example.org", Role::Member);
     let session: i64 = sessions::table
         .filter(sessions::member_id.eq(ann_id))
         .select(sessions::id)
@@ -342,7 +342,7 @@ async fn the_assertion_verifies_with_an_independent_implementation_against_the_j
     );
     let app = spawn_app().await;
     let browser = app.signed_in_browser("ann@example.org", "auditor").await;
-    let ann = app.add_member("ann@example.org", "auditor");
+    let ann = app.add_member("ann@example.org", Role::Auditor);
     register(
         &app,
         "metrics",
@@ -442,7 +442,7 @@ async fn sign_in_with_rd(app: &TestApp, email: &str, rd: &str, next: Option<&str
 #[actix_web::test]
 async fn after_sign_in_rd_returns_to_a_registered_app_and_nowhere_else() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     register(
         &app,
         "wiki",
@@ -577,7 +577,7 @@ fn assertion_claims(res: &reqwest::Response) -> (String, serde_json::Value) {
 #[actix_web::test]
 async fn a_fresh_assertion_is_handed_out_again_but_never_after_a_role_change() {
     let app = spawn_app().await;
-    app.add_member("boss@example.org", "admin");
+    app.add_member("boss@example.org", Role::Admin);
     register(
         &app,
         "wiki",
@@ -604,7 +604,7 @@ async fn a_fresh_assertion_is_handed_out_again_but_never_after_a_role_change() {
     }
     // The role changes: the very next check signs what is true now.
     let boss = app.signed_in_browser("boss@example.org", "admin").await;
-    let ann_id = app.add_member("ann@example.org", "member");
+    let ann_id = app.add_member("ann@example.org", Role::Member);
     let csrf = app.csrf(&boss, "/team").await;
     let res = app
         .post_form_with_csrf(

@@ -440,9 +440,8 @@ impl TestApp {
     }
 
     /// Adds (or re-activates) a member directly, as `latchkey members add` does.
-    pub fn add_member(&self, email: &str, role: &str) -> MemberId {
+    pub fn add_member(&self, email: &str, role: Role) -> MemberId {
         let email = EmailAddress::parse(email).unwrap();
-        let role = Role::parse(role).unwrap();
         let (member, _) =
             member::add_or_reactivate(&mut self.conn(), &email, role, "test").unwrap();
         member.id
@@ -582,7 +581,7 @@ impl TestApp {
 
     /// Signs in a new member of `role` in a new browser.
     pub async fn signed_in_browser(&self, email: &str, role: &str) -> reqwest::Client {
-        self.add_member(email, role);
+        self.add_member(email, Role::parse(role).unwrap());
         let browser = new_browser();
         let res = self.sign_in(&browser, email).await;
         assert_eq!(res.status(), 303, "sign-in failed");

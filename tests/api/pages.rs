@@ -5,6 +5,7 @@
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamptz};
+use latchkey::domain::role::Role;
 use latchkey::models::dashboard::{MEMBER_SIGN_INS_PER_DAY, TEAM_SIGN_INS_PER_DAY, UNUSED_ACCESS};
 use scraper::Html;
 
@@ -131,7 +132,7 @@ async fn audit_rows_read_as_labels_browsers_and_relative_times_and_keep_the_raw_
 #[actix_web::test]
 async fn sessions_name_the_browser_and_keep_the_string_on_hover() {
     let app = spawn_app().await;
-    app.add_member("mo@example.org", "member");
+    app.add_member("mo@example.org", Role::Member);
     let firefox = browser_as(FIREFOX_WINDOWS);
     assert_eq!(app.sign_in(&firefox, "mo@example.org").await.status(), 303);
     let page = get_html(&firefox, &app, "/sessions").await;
@@ -308,11 +309,11 @@ async fn access_not_used_names_exactly_the_stale_members_and_a_deactivation_clea
     let admin = app.signed_in_browser("ada@example.org", "admin").await;
     let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
     let member = app.signed_in_browser("mo@example.org", "member").await;
-    let stale = app.add_member("stale@example.org", "member");
-    let never = app.add_member("never@example.org", "auditor");
-    app.add_member("recent@example.org", "member");
-    app.add_member("newcomer@example.org", "member");
-    let gone = app.add_member("gone@example.org", "member");
+    let stale = app.add_member("stale@example.org", Role::Member);
+    let never = app.add_member("never@example.org", Role::Auditor);
+    app.add_member("recent@example.org", Role::Member);
+    app.add_member("newcomer@example.org", Role::Member);
+    let gone = app.add_member("gone@example.org", Role::Member);
     for email in [
         "ada@example.org",
         "stale@example.org",
@@ -521,7 +522,7 @@ fn the_chart_and_access_not_used_are_answered_from_their_indexes() {
 #[actix_web::test]
 async fn the_sign_in_mail_has_one_button_with_a_plain_href_a_large_code_and_the_browser_named() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let chrome = browser_as(CHROME_MAC);
     let before = app.smtp.received().len();
     assert_eq!(

@@ -2,6 +2,7 @@
 //! hand): adding one, signing in with it, and what must be refused. The app runs with a
 //! `localhost` public URL, since WebAuthn does not accept an IP address as relying party.
 
+use latchkey::domain::role::Role;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -471,7 +472,7 @@ async fn a_deactivated_members_passkeys_no_longer_work() {
     let ann = app.signed_in_browser("ann@example.org", "member").await;
     let mut key = SoftPasskey::new(&app.address);
     assert_eq!(app.add_passkey(&ann, &mut key, "Laptop").await.0, 200);
-    let id = app.add_member("ann@example.org", "member");
+    let id = app.add_member("ann@example.org", Role::Member);
     latchkey::models::member::deactivate(&mut app.conn(), id, "test").unwrap();
     let (status, _, _) = app.passkey_sign_in(&new_browser(), &mut key).await;
     assert_eq!(status, 401);

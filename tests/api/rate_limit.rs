@@ -1,6 +1,7 @@
 //! `LATCHKEY_LOGIN_RATE` (posts to the sign-in routes, per client IP, in memory) and
 //! `LATCHKEY_EMAIL_RATE` (links sent per address, in PostgreSQL), through HTTP.
 
+use latchkey::domain::role::Role;
 use std::time::Duration;
 
 use crate::helpers::{form_value, new_browser, spawn_app, spawn_app_with, TestApp, TestSettings};
@@ -315,7 +316,7 @@ async fn answer_without_csrf(res: reqwest::Response) -> (u16, String) {
 #[actix_web::test]
 async fn over_the_email_rate_the_answer_is_the_same_and_no_mail_is_sent() {
     let app = spawn_app_with(TestSettings::new().email_rate(2, Duration::from_secs(15 * 60))).await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     let first = answer_without_csrf(app.request_link(&browser, "ann@example.org").await).await;
     let second = answer_without_csrf(app.request_link(&browser, "ann@example.org").await).await;
@@ -344,7 +345,7 @@ async fn over_the_email_rate_the_answer_is_the_same_and_no_mail_is_sent() {
         assert!(row.detail.contains("LATCHKEY_EMAIL_RATE"), "{}", row.detail);
     }
     // Another address has its own count.
-    app.add_member("bob@example.org", "member");
+    app.add_member("bob@example.org", Role::Member);
     app.request_link(&browser, "bob@example.org").await;
     app.smtp.wait_for(3, Duration::from_secs(10)).await;
 }
@@ -352,7 +353,7 @@ async fn over_the_email_rate_the_answer_is_the_same_and_no_mail_is_sent() {
 #[actix_web::test]
 async fn a_new_link_never_resets_a_dead_code() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
@@ -411,7 +412,7 @@ async fn a_new_link_never_resets_a_dead_code() {
 #[actix_web::test]
 async fn a_new_link_never_resets_the_ip_budget() {
     let app = spawn_app_with(TestSettings::new().login_rate(6, Duration::from_secs(60))).await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     assert_eq!(
         app.request_link(&browser, "ann@example.org").await.status(),

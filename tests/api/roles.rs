@@ -3,6 +3,7 @@
 
 use diesel::prelude::*;
 use latchkey::domain::ids::MemberId;
+use latchkey::domain::role::Role;
 use latchkey::models::audit::{AuditEvent, NewAuditRow};
 use latchkey::schema::{members, sessions};
 
@@ -101,7 +102,7 @@ fn session_ids(app: &TestApp, member_id: MemberId) -> Vec<i64> {
 #[actix_web::test]
 async fn anonymous_requests_go_to_sign_in_and_htmx_gets_401() {
     let app = spawn_app().await;
-    let victim = app.add_member("victim@example.org", "member");
+    let victim = app.add_member("victim@example.org", Role::Member);
     let session = stray_session(&app, victim);
     let browser = new_browser();
     let csrf = app.csrf(&browser, "/login").await;
@@ -139,7 +140,7 @@ async fn anonymous_requests_go_to_sign_in_and_htmx_gets_401() {
 #[actix_web::test]
 async fn auditors_and_members_get_403_beyond_their_role() {
     let app = spawn_app().await;
-    let victim = app.add_member("victim@example.org", "member");
+    let victim = app.add_member("victim@example.org", Role::Member);
     let session = stray_session(&app, victim);
     let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
     let member = app.signed_in_browser("mo@example.org", "member").await;
@@ -170,13 +171,13 @@ async fn auditors_and_members_get_403_beyond_their_role() {
 #[actix_web::test]
 async fn each_role_reaches_its_routes() {
     let app = spawn_app().await;
-    for role in ["admin", "auditor", "member"] {
+    for role in Role::ALL {
         let email = format!("{role}@example.org");
-        let browser = app.signed_in_browser(&email, role).await;
+        let browser = app.signed_in_browser(&email, role.as_str()).await;
         let member_id = app.add_member(&email, role);
         let csrf = app.csrf(&browser, "/").await;
-        let reads_audit = role != "member";
-        let is_admin = role == "admin";
+        let reads_audit = role.can_read_audit();
+        let is_admin = role.is_admin();
 
         for (path, allowed) in [
             ("/", true),
@@ -193,7 +194,7 @@ async fn each_role_reaches_its_routes() {
         }
 
         if is_admin {
-            let victim = app.add_member(&format!("victim-of-{role}@example.org"), "member");
+            let victim = app.add_member(&format!("victim-of-{role}@example.org"), Role::Member);
             for (path, fields) in [
                 (
                     "/team".to_string(),

@@ -103,8 +103,8 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
         port: app.port,
         live: app.live.clone(),
     };
-    let ann_id = app.add_member("ann@example.org", "member");
-    app.add_member("boss@example.org", "admin");
+    let ann_id = app.add_member("ann@example.org", Role::Member);
+    app.add_member("boss@example.org", Role::Admin);
 
     // A link asked for on one instance is redeemed on the other.
     let ann = crate::helpers::new_browser();
@@ -151,7 +151,7 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
     refused_within(&other, &ann, 401, Duration::from_millis(100)).await;
 
     // A role change on A: B's next answers carry the new role.
-    let bea_id = app.add_member("bea@example.org", "member");
+    let bea_id = app.add_member("bea@example.org", Role::Member);
     let bea = app.signed_in_browser("bea@example.org", "member").await;
     assert_eq!(
         check_on(&other, &bea).await.headers()["remote-groups"],
@@ -308,7 +308,7 @@ async fn two_instances_hold_one_mail_limit_and_one_audit_chain() {
     .await;
     let other = app.another_instance().await;
     let bases = [app.address.clone(), other.address.clone()];
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
 
     // Ten link requests for one address, five on each instance, all at once: three mails.
     let asks = (0..10).map(|i| {
@@ -335,7 +335,7 @@ async fn two_instances_hold_one_mail_limit_and_one_audit_chain() {
     // Eight members sign in at the same time, half on each instance.
     let emails: Vec<String> = (0..8).map(|i| format!("m{i}@example.org")).collect();
     for email in &emails {
-        app.add_member(email, "member");
+        app.add_member(email, Role::Member);
     }
     let sign_ins = emails
         .iter()

@@ -3,6 +3,7 @@
 
 use diesel::prelude::*;
 use latchkey::domain::ids::MemberId;
+use latchkey::domain::role::Role;
 use latchkey::schema::sessions;
 
 use scraper::{ElementRef, Html};
@@ -63,8 +64,8 @@ async fn post(
 #[actix_web::test]
 async fn members_see_their_own_sessions_and_this_one_is_marked() {
     let app = spawn_app().await;
-    let mo = app.add_member("mo@example.org", "member");
-    app.add_member("ann@example.org", "member");
+    let mo = app.add_member("mo@example.org", Role::Member);
+    app.add_member("ann@example.org", Role::Member);
     let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
     let _phone = signed_in_as(&app, "mo@example.org", "Phone/2.0").await;
     let _other = signed_in_as(&app, "ann@example.org", "Elsewhere/3.0").await;
@@ -91,8 +92,8 @@ async fn members_see_their_own_sessions_and_this_one_is_marked() {
 #[actix_web::test]
 async fn admins_see_everyones_sessions_with_the_address() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
-    let ada = app.add_member("ada@example.org", "admin");
+    app.add_member("ann@example.org", Role::Member);
+    let ada = app.add_member("ada@example.org", Role::Admin);
     let admin = signed_in_as(&app, "ada@example.org", "AdminBrowser/1.0").await;
     let _ann = signed_in_as(&app, "ann@example.org", "AnnBrowser/1.0").await;
 
@@ -115,7 +116,7 @@ async fn admins_see_everyones_sessions_with_the_address() {
 #[actix_web::test]
 async fn revoking_ends_the_other_browsers_session() {
     let app = spawn_app().await;
-    let mo = app.add_member("mo@example.org", "member");
+    let mo = app.add_member("mo@example.org", Role::Member);
     let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
     let phone = signed_in_as(&app, "mo@example.org", "Phone/2.0").await;
     let phone_session = session_of(&app, mo, "Phone/2.0");
@@ -159,7 +160,7 @@ async fn revoking_ends_the_other_browsers_session() {
 #[actix_web::test]
 async fn revoking_inline_answers_with_the_list() {
     let app = spawn_app().await;
-    let mo = app.add_member("mo@example.org", "member");
+    let mo = app.add_member("mo@example.org", Role::Member);
     let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
     let _phone = signed_in_as(&app, "mo@example.org", "Phone/2.0").await;
     let phone_session = session_of(&app, mo, "Phone/2.0");
@@ -181,9 +182,9 @@ async fn revoking_inline_answers_with_the_list() {
 #[actix_web::test]
 async fn members_cannot_revoke_someone_elses_session_but_admins_can() {
     let app = spawn_app().await;
-    let ann = app.add_member("ann@example.org", "member");
-    app.add_member("ada@example.org", "admin");
-    app.add_member("mo@example.org", "member");
+    let ann = app.add_member("ann@example.org", Role::Member);
+    app.add_member("ada@example.org", Role::Admin);
+    app.add_member("mo@example.org", Role::Member);
     let mo = signed_in_as(&app, "mo@example.org", "Mo/1.0").await;
     let ann_browser = signed_in_as(&app, "ann@example.org", "Ann/1.0").await;
     let ann_session = session_of(&app, ann, "Ann/1.0");
@@ -220,7 +221,7 @@ async fn members_cannot_revoke_someone_elses_session_but_admins_can() {
 #[actix_web::test]
 async fn revoking_this_browsers_own_session_signs_it_out() {
     let app = spawn_app().await;
-    let mo = app.add_member("mo@example.org", "member");
+    let mo = app.add_member("mo@example.org", Role::Member);
     let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
     let own = session_of(&app, mo, "Laptop/1.0");
     let res = post(&app, &laptop, &format!("/sessions/{own}/revoke"), false).await;
@@ -233,8 +234,8 @@ async fn revoking_this_browsers_own_session_signs_it_out() {
 #[actix_web::test]
 async fn signing_out_everywhere_ends_every_session_of_the_member_only() {
     let app = spawn_app().await;
-    let mo = app.add_member("mo@example.org", "member");
-    app.add_member("ann@example.org", "member");
+    let mo = app.add_member("mo@example.org", Role::Member);
+    app.add_member("ann@example.org", Role::Member);
     let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
     let phone = signed_in_as(&app, "mo@example.org", "Phone/2.0").await;
     let ann = signed_in_as(&app, "ann@example.org", "Ann/1.0").await;
@@ -268,7 +269,7 @@ async fn signing_out_everywhere_ends_every_session_of_the_member_only() {
 #[actix_web::test]
 async fn hostile_user_agents_show_as_text() {
     let app = spawn_app().await;
-    app.add_member("mo@example.org", "member");
+    app.add_member("mo@example.org", Role::Member);
     let agent = "<script>alert(1)</script>";
     let browser = signed_in_as(&app, "mo@example.org", agent).await;
     // Header values cannot carry CR/LF; a row can (an old or imported one).

@@ -3,6 +3,7 @@
 
 use diesel::prelude::*;
 use latchkey::domain::ids::MemberId;
+use latchkey::domain::role::Role;
 use latchkey::schema::members;
 
 use crate::helpers::{attr, one, parse_page, select, spawn_app, text, texts, TestApp};
@@ -209,7 +210,7 @@ async fn a_malformed_address_or_role_gets_422_and_adds_nobody() {
             assert_eq!(attr(typed, "value"), email, "what was typed comes back");
         }
     }
-    let nia = app.add_member("nia@example.org", "member");
+    let nia = app.add_member("nia@example.org", Role::Member);
     let res = post(
         &app,
         &admin,
@@ -227,7 +228,7 @@ async fn a_malformed_address_or_role_gets_422_and_adds_nobody() {
 async fn the_last_admin_can_be_neither_deactivated_nor_demoted() {
     let app = spawn_app().await;
     let admin = app.signed_in_browser("ada@example.org", "admin").await;
-    let ada = app.add_member("ada@example.org", "admin");
+    let ada = app.add_member("ada@example.org", Role::Admin);
     let audit_before = app.audit().len();
 
     for htmx in [false, true] {
@@ -270,7 +271,7 @@ async fn the_last_admin_can_be_neither_deactivated_nor_demoted() {
     );
 
     // With a second admin, the first may step down (and leaves the admin-only page).
-    let bea = app.add_member("bea@example.org", "admin");
+    let bea = app.add_member("bea@example.org", Role::Admin);
     let res = post(
         &app,
         &admin,
@@ -311,7 +312,7 @@ async fn deactivation_ends_the_members_live_session_at_once() {
     let app = spawn_app().await;
     let admin = app.signed_in_browser("ada@example.org", "admin").await;
     let member_browser = app.signed_in_browser("mo@example.org", "member").await;
-    let mo = app.add_member("mo@example.org", "member");
+    let mo = app.add_member("mo@example.org", Role::Member);
     assert_eq!(
         member_browser
             .get(app.url("/"))
@@ -353,8 +354,8 @@ async fn deactivation_ends_the_members_live_session_at_once() {
 async fn an_admin_who_deactivates_themselves_is_signed_out() {
     let app = spawn_app().await;
     let admin = app.signed_in_browser("ada@example.org", "admin").await;
-    app.add_member("bea@example.org", "admin");
-    let ada = app.add_member("ada@example.org", "admin");
+    app.add_member("bea@example.org", Role::Admin);
+    let ada = app.add_member("ada@example.org", Role::Admin);
     let res = post(&app, &admin, &format!("/team/{ada}/deactivate"), &[], false).await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/login");
