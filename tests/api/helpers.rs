@@ -581,15 +581,6 @@ impl TestApp {
             .await
     }
 
-    /// Signs in a new member of `role` in a new browser.
-    pub async fn signed_in_browser(&self, email: &str, role: &str) -> reqwest::Client {
-        self.add_member(email, Role::parse(role).unwrap());
-        let browser = new_browser();
-        let res = self.sign_in(&browser, email).await;
-        assert_eq!(res.status(), 303, "sign-in failed");
-        browser
-    }
-
     /// A visitor: a fresh browser on this app, signed in as nobody.
     pub fn visitor(&self) -> Browser {
         self.visitor_as("LatchkeyTest/1.0")

@@ -237,17 +237,17 @@ async fn an_expired_link_gets_410() {
 #[actix_web::test]
 async fn logout_ends_the_session_server_side() {
     let app = spawn_app().await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     assert_eq!(app.count("sessions"), 1);
-    let csrf = app.csrf(&browser, "/").await;
+    let csrf = app.csrf(browser.client(), "/").await;
     let res = app
-        .post_form_with_csrf(&browser, "/logout", &[], &csrf)
+        .post_form_with_csrf(browser.client(), "/logout", &[], &csrf)
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/login");
     assert!(res.headers().contains_key("clear-site-data"));
     assert_eq!(app.count("sessions"), 0);
-    let after = browser.get(app.url("/")).send().await.unwrap();
+    let after = browser.client().get(app.url("/")).send().await.unwrap();
     assert_eq!(after.status(), 303);
 }
 
@@ -530,21 +530,33 @@ async fn the_old_cookie_is_dead_after_logout() {
 #[actix_web::test]
 async fn a_deactivated_members_open_session_ends_at_once() {
     let app = spawn_app().await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     assert_eq!(
-        browser.get(app.url("/")).send().await.unwrap().status(),
+        browser
+            .client()
+            .get(app.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     let id = app.add_member("ann@example.org", Role::Member);
     latchkey::models::member::deactivate(&mut app.conn(), id, "test").unwrap();
     app.sync_cache().await;
     assert_eq!(
-        browser.get(app.url("/")).send().await.unwrap().status(),
+        browser
+            .client()
+            .get(app.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         303
     );
     // And a deactivated member cannot ask for a new link.
     let before = app.smtp.received().len();
-    app.request_link(&browser, "ann@example.org").await;
+    app.request_link(browser.client(), "ann@example.org").await;
     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.smtp.received().len(), before);
     assert_eq!(app.audit_events().last().unwrap(), "login_denied");
@@ -691,14 +703,26 @@ async fn next_is_honoured_after_sign_in() {
 #[actix_web::test]
 async fn an_idle_session_ends_on_the_server() {
     let app = spawn_app_with(TestSettings::new().session_idle(Duration::from_secs(2))).await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     assert_eq!(
-        browser.get(app.url("/")).send().await.unwrap().status(),
+        browser
+            .client()
+            .get(app.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     actix_web::rt::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(
-        browser.get(app.url("/")).send().await.unwrap().status(),
+        browser
+            .client()
+            .get(app.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         303
     );
 }
@@ -711,13 +735,14 @@ async fn an_active_session_still_ends_at_its_absolute_lifetime() {
             .session_max(Duration::from_secs(4)),
     )
     .await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     // Busy every 0.7 s: the idle timeout never bites, the absolute one does.
     let started = std::time::Instant::now();
     let mut statuses = Vec::new();
     while started.elapsed() < Duration::from_millis(5200) {
         statuses.push(
             browser
+                .client()
                 .get(app.url("/"))
                 .send()
                 .await
@@ -744,10 +769,11 @@ async fn an_active_session_still_ends_at_its_absolute_lifetime() {
 #[actix_web::test]
 async fn timer_polls_do_not_keep_an_idle_session_alive() {
     let app = spawn_app_with(TestSettings::new().session_idle(Duration::from_secs(2))).await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     for _ in 0..4 {
         actix_web::rt::time::sleep(Duration::from_millis(800)).await;
         browser
+            .client()
             .get(app.url("/"))
             .header("HX-Request", "true")
             .header("X-Latchkey-Poll", "timer")
@@ -756,7 +782,13 @@ async fn timer_polls_do_not_keep_an_idle_session_alive() {
             .unwrap();
     }
     assert_eq!(
-        browser.get(app.url("/")).send().await.unwrap().status(),
+        browser
+            .client()
+            .get(app.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         303
     );
 }
