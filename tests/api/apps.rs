@@ -1,5 +1,6 @@
 //! `latchkey apps add|list|remove`, and the `apps` table behind them.
 
+use latchkey::domain::role::Role;
 use std::process::Output;
 
 use crate::helpers::{parse_page, select, spawn_app, texts, urlencode, TestApp};
@@ -32,7 +33,7 @@ fn ok(out: &Output) -> String {
 #[actix_web::test]
 async fn apps_are_added_listed_changed_and_removed_from_the_command_line_audited() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let out = ok(&latchkey(
         &app,
         &[
@@ -130,9 +131,9 @@ async fn apps_are_added_listed_changed_and_removed_from_the_command_line_audited
 #[actix_web::test]
 async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("boss@example.org", "admin").await;
-    app.add_member("ann@example.org", "member");
-    let csrf = app.csrf(&admin, "/apps").await;
+    let admin = app.member(Role::Admin, "boss@example.org").await;
+    app.add_member("ann@example.org", Role::Member);
+    let csrf = admin.csrf("/apps").await;
     let body = format!(
         "name=wiki&url={}&roles=member&roles=auditor&members={}&csrf_token={}",
         urlencode("https://wiki.example.org"),
@@ -140,6 +141,7 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
         urlencode(&csrf)
     );
     let res = admin
+        .client()
         .post(app.url("/apps"))
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body(body)
@@ -147,14 +149,7 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
         .await
         .unwrap();
     assert_eq!(res.status(), 303);
-    let page = admin
-        .get(app.url("/apps"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = admin.get("/apps").await.text().await.unwrap();
     assert!(page.contains("https://wiki.example.org"), "{page}");
     assert!(page.contains("auditor, member"), "{page}");
     assert!(page.contains("ann@example.org"));
@@ -197,6 +192,7 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
         let mut fields = fields;
         fields.push(("csrf_token", &csrf));
         let res = admin
+            .client()
             .post(app.url("/apps"))
             .header("HX-Request", "true")
             .form(&fields)
@@ -211,7 +207,7 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
     // Change, then the member sees it in the launcher and the session list shows it opened.
     let res = app
         .post_form_with_csrf(
-            &admin,
+            admin.client(),
             &format!("/apps/{id}"),
             &[
                 ("name", "Wiki"),
@@ -222,32 +218,23 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
         )
         .await;
     assert_eq!(res.status(), 303);
-    let ann = app.signed_in_browser("ann@example.org", "member").await;
-    let dashboard = ann
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    let dashboard = ann.get("/").await.text().await.unwrap();
     let launcher = r#"a[href="https://wiki.example.org/"][rel="noopener"]"#;
     assert_eq!(
         texts(&parse_page(&dashboard), launcher),
         ["Wiki"],
         "{dashboard}"
     );
-    let res =
-        crate::forward_auth::check(&app, &ann, "/auth/check", "https://wiki.example.org/x").await;
+    let res = crate::forward_auth::check(
+        &app,
+        ann.client(),
+        "/auth/check",
+        "https://wiki.example.org/x",
+    )
+    .await;
     assert_eq!(res.status(), 200);
-    let sessions = ann
-        .get(app.url("/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let sessions = ann.get("/sessions").await.text().await.unwrap();
     assert_eq!(
         texts(&parse_page(&sessions), "td.apps-opened"),
         ["Wiki"],
@@ -255,30 +242,23 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
     );
 
     // Auditors read, members do not; neither may change; no CSRF token, no change.
-    let auditor = app.signed_in_browser("aud@example.org", "auditor").await;
-    assert_eq!(
-        auditor.get(app.url("/apps")).send().await.unwrap().status(),
-        200
-    );
-    let auditor_page = auditor
-        .get(app.url("/apps"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let auditor = app.member(Role::Auditor, "aud@example.org").await;
+    assert_eq!(auditor.get("/apps").await.status(), 200);
+    let auditor_page = auditor.get("/apps").await.text().await.unwrap();
     assert!(!auditor_page.contains("Add an app"));
-    let auditor_csrf = app.csrf(&auditor, "/apps").await;
+    let auditor_csrf = auditor.csrf("/apps").await;
     let res = app
-        .post_form_with_csrf(&auditor, &format!("/apps/{id}/remove"), &[], &auditor_csrf)
+        .post_form_with_csrf(
+            auditor.client(),
+            &format!("/apps/{id}/remove"),
+            &[],
+            &auditor_csrf,
+        )
         .await;
     assert_eq!(res.status(), 403);
-    assert_eq!(
-        ann.get(app.url("/apps")).send().await.unwrap().status(),
-        403
-    );
+    assert_eq!(ann.get("/apps").await.status(), 403);
     let res = admin
+        .client()
         .post(app.url(&format!("/apps/{id}/remove")))
         .form(&[("x", "y")])
         .send()
@@ -288,12 +268,17 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
     assert_eq!(app.count("apps"), 1);
 
     let res = app
-        .post_form_with_csrf(&admin, &format!("/apps/{id}/remove"), &[], &csrf)
+        .post_form_with_csrf(admin.client(), &format!("/apps/{id}/remove"), &[], &csrf)
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(app.count("apps"), 0);
-    let res =
-        crate::forward_auth::check(&app, &ann, "/auth/check", "https://wiki.example.org/x").await;
+    let res = crate::forward_auth::check(
+        &app,
+        ann.client(),
+        "/auth/check",
+        "https://wiki.example.org/x",
+    )
+    .await;
     assert_eq!(res.status(), 403);
     let events: Vec<(String, Option<String>)> = app
         .audit()

@@ -3,6 +3,7 @@
 //! guessing codes without end, flooding the audit with link fetches, and planting a
 //! sign-in cookie.
 
+use latchkey::domain::role::Role;
 use std::time::Duration;
 
 use crate::helpers::{
@@ -90,7 +91,7 @@ async fn wait_for_alerts(app: &TestApp, subject: &str, count: usize) -> Vec<Stri
 #[actix_web::test]
 async fn approval_needs_the_typed_number_and_three_wrong_numbers_lock_it() {
     let app = spawn_app_with(generous()).await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
 
     // An attacker asks for Ann's link three times; Ann, on her phone, cannot know the number
     // the attacker's page shows, and every guess cancels that request.
@@ -207,8 +208,8 @@ fn mask(body: &str) -> String {
 #[actix_web::test]
 async fn a_member_and_addresses_that_may_not_sign_in_look_the_same_at_every_step() {
     let app = spawn_app_with(generous()).await;
-    app.add_member("ann@example.org", "member");
-    let gone = app.add_member("cat@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
+    let gone = app.add_member("cat@example.org", Role::Member);
     latchkey::models::member::deactivate(&mut app.conn(), gone, "test").unwrap();
 
     // Addresses of one length, so that content lengths compare as they are.
@@ -258,7 +259,7 @@ async fn a_member_and_addresses_that_may_not_sign_in_look_the_same_at_every_step
 #[actix_web::test]
 async fn ten_wrong_codes_in_a_day_lock_codes_for_the_member_but_not_the_link() {
     let app = spawn_app_with(generous()).await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let attacker = new_browser();
     let stranger = new_browser();
     let csrf = app.csrf(&attacker, "/login").await;
@@ -323,7 +324,7 @@ async fn ten_wrong_codes_in_a_day_lock_codes_for_the_member_but_not_the_link() {
 #[actix_web::test]
 async fn a_flood_of_link_fetches_is_audited_once_per_request_and_address() {
     let app = spawn_app_with(generous().trusted_proxies(&["127.0.0.1/32"])).await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     app.request_link(&new_browser(), "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
     let fetches = (0..60).map(|i| {
@@ -361,8 +362,8 @@ async fn a_flood_of_link_fetches_is_audited_once_per_request_and_address() {
 #[actix_web::test]
 async fn a_planted_sign_in_cookie_wins_nothing() {
     let app = spawn_app_with(generous()).await;
-    app.add_member("ann@example.org", "member");
-    app.add_member("mallory@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
+    app.add_member("mallory@example.org", Role::Member);
 
     // Mallory gets a valid sign-in cookie of her own and plants it in Ann's browser.
     let (mallory, mallory_jar) = new_browser_with_jar();

@@ -1,6 +1,7 @@
 //! The operator's commands against a real database: `members`, `audit verify`, `purge` and
 //! the break-glass `link`, run as the real binary; and the audit chain they rely on.
 
+use latchkey::domain::role::Role;
 use std::process::Output;
 use std::time::Duration;
 
@@ -587,8 +588,8 @@ fn the_sweeper_records_sessions_that_timed_out() {
 #[actix_web::test]
 async fn break_glass_link_signs_in_from_any_browser_and_is_audited_with_the_reason() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
-    app.add_member("gone@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
+    app.add_member("gone@example.org", Role::Member);
     let gone = members::table
         .filter(members::email.eq("gone@example.org"))
         .select(members::id)

@@ -4,6 +4,7 @@
 use diesel::prelude::*;
 use latchkey::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
 use latchkey::domain::ids::AuditId;
+use latchkey::domain::role::Role;
 
 use latchkey::settings::LinkBinding;
 
@@ -85,11 +86,11 @@ async fn page(browser: &reqwest::Client, app: &TestApp, path: &str) -> (u16, Str
 #[actix_web::test]
 async fn the_audit_is_newest_first_fifty_a_page_and_older_pages_keep_the_filters() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app.member(Role::Admin, "ada@example.org").await;
     let mut ids = seed_many(&app, 120, "bulk@example.org");
     ids.reverse();
 
-    let (status, html) = page(&admin, &app, "/audit?email=bulk%40example.org").await;
+    let (status, html) = page(admin.client(), &app, "/audit?email=bulk%40example.org").await;
     assert_eq!(status, 200);
     assert!(
         html.contains("<html"),
@@ -103,7 +104,7 @@ async fn the_audit_is_newest_first_fifty_a_page_and_older_pages_keep_the_filters
     let mut link = older_link(&html).expect("an older link");
     assert!(link.contains("email=bulk%40example.org"), "{link}");
     loop {
-        let (status, html) = page(&admin, &app, &link).await;
+        let (status, html) = page(admin.client(), &app, &link).await;
         assert_eq!(status, 200);
         seen.extend(row_ids(&html));
         match older_link(&html) {
@@ -117,10 +118,10 @@ async fn the_audit_is_newest_first_fifty_a_page_and_older_pages_keep_the_filters
 #[actix_web::test]
 async fn keyset_pages_neither_skip_nor_repeat_rows_while_rows_arrive() {
     let app = spawn_app().await;
-    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
+    let auditor = app.member(Role::Auditor, "audrey@example.org").await;
     seed_many(&app, 130, "steady@example.org");
 
-    let (_, html) = page(&auditor, &app, "/audit").await;
+    let (_, html) = page(auditor.client(), &app, "/audit").await;
     let mut seen = row_ids(&html);
     let mut link = older_link(&html);
     while let Some(path) = link {
@@ -133,7 +134,7 @@ async fn keyset_pages_neither_skip_nor_repeat_rows_while_rows_arrive() {
             "10.0.0.1",
             "x",
         );
-        let (_, html) = page(&auditor, &app, &path).await;
+        let (_, html) = page(auditor.client(), &app, &path).await;
         seen.extend(row_ids(&html));
         link = older_link(&html);
     }
@@ -154,7 +155,7 @@ async fn keyset_pages_neither_skip_nor_repeat_rows_while_rows_arrive() {
 #[actix_web::test]
 async fn filters_narrow_the_audit() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app.member(Role::Admin, "ada@example.org").await;
     let denied = seed(
         &app,
         AuditEvent::LoginDenied,
@@ -181,20 +182,20 @@ async fn filters_narrow_the_audit() {
     let late = seed_at(&app, "2026-03-01T23:59:59.999Z", "dated@example.org");
     let next_day = seed_at(&app, "2026-03-02T00:00:00Z", "dated@example.org");
 
-    let (_, html) = page(&admin, &app, "/audit?event=login_denied").await;
+    let (_, html) = page(admin.client(), &app, "/audit?event=login_denied").await;
     assert_eq!(row_ids(&html), vec![denied]);
     let filters = parse_page(&html);
     let event = one(&filters, r#"select[name="event"] option[selected]"#);
     assert_eq!(attr(event, "value"), "login_denied");
 
-    let (_, html) = page(&admin, &app, "/audit?email=+bob%40EXAMPLE.org+").await;
+    let (_, html) = page(admin.client(), &app, "/audit?email=+bob%40EXAMPLE.org+").await;
     assert_eq!(row_ids(&html), vec![other_ip, sent], "canonical address");
 
-    let (_, html) = page(&admin, &app, "/audit?ip=203.0.113.9").await;
+    let (_, html) = page(admin.client(), &app, "/audit?ip=203.0.113.9").await;
     assert_eq!(row_ids(&html), vec![sent, denied]);
 
     let (_, html) = page(
-        &admin,
+        admin.client(),
         &app,
         "/audit?ip=203.0.113.9&email=bob%40example.org",
     )
@@ -202,12 +203,12 @@ async fn filters_narrow_the_audit() {
     assert_eq!(row_ids(&html), vec![sent]);
 
     // `to` includes its whole day; both bounds are UTC.
-    let (_, html) = page(&admin, &app, "/audit?from=2026-03-01&to=2026-03-01").await;
+    let (_, html) = page(admin.client(), &app, "/audit?from=2026-03-01&to=2026-03-01").await;
     assert_eq!(row_ids(&html), vec![late, first]);
-    let (_, html) = page(&admin, &app, "/audit?to=2026-03-01").await;
+    let (_, html) = page(admin.client(), &app, "/audit?to=2026-03-01").await;
     assert_eq!(row_ids(&html), vec![late, first, early]);
     let (_, html) = page(
-        &admin,
+        admin.client(),
         &app,
         "/audit?from=2026-03-02&email=dated%40example.org",
     )
@@ -215,7 +216,7 @@ async fn filters_narrow_the_audit() {
     assert_eq!(row_ids(&html), vec![next_day]);
 
     // A member's timeline is one click away from any row with their address.
-    let (_, html) = page(&admin, &app, "/audit").await;
+    let (_, html) = page(admin.client(), &app, "/audit").await;
     assert!(
         !select(
             &parse_page(&html),
@@ -229,7 +230,7 @@ async fn filters_narrow_the_audit() {
 #[actix_web::test]
 async fn bad_filter_values_get_400_with_the_form_and_nothing_else() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app.member(Role::Admin, "ada@example.org").await;
     for (query, message) in [
         ("email=not-an-address", "Email:"),
         ("event=signed_up", "Event:"),
@@ -239,21 +240,17 @@ async fn bad_filter_values_get_400_with_the_form_and_nothing_else() {
         ("from=2026-03-02&to=2026-03-01", "after the To date"),
         ("before=abc", "cursor"),
     ] {
-        let (status, html) = page(&admin, &app, &format!("/audit?{query}")).await;
+        let (status, html) = page(admin.client(), &app, &format!("/audit?{query}")).await;
         assert_eq!(status, 400, "{query}");
         assert!(html.contains(message), "{query}: {html}");
         let form = r#"form[method="get"][action="/audit"]"#;
         assert_eq!(select(&parse_page(&html), form).len(), 1, "{query}");
         assert!(row_ids(&html).is_empty(), "{query}");
-        let res = admin
-            .get(app.url(&format!("/audit.csv?{query}")))
-            .send()
-            .await
-            .unwrap();
+        let res = admin.get(&format!("/audit.csv?{query}")).await;
         assert_eq!(res.status(), 400, "CSV {query}");
     }
     // What was typed comes back escaped, in the form.
-    let (status, html) = page(&admin, &app, "/audit?email=%22%3E%3Cscript%3Ex").await;
+    let (status, html) = page(admin.client(), &app, "/audit?email=%22%3E%3Cscript%3Ex").await;
     assert_eq!(status, 400);
     let page = parse_page(&html);
     assert_eq!(
@@ -266,19 +263,14 @@ async fn bad_filter_values_get_400_with_the_form_and_nothing_else() {
 #[actix_web::test]
 async fn htmx_requests_get_only_the_rows() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app.member(Role::Admin, "ada@example.org").await;
     seed_many(&app, 60, "bulk@example.org");
     for path in [
         "/audit",
         "/audit?email=bulk%40example.org",
         "/audit?event=nope",
     ] {
-        let res = admin
-            .get(app.url(path))
-            .header("HX-Request", "true")
-            .send()
-            .await
-            .unwrap();
+        let res = admin.get(path).htmx().await;
         let status = res.status();
         let html = res.text().await.unwrap();
         assert!(!html.contains("<html"), "{path}: {html}");
@@ -305,8 +297,8 @@ async fn htmx_requests_get_only_the_rows() {
 #[actix_web::test]
 async fn signed_in_rows_link_their_request_and_flag_another_device() {
     let app = spawn_app_with(TestSettings::new().link_binding(LinkBinding::Any)).await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
-    app.add_member("bob@example.org", "member");
+    let admin = app.member(Role::Admin, "ada@example.org").await;
+    app.add_member("bob@example.org", Role::Member);
     let asking = new_browser();
     let phone = browser_as("PhoneBrowser/9.0");
     let before = app.smtp.received().len();
@@ -328,7 +320,7 @@ async fn signed_in_rows_link_their_request_and_flag_another_device() {
         .unwrap();
     let request = bob_signed_in.request_id.unwrap();
 
-    let (_, html) = page(&admin, &app, "/audit?event=signed_in").await;
+    let (_, html) = page(admin.client(), &app, "/audit?event=signed_in").await;
     let audit = parse_page(&html);
     let bob_row = row(&audit, bob_signed_in.id);
     let flags = texts_within(bob_row, ".flag");
@@ -343,7 +335,7 @@ async fn signed_in_rows_link_their_request_and_flag_another_device() {
     );
 
     // The request's own story: requested → sent → signed in.
-    let (status, html) = page(&admin, &app, &format!("/audit?request={request}")).await;
+    let (status, html) = page(admin.client(), &app, &format!("/audit?request={request}")).await;
     assert_eq!(status, 200);
     let events: Vec<String> = row_ids(&html)
         .into_iter()
@@ -375,7 +367,7 @@ fn assert_no_injected_elements(page: &Html) {
 #[actix_web::test]
 async fn hostile_user_agents_and_addresses_show_as_text() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app.member(Role::Admin, "ada@example.org").await;
     NewAuditRow::new(AuditEvent::LoginDenied)
         .email("<script>alert(1)</script>@example.org")
         .client(&ClientInfo::new(
@@ -385,7 +377,7 @@ async fn hostile_user_agents_and_addresses_show_as_text() {
         .detail("<img src=x onerror=alert(3)>")
         .insert(&mut app.conn())
         .unwrap();
-    let (_, html) = page(&admin, &app, "/audit").await;
+    let (_, html) = page(admin.client(), &app, "/audit").await;
     let audit = parse_page(&html);
     assert_no_injected_elements(&audit);
     let denied = one(&audit, r#"tr[data-event="login_denied"]"#);
@@ -418,12 +410,17 @@ async fn csv(
 #[actix_web::test]
 async fn the_csv_export_streams_every_matching_row_in_batches() {
     let app = spawn_app().await;
-    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
+    let auditor = app.member(Role::Auditor, "audrey@example.org").await;
     let mut ids = seed_many(&app, 2345, "bulk@example.org");
     ids.reverse();
     seed_many(&app, 3, "other@example.org");
 
-    let (headers, body) = csv(&auditor, &app, "/audit.csv?email=bulk%40example.org").await;
+    let (headers, body) = csv(
+        auditor.client(),
+        &app,
+        "/audit.csv?email=bulk%40example.org",
+    )
+    .await;
     assert!(headers["content-type"]
         .to_str()
         .unwrap()
@@ -455,7 +452,7 @@ async fn the_csv_export_streams_every_matching_row_in_batches() {
     assert_eq!(exported, ids, "every row once, newest first");
 
     // Without filters: everything, including the sign-in rows.
-    let (_, body) = csv(&auditor, &app, "/audit.csv").await;
+    let (_, body) = csv(auditor.client(), &app, "/audit.csv").await;
     let count = csv::Reader::from_reader(body.as_bytes()).records().count();
     assert_eq!(count, app.audit().len());
 }
@@ -463,7 +460,7 @@ async fn the_csv_export_streams_every_matching_row_in_batches() {
 #[actix_web::test]
 async fn csv_cells_are_quoted_and_formulas_neutralised() {
     let app = spawn_app().await;
-    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
+    let auditor = app.member(Role::Auditor, "audrey@example.org").await;
     let hostile_agent = r#"=HYPERLINK("http://x")"#;
     let detail = "commas, \"quotes\"\nand a newline";
     let id = NewAuditRow::new(AuditEvent::LoginDenied)
@@ -483,7 +480,7 @@ async fn csv_cells_are_quoted_and_formulas_neutralised() {
         .insert(&mut app.conn())
         .unwrap();
 
-    let (_, body) = csv(&auditor, &app, "/audit.csv?event=login_denied").await;
+    let (_, body) = csv(auditor.client(), &app, "/audit.csv?event=login_denied").await;
     assert!(
         body.contains(r#""'=HYPERLINK(""http://x"")""#),
         "quoted and neutralised: {body}"
@@ -515,8 +512,13 @@ async fn csv_cells_are_quoted_and_formulas_neutralised() {
 #[actix_web::test]
 async fn the_filter_form_carries_what_was_typed() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
-    let (_, html) = page(&admin, &app, "/audit?email=ada%40example.org&ip=%3A%3A1").await;
+    let admin = app.member(Role::Admin, "ada@example.org").await;
+    let (_, html) = page(
+        admin.client(),
+        &app,
+        "/audit?email=ada%40example.org&ip=%3A%3A1",
+    )
+    .await;
     let page = parse_page(&html);
     let email = one(
         &page,
@@ -544,15 +546,20 @@ async fn date_filtered_pages_are_in_time_order_and_neither_skip_nor_repeat() {
     seed_at(&app, "2026-03-11 00:00:00+00", "after@example.org");
     expected.sort_by(|a, b| b.cmp(a));
     let expected: Vec<AuditId> = expected.into_iter().map(|(_, id)| id).collect();
-    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
+    let auditor = app.member(Role::Auditor, "audrey@example.org").await;
 
-    let (status, html) = page(&auditor, &app, "/audit?from=2026-03-10&to=2026-03-10").await;
+    let (status, html) = page(
+        auditor.client(),
+        &app,
+        "/audit?from=2026-03-10&to=2026-03-10",
+    )
+    .await;
     assert_eq!(status, 200);
     let mut seen = row_ids(&html);
     let mut link = older_link(&html);
     while let Some(path) = link {
         seed_at(&app, "2026-03-10 12:00:00+00", "late@example.org");
-        let (_, html) = page(&auditor, &app, &path).await;
+        let (_, html) = page(auditor.client(), &app, &path).await;
         seen.extend(row_ids(&html));
         link = older_link(&html);
     }

@@ -4,6 +4,7 @@
 use crate::helpers::{
     form_value, set_cookies, spawn_app, spawn_app_with, urlencode, TestSettings, HTTPS_URL,
 };
+use latchkey::domain::role::Role;
 
 fn assert_cookie_attributes(cookie: &str, https: bool) {
     let attributes: Vec<String> = cookie
@@ -104,7 +105,7 @@ impl HandBrowser {
 #[actix_web::test]
 async fn with_an_https_public_url_cookies_are_secure_and_host_prefixed() {
     let app = spawn_app_with(TestSettings::new().public_url(HTTPS_URL)).await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let mut browser = HandBrowser::new();
 
     let res = browser.get(app.url("/login")).await;
@@ -161,7 +162,7 @@ async fn with_an_https_public_url_cookies_are_secure_and_host_prefixed() {
 #[actix_web::test]
 async fn over_http_cookies_are_http_only_lax_and_path_root() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let mut browser = HandBrowser::new();
     let res = browser.get(app.url("/login")).await;
     assert!(set_cookies(&res)[0].starts_with("latchkey_browser="));

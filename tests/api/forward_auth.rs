@@ -125,8 +125,8 @@ async fn not_signed_in_gets_the_sign_in_page_with_the_original_url() {
 #[actix_web::test]
 async fn an_admitted_member_passes_with_identity_headers_and_nothing_is_written_per_check() {
     let app = spawn_app().await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
-    let ann = app.add_member("ann@example.org", "member");
+    let browser = app.member(Role::Member, "ann@example.org").await;
+    let ann = app.add_member("ann@example.org", Role::Member);
     register(
         &app,
         "wiki",
@@ -134,7 +134,13 @@ async fn an_admitted_member_passes_with_identity_headers_and_nothing_is_written_
         &[Role::Member],
         &[],
     );
-    let res = check(&app, &browser, "/auth/check", "https://wiki.example.org/").await;
+    let res = check(
+        &app,
+        browser.client(),
+        "/auth/check",
+        "https://wiki.example.org/",
+    )
+    .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["remote-user"], "ann@example.org");
     assert_eq!(res.headers()["remote-email"], "ann@example.org");
@@ -158,6 +164,7 @@ async fn an_admitted_member_passes_with_identity_headers_and_nothing_is_written_
     ] {
         for path in ["/auth/check", "/auth/forward"] {
             let res = browser
+                .client()
                 .request(method.clone(), app.url(path))
                 .header("X-Original-URL", "https://wiki.example.org/edit")
                 .body("a body that is never read")
@@ -192,8 +199,8 @@ async fn an_admitted_member_passes_with_identity_headers_and_nothing_is_written_
 #[actix_web::test]
 async fn members_an_app_does_not_admit_and_unknown_apps_get_403_audited_once_a_minute() {
     let app = spawn_app().await;
-    app.add_member("boss@example.org", "admin");
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    app.add_member("boss@example.org", Role::Admin);
+    let browser = app.member(Role::Member, "ann@example.org").await;
     register(
         &app,
         "wiki",
@@ -202,7 +209,13 @@ async fn members_an_app_does_not_admit_and_unknown_apps_get_403_audited_once_a_m
         &["boss@example.org"],
     );
     for _ in 0..3 {
-        let res = check(&app, &browser, "/auth/check", "https://wiki.example.org/").await;
+        let res = check(
+            &app,
+            browser.client(),
+            "/auth/check",
+            "https://wiki.example.org/",
+        )
+        .await;
         assert_eq!(res.status(), 403);
         let page = res.text().await.unwrap();
         assert!(page.contains("wiki"), "{page}");
@@ -217,7 +230,7 @@ async fn members_an_app_does_not_admit_and_unknown_apps_get_403_audited_once_a_m
         "https://evil.test/?https://wiki.example.org",
         "http://wiki.example.org/",
     ] {
-        let res = check(&app, &browser, "/auth/forward", lookalike).await;
+        let res = check(&app, browser.client(), "/auth/forward", lookalike).await;
         assert_eq!(res.status(), 403, "{lookalike}");
         assert!(res.text().await.unwrap().contains("not an app"));
     }
@@ -228,15 +241,21 @@ async fn members_an_app_does_not_admit_and_unknown_apps_get_403_audited_once_a_m
     );
     assert_eq!(count_events(&app, "app_opened"), 0);
     // Listed by address, an admin passes; so does a member listed by name.
-    let boss = app.signed_in_browser("boss@example.org", "admin").await;
-    let res = check(&app, &boss, "/auth/check", "https://wiki.example.org/").await;
+    let boss = app.member(Role::Admin, "boss@example.org").await;
+    let res = check(
+        &app,
+        boss.client(),
+        "/auth/check",
+        "https://wiki.example.org/",
+    )
+    .await;
     assert_eq!(res.status(), 200);
 }
 
 #[actix_web::test]
 async fn logout_revocation_deactivation_and_removal_are_refused_by_the_next_check() {
     let app = spawn_app().await;
-    app.add_member("boss@example.org", "admin");
+    app.add_member("boss@example.org", Role::Admin);
     let wiki = register(
         &app,
         "wiki",
@@ -247,42 +266,70 @@ async fn logout_revocation_deactivation_and_removal_are_refused_by_the_next_chec
     let url = "https://wiki.example.org/";
 
     // Logout.
-    let ann = app.signed_in_browser("ann@example.org", "member").await;
-    assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 200);
-    let res = app.post_form(&ann, "/logout", &[]).await;
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    assert_eq!(
+        check(&app, ann.client(), "/auth/check", url).await.status(),
+        200
+    );
+    let res = app.post_form(ann.client(), "/logout", &[]).await;
     assert_eq!(res.status(), 303);
-    assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 401);
+    assert_eq!(
+        check(&app, ann.client(), "/auth/check", url).await.status(),
+        401
+    );
 
     // Revocation by an admin.
-    let ann = app.signed_in_browser("ann@example.org", "member").await;
-    let boss = app.signed_in_browser("boss@example.org", "admin").await;
-    assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 200);
-    let ann_id = app.add_member("ann@example.org", "member");
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    let boss = app.member(Role::Admin, "boss@example.org").await;
+    assert_eq!(
+        check(&app, ann.client(), "/auth/check", url).await.status(),
+        200
+    );
+    let ann_id = app.add_member("ann@example.org", Role::Member);
     let session: i64 = sessions::table
         .filter(sessions::member_id.eq(ann_id))
         .select(sessions::id)
         .first(&mut app.conn())
         .unwrap();
-    let csrf = app.csrf(&boss, "/sessions").await;
+    let csrf = app.csrf(boss.client(), "/sessions").await;
     let res = app
-        .post_form_with_csrf(&boss, &format!("/sessions/{session}/revoke"), &[], &csrf)
+        .post_form_with_csrf(
+            boss.client(),
+            &format!("/sessions/{session}/revoke"),
+            &[],
+            &csrf,
+        )
         .await;
     assert!(
         res.status().is_success() || res.status() == 303,
         "{}",
         res.status()
     );
-    assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 401);
+    assert_eq!(
+        check(&app, ann.client(), "/auth/check", url).await.status(),
+        401
+    );
 
     // Deactivation.
-    let ann = app.signed_in_browser("ann@example.org", "member").await;
-    assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 200);
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    assert_eq!(
+        check(&app, ann.client(), "/auth/check", url).await.status(),
+        200
+    );
     latchkey::models::member::deactivate(&mut app.conn(), ann_id, "test").unwrap();
     app.sync_cache().await;
-    assert_eq!(check(&app, &ann, "/auth/check", url).await.status(), 401);
+    assert_eq!(
+        check(&app, ann.client(), "/auth/check", url).await.status(),
+        401
+    );
 
     // Removal of the app.
-    assert_eq!(check(&app, &boss, "/auth/check", url).await.status(), 403);
+    assert_eq!(
+        check(&app, boss.client(), "/auth/check", url)
+            .await
+            .status(),
+        403
+    );
     register(
         &app,
         "blog",
@@ -291,14 +338,24 @@ async fn logout_revocation_deactivation_and_removal_are_refused_by_the_next_chec
         &[],
     );
     let blog = "https://blog.example.org/admin";
-    assert_eq!(check(&app, &boss, "/auth/check", blog).await.status(), 200);
+    assert_eq!(
+        check(&app, boss.client(), "/auth/check", blog)
+            .await
+            .status(),
+        200
+    );
     let blog_id = app::find_by_name(&mut app.conn(), "blog")
         .unwrap()
         .unwrap()
         .id;
     app::remove(&mut app.conn(), blog_id, "test").unwrap();
     app.sync_cache().await;
-    assert_eq!(check(&app, &boss, "/auth/check", blog).await.status(), 403);
+    assert_eq!(
+        check(&app, boss.client(), "/auth/check", blog)
+            .await
+            .status(),
+        403
+    );
     let _ = wiki;
 }
 
@@ -341,8 +398,8 @@ async fn the_assertion_verifies_with_an_independent_implementation_against_the_j
         "python3 with `cryptography` is needed (python3 -m pip install cryptography)"
     );
     let app = spawn_app().await;
-    let browser = app.signed_in_browser("ann@example.org", "auditor").await;
-    let ann = app.add_member("ann@example.org", "auditor");
+    let browser = app.member(Role::Auditor, "ann@example.org").await;
+    let ann = app.add_member("ann@example.org", Role::Auditor);
     register(
         &app,
         "metrics",
@@ -352,7 +409,7 @@ async fn the_assertion_verifies_with_an_independent_implementation_against_the_j
     );
     let res = check(
         &app,
-        &browser,
+        browser.client(),
         "/auth/check",
         "http://metrics.example.org:8081/d/1",
     )
@@ -442,7 +499,7 @@ async fn sign_in_with_rd(app: &TestApp, email: &str, rd: &str, next: Option<&str
 #[actix_web::test]
 async fn after_sign_in_rd_returns_to_a_registered_app_and_nowhere_else() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     register(
         &app,
         "wiki",
@@ -535,8 +592,8 @@ async fn the_traefik_forward_auth_exchange() {
         res.headers().get("set-cookie").is_none(),
         "nothing for the app's origin"
     );
-    let ann = app.signed_in_browser("ann@example.org", "member").await;
-    let res = traefik_asks(&app, &ann).await;
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    let res = traefik_asks(&app, ann.client()).await;
     assert_eq!(res.status(), 200);
     for name in [
         "remote-user",
@@ -553,7 +610,7 @@ async fn the_traefik_forward_auth_exchange() {
     let origin = AppOrigin::parse("https://wiki.example.org").unwrap();
     app::update(&mut app.conn(), wiki, "wiki", &origin, &access, "test").unwrap();
     app.sync_cache().await;
-    let res = traefik_asks(&app, &ann).await;
+    let res = traefik_asks(&app, ann.client()).await;
     assert_eq!(res.status(), 403);
     assert!(res.headers()["content-type"]
         .to_str()
@@ -577,7 +634,7 @@ fn assertion_claims(res: &reqwest::Response) -> (String, serde_json::Value) {
 #[actix_web::test]
 async fn a_fresh_assertion_is_handed_out_again_but_never_after_a_role_change() {
     let app = spawn_app().await;
-    app.add_member("boss@example.org", "admin");
+    app.add_member("boss@example.org", Role::Admin);
     register(
         &app,
         "wiki",
@@ -586,8 +643,8 @@ async fn a_fresh_assertion_is_handed_out_again_but_never_after_a_role_change() {
         &[],
     );
     let url = "https://wiki.example.org/";
-    let ann = app.signed_in_browser("ann@example.org", "member").await;
-    let first = check(&app, &ann, "/auth/check", url).await;
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    let first = check(&app, ann.client(), "/auth/check", url).await;
     assert_eq!(first.status(), 200);
     let (token, claims) = assertion_claims(&first);
     assert_eq!(claims["role"], "member");
@@ -599,23 +656,23 @@ async fn a_fresh_assertion_is_handed_out_again_but_never_after_a_role_change() {
     // (a second later, so a new signature would carry another `iat`).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     for _ in 0..5 {
-        let again = check(&app, &ann, "/auth/check", url).await;
+        let again = check(&app, ann.client(), "/auth/check", url).await;
         assert_eq!(assertion_claims(&again).0, token);
     }
     // The role changes: the very next check signs what is true now.
-    let boss = app.signed_in_browser("boss@example.org", "admin").await;
-    let ann_id = app.add_member("ann@example.org", "member");
-    let csrf = app.csrf(&boss, "/team").await;
+    let boss = app.member(Role::Admin, "boss@example.org").await;
+    let ann_id = app.add_member("ann@example.org", Role::Member);
+    let csrf = app.csrf(boss.client(), "/team").await;
     let res = app
         .post_form_with_csrf(
-            &boss,
+            boss.client(),
             &format!("/team/{ann_id}/role"),
             &[("role", "auditor")],
             &csrf,
         )
         .await;
     assert!(res.status().is_success() || res.status() == 303);
-    let after = check(&app, &ann, "/auth/check", url).await;
+    let after = check(&app, ann.client(), "/auth/check", url).await;
     assert_eq!(after.status(), 200);
     let (new_token, claims) = assertion_claims(&after);
     assert_ne!(new_token, token);

@@ -1,3 +1,5 @@
+use latchkey::domain::role::Role;
+
 use crate::helpers::{spawn_app, spawn_app_with_unreachable_database, TestSettings};
 
 #[actix_web::test]
@@ -44,10 +46,10 @@ async fn every_response_carries_the_security_headers() {
 async fn the_pool_recovers_when_the_server_drops_every_connection() {
     use diesel::RunQueryDsl as _;
     let app = spawn_app().await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     // Warm the pool with several connections, then have the server cut them all, as a
     // PostgreSQL restart does.
-    let warm = (0..8).map(|_| browser.get(app.url("/")).send());
+    let warm = (0..8).map(|_| browser.client().get(app.url("/")).send());
     for res in futures_util::future::join_all(warm).await {
         assert_eq!(res.unwrap().status(), 200);
     }
@@ -62,7 +64,7 @@ async fn the_pool_recovers_when_the_server_drops_every_connection() {
     // as many failures; without that it never recovers.
     let mut statuses = Vec::new();
     for _ in 0..60 {
-        let res = browser.get(app.url("/")).send().await.unwrap();
+        let res = browser.get("/").await;
         statuses.push(res.status().as_u16());
     }
     assert!(

@@ -1,6 +1,7 @@
 //! `spawn_app()` and friends: each test gets its own database, copied from a migrated
 //! template, and the real application listening on a free port.
 
+mod browser;
 mod html;
 mod settings;
 
@@ -20,6 +21,7 @@ use latchkey::startup::{Application, Database};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::smtp_server::SmtpServer;
+pub use browser::{assert_redirect_to, Browser};
 pub use html::{attr, form_value, one, parse_page, select, text, texts, texts_within, within};
 use settings::Harness;
 pub use settings::{Environment, TestSettings};
@@ -440,9 +442,8 @@ impl TestApp {
     }
 
     /// Adds (or re-activates) a member directly, as `latchkey members add` does.
-    pub fn add_member(&self, email: &str, role: &str) -> MemberId {
+    pub fn add_member(&self, email: &str, role: Role) -> MemberId {
         let email = EmailAddress::parse(email).unwrap();
-        let role = Role::parse(role).unwrap();
         let (member, _) =
             member::add_or_reactivate(&mut self.conn(), &email, role, "test").unwrap();
         member.id
@@ -580,11 +581,25 @@ impl TestApp {
             .await
     }
 
-    /// Signs in a new member of `role` in a new browser.
-    pub async fn signed_in_browser(&self, email: &str, role: &str) -> reqwest::Client {
+    /// A visitor: a fresh browser on this app, signed in as nobody.
+    pub fn visitor(&self) -> Browser {
+        self.visitor_as("LatchkeyTest/1.0")
+    }
+
+    /// A visitor whose browser names itself `user_agent`.
+    pub fn visitor_as(&self, user_agent: &str) -> Browser {
+        Browser::new(&self.address, user_agent)
+    }
+
+    /// Adds `email` as a member of `role` and signs them in, by link, in a new browser.
+    pub async fn member(&self, role: Role, email: &str) -> Browser {
         self.add_member(email, role);
-        let browser = new_browser();
-        let res = self.sign_in(&browser, email).await;
+        self.signed_in(self.visitor(), email).await
+    }
+
+    /// Signs an existing member in, by link, in `browser`.
+    pub async fn signed_in(&self, browser: Browser, email: &str) -> Browser {
+        let res = self.sign_in(browser.client(), email).await;
         assert_eq!(res.status(), 303, "sign-in failed");
         browser
     }

@@ -2,6 +2,7 @@
 //! and a forged `Host` does not reach the link in the mail (the public URL is the only base).
 
 use crate::helpers::{new_browser, spawn_app, urlencode};
+use latchkey::domain::role::Role;
 
 #[actix_web::test]
 async fn next_values_that_leave_the_site_end_on_the_dashboard() {
@@ -16,7 +17,7 @@ async fn next_values_that_leave_the_site_end_on_the_dashboard() {
     ];
     for (n, (next, expected)) in cases.into_iter().enumerate() {
         let email = format!("user{n}@example.org");
-        app.add_member(&email, "member");
+        app.add_member(&email, Role::Member);
         let browser = new_browser();
         // Carried in the form of GET /login?next=…, as a page would.
         let html = browser
@@ -53,7 +54,7 @@ async fn next_values_that_leave_the_site_end_on_the_dashboard() {
 #[actix_web::test]
 async fn a_forged_host_header_does_not_change_the_link_in_the_email() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     let csrf = app.csrf(&browser, "/login").await;
     let res = browser

@@ -1,6 +1,7 @@
 //! Deactivation holds for every spelling that reaches the same mailbox (SPEC, Audit): at a
 //! `LATCHKEY_ALLOWED_DOMAINS` domain, `Carol@…` and `carol+x@…` are not admitted beside Carol.
 
+use latchkey::domain::role::Role;
 use std::process::Output;
 use std::time::Duration;
 
@@ -96,11 +97,11 @@ async fn assert_refused(app: &TestApp, spelling: &str) {
 async fn a_removed_members_other_spellings_are_not_admitted_by_domain() {
     let app = corp_app().await;
     latchkey(&app, &["members", "add", "carol@corp.test"]);
-    let carol = app.signed_in_browser("carol@corp.test", "member").await;
+    let carol = app.member(Role::Member, "carol@corp.test").await;
     let out = latchkey(&app, &["members", "remove", "carol@corp.test"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("deactivated carol@corp.test"));
     assert_eq!(
-        carol.get(app.url("/")).send().await.unwrap().status(),
+        carol.get("/").await.status(),
         303,
         "removing ends Carol's session"
     );
@@ -126,7 +127,7 @@ async fn a_removed_members_other_spellings_are_not_admitted_by_domain() {
 #[actix_web::test]
 async fn an_admitted_member_is_not_doubled_by_another_spelling_nor_back_after_deactivation() {
     let app = corp_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app.member(Role::Admin, "ada@example.org").await;
     // Carol comes in by the domain rule, as the first of her spellings to ask.
     let res = app.sign_in(&new_browser(), "carol@corp.test").await;
     assert_eq!(res.status(), 303);
@@ -145,8 +146,9 @@ async fn an_admitted_member_is_not_doubled_by_another_spelling_nor_back_after_de
         .contains("carol@corp.test"));
 
     // Deactivated on /team, she stays out under every spelling.
-    let csrf = app.csrf(&admin, "/team").await;
+    let csrf = admin.csrf("/team").await;
     let res = admin
+        .client()
         .post(app.url(&format!("/team/{carol}/deactivate")))
         .form(&[("csrf_token", csrf.as_str())])
         .send()

@@ -4,13 +4,11 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::cookie::{CookieStore as _, Jar};
 use secrecy::ExposeSecret as _;
 
-use crate::helpers::{form_value, urldecode, urlencode, TestDatabase};
+use crate::helpers::{urldecode, urlencode, Browser, TestDatabase};
 
 /// Stops the server however the test ends.
 struct Server(Child);
@@ -22,55 +20,9 @@ impl Drop for Server {
     }
 }
 
-struct Browser {
-    client: reqwest::Client,
-    jar: Arc<Jar>,
-}
-
-impl Browser {
-    fn new() -> Self {
-        let jar = Arc::new(Jar::default());
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .cookie_provider(jar.clone())
-            .user_agent("LatchkeyLogTest/1.0")
-            .build()
-            .unwrap();
-        Self { client, jar }
-    }
-
-    /// The values of every cookie this browser holds for `base`.
-    fn cookie_values(&self, base: &str) -> Vec<String> {
-        let url = reqwest::Url::parse(base).unwrap();
-        let Some(header) = self.jar.cookies(&url) else {
-            return Vec::new();
-        };
-        header
-            .to_str()
-            .unwrap()
-            .split("; ")
-            .filter_map(|pair| pair.split_once('=').map(|(_, v)| v.to_string()))
-            .collect()
-    }
-
-    async fn csrf(&self, url: String) -> String {
-        let html = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        form_value(&html, "csrf_token").expect("a CSRF token")
-    }
-
-    async fn post(&self, url: String, fields: &[(&str, &str)], csrf: &str) -> reqwest::Response {
-        let mut form = fields.to_vec();
-        form.push(("csrf_token", csrf));
-        self.client.post(url).form(&form).send().await.unwrap()
-    }
+/// A browser of this test's own: it names itself apart from the other tests' browsers.
+fn browser(base: &str) -> Browser {
+    Browser::new(base, "LatchkeyLogTest/1.0")
 }
 
 fn free_port() -> u16 {
@@ -149,14 +101,12 @@ async fn no_token_code_or_session_id_reaches_the_log() {
     let link_prefix = format!("{base}/auth/verify?token=");
 
     // Browser one: by link.
-    let one = Browser::new();
-    let csrf = one.csrf(format!("{base}/login")).await;
+    let one = browser(&base);
+    let csrf = one.csrf("/login").await;
     let res = one
-        .post(
-            format!("{base}/login"),
-            &[("email", "ann@example.org")],
-            &csrf,
-        )
+        .post("/login")
+        .form(&[("email", "ann@example.org")])
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 200);
     let mails = smtp.wait_for(1, Duration::from_secs(10)).await;
@@ -168,31 +118,27 @@ async fn no_token_code_or_session_id_reaches_the_log() {
             .unwrap(),
     );
     let code_one = mails[0].extract_code();
-    let page = format!("{base}/auth/verify?token={}", urlencode(&token_one));
-    let csrf = one.csrf(page).await;
+    let page = format!("/auth/verify?token={}", urlencode(&token_one));
+    let csrf = one.csrf(&page).await;
     let res = one
-        .post(
-            format!("{base}/auth/verify"),
-            &[("token", &token_one)],
-            &csrf,
-        )
+        .post("/auth/verify")
+        .form(&[("token", &token_one)])
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 303);
-    assert_eq!(one.client.get(&base).send().await.unwrap().status(), 200);
-    let session_csrf_one = one.csrf(base.clone()).await;
-    for value in one.cookie_values(&base) {
+    assert_eq!(one.get("/").await.status(), 200);
+    let session_csrf_one = one.csrf("/").await;
+    for value in one.cookie_values() {
         secrets.push(("a cookie of browser one".into(), value));
     }
 
     // Browser two: a wrong code, then the right one.
-    let two = Browser::new();
-    let csrf = two.csrf(format!("{base}/login")).await;
+    let two = browser(&base);
+    let csrf = two.csrf("/login").await;
     let res = two
-        .post(
-            format!("{base}/login"),
-            &[("email", "ann@example.org")],
-            &csrf,
-        )
+        .post("/login")
+        .form(&[("email", "ann@example.org")])
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 200);
     let mails = smtp.wait_for(2, Duration::from_secs(10)).await;
@@ -214,15 +160,19 @@ async fn no_token_code_or_session_id_reaches_the_log() {
         "000000"
     };
     let res = two
-        .post(format!("{base}/auth/code"), &[("code", wrong)], &csrf)
+        .post("/auth/code")
+        .form(&[("code", wrong)])
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 400);
     let res = two
-        .post(format!("{base}/auth/code"), &[("code", &code_two)], &csrf)
+        .post("/auth/code")
+        .form(&[("code", &code_two)])
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 303);
-    assert_eq!(two.client.get(&base).send().await.unwrap().status(), 200);
-    for value in two.cookie_values(&base) {
+    assert_eq!(two.get("/").await.status(), 200);
+    for value in two.cookie_values() {
         secrets.push(("a cookie of browser two".into(), value));
     }
     // A mail scanner opening the used link, and browser one signing out.
@@ -233,9 +183,7 @@ async fn no_token_code_or_session_id_reaches_the_log() {
     .await
     .unwrap();
     assert_eq!(res.status(), 410);
-    let res = one
-        .post(format!("{base}/logout"), &[], &session_csrf_one)
-        .await;
+    let res = one.post("/logout").csrf(&session_csrf_one).await;
     assert_eq!(res.status(), 303);
 
     for (name, token) in [("token one", &token_one), ("token two", &token_two)] {
@@ -248,13 +196,7 @@ async fn no_token_code_or_session_id_reaches_the_log() {
     secrets.push(("browser one's session CSRF token".into(), session_csrf_one));
 
     // A refused form post: the refusal's own log line and the access line share its id.
-    let refused = Browser::new()
-        .client
-        .post(format!("{base}/logout"))
-        .form(&[("csrf_token", "forged")])
-        .send()
-        .await
-        .unwrap();
+    let refused = browser(&base).post("/logout").csrf("forged").await;
     assert_eq!(refused.status(), 403);
 
     // Give the mail queue and the access log a moment, then stop the server.

@@ -5,6 +5,7 @@
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text, Timestamptz};
+use latchkey::domain::role::Role;
 use latchkey::models::dashboard::{MEMBER_SIGN_INS_PER_DAY, TEAM_SIGN_INS_PER_DAY, UNUSED_ACCESS};
 use scraper::Html;
 
@@ -49,7 +50,7 @@ fn ago(interval: &str) -> String {
 #[actix_web::test]
 async fn audit_rows_read_as_labels_browsers_and_relative_times_and_keep_the_raw_values() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app.member(Role::Admin, "ada@example.org").await;
     let scanner = seed(
         &app,
         "link_prefetched",
@@ -65,7 +66,7 @@ async fn audit_rows_read_as_labels_browsers_and_relative_times_and_keep_the_raw_
         &ago("5 hours"),
     );
 
-    let page = get_html(&admin, &app, "/audit").await;
+    let page = get_html(admin.client(), &app, "/audit").await;
     let row = one(&page, &format!("tr#audit-{scanner}"));
     assert_eq!(attr(row, "data-event"), "link_prefetched");
     let event = within(row, ".event")[0];
@@ -97,10 +98,8 @@ async fn audit_rows_read_as_labels_browsers_and_relative_times_and_keep_the_raw_
 
     // The CSV is for machines: raw names and strings, unchanged.
     let csv = admin
-        .get(app.url("/audit.csv?email=bob%40example.org"))
-        .send()
+        .get("/audit.csv?email=bob%40example.org")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -114,7 +113,7 @@ async fn audit_rows_read_as_labels_browsers_and_relative_times_and_keep_the_raw_
     assert_eq!(&scanner_row[5], CHROME_MAC);
 
     // The dashboard's latest events read the same way.
-    let dashboard = get_html(&admin, &app, "/").await;
+    let dashboard = get_html(admin.client(), &app, "/").await;
     let row = select(
         &dashboard,
         r#"table.latest tr[data-event="link_prefetched"]"#,
@@ -131,7 +130,7 @@ async fn audit_rows_read_as_labels_browsers_and_relative_times_and_keep_the_raw_
 #[actix_web::test]
 async fn sessions_name_the_browser_and_keep_the_string_on_hover() {
     let app = spawn_app().await;
-    app.add_member("mo@example.org", "member");
+    app.add_member("mo@example.org", Role::Member);
     let firefox = browser_as(FIREFOX_WINDOWS);
     assert_eq!(app.sign_in(&firefox, "mo@example.org").await.status(), 303);
     let page = get_html(&firefox, &app, "/sessions").await;
@@ -201,8 +200,8 @@ fn noon(n: i64) -> String {
 async fn the_chart_shows_each_days_sign_ins_and_failed_attempts_from_the_audit() {
     let app = spawn_app().await;
     // Signing in writes today's first sign-in for each of them.
-    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
-    let member = app.signed_in_browser("mo@example.org", "member").await;
+    let auditor = app.member(Role::Auditor, "audrey@example.org").await;
+    let member = app.member(Role::Member, "mo@example.org").await;
     for _ in 0..3 {
         seed(&app, "signed_in", "mo@example.org", None, &noon(5));
     }
@@ -222,7 +221,7 @@ async fn the_chart_shows_each_days_sign_ins_and_failed_attempts_from_the_audit()
     seed(&app, "member_added", "new@example.org", None, &noon(5));
     seed(&app, "link_sent", "mo@example.org", None, &noon(5));
 
-    let page = get_html(&auditor, &app, "/").await;
+    let page = get_html(auditor.client(), &app, "/").await;
     let groups = select(&page, "svg g.chart-day");
     assert_eq!(groups.len(), 30);
     assert_eq!(attr(groups[0], "data-day"), days_ago(29));
@@ -278,7 +277,7 @@ async fn the_chart_shows_each_days_sign_ins_and_failed_attempts_from_the_audit()
     assert!(text(one(&page, "svg desc")).starts_with("5 sign-ins and 5 failed attempts in 30 days"));
 
     // A member's chart is their own.
-    let page = get_html(&member, &app, "/").await;
+    let page = get_html(member.client(), &app, "/").await;
     let busiest = chart_day(&page, &days_ago(5));
     assert_eq!((busiest.sign_ins, busiest.failed), (3, 0));
     let today = chart_day(&page, &days_ago(0));
@@ -305,14 +304,14 @@ fn unused_emails(page: &Html) -> Vec<String> {
 #[actix_web::test]
 async fn access_not_used_names_exactly_the_stale_members_and_a_deactivation_clears_it_at_once() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
-    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
-    let member = app.signed_in_browser("mo@example.org", "member").await;
-    let stale = app.add_member("stale@example.org", "member");
-    let never = app.add_member("never@example.org", "auditor");
-    app.add_member("recent@example.org", "member");
-    app.add_member("newcomer@example.org", "member");
-    let gone = app.add_member("gone@example.org", "member");
+    let admin = app.member(Role::Admin, "ada@example.org").await;
+    let auditor = app.member(Role::Auditor, "audrey@example.org").await;
+    let member = app.member(Role::Member, "mo@example.org").await;
+    let stale = app.add_member("stale@example.org", Role::Member);
+    let never = app.add_member("never@example.org", Role::Auditor);
+    app.add_member("recent@example.org", Role::Member);
+    app.add_member("newcomer@example.org", Role::Member);
+    let gone = app.add_member("gone@example.org", Role::Member);
     for email in [
         "ada@example.org",
         "stale@example.org",
@@ -353,7 +352,7 @@ async fn access_not_used_names_exactly_the_stale_members_and_a_deactivation_clea
     );
     latchkey::models::member::deactivate(&mut app.conn(), gone, "test").unwrap();
 
-    let page = get_html(&admin, &app, "/").await;
+    let page = get_html(admin.client(), &app, "/").await;
     // Never signed in first, then the longest unused.
     assert_eq!(
         unused_emails(&page),
@@ -368,7 +367,7 @@ async fn access_not_used_names_exactly_the_stale_members_and_a_deactivation_clea
     assert_eq!(text(within(row, "td")[2]), "never");
 
     // The link leads to the Team page's own deactivation form for that member.
-    let team = get_html(&admin, &app, "/team").await;
+    let team = get_html(admin.client(), &app, "/team").await;
     let form = one(
         &team,
         &format!(r#"tr#member-{stale} form[action="/team/{stale}/deactivate"]"#),
@@ -376,33 +375,31 @@ async fn access_not_used_names_exactly_the_stale_members_and_a_deactivation_clea
     assert_eq!(attr(form, "method"), "post");
 
     // Auditors read the list but cannot act on it; members do not see it.
-    let page = get_html(&auditor, &app, "/").await;
+    let page = get_html(auditor.client(), &app, "/").await;
     assert_eq!(
         unused_emails(&page),
         ["never@example.org", "stale@example.org"]
     );
     assert!(select(&page, "a.deactivate-link").is_empty());
-    let page = get_html(&member, &app, "/").await;
+    let page = get_html(member.client(), &app, "/").await;
     assert!(select(&page, "#unused-access, #unused-heading").is_empty());
 
     // Deactivating from the Team page: the next dashboard view (well inside the cache's few
     // seconds) no longer names them.
-    let team_html = admin
-        .get(app.url("/team"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let team_html = admin.get("/team").await.text().await.unwrap();
     let csrf = form_value(&team_html, "csrf_token").unwrap();
     let res = app
-        .post_form_with_csrf(&admin, &format!("/team/{stale}/deactivate"), &[], &csrf)
+        .post_form_with_csrf(
+            admin.client(),
+            &format!("/team/{stale}/deactivate"),
+            &[],
+            &csrf,
+        )
         .await;
     assert_eq!(res.status(), 303);
-    let page = get_html(&admin, &app, "/").await;
+    let page = get_html(admin.client(), &app, "/").await;
     assert_eq!(unused_emails(&page), ["never@example.org"]);
-    let page = get_html(&auditor, &app, "/").await;
+    let page = get_html(auditor.client(), &app, "/").await;
     assert_eq!(unused_emails(&page), ["never@example.org"]);
 }
 
@@ -521,7 +518,7 @@ fn the_chart_and_access_not_used_are_answered_from_their_indexes() {
 #[actix_web::test]
 async fn the_sign_in_mail_has_one_button_with_a_plain_href_a_large_code_and_the_browser_named() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let chrome = browser_as(CHROME_MAC);
     let before = app.smtp.received().len();
     assert_eq!(

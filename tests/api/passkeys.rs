@@ -2,6 +2,7 @@
 //! hand): adding one, signing in with it, and what must be refused. The app runs with a
 //! `localhost` public URL, since WebAuthn does not accept an IP address as relying party.
 
+use latchkey::domain::role::Role;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -270,12 +271,19 @@ impl TestApp {
 #[actix_web::test]
 async fn a_member_adds_a_passkey_and_signs_in_with_it_without_any_mail() {
     let app = spawn_localhost_app(TestSettings::new()).await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     let mut key = SoftPasskey::new(&app.address);
-    let (status, answer) = app.add_passkey(&browser, &mut key, "Work laptop").await;
+    let (status, answer) = app
+        .add_passkey(browser.client(), &mut key, "Work laptop")
+        .await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["redirect"], "/passkeys");
-    let page = browser.get(app.url("/passkeys")).send().await.unwrap();
+    let page = browser
+        .client()
+        .get(app.url("/passkeys"))
+        .send()
+        .await
+        .unwrap();
     let html = page.text().await.unwrap();
     assert!(html.contains("Work laptop"), "{html}");
     assert!(app.audit_events().contains(&"passkey_added".to_string()));
@@ -323,9 +331,12 @@ async fn a_member_adds_a_passkey_and_signs_in_with_it_without_any_mail() {
 #[actix_web::test]
 async fn a_replayed_assertion_is_refused() {
     let app = spawn_localhost_app(TestSettings::new()).await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     let mut key = SoftPasskey::new(&app.address);
-    assert_eq!(app.add_passkey(&browser, &mut key, "Phone").await.0, 200);
+    assert_eq!(
+        app.add_passkey(browser.client(), &mut key, "Phone").await.0,
+        200
+    );
 
     let attacker = new_browser();
     let (status, _, assertion) = app.passkey_sign_in(&attacker, &mut key).await;
@@ -363,12 +374,18 @@ async fn a_replayed_assertion_is_refused() {
 #[actix_web::test]
 async fn a_passkey_of_one_member_cannot_sign_in_another() {
     let app = spawn_localhost_app(TestSettings::new()).await;
-    let ann = app.signed_in_browser("ann@example.org", "admin").await;
-    let bob = app.signed_in_browser("bob@example.org", "member").await;
+    let ann = app.member(Role::Admin, "ann@example.org").await;
+    let bob = app.member(Role::Member, "bob@example.org").await;
     let mut ann_key = SoftPasskey::new(&app.address);
     let mut bob_key = SoftPasskey::new(&app.address);
-    assert_eq!(app.add_passkey(&ann, &mut ann_key, "Ann's").await.0, 200);
-    assert_eq!(app.add_passkey(&bob, &mut bob_key, "Bob's").await.0, 200);
+    assert_eq!(
+        app.add_passkey(ann.client(), &mut ann_key, "Ann's").await.0,
+        200
+    );
+    assert_eq!(
+        app.add_passkey(bob.client(), &mut bob_key, "Bob's").await.0,
+        200
+    );
     assert_ne!(ann_key.user_handle, bob_key.user_handle);
 
     // Bob's authenticator claiming to hold Ann's account (her user handle).
@@ -397,14 +414,14 @@ async fn a_passkey_of_one_member_cannot_sign_in_another() {
     assert!(html.contains("bob@example.org") && !html.contains("ann@example.org"));
 
     // Ann, signed in by email, cannot confirm with Bob's passkey either.
-    let csrf = app.csrf(&ann, "/passkeys").await;
+    let csrf = app.csrf(ann.client(), "/passkeys").await;
     let (status, options) = app
-        .post_fields(&ann, "/passkeys/confirm/start", &csrf, &[])
+        .post_fields(ann.client(), "/passkeys/confirm/start", &csrf, &[])
         .await;
     assert_eq!(status, 200, "{options}");
     let answer = bob_key.assert(&options);
     let (status, _) = app
-        .post_json(&ann, "/passkeys/confirm/finish", &csrf, &answer)
+        .post_json(ann.client(), "/passkeys/confirm/finish", &csrf, &answer)
         .await;
     assert_eq!(status, 401);
 }
@@ -412,18 +429,21 @@ async fn a_passkey_of_one_member_cannot_sign_in_another() {
 #[actix_web::test]
 async fn a_removed_passkey_no_longer_signs_in_and_nobody_else_can_remove_it() {
     let app = spawn_localhost_app(TestSettings::new()).await;
-    let ann = app.signed_in_browser("ann@example.org", "member").await;
-    let bob = app.signed_in_browser("bob@example.org", "admin").await;
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    let bob = app.member(Role::Admin, "bob@example.org").await;
     let mut key = SoftPasskey::new(&app.address);
-    assert_eq!(app.add_passkey(&ann, &mut key, "Laptop").await.0, 200);
+    assert_eq!(
+        app.add_passkey(ann.client(), &mut key, "Laptop").await.0,
+        200
+    );
     let id = app_passkey_id(&app);
 
     let res = app
         .post_form_with_csrf(
-            &bob,
+            bob.client(),
             &format!("/passkeys/{id}/remove"),
             &[],
-            &app.csrf(&bob, "/passkeys").await,
+            &app.csrf(bob.client(), "/passkeys").await,
         )
         .await;
     assert_eq!(
@@ -432,17 +452,22 @@ async fn a_removed_passkey_no_longer_signs_in_and_nobody_else_can_remove_it() {
         "an admin cannot remove another's passkey"
     );
     let res = app
-        .post_form_with_csrf(&ann, &format!("/passkeys/{id}/remove"), &[], "wrong")
+        .post_form_with_csrf(
+            ann.client(),
+            &format!("/passkeys/{id}/remove"),
+            &[],
+            "wrong",
+        )
         .await;
     assert_eq!(res.status(), 403, "CSRF");
     assert_eq!(app.count("passkeys"), 1);
 
     let res = app
         .post_form_with_csrf(
-            &ann,
+            ann.client(),
             &format!("/passkeys/{id}/remove"),
             &[],
-            &app.csrf(&ann, "/passkeys").await,
+            &app.csrf(ann.client(), "/passkeys").await,
         )
         .await;
     assert_eq!(res.status(), 303);
@@ -468,10 +493,13 @@ fn app_passkey_id(app: &TestApp) -> i64 {
 #[actix_web::test]
 async fn a_deactivated_members_passkeys_no_longer_work() {
     let app = spawn_localhost_app(TestSettings::new()).await;
-    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    let ann = app.member(Role::Member, "ann@example.org").await;
     let mut key = SoftPasskey::new(&app.address);
-    assert_eq!(app.add_passkey(&ann, &mut key, "Laptop").await.0, 200);
-    let id = app.add_member("ann@example.org", "member");
+    assert_eq!(
+        app.add_passkey(ann.client(), &mut key, "Laptop").await.0,
+        200
+    );
+    let id = app.add_member("ann@example.org", Role::Member);
     latchkey::models::member::deactivate(&mut app.conn(), id, "test").unwrap();
     let (status, _, _) = app.passkey_sign_in(&new_browser(), &mut key).await;
     assert_eq!(status, 401);
@@ -484,15 +512,20 @@ async fn a_deactivated_members_passkeys_no_longer_work() {
 #[actix_web::test]
 async fn adding_a_passkey_needs_a_fresh_sign_in_and_csrf() {
     let app = spawn_localhost_app(TestSettings::new()).await;
-    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    let ann = app.member(Role::Member, "ann@example.org").await;
     let (status, _) = app
-        .post_fields(&ann, "/passkeys/register/start", "wrong", &[("name", "x")])
+        .post_fields(
+            ann.client(),
+            "/passkeys/register/start",
+            "wrong",
+            &[("name", "x")],
+        )
         .await;
     assert_eq!(status, 403, "CSRF");
-    let csrf = app.csrf(&ann, "/passkeys").await;
+    let csrf = app.csrf(ann.client(), "/passkeys").await;
     let (status, problem) = app
         .post_fields(
-            &ann,
+            ann.client(),
             "/passkeys/register/start",
             &csrf,
             &[("name", &"x".repeat(65))],
@@ -512,7 +545,7 @@ async fn adding_a_passkey_needs_a_fresh_sign_in_and_csrf() {
     app.sync_cache().await;
     let (status, problem) = app
         .post_fields(
-            &ann,
+            ann.client(),
             "/passkeys/register/start",
             &csrf,
             &[("name", "Laptop")],
@@ -521,6 +554,7 @@ async fn adding_a_passkey_needs_a_fresh_sign_in_and_csrf() {
     assert_eq!(status, 403, "{problem}");
     assert!(problem["error"].as_str().unwrap().contains("sign in again"));
     let html = ann
+        .client()
         .get(app.url("/passkeys"))
         .send()
         .await
@@ -535,9 +569,9 @@ async fn adding_a_passkey_needs_a_fresh_sign_in_and_csrf() {
 #[actix_web::test]
 async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_team_work() {
     let app = spawn_localhost_app(TestSettings::new().admin_passkey(AdminPasskey::Required)).await;
-    let admin = app.signed_in_browser("boss@example.org", "admin").await;
-    let auditor = app.signed_in_browser("aud@example.org", "auditor").await;
-    let res = admin.get(app.url("/team")).send().await.unwrap();
+    let admin = app.member(Role::Admin, "boss@example.org").await;
+    let auditor = app.member(Role::Auditor, "aud@example.org").await;
+    let res = admin.client().get(app.url("/team")).send().await.unwrap();
     assert_eq!(res.status(), 303);
     assert_eq!(
         res.headers()["location"].to_str().unwrap(),
@@ -545,15 +579,16 @@ async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_tea
     );
     let res = app
         .post_form_with_csrf(
-            &admin,
+            admin.client(),
             "/team",
             &[("email", "new@example.org"), ("role", "admin")],
-            &app.csrf(&admin, "/").await,
+            &app.csrf(admin.client(), "/").await,
         )
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(app.count("members WHERE email = 'new@example.org'"), 0);
     let html = admin
+        .client()
         .get(app.url("/passkeys/confirm"))
         .send()
         .await
@@ -564,6 +599,7 @@ async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_tea
     assert!(html.contains("Add a passkey"), "{html}");
     // Everyone's sessions wait too; the auditor is not affected.
     let html = admin
+        .client()
         .get(app.url("/sessions"))
         .send()
         .await
@@ -574,6 +610,7 @@ async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_tea
     assert!(!html.contains("aud@example.org") && html.contains("confirm with a passkey"));
     assert_eq!(
         auditor
+            .client()
             .get(app.url("/audit"))
             .send()
             .await
@@ -584,16 +621,25 @@ async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_tea
 
     // Adding a passkey is not yet proving one.
     let mut key = SoftPasskey::new(&app.address);
-    assert_eq!(app.add_passkey(&admin, &mut key, "Key").await.0, 200);
     assert_eq!(
-        admin.get(app.url("/team")).send().await.unwrap().status(),
+        app.add_passkey(admin.client(), &mut key, "Key").await.0,
+        200
+    );
+    assert_eq!(
+        admin
+            .client()
+            .get(app.url("/team"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         303
     );
     // A second one needs the first confirmed.
-    let csrf = app.csrf(&admin, "/passkeys").await;
+    let csrf = app.csrf(admin.client(), "/passkeys").await;
     let (status, _) = app
         .post_fields(
-            &admin,
+            admin.client(),
             "/passkeys/register/start",
             &csrf,
             &[("name", "Second")],
@@ -603,7 +649,7 @@ async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_tea
 
     let (status, options) = app
         .post_fields(
-            &admin,
+            admin.client(),
             "/passkeys/confirm/start",
             &csrf,
             &[("next", "/team")],
@@ -612,15 +658,22 @@ async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_tea
     assert_eq!(status, 200, "{options}");
     let answer = key.assert(&options);
     let (status, done) = app
-        .post_json(&admin, "/passkeys/confirm/finish", &csrf, &answer)
+        .post_json(admin.client(), "/passkeys/confirm/finish", &csrf, &answer)
         .await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["redirect"], "/team");
     assert_eq!(
-        admin.get(app.url("/team")).send().await.unwrap().status(),
+        admin
+            .client()
+            .get(app.url("/team"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     let html = admin
+        .client()
         .get(app.url("/sessions"))
         .send()
         .await

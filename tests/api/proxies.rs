@@ -117,7 +117,7 @@ fn browser(app: &TestApp, proxy_port: u16) -> reqwest::Client {
 async fn the_story(app: &TestApp, proxy_port: u16, proxy: &str) {
     let origin = format!("http://{APP_HOST}:{proxy_port}");
     let wiki = register(app, "wiki", &origin, &[Role::Member], &[]);
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = browser(app, proxy_port);
     let page = format!("{origin}/page?x=1");
     let login = format!("http://{LOGIN_HOST}:{}", app.port);

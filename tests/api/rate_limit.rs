@@ -1,28 +1,12 @@
 //! `LATCHKEY_LOGIN_RATE` (posts to the sign-in routes, per client IP, in memory) and
 //! `LATCHKEY_EMAIL_RATE` (links sent per address, in PostgreSQL), through HTTP.
 
+use latchkey::domain::role::Role;
 use std::time::Duration;
 
 use crate::helpers::{form_value, new_browser, spawn_app, spawn_app_with, TestApp, TestSettings};
 
 /// A POST to `path` with this browser's CSRF token, from an optional forwarded address.
-async fn post(
-    app: &TestApp,
-    browser: &reqwest::Client,
-    path: &str,
-    fields: &[(&str, &str)],
-    forwarded_for: Option<&str>,
-) -> reqwest::Response {
-    let csrf = app.csrf(browser, "/login").await;
-    let mut form: Vec<(&str, &str)> = fields.to_vec();
-    form.push(("csrf_token", &csrf));
-    let mut request = browser.post(app.url(path)).form(&form);
-    if let Some(ip) = forwarded_for {
-        request = request.header("X-Forwarded-For", ip);
-    }
-    request.send().await.expect("POST")
-}
-
 fn throttled_rows(app: &TestApp) -> Vec<latchkey::audit::rows::AuditRow> {
     app.audit()
         .into_iter()
@@ -43,26 +27,18 @@ fn retry_after(res: &reqwest::Response) -> u64 {
 #[actix_web::test]
 async fn the_post_after_the_budget_gets_429_with_retry_after_and_is_audited() {
     let app = spawn_app_with(TestSettings::new().login_rate(3, Duration::from_secs(60))).await;
-    let browser = new_browser();
+    let browser = app.visitor();
     for n in 1..=3 {
-        let res = post(
-            &app,
-            &browser,
-            "/login",
-            &[("email", "x@example.org")],
-            None,
-        )
-        .await;
+        let res = browser
+            .post("/login")
+            .form(&[("email", "x@example.org")])
+            .await;
         assert_eq!(res.status(), 200, "post {n} is within the budget");
     }
-    let res = post(
-        &app,
-        &browser,
-        "/login",
-        &[("email", "x@example.org")],
-        None,
-    )
-    .await;
+    let res = browser
+        .post("/login")
+        .form(&[("email", "x@example.org")])
+        .await;
     assert_eq!(res.status(), 429);
     let wait = retry_after(&res);
     assert!(
@@ -78,14 +54,11 @@ async fn the_post_after_the_budget_gets_429_with_retry_after_and_is_audited() {
     assert!(html.contains("Too many attempts"), "{html}");
 
     // HTMX gets the partial alone.
-    let csrf = app.csrf(&browser, "/login").await;
     let res = browser
-        .post(app.url("/login"))
-        .header("HX-Request", "true")
-        .form(&[("email", "x@example.org"), ("csrf_token", &csrf)])
-        .send()
-        .await
-        .unwrap();
+        .post("/login")
+        .htmx()
+        .form(&[("email", "x@example.org")])
+        .await;
     assert_eq!(res.status(), 429);
     assert!(retry_after(&res) >= 1);
     let partial = res.text().await.unwrap();
@@ -118,7 +91,7 @@ async fn the_post_after_the_budget_gets_429_with_retry_after_and_is_audited() {
 #[actix_web::test]
 async fn the_four_sign_in_routes_share_one_budget() {
     let app = spawn_app_with(TestSettings::new().login_rate(4, Duration::from_secs(60))).await;
-    let browser = new_browser();
+    let browser = app.visitor();
     let attempts: [(&str, &[(&str, &str)]); 4] = [
         ("/login", &[("email", "x@example.org")]),
         ("/auth/verify", &[("token", "garbage")]),
@@ -126,11 +99,11 @@ async fn the_four_sign_in_routes_share_one_budget() {
         ("/auth/approve", &[("token", "garbage"), ("number", "12")]),
     ];
     for (path, fields) in attempts {
-        let res = post(&app, &browser, path, fields, None).await;
+        let res = browser.post(path).form(fields).await;
         assert_ne!(res.status(), 429, "{path} is within the budget");
     }
     for (path, fields) in attempts {
-        let res = post(&app, &browser, path, fields, None).await;
+        let res = browser.post(path).form(fields).await;
         assert_eq!(res.status(), 429, "{path} is over the shared budget");
     }
     let rows = throttled_rows(&app);
@@ -142,42 +115,31 @@ async fn the_four_sign_in_routes_share_one_budget() {
         );
     }
     // Another route's posts are not counted: they get CSRF/guard answers, never 429.
-    let res = post(
-        &app,
-        &browser,
-        "/auth/cancel",
-        &[("token", "garbage")],
-        None,
-    )
-    .await;
+    let res = browser
+        .post("/auth/cancel")
+        .form(&[("token", "garbage")])
+        .await;
     assert_ne!(res.status(), 429);
     // A percent-encoded path reaches the same handler, and the same budget.
-    let res = post(
-        &app,
-        &browser,
-        "/%6Cogin",
-        &[("email", "x@example.org")],
-        None,
-    )
-    .await;
+    let res = browser
+        .post("/%6Cogin")
+        .form(&[("email", "x@example.org")])
+        .await;
     assert_eq!(res.status(), 429);
 }
 
 #[actix_web::test]
 async fn forwarded_addresses_from_an_untrusted_peer_do_not_escape_the_limit() {
     let app = spawn_app_with(TestSettings::new().login_rate(3, Duration::from_secs(60))).await;
-    let browser = new_browser();
+    let browser = app.visitor();
     let mut statuses = Vec::new();
     for n in 0..6u8 {
         let forged = format!("203.0.113.{n}, 198.51.100.{}", 100 + n);
-        let res = post(
-            &app,
-            &browser,
-            "/login",
-            &[("email", "x@example.org")],
-            Some(&forged),
-        )
-        .await;
+        let res = browser
+            .post("/login")
+            .form(&[("email", "x@example.org")])
+            .header("X-Forwarded-For", &forged)
+            .await;
         statuses.push(res.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
@@ -198,49 +160,63 @@ async fn through_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
             .trusted_proxies(&["127.0.0.1/32"]),
     )
     .await;
-    let browser = new_browser();
+    let browser = app.visitor();
     let email = [("email", "x@example.org")];
     // What the client wrote (left) proves nothing; the proxy appended the real address.
     let first = "6.6.6.6, 198.51.100.1";
     for _ in 0..2 {
-        let res = post(&app, &browser, "/login", &email, Some(first)).await;
+        let res = browser
+            .post("/login")
+            .form(&email)
+            .header("X-Forwarded-For", first)
+            .await;
         assert_eq!(res.status(), 200);
     }
-    let res = post(&app, &browser, "/login", &email, Some(first)).await;
+    let res = browser
+        .post("/login")
+        .form(&email)
+        .header("X-Forwarded-For", first)
+        .await;
     assert_eq!(res.status(), 429);
     // Changing the client-written part does not help either.
-    let res = post(
-        &app,
-        &browser,
-        "/login",
-        &email,
-        Some("7.7.7.7, 198.51.100.1"),
-    )
-    .await;
+    let res = browser
+        .post("/login")
+        .form(&email)
+        .header("X-Forwarded-For", "7.7.7.7, 198.51.100.1")
+        .await;
     assert_eq!(res.status(), 429);
 
     // Another client behind the same proxy has a budget of its own.
     for _ in 0..2 {
-        let res = post(&app, &browser, "/login", &email, Some("198.51.100.2")).await;
+        let res = browser
+            .post("/login")
+            .form(&email)
+            .header("X-Forwarded-For", "198.51.100.2")
+            .await;
         assert_eq!(res.status(), 200);
     }
-    let res = post(&app, &browser, "/login", &email, Some("198.51.100.2")).await;
+    let res = browser
+        .post("/login")
+        .form(&email)
+        .header("X-Forwarded-For", "198.51.100.2")
+        .await;
     assert_eq!(res.status(), 429);
 
     // IPv6 clients are counted by /64: rotating the host part does not help.
     for host in ["1", "2"] {
         let ip = format!("2001:db8:5:6::{host}");
-        let res = post(&app, &browser, "/login", &email, Some(&ip)).await;
+        let res = browser
+            .post("/login")
+            .form(&email)
+            .header("X-Forwarded-For", &ip)
+            .await;
         assert_eq!(res.status(), 200);
     }
-    let res = post(
-        &app,
-        &browser,
-        "/login",
-        &email,
-        Some("2001:db8:5:6:ffff::3"),
-    )
-    .await;
+    let res = browser
+        .post("/login")
+        .form(&email)
+        .header("X-Forwarded-For", "2001:db8:5:6:ffff::3")
+        .await;
     assert_eq!(res.status(), 429);
 
     let ips: Vec<_> = throttled_rows(&app)
@@ -261,7 +237,7 @@ async fn through_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
 #[actix_web::test]
 async fn page_views_are_never_limited() {
     let app = spawn_app_with(TestSettings::new().login_rate(2, Duration::from_secs(60))).await;
-    let browser = new_browser();
+    let browser = app.visitor();
     for path in [
         "/login",
         "/login?next=/x",
@@ -269,33 +245,25 @@ async fn page_views_are_never_limited() {
         "/healthz",
     ] {
         for _ in 0..5 {
-            let res = browser.get(app.url(path)).send().await.unwrap();
+            let res = browser.get(path).await;
             assert_ne!(res.status(), 429, "GET {path}");
-            let res = browser.head(app.url(path)).send().await.unwrap();
+            let res = browser.head(path).await;
             assert_ne!(res.status(), 429, "HEAD {path}");
         }
     }
     // The views spent nothing: the whole budget is still there.
     for _ in 0..2 {
-        let res = post(
-            &app,
-            &browser,
-            "/login",
-            &[("email", "x@example.org")],
-            None,
-        )
-        .await;
+        let res = browser
+            .post("/login")
+            .form(&[("email", "x@example.org")])
+            .await;
         assert_eq!(res.status(), 200);
     }
     // And once it is spent, pages still answer.
-    let res = post(
-        &app,
-        &browser,
-        "/login",
-        &[("email", "x@example.org")],
-        None,
-    )
-    .await;
+    let res = browser
+        .post("/login")
+        .form(&[("email", "x@example.org")])
+        .await;
     assert_eq!(res.status(), 429);
     assert_eq!(app.get("/login").await.status(), 200);
 }
@@ -315,7 +283,7 @@ async fn answer_without_csrf(res: reqwest::Response) -> (u16, String) {
 #[actix_web::test]
 async fn over_the_email_rate_the_answer_is_the_same_and_no_mail_is_sent() {
     let app = spawn_app_with(TestSettings::new().email_rate(2, Duration::from_secs(15 * 60))).await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     let first = answer_without_csrf(app.request_link(&browser, "ann@example.org").await).await;
     let second = answer_without_csrf(app.request_link(&browser, "ann@example.org").await).await;
@@ -344,7 +312,7 @@ async fn over_the_email_rate_the_answer_is_the_same_and_no_mail_is_sent() {
         assert!(row.detail.contains("LATCHKEY_EMAIL_RATE"), "{}", row.detail);
     }
     // Another address has its own count.
-    app.add_member("bob@example.org", "member");
+    app.add_member("bob@example.org", Role::Member);
     app.request_link(&browser, "bob@example.org").await;
     app.smtp.wait_for(3, Duration::from_secs(10)).await;
 }
@@ -352,7 +320,7 @@ async fn over_the_email_rate_the_answer_is_the_same_and_no_mail_is_sent() {
 #[actix_web::test]
 async fn a_new_link_never_resets_a_dead_code() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
@@ -411,7 +379,7 @@ async fn a_new_link_never_resets_a_dead_code() {
 #[actix_web::test]
 async fn a_new_link_never_resets_the_ip_budget() {
     let app = spawn_app_with(TestSettings::new().login_rate(6, Duration::from_secs(60))).await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     assert_eq!(
         app.request_link(&browser, "ann@example.org").await.status(),

@@ -1,6 +1,7 @@
 //! Limits on what a request may send: a body over 16 KiB (413), a body that trickles in
 //! (408), an address over 254 characters (422); each refused before anything is written.
 
+use latchkey::domain::role::Role;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -13,7 +14,7 @@ use crate::helpers::{
 #[actix_web::test]
 async fn bodies_over_16_kib_get_413_and_write_nothing() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     let csrf = app.csrf(&browser, "/login").await;
     let padding = format!("/{}", "a".repeat(17 * 1024));
@@ -70,7 +71,7 @@ async fn bodies_over_16_kib_get_413_and_write_nothing() {
 #[actix_web::test]
 async fn a_body_still_arriving_10_s_after_the_head_gets_408_and_the_connection_closes() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let (cookie, csrf) = browser_cookie_header(&app).await;
     let body = format!("csrf_token={}&email=ann%40example.org", urlencode(&csrf));
     let before = app.snapshot();

@@ -4,9 +4,10 @@
 use diesel::prelude::*;
 use latchkey::audit::rows::{AuditEvent, NewAuditRow};
 use latchkey::domain::ids::MemberId;
+use latchkey::domain::role::Role;
 use latchkey::schema::{members, sessions};
 
-use crate::helpers::{new_browser, one, parse_page, select, spawn_app, text, urlencode, TestApp};
+use crate::helpers::{one, parse_page, select, spawn_app, text, urlencode, Browser, TestApp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
@@ -43,28 +44,19 @@ fn routes(victim: MemberId, session: i64) -> Vec<(Method, String, Fields)> {
 }
 
 async fn send(
-    app: &TestApp,
-    browser: &reqwest::Client,
+    browser: &Browser,
     csrf: &str,
     method: Method,
     path: &str,
     fields: &[(&str, &str)],
     htmx: bool,
 ) -> reqwest::Response {
-    let request = match method {
-        Method::Get => browser.get(app.url(path)),
-        Method::Post => {
-            let mut fields = fields.to_vec();
-            fields.push(("csrf_token", csrf));
-            browser.post(app.url(path)).form(&fields)
-        }
-    };
-    let request = if htmx {
-        request.header("HX-Request", "true")
-    } else {
-        request
-    };
-    request.send().await.unwrap()
+    match method {
+        Method::Get => browser.get(path),
+        Method::Post => browser.post(path).form(fields).csrf(csrf),
+    }
+    .htmx_if(htmx)
+    .await
 }
 
 /// A session row for `member_id` that no browser holds (as if signed in elsewhere).
@@ -101,14 +93,14 @@ fn session_ids(app: &TestApp, member_id: MemberId) -> Vec<i64> {
 #[actix_web::test]
 async fn anonymous_requests_go_to_sign_in_and_htmx_gets_401() {
     let app = spawn_app().await;
-    let victim = app.add_member("victim@example.org", "member");
+    let victim = app.add_member("victim@example.org", Role::Member);
     let session = stray_session(&app, victim);
-    let browser = new_browser();
-    let csrf = app.csrf(&browser, "/login").await;
+    let browser = app.visitor();
+    let csrf = browser.csrf("/login").await;
     let members_before = app.count("members");
 
     for (method, path, fields) in routes(victim, session) {
-        let res = send(&app, &browser, &csrf, method, &path, &fields, false).await;
+        let res = send(&browser, &csrf, method, &path, &fields, false).await;
         assert_eq!(res.status(), 303, "{method:?} {path}");
         assert_eq!(
             res.headers()["location"],
@@ -116,7 +108,7 @@ async fn anonymous_requests_go_to_sign_in_and_htmx_gets_401() {
             "{method:?} {path}"
         );
 
-        let res = send(&app, &browser, &csrf, method, &path, &fields, true).await;
+        let res = send(&browser, &csrf, method, &path, &fields, true).await;
         assert_eq!(res.status(), 401, "HTMX {method:?} {path}");
         assert_eq!(
             res.headers()["hx-redirect"],
@@ -124,7 +116,7 @@ async fn anonymous_requests_go_to_sign_in_and_htmx_gets_401() {
             "HTMX {method:?} {path}"
         );
     }
-    let res = browser.head(app.url("/audit")).send().await.unwrap();
+    let res = browser.head("/audit").await;
     assert_eq!(res.status(), 303);
 
     assert_eq!(app.count("members"), members_before, "nothing was added");
@@ -139,17 +131,17 @@ async fn anonymous_requests_go_to_sign_in_and_htmx_gets_401() {
 #[actix_web::test]
 async fn auditors_and_members_get_403_beyond_their_role() {
     let app = spawn_app().await;
-    let victim = app.add_member("victim@example.org", "member");
+    let victim = app.add_member("victim@example.org", Role::Member);
     let session = stray_session(&app, victim);
-    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
-    let member = app.signed_in_browser("mo@example.org", "member").await;
+    let auditor = app.member(Role::Auditor, "audrey@example.org").await;
+    let member = app.member(Role::Member, "mo@example.org").await;
     let members_before = app.count("members");
 
     for (browser, who, forbidden) in [
-        (&auditor, "auditor", vec!["/team"]),
-        (&member, "member", vec!["/team", "/audit", "/audit.csv"]),
+        (&auditor, Role::Auditor, vec!["/team"]),
+        (&member, Role::Member, vec!["/team", "/audit", "/audit.csv"]),
     ] {
-        let csrf = app.csrf(browser, "/").await;
+        let csrf = browser.csrf("/").await;
         for (method, path, fields) in routes(victim, session) {
             let blocked = forbidden
                 .iter()
@@ -158,7 +150,7 @@ async fn auditors_and_members_get_403_beyond_their_role() {
                 continue;
             }
             for htmx in [false, true] {
-                let res = send(&app, browser, &csrf, method, &path, &fields, htmx).await;
+                let res = send(browser, &csrf, method, &path, &fields, htmx).await;
                 assert_eq!(res.status(), 403, "{who} {method:?} {path} (htmx: {htmx})");
             }
         }
@@ -170,13 +162,13 @@ async fn auditors_and_members_get_403_beyond_their_role() {
 #[actix_web::test]
 async fn each_role_reaches_its_routes() {
     let app = spawn_app().await;
-    for role in ["admin", "auditor", "member"] {
+    for role in Role::ALL {
         let email = format!("{role}@example.org");
-        let browser = app.signed_in_browser(&email, role).await;
+        let browser = app.member(role, &email).await;
         let member_id = app.add_member(&email, role);
-        let csrf = app.csrf(&browser, "/").await;
-        let reads_audit = role != "member";
-        let is_admin = role == "admin";
+        let csrf = browser.csrf("/").await;
+        let reads_audit = role.can_read_audit();
+        let is_admin = role.is_admin();
 
         for (path, allowed) in [
             ("/", true),
@@ -185,15 +177,15 @@ async fn each_role_reaches_its_routes() {
             ("/audit.csv", reads_audit),
             ("/team", is_admin),
         ] {
-            let res = send(&app, &browser, &csrf, Method::Get, path, &[], false).await;
+            let res = send(&browser, &csrf, Method::Get, path, &[], false).await;
             let expected = if allowed { 200 } else { 403 };
             assert_eq!(res.status(), expected, "{role} GET {path}");
-            let res = browser.head(app.url(path)).send().await.unwrap();
+            let res = browser.head(path).await;
             assert_eq!(res.status(), expected, "{role} HEAD {path}");
         }
 
         if is_admin {
-            let victim = app.add_member(&format!("victim-of-{role}@example.org"), "member");
+            let victim = app.add_member(&format!("victim-of-{role}@example.org"), Role::Member);
             for (path, fields) in [
                 (
                     "/team".to_string(),
@@ -202,7 +194,7 @@ async fn each_role_reaches_its_routes() {
                 (format!("/team/{victim}/role"), vec![("role", "auditor")]),
                 (format!("/team/{victim}/deactivate"), vec![]),
             ] {
-                let res = send(&app, &browser, &csrf, Method::Post, &path, &fields, false).await;
+                let res = send(&browser, &csrf, Method::Post, &path, &fields, false).await;
                 assert_eq!(res.status(), 303, "{role} POST {path}");
                 assert_eq!(res.headers()["location"], "/team");
             }
@@ -210,35 +202,23 @@ async fn each_role_reaches_its_routes() {
         }
 
         // Their own other session (another browser) can be revoked.
-        let other = new_browser();
-        assert_eq!(app.sign_in(&other, &email).await.status(), 303);
+        let other = app.signed_in(app.visitor(), &email).await;
         let other_session = *session_ids(&app, member_id).last().unwrap();
         let path = format!("/sessions/{other_session}/revoke");
-        let res = send(&app, &browser, &csrf, Method::Post, &path, &[], false).await;
+        let res = send(&browser, &csrf, Method::Post, &path, &[], false).await;
         assert_eq!(res.status(), 303, "{role} POST {path}");
         assert_eq!(res.headers()["location"], "/sessions");
-        assert_eq!(other.get(app.url("/")).send().await.unwrap().status(), 303);
+        assert_eq!(other.get("/").await.status(), 303);
 
         // Signing out of one browser.
-        let third = new_browser();
-        assert_eq!(app.sign_in(&third, &email).await.status(), 303);
-        let third_csrf = app.csrf(&third, "/").await;
-        let res = send(
-            &app,
-            &third,
-            &third_csrf,
-            Method::Post,
-            "/logout",
-            &[],
-            false,
-        )
-        .await;
+        let third = app.signed_in(app.visitor(), &email).await;
+        let third_csrf = third.csrf("/").await;
+        let res = send(&third, &third_csrf, Method::Post, "/logout", &[], false).await;
         assert_eq!(res.status(), 303, "{role} POST /logout");
         assert_eq!(res.headers()["location"], "/login");
 
         // And everywhere, last: it ends this browser's session too.
         let res = send(
-            &app,
             &browser,
             &csrf,
             Method::Post,
@@ -250,10 +230,7 @@ async fn each_role_reaches_its_routes() {
         assert_eq!(res.status(), 303, "{role} POST /sessions/revoke-all");
         assert_eq!(res.headers()["location"], "/login");
         assert!(session_ids(&app, member_id).is_empty(), "{role}");
-        assert_eq!(
-            browser.get(app.url("/")).send().await.unwrap().status(),
-            303
-        );
+        assert_eq!(browser.get("/").await.status(), 303);
     }
 }
 
@@ -276,21 +253,14 @@ fn stat(html: &str, name: &str) -> i64 {
 #[actix_web::test]
 async fn the_dashboard_counts_the_teams_day_for_readers_and_only_their_own_for_members() {
     let app = spawn_app().await;
-    let auditor = app.signed_in_browser("audrey@example.org", "auditor").await;
-    let member = app.signed_in_browser("mo@example.org", "member").await;
+    let auditor = app.member(Role::Auditor, "audrey@example.org").await;
+    let member = app.member(Role::Member, "mo@example.org").await;
     record(&app, AuditEvent::CodeFailed, "mo@example.org");
     record(&app, AuditEvent::LinkExpired, "someone@example.org");
     record(&app, AuditEvent::LoginDenied, "stranger@example.org");
     record(&app, AuditEvent::MemberAdded, "secret-project@example.org");
 
-    let html = auditor
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = auditor.get("/").await.text().await.unwrap();
     assert_eq!(stat(&html, "sign-ins"), 2, "{html}");
     assert_eq!(stat(&html, "failed"), 3, "{html}");
     assert_eq!(stat(&html, "sessions"), 2, "{html}");
@@ -301,14 +271,7 @@ async fn the_dashboard_counts_the_teams_day_for_readers_and_only_their_own_for_m
     let polling = r#"[hx-get="/"][hx-trigger="every 30s"]"#;
     assert_eq!(select(&parse_page(&html), polling).len(), 1);
 
-    let html = member
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = member.get("/").await.text().await.unwrap();
     assert_eq!(stat(&html, "sign-ins"), 1, "{html}");
     assert_eq!(stat(&html, "failed"), 1, "{html}");
     assert_eq!(stat(&html, "sessions"), 1, "{html}");
@@ -317,12 +280,7 @@ async fn the_dashboard_counts_the_teams_day_for_readers_and_only_their_own_for_m
     assert!(!html.contains("audrey@example.org"), "{html}");
 
     // The 30-second refresh gets the partial alone.
-    let res = member
-        .get(app.url("/"))
-        .header("HX-Request", "true")
-        .send()
-        .await
-        .unwrap();
+    let res = member.get("/").htmx().await;
     assert_eq!(res.status(), 200);
     let partial = res.text().await.unwrap();
     assert!(partial
@@ -334,9 +292,9 @@ async fn the_dashboard_counts_the_teams_day_for_readers_and_only_their_own_for_m
 #[actix_web::test]
 async fn percent_encoded_paths_get_the_same_access_policy() {
     let app = spawn_app().await;
-    let member = app.signed_in_browser("ann@example.org", "member").await;
+    let member = app.member(Role::Member, "ann@example.org").await;
     for path in ["/audit", "/%61udit", "/team", "/%74eam", "/%74eam/1/role"] {
-        let res = member.get(app.url(path)).send().await.unwrap();
+        let res = member.get(path).await;
         assert_eq!(res.status(), 403, "GET {path} as a member");
     }
     let res = app.get("/%74eam").await;

@@ -2,6 +2,7 @@
 //! when the public URL is https; pages that load HTMX from this site under that CSP; HEAD
 //! answering with GET's headers; and token shape checks that answer before the database.
 
+use latchkey::domain::role::Role;
 use std::time::{Duration, Instant};
 
 use crate::helpers::{
@@ -146,11 +147,11 @@ async fn every_response_carries_the_security_headers_and_no_hsts_over_http() {
     // Two posts to sign in, the 403 and the 413, then the 429.
     let app = spawn_app_with(TestSettings::new().login_rate(4, Duration::from_secs(60))).await;
     // Signed in first: the checks below use up the login rate.
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     check_every_kind_of_response(&app, false).await;
     // Signed-in pages and HTMX partials too.
     for htmx in [false, true] {
-        let mut request = browser.get(app.url("/"));
+        let mut request = browser.client().get(app.url("/"));
         if htmx {
             request = request.header("HX-Request", "true");
         }
@@ -219,8 +220,8 @@ async fn a_503_carries_the_security_headers_and_garbage_tokens_never_reach_the_d
 #[actix_web::test]
 async fn pages_carry_the_htmx_config_and_load_htmx_from_this_site() {
     let app = spawn_app().await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
-    for (client, path) in [(&app.client, "/login"), (&browser, "/")] {
+    let browser = app.member(Role::Member, "ann@example.org").await;
+    for (client, path) in [(&app.client, "/login"), (browser.client(), "/")] {
         let html = client
             .get(app.url(path))
             .send()
@@ -252,7 +253,7 @@ async fn pages_carry_the_htmx_config_and_load_htmx_from_this_site() {
 #[actix_web::test]
 async fn head_works_on_pages_without_a_body() {
     let app = spawn_app().await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     for (path, status) in [
         ("/login", 200),
         ("/", 200),
@@ -262,10 +263,10 @@ async fn head_works_on_pages_without_a_body() {
         ("/auth/cancel?token=garbage", 400),
         ("/no-such-page", 404),
     ] {
-        let get = browser.get(app.url(path)).send().await.unwrap();
+        let get = browser.get(path).await;
         assert_eq!(get.status(), status, "GET {path}");
         let get_type = get.headers().get("content-type").cloned();
-        let res = browser.head(app.url(path)).send().await.unwrap();
+        let res = browser.head(path).await;
         assert_eq!(res.status(), status, "HEAD {path}");
         assert_eq!(
             res.headers().get("content-type").cloned(),

@@ -62,27 +62,25 @@ fn session_id_of(app: &TestApp, member_id: MemberId) -> i64 {
 async fn a_cached_signed_in_request_makes_no_database_round_trip() {
     let app = spawn_app().await;
     register(&app, "wiki", WIKI, &[Role::Member], &[]);
-    let ann = app.signed_in_browser("ann@example.org", "member").await;
+    let ann = app.member(Role::Member, "ann@example.org").await;
     // The first requests fill the cache (and the dashboard's few-seconds numbers).
-    assert_eq!(status(&ann, app.url("/")).await, 200);
-    assert_eq!(status(&ann, app.url("/auth/check")).await, 400);
-    assert_eq!(check(&app, &ann, "/auth/check", WIKI).await.status(), 200);
-    let dashboard = ann
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(status(ann.client(), app.url("/")).await, 200);
+    assert_eq!(status(ann.client(), app.url("/auth/check")).await, 400);
+    assert_eq!(
+        check(&app, ann.client(), "/auth/check", WIKI)
+            .await
+            .status(),
+        200
+    );
+    let dashboard = ann.get("/").await.text().await.unwrap();
     assert!(
         dashboard.contains("Counted by this instance"),
         "the dashboard says its numbers are per instance"
     );
     let before = app.live.db().round_trips();
     for _ in 0..10 {
-        assert_eq!(status(&ann, app.url("/")).await, 200);
-        let res = check(&app, &ann, "/auth/check", WIKI).await;
+        assert_eq!(status(ann.client(), app.url("/")).await, 200);
+        let res = check(&app, ann.client(), "/auth/check", WIKI).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["remote-user"], "ann@example.org");
     }
@@ -103,8 +101,8 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
         port: app.port,
         live: app.live.clone(),
     };
-    let ann_id = app.add_member("ann@example.org", "member");
-    app.add_member("boss@example.org", "admin");
+    let ann_id = app.add_member("ann@example.org", Role::Member);
+    app.add_member("boss@example.org", Role::Admin);
 
     // A link asked for on one instance is redeemed on the other.
     let ann = crate::helpers::new_browser();
@@ -123,11 +121,16 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
     assert_eq!(check_on(&a, &ann).await.status(), 200);
 
     // Revoked on A (by an admin): refused by B within 100 ms, by A at once.
-    let boss = app.signed_in_browser("boss@example.org", "admin").await;
+    let boss = app.member(Role::Admin, "boss@example.org").await;
     let session = session_id_of(&app, ann_id);
-    let csrf = app.csrf(&boss, "/sessions").await;
+    let csrf = boss.csrf("/sessions").await;
     let res = app
-        .post_form_with_csrf(&boss, &format!("/sessions/{session}/revoke"), &[], &csrf)
+        .post_form_with_csrf(
+            boss.client(),
+            &format!("/sessions/{session}/revoke"),
+            &[],
+            &csrf,
+        )
         .await;
     assert!(res.status().is_success() || res.status() == 303);
     assert_eq!(check_on(&a, &ann).await.status(), 401);
@@ -135,31 +138,31 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
     eprintln!("revocation reached the other instance in {took:?}");
 
     // Deactivated on A: B refuses the member's check within 100 ms.
-    let ann = app.signed_in_browser("ann@example.org", "member").await;
-    assert_eq!(check_on(&other, &ann).await.status(), 200);
-    let boss_csrf = app.csrf(&boss, "/team").await;
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    assert_eq!(check_on(&other, ann.client()).await.status(), 200);
+    let boss_csrf = boss.csrf("/team").await;
     let res = app
         .post_form_with_csrf(
-            &boss,
+            boss.client(),
             &format!("/team/{ann_id}/deactivate"),
             &[],
             &boss_csrf,
         )
         .await;
     assert!(res.status().is_success() || res.status() == 303);
-    assert_eq!(check_on(&a, &ann).await.status(), 401);
-    refused_within(&other, &ann, 401, Duration::from_millis(100)).await;
+    assert_eq!(check_on(&a, ann.client()).await.status(), 401);
+    refused_within(&other, ann.client(), 401, Duration::from_millis(100)).await;
 
     // A role change on A: B's next answers carry the new role.
-    let bea_id = app.add_member("bea@example.org", "member");
-    let bea = app.signed_in_browser("bea@example.org", "member").await;
+    let bea_id = app.add_member("bea@example.org", Role::Member);
+    let bea = app.member(Role::Member, "bea@example.org").await;
     assert_eq!(
-        check_on(&other, &bea).await.headers()["remote-groups"],
+        check_on(&other, bea.client()).await.headers()["remote-groups"],
         "member"
     );
     let res = app
         .post_form_with_csrf(
-            &boss,
+            boss.client(),
             &format!("/team/{bea_id}/role"),
             &[("role", "auditor")],
             &boss_csrf,
@@ -167,45 +170,51 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
         .await;
     assert!(res.status().is_success() || res.status() == 303);
     // The wiki admits members only: an auditor is refused.
-    refused_within(&other, &bea, 403, Duration::from_millis(100)).await;
+    refused_within(&other, bea.client(), 403, Duration::from_millis(100)).await;
 
     // The app removed on A: B refuses it.
-    let cy = app.signed_in_browser("cy@example.org", "member").await;
-    assert_eq!(check_on(&other, &cy).await.status(), 200);
+    let cy = app.member(Role::Member, "cy@example.org").await;
+    assert_eq!(check_on(&other, cy.client()).await.status(), 200);
     let wiki_id = latchkey::models::app::find_by_name(&mut app.conn(), "wiki")
         .unwrap()
         .unwrap()
         .id;
-    let apps_csrf = app.csrf(&boss, "/apps").await;
+    let apps_csrf = boss.csrf("/apps").await;
     let res = app
-        .post_form_with_csrf(&boss, &format!("/apps/{wiki_id}/remove"), &[], &apps_csrf)
+        .post_form_with_csrf(
+            boss.client(),
+            &format!("/apps/{wiki_id}/remove"),
+            &[],
+            &apps_csrf,
+        )
         .await;
     assert!(res.status().is_success() || res.status() == 303);
-    assert_eq!(check_on(&a, &cy).await.status(), 403);
-    refused_within(&other, &cy, 403, Duration::from_millis(100)).await;
+    assert_eq!(check_on(&a, cy.client()).await.status(), 403);
+    refused_within(&other, cy.client(), 403, Duration::from_millis(100)).await;
 
     // Logout on B ends the session on A too.
     register(&app, "wiki", WIKI, &[Role::Member], &[]);
     other.live.cache().forget_apps();
-    assert_eq!(check_on(&a, &cy).await.status(), 200);
-    assert_eq!(check_on(&other, &cy).await.status(), 200);
-    let csrf = app.csrf(&cy, "/").await;
+    assert_eq!(check_on(&a, cy.client()).await.status(), 200);
+    assert_eq!(check_on(&other, cy.client()).await.status(), 200);
+    let csrf = cy.csrf("/").await;
     let res = cy
+        .client()
         .post(other.url("/logout"))
         .form(&[("csrf_token", csrf.as_str())])
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 303);
-    refused_within(&a, &cy, 401, Duration::from_millis(100)).await;
+    refused_within(&a, cy.client(), 401, Duration::from_millis(100)).await;
 }
 
 #[actix_web::test]
 async fn a_cut_listener_connection_empties_the_cache_so_no_revocation_is_missed() {
     let app = spawn_app().await;
-    let ann = app.signed_in_browser("ann@example.org", "member").await;
-    assert_eq!(status(&ann, app.url("/")).await, 200);
-    assert_eq!(status(&ann, app.url("/")).await, 200);
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    assert_eq!(status(ann.client(), app.url("/")).await, 200);
+    assert_eq!(status(ann.client(), app.url("/")).await, 200);
     // Cut the listener's connection (and wait until its backend is gone)...
     let killed: Vec<bool> = diesel::sql_query(format!(
         "SELECT pg_terminate_backend(pid, 5000) AS killed FROM pg_stat_activity \
@@ -223,16 +232,16 @@ async fn a_cut_listener_connection_empties_the_cache_so_no_revocation_is_missed(
         .execute(&mut app.conn())
         .unwrap();
     assert_eq!(
-        status(&ann, app.url("/")).await,
+        status(ann.client(), app.url("/")).await,
         303,
         "served from a stale cache"
     );
     // The listener comes back, and the cache with it.
     crate::helpers::wait_until_listening(&app.live).await;
-    let bea = app.signed_in_browser("bea@example.org", "member").await;
-    assert_eq!(status(&bea, app.url("/")).await, 200);
+    let bea = app.member(Role::Member, "bea@example.org").await;
+    assert_eq!(status(bea.client(), app.url("/")).await, 200);
     let before = app.live.db().round_trips();
-    assert_eq!(status(&bea, app.url("/sessions")).await, 200);
+    assert_eq!(status(bea.client(), app.url("/sessions")).await, 200);
     assert!(
         app.live.db().round_trips() > before,
         "the sessions page reads the list"
@@ -308,7 +317,7 @@ async fn two_instances_hold_one_mail_limit_and_one_audit_chain() {
     .await;
     let other = app.another_instance().await;
     let bases = [app.address.clone(), other.address.clone()];
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
 
     // Ten link requests for one address, five on each instance, all at once: three mails.
     let asks = (0..10).map(|i| {
@@ -335,7 +344,7 @@ async fn two_instances_hold_one_mail_limit_and_one_audit_chain() {
     // Eight members sign in at the same time, half on each instance.
     let emails: Vec<String> = (0..8).map(|i| format!("m{i}@example.org")).collect();
     for email in &emails {
-        app.add_member(email, "member");
+        app.add_member(email, Role::Member);
     }
     let sign_ins = emails
         .iter()

@@ -3,16 +3,19 @@
 
 use diesel::prelude::*;
 use latchkey::domain::ids::MemberId;
+use latchkey::domain::role::Role;
 use latchkey::schema::sessions;
 
 use scraper::{ElementRef, Html};
 
-use crate::helpers::{attr, browser_as, one, parse_page, select, spawn_app, text, within, TestApp};
+use crate::helpers::{
+    assert_redirect_to, attr, one, parse_page, select, spawn_app, text, within, Browser, TestApp,
+};
 
-async fn signed_in_as(app: &TestApp, email: &str, user_agent: &str) -> reqwest::Client {
-    let browser = browser_as(user_agent);
-    assert_eq!(app.sign_in(&browser, email).await.status(), 303);
-    browser
+/// A browser named `user_agent` signed in as `email`; its posts carry the token of `/sessions`.
+async fn signed_in_as(app: &TestApp, email: &str, user_agent: &str) -> Browser {
+    let browser = app.visitor_as(user_agent).csrf_from("/sessions");
+    app.signed_in(browser, email).await
 }
 
 /// Session ids of a member, by the user agent that signed them in.
@@ -25,8 +28,8 @@ fn session_of(app: &TestApp, member_id: MemberId, user_agent: &str) -> i64 {
         .unwrap()
 }
 
-async fn html(app: &TestApp, browser: &reqwest::Client, path: &str) -> String {
-    let res = browser.get(app.url(path)).send().await.unwrap();
+async fn html(browser: &Browser, path: &str) -> String {
+    let res = browser.get(path).await;
     assert_eq!(res.status(), 200, "{path}");
     res.text().await.unwrap()
 }
@@ -44,32 +47,16 @@ fn user_agent_of(row: ElementRef<'_>) -> &str {
     attr(cells[0], "title")
 }
 
-async fn post(
-    app: &TestApp,
-    browser: &reqwest::Client,
-    path: &str,
-    htmx: bool,
-) -> reqwest::Response {
-    let csrf = app.csrf(browser, "/sessions").await;
-    let mut request = browser
-        .post(app.url(path))
-        .form(&[("csrf_token", csrf.as_str())]);
-    if htmx {
-        request = request.header("HX-Request", "true");
-    }
-    request.send().await.unwrap()
-}
-
 #[actix_web::test]
 async fn members_see_their_own_sessions_and_this_one_is_marked() {
     let app = spawn_app().await;
-    let mo = app.add_member("mo@example.org", "member");
-    app.add_member("ann@example.org", "member");
+    let mo = app.add_member("mo@example.org", Role::Member);
+    app.add_member("ann@example.org", Role::Member);
     let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
     let _phone = signed_in_as(&app, "mo@example.org", "Phone/2.0").await;
     let _other = signed_in_as(&app, "ann@example.org", "Elsewhere/3.0").await;
 
-    let page = html(&app, &laptop, "/sessions").await;
+    let page = html(&laptop, "/sessions").await;
     let sessions = parse_page(&page);
     let laptop_row = row(&sessions, session_of(&app, mo, "Laptop/1.0")).expect("laptop listed");
     let phone_row = row(&sessions, session_of(&app, mo, "Phone/2.0")).expect("phone listed");
@@ -91,12 +78,12 @@ async fn members_see_their_own_sessions_and_this_one_is_marked() {
 #[actix_web::test]
 async fn admins_see_everyones_sessions_with_the_address() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
-    let ada = app.add_member("ada@example.org", "admin");
+    app.add_member("ann@example.org", Role::Member);
+    let ada = app.add_member("ada@example.org", Role::Admin);
     let admin = signed_in_as(&app, "ada@example.org", "AdminBrowser/1.0").await;
     let _ann = signed_in_as(&app, "ann@example.org", "AnnBrowser/1.0").await;
 
-    let page = html(&app, &admin, "/sessions").await;
+    let page = html(&admin, "/sessions").await;
     let sessions = parse_page(&page);
     let anns = select(&sessions, r#"tr[id^="session-"]"#)
         .into_iter()
@@ -115,26 +102,20 @@ async fn admins_see_everyones_sessions_with_the_address() {
 #[actix_web::test]
 async fn revoking_ends_the_other_browsers_session() {
     let app = spawn_app().await;
-    let mo = app.add_member("mo@example.org", "member");
+    let mo = app.add_member("mo@example.org", Role::Member);
     let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
     let phone = signed_in_as(&app, "mo@example.org", "Phone/2.0").await;
     let phone_session = session_of(&app, mo, "Phone/2.0");
-    assert_eq!(phone.get(app.url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(phone.get("/").await.status(), 200);
 
-    let res = post(
-        &app,
-        &laptop,
-        &format!("/sessions/{phone_session}/revoke"),
-        false,
-    )
-    .await;
-    assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/sessions");
+    let res = laptop
+        .post(&format!("/sessions/{phone_session}/revoke"))
+        .await;
+    assert_redirect_to(&res, "/sessions");
 
-    let res = phone.get(app.url("/")).send().await.unwrap();
-    assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/login?next=%2F");
-    assert_eq!(laptop.get(app.url("/")).send().await.unwrap().status(), 200);
+    let res = phone.get("/").await;
+    assert_redirect_to(&res, "/login?next=%2F");
+    assert_eq!(laptop.get("/").await.status(), 200);
 
     let revoked = app
         .audit()
@@ -146,30 +127,23 @@ async fn revoking_ends_the_other_browsers_session() {
     assert!(revoked.detail.contains("Phone/2.0"), "{}", revoked.detail);
 
     // Once gone, it is gone.
-    let res = post(
-        &app,
-        &laptop,
-        &format!("/sessions/{phone_session}/revoke"),
-        false,
-    )
-    .await;
+    let res = laptop
+        .post(&format!("/sessions/{phone_session}/revoke"))
+        .await;
     assert_eq!(res.status(), 404);
 }
 
 #[actix_web::test]
 async fn revoking_inline_answers_with_the_list() {
     let app = spawn_app().await;
-    let mo = app.add_member("mo@example.org", "member");
+    let mo = app.add_member("mo@example.org", Role::Member);
     let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
     let _phone = signed_in_as(&app, "mo@example.org", "Phone/2.0").await;
     let phone_session = session_of(&app, mo, "Phone/2.0");
-    let res = post(
-        &app,
-        &laptop,
-        &format!("/sessions/{phone_session}/revoke"),
-        true,
-    )
-    .await;
+    let res = laptop
+        .post(&format!("/sessions/{phone_session}/revoke"))
+        .htmx()
+        .await;
     assert_eq!(res.status(), 200);
     let page = res.text().await.unwrap();
     assert!(!page.contains("<html"));
@@ -181,33 +155,21 @@ async fn revoking_inline_answers_with_the_list() {
 #[actix_web::test]
 async fn members_cannot_revoke_someone_elses_session_but_admins_can() {
     let app = spawn_app().await;
-    let ann = app.add_member("ann@example.org", "member");
-    app.add_member("ada@example.org", "admin");
-    app.add_member("mo@example.org", "member");
+    let ann = app.add_member("ann@example.org", Role::Member);
+    app.add_member("ada@example.org", Role::Admin);
+    app.add_member("mo@example.org", Role::Member);
     let mo = signed_in_as(&app, "mo@example.org", "Mo/1.0").await;
     let ann_browser = signed_in_as(&app, "ann@example.org", "Ann/1.0").await;
     let ann_session = session_of(&app, ann, "Ann/1.0");
 
-    let res = post(&app, &mo, &format!("/sessions/{ann_session}/revoke"), false).await;
+    let res = mo.post(&format!("/sessions/{ann_session}/revoke")).await;
     assert_eq!(res.status(), 404);
-    assert_eq!(
-        ann_browser.get(app.url("/")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(ann_browser.get("/").await.status(), 200);
 
     let admin = signed_in_as(&app, "ada@example.org", "Ada/1.0").await;
-    let res = post(
-        &app,
-        &admin,
-        &format!("/sessions/{ann_session}/revoke"),
-        false,
-    )
-    .await;
+    let res = admin.post(&format!("/sessions/{ann_session}/revoke")).await;
     assert_eq!(res.status(), 303);
-    assert_eq!(
-        ann_browser.get(app.url("/")).send().await.unwrap().status(),
-        303
-    );
+    assert_eq!(ann_browser.get("/").await.status(), 303);
     let revoked = app
         .audit()
         .into_iter()
@@ -220,36 +182,31 @@ async fn members_cannot_revoke_someone_elses_session_but_admins_can() {
 #[actix_web::test]
 async fn revoking_this_browsers_own_session_signs_it_out() {
     let app = spawn_app().await;
-    let mo = app.add_member("mo@example.org", "member");
+    let mo = app.add_member("mo@example.org", Role::Member);
     let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
     let own = session_of(&app, mo, "Laptop/1.0");
-    let res = post(&app, &laptop, &format!("/sessions/{own}/revoke"), false).await;
-    assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/login");
-    assert_eq!(laptop.get(app.url("/")).send().await.unwrap().status(), 303);
+    let res = laptop.post(&format!("/sessions/{own}/revoke")).await;
+    assert_redirect_to(&res, "/login");
+    assert_eq!(laptop.get("/").await.status(), 303);
     assert_eq!(app.count(&format!("sessions WHERE member_id = {mo}")), 0);
 }
 
 #[actix_web::test]
 async fn signing_out_everywhere_ends_every_session_of_the_member_only() {
     let app = spawn_app().await;
-    let mo = app.add_member("mo@example.org", "member");
-    app.add_member("ann@example.org", "member");
+    let mo = app.add_member("mo@example.org", Role::Member);
+    app.add_member("ann@example.org", Role::Member);
     let laptop = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
     let phone = signed_in_as(&app, "mo@example.org", "Phone/2.0").await;
     let ann = signed_in_as(&app, "ann@example.org", "Ann/1.0").await;
 
-    let res = post(&app, &laptop, "/sessions/revoke-all", false).await;
-    assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/login");
+    let res = laptop.post("/sessions/revoke-all").await;
+    assert_redirect_to(&res, "/login");
     assert!(res.headers().contains_key("clear-site-data"));
     for browser in [&laptop, &phone] {
-        assert_eq!(
-            browser.get(app.url("/")).send().await.unwrap().status(),
-            303
-        );
+        assert_eq!(browser.get("/").await.status(), 303);
     }
-    assert_eq!(ann.get(app.url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(ann.get("/").await.status(), 200);
     assert_eq!(app.count(&format!("sessions WHERE member_id = {mo}")), 0);
     let revoked = app
         .audit()
@@ -261,14 +218,14 @@ async fn signing_out_everywhere_ends_every_session_of_the_member_only() {
 
     // With HTMX the whole page goes to the sign-in form.
     let again = signed_in_as(&app, "mo@example.org", "Laptop/1.0").await;
-    let res = post(&app, &again, "/sessions/revoke-all", true).await;
+    let res = again.post("/sessions/revoke-all").htmx().await;
     assert_eq!(res.headers()["hx-redirect"], "/login");
 }
 
 #[actix_web::test]
 async fn hostile_user_agents_show_as_text() {
     let app = spawn_app().await;
-    app.add_member("mo@example.org", "member");
+    app.add_member("mo@example.org", Role::Member);
     let agent = "<script>alert(1)</script>";
     let browser = signed_in_as(&app, "mo@example.org", agent).await;
     // Header values cannot carry CR/LF; a row can (an old or imported one).
@@ -277,7 +234,7 @@ async fn hostile_user_agents_show_as_text() {
         .set(sessions::user_agent.eq("<img src=x>\r\nSet-Cookie: a=b"))
         .execute(&mut app.conn())
         .unwrap();
-    let page = html(&app, &browser, "/sessions").await;
+    let page = html(&browser, "/sessions").await;
     let sessions = parse_page(&page);
     assert!(select(&sessions, "script:not([src])").is_empty(), "{page}");
     assert!(select(&sessions, "img").is_empty(), "{page}");

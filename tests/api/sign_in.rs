@@ -1,5 +1,6 @@
 //! The sign-in flow through HTTP: real app, real PostgreSQL, real SMTP.
 
+use latchkey::domain::role::Role;
 use std::time::Duration;
 
 use crate::helpers::{
@@ -10,7 +11,7 @@ use crate::helpers::{
 #[actix_web::test]
 async fn a_member_signs_in_by_link_and_lands_on_the_dashboard() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
 
     let res = app.request_link(&browser, "  ann@Example.ORG ").await;
@@ -77,7 +78,7 @@ async fn a_member_signs_in_by_link_and_lands_on_the_dashboard() {
 #[actix_web::test]
 async fn the_code_signs_in_the_asking_browser() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
@@ -104,7 +105,7 @@ async fn the_code_signs_in_the_asking_browser() {
 #[actix_web::test]
 async fn a_link_works_once() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     assert_eq!(app.sign_in(&browser, "ann@example.org").await.status(), 303);
     let mail = app.sign_in_mail(1).await;
@@ -117,7 +118,7 @@ async fn a_link_works_once() {
 #[actix_web::test]
 async fn unknown_and_allowed_addresses_get_the_same_answer() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let a = app.request_link(&new_browser(), "ann@example.org").await;
     let b = app.request_link(&new_browser(), "nobody@example.org").await;
     assert_eq!(a.status(), b.status());
@@ -156,7 +157,7 @@ async fn a_malformed_address_gets_422_with_the_form() {
 #[actix_web::test]
 async fn the_link_in_another_browser_offers_approval_and_never_burns_the_token() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let asking = new_browser();
     app.request_link(&asking, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
@@ -185,7 +186,7 @@ async fn the_link_in_another_browser_offers_approval_and_never_burns_the_token()
 #[actix_web::test]
 async fn forged_tampered_and_truncated_tokens_are_refused_without_a_session() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
@@ -221,7 +222,7 @@ async fn forged_tampered_and_truncated_tokens_are_refused_without_a_session() {
 #[actix_web::test]
 async fn an_expired_link_gets_410() {
     let app = spawn_app_with(TestSettings::new().link_ttl(Duration::from_secs(1))).await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
@@ -236,24 +237,24 @@ async fn an_expired_link_gets_410() {
 #[actix_web::test]
 async fn logout_ends_the_session_server_side() {
     let app = spawn_app().await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     assert_eq!(app.count("sessions"), 1);
-    let csrf = app.csrf(&browser, "/").await;
+    let csrf = app.csrf(browser.client(), "/").await;
     let res = app
-        .post_form_with_csrf(&browser, "/logout", &[], &csrf)
+        .post_form_with_csrf(browser.client(), "/logout", &[], &csrf)
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/login");
     assert!(res.headers().contains_key("clear-site-data"));
     assert_eq!(app.count("sessions"), 0);
-    let after = browser.get(app.url("/")).send().await.unwrap();
+    let after = browser.client().get(app.url("/")).send().await.unwrap();
     assert_eq!(after.status(), 303);
 }
 
 #[actix_web::test]
 async fn twenty_concurrent_posts_of_one_token_give_exactly_one_session() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
@@ -284,7 +285,7 @@ async fn twenty_concurrent_posts_of_one_token_give_exactly_one_session() {
 #[actix_web::test]
 async fn five_wrong_codes_end_the_code_and_the_link() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
@@ -319,7 +320,7 @@ async fn five_wrong_codes_end_the_code_and_the_link() {
 #[actix_web::test]
 async fn approval_with_the_right_number_signs_in_the_asking_browser_only() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let asking = new_browser();
     app.request_link(&asking, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
@@ -389,7 +390,7 @@ async fn approval_with_the_right_number_signs_in_the_asking_browser_only() {
 #[actix_web::test]
 async fn approval_with_a_wrong_number_cancels_the_request() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let asking = new_browser();
     app.request_link(&asking, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
@@ -468,7 +469,7 @@ fn assert_approval_form_hides_the_number(html: &str, shown: i16) {
 #[actix_web::test]
 async fn not_you_cancels_the_request_and_tells_the_admins() {
     let app = spawn_app_with(TestSettings::new().admins(&["boss@example.org"])).await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     app.request_link(&browser, "ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
@@ -501,7 +502,7 @@ async fn not_you_cancels_the_request_and_tells_the_admins() {
 async fn the_old_cookie_is_dead_after_logout() {
     use reqwest::cookie::CookieStore as _;
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let (browser, jar) = crate::helpers::new_browser_with_jar();
     assert_eq!(app.sign_in(&browser, "ann@example.org").await.status(), 303);
     let cookies = jar
@@ -529,21 +530,33 @@ async fn the_old_cookie_is_dead_after_logout() {
 #[actix_web::test]
 async fn a_deactivated_members_open_session_ends_at_once() {
     let app = spawn_app().await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     assert_eq!(
-        browser.get(app.url("/")).send().await.unwrap().status(),
+        browser
+            .client()
+            .get(app.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
-    let id = app.add_member("ann@example.org", "member");
+    let id = app.add_member("ann@example.org", Role::Member);
     latchkey::models::member::deactivate(&mut app.conn(), id, "test").unwrap();
     app.sync_cache().await;
     assert_eq!(
-        browser.get(app.url("/")).send().await.unwrap().status(),
+        browser
+            .client()
+            .get(app.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         303
     );
     // And a deactivated member cannot ask for a new link.
     let before = app.smtp.received().len();
-    app.request_link(&browser, "ann@example.org").await;
+    app.request_link(browser.client(), "ann@example.org").await;
     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.smtp.received().len(), before);
     assert_eq!(app.audit_events().last().unwrap(), "login_denied");
@@ -552,7 +565,7 @@ async fn a_deactivated_members_open_session_ends_at_once() {
 #[actix_web::test]
 async fn a_new_browser_for_a_known_member_gets_a_new_sign_in_email() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     assert_eq!(
         app.sign_in(&new_browser(), "ann@example.org")
             .await
@@ -674,7 +687,7 @@ async fn not_signed_in_pages_redirect_with_next_and_htmx_gets_401() {
 #[actix_web::test]
 async fn next_is_honoured_after_sign_in() {
     let app = spawn_app().await;
-    app.add_member("ann@example.org", "member");
+    app.add_member("ann@example.org", Role::Member);
     let browser = new_browser();
     app.post_form(
         &browser,
@@ -690,14 +703,26 @@ async fn next_is_honoured_after_sign_in() {
 #[actix_web::test]
 async fn an_idle_session_ends_on_the_server() {
     let app = spawn_app_with(TestSettings::new().session_idle(Duration::from_secs(2))).await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     assert_eq!(
-        browser.get(app.url("/")).send().await.unwrap().status(),
+        browser
+            .client()
+            .get(app.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     actix_web::rt::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(
-        browser.get(app.url("/")).send().await.unwrap().status(),
+        browser
+            .client()
+            .get(app.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         303
     );
 }
@@ -710,13 +735,14 @@ async fn an_active_session_still_ends_at_its_absolute_lifetime() {
             .session_max(Duration::from_secs(4)),
     )
     .await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     // Busy every 0.7 s: the idle timeout never bites, the absolute one does.
     let started = std::time::Instant::now();
     let mut statuses = Vec::new();
     while started.elapsed() < Duration::from_millis(5200) {
         statuses.push(
             browser
+                .client()
                 .get(app.url("/"))
                 .send()
                 .await
@@ -743,10 +769,11 @@ async fn an_active_session_still_ends_at_its_absolute_lifetime() {
 #[actix_web::test]
 async fn timer_polls_do_not_keep_an_idle_session_alive() {
     let app = spawn_app_with(TestSettings::new().session_idle(Duration::from_secs(2))).await;
-    let browser = app.signed_in_browser("ann@example.org", "member").await;
+    let browser = app.member(Role::Member, "ann@example.org").await;
     for _ in 0..4 {
         actix_web::rt::time::sleep(Duration::from_millis(800)).await;
         browser
+            .client()
             .get(app.url("/"))
             .header("HX-Request", "true")
             .header("X-Latchkey-Poll", "timer")
@@ -755,7 +782,13 @@ async fn timer_polls_do_not_keep_an_idle_session_alive() {
             .unwrap();
     }
     assert_eq!(
-        browser.get(app.url("/")).send().await.unwrap().status(),
+        browser
+            .client()
+            .get(app.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         303
     );
 }

@@ -3,9 +3,12 @@
 
 use diesel::prelude::*;
 use latchkey::domain::ids::MemberId;
+use latchkey::domain::role::Role;
 use latchkey::schema::members;
 
-use crate::helpers::{attr, one, parse_page, select, spawn_app, text, texts, TestApp};
+use crate::helpers::{
+    assert_redirect_to, attr, one, parse_page, select, spawn_app, text, texts, TestApp,
+};
 
 fn member(app: &TestApp, email: &str) -> Option<(MemberId, String, bool)> {
     members::table
@@ -16,56 +19,31 @@ fn member(app: &TestApp, email: &str) -> Option<(MemberId, String, bool)> {
         .unwrap()
 }
 
-async fn post(
-    app: &TestApp,
-    browser: &reqwest::Client,
-    path: &str,
-    fields: &[(&str, &str)],
-    htmx: bool,
-) -> reqwest::Response {
-    let csrf = app.csrf(browser, "/team").await;
-    let mut fields = fields.to_vec();
-    fields.push(("csrf_token", &csrf));
-    let mut request = browser.post(app.url(path)).form(&fields);
-    if htmx {
-        request = request.header("HX-Request", "true");
-    }
-    request.send().await.unwrap()
-}
-
 #[actix_web::test]
 async fn admins_add_change_and_deactivate_members_with_plain_forms() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app
+        .member(Role::Admin, "ada@example.org")
+        .await
+        .csrf_from("/team");
 
-    let res = post(
-        &app,
-        &admin,
-        "/team",
-        &[("email", " Nia@Example.ORG "), ("role", "auditor")],
-        false,
-    )
-    .await;
-    assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/team");
+    let res = admin
+        .post("/team")
+        .form(&[("email", " Nia@Example.ORG "), ("role", "auditor")])
+        .await;
+    assert_redirect_to(&res, "/team");
     let (id, role, active) = member(&app, "Nia@example.org").expect("added, canonical");
     assert_eq!((role.as_str(), active), ("auditor", true));
 
-    let res = post(
-        &app,
-        &admin,
-        &format!("/team/{id}/role"),
-        &[("role", "member")],
-        false,
-    )
-    .await;
-    assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/team");
+    let res = admin
+        .post(&format!("/team/{id}/role"))
+        .form(&[("role", "member")])
+        .await;
+    assert_redirect_to(&res, "/team");
     assert_eq!(member(&app, "Nia@example.org").unwrap().1, "member");
 
-    let res = post(&app, &admin, &format!("/team/{id}/deactivate"), &[], false).await;
-    assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/team");
+    let res = admin.post(&format!("/team/{id}/deactivate")).await;
+    assert_redirect_to(&res, "/team");
     assert!(!member(&app, "Nia@example.org").unwrap().2);
 
     let rows: Vec<_> = app
@@ -82,14 +60,7 @@ async fn admins_add_change_and_deactivate_members_with_plain_forms() {
         .iter()
         .all(|row| row.actor.as_deref() == Some("ada@example.org")));
 
-    let html = admin
-        .get(app.url("/team"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = admin.get("/team").await.text().await.unwrap();
     let team = parse_page(&html);
     let row = text(one(&team, &format!("tr#member-{id}")));
     assert!(
@@ -99,14 +70,10 @@ async fn admins_add_change_and_deactivate_members_with_plain_forms() {
     assert!(row.contains("Re-activate as member"), "{row}");
 
     // Adding a deactivated address re-activates it.
-    let res = post(
-        &app,
-        &admin,
-        "/team",
-        &[("email", "Nia@EXAMPLE.org"), ("role", "member")],
-        false,
-    )
-    .await;
+    let res = admin
+        .post("/team")
+        .form(&[("email", "Nia@EXAMPLE.org"), ("role", "member")])
+        .await;
     assert_eq!(res.status(), 303);
     assert_eq!(
         member(&app, "Nia@example.org").unwrap(),
@@ -117,16 +84,16 @@ async fn admins_add_change_and_deactivate_members_with_plain_forms() {
 #[actix_web::test]
 async fn team_forms_answer_htmx_with_the_part_that_changed() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app
+        .member(Role::Admin, "ada@example.org")
+        .await
+        .csrf_from("/team");
 
-    let res = post(
-        &app,
-        &admin,
-        "/team",
-        &[("email", "nia@example.org"), ("role", "member")],
-        true,
-    )
-    .await;
+    let res = admin
+        .post("/team")
+        .form(&[("email", "nia@example.org"), ("role", "member")])
+        .htmx()
+        .await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     assert!(!html.contains("<html"));
@@ -137,14 +104,11 @@ async fn team_forms_answer_htmx_with_the_part_that_changed() {
     assert!(html.contains("Added nia@example.org as member."), "{html}");
     let (id, _, _) = member(&app, "nia@example.org").unwrap();
 
-    let res = post(
-        &app,
-        &admin,
-        &format!("/team/{id}/role"),
-        &[("role", "auditor")],
-        true,
-    )
-    .await;
+    let res = admin
+        .post(&format!("/team/{id}/role"))
+        .form(&[("role", "auditor")])
+        .htmx()
+        .await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     assert!(
@@ -154,7 +118,7 @@ async fn team_forms_answer_htmx_with_the_part_that_changed() {
     assert!(html.contains("nia@example.org is now auditor."), "{html}");
     assert!(!html.contains("Add member"), "the rows only");
 
-    let res = post(&app, &admin, &format!("/team/{id}/deactivate"), &[], true).await;
+    let res = admin.post(&format!("/team/{id}/deactivate")).htmx().await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     assert!(html.trim_start().starts_with(r#"<div id="team-rows">"#));
@@ -162,14 +126,7 @@ async fn team_forms_answer_htmx_with_the_part_that_changed() {
     assert!(!member(&app, "nia@example.org").unwrap().2);
 
     // The forms name their HTMX targets, and every form carries the token.
-    let page = admin
-        .get(app.url("/team"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = admin.get("/team").await.text().await.unwrap();
     assert!(page.contains(r##"hx-post="/team" hx-target="#team""##));
     assert!(page.contains(r##"hx-target="#team-rows""##));
     assert_eq!(
@@ -181,7 +138,10 @@ async fn team_forms_answer_htmx_with_the_part_that_changed() {
 #[actix_web::test]
 async fn a_malformed_address_or_role_gets_422_and_adds_nobody() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app
+        .member(Role::Admin, "ada@example.org")
+        .await
+        .csrf_from("/team");
     let before = app.count("members");
     for (email, role, message) in [
         (
@@ -193,14 +153,11 @@ async fn a_malformed_address_or_role_gets_422_and_adds_nobody() {
         ("bo@example.org", "superuser", "Pick a role."),
     ] {
         for htmx in [false, true] {
-            let res = post(
-                &app,
-                &admin,
-                "/team",
-                &[("email", email), ("role", role)],
-                htmx,
-            )
-            .await;
+            let res = admin
+                .post("/team")
+                .form(&[("email", email), ("role", role)])
+                .htmx_if(htmx)
+                .await;
             assert_eq!(res.status(), 422, "{email:?} {role:?}");
             let html = res.text().await.unwrap();
             assert!(html.contains(message), "{html}");
@@ -209,15 +166,11 @@ async fn a_malformed_address_or_role_gets_422_and_adds_nobody() {
             assert_eq!(attr(typed, "value"), email, "what was typed comes back");
         }
     }
-    let nia = app.add_member("nia@example.org", "member");
-    let res = post(
-        &app,
-        &admin,
-        &format!("/team/{nia}/role"),
-        &[("role", "root")],
-        false,
-    )
-    .await;
+    let nia = app.add_member("nia@example.org", Role::Member);
+    let res = admin
+        .post(&format!("/team/{nia}/role"))
+        .form(&[("role", "root")])
+        .await;
     assert_eq!(res.status(), 422);
     assert_eq!(app.count("members"), before + 1);
     assert_eq!(member(&app, "nia@example.org").unwrap().1, "member");
@@ -226,33 +179,33 @@ async fn a_malformed_address_or_role_gets_422_and_adds_nobody() {
 #[actix_web::test]
 async fn the_last_admin_can_be_neither_deactivated_nor_demoted() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
-    let ada = app.add_member("ada@example.org", "admin");
+    let admin = app
+        .member(Role::Admin, "ada@example.org")
+        .await
+        .csrf_from("/team");
+    let ada = app.add_member("ada@example.org", Role::Admin);
     let audit_before = app.audit().len();
 
     for htmx in [false, true] {
-        let res = post(&app, &admin, &format!("/team/{ada}/deactivate"), &[], htmx).await;
+        let res = admin
+            .post(&format!("/team/{ada}/deactivate"))
+            .htmx_if(htmx)
+            .await;
         assert_eq!(res.status(), 409);
         let html = res.text().await.unwrap();
         assert!(html.contains("without an active admin"), "{html}");
-        let res = post(
-            &app,
-            &admin,
-            &format!("/team/{ada}/role"),
-            &[("role", "member")],
-            htmx,
-        )
-        .await;
+        let res = admin
+            .post(&format!("/team/{ada}/role"))
+            .form(&[("role", "member")])
+            .htmx_if(htmx)
+            .await;
         assert_eq!(res.status(), 409);
         // Nor through the add form.
-        let res = post(
-            &app,
-            &admin,
-            "/team",
-            &[("email", "ada@example.org"), ("role", "auditor")],
-            htmx,
-        )
-        .await;
+        let res = admin
+            .post("/team")
+            .form(&[("email", "ada@example.org"), ("role", "auditor")])
+            .htmx_if(htmx)
+            .await;
         assert_eq!(res.status(), 409);
     }
     assert_eq!(
@@ -264,27 +217,16 @@ async fn the_last_admin_can_be_neither_deactivated_nor_demoted() {
         audit_before,
         "nothing changed, nothing audited"
     );
-    assert_eq!(
-        admin.get(app.url("/team")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(admin.get("/team").await.status(), 200);
 
     // With a second admin, the first may step down (and leaves the admin-only page).
-    let bea = app.add_member("bea@example.org", "admin");
-    let res = post(
-        &app,
-        &admin,
-        &format!("/team/{ada}/role"),
-        &[("role", "auditor")],
-        false,
-    )
-    .await;
-    assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/");
-    assert_eq!(
-        admin.get(app.url("/team")).send().await.unwrap().status(),
-        403
-    );
+    let bea = app.add_member("bea@example.org", Role::Admin);
+    let res = admin
+        .post(&format!("/team/{ada}/role"))
+        .form(&[("role", "auditor")])
+        .await;
+    assert_redirect_to(&res, "/");
+    assert_eq!(admin.get("/team").await.status(), 403);
     assert_eq!(
         member(&app, "bea@example.org").unwrap(),
         (bea, "admin".into(), true)
@@ -294,14 +236,17 @@ async fn the_last_admin_can_be_neither_deactivated_nor_demoted() {
 #[actix_web::test]
 async fn unknown_member_ids_are_404() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app
+        .member(Role::Admin, "ada@example.org")
+        .await
+        .csrf_from("/team");
     for path in [
         "/team/999999/role",
         "/team/999999/deactivate",
         "/team/abc/deactivate",
         "/team/-1/role",
     ] {
-        let res = post(&app, &admin, path, &[("role", "member")], false).await;
+        let res = admin.post(path).form(&[("role", "member")]).await;
         assert_eq!(res.status(), 404, "{path}");
     }
 }
@@ -309,35 +254,20 @@ async fn unknown_member_ids_are_404() {
 #[actix_web::test]
 async fn deactivation_ends_the_members_live_session_at_once() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
-    let member_browser = app.signed_in_browser("mo@example.org", "member").await;
-    let mo = app.add_member("mo@example.org", "member");
-    assert_eq!(
-        member_browser
-            .get(app.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    let admin = app
+        .member(Role::Admin, "ada@example.org")
+        .await
+        .csrf_from("/team");
+    let member_browser = app.member(Role::Member, "mo@example.org").await;
+    let mo = app.add_member("mo@example.org", Role::Member);
+    assert_eq!(member_browser.get("/").await.status(), 200);
 
-    let res = post(&app, &admin, &format!("/team/{mo}/deactivate"), &[], false).await;
+    let res = admin.post(&format!("/team/{mo}/deactivate")).await;
     assert_eq!(res.status(), 303);
 
-    let res = member_browser
-        .get(app.url("/sessions"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/login?next=%2Fsessions");
-    let res = member_browser
-        .get(app.url("/"))
-        .header("HX-Request", "true")
-        .send()
-        .await
-        .unwrap();
+    let res = member_browser.get("/sessions").await;
+    assert_redirect_to(&res, "/login?next=%2Fsessions");
+    let res = member_browser.get("/").htmx().await;
     assert_eq!(res.status(), 401);
     assert_eq!(app.count(&format!("sessions WHERE member_id = {mo}")), 0);
     let detail = app
@@ -352,19 +282,24 @@ async fn deactivation_ends_the_members_live_session_at_once() {
 #[actix_web::test]
 async fn an_admin_who_deactivates_themselves_is_signed_out() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
-    app.add_member("bea@example.org", "admin");
-    let ada = app.add_member("ada@example.org", "admin");
-    let res = post(&app, &admin, &format!("/team/{ada}/deactivate"), &[], false).await;
-    assert_eq!(res.status(), 303);
-    assert_eq!(res.headers()["location"], "/login");
-    assert_eq!(admin.get(app.url("/")).send().await.unwrap().status(), 303);
+    let admin = app
+        .member(Role::Admin, "ada@example.org")
+        .await
+        .csrf_from("/team");
+    app.add_member("bea@example.org", Role::Admin);
+    let ada = app.add_member("ada@example.org", Role::Admin);
+    let res = admin.post(&format!("/team/{ada}/deactivate")).await;
+    assert_redirect_to(&res, "/login");
+    assert_eq!(admin.get("/").await.status(), 303);
 }
 
 #[actix_web::test]
 async fn hostile_addresses_show_as_text_on_the_team_page() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app
+        .member(Role::Admin, "ada@example.org")
+        .await
+        .csrf_from("/team");
     // Not an address the app would accept; written straight to the table, as a careless
     // import might.
     diesel::insert_into(members::table)
@@ -375,14 +310,7 @@ async fn hostile_addresses_show_as_text_on_the_team_page() {
         ))
         .execute(&mut app.conn())
         .unwrap();
-    let html = admin
-        .get(app.url("/team"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = admin.get("/team").await.text().await.unwrap();
     let team = parse_page(&html);
     assert!(select(&team, "script:not([src])").is_empty(), "{html}");
     let hostile = "<script>alert(1)</script>\n@example.org";
@@ -395,7 +323,10 @@ async fn hostile_addresses_show_as_text_on_the_team_page() {
 #[actix_web::test]
 async fn a_stored_address_that_is_not_canonical_is_listed_but_never_signs_in() {
     let app = spawn_app().await;
-    let admin = app.signed_in_browser("ada@example.org", "admin").await;
+    let admin = app
+        .member(Role::Admin, "ada@example.org")
+        .await
+        .csrf_from("/team");
     // Written past Latchkey (which stores only canonical addresses): the domain's case.
     let id: MemberId = diesel::insert_into(members::table)
         .values((
@@ -413,7 +344,7 @@ async fn a_stored_address_that_is_not_canonical_is_listed_but_never_signs_in() {
         "{err:?}"
     );
     // The team page still lists the row as stored, for an admin to see.
-    let res = admin.get(app.url("/team")).send().await.unwrap();
+    let res = admin.get("/team").await;
     assert_eq!(res.status(), 200);
     let team = parse_page(&res.text().await.unwrap());
     let emails = texts(&team, r#"tr[id^="member-"] td:first-child"#);
