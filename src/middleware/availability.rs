@@ -5,11 +5,12 @@
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::InternalError;
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::HttpResponse;
 
 use crate::db::availability;
+use crate::web::errors::PageError;
 
 pub async fn database_availability(
     req: ServiceRequest,
@@ -29,9 +30,5 @@ pub async fn database_availability(
 }
 
 fn unavailable_response() -> HttpResponse {
-    HttpResponse::ServiceUnavailable()
-        .insert_header((header::RETRY_AFTER, "5"))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .content_type("text/plain; charset=utf-8")
-        .body("Latchkey cannot reach its database right now. Try again in a few seconds.")
+    PageError::Unavailable.plain()
 }

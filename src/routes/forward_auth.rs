@@ -10,7 +10,6 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 
-use crate::db::DbError;
 use crate::domain::app_origin::{AppOrigin, AppUrl};
 use crate::domain::digests::SessionKeyDigest;
 use crate::forward_auth::check::{CheckContext, CheckError, Decision, Grant, Refusal};
@@ -18,6 +17,7 @@ use crate::middleware::check_cookie::CheckCookies;
 use crate::state::AppState;
 use crate::web::browser::session_cookie_name;
 use crate::web::client::client_info;
+use crate::web::errors::PageError;
 use crate::web::pages::render_standalone;
 
 /// How "not signed in" is answered.
@@ -104,22 +104,8 @@ fn not_signed_in(state: &AppState, url: &AppUrl, style: Style) -> HttpResponse {
         .finish()
 }
 
-fn unexpected(err: impl std::fmt::Display) -> HttpResponse {
-    log::error!("forward auth: {err}");
-    HttpResponse::InternalServerError()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish()
-}
-
-fn unavailable(err: DbError) -> HttpResponse {
-    if err.is_unavailable() {
-        HttpResponse::ServiceUnavailable()
-            .insert_header((header::RETRY_AFTER, "5"))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .finish()
-    } else {
-        unexpected(err)
-    }
+fn unexpected(err: impl Into<anyhow::Error>) -> HttpResponse {
+    PageError::Unexpected(err.into().context("forward auth")).plain()
 }
 
 async fn decide(req: &HttpRequest, state: &web::Data<AppState>, style: Style) -> HttpResponse {
@@ -147,7 +133,7 @@ async fn decide(req: &HttpRequest, state: &web::Data<AppState>, style: Style) ->
         Ok(Decision::NotSignedIn) => not_signed_in(state, &url, style),
         Ok(Decision::Allowed(grant)) => allowed(&grant),
         Ok(Decision::Denied(refusal)) => denied(state, &refusal, url.origin()),
-        Err(CheckError::Db(err)) => unavailable(err),
+        Err(CheckError::Db(err)) => PageError::from(err).plain(),
         Err(err @ CheckError::Signing(_)) => unexpected(err),
     }
 }
@@ -183,6 +169,6 @@ fn denied(state: &AppState, refusal: &Refusal, origin: &AppOrigin) -> HttpRespon
             .content_type("text/html; charset=utf-8")
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .body(html),
-        Err(err) => unexpected(err),
+        Err(err) => unexpected(anyhow::anyhow!("rendering the refusal page: {err}")),
     }
 }

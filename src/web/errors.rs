@@ -1,5 +1,9 @@
 //! What users see when something fails: a page with the right status, never internals.
 //!
+//! One failure type, one table of messages ([`PageError::message`]), three renderings: a
+//! page ([`PageError::render`]), JSON for the passkey ceremonies ([`PageError::json`]) and
+//! plain text for proxies and the layers outside the handlers ([`PageError::plain`]).
+//!
 //! Handlers return [`PageResult`]. actix turns a `PageError` into a bare response of its
 //! status ([`actix_web::ResponseError`]), which cannot see the request; [`error_pages`], the
 //! innermost middleware, finds the error on that response and renders the page for the
@@ -7,7 +11,7 @@
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
@@ -59,29 +63,66 @@ impl PageError {
         }
     }
 
-    /// Renders the error as a page; 500s are logged with their chain, users see a plain line.
-    pub fn render(&self, req: &HttpRequest) -> HttpResponse {
-        let message = match self {
+    /// What people read, one sentence per failure, whichever way it is rendered.
+    fn message(&self) -> &'static str {
+        match self {
             PageError::Unavailable => {
                 "Latchkey cannot reach its database right now. Try again in a few seconds."
             }
             PageError::NotFound => "There is nothing here.",
-            PageError::Forbidden => "You do not have access to this page.",
-            PageError::Unexpected(err) => {
-                log::error!("{err:#}");
-                "Something went wrong on our side."
-            }
-        };
+            PageError::Forbidden => "You do not have access to this.",
+            PageError::Unexpected(_) => "Something went wrong on our side.",
+        }
+    }
+
+    /// Every rendering logs an unexpected failure with its chain; users see only the message.
+    fn log(&self) {
+        if let PageError::Unexpected(err) = self {
+            log::error!("{err:#}");
+        }
+    }
+
+    /// What a failure adds to any rendering: a lost database says when to try again.
+    fn headers(&self, response: &mut HttpResponse) {
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        if matches!(self, PageError::Unavailable) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+    }
+
+    /// As a page (full, or the HTMX partial), for the request it belongs to.
+    pub fn render(&self, req: &HttpRequest) -> HttpResponse {
+        self.log();
         let mut response = Page::new("error", "Error")
-            .with("message", message)
+            .with("message", self.message())
             .status(self.status())
             .render(req);
-        if matches!(self, PageError::Unavailable) {
-            response.headers_mut().insert(
-                actix_web::http::header::RETRY_AFTER,
-                actix_web::http::header::HeaderValue::from_static("5"),
-            );
-        }
+        self.headers(&mut response);
+        response
+    }
+
+    /// As `{"error": "…"}`, for the passkey ceremonies' JSON endpoints.
+    pub fn json(&self) -> HttpResponse {
+        self.log();
+        let mut response =
+            HttpResponse::build(self.status()).json(serde_json::json!({ "error": self.message() }));
+        self.headers(&mut response);
+        response
+    }
+
+    /// As a line of text, for answers no person reads in a page: a proxy's forward-auth check,
+    /// and a failure met outside any handler (actix-session's store).
+    pub fn plain(&self) -> HttpResponse {
+        self.log();
+        let mut response = HttpResponse::build(self.status())
+            .content_type("text/plain; charset=utf-8")
+            .body(self.message());
+        self.headers(&mut response);
         response
     }
 }

@@ -25,18 +25,7 @@ pub fn redirect(location: &str) -> HttpResponse {
 }
 
 pub fn page_error(err: &PageError) -> HttpResponse {
-    let message = match err {
-        PageError::Unavailable => {
-            "Latchkey cannot reach its database right now. Try again in a few seconds."
-        }
-        PageError::NotFound => "There is nothing here.",
-        PageError::Forbidden => "You may not do this.",
-        PageError::Unexpected(err) => {
-            log::error!("{err:#}");
-            "Something went wrong on our side."
-        }
-    };
-    error(err.status(), message)
+    err.json()
 }
 
 /// The passkey routes answer this when the public URL cannot have passkeys.
