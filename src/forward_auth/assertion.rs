@@ -10,6 +10,11 @@ use base64::Engine as _;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde::Serialize;
 
+use crate::domain::app_origin::AppOrigin;
+use crate::domain::email_address::EmailAddress;
+use crate::domain::ids::MemberId;
+use crate::domain::role::Role;
+
 /// How long an assertion is valid: long enough for one request to reach the app.
 pub const LIFETIME_SECS: i64 = 60;
 
@@ -29,15 +34,25 @@ impl std::fmt::Debug for AssertionKey {
     }
 }
 
+/// What an assertion says. `sub` is the member's id as a string, `aud` the app's origin.
 #[derive(Debug, Serialize)]
 pub struct Claims<'a> {
     pub iss: &'a str,
-    pub aud: &'a str,
-    pub sub: String,
-    pub email: &'a str,
-    pub role: &'a str,
+    #[serde(serialize_with = "as_text")]
+    pub aud: &'a AppOrigin,
+    #[serde(serialize_with = "as_text")]
+    pub sub: MemberId,
+    pub email: &'a EmailAddress,
+    pub role: Role,
     pub iat: i64,
     pub exp: i64,
+}
+
+fn as_text<S: serde::Serializer>(
+    value: &impl std::fmt::Display,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    out.collect_str(value)
 }
 
 #[derive(Serialize)]
@@ -104,13 +119,15 @@ mod tests {
     #[test]
     fn a_signed_assertion_verifies_with_the_published_key() {
         let key = AssertionKey::from_seed(&[5u8; 32]).unwrap();
+        let aud = AppOrigin::parse("https://wiki.example.org").unwrap();
+        let email = EmailAddress::parse("ann@example.org").unwrap();
         let token = key
             .sign(&Claims {
                 iss: "https://login.example.org",
-                aud: "https://wiki.example.org",
-                sub: "7".into(),
-                email: "ann@example.org",
-                role: "member",
+                aud: &aud,
+                sub: MemberId::new(7),
+                email: &email,
+                role: Role::Member,
                 iat: 1000,
                 exp: 1060,
             })
@@ -134,6 +151,9 @@ mod tests {
         let claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         assert_eq!(claims["sub"], "7");
+        assert_eq!(claims["aud"], "https://wiki.example.org");
+        assert_eq!(claims["email"], "ann@example.org");
+        assert_eq!(claims["role"], "member");
         assert_eq!(claims["exp"], 1060);
         // Same seed, same key: every instance signs alike.
         let again = AssertionKey::from_seed(&[5u8; 32]).unwrap();

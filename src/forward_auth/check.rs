@@ -127,9 +127,9 @@ impl ForwardAuth {
         let about = AssertionFor {
             session_id,
             app_id: app.id,
-            aud: app.origin.as_str().to_string(),
-            email: member.email.to_string(),
-            role: role.as_str(),
+            aud: app.origin.clone(),
+            email: member.email.clone(),
+            role,
         };
         let assertion = match self.memory.fresh_assertion(&about, now) {
             Some(token) => token,
@@ -138,10 +138,10 @@ impl ForwardAuth {
                     .key
                     .sign(&Claims {
                         iss: context.settings.public_url.base(),
-                        aud: app.origin.as_str(),
-                        sub: member.id.to_string(),
-                        email: member.email.as_str(),
-                        role: role.as_str(),
+                        aud: &app.origin,
+                        sub: member.id,
+                        email: &member.email,
+                        role,
                         iat: now,
                         exp: now + LIFETIME_SECS,
                     })?

@@ -10,7 +10,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::domain::app_origin::AppOrigin;
+use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::{AppId, MemberId, SessionId};
+use crate::domain::role::Role;
 
 /// How often a refusal of one member for one app is audited.
 pub const DENIED_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
@@ -26,9 +29,9 @@ pub const ASSERTION_REUSE_SECS: i64 = 10;
 pub struct AssertionFor {
     pub session_id: SessionId,
     pub app_id: AppId,
-    pub aud: String,
-    pub email: String,
-    pub role: &'static str,
+    pub aud: AppOrigin,
+    pub email: EmailAddress,
+    pub role: Role,
 }
 
 #[derive(Debug)]
@@ -122,9 +125,9 @@ mod tests {
         let about = AssertionFor {
             session_id: SessionId::new(1),
             app_id: AppId::new(2),
-            aud: "https://wiki.example.org".into(),
-            email: "ann@example.org".into(),
-            role: "member",
+            aud: AppOrigin::parse("https://wiki.example.org").unwrap(),
+            email: EmailAddress::parse("ann@example.org").unwrap(),
+            role: Role::Member,
         };
         assert_eq!(memory.fresh_assertion(&about, 100), None);
         memory.remember_assertion(about.clone(), 100, "t1".into());
@@ -132,12 +135,12 @@ mod tests {
         assert_eq!(memory.fresh_assertion(&about, 110), None, "too old");
         assert_eq!(memory.fresh_assertion(&about, 99), None, "from the future");
         let promoted = AssertionFor {
-            role: "admin",
+            role: Role::Admin,
             ..about.clone()
         };
         assert_eq!(memory.fresh_assertion(&promoted, 101), None, "another role");
         let moved = AssertionFor {
-            aud: "https://wiki2.example.org".into(),
+            aud: AppOrigin::parse("https://wiki2.example.org").unwrap(),
             ..about
         };
         assert_eq!(memory.fresh_assertion(&moved, 101), None, "another origin");
