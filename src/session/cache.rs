@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use diesel::connection::SimpleConnection as _;
@@ -47,8 +47,17 @@ const MAX_SESSIONS: usize = 50_000;
 /// so it polls: 100 cheap reads a second, and a change is seen by every instance within about
 /// this long.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
-/// A connection that broke without a FIN (a network cut) is noticed by a query this often.
-const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// The listener proves its connection carries packets with a query this often...
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// ...and the cache is unused from this long after the last answered one. A connection that
+/// stops carrying packets without closing (a silent network cut) leaves the heartbeat hanging:
+/// requests then read the database, and a late answer counts as a lost connection (the cache
+/// is emptied and the listener reconnects), since a notification may have been lost with it.
+const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(3);
+/// How long the kernel may keep unacknowledged data before it drops the listener's TCP
+/// connection (libpq's `tcp_user_timeout`), so a hung heartbeat fails in seconds, not the
+/// default quarter of an hour.
+const TCP_USER_TIMEOUT_MS: u32 = 4000;
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
@@ -71,6 +80,9 @@ pub struct Ticket(u64);
 struct Entries {
     /// False while the listener is not connected: nothing is read from or written to the cache.
     listening: bool,
+    /// Until when the last answered heartbeat vouches for the listener's connection; past it,
+    /// the cache is unused as if the listener were gone.
+    alive_until: Option<Instant>,
     /// Bumped by every invalidation.
     generation: u64,
     sessions: HashMap<SessionKeyDigest, CachedSession>,
@@ -79,8 +91,14 @@ struct Entries {
 }
 
 impl Entries {
+    /// Whether the cache may be read and written: the listener is connected, and its last
+    /// heartbeat was answered recently.
+    fn usable(&self) -> bool {
+        self.listening && self.alive_until.is_some_and(|until| Instant::now() < until)
+    }
+
     fn accepts(&self, ticket: Ticket) -> bool {
-        self.listening && self.generation == ticket.0
+        self.usable() && self.generation == ticket.0
     }
 
     fn clear(&mut self) {
@@ -112,9 +130,9 @@ impl LiveCache {
         Ticket(self.entries().generation)
     }
 
-    /// Whether the listener is connected (and so the cache in use).
+    /// Whether the listener is connected and answering (and so the cache in use).
     pub fn is_listening(&self) -> bool {
-        self.entries().listening
+        self.entries().usable()
     }
 
     /// The live session with this key digest, if cached and not past its idle expiry. The
@@ -122,7 +140,7 @@ impl LiveCache {
     /// instance's own writes update the cache), so "expired" here means "ask the database".
     pub fn session(&self, digest: &SessionKeyDigest) -> Option<CachedSession> {
         let entries = self.entries();
-        if !entries.listening {
+        if !entries.usable() {
             return None;
         }
         entries
@@ -135,14 +153,14 @@ impl LiveCache {
     pub fn member(&self, id: MemberId) -> Option<Member> {
         let entries = self.entries();
         entries
-            .listening
+            .usable()
             .then(|| entries.members.get(&id).cloned())
             .flatten()
     }
 
     pub fn apps(&self) -> Option<Arc<Vec<AppRule>>> {
         let entries = self.entries();
-        entries.listening.then(|| entries.apps.clone()).flatten()
+        entries.usable().then(|| entries.apps.clone()).flatten()
     }
 
     pub fn put_session(
@@ -188,7 +206,7 @@ impl LiveCache {
         change: impl FnOnce(&mut CachedSession),
     ) -> bool {
         let mut entries = self.entries();
-        if !entries.listening {
+        if !entries.usable() {
             return false;
         }
         match entries.sessions.get_mut(digest) {
@@ -251,6 +269,18 @@ impl LiveCache {
         let mut entries = self.entries();
         entries.clear();
         entries.listening = listening;
+        entries.alive_until = listening.then(|| Instant::now() + HEARTBEAT_DEADLINE);
+    }
+
+    /// The listener's connection answered a heartbeat just now. If the cache had lapsed
+    /// meanwhile, it starts again empty: what it held was not vouched for while it lapsed.
+    fn heard(&self) {
+        let mut entries = self.entries();
+        let now = Instant::now();
+        if entries.alive_until.is_some_and(|until| until <= now) {
+            entries.clear();
+        }
+        entries.alive_until = Some(now + HEARTBEAT_DEADLINE);
     }
 
     /// A fresh barrier number: send `NOTIFY latchkey_invalidate, 'sync:<n>'` after a change,
@@ -419,12 +449,37 @@ fn listen(url: &SecretString, cache: &Weak<LiveCache>) {
 }
 
 fn connect(url: &SecretString) -> diesel::ConnectionResult<PgConnection> {
-    let mut conn = PgConnection::establish(url.expose_secret())?;
+    let mut conn = PgConnection::establish(&with_tcp_user_timeout(url.expose_secret()))?;
     let setup = format!("SET application_name = '{LISTENER_APPLICATION_NAME}'; LISTEN {CHANNEL}");
     conn.batch_execute(&setup)
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
 }
+
+/// The database URL with libpq's `tcp_user_timeout` added (a URL libpq reads as key=value
+/// pairs, or one the `url` crate cannot parse, is left as it is: the heartbeat deadline still
+/// keeps the cache honest, only the reconnect is slower).
+fn with_tcp_user_timeout(database_url: &str) -> String {
+    match url::Url::parse(database_url) {
+        Ok(mut parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => {
+            if !parsed
+                .query_pairs()
+                .any(|(key, _)| key == "tcp_user_timeout")
+            {
+                parsed
+                    .query_pairs_mut()
+                    .append_pair("tcp_user_timeout", &TCP_USER_TIMEOUT_MS.to_string());
+            }
+            parsed.into()
+        }
+        _ => database_url.to_string(),
+    }
+}
+
+/// A heartbeat that came back, but later than the deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the heartbeat took {0:?}")]
+struct LateHeartbeat(Duration);
 
 /// Applies notifications until the connection fails (`Some(error)`) or the cache is dropped.
 fn relay(conn: &mut PgConnection, cache: &Weak<LiveCache>) -> Option<diesel::result::Error> {
@@ -442,9 +497,17 @@ fn relay(conn: &mut PgConnection, cache: &Weak<LiveCache>) -> Option<diesel::res
         since_heartbeat += POLL_INTERVAL;
         if since_heartbeat >= HEARTBEAT_INTERVAL {
             since_heartbeat = Duration::ZERO;
+            let started = Instant::now();
             if let Err(err) = diesel::sql_query("SELECT 1").execute(conn) {
                 return Some(err);
             }
+            let took = started.elapsed();
+            if took >= HEARTBEAT_DEADLINE {
+                return Some(diesel::result::Error::QueryBuilderError(Box::new(
+                    LateHeartbeat(took),
+                )));
+            }
+            cache.upgrade()?.heard();
         }
     }
 }
@@ -470,6 +533,51 @@ mod tests {
         let cache = LiveCache::default();
         cache.listening(true);
         cache
+    }
+
+    #[test]
+    fn the_cache_is_unused_once_the_heartbeat_is_overdue() {
+        let cache = listening_cache();
+        cache.put_session(cache.ticket(), key(1), session(1, 7), None);
+        assert!(cache.session(&key(1)).is_some());
+        cache.entries().alive_until = Some(Instant::now());
+        assert!(
+            cache.session(&key(1)).is_none(),
+            "no answer in time: not served"
+        );
+        assert!(!cache.is_listening());
+        let ticket = cache.ticket();
+        cache.put_session(ticket, key(2), session(2, 7), None);
+        cache.heard();
+        assert!(
+            cache.session(&key(2)).is_none(),
+            "nothing was stored meanwhile"
+        );
+        assert!(
+            cache.session(&key(1)).is_none(),
+            "a lapsed cache starts again empty"
+        );
+        assert!(cache.is_listening());
+    }
+
+    #[test]
+    fn the_listener_asks_the_kernel_to_drop_a_silent_connection() {
+        assert_eq!(
+            with_tcp_user_timeout("postgres://u@db.example:5432/latchkey"),
+            "postgres://u@db.example:5432/latchkey?tcp_user_timeout=4000"
+        );
+        assert_eq!(
+            with_tcp_user_timeout("postgres://u@db/x?sslmode=require"),
+            "postgres://u@db/x?sslmode=require&tcp_user_timeout=4000"
+        );
+        assert_eq!(
+            with_tcp_user_timeout("postgres://u@db/x?tcp_user_timeout=100"),
+            "postgres://u@db/x?tcp_user_timeout=100"
+        );
+        assert_eq!(
+            with_tcp_user_timeout("host=/run/x dbname=y"),
+            "host=/run/x dbname=y"
+        );
     }
 
     #[test]
