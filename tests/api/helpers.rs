@@ -265,13 +265,23 @@ async fn start_instance(
     smtp: &SmtpServer,
     test_settings: &TestSettings,
 ) -> Started {
+    start_instance_at(&database.name, &database.url, smtp, test_settings).await
+}
+
+/// An instance on the database `name`, reached at `url`.
+async fn start_instance_at(
+    name: &str,
+    url: &SecretString,
+    smtp: &SmtpServer,
+    test_settings: &TestSettings,
+) -> Started {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding a free port");
     let port = listener.local_addr().unwrap().port();
     let environment = test_settings.environment(Harness {
         port,
-        database_url: database.url.expose_secret().to_string(),
+        database_url: url.expose_secret().to_string(),
         // One per test database, so that every instance on it signs and encrypts alike.
-        secret_key: hex::encode(latchkey::crypto::sha256(database.name.as_bytes())),
+        secret_key: hex::encode(latchkey::crypto::sha256(name.as_bytes())),
         email: smtp.url(),
     });
     let settings = environment.settings();
@@ -321,6 +331,18 @@ impl TestApp {
         start_instance(&self.database, &self.smtp, &self.test_settings)
             .await
             .instance
+    }
+
+    /// Another process on the same database, reaching it through `database_url` (a relay).
+    pub async fn another_instance_through(&self, database_url: SecretString) -> Instance {
+        start_instance_at(
+            &self.database.name,
+            &database_url,
+            &self.smtp,
+            &self.test_settings,
+        )
+        .await
+        .instance
     }
 }
 

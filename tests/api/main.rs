@@ -15,6 +15,7 @@ mod embedded;
 mod forward_auth;
 mod health;
 mod links_and_hosts;
+mod listener_cut;
 mod mail;
 mod mailbox;
 mod migrations;
