@@ -78,6 +78,18 @@ impl AppOrigin {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The host alone (`wiki.example.org`, `[::1]`), without scheme or port.
+    pub fn host(&self) -> &str {
+        let rest = self
+            .0
+            .split_once("://")
+            .map_or(self.0.as_str(), |(_, rest)| rest);
+        match rest.strip_prefix('[') {
+            Some(v6) => v6.find(']').map_or(rest, |end| &rest[..end + 2]),
+            None => rest.split(':').next().unwrap_or(rest),
+        }
+    }
 }
 
 impl fmt::Display for AppOrigin {
@@ -136,6 +148,15 @@ impl fmt::Debug for AppUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_origin_names_its_host() {
+        let host = |text: &str| AppOrigin::parse(text).unwrap().host().to_string();
+        assert_eq!(host("https://wiki.example.org"), "wiki.example.org");
+        assert_eq!(host("http://127.0.0.1:8081/"), "127.0.0.1");
+        assert_eq!(host("http://[::1]:8081"), "[::1]");
+        assert_eq!(host("https://WIKI.example.org:443"), "wiki.example.org");
+    }
     use proptest::prelude::*;
 
     #[test]

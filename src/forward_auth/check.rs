@@ -24,6 +24,17 @@ use crate::session::cache::Live;
 use crate::session::validity::{judge, SessionTimes, Timeouts, Validity};
 use crate::settings::Settings;
 
+/// The longest host name DNS allows; an unregistered origin's host is kept to this in the audit.
+const MAX_HOST: usize = 253;
+
+fn truncated(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// What the check needs besides the room itself.
 pub struct CheckContext<'a> {
     pub db: &'a Db,
@@ -161,14 +172,18 @@ impl ForwardAuth {
         client: impl FnOnce() -> ClientInfo,
     ) -> Result<Decision, CheckError> {
         let member = checked.member;
-        let audit = self.memory.should_audit_denial(member.id, origin.as_str());
+        let audit = self.memory.should_audit_denial(member.id);
         let app_name = checked.app.map(|app| app.name);
         let detail = match &app_name {
             Some(name) => format!(
                 "{name} ({origin}) does not admit role {}",
                 member.role().as_str()
             ),
-            None => format!("{origin} is not a registered app"),
+            // The member chose this origin: the row keeps its host alone, cut to a name's length.
+            None => format!(
+                "{} is not a registered app",
+                truncated(origin.host(), MAX_HOST)
+            ),
         };
         let email = member.email.clone();
         let client = audit.then(client);

@@ -1,7 +1,7 @@
 //! What forward auth remembers in memory, so that checks write nothing per request: which
 //! sessions have already opened which apps (`app_opened` is audited once; the table's primary
 //! key decides between processes), and when a member was last refused an app (`app_denied` at
-//! most once a minute), and the assertions it signed in the last few seconds. None is needed
+//! most once a minute, whatever the app), and the assertions it signed in the last few seconds. None is needed
 //! for a decision: the session, the member and the app come from the session cache, which
 //! every logout, revocation, deactivation or app removal empties on every instance
 //! (`session_cache`), and a remembered assertion is only handed out after that decision.
@@ -44,7 +44,7 @@ struct Signed {
 #[derive(Debug, Default)]
 pub struct ForwardAuthMemory {
     opened: Mutex<HashSet<(SessionId, AppId)>>,
-    denied: Mutex<HashMap<(MemberId, String), Instant>>,
+    denied: Mutex<HashMap<MemberId, Instant>>,
     assertions: Mutex<HashMap<(SessionId, AppId), Signed>>,
 }
 
@@ -86,8 +86,9 @@ impl ForwardAuthMemory {
         }
     }
 
-    /// True when a refusal of `member_id` for `origin` should be audited now (and notes it).
-    pub fn should_audit_denial(&self, member_id: MemberId, origin: &str) -> bool {
+    /// True when a refusal of `member_id` should be audited now (and notes it): once a minute
+    /// per member whatever the app, so that naming a thousand origins writes one row.
+    pub fn should_audit_denial(&self, member_id: MemberId) -> bool {
         let Ok(mut map) = self.denied.lock() else {
             return true;
         };
@@ -95,10 +96,10 @@ impl ForwardAuthMemory {
         if map.len() >= MAX_ENTRIES {
             map.retain(|_, at| now.duration_since(*at) < DENIED_AUDIT_INTERVAL);
         }
-        match map.get(&(member_id, origin.to_string())) {
+        match map.get(&member_id) {
             Some(at) if now.duration_since(*at) < DENIED_AUDIT_INTERVAL => false,
             _ => {
-                map.insert((member_id, origin.to_string()), now);
+                map.insert(member_id, now);
                 true
             }
         }
@@ -147,11 +148,10 @@ mod tests {
     }
 
     #[test]
-    fn denials_are_audited_once_a_minute_per_member_and_app() {
+    fn denials_are_audited_once_a_minute_per_member_whatever_the_app() {
         let memory = ForwardAuthMemory::default();
-        assert!(memory.should_audit_denial(MemberId::new(1), "https://wiki.example.org"));
-        assert!(!memory.should_audit_denial(MemberId::new(1), "https://wiki.example.org"));
-        assert!(memory.should_audit_denial(MemberId::new(2), "https://wiki.example.org"));
-        assert!(memory.should_audit_denial(MemberId::new(1), "https://blog.example.org"));
+        assert!(memory.should_audit_denial(MemberId::new(1)));
+        assert!(!memory.should_audit_denial(MemberId::new(1)));
+        assert!(memory.should_audit_denial(MemberId::new(2)));
     }
 }

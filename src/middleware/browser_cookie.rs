@@ -49,13 +49,9 @@ pub async fn browser_cookie(
         bindings,
     });
     let mut res = next.call(req).await?;
-    // Static files, health checks and forward-auth answers need no cookie (a proxy may hand
-    // the latter to the browser on an app's origin); pages and form posts do.
-    let path = res.request().path();
-    let wants_cookie = !path.starts_with("/static/")
-        && path != "/healthz"
-        && path != "/readyz"
-        && !rule_of(res.request()).forward_auth;
+    // Pages and form posts need the cookie; what the policy marks (static files, health
+    // checks, the JWK set, forward-auth answers) never sets one.
+    let wants_cookie = !rule_of(res.request()).sets_no_cookie;
     if !had_cookie && wants_cookie && !clears_site_data(&res) {
         res.response_mut().add_cookie(&id.cookie(key, https))?;
     }

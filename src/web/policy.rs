@@ -81,6 +81,10 @@ pub struct Rule {
     /// A GET that can sign a browser in (the waiting page's poll completes a cross-device
     /// approval), so it needs the session layer even without a session cookie.
     pub signs_in_on_get: bool,
+    /// Its answers never set a cookie: static files, health checks, the JWK set and the
+    /// forward-auth answers may be cached or handed to a browser on another origin, and a
+    /// shared cache must not hand one browser's cookie to many.
+    pub sets_no_cookie: bool,
 }
 
 impl Rule {
@@ -91,6 +95,7 @@ impl Rule {
             sign_in_budget: false,
             forward_auth: false,
             signs_in_on_get: false,
+            sets_no_cookie: false,
         }
     }
 
@@ -101,9 +106,18 @@ impl Rule {
         }
     }
 
+    /// Asked by a proxy; sets no cookie either.
     const fn forward_auth(self) -> Self {
         Self {
             forward_auth: true,
+            sets_no_cookie: true,
+            ..self
+        }
+    }
+
+    const fn sets_no_cookie(self) -> Self {
+        Self {
+            sets_no_cookie: true,
             ..self
         }
     }
@@ -129,12 +143,12 @@ use Paths::{Exact, Tree, Under};
 /// ([`DEFAULT_RULE`]): new routes are closed until listed here.
 pub const POLICY: &[Rule] = &[
     Rule::new(Exact("/login"), Access::Public).sign_in_budget(),
-    Rule::new(Exact("/healthz"), Access::Public),
-    Rule::new(Exact("/readyz"), Access::Public),
+    Rule::new(Exact("/healthz"), Access::Public).sets_no_cookie(),
+    Rule::new(Exact("/readyz"), Access::Public).sets_no_cookie(),
     // Browsers ask for it on their own; it is a plain 404, not a sign-in page.
-    Rule::new(Exact("/favicon.ico"), Access::Public),
-    Rule::new(Exact("/.well-known/jwks.json"), Access::Public),
-    Rule::new(Under("/static/"), Access::Public),
+    Rule::new(Exact("/favicon.ico"), Access::Public).sets_no_cookie(),
+    Rule::new(Under("/.well-known/"), Access::Public).sets_no_cookie(),
+    Rule::new(Under("/static/"), Access::Public).sets_no_cookie(),
     Rule::new(Exact("/auth/verify"), Access::Public).sign_in_budget(),
     Rule::new(Exact("/auth/code"), Access::Public).sign_in_budget(),
     Rule::new(Exact("/auth/approve"), Access::Public).sign_in_budget(),
@@ -244,6 +258,19 @@ mod tests {
         };
         assert_eq!(named(|r| r.forward_auth), ["/auth/check", "/auth/forward"]);
         assert_eq!(named(|r| r.signs_in_on_get), ["/auth/wait"]);
+        assert_eq!(
+            named(|r| r.sets_no_cookie),
+            [
+                "/healthz",
+                "/readyz",
+                "/favicon.ico",
+                "/.well-known/",
+                "/static/",
+                "/auth/check",
+                "/auth/forward",
+            ]
+        );
+        assert!(rule_for("/.well-known/jwks.json").sets_no_cookie);
         assert_eq!(
             named(|r| r.sign_in_budget),
             [
