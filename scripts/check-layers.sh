@@ -26,7 +26,7 @@ forbid() {
 }
 
 above_http="web|middleware|routes|startup|cli|state"
-above_rooms="session|signin|audit|forward_auth|passkeys|dashboard"
+above_rooms="session|signin|audit|forward_auth|passkeys|dashboard|team"
 
 # Values parsed at the edge, and the primitives under everything.
 forbid src/domain src/crypto.rs src/private_fs.rs -- \
@@ -34,8 +34,9 @@ forbid src/domain src/crypto.rs src/private_fs.rs -- \
 # Storage and the services every room uses.
 forbid src/db src/models src/schema.rs src/logging src/keys.rs src/assertion.rs src/settings.rs src/mail -- \
   "$above_http|$above_rooms"
-# The rooms: sessions, sign-in, the audit, forward auth, passkeys, the dashboard's numbers.
-forbid src/session src/signin src/audit src/forward_auth src/passkeys.rs src/dashboard -- \
+# The rooms: sessions, sign-in, the audit, forward auth, passkeys, the dashboard's numbers,
+# the team's administration.
+forbid src/session src/signin src/audit src/forward_auth src/passkeys.rs src/passkeys src/dashboard src/team -- \
   "$above_http"
 # HTTP below the route table: pages, errors, the policy, then the middleware.
 forbid src/web -- "middleware|routes|startup|cli"
