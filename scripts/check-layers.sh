@@ -36,7 +36,7 @@ forbid src/db src/models src/schema.rs src/logging src/keys.rs src/assertion.rs 
   "$above_http|$above_rooms"
 # The rooms: sessions, sign-in, the audit, forward auth, passkeys, the dashboard's numbers,
 # the team's administration.
-forbid src/session src/signin src/audit src/forward_auth src/passkeys.rs src/passkeys src/dashboard src/team -- \
+forbid src/session src/signin src/audit src/forward_auth src/passkeys src/dashboard src/team -- \
   "$above_http"
 # HTTP below the route table: pages, errors, the policy, then the middleware.
 forbid src/web -- "middleware|routes|startup|cli"
