@@ -54,8 +54,9 @@ impl From<diesel::result::Error> for MemberError {
 /// Who changes someone's access, as the audit's `actor` column names them.
 #[derive(Debug, Clone, Copy)]
 pub enum Actor<'a> {
-    /// An admin, on the team or apps page.
-    Admin(&'a Member),
+    /// A signed-in member: an admin on the team or apps page, anyone ending a session or
+    /// managing their passkeys.
+    Member(&'a Member),
     /// Not a member: the command line (`cli`) or a setting (`LATCHKEY_ADMINS`).
     Operator(&'static str),
 }
@@ -69,14 +70,14 @@ impl From<&'static str> for Actor<'_> {
 
 impl<'a> From<&'a Member> for Actor<'a> {
     fn from(member: &'a Member) -> Self {
-        Actor::Admin(member)
+        Actor::Member(member)
     }
 }
 
 impl AsRef<str> for Actor<'_> {
     fn as_ref(&self) -> &str {
         match self {
-            Actor::Admin(member) => member.email.as_str(),
+            Actor::Member(member) => member.email.as_str(),
             Actor::Operator(name) => name,
         }
     }
@@ -365,7 +366,7 @@ pub fn admit_from_allowed_domain(
             Some(member) => {
                 NewAuditRow::new(AuditEvent::MemberAdded)
                     .email(&member.email)
-                    .actor("LATCHKEY_ALLOWED_DOMAINS")
+                    .actor(Actor::Operator("LATCHKEY_ALLOWED_DOMAINS"))
                     .detail("role member, admitted by domain")
                     .insert(conn)?;
                 Ok(Some(member))

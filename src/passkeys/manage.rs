@@ -27,7 +27,7 @@ use crate::domain::ids::{MemberId, PasskeyId};
 use crate::domain::next_path::NextPath;
 use crate::mail::{Letter, Mailer, PasskeyAddedMail};
 use crate::models::audit::{AuditEvent, ClientInfo, NewAuditRow};
-use crate::models::member::Member;
+use crate::models::member::{Actor, Member};
 use crate::models::passkey::{self, NewPasskey, PasskeyRow};
 use crate::settings::AdminPasskey;
 
@@ -274,7 +274,7 @@ fn register(
         NewAuditRow::new(AuditEvent::PasskeyAdded)
             .email(&member.email)
             .client(client)
-            .actor(&member.email)
+            .actor(Actor::Member(member))
             .detail(format!("passkey {:?} (id {})", row.name, row.id))
             .insert(conn)?;
         Ok(Registration::Added(Box::new(row)))
@@ -294,7 +294,7 @@ fn remove_own(
         NewAuditRow::new(AuditEvent::PasskeyRemoved)
             .email(&member.email)
             .client(client)
-            .actor(&member.email)
+            .actor(Actor::Member(member))
             .detail(format!("passkey {:?} (id {})", row.name, row.id))
             .insert(conn)?;
         Ok(Some(row))
