@@ -149,6 +149,8 @@ pub async fn start_confirmation(
         .await
 }
 
+/// Checks the assertion against the member's own passkeys and records the use; a refusal is
+/// audited `passkey_failed`.
 pub async fn finish_confirmation(
     db: &Db,
     webauthn: &Webauthn,
