@@ -26,7 +26,7 @@ forbid() {
 }
 
 above_http="web|middleware|routes|startup|cli|state"
-above_rooms="session|signin|forward_auth|passkeys|dashboard"
+above_rooms="session|signin|forward_auth|passkeys|dashboard|team"
 
 # Values parsed at the edge, and the primitives under everything.
 forbid src/domain src/crypto.rs src/private_fs.rs -- \
@@ -37,8 +37,9 @@ forbid src/db src/schema.rs src/audit -- "$above_http|$above_rooms|models|mail"
 # The tables, and the services every room uses.
 forbid src/models src/logging src/keys.rs src/settings.rs src/mail -- \
   "$above_http|$above_rooms"
-# The rooms: sessions, sign-in, forward auth, passkeys, the dashboard's numbers.
-forbid src/session src/signin src/forward_auth src/passkeys.rs src/passkeys src/dashboard src/dashboard.rs src/purge.rs -- \
+# The rooms: sessions, sign-in, forward auth, passkeys, the dashboard's numbers, the team's
+# administration, purge.
+forbid src/session src/signin src/forward_auth src/passkeys src/dashboard src/team src/purge.rs -- \
   "$above_http"
 # HTTP below the route table: pages, errors, the policy, then the middleware.
 forbid src/web -- "middleware|routes|startup|cli"

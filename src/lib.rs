@@ -22,4 +22,5 @@ pub mod settings;
 pub mod signin;
 pub mod startup;
 pub mod state;
+pub mod team;
 pub mod web;

@@ -139,6 +139,13 @@ impl Db {
         self.run(move |conn| work(conn).map_err(DbError::from))
             .await
     }
+
+    /// One trivial round trip: whether the database answers (readiness).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        use diesel::RunQueryDsl as _;
+        self.query(|conn| diesel::sql_query("SELECT 1").execute(conn).map(drop))
+            .await
+    }
 }
 
 /// An error [`Db::run`] can hand back: the database's own failures, and whether this one is

@@ -12,7 +12,7 @@ use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::{AppId, MemberId, SessionId};
 use crate::domain::role::Role;
-use crate::models::member::Member;
+use crate::models::member::{Actor, Member};
 use crate::schema::{app_members, apps, members, session_apps};
 
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
@@ -196,14 +196,15 @@ fn conflict(
 }
 
 /// Registers an app under `name`, or updates the one of that name (`latchkey apps add`).
-pub fn save(
+pub fn save<'a>(
     conn: &mut PgConnection,
     name: &str,
     origin: &AppOrigin,
     access: &Access,
-    actor: &str,
+    actor: impl Into<Actor<'a>>,
 ) -> Result<(App, Saved), AppError> {
     let name = check_name(name)?;
+    let actor = actor.into();
     let existing = apps::table
         .filter(apps::name.eq(&name))
         .select(apps::id)
@@ -216,14 +217,15 @@ pub fn save(
 }
 
 /// Registers a new app (`POST /apps`).
-pub fn add(
+pub fn add<'a>(
     conn: &mut PgConnection,
     name: &str,
     origin: &AppOrigin,
     access: &Access,
-    actor: &str,
+    actor: impl Into<Actor<'a>>,
 ) -> Result<App, AppError> {
     let name = check_name(name)?;
+    let actor = actor.into();
     if access.roles.is_empty() && access.members.is_empty() {
         return Err(AppError::NobodyMayOpen);
     }
@@ -270,15 +272,16 @@ fn insert_members(conn: &mut PgConnection, app_id: AppId, ids: &[MemberId]) -> Q
 
 /// Changes an app's name, origin and who may open it (`POST /apps/{id}`); audited
 /// `app_changed` with before and after, unless nothing changed.
-pub fn update(
+pub fn update<'a>(
     conn: &mut PgConnection,
     id: AppId,
     name: &str,
     origin: &AppOrigin,
     access: &Access,
-    actor: &str,
+    actor: impl Into<Actor<'a>>,
 ) -> Result<(App, Saved), AppError> {
     let name = check_name(name)?;
+    let actor = actor.into();
     if access.roles.is_empty() && access.members.is_empty() {
         return Err(AppError::NobodyMayOpen);
     }
@@ -340,7 +343,12 @@ pub fn update(
 }
 
 /// Removes an app: the next check for its origin is refused (an unknown origin).
-pub fn remove(conn: &mut PgConnection, id: AppId, actor: &str) -> Result<App, AppError> {
+pub fn remove<'a>(
+    conn: &mut PgConnection,
+    id: AppId,
+    actor: impl Into<Actor<'a>>,
+) -> Result<App, AppError> {
+    let actor = actor.into();
     conn.transaction(|conn| {
         let app = diesel::delete(apps::table.find(id))
             .returning(App::as_returning())

@@ -51,6 +51,38 @@ impl From<diesel::result::Error> for MemberError {
     }
 }
 
+/// Who changes someone's access, as the audit's `actor` column names them.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// A signed-in member: an admin on the team or apps page, anyone ending a session or
+    /// managing their passkeys.
+    Member(&'a Member),
+    /// Not a member: the command line (`cli`) or a setting (`LATCHKEY_ADMINS`).
+    Operator(&'static str),
+}
+
+/// A setting's or the command line's name (and the tests' own).
+impl From<&'static str> for Actor<'_> {
+    fn from(name: &'static str) -> Self {
+        Actor::Operator(name)
+    }
+}
+
+impl<'a> From<&'a Member> for Actor<'a> {
+    fn from(member: &'a Member) -> Self {
+        Actor::Member(member)
+    }
+}
+
+impl AsRef<str> for Actor<'_> {
+    fn as_ref(&self) -> &str {
+        match self {
+            Actor::Member(member) => member.email.as_str(),
+            Actor::Operator(name) => name,
+        }
+    }
+}
+
 /// What [`add_or_reactivate`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
@@ -120,12 +152,13 @@ pub fn active_admin_emails(conn: &mut PgConnection) -> QueryResult<Vec<EmailAddr
 }
 
 /// Adds a member, or re-activates one and sets the role; audited with `actor`.
-pub fn add_or_reactivate(
+pub fn add_or_reactivate<'a>(
     conn: &mut PgConnection,
     email: &EmailAddress,
     role: Role,
-    actor: &str,
+    actor: impl Into<Actor<'a>>,
 ) -> Result<(Member, Added), MemberError> {
+    let actor = actor.into();
     conn.transaction(|conn| {
         let existing = members::table
             .filter(members::email.eq(email.as_str()))
@@ -186,12 +219,13 @@ pub fn add_or_reactivate(
     })
 }
 
-pub fn change_role(
+pub fn change_role<'a>(
     conn: &mut PgConnection,
     id: MemberId,
     role: Role,
-    actor: &str,
+    actor: impl Into<Actor<'a>>,
 ) -> Result<Member, MemberError> {
+    let actor = actor.into();
     conn.transaction(|conn| {
         let member = lock(conn, id)?;
         if member.role() == role {
@@ -217,11 +251,12 @@ pub fn change_role(
 }
 
 /// Deactivates (never deletes) a member, ending their sessions and pending sign-ins at once.
-pub fn deactivate(
+pub fn deactivate<'a>(
     conn: &mut PgConnection,
     id: MemberId,
-    actor: &str,
+    actor: impl Into<Actor<'a>>,
 ) -> Result<Member, MemberError> {
+    let actor = actor.into();
     conn.transaction(|conn| {
         let member = lock(conn, id)?;
         if !member.active {
@@ -331,7 +366,7 @@ pub fn admit_from_allowed_domain(
             Some(member) => {
                 NewAuditRow::new(AuditEvent::MemberAdded)
                     .email(&member.email)
-                    .actor("LATCHKEY_ALLOWED_DOMAINS")
+                    .actor(Actor::Operator("LATCHKEY_ALLOWED_DOMAINS"))
                     .detail("role member, admitted by domain")
                     .insert(conn)?;
                 Ok(Some(member))

@@ -1,7 +1,7 @@
 //! `GET /apps` (admins and auditors), `POST /apps`, `POST /apps/{id}`, `POST /apps/{id}/remove`
 //! (admins): the apps protected through forward auth and who may open each. Each form works
 //! as a plain post (303 back to `/apps`) and with HTMX (the section is swapped). The changes
-//! and their audit rows live in `models::app`.
+//! are [`crate::team::apps`]; their audit rows live in `models::app`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
@@ -12,8 +12,9 @@ use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::AppId;
 use crate::domain::role::Role;
 use crate::middleware::guard::CurrentMember;
-use crate::models::app::{self, Access, AppEntry, AppError};
+use crate::models::app::{Access, AppEntry, AppError};
 use crate::state::AppState;
+use crate::team::apps;
 use crate::web::errors::{PageError, PageResult};
 use crate::web::pages::{is_htmx, Page};
 use crate::web::redirect::see_other;
@@ -57,8 +58,11 @@ struct Outcome {
 }
 
 async fn render(req: &HttpRequest, state: &AppState, outcome: Outcome) -> PageResult {
-    let apps = state.db.query(app::list).await?;
-    let apps: Vec<AppView> = apps.into_iter().map(AppView::from).collect();
+    let apps: Vec<AppView> = apps::list(&state.db)
+        .await?
+        .into_iter()
+        .map(AppView::from)
+        .collect();
     Ok(Page::new("apps", "Apps")
         .with("apps", apps)
         .with("roles", Role::ALL.map(Role::as_str))
@@ -157,13 +161,7 @@ pub async fn add(
             return finish(&req, &state, Ok(outcome)).await;
         }
     };
-    let (name, actor) = (typed.name.clone(), viewer.email.clone());
-    let result = state
-        .db
-        .run(move |conn| app::add(conn, &name, &origin, &access, actor.as_str()))
-        .await;
-    // This instance's next check must not wait for the notification to come back.
-    state.live.cache().forget_apps();
+    let result = apps::add(&state.live, &viewer, typed.name.clone(), origin, access).await;
     let outcome = match result {
         Ok(app) => Ok(Outcome {
             notice: Some(format!("Added {} ({}).", app.name, app.origin())),
@@ -196,12 +194,7 @@ pub async fn change(
             return finish(&req, &state, Ok(outcome)).await;
         }
     };
-    let (name, actor) = (typed.name.clone(), viewer.email.clone());
-    let result = state
-        .db
-        .run(move |conn| app::update(conn, id, &name, &origin, &access, actor.as_str()))
-        .await;
-    state.live.cache().forget_apps();
+    let result = apps::change(&state.live, &viewer, id, typed.name, origin, access).await;
     let outcome = match result {
         Ok((app, _)) => Ok(Outcome {
             notice: Some(format!("Saved {} ({}).", app.name, app.origin())),
@@ -221,12 +214,7 @@ pub async fn remove(
     let Some(id) = AppId::parse(&id) else {
         return Err(PageError::NotFound);
     };
-    let actor = viewer.email.clone();
-    let result = state
-        .db
-        .run(move |conn| app::remove(conn, id, actor.as_str()))
-        .await;
-    state.live.cache().forget_apps();
+    let result = apps::remove(&state.live, &viewer, id).await;
     let outcome = match result {
         Ok(app) => Ok(Outcome {
             notice: Some(format!(

@@ -1,5 +1,4 @@
 use actix_web::{web, HttpResponse};
-use diesel::RunQueryDsl as _;
 
 use crate::state::AppState;
 
@@ -12,12 +11,8 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness: the database answers a query.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let ping = state
-        .db
-        .query(|conn| diesel::sql_query("SELECT 1").execute(conn))
-        .await;
-    match ping {
-        Ok(_) => HttpResponse::Ok()
+    match state.db.ping().await {
+        Ok(()) => HttpResponse::Ok()
             .content_type("text/plain; charset=utf-8")
             .body("ready"),
         Err(err) => {

@@ -2,7 +2,7 @@
 //! (adding one; JSON for `static/passkeys.js`), `POST /passkeys/{id}/remove`, and
 //! `GET /passkeys/confirm` with `POST /passkeys/confirm/start` and `/finish`: proving a
 //! passkey in a session signed in by email (what `LATCHKEY_ADMIN_PASSKEY=required` asks of
-//! admins). The steps themselves live in [`crate::passkeys`].
+//! admins). The steps themselves are [`crate::passkeys::manage`].
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,16 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::PasskeyId;
 use crate::domain::next_path::NextPath;
-use crate::mail::{Letter, PasskeyAddedMail};
 use crate::middleware::guard::CurrentMember;
 use crate::models::member::Member;
-use crate::models::passkey::{self, PasskeyRow};
-use crate::passkeys::{
-    self as steps, Confirmation, ConfirmationCeremony, ConfirmationStart, PasskeyName,
-    Registration, RegistrationCeremony, RegistrationStart,
+use crate::models::passkey::PasskeyRow;
+use crate::passkeys::manage::{
+    self, AddGate, Confirmation, ConfirmationStart, Registration, RegistrationStart,
 };
+use crate::passkeys::{ConfirmationCeremony, PasskeyName, RegistrationCeremony};
 use crate::session::{Ceremony, SessionData};
-use crate::settings::AdminPasskey;
 use crate::state::AppState;
 use crate::web::client::Client;
 use crate::web::errors::{PageError, PageResult};
@@ -48,32 +46,14 @@ impl From<PasskeyRow> for PasskeyView {
     }
 }
 
-/// Why this session may not add a passkey right now, if it may not.
-fn why_not_add(
-    state: &AppState,
-    session: &SessionData,
-    member: &Member,
-    has_passkeys: bool,
-) -> Option<&'static str> {
-    if state.webauthn.is_none() {
-        return Some("Passkeys are not available on this server: its public URL has no host name.");
+/// What this session brings to the question whether it may add a passkey now.
+fn add_gate(state: &AppState, session: &SessionData) -> AddGate {
+    AddGate {
+        signed_in_at: session.signed_in_at(),
+        proved_passkey: session.proved_passkey(),
+        admin_passkey: state.settings.admin_passkey,
+        now: chrono::Utc::now().timestamp(),
     }
-    let proved = session.proved_passkey();
-    let now = chrono::Utc::now().timestamp();
-    if !steps::may_add(session.signed_in_at(), proved, now) {
-        return Some(
-            "To add a passkey, sign in again: adding one needs a sign-in from the last 10 minutes.",
-        );
-    }
-    // Once an admin has a passkey, under `required` the mailbox alone may not add another.
-    if state.settings.admin_passkey == AdminPasskey::Required
-        && member.role().is_admin()
-        && has_passkeys
-        && !proved
-    {
-        return Some("Confirm with one of your passkeys first: then you can add another.");
-    }
-    None
 }
 
 async fn render(
@@ -82,13 +62,13 @@ async fn render(
     member: &Member,
     notice: Option<String>,
 ) -> PageResult {
-    let member_id = member.id;
-    let rows = state
-        .db
-        .query(move |conn| passkey::list_for_member(conn, member_id))
-        .await?;
+    let rows = manage::list(&state.db, member.id).await?;
     let session = SessionData::of(req);
-    let blocked = why_not_add(state, &session, member, !rows.is_empty());
+    let blocked = if state.webauthn.is_none() {
+        Some("Passkeys are not available on this server: its public URL has no host name.")
+    } else {
+        manage::why_not_add(&add_gate(state, &session), member, !rows.is_empty())
+    };
     let views: Vec<PasskeyView> = rows.into_iter().map(PasskeyView::from).collect();
     Ok(Page::new("passkeys", "Passkeys")
         .with("passkeys", views)
@@ -134,31 +114,18 @@ pub async fn register_start(
     CurrentMember(member): CurrentMember,
     body: web::Bytes,
 ) -> HttpResponse {
-    let Some(webauthn) = state.webauthn.clone() else {
+    let Some(webauthn) = &state.webauthn else {
         return json::unavailable();
     };
     let name = match PasskeyName::parse(&json::form_field(&body, "name").unwrap_or_default()) {
         Ok(name) => name,
         Err(problem) => return json::error(StatusCode::UNPROCESSABLE_ENTITY, problem),
     };
-    let member_id = member.id;
-    let has_passkeys = state
-        .db
-        .query(move |conn| passkey::user_handle_of(conn, member_id).map(|handle| handle.is_some()))
-        .await;
-    let has_passkeys = match has_passkeys {
-        Ok(has) => has,
-        Err(err) => return json::page_error(&err.into()),
-    };
     let session = SessionData::of(&req);
-    if let Some(reason) = why_not_add(&state, &session, &member, has_passkeys) {
-        return json::error(StatusCode::FORBIDDEN, reason);
-    }
-    let started = state
-        .db
-        .query(move |conn| steps::start_registration(conn, &webauthn, &member, name))
-        .await;
+    let gate = add_gate(&state, &session);
+    let started = manage::start_registration(&state.db, webauthn, &member, name, gate).await;
     match started {
+        Ok(RegistrationStart::NotNow(reason)) => json::error(StatusCode::FORBIDDEN, reason),
         Ok(RegistrationStart::Started(started)) => {
             let (options, ceremony) = *started;
             begin(&session, Ceremony::Registration, &options, &ceremony)
@@ -176,34 +143,24 @@ pub async fn register_finish(
     Client(client): Client,
     body: web::Bytes,
 ) -> HttpResponse {
-    let Some(webauthn) = state.webauthn.clone() else {
+    let Some(webauthn) = &state.webauthn else {
         return json::unavailable();
     };
     let session = SessionData::of(&req);
     let ceremony = session.take_ceremony::<RegistrationCeremony>(Ceremony::Registration);
     let credential = serde_json::from_slice(&body).ok();
-    let email = member.email.clone();
-    let mail_client = client.clone();
-    let outcome = state
-        .db
-        .query(move |conn| {
-            steps::finish_registration(conn, &webauthn, &member, ceremony, credential, &client)
-        })
-        .await;
+    let outcome = manage::finish_registration(
+        &state.db,
+        &state.mailer,
+        webauthn,
+        &member,
+        ceremony,
+        credential,
+        client,
+    )
+    .await;
     match outcome {
-        Ok(Registration::Added(row)) => {
-            // Mail goes to the stored address; the member hears of every passkey added.
-            state.mailer.queue(Letter::PasskeyAdded(
-                email,
-                PasskeyAddedMail {
-                    name: row.name.clone(),
-                    added_at: row.created_at,
-                    ip: mail_client.ip,
-                    user_agent: mail_client.user_agent,
-                },
-            ));
-            json::redirect("/passkeys")
-        }
+        Ok(Registration::Added(_)) => json::redirect("/passkeys"),
         Ok(Registration::Duplicate) => {
             json::error(StatusCode::CONFLICT, "That passkey is registered already.")
         }
@@ -221,10 +178,7 @@ pub async fn remove(
 ) -> PageResult {
     // Someone else's passkey is "not found": its existence is not the member's to know.
     let id = PasskeyId::parse(&id).ok_or(PageError::NotFound)?;
-    let owner = member.clone();
-    let removed = state
-        .db
-        .query(move |conn| steps::remove(conn, &owner, id, &client))
+    let removed = manage::remove(&state.db, &member, id, client)
         .await?
         .ok_or(PageError::NotFound)?;
     if !is_htmx(&req) {
@@ -248,20 +202,13 @@ pub async fn confirm_page(
     query: web::Query<NextQuery>,
 ) -> PageResult {
     let next = NextPath::parse(query.next.as_deref());
-    let member_id = member.id;
-    let count = state
-        .db
-        .query(move |conn| passkey::list_for_member(conn, member_id).map(|rows| rows.len()))
-        .await;
-    let page = count.map_err(PageError::from).map(|count| {
-        Page::new("passkey_confirm", "Confirm with a passkey")
-            .with("next", next.as_str())
-            .with("has_passkeys", count > 0)
-            .with("available", state.webauthn.is_some())
-            .with("proved", SessionData::of(&req).proved_passkey())
-            .render(&req)
-    });
-    page
+    let passkeys = manage::list(&state.db, member.id).await?;
+    Ok(Page::new("passkey_confirm", "Confirm with a passkey")
+        .with("next", next.as_str())
+        .with("has_passkeys", !passkeys.is_empty())
+        .with("available", state.webauthn.is_some())
+        .with("proved", SessionData::of(&req).proved_passkey())
+        .render(&req))
 }
 
 /// Body: optional form field `next`. Answers the options for `navigator.credentials.get`,
@@ -272,14 +219,11 @@ pub async fn confirm_start(
     CurrentMember(member): CurrentMember,
     body: web::Bytes,
 ) -> HttpResponse {
-    let Some(webauthn) = state.webauthn.clone() else {
+    let Some(webauthn) = &state.webauthn else {
         return json::unavailable();
     };
     let next = NextPath::parse(json::form_field(&body, "next").as_deref());
-    let started = state
-        .db
-        .query(move |conn| steps::start_confirmation(conn, &webauthn, &member, next))
-        .await;
+    let started = manage::start_confirmation(&state.db, webauthn, &member, next).await;
     match started {
         Ok(ConfirmationStart::Started(started)) => {
             let (options, ceremony) = *started;
@@ -307,19 +251,16 @@ pub async fn confirm_finish(
     Client(client): Client,
     body: web::Bytes,
 ) -> HttpResponse {
-    let Some(webauthn) = state.webauthn.clone() else {
+    let Some(webauthn) = &state.webauthn else {
         return json::unavailable();
     };
     let session = SessionData::of(&req);
     let ceremony = session.take_ceremony::<ConfirmationCeremony>(Ceremony::Confirm);
     let next = NextPath::parse(ceremony.as_ref().map(|c| c.extra.as_str()));
     let credential = serde_json::from_slice(&body).ok();
-    let outcome = state
-        .db
-        .query(move |conn| {
-            steps::finish_confirmation(conn, &webauthn, &member, ceremony, credential, &client)
-        })
-        .await;
+    let outcome =
+        manage::finish_confirmation(&state.db, webauthn, &member, ceremony, credential, client)
+            .await;
     match outcome {
         Ok(Confirmation::Confirmed(_)) => {
             // More power for this session: a new id, as at sign-in.

@@ -1,8 +1,8 @@
 //! `GET /team`, `POST /team`, `POST /team/{id}/role`, `POST /team/{id}/deactivate` (admins):
 //! the members, and every change of access. Each form works as a plain post (303 back to
 //! `/team`) and inline with HTMX (the add form swaps the whole section, a row's forms swap
-//! the table). The changes themselves, their audit rows and the last-admin rule live in
-//! `models::member`.
+//! the table). The changes themselves are [`crate::team::members`]; their audit rows and the
+//! last-admin rule live in `models::member`.
 
 use actix_session::SessionExt as _;
 use actix_web::http::StatusCode;
@@ -14,8 +14,9 @@ use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::MemberId;
 use crate::domain::role::Role;
 use crate::middleware::guard::CurrentMember;
-use crate::models::member::{self, Added, ListedMember, Member, MemberError};
+use crate::models::member::{Added, ListedMember, Member, MemberError};
 use crate::state::AppState;
+use crate::team::members;
 use crate::web::errors::{PageError, PageResult};
 use crate::web::pages::{is_htmx, Page};
 use crate::web::redirect::{redirect, see_other};
@@ -76,7 +77,7 @@ async fn render(
     part: Part,
     outcome: Outcome,
 ) -> PageResult {
-    let members = state.db.query(member::list).await?;
+    let members = members::list(&state.db).await?;
     let members: Vec<MemberView> = members
         .iter()
         .map(|member| MemberView::new(member, viewer))
@@ -152,11 +153,7 @@ pub async fn add(
             return render(&req, &state, &viewer, Part::Section, outcome).await;
         }
     };
-    let actor = viewer.email.clone();
-    let result = state
-        .db
-        .run(move |conn| member::add_or_reactivate(conn, &email, role, actor.as_str()))
-        .await;
+    let result = members::add(&state.db, &viewer, email, role).await;
     // A re-activated member may belong in "access not used" again.
     dashboard.clear();
     let outcome = match result {
@@ -209,13 +206,7 @@ pub async fn change_role(
         };
         return render(&req, &state, &viewer, Part::Rows, outcome).await;
     };
-    let actor = viewer.email.clone();
-    let result = state
-        .db
-        .run(move |conn| member::change_role(conn, id, role, actor.as_str()))
-        .await;
-    // This instance's next request must not wait for the notification to come back.
-    state.live.cache().forget_member(id);
+    let result = members::change_role(&state.live, &viewer, id, role).await;
     let outcome = match result {
         Ok(member) => {
             if member.id == viewer.id && !role.is_admin() {
@@ -243,12 +234,7 @@ pub async fn deactivate(
     let Some(id) = MemberId::parse(&id) else {
         return Err(PageError::NotFound);
     };
-    let actor = viewer.email.clone();
-    let result = state
-        .db
-        .run(move |conn| member::deactivate(conn, id, actor.as_str()))
-        .await;
-    state.live.cache().forget_member(id);
+    let result = members::deactivate(&state.live, &viewer, id).await;
     // The dashboard's "access not used" sends admins here: it must not list them again.
     dashboard.clear();
     let outcome = match result {

@@ -1,10 +1,12 @@
 //! Latchkey's own sessions, in one room: the typed state a request reads and writes
 //! ([`SessionData`]), the PostgreSQL store behind actix-session ([`store`]), the in-memory
 //! cache and its `LISTEN` thread ([`cache`]), the rows the sessions page lists and revokes
-//! ([`rows`]), and the one rule that says whether a session still holds ([`validity`]). The
-//! names of the keys inside a stored state are private to this room.
+//! ([`rows`]) and that page's work ([`page`]), and the one rule that says whether a session
+//! still holds ([`validity`]). The names of the keys inside a stored state are private to
+//! this room.
 
 pub mod cache;
+pub mod page;
 pub mod rows;
 mod state;
 pub mod store;

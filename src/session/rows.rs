@@ -8,7 +8,7 @@ use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
 use crate::domain::client_ip::ClientIp;
 use crate::domain::digests::SessionKeyDigest;
 use crate::domain::ids::{MemberId, SessionId};
-use crate::models::member::Member;
+use crate::models::member::{Actor, Member};
 use crate::schema::{members, sessions};
 
 /// A live session of a member, with the member's address.
@@ -148,7 +148,7 @@ pub fn revoke(
         NewAuditRow::new(AuditEvent::SessionRevoked)
             .email(&session.email)
             .client(client)
-            .actor(&actor.email)
+            .actor(Actor::Member(actor))
             .detail(format!(
                 "session signed in {} from {} ({})",
                 session.created_at.format("%Y-%m-%d %H:%M UTC"),
@@ -172,7 +172,7 @@ pub fn revoke_all(
         NewAuditRow::new(AuditEvent::SessionRevoked)
             .email(&member.email)
             .client(client)
-            .actor(&member.email)
+            .actor(Actor::Member(member))
             .detail(format!("signed out everywhere: {ended} sessions ended"))
             .insert(conn)?;
         Ok(ended)

@@ -1,130 +1,179 @@
-//! Passkeys (WebAuthn, through webauthn-rs), free of HTTP: the relying party, what the session
-//! keeps between the two halves of a ceremony, and the steps of managing one's passkeys. As in
-//! [`crate::signin`], each step is one function with its own outcome, and writes its own audit
-//! rows in the same transaction as the change they record:
+//! Managing one's own passkeys, free of HTTP. As in [`crate::signin`], each step is one call
+//! with its own outcome, one round trip that writes its audit rows in the same transaction as
+//! the change they record:
 //!
 //! | step | function | outcome |
 //! |---|---|---|
+//! | `GET /passkeys` | [`list`] | `Vec<PasskeyRow>` |
 //! | `POST /passkeys/register/start` | [`start_registration`] | [`RegistrationStart`] |
 //! | `POST /passkeys/register/finish` | [`finish_registration`] | [`Registration`] |
 //! | `POST /passkeys/{id}/remove` | [`remove`] | `Option<PasskeyRow>` |
 //! | `POST /passkeys/confirm/start` | [`start_confirmation`] | [`ConfirmationStart`] |
 //! | `POST /passkeys/confirm/finish` | [`finish_confirmation`] | [`Confirmation`] |
-//!
-//! Signing in with a passkey is a sign-in step, in `signin` ([`crate::signin::start_passkey_sign_in`],
-//! [`crate::signin::sign_in_with_passkey`]). Every assertion, for signing in or confirming,
-//! is checked by [`verify_use`].
 
 use chrono::Utc;
 use diesel::prelude::*;
-use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
-    AuthenticationResult, CredentialID, Passkey, PasskeyAuthentication, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Uuid, Webauthn,
-    WebauthnBuilder, WebauthnResult,
+    CredentialID, Passkey, PublicKeyCredential, RegisterPublicKeyCredential,
+    RequestChallengeResponse, Uuid, Webauthn,
 };
 
+use super::{
+    may_add, stored_passkey, verify_use, Ceremony, ConfirmationCeremony, NewKey, PasskeyName,
+    RegistrationCeremony, UseRefusal,
+};
 use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
-use crate::domain::ids::PasskeyId;
+use crate::db::{Db, DbError};
+use crate::domain::ids::{MemberId, PasskeyId};
 use crate::domain::next_path::NextPath;
-use crate::models::member::Member;
+use crate::mail::{Letter, Mailer, PasskeyAddedMail};
+use crate::models::member::{Actor, Member};
 use crate::models::passkey::{self, NewPasskey, PasskeyRow};
-use crate::settings::RelyingParty;
+use crate::settings::AdminPasskey;
 
-// The ceremony states live in the server-side session (the PostgreSQL store), never in a
-// cookie the browser could replay or edit: `crate::session::Ceremony`.
-
-/// How long the browser has between a ceremony's start and its finish.
-pub const CEREMONY_SECS: i64 = 300;
-/// A session signed in by email may add a passkey only this soon after signing in: a stolen
-/// session cookie alone should not be able to plant a lasting way in.
-pub const FRESH_SIGN_IN_SECS: i64 = 600;
-pub const MAX_NAME_CHARS: usize = 64;
-
-pub fn webauthn(rp: &RelyingParty) -> WebauthnResult<Webauthn> {
-    WebauthnBuilder::new(&rp.id, &rp.origin)?
-        .rp_name("Latchkey")
-        .timeout(std::time::Duration::from_secs(
-            u64::try_from(CEREMONY_SECS).unwrap_or(300),
-        ))
-        .build()
+/// A member's passkeys, oldest first.
+pub async fn list(db: &Db, member_id: MemberId) -> Result<Vec<PasskeyRow>, DbError> {
+    db.query(move |conn| passkey::list_for_member(conn, member_id))
+        .await
 }
 
-/// Whether a session signed in at `signed_in_at` may add a passkey now.
-pub fn may_add(signed_in_at: i64, proved_passkey: bool, now: i64) -> bool {
-    proved_passkey || now.saturating_sub(signed_in_at) < FRESH_SIGN_IN_SECS
+/// What a session brings to the question whether it may add a passkey.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddGate {
+    /// When the session signed in, in seconds since the epoch.
+    pub signed_in_at: i64,
+    pub proved_passkey: bool,
+    pub admin_passkey: AdminPasskey,
+    pub now: i64,
 }
 
-/// A passkey's name as the member typed it: trimmed, one line, at most 64 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PasskeyName(String);
-
-impl PasskeyName {
-    pub fn parse(text: &str) -> Result<Self, &'static str> {
-        let name = text.trim();
-        if name.is_empty() {
-            return Ok(Self("Passkey".into()));
-        }
-        if name.chars().count() > MAX_NAME_CHARS {
-            return Err("A passkey name has at most 64 characters.");
-        }
-        if name.chars().any(char::is_control) {
-            return Err("A passkey name is one line of text.");
-        }
-        Ok(Self(name.to_string()))
+/// Why this session may not add a passkey (on a server that has passkeys), if it may not.
+pub fn why_not_add(gate: &AddGate, member: &Member, has_passkeys: bool) -> Option<&'static str> {
+    if !may_add(gate.signed_in_at, gate.proved_passkey, gate.now) {
+        return Some(
+            "To add a passkey, sign in again: adding one needs a sign-in from the last 10 minutes.",
+        );
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
+    // Once an admin has a passkey, under `required` the mailbox alone may not add another.
+    if gate.admin_passkey == AdminPasskey::Required
+        && member.role().is_admin()
+        && has_passkeys
+        && !gate.proved_passkey
+    {
+        return Some("Confirm with one of your passkeys first: then you can add another.");
     }
+    None
 }
 
-/// A ceremony under way, as the session keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Ceremony<S, E> {
-    pub state: S,
-    pub started_at: i64,
-    /// What the finish needs besides the state (the name, the `next` path).
-    pub extra: E,
-}
-
-impl<S, E> Ceremony<S, E> {
-    pub fn new(state: S, extra: E) -> Self {
-        Self {
-            state,
-            started_at: Utc::now().timestamp(),
-            extra,
+/// The options for `navigator.credentials.create` and the ceremony to keep, if `gate` lets
+/// this session add a passkey.
+pub async fn start_registration(
+    db: &Db,
+    webauthn: &Webauthn,
+    member: &Member,
+    name: PasskeyName,
+    gate: AddGate,
+) -> Result<RegistrationStart, DbError> {
+    let (webauthn, member) = (webauthn.clone(), member.clone());
+    db.query(move |conn| {
+        let has_passkeys = passkey::user_handle_of(conn, member.id)?.is_some();
+        if let Some(reason) = why_not_add(&gate, &member, has_passkeys) {
+            return Ok(RegistrationStart::NotNow(reason));
         }
-    }
-
-    pub fn is_expired(&self, now: i64) -> bool {
-        now.saturating_sub(self.started_at) >= CEREMONY_SECS || now < self.started_at
-    }
+        registration_options(conn, &webauthn, &member, name)
+    })
+    .await
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NewKey {
-    pub name: PasskeyName,
-    pub user_handle: Uuid,
+/// Stores the new passkey, and tells the member by mail (at their stored address: they hear
+/// of every passkey added).
+pub async fn finish_registration(
+    db: &Db,
+    mailer: &Mailer,
+    webauthn: &Webauthn,
+    member: &Member,
+    ceremony: Option<RegistrationCeremony>,
+    credential: Option<RegisterPublicKeyCredential>,
+    client: ClientInfo,
+) -> Result<Registration, DbError> {
+    let (webauthn, member, audit_client) = (webauthn.clone(), member.clone(), client.clone());
+    let email = member.email.clone();
+    let registration = db
+        .query(move |conn| {
+            register(
+                conn,
+                &webauthn,
+                &member,
+                ceremony,
+                credential,
+                &audit_client,
+            )
+        })
+        .await?;
+    if let Registration::Added(row) = &registration {
+        mailer.queue(Letter::PasskeyAdded(
+            email,
+            PasskeyAddedMail {
+                name: row.name.clone(),
+                added_at: row.created_at,
+                ip: client.ip,
+                user_agent: client.user_agent,
+            },
+        ));
+    }
+    Ok(registration)
 }
 
-pub type RegistrationCeremony = Ceremony<PasskeyRegistration, NewKey>;
-/// With the `next` path as text, parsed again on the way out.
-pub type ConfirmationCeremony = Ceremony<PasskeyAuthentication, String>;
+/// Removes one of the member's own passkeys; `None` for anyone else's (or no such passkey).
+pub async fn remove(
+    db: &Db,
+    member: &Member,
+    id: PasskeyId,
+    client: ClientInfo,
+) -> Result<Option<PasskeyRow>, DbError> {
+    let owner = member.clone();
+    db.query(move |conn| remove_own(conn, &owner, id, &client))
+        .await
+}
 
-/// Reads a stored passkey back; a row the library cannot read is as good as absent.
-pub fn stored_passkey(row: &PasskeyRow) -> Option<Passkey> {
-    serde_json::from_value(row.passkey.clone()).ok()
+/// A signed-in member proves a passkey of theirs (after an email sign-in, for admin work):
+/// the options for `navigator.credentials.get`, limited to their own passkeys.
+pub async fn start_confirmation(
+    db: &Db,
+    webauthn: &Webauthn,
+    member: &Member,
+    next: NextPath,
+) -> Result<ConfirmationStart, DbError> {
+    let (webauthn, member) = (webauthn.clone(), member.clone());
+    db.query(move |conn| confirmation_options(conn, &webauthn, &member, next))
+        .await
+}
+
+/// Checks the assertion against the member's own passkeys and records the use; a refusal is
+/// audited `passkey_failed`.
+pub async fn finish_confirmation(
+    db: &Db,
+    webauthn: &Webauthn,
+    member: &Member,
+    ceremony: Option<ConfirmationCeremony>,
+    credential: Option<PublicKeyCredential>,
+    client: ClientInfo,
+) -> Result<Confirmation, DbError> {
+    let (webauthn, member) = (webauthn.clone(), member.clone());
+    db.query(move |conn| confirm(conn, &webauthn, &member, ceremony, credential, &client))
+        .await
 }
 
 /// What `POST /passkeys/register/start` decided.
 pub enum RegistrationStart {
+    /// This session may not add a passkey now; the reason is for the member.
+    NotNow(&'static str),
     /// The options for `navigator.credentials.create` (as JSON), and the state to keep.
     Started(Box<(serde_json::Value, RegistrationCeremony)>),
     Failed(String),
 }
 
-pub fn start_registration(
+fn registration_options(
     conn: &mut PgConnection,
     webauthn: &Webauthn,
     member: &Member,
@@ -175,7 +224,7 @@ pub enum Registration {
     Refused(&'static str),
 }
 
-pub fn finish_registration(
+fn register(
     conn: &mut PgConnection,
     webauthn: &Webauthn,
     member: &Member,
@@ -227,15 +276,14 @@ pub fn finish_registration(
         NewAuditRow::new(AuditEvent::PasskeyAdded)
             .email(&member.email)
             .client(client)
-            .actor(&member.email)
+            .actor(Actor::Member(member))
             .detail(format!("passkey {:?} (id {})", row.name, row.id))
             .insert(conn)?;
         Ok(Registration::Added(Box::new(row)))
     })
 }
 
-/// `POST /passkeys/{id}/remove`: the member's own passkey only (anyone else's is "not found").
-pub fn remove(
+fn remove_own(
     conn: &mut PgConnection,
     member: &Member,
     id: PasskeyId,
@@ -248,70 +296,11 @@ pub fn remove(
         NewAuditRow::new(AuditEvent::PasskeyRemoved)
             .email(&member.email)
             .client(client)
-            .actor(&member.email)
+            .actor(Actor::Member(member))
             .detail(format!("passkey {:?} (id {})", row.name, row.id))
             .insert(conn)?;
         Ok(Some(row))
     })
-}
-
-/// Why an assertion was not accepted. Audited as `passkey_failed` by the step that asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UseRefusal {
-    /// No ceremony in this session, or it took too long: also what a replayed assertion gets,
-    /// since finishing removes the ceremony.
-    NoCeremony,
-    Malformed,
-    UnknownPasskey,
-    /// The passkey belongs to another member than the one it has to prove.
-    WrongMember,
-    Deactivated,
-    /// The signature, the challenge, the origin or user verification did not check out.
-    Invalid,
-    /// The signature counter did not move forward: a cloned authenticator, or a replay.
-    CounterRegressed,
-}
-
-impl UseRefusal {
-    pub fn reason(self) -> &'static str {
-        match self {
-            UseRefusal::NoCeremony => {
-                "no passkey ceremony under way in this session (expired, or already finished)"
-            }
-            UseRefusal::Malformed => "the browser's answer is malformed",
-            UseRefusal::UnknownPasskey => "no such passkey (removed, or never registered here)",
-            UseRefusal::WrongMember => "the passkey belongs to someone else",
-            UseRefusal::Deactivated => "the member is deactivated",
-            UseRefusal::Invalid => "the assertion did not verify",
-            UseRefusal::CounterRegressed => {
-                "the signature counter did not increase (a replay or a cloned authenticator)"
-            }
-        }
-    }
-}
-
-/// Checks `result` (a verified assertion) against the stored row and records the use: the
-/// counter must move forward (unless the authenticator keeps none), atomically.
-pub fn verify_use(
-    conn: &mut PgConnection,
-    row: &PasskeyRow,
-    result: &AuthenticationResult,
-) -> QueryResult<Result<(), UseRefusal>> {
-    let Some(mut stored) = stored_passkey(row) else {
-        return Ok(Err(UseRefusal::UnknownPasskey));
-    };
-    let counter = i64::from(result.counter());
-    if (counter > 0 || row.counter > 0) && counter <= row.counter {
-        return Ok(Err(UseRefusal::CounterRegressed));
-    }
-    stored.update_credential(result);
-    let Ok(serialised) = serde_json::to_value(&stored) else {
-        return Ok(Err(UseRefusal::UnknownPasskey));
-    };
-    if !passkey::record_use(conn, row.id, row.counter, counter, &serialised)? {
-        return Ok(Err(UseRefusal::CounterRegressed));
-    }
-    Ok(Ok(()))
 }
 
 /// What `POST /passkeys/confirm/start` decided.
@@ -322,8 +311,7 @@ pub enum ConfirmationStart {
     Failed(String),
 }
 
-/// A signed-in member proves a passkey of theirs (after an email sign-in, for admin work).
-pub fn start_confirmation(
+fn confirmation_options(
     conn: &mut PgConnection,
     webauthn: &Webauthn,
     member: &Member,
@@ -352,7 +340,7 @@ pub enum Confirmation {
     Refused(UseRefusal),
 }
 
-pub fn finish_confirmation(
+fn confirm(
     conn: &mut PgConnection,
     webauthn: &Webauthn,
     member: &Member,
@@ -360,7 +348,7 @@ pub fn finish_confirmation(
     credential: Option<PublicKeyCredential>,
     client: &ClientInfo,
 ) -> QueryResult<Confirmation> {
-    let outcome = confirmation(conn, webauthn, member, ceremony, credential)?;
+    let outcome = check_confirmation(conn, webauthn, member, ceremony, credential)?;
     if let Err(refusal) = &outcome {
         NewAuditRow::new(AuditEvent::PasskeyFailed)
             .email(&member.email)
@@ -374,7 +362,7 @@ pub fn finish_confirmation(
     })
 }
 
-fn confirmation(
+fn check_confirmation(
     conn: &mut PgConnection,
     webauthn: &Webauthn,
     member: &Member,
@@ -397,47 +385,4 @@ fn confirmation(
         return Ok(Err(UseRefusal::Invalid));
     };
     conn.transaction(|conn| Ok(verify_use(conn, &row, &result)?.map(|()| row.clone())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_one_short_line() {
-        assert_eq!(PasskeyName::parse("  Laptop ").unwrap().as_str(), "Laptop");
-        assert_eq!(PasskeyName::parse("").unwrap().as_str(), "Passkey");
-        assert!(PasskeyName::parse(&"x".repeat(65)).is_err());
-        assert!(PasskeyName::parse(&"é".repeat(64)).is_ok());
-        assert!(PasskeyName::parse("a\nb").is_err());
-    }
-
-    #[test]
-    fn adding_needs_a_fresh_sign_in_or_a_proved_passkey() {
-        let now = 10_000;
-        assert!(may_add(now - 60, false, now));
-        assert!(!may_add(now - FRESH_SIGN_IN_SECS, false, now));
-        assert!(may_add(now - 3 * FRESH_SIGN_IN_SECS, true, now));
-    }
-
-    #[test]
-    fn ceremonies_expire() {
-        let ceremony = Ceremony::new((), ());
-        let now = ceremony.started_at;
-        assert!(!ceremony.is_expired(now + CEREMONY_SECS - 1));
-        assert!(ceremony.is_expired(now + CEREMONY_SECS));
-        assert!(ceremony.is_expired(now - 1));
-    }
-
-    #[test]
-    fn the_relying_party_builds_for_localhost_and_https_hosts() {
-        let rp = |id: &str, origin: &str| RelyingParty {
-            id: id.into(),
-            origin: url::Url::parse(origin).unwrap(),
-        };
-        assert!(webauthn(&rp("localhost", "http://localhost:8080")).is_ok());
-        assert!(webauthn(&rp("login.example.org", "https://login.example.org")).is_ok());
-        assert!(webauthn(&rp("example.org", "https://login.example.org")).is_ok());
-        assert!(webauthn(&rp("other.org", "https://login.example.org")).is_err());
-    }
 }
