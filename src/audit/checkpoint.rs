@@ -63,7 +63,7 @@ pub(crate) struct ChainState {
 }
 
 /// What is signed: every field but the id, in a fixed, unambiguous text form.
-fn message(
+pub(super) fn message(
     seq: i64,
     head_hash: &[u8],
     start_seq: i64,

@@ -5,6 +5,7 @@
 //! the same transaction as the change they record, so nothing here imports a model.
 
 pub mod chain;
+pub mod anchor;
 pub mod checkpoint;
 pub mod csv;
 pub mod filter;

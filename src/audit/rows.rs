@@ -58,10 +58,11 @@ pub enum AuditEvent {
     PasskeyAdded,
     PasskeyRemoved,
     PasskeyFailed,
+    AuditChainBroken,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 30] = [
+    pub const ALL: [AuditEvent; 31] = [
         AuditEvent::LinkRequested,
         AuditEvent::LinkSent,
         AuditEvent::LinkSendFailed,
@@ -92,6 +93,7 @@ impl AuditEvent {
         AuditEvent::PasskeyAdded,
         AuditEvent::PasskeyRemoved,
         AuditEvent::PasskeyFailed,
+        AuditEvent::AuditChainBroken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -126,6 +128,7 @@ impl AuditEvent {
             AuditEvent::PasskeyAdded => "passkey_added",
             AuditEvent::PasskeyRemoved => "passkey_removed",
             AuditEvent::PasskeyFailed => "passkey_failed",
+            AuditEvent::AuditChainBroken => "audit_chain_broken",
         }
     }
 
