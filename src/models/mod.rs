@@ -6,5 +6,7 @@ pub mod audit;
 pub mod audit_query;
 pub mod dashboard;
 pub mod member;
+pub mod member_browser;
 pub mod passkey;
+pub mod return_url;
 pub mod sign_in_request;
