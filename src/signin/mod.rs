@@ -15,6 +15,8 @@
 //! | `POST /auth/cancel` | [`SignIn::cancel`] | `approval.rs` | [`CancelOutcome`] |
 //! | `POST /auth/passkey/start` | [`start_passkey_sign_in`] | `passkey.rs` | [`PasskeySignInStart`] |
 //! | `POST /auth/passkey/finish` | [`SignIn::finish_passkey`] | `passkey.rs` | [`PasskeySignIn`] |
+//! | `GET /auth/return` | [`SignIn::may_return_to`] | `return_to_app.rs` | `bool` |
+//! | `POST /logout` | [`SignIn::sign_out`] | `sign_out.rs` | `()` |
 //! | `latchkey link` | [`break_glass`] | `break_glass.rs` | [`BreakGlass`] |
 //!
 //! Nothing a browser can see tells a member from a stranger: an address that may not sign in
@@ -31,6 +33,8 @@ mod locks;
 mod passkey;
 mod redeem_link;
 mod request_link;
+mod return_to_app;
+mod sign_out;
 
 use std::sync::Arc;
 
