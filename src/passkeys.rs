@@ -12,7 +12,7 @@
 //! | `POST /passkeys/confirm/finish` | [`finish_confirmation`] | [`Confirmation`] |
 //!
 //! Signing in with a passkey is a sign-in step, in `signin` ([`crate::signin::start_passkey_sign_in`],
-//! [`crate::signin::sign_in_with_passkey`]). Every assertion, for signing in or confirming,
+//! [`crate::signin::SignIn::finish_passkey`]). Every assertion, for signing in or confirming,
 //! is checked by [`verify_use`].
 
 use chrono::Utc;
