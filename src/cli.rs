@@ -231,8 +231,15 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
         Command::Link { email, reason } => {
             migrate_quietly(&mut conn)?;
             let keys = Keys::derive(&resolve_secret(settings)?);
-            let made =
-                signin::break_glass(&mut conn, settings, &keys.token, &email, &reason, CLI_ACTOR);
+            let made = signin::break_glass(
+                &mut conn,
+                settings,
+                &keys.token,
+                &email,
+                &reason,
+                CLI_ACTOR,
+                chrono::Utc::now(),
+            );
             sign_what_was_added(&mut conn, &keys)?;
             let made = match made.context("making a break-glass link")? {
                 BreakGlass::Issued(made) => made,

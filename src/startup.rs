@@ -35,6 +35,7 @@ use crate::routes;
 use crate::session::cache::Live;
 use crate::session::store::PgSessionStore;
 use crate::settings::Settings;
+use crate::signin::SignIn;
 use crate::state::AppState;
 use crate::web::browser::session_cookie_name;
 use crate::web::errors::error_pages;
@@ -146,12 +147,19 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("making the assertion key: {e}"))?;
         let shutdown_db = db.clone();
         let app_live = live.clone();
+        let signin = SignIn::new(
+            db.clone(),
+            settings.clone(),
+            keys.token.clone(),
+            mailer.clone(),
+        );
         let state = web::Data::new(AppState {
             settings,
             db,
             live,
             keys,
             mailer,
+            signin,
             forward_auth,
             webauthn,
         });

@@ -6,6 +6,7 @@ use crate::keys::Keys;
 use crate::mail::Mailer;
 use crate::session::cache::Live;
 use crate::settings::Settings;
+use crate::signin::SignIn;
 
 pub struct AppState {
     pub settings: Settings,
@@ -14,6 +15,8 @@ pub struct AppState {
     pub live: Live,
     pub keys: Keys,
     pub mailer: Mailer,
+    /// The sign-in steps, over the same pool, settings, token key and mailer.
+    pub signin: SignIn,
     pub forward_auth: ForwardAuth,
     /// The WebAuthn relying party; `None` when the public URL cannot have passkeys (an IP
     /// address host).

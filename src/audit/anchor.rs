@@ -59,7 +59,8 @@ impl Anchor {
                 .parse::<i64>()
                 .map_err(|_| AnchorError::Field(name))
         };
-        let bytes = |name: &'static str| hex::decode(field(name)?).map_err(|_| AnchorError::Field(name));
+        let bytes =
+            |name: &'static str| hex::decode(field(name)?).map_err(|_| AnchorError::Field(name));
         let anchor = Self {
             seq: number("seq")?,
             head_hash: bytes("head")?,

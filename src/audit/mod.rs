@@ -4,8 +4,8 @@
 //! export ([`csv`]). It sits just above the database: every model writes its audit rows in
 //! the same transaction as the change they record, so nothing here imports a model.
 
-pub mod chain;
 pub mod anchor;
+pub mod chain;
 pub mod checkpoint;
 pub mod csv;
 pub mod filter;

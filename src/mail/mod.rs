@@ -27,8 +27,8 @@ use crate::domain::email_address::EmailAddress;
 use crate::settings::EmailBackend;
 
 pub use templates::{
-    alert_mail, cancelled_mail, new_sign_in_mail, passkey_added_mail, sign_in_mail, AlertMail,
-    CancelledMail, NewSignInMail, PasskeyAddedMail, SignInMail, NEW_SIGN_IN_SUBJECT,
+    alert_mail, cancelled_mail, new_sign_in_mail, passkey_added_mail, sign_in_mail, Alarm,
+    AlertMail, CancelledMail, NewSignInMail, PasskeyAddedMail, SignInMail, NEW_SIGN_IN_SUBJECT,
     PASSKEY_ADDED_SUBJECT, SIGN_IN_SUBJECT,
 };
 pub use transport::Transport;

@@ -97,23 +97,67 @@ pub struct CancelledMail {
 /// member and to each admin.
 #[derive(Debug, Clone)]
 pub struct AlertMail {
-    pub subject: String,
-    /// Plain sentences, one paragraph each.
-    pub lines: Vec<String>,
+    pub about: Alarm,
     pub requested_at: DateTime<Utc>,
     pub ip: Option<ClientIp>,
     pub user_agent: Option<String>,
 }
 
+/// What an alert warns of. The sign-in steps decide that it happened; the words are here.
+#[derive(Debug, Clone)]
+pub enum Alarm {
+    /// `failures` wrong codes for `email` within 24 hours: codes are refused for a while.
+    CodesLocked { email: EmailAddress, failures: i64 },
+    /// A wrong approval number cancelled a request for `email`; `locked_after` is the number
+    /// of wrong numbers that has just locked approval, if this one did.
+    ApprovalMismatch {
+        email: EmailAddress,
+        locked_after: Option<i64>,
+    },
+}
+
+impl Alarm {
+    fn subject(&self) -> &'static str {
+        match self {
+            Alarm::CodesLocked { .. } => "Sign-in codes locked",
+            Alarm::ApprovalMismatch { .. } => "Sign-in approval failed",
+        }
+    }
+
+    /// Plain sentences, one paragraph each.
+    fn lines(&self) -> Vec<String> {
+        match self {
+            Alarm::CodesLocked { email, failures } => vec![format!(
+                "Someone typed {failures} wrong sign-in codes for {email} within 24 hours, so codes are refused for this account for the rest of that time. Sign-in links still work."
+            )],
+            Alarm::ApprovalMismatch {
+                email,
+                locked_after,
+            } => {
+                let mut lines = vec![format!(
+                    "A sign-in request for {email} was approved from another device with the wrong number, so it was cancelled. If you were signing in, ask for a new link; if not, someone else asked for it."
+                )];
+                if let Some(mismatches) = locked_after {
+                    lines.push(format!(
+                        "That was the {mismatches}rd wrong number within 24 hours: approving from another device is refused for this account for the rest of that time. The link and the code still work in the browser that asked."
+                    ));
+                }
+                lines
+            }
+        }
+    }
+}
+
 pub fn alert_mail(to: &EmailAddress, mail: &AlertMail) -> Result<OutgoingMail, MailError> {
+    let subject = mail.about.subject();
     let mut context = Context::new();
-    context.insert("subject", &mail.subject);
-    context.insert("lines", &mail.lines);
+    context.insert("subject", subject);
+    context.insert("lines", &mail.about.lines());
     context.insert("requested_at", &when(mail.requested_at));
     insert_client(&mut context, mail.ip, mail.user_agent.as_deref());
     Ok(OutgoingMail {
         to: to.clone(),
-        subject: mail.subject.clone(),
+        subject: subject.to_string(),
         text: render("alert.txt", &context)?,
         html: render("alert.html", &context)?,
         audit: None,

@@ -4,5 +4,7 @@
 pub mod app;
 pub mod dashboard;
 pub mod member;
+pub mod member_browser;
 pub mod passkey;
+pub mod return_url;
 pub mod sign_in_request;

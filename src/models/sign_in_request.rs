@@ -3,9 +3,18 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
+use diesel::deserialize::FromSql;
+use diesel::pg::{Pg, PgValue};
+use diesel::sql_types::Text;
+
+use crate::domain::app_origin::AppUrl;
+use crate::domain::approval_number::ApprovalNumber;
 use crate::domain::client_ip::ClientIp;
 use crate::domain::digests::{BindingDigest, CodeDigest, TokenDigest};
+use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::{MemberId, RequestId};
+use crate::domain::next_path::NextPath;
+use crate::models::return_url::StoredReturnUrl;
 use crate::schema::{sign_in_prefetches, sign_in_requests};
 
 /// A request row. `member_id` is `None` for a decoy: a request made for an address that may
@@ -18,41 +27,49 @@ pub struct SignInRequest {
     pub token_digest: TokenDigest,
     pub code_digest: CodeDigest,
     pub browser_digest: Option<BindingDigest>,
-    pub approval_number: i16,
+    #[diesel(deserialize_as = i16)]
+    pub approval_number: ApprovalNumber,
     pub code_failures: i16,
-    pub next_path: String,
+    #[diesel(deserialize_as = String)]
+    pub next_path: NextPath,
     pub requested_ip: Option<ClientIp>,
     pub requested_user_agent: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub consumed_at: Option<DateTime<Utc>>,
-    pub completed_by: Option<String>,
+    pub completed_by: Option<CompletedBy>,
     pub approved_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
-    pub requested_email: String,
+    /// The member's stored address, or for a decoy the address that was asked for.
+    pub requested_email: EmailAddress,
     pub approval_mismatch_at: Option<DateTime<Utc>>,
     /// A URL on a registered app to return to after sign-in (`/login?rd=`), instead of
-    /// `next_path`.
-    pub return_url: Option<String>,
+    /// `next_path`; stored by `models::return_url`.
+    #[diesel(deserialize_as = StoredReturnUrl)]
+    pub return_url: Option<AppUrl>,
 }
 
+/// Inserted by value: the typed fields are turned into their stored form on the way in.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = sign_in_requests)]
 pub struct NewSignInRequest {
     pub member_id: Option<MemberId>,
-    pub requested_email: String,
+    pub requested_email: EmailAddress,
     pub token_digest: TokenDigest,
     pub code_digest: CodeDigest,
     pub browser_digest: Option<BindingDigest>,
-    pub approval_number: i16,
-    pub next_path: String,
+    #[diesel(serialize_as = i16)]
+    pub approval_number: ApprovalNumber,
+    #[diesel(serialize_as = String)]
+    pub next_path: NextPath,
     pub requested_ip: Option<ClientIp>,
     pub requested_user_agent: Option<String>,
     pub expires_at: DateTime<Utc>,
 }
 
 /// How a request was completed, as recorded on it and in the `signed_in` audit row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::deserialize::FromSqlRow)]
+#[diesel(sql_type = Text)]
 pub enum CompletedBy {
     Link,
     Code,
@@ -61,6 +78,13 @@ pub enum CompletedBy {
 }
 
 impl CompletedBy {
+    const ALL: [CompletedBy; 4] = [
+        CompletedBy::Link,
+        CompletedBy::Code,
+        CompletedBy::Approval,
+        CompletedBy::Passkey,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CompletedBy::Link => "link",
@@ -68,6 +92,45 @@ impl CompletedBy {
             CompletedBy::Approval => "approval",
             CompletedBy::Passkey => "passkey",
         }
+    }
+}
+
+/// Only [`consume`] writes the column, with [`CompletedBy::as_str`], and a CHECK keeps it to
+/// those names; anything else is an error rather than a guess.
+impl FromSql<Text, Pg> for CompletedBy {
+    fn from_sql(bytes: PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+        CompletedBy::ALL
+            .into_iter()
+            .find(|how| how.as_str() == text)
+            .ok_or_else(|| format!("unknown completed_by {text:?}").into())
+    }
+}
+
+/// The table keeps the number within 10..=99 (a CHECK), as [`ApprovalNumber`] does.
+impl From<i16> for ApprovalNumber {
+    fn from(stored: i16) -> Self {
+        ApprovalNumber::from_stored(stored)
+    }
+}
+
+impl From<ApprovalNumber> for i16 {
+    fn from(number: ApprovalNumber) -> Self {
+        number.value()
+    }
+}
+
+/// Parsed again on the way out, as on the way in: a path edited in the table by hand can only
+/// ever send the browser to `/`, never off the site.
+impl From<String> for NextPath {
+    fn from(stored: String) -> Self {
+        NextPath::parse(Some(&stored))
+    }
+}
+
+impl From<NextPath> for String {
+    fn from(path: NextPath) -> Self {
+        path.as_str().to_string()
     }
 }
 
@@ -88,7 +151,7 @@ pub const MAX_CODE_FAILURES: i16 = 5;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockScope {
     Member(MemberId),
-    Address(String),
+    Address(EmailAddress),
 }
 
 impl LockScope {
@@ -114,7 +177,7 @@ impl SignInRequest {
     }
 }
 
-pub fn insert(conn: &mut PgConnection, new: &NewSignInRequest) -> QueryResult<SignInRequest> {
+pub fn insert(conn: &mut PgConnection, new: NewSignInRequest) -> QueryResult<SignInRequest> {
     diesel::insert_into(sign_in_requests::table)
         .values(new)
         .returning(SignInRequest::as_returning())
@@ -140,10 +203,11 @@ pub fn find_by_token(
         .optional()
 }
 
-/// The newest request, among those bound to any of `bindings`, that is still open.
+/// The newest request, among those bound to any of `bindings`, that is still open at `now`.
 pub fn latest_pending_for_browser(
     conn: &mut PgConnection,
     bindings: &[BindingDigest],
+    now: DateTime<Utc>,
 ) -> QueryResult<Option<SignInRequest>> {
     if bindings.is_empty() {
         return Ok(None);
@@ -152,26 +216,27 @@ pub fn latest_pending_for_browser(
         .filter(sign_in_requests::browser_digest.eq_any(bindings))
         .filter(sign_in_requests::consumed_at.is_null())
         .filter(sign_in_requests::cancelled_at.is_null())
-        .filter(sign_in_requests::expires_at.gt(diesel::dsl::now))
+        .filter(sign_in_requests::expires_at.gt(now))
         .order(sign_in_requests::id.desc())
         .select(SignInRequest::as_select())
         .first(conn)
         .optional()
 }
 
-/// Marks the request used if, and only if, it is still open: the one statement that decides
-/// which of any number of racing requests signs in. `approved_only` restricts it to requests
-/// approved from another device.
+/// Marks the request used if, and only if, it is still open at `now`: the one statement that
+/// decides which of any number of racing requests signs in. Completing by approval also needs
+/// the request approved from another device.
 pub fn consume(
     conn: &mut PgConnection,
     id: RequestId,
     how: CompletedBy,
+    now: DateTime<Utc>,
 ) -> QueryResult<Option<SignInRequest>> {
     let open = sign_in_requests::table
         .filter(sign_in_requests::id.eq(id))
         .filter(sign_in_requests::consumed_at.is_null())
         .filter(sign_in_requests::cancelled_at.is_null())
-        .filter(sign_in_requests::expires_at.gt(diesel::dsl::now));
+        .filter(sign_in_requests::expires_at.gt(now));
     let set = (
         sign_in_requests::consumed_at.eq(diesel::dsl::now),
         sign_in_requests::completed_by.eq(how.as_str()),
@@ -214,14 +279,15 @@ struct CodeFailures {
     code_failures: i16,
 }
 
-pub fn approve(conn: &mut PgConnection, id: RequestId) -> QueryResult<bool> {
+/// Marks an open request (at `now`) approved from another device; false if it was not open.
+pub fn approve(conn: &mut PgConnection, id: RequestId, now: DateTime<Utc>) -> QueryResult<bool> {
     diesel::update(
         sign_in_requests::table
             .filter(sign_in_requests::id.eq(id))
             .filter(sign_in_requests::consumed_at.is_null())
             .filter(sign_in_requests::cancelled_at.is_null())
             .filter(sign_in_requests::approved_at.is_null())
-            .filter(sign_in_requests::expires_at.gt(diesel::dsl::now)),
+            .filter(sign_in_requests::expires_at.gt(now)),
     )
     .set(sign_in_requests::approved_at.eq(diesel::dsl::now))
     .execute(conn)

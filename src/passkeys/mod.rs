@@ -1,7 +1,7 @@
 //! Passkeys (WebAuthn, through webauthn-rs), free of HTTP: the relying party, what the session
 //! keeps between the two halves of a ceremony, and how an assertion is checked. Managing
 //! one's passkeys is [`manage`]; signing in with one is a sign-in step, in `signin`
-//! ([`crate::signin::start_passkey_sign_in`], [`crate::signin::sign_in_with_passkey`]). Every
+//! ([`crate::signin::start_passkey_sign_in`], [`crate::signin::SignIn::finish_passkey`]). Every
 //! assertion, for signing in or confirming, is checked by [`verify_use`].
 
 pub mod manage;

@@ -4,15 +4,13 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use diesel::prelude::*;
+use chrono::Utc;
 
+use crate::audit::rows::ClientInfo;
 use crate::domain::app_origin::AppUrl;
 use crate::domain::email_address::EmailAddress;
-use crate::domain::ids::RequestId;
 use crate::domain::next_path::NextPath;
-use crate::mail::{Letter, SignInMail};
-use crate::models::app;
-use crate::signin::{self, IssuedLink, LinkRequest};
+use crate::signin::{self, LinkAsk};
 use crate::state::AppState;
 use crate::web::browser::BindingSecret;
 use crate::web::client::Client;
@@ -94,7 +92,7 @@ pub async fn submit(
 async fn request_link(
     req: &HttpRequest,
     state: &web::Data<AppState>,
-    client: crate::audit::rows::ClientInfo,
+    client: ClientInfo,
     email: EmailAddress,
     next: NextPath,
     rd: Option<AppUrl>,
@@ -102,36 +100,19 @@ async fn request_link(
     // A fresh binding for every request, never the one the browser brought: a sign-in
     // cookie planted in a victim's browser must not be bound to the victim's requests.
     let binding = BindingSecret::generate();
-    let binding_digest = binding.digest();
-    let (settings, token_key) = (state.settings.clone(), state.keys.token.clone());
-    let shown_email = email.clone();
-    let outcome = state
-        .db
-        .query(move |conn| {
-            conn.transaction(|conn| {
-                let outcome = signin::request_link(
-                    conn,
-                    &settings,
-                    &token_key,
-                    &email,
-                    &binding_digest,
-                    &next,
-                    &client,
-                )?;
-                if let (LinkRequest::Created(issued), Some(rd)) = (&outcome, &rd) {
-                    remember_return_url(conn, issued.request.id, rd)?;
-                }
-                Ok(outcome)
-            })
-        })
-        .await?;
-    if let LinkRequest::Created(issued) = outcome {
-        queue_sign_in_mail(state, &issued);
-    }
+    let ask = LinkAsk {
+        email: email.clone(),
+        binding: binding.digest(),
+        next,
+        return_url: rd,
+        client,
+    };
+    // A member and a stranger get the same page (a decoy stands in for the stranger).
+    state.signin.request_link(ask, Utc::now()).await?;
     let https = state.settings.public_url.is_https();
     let ttl = signin::to_chrono(state.settings.link_ttl);
     let mut response = Page::new("check_inbox", "Check your inbox")
-        .with("email", shown_email.as_str())
+        .with("email", email.as_str())
         .with("ttl_minutes", state.settings.link_ttl_minutes())
         .render(req);
     let max_age = actix_web::cookie::time::Duration::seconds(ttl.num_seconds());
@@ -139,46 +120,4 @@ async fn request_link(
         .add_cookie(&binding.cookie(&state.keys.browser, https, max_age))
         .map_err(|e| anyhow::anyhow!("setting the sign-in cookie: {e}"))?;
     Ok(response)
-}
-
-/// Stores `rd` on the request when its origin is a registered app's (exact origin match);
-/// anything else is dropped, and the browser lands on `next` or the dashboard.
-fn remember_return_url(
-    conn: &mut diesel::PgConnection,
-    request_id: RequestId,
-    rd: &AppUrl,
-) -> diesel::QueryResult<()> {
-    use crate::schema::sign_in_requests;
-    if !app::is_registered(conn, rd.origin())? {
-        return Ok(());
-    }
-    diesel::update(sign_in_requests::table.find(request_id))
-        .set(sign_in_requests::return_url.eq(rd.as_str()))
-        .execute(conn)?;
-    Ok(())
-}
-
-/// Queues the email; the worker renders and sends it off the request path, so the answer
-/// takes the same time whether or not a mail goes out.
-fn queue_sign_in_mail(state: &AppState, issued: &IssuedLink) {
-    let IssuedLink {
-        member,
-        request,
-        token,
-        code,
-    } = issued;
-    // Mail goes to the stored address, never to what was typed.
-    let to = member.email.clone();
-    let mail = SignInMail {
-        link: signin::link_with_token(&state.settings, "/auth/verify", token),
-        cancel_link: signin::link_with_token(&state.settings, "/auth/cancel", token),
-        code: code.as_str().to_string(),
-        expires_at: request.expires_at,
-        ttl_minutes: state.settings.link_ttl_minutes(),
-        requested_at: request.created_at,
-        ip: request.requested_ip,
-        user_agent: request.requested_user_agent.clone(),
-        request_id: request.id,
-    };
-    state.mailer.queue(Letter::SignIn(to, mail));
 }

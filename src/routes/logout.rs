@@ -4,7 +4,6 @@ use actix_identity::Identity;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
-use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::middleware::guard::CurrentMember;
 use crate::state::AppState;
 use crate::web::client::Client;
@@ -16,15 +15,7 @@ pub async fn submit(
     CurrentMember(member): CurrentMember,
     Client(client): Client,
 ) -> PageResult {
-    let recorded = state
-        .db
-        .query(move |conn| {
-            NewAuditRow::new(AuditEvent::SignedOut)
-                .email(&member.email)
-                .client(&client)
-                .insert(conn)
-        })
-        .await;
+    let recorded = state.signin.sign_out(member, client).await;
     if let Err(err) = recorded {
         // The audit row comes first: without it, the session stays.
         return Err(err.into());

@@ -31,5 +31,6 @@ mod session_cache;
 mod session_store;
 mod sessions;
 mod sign_in;
+mod signin_steps;
 mod smtp_tls;
 mod team;

@@ -2,11 +2,12 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
 use serde::Deserialize;
 
-use super::{no_store, queue_alert, refusal_page, verify_token};
+use super::{no_store, refusal_page};
 use crate::domain::approval_number::ApprovalNumber;
-use crate::signin::{self, ApprovalOutcome};
+use crate::signin::ApprovalOutcome;
 use crate::state::AppState;
 use crate::web::client::Client;
 use crate::web::errors::PageResult;
@@ -24,20 +25,19 @@ pub async fn submit(
     Client(client): Client,
     form: web::Form<ApproveForm>,
 ) -> PageResult {
-    let token_id = verify_token(&state, form.token.as_deref());
+    let token_id = state.signin.verify_token(form.token.as_deref());
     let number = form
         .number
         .as_deref()
         .and_then(|n| ApprovalNumber::parse(n).ok());
     let outcome = state
-        .db
-        .query(move |conn| signin::approve(conn, token_id.as_ref(), number, &client))
+        .signin
+        .approve(token_id, number, client, Utc::now())
         .await;
     let page: PageResult = outcome.map_err(Into::into).map(|outcome| match outcome {
         ApprovalOutcome::Approved => message(&req, StatusCode::OK, "Approved",
             "Go back to the other device: it is signing in now. This browser stays signed out."),
-        ApprovalOutcome::Mismatch { alert, locked } => {
-            queue_alert(&state, &alert);
+        ApprovalOutcome::Mismatch { locked } => {
             message(&req, StatusCode::FORBIDDEN, "Sign-in cancelled", if locked {
                 "That was not the number the other device shows, so the request has been cancelled and the administrators have been told. After three wrong numbers today, approving from another device is locked for this account until tomorrow; the link and the code still work in the browser that asked."
             } else {

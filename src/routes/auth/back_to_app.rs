@@ -9,7 +9,6 @@ use serde::Deserialize;
 
 use super::no_store;
 use crate::domain::app_origin::AppUrl;
-use crate::models::app;
 use crate::state::AppState;
 use crate::web::errors::PageResult;
 use crate::web::pages::Page;
@@ -27,11 +26,7 @@ pub async fn show(
     let Some(url) = query.rd.as_deref().and_then(|rd| AppUrl::parse(rd).ok()) else {
         return Ok(home());
     };
-    let origin = url.origin().clone();
-    let registered = state
-        .db
-        .query(move |conn| app::is_registered(conn, &origin))
-        .await;
+    let registered = state.signin.may_return_to(&url).await;
     let page: PageResult = match registered {
         Ok(true) => {
             let mut response = Page::new("back_to_app", "Signed in")

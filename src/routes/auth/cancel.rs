@@ -2,13 +2,11 @@
 //! tells the admins.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
 use serde::Deserialize;
 
-use super::{no_store, refusal_page, verify_token};
-use crate::domain::email_address::EmailAddress;
-use crate::mail::{CancelledMail, Letter};
-use crate::models::sign_in_request::SignInRequest;
-use crate::signin::{self, CancelOutcome, Cancelled, Refusal};
+use super::{no_store, refusal_page};
+use crate::signin::{CancelOutcome, Refusal};
 use crate::state::AppState;
 use crate::web::client::Client;
 use crate::web::errors::PageResult;
@@ -26,7 +24,7 @@ pub async fn show(
     query: web::Query<TokenParam>,
 ) -> HttpResponse {
     let token = query.into_inner().token;
-    if verify_token(&state, token.as_deref()).is_none() {
+    if state.signin.verify_token(token.as_deref()).is_none() {
         return no_store(refusal_page(&req, Refusal::Invalid));
     }
     no_store(
@@ -42,29 +40,18 @@ pub async fn submit(
     Client(client): Client,
     form: web::Form<TokenParam>,
 ) -> PageResult {
-    let Some(token_id) = verify_token(&state, form.token.as_deref()) else {
+    let Some(token_id) = state.signin.verify_token(form.token.as_deref()) else {
         return Ok(no_store(refusal_page(&req, Refusal::Invalid)));
     };
-    let outcome = state
-        .db
-        .query(move |conn| signin::cancel(conn, &token_id, &client))
-        .await;
+    let outcome = state.signin.cancel(token_id, client, Utc::now()).await;
     let page: PageResult = outcome.map_err(Into::into).map(|outcome| match outcome {
-        CancelOutcome::Cancelled(cancelled) => {
-            let Cancelled {
-                request,
-                member,
-                admins,
-            } = *cancelled;
-            tell_admins(&state, &request, &member.email, &admins);
-            Page::new("message", "Sign-in cancelled")
-                .with("heading", "Sign-in request cancelled")
-                .with(
-                    "message",
-                    "The link no longer works, and the administrators have been told. Thank you.",
-                )
-                .render(&req)
-        }
+        CancelOutcome::Cancelled => Page::new("message", "Sign-in cancelled")
+            .with("heading", "Sign-in request cancelled")
+            .with(
+                "message",
+                "The link no longer works, and the administrators have been told. Thank you.",
+            )
+            .render(&req),
         CancelOutcome::NotOpen => Page::new("message", "Nothing to cancel")
             .with("heading", "Nothing to cancel")
             .with(
@@ -75,24 +62,4 @@ pub async fn submit(
         CancelOutcome::Invalid => refusal_page(&req, Refusal::Invalid),
     });
     page.map(no_store)
-}
-
-fn tell_admins(
-    state: &AppState,
-    request: &SignInRequest,
-    email: &EmailAddress,
-    admins: &[EmailAddress],
-) {
-    let mail = CancelledMail {
-        email: email.clone(),
-        requested_at: request.created_at,
-        cancelled_at: chrono::Utc::now(),
-        ip: request.requested_ip,
-        user_agent: request.requested_user_agent.clone(),
-    };
-    for admin in admins {
-        state
-            .mailer
-            .queue(Letter::Cancelled(admin.clone(), mail.clone()));
-    }
 }

@@ -2,11 +2,12 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
 use serde::Deserialize;
 
-use super::{asker, no_store, queue_alert, refusal_page, start_session};
+use super::{asker, no_store, refusal_page, start_session};
 use crate::domain::code::SignInCode;
-use crate::signin::{self, CodeOutcome, Refusal};
+use crate::signin::{CodeOutcome, Refusal};
 use crate::state::AppState;
 use crate::web::browser::Browser;
 use crate::web::client::Client;
@@ -26,16 +27,13 @@ pub async fn submit(
     form: web::Form<CodeForm>,
 ) -> PageResult {
     let code = SignInCode::parse(&form.code).ok();
-    let (token_key, asker) = (state.keys.token.clone(), asker(&browser, client));
+    let asker = asker(&browser, client);
     let client = asker.client.clone();
-    let outcome = state
-        .db
-        .query(move |conn| signin::redeem_code(conn, &token_key, code.as_ref(), &asker))
-        .await;
+    let outcome = state.signin.redeem_code(code, asker, Utc::now()).await;
     let page: PageResult = outcome.map_err(Into::into).and_then(|outcome| match outcome {
-        CodeOutcome::SignedIn(signed_in) => start_session(&req, &state, &signed_in, &client),
+        CodeOutcome::SignedIn(signed_in) => start_session(&req, &signed_in, &client),
         CodeOutcome::Wrong { email, tries_left } => Ok(Page::new("check_inbox", "Check your inbox")
-            .with("email", &email)
+            .with("email", email.as_str())
             .with("ttl_minutes", state.settings.link_ttl_minutes())
             .with(
                 "error",
@@ -51,16 +49,11 @@ pub async fn submit(
             "Too many wrong codes",
             "This code no longer works, and neither does the link in the same email. Ask for a new one.",
         )),
-        CodeOutcome::Locked { alert } => {
-            if let Some(alert) = alert {
-                queue_alert(&state, &alert);
-            }
-            Ok(problem(
-                &req,
-                "Codes are locked for this address",
-                "Too many wrong codes were typed for this address today, so codes are refused for now. The link in the email still works: open it in this browser.",
-            ))
-        }
+        CodeOutcome::Locked => Ok(problem(
+            &req,
+            "Codes are locked for this address",
+            "Too many wrong codes were typed for this address today, so codes are refused for now. The link in the email still works: open it in this browser.",
+        )),
         CodeOutcome::NoRequest => Ok(refusal_page(&req, Refusal::Used)),
         CodeOutcome::Refused(refusal) => Ok(refusal_page(&req, refusal)),
     });

@@ -15,13 +15,9 @@ use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
 use base64::Engine as _;
 
 use crate::audit::rows::ClientInfo;
-use crate::domain::app_origin::AppUrl;
 use crate::domain::next_path::NextPath;
-use crate::domain::token::{SignInToken, TokenId};
-use crate::mail::{Letter, NewSignInMail};
 use crate::session::{SessionData, Started};
-use crate::signin::{Alert, Asker, Refusal, SignedIn};
-use crate::state::AppState;
+use crate::signin::{Asker, Refusal, SignedIn};
 use crate::web::browser::{BindingSecret, Browser};
 use crate::web::errors::PageError;
 use crate::web::pages::{is_htmx, Page};
@@ -30,19 +26,13 @@ use crate::web::pages::{is_htmx, Page};
 /// fresh CSRF token, and the timestamps the guard enforces timeouts with.
 pub fn start_session(
     req: &HttpRequest,
-    state: &AppState,
     signed_in: &SignedIn,
     client: &ClientInfo,
 ) -> Result<HttpResponse, PageError> {
-    let next = establish_session(req, state, signed_in, client)?;
-    // An app's URL was checked against the registered apps when the link was asked for; it
-    // is parsed again here so that only a well-formed absolute URL is ever a Location.
-    let app_url = signed_in
-        .request
-        .return_url
-        .as_deref()
-        .and_then(|url| AppUrl::parse(url).ok());
-    match app_url {
+    let next = establish_session(req, signed_in, client)?;
+    // An app's URL was checked against the registered apps when the link was asked for, and
+    // parsed again when read (`models::return_url`).
+    match &signed_in.request.return_url {
         // HTMX navigates by script, which the CSP allows anywhere. A form post may only be
         // redirected to this origin (`form-action 'self'`, which browsers apply to every
         // redirect of the submission), so it goes through `/auth/return`, a page of ours that
@@ -64,7 +54,6 @@ pub fn start_session(
 /// passkey ceremony answers JSON). Returns where the member goes next.
 pub fn establish_session(
     req: &HttpRequest,
-    state: &AppState,
     signed_in: &SignedIn,
     client: &ClientInfo,
 ) -> Result<NextPath, PageError> {
@@ -78,10 +67,7 @@ pub fn establish_session(
         ip: client.ip,
         user_agent: client.user_agent.as_deref(),
     })?;
-    if signed_in.new_browser {
-        notify_new_browser(state, signed_in, client);
-    }
-    Ok(NextPath::parse(Some(&signed_in.request.next_path)))
+    Ok(signed_in.request.next_path.clone())
 }
 
 /// A page POST gets 303; an HTMX request gets `HX-Redirect` so the whole page navigates.
@@ -94,25 +80,6 @@ fn redirect_after_sign_in(req: &HttpRequest, next: &str) -> HttpResponse {
         HttpResponse::SeeOther()
             .insert_header((header::LOCATION, next))
             .finish()
-    }
-}
-
-fn notify_new_browser(state: &AppState, signed_in: &SignedIn, client: &ClientInfo) {
-    let to = signed_in.member.email.clone();
-    let mail = NewSignInMail {
-        signed_in_at: chrono::Utc::now(),
-        ip: client.ip,
-        user_agent: client.user_agent.clone(),
-    };
-    state.mailer.queue(Letter::NewSignIn(to, mail));
-}
-
-/// Queues a step's warning to the member and every admin.
-pub fn queue_alert(state: &AppState, alert: &Alert) {
-    for recipient in &alert.recipients {
-        state
-            .mailer
-            .queue(Letter::Alert(recipient.clone(), alert.mail.clone()));
     }
 }
 
@@ -159,11 +126,6 @@ pub fn refusal_page(req: &HttpRequest, refusal: Refusal) -> HttpResponse {
         .with("explanation", explanation)
         .status(status)
         .render(req)
-}
-
-/// Shape and signature, before any database work.
-pub fn verify_token(state: &AppState, text: Option<&str>) -> Option<TokenId> {
-    SignInToken::verify(&state.keys.token, text?).ok()
 }
 
 pub fn no_store(mut response: HttpResponse) -> HttpResponse {

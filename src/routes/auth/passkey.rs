@@ -5,6 +5,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
 
 use super::{asker, establish_session};
 use crate::domain::next_path::NextPath;
@@ -54,10 +55,8 @@ pub async fn finish(
     let asker = asker(&browser, client);
     let client = asker.client.clone();
     let outcome = state
-        .db
-        .query(move |conn| {
-            signin::sign_in_with_passkey(conn, &webauthn, ceremony, credential, &asker)
-        })
+        .signin
+        .finish_passkey(webauthn, ceremony, credential, asker, Utc::now())
         .await;
     let signed_in = match outcome {
         Ok(PasskeySignIn::SignedIn(signed_in)) => signed_in,
@@ -70,7 +69,7 @@ pub async fn finish(
         }
         Err(err) => return json::page_error(&err.into()),
     };
-    let started = establish_session(&req, &state, &signed_in, &client).and_then(|next| {
+    let started = establish_session(&req, &signed_in, &client).and_then(|next| {
         session.mark_passkey_proved(chrono::Utc::now().timestamp())?;
         Ok(next)
     });

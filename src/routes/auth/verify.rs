@@ -2,10 +2,11 @@
 //! `POST /auth/verify` signs in.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
 use serde::Deserialize;
 
-use super::{asker, no_store, refusal_page, start_session, verify_token};
-use crate::signin::{self, LinkView, Redemption, Refusal};
+use super::{asker, no_store, refusal_page, start_session};
+use crate::signin::{LinkView, Redemption, Refusal};
 use crate::state::AppState;
 use crate::web::browser::Browser;
 use crate::web::client::Client;
@@ -25,14 +26,11 @@ pub async fn show(
     query: web::Query<TokenParam>,
 ) -> PageResult {
     let token = query.into_inner().token.unwrap_or_default();
-    let view = match verify_token(&state, Some(&token)) {
+    let view = match state.signin.verify_token(Some(&token)) {
         None => Ok(LinkView::Refused(Refusal::Invalid)),
         Some(token_id) => {
-            let (settings, asker) = (state.settings.clone(), asker(&browser, client));
-            state
-                .db
-                .query(move |conn| signin::show_link(conn, &settings, &token_id, &asker))
-                .await
+            let asker = asker(&browser, client);
+            state.signin.show_link(token_id, asker, Utc::now()).await
         }
     };
     let page: PageResult = view
@@ -73,15 +71,12 @@ pub async fn submit(
     Client(client): Client,
     form: web::Form<TokenParam>,
 ) -> PageResult {
-    let token_id = verify_token(&state, form.token.as_deref());
-    let (settings, asker) = (state.settings.clone(), asker(&browser, client));
+    let token_id = state.signin.verify_token(form.token.as_deref());
+    let asker = asker(&browser, client);
     let client = asker.client.clone();
-    let redemption = state
-        .db
-        .query(move |conn| signin::redeem_link(conn, &settings, token_id.as_ref(), &asker))
-        .await;
+    let redemption = state.signin.redeem_link(token_id, asker, Utc::now()).await;
     let page: PageResult = redemption.map_err(Into::into).and_then(|r| match r {
-        Redemption::SignedIn(signed_in) => start_session(&req, &state, &signed_in, &client),
+        Redemption::SignedIn(signed_in) => start_session(&req, &signed_in, &client),
         Redemption::Refused(refusal) => Ok(refusal_page(&req, refusal)),
     });
     page.map(no_store)

@@ -2,9 +2,10 @@
 //! number to type on the other device) until that device approves, then signs this browser in.
 
 use actix_web::{web, HttpRequest};
+use chrono::Utc;
 
 use super::{asker, no_store, start_session};
-use crate::signin::{self, WaitOutcome};
+use crate::signin::WaitOutcome;
 use crate::state::AppState;
 use crate::web::browser::Browser;
 use crate::web::client::Client;
@@ -19,14 +20,11 @@ pub async fn poll(
 ) -> PageResult {
     let asker = asker(&browser, client);
     let client = asker.client.clone();
-    let outcome = state
-        .db
-        .query(move |conn| signin::poll_wait(conn, &asker))
-        .await;
+    let outcome = state.signin.wait(asker, Utc::now()).await;
     let page: PageResult = outcome
         .map_err(Into::into)
         .and_then(|outcome| match outcome {
-            WaitOutcome::SignedIn(signed_in) => start_session(&req, &state, &signed_in, &client),
+            WaitOutcome::SignedIn(signed_in) => start_session(&req, &signed_in, &client),
             WaitOutcome::Waiting(number) => Ok(Page::new("waiting", "Waiting")
                 .with("waiting", true)
                 .with("number", number.value())

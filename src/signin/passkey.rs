@@ -1,0 +1,154 @@
+//! Signing in with a discoverable passkey: `POST /auth/passkey/start` hands out a challenge,
+//! `POST /auth/passkey/finish` checks the assertion and signs in.
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use diesel::prelude::*;
+use subtle::ConstantTimeEq as _;
+use webauthn_rs::prelude::{
+    DiscoverableAuthentication, DiscoverableKey, PublicKeyCredential, RequestChallengeResponse,
+    Webauthn,
+};
+
+use super::{complete, Asker, Redemption, SignIn, SignedIn};
+use crate::audit::rows::{AuditEvent, NewAuditRow};
+use crate::db::DbError;
+use crate::domain::approval_number::ApprovalNumber;
+use crate::domain::digests::{CodeDigest, TokenDigest};
+use crate::domain::next_path::NextPath;
+use crate::models::member;
+use crate::models::passkey;
+use crate::models::sign_in_request::{self, CompletedBy, NewSignInRequest};
+use crate::passkeys::{verify_use, Ceremony, UseRefusal};
+
+/// The state `POST /auth/passkey/start` leaves in the (anonymous) session for the finish.
+/// The `next` path is kept as text and parsed again on the way out.
+pub type PasskeySignInCeremony = Ceremony<DiscoverableAuthentication, String>;
+
+/// What `POST /auth/passkey/start` decided: the options for `navigator.credentials.get`
+/// (no address asked: the authenticator offers the passkeys it holds for this site).
+pub enum PasskeySignInStart {
+    Started(Box<(RequestChallengeResponse, PasskeySignInCeremony)>),
+    Failed(String),
+}
+
+/// What `POST /auth/passkey/finish` did.
+#[derive(Debug)]
+pub enum PasskeySignIn {
+    SignedIn(Box<SignedIn>),
+    Refused(UseRefusal),
+}
+
+/// Writes nothing: the ceremony lives in the session until the finish.
+pub fn start_passkey_sign_in(webauthn: &Webauthn, next: NextPath) -> PasskeySignInStart {
+    match webauthn.start_discoverable_authentication() {
+        Ok((options, state)) => PasskeySignInStart::Started(Box::new((
+            options,
+            Ceremony::new(state, next.as_str().to_string()),
+        ))),
+        Err(err) => PasskeySignInStart::Failed(err.to_string()),
+    }
+}
+
+impl SignIn {
+    /// Signs in with a discoverable passkey: the credential names its passkey, the passkey its
+    /// member; the user handle the authenticator returns must be that member's, the assertion
+    /// must verify against this session's challenge (used once: the route takes it out of the
+    /// session before calling this), and the counter must move forward. The sign-in is
+    /// recorded as a request completed by `passkey` at once, so its `signed_in` row names a
+    /// request like every other sign-in. Refusals are audited `passkey_failed`.
+    pub async fn finish_passkey(
+        &self,
+        webauthn: Webauthn,
+        ceremony: Option<PasskeySignInCeremony>,
+        credential: Option<PublicKeyCredential>,
+        asker: Asker,
+        now: DateTime<Utc>,
+    ) -> Result<PasskeySignIn, DbError> {
+        let client = asker.client.clone();
+        let outcome = self
+            .transaction(move |conn, _| finish(conn, &webauthn, ceremony, credential, &asker, now))
+            .await?;
+        if let PasskeySignIn::SignedIn(signed_in) = &outcome {
+            self.send_new_browser_notice(signed_in, &client, now);
+        }
+        Ok(outcome)
+    }
+}
+
+fn finish(
+    conn: &mut PgConnection,
+    webauthn: &Webauthn,
+    ceremony: Option<PasskeySignInCeremony>,
+    credential: Option<PublicKeyCredential>,
+    asker: &Asker,
+    now: DateTime<Utc>,
+) -> QueryResult<PasskeySignIn> {
+    let refuse = |conn: &mut PgConnection, refusal: UseRefusal, email: Option<&str>| {
+        let mut row = NewAuditRow::new(AuditEvent::PasskeyFailed)
+            .client(&asker.client)
+            .detail(format!("sign-in with a passkey: {}", refusal.reason()));
+        if let Some(email) = email {
+            row = row.email(email);
+        }
+        row.insert(conn).map(|_| PasskeySignIn::Refused(refusal))
+    };
+    let Some(ceremony) = ceremony.filter(|c| !c.is_expired(now.timestamp())) else {
+        return refuse(conn, UseRefusal::NoCeremony, None);
+    };
+    let Some(credential) = credential else {
+        return refuse(conn, UseRefusal::Malformed, None);
+    };
+    let Ok((user_handle, credential_id)) =
+        webauthn.identify_discoverable_authentication(&credential)
+    else {
+        return refuse(conn, UseRefusal::Malformed, None);
+    };
+    let Some(row) = passkey::find_by_credential(conn, credential_id)? else {
+        return refuse(conn, UseRefusal::UnknownPasskey, None);
+    };
+    let Some(member) = member::find(conn, row.member_id)? else {
+        return refuse(conn, UseRefusal::UnknownPasskey, None);
+    };
+    let email = Some(member.email.as_str());
+    if !bool::from(user_handle.as_bytes().ct_eq(&row.user_handle)) {
+        return refuse(conn, UseRefusal::WrongMember, email);
+    }
+    if !member.active {
+        return refuse(conn, UseRefusal::Deactivated, email);
+    }
+    let Some(stored) = crate::passkeys::stored_passkey(&row) else {
+        return refuse(conn, UseRefusal::UnknownPasskey, email);
+    };
+    let key = DiscoverableKey::from(&stored);
+    let Ok(result) = webauthn.finish_discoverable_authentication(
+        &credential,
+        ceremony.state,
+        std::slice::from_ref(&key),
+    ) else {
+        return refuse(conn, UseRefusal::Invalid, email);
+    };
+    if let Err(refusal) = verify_use(conn, &row, &result)? {
+        return refuse(conn, refusal, email);
+    }
+    let request = sign_in_request::insert(
+        conn,
+        NewSignInRequest {
+            member_id: Some(member.id),
+            requested_email: member.email.clone(),
+            // Nobody holds a token or code for this request: it is completed at once.
+            token_digest: TokenDigest::unmatchable(),
+            code_digest: CodeDigest::unmatchable(),
+            browser_digest: None,
+            approval_number: ApprovalNumber::generate(),
+            next_path: NextPath::parse(Some(&ceremony.extra)),
+            requested_ip: asker.client.ip,
+            requested_user_agent: asker.client.user_agent.clone(),
+            expires_at: now + ChronoDuration::minutes(1),
+        },
+    )?;
+    match complete(conn, request.id, CompletedBy::Passkey, asker, now)? {
+        Redemption::SignedIn(signed_in) => Ok(PasskeySignIn::SignedIn(signed_in)),
+        // Deactivated between the check above and now.
+        Redemption::Refused(_) => refuse(conn, UseRefusal::Deactivated, email),
+    }
+}
