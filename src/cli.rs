@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use diesel::prelude::*;
 use secrecy::ExposeSecret as _;
 
+use crate::audit::anchor::Anchor;
 use crate::audit::chain::{self, Verification};
-use crate::audit::checkpoint;
+use crate::audit::checkpoint::{self, Publisher, Signing};
 use crate::db;
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::break_glass_reason::BreakGlassReason;
@@ -117,8 +118,17 @@ pub enum AppsCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the hash chain and its signed checkpoints; exit non-zero naming the first broken
-    /// row's id, or the checkpoint, if any.
-    Verify,
+    /// row's id, or the checkpoint, or an anchor the chain no longer covers, if any.
+    Verify {
+        /// A checkpoint line kept outside the database (as `audit checkpoint` prints it, or
+        /// as the log holds it); the chain must still cover it. Repeatable.
+        #[arg(long = "anchor", value_name = "LINE")]
+        anchor: Vec<String>,
+        /// A file of such lines (LATCHKEY_AUDIT_ANCHORS, or a copy of the log): every
+        /// checkpoint line in it is an anchor.
+        #[arg(long = "anchors", value_name = "FILE")]
+        anchors: Option<std::path::PathBuf>,
+    },
     /// Write a signed checkpoint of the chain now and print it (one line, for keeping
     /// outside the database).
     Checkpoint,
@@ -191,29 +201,44 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
             migrate_quietly(&mut conn)?;
             let keys = Keys::derive(&resolve_secret(settings)?);
             let outcome = run_members(&mut conn, settings, command);
-            sign_what_was_added(&mut conn, &keys)?;
+            sign_what_was_added(&mut conn, &keys, settings)?;
             outcome?;
         }
         Command::Apps { command } => {
             migrate_quietly(&mut conn)?;
             let keys = Keys::derive(&resolve_secret(settings)?);
             let outcome = run_apps(&mut conn, command);
-            sign_what_was_added(&mut conn, &keys)?;
+            sign_what_was_added(&mut conn, &keys, settings)?;
             outcome?;
         }
         Command::Purge => {
             migrate_quietly(&mut conn)?;
             let keys = Keys::derive(&resolve_secret(settings)?);
             let counts = crate::purge::purge(&mut conn, settings, &keys.audit)?;
+            if counts.audit_rows > 0 {
+                // The purge signed the chain's new start.
+                if let Some(signed) = checkpoint::newest(&mut conn)? {
+                    Publisher::new(settings.audit_anchors.clone()).publish(&signed);
+                }
+            }
             println!("deleted {counts}");
         }
         // Read-only: verifying never changes the database, not even its schema.
         Command::Audit {
-            command: AuditCommand::Verify,
+            command: AuditCommand::Verify { anchor, anchors },
         } => {
             let keys = Keys::derive(&resolve_secret(settings)?);
-            let verification =
-                chain::verify(&mut conn, &keys.audit).context("reading the login audit")?;
+            let mut kept = anchor
+                .iter()
+                .map(|line| {
+                    Anchor::parse(line, &keys.audit).map_err(|e| anyhow::anyhow!("--anchor: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if let Some(file) = anchors {
+                kept.extend(Anchor::read_file(&file, &keys.audit)?);
+            }
+            let verification = chain::verify_with_anchors(&mut conn, &keys.audit, &kept)
+                .context("reading the login audit")?;
             match verification {
                 Verification::Intact { .. } => println!("{verification}"),
                 broken => anyhow::bail!("{broken}"),
@@ -226,6 +251,7 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
             let keys = Keys::derive(&resolve_secret(settings)?);
             let checkpoint =
                 checkpoint::write(&mut conn, &keys.audit).context("writing an audit checkpoint")?;
+            Publisher::new(settings.audit_anchors.clone()).publish(&checkpoint);
             println!("{}", checkpoint.line());
         }
         Command::Link { email, reason } => {
@@ -240,7 +266,7 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
                 CLI_ACTOR,
                 chrono::Utc::now(),
             );
-            sign_what_was_added(&mut conn, &keys)?;
+            sign_what_was_added(&mut conn, &keys, settings)?;
             let made = match made.context("making a break-glass link")? {
                 BreakGlass::Issued(made) => made,
                 BreakGlass::NotAMember => anyhow::bail!(
@@ -264,9 +290,22 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
 
 /// A command that appended audit rows signs them before it exits, as the server does when it
 /// stops: the rows must not wait for a server that may not be running.
-fn sign_what_was_added(conn: &mut PgConnection, keys: &Keys) -> anyhow::Result<()> {
-    checkpoint::write_if_behind(conn, &keys.audit).context("writing an audit checkpoint")?;
-    Ok(())
+fn sign_what_was_added(
+    conn: &mut PgConnection,
+    keys: &Keys,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let publisher = Publisher::new(settings.audit_anchors.clone());
+    match checkpoint::sign_after_command(conn, &keys.audit, &publisher)
+        .context("writing an audit checkpoint")?
+    {
+        Signing::Broken(head) => anyhow::bail!(
+            "the login audit no longer extends the checkpoint of seq {} (rows were cut off or \
+             rewritten); not signing it: check it with `latchkey audit verify --anchors FILE`",
+            head.seq
+        ),
+        Signing::Signed(_) | Signing::UpToDate => Ok(()),
+    }
 }
 
 fn migrate_quietly(conn: &mut PgConnection) -> anyhow::Result<()> {

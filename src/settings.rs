@@ -35,6 +35,9 @@ pub struct Settings {
     pub email_rate: Rate,
     pub trusted_proxies: Vec<IpNet>,
     pub audit_retention: Duration,
+    /// `LATCHKEY_AUDIT_ANCHORS`: a file every signed audit checkpoint line is appended to
+    /// (kept off the database host, it shows what was cut off the end of the audit).
+    pub audit_anchors: Option<PathBuf>,
     /// `LATCHKEY_COOKIE_DOMAIN`: a parent domain of the public URL's host, to which the
     /// session cookie is sent (forward auth for apps under it); canonical, no leading dot.
     pub cookie_domain: Option<String>,
@@ -281,6 +284,13 @@ impl Settings {
             None => Vec::new(),
         };
         let audit_retention = duration("LATCHKEY_AUDIT_RETENTION", "400d")?;
+        let audit_anchors = match get("LATCHKEY_AUDIT_ANCHORS") {
+            Some(text) if text.trim().is_empty() => {
+                return Err(invalid("LATCHKEY_AUDIT_ANCHORS", "a file path, not empty"))
+            }
+            Some(text) => Some(PathBuf::from(text)),
+            None => None,
+        };
         let cookie_domain = get("LATCHKEY_COOKIE_DOMAIN")
             .map(|text| parse_cookie_domain(&text, &public_url))
             .transpose()
@@ -322,6 +332,7 @@ impl Settings {
             email_rate,
             trusted_proxies,
             audit_retention,
+            audit_anchors,
             cookie_domain,
             admin_passkey,
             passkey_rp,

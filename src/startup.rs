@@ -1,6 +1,7 @@
 //! The one place where the database, the keys, the middleware and the routes are wired.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -8,7 +9,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::audit::checkpoint;
+use crate::audit::checkpoint::{self, Checkpointer, OnBroken, Publisher, SignedHead};
 use crate::dashboard::cache::DashboardCache;
 use crate::db::embedded::EmbeddedPostgres;
 use crate::db::{self, Db};
@@ -19,7 +20,7 @@ use actix_session::SessionMiddleware;
 use actix_web::cookie::{time::Duration as CookieDuration, SameSite};
 
 use crate::forward_auth::ForwardAuth;
-use crate::mail::Mailer;
+use crate::mail::{ChainBrokenMail, Letter, Mailer};
 use crate::middleware::access_log::access_log;
 use crate::middleware::anonymous::UnlessAnonymousView;
 use crate::middleware::availability::database_availability;
@@ -93,10 +94,9 @@ pub struct Application {
     port: u16,
     server: Server,
     database: Database,
-    db: Db,
     live: Live,
     /// Signs the last audit checkpoint when the server stops.
-    audit_key: ring::hmac::Key,
+    checkpointer: Arc<Checkpointer>,
 }
 
 impl Application {
@@ -127,8 +127,14 @@ impl Application {
         let live = Live::start(db.clone(), database.url.clone())
             .context("starting the session cache's listener")?;
         spawn_sweeper(db.clone());
-        checkpoint::spawn_checkpointer(db.clone(), keys.audit.clone(), checkpoint::INTERVAL);
         let mailer = Mailer::start(&settings.email, settings.email_from.clone(), db.clone())?;
+        let checkpointer = Checkpointer::new(
+            db.clone(),
+            keys.audit.clone(),
+            Publisher::new(settings.audit_anchors.clone()),
+            tell_admins_the_chain_broke(mailer.clone()),
+        );
+        checkpointer.spawn(checkpoint::INTERVAL);
 
         let https = settings.public_url.is_https();
         // One set of counters for the whole process, shared by every worker.
@@ -142,10 +148,8 @@ impl Application {
             .map(crate::passkeys::webauthn)
             .transpose()
             .map_err(|e| anyhow::anyhow!("LATCHKEY_PUBLIC_URL: no passkey relying party ({e})"))?;
-        let audit_key = keys.audit.clone();
         let forward_auth = ForwardAuth::new(&keys.assertion_seed)
             .map_err(|e| anyhow::anyhow!("making the assertion key: {e}"))?;
-        let shutdown_db = db.clone();
         let app_live = live.clone();
         let signin = SignIn::new(
             db.clone(),
@@ -213,9 +217,8 @@ impl Application {
             port,
             server,
             database,
-            db: shutdown_db,
             live: app_live,
-            audit_key,
+            checkpointer,
         })
     }
 
@@ -234,15 +237,13 @@ impl Application {
         let Self {
             server,
             database,
-            db,
-            audit_key,
+            checkpointer,
             ..
         } = self;
         let result = server.await;
-        match checkpoint::write_if_behind_async(&db, &audit_key).await {
-            Ok(Some(checkpoint)) => log::info!("{}", checkpoint.line()),
-            Ok(None) => {}
-            Err(err) => log::error!("writing the audit checkpoint on shutdown: {err}"),
+        // Published (logged, appended to the anchors) by the checkpointer itself.
+        if let Err(err) = checkpointer.sign_if_behind().await {
+            log::error!("writing the audit checkpoint on shutdown: {err}");
         }
         if let Some(mut cluster) = database.embedded {
             web::block(move || cluster.stop()).await.ok();
@@ -263,4 +264,26 @@ fn spawn_sweeper(db: Db) {
             }
         }
     });
+}
+
+/// The checkpointer found the chain no longer extending a head it signed or saw signed: every
+/// active admin gets a mail (queued; the mail worker sends it off this thread).
+fn tell_admins_the_chain_broke(mailer: Mailer) -> OnBroken {
+    Box::new(move |conn, head: &SignedHead| {
+        match crate::models::member::active_admin_emails(conn) {
+            Ok(admins) => {
+                for admin in admins {
+                    mailer.queue(Letter::ChainBroken(
+                        admin,
+                        ChainBrokenMail {
+                            seq: head.seq,
+                            head: hex::encode(&head.hash),
+                            signed_at: head.signed_at,
+                        },
+                    ));
+                }
+            }
+            Err(err) => log::error!("finding the admins to tell the audit chain broke: {err}"),
+        }
+    })
 }

@@ -16,6 +16,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Nullable};
 use ring::hmac;
 
+use crate::audit::anchor::{covers, Anchor, AnchorProblem, ChainEnds};
 use crate::audit::checkpoint::{self, Checkpoint, INTERVAL};
 use crate::audit::rows::AuditRow;
 use crate::domain::ids::{AuditId, CheckpointId};
@@ -52,6 +53,13 @@ pub enum Verification {
         id: AuditId,
         seq: i64,
         occurred_at: DateTime<Utc>,
+    },
+    /// A checkpoint line kept outside the database (an anchor, signed at `signed_at` for the
+    /// row with `seq`) is no longer covered by the chain.
+    AnchorNotCovered {
+        seq: i64,
+        signed_at: DateTime<Utc>,
+        problem: AnchorProblem,
     },
 }
 
@@ -172,6 +180,15 @@ impl fmt::Display for Verification {
                 occurred_at.to_rfc3339_opts(SecondsFormat::Secs, true),
                 UNSIGNED_LIMIT.as_secs()
             ),
+            Verification::AnchorNotCovered {
+                seq,
+                signed_at,
+                problem,
+            } => write!(
+                f,
+                "audit anchor seq={seq} (signed {}) is no longer covered: {problem}",
+                signed_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
         }
     }
 }
@@ -207,6 +224,18 @@ fn chain_state(conn: &mut PgConnection) -> QueryResult<checkpoint::ChainState> {
 /// unsigned rows' `occurred_at`) is caught only by comparing with a checkpoint line kept
 /// outside the database (`latchkey audit checkpoint`).
 pub fn verify(conn: &mut PgConnection, key: &hmac::Key) -> QueryResult<Verification> {
+    verify_with_anchors(conn, key, &[])
+}
+
+/// [`verify`], and then (in the same snapshot) that the chain still covers each anchor: the
+/// row it signed is there with the hash it signed, or a signed purge moved the start past it.
+/// This is what catches rows cut off the end together with their checkpoints, and a
+/// truncated audit, which the database alone cannot show.
+pub fn verify_with_anchors(
+    conn: &mut PgConnection,
+    key: &hmac::Key,
+    anchors: &[Anchor],
+) -> QueryResult<Verification> {
     conn.build_transaction()
         .repeatable_read()
         .read_only()
@@ -216,6 +245,9 @@ pub fn verify(conn: &mut PgConnection, key: &hmac::Key) -> QueryResult<Verificat
             if !walked.is_intact() {
                 return Ok(walked);
             }
+            if let Some(uncovered) = uncovered_anchor(conn, key, &chain, anchors)? {
+                return Ok(uncovered);
+            }
             if let Some(broken) = check_checkpoints(conn, key, &chain)? {
                 return Ok(broken);
             }
@@ -224,6 +256,37 @@ pub fn verify(conn: &mut PgConnection, key: &hmac::Key) -> QueryResult<Verificat
             }
             Ok(walked)
         })
+}
+
+/// The first anchor the chain no longer covers.
+fn uncovered_anchor(
+    conn: &mut PgConnection,
+    key: &hmac::Key,
+    chain: &checkpoint::ChainState,
+    anchors: &[Anchor],
+) -> QueryResult<Option<Verification>> {
+    if anchors.is_empty() {
+        return Ok(None);
+    }
+    let signed_start_seq = checkpoint::newest(conn)?
+        .filter(|newest| newest.signature_is_valid(key))
+        .map(|newest| newest.start_seq);
+    let ends = ChainEnds {
+        start_seq: chain.start_seq,
+        start_hash: &chain.start_hash,
+        head_seq: chain.head_seq,
+        signed_start_seq,
+    };
+    for anchor in anchors {
+        if let Err(problem) = covers(conn, &ends, anchor.seq, &anchor.head_hash)? {
+            return Ok(Some(Verification::AnchorNotCovered {
+                seq: anchor.seq,
+                signed_at: anchor.signed_at,
+                problem,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 fn walk(conn: &mut PgConnection, chain: &checkpoint::ChainState) -> QueryResult<Verification> {

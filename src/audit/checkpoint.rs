@@ -7,11 +7,18 @@
 //! predecessor's, a checkpoint vouches for every row up to its `seq`; `latchkey audit verify`
 //! (see [`crate::audit::chain::verify`]) checks them.
 //!
-//! They are written at least once every [`INTERVAL`] while rows are added (by
-//! [`spawn_checkpointer`] in the server), when the server stops, by every command-line
-//! command that appended rows, by `latchkey purge` (in its own transaction, signing the new
-//! start of the chain) and by `latchkey audit checkpoint`.
+//! They are written at least once every [`INTERVAL`] while rows are added (by the server's
+//! [`Checkpointer`]), when the server stops, by every command-line command that appended rows,
+//! by `latchkey purge` (in its own transaction, signing the new start of the chain) and by
+//! `latchkey audit checkpoint`. Each is published ([`Publisher`]): logged at info as one line
+//! and appended to `LATCHKEY_AUDIT_ANCHORS` when set. Except for `audit checkpoint`, which an
+//! operator runs on purpose, nothing signs a chain that no longer extends the last head this
+//! process signed or saw signed ([`sign_extending`]): rows cut off the end or rewritten are
+//! refused, audited `audit_chain_broken` and told to the admins.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -19,7 +26,8 @@ use diesel::prelude::*;
 use diesel::sql_types::Timestamptz;
 use ring::hmac;
 
-use crate::audit::rows::appended_by_this_process;
+use crate::audit::anchor::{self, ChainEnds};
+use crate::audit::rows::{appended_by_this_process, AuditEvent, NewAuditRow};
 use crate::db::{Db, DbError};
 use crate::domain::ids::CheckpointId;
 use crate::schema::{login_audit_chain, login_audit_checkpoints};
@@ -136,27 +144,6 @@ pub fn write(conn: &mut PgConnection, key: &hmac::Key) -> QueryResult<Checkpoint
     })
 }
 
-/// Signs the chain unless the newest checkpoint already covers it as it is: what the server
-/// and the command line call after adding rows. `None` when there was nothing to sign.
-pub fn write_if_behind(
-    conn: &mut PgConnection,
-    key: &hmac::Key,
-) -> QueryResult<Option<Checkpoint>> {
-    conn.transaction(|conn| {
-        let chain = lock_chain(conn)?;
-        if let Some(newest) = newest(conn)? {
-            if newest.seq == chain.head_seq
-                && newest.head_hash == chain.head_hash
-                && newest.start_seq == chain.start_seq
-                && newest.start_hash == chain.start_hash
-            {
-                return Ok(None);
-            }
-        }
-        sign_and_insert(conn, key, &chain).map(Some)
-    })
-}
-
 /// The checkpoint covering the most rows (the later of equals).
 pub fn newest(conn: &mut PgConnection) -> QueryResult<Option<Checkpoint>> {
     login_audit_checkpoints::table
@@ -201,42 +188,271 @@ fn sign_and_insert(
         .get_result(conn)
 }
 
-/// [`write_if_behind`] from async code, on the blocking pool.
-pub async fn write_if_behind_async(
-    db: &Db,
-    key: &hmac::Key,
-) -> Result<Option<Checkpoint>, DbError> {
-    let key = key.clone();
-    db.query(move |conn| write_if_behind(conn, &key)).await
+/// Where a signed checkpoint goes besides the database: the log, at info, as one line, and
+/// `LATCHKEY_AUDIT_ANCHORS` when set. Copies the database cannot take back are what show rows
+/// cut off the end of the audit ([`crate::audit::anchor`]).
+#[derive(Debug, Clone, Default)]
+pub struct Publisher {
+    anchors: Option<PathBuf>,
 }
 
-/// The server's checkpoint task: every `interval`, if this process appended audit rows since
-/// the last look, signs the chain (through [`Db::run`], off the executor). While no rows are
-/// added it touches nothing, not even the database. Other processes (a second instance, the
-/// command line) sign their own rows.
-pub fn spawn_checkpointer(db: Db, key: hmac::Key, interval: Duration) {
-    actix_web::rt::spawn(async move {
-        let mut ticks = actix_web::rt::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut seen = 0;
-        loop {
-            ticks.tick().await;
-            let appended = appended_by_this_process();
-            if appended == seen {
-                continue;
-            }
-            match write_if_behind_async(&db, &key).await {
-                Ok(written) => {
-                    seen = appended;
-                    if let Some(checkpoint) = written {
-                        log::debug!("{}", checkpoint.line());
-                    }
-                }
-                // `seen` stays, so the next tick tries again.
-                Err(err) => log::warn!("writing an audit checkpoint: {err}"),
+impl Publisher {
+    pub fn new(anchors: Option<PathBuf>) -> Self {
+        Self { anchors }
+    }
+
+    /// Blocking file I/O when an anchors file is set: call it off the async executor.
+    pub fn publish(&self, checkpoint: &Checkpoint) {
+        log::info!(target: LOG_TARGET, "{}", checkpoint.line());
+        if let Some(path) = &self.anchors {
+            if let Err(err) = anchor::append(path, checkpoint) {
+                log::error!(
+                    target: LOG_TARGET,
+                    "appending the audit checkpoint to {} (LATCHKEY_AUDIT_ANCHORS): {err}",
+                    path.display()
+                );
             }
         }
-    });
+    }
+}
+
+/// The log target of checkpoint lines, so an operator can route them apart.
+pub const LOG_TARGET: &str = "latchkey::audit";
+
+/// A head some checkpoint signed: the chain must go on extending it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHead {
+    pub seq: i64,
+    pub hash: Vec<u8>,
+    pub signed_at: DateTime<Utc>,
+}
+
+impl SignedHead {
+    fn of(checkpoint: &Checkpoint) -> Self {
+        Self {
+            seq: checkpoint.seq,
+            hash: checkpoint.head_hash.clone(),
+            signed_at: checkpoint.signed_at,
+        }
+    }
+}
+
+/// What [`sign_extending`] did.
+#[derive(Debug)]
+pub enum Signing {
+    Signed(Checkpoint),
+    /// The newest checkpoint already covers the chain as it is.
+    UpToDate,
+    /// The chain no longer extends this head: rows were cut off the end or rewritten since it
+    /// was signed. Nothing was signed.
+    Broken(SignedHead),
+}
+
+/// Signs the chain if it is behind, and only if it still extends `last` (the newest head this
+/// process signed or saw signed); a newer checkpoint another process signed becomes `last`.
+/// Runs under the chain's lock, so no row is appended between the check and the signature.
+pub fn sign_extending(
+    conn: &mut PgConnection,
+    key: &hmac::Key,
+    last: &mut Option<SignedHead>,
+) -> QueryResult<Signing> {
+    conn.transaction(|conn| {
+        let chain = lock_chain(conn)?;
+        let newest = newest(conn)?.filter(|newest| newest.signature_is_valid(key));
+        if let Some(head) = last.as_ref() {
+            let ends = ChainEnds {
+                start_seq: chain.start_seq,
+                start_hash: &chain.start_hash,
+                head_seq: chain.head_seq,
+                signed_start_seq: newest.as_ref().map(|newest| newest.start_seq),
+            };
+            if anchor::covers(conn, &ends, head.seq, &head.hash)?.is_err() {
+                return Ok(Signing::Broken(head.clone()));
+            }
+        }
+        if let Some(newest) = &newest {
+            if last.as_ref().is_none_or(|head| newest.seq >= head.seq) {
+                *last = Some(SignedHead::of(newest));
+            }
+            if newest.seq == chain.head_seq
+                && newest.head_hash == chain.head_hash
+                && newest.start_seq == chain.start_seq
+                && newest.start_hash == chain.start_hash
+            {
+                return Ok(Signing::UpToDate);
+            }
+        }
+        let signed = sign_and_insert(conn, key, &chain)?;
+        *last = Some(SignedHead::of(&signed));
+        Ok(Signing::Signed(signed))
+    })
+}
+
+/// The newest validly signed checkpoint's head: where a process starts from.
+pub fn newest_signed_head(
+    conn: &mut PgConnection,
+    key: &hmac::Key,
+) -> QueryResult<Option<SignedHead>> {
+    Ok(newest(conn)?
+        .filter(|newest| newest.signature_is_valid(key))
+        .map(|newest| SignedHead::of(&newest)))
+}
+
+/// Told once per head found missing, with the connection that audited it (the server mails
+/// the admins).
+pub type OnBroken = Box<dyn Fn(&mut PgConnection, &SignedHead) + Send + Sync>;
+
+/// The newest head this process signed or saw signed; read from the database when it starts.
+#[derive(Debug, Default)]
+struct Memory {
+    loaded: bool,
+    last: Option<SignedHead>,
+}
+
+/// The server's signer: the periodic task and the last checkpoint on shutdown share it, and
+/// with it the last head this process signed or saw signed.
+pub struct Checkpointer {
+    db: Db,
+    key: hmac::Key,
+    publisher: Publisher,
+    memory: Mutex<Memory>,
+    reported: Mutex<HashSet<(i64, Vec<u8>)>>,
+    on_broken: OnBroken,
+}
+
+impl Checkpointer {
+    /// Starts from the newest validly signed checkpoint in the database, read when the task
+    /// starts ([`Checkpointer::spawn`]) or at the first signature, whichever comes first.
+    pub fn new(db: Db, key: hmac::Key, publisher: Publisher, on_broken: OnBroken) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            key,
+            publisher,
+            memory: Mutex::new(Memory::default()),
+            reported: Mutex::new(HashSet::new()),
+            on_broken,
+        })
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn load(&self, conn: &mut PgConnection) -> QueryResult<()> {
+        let mut memory = self.memory();
+        if !memory.loaded {
+            memory.last = newest_signed_head(conn, &self.key)?;
+            memory.loaded = true;
+        }
+        Ok(())
+    }
+
+    /// The head this process now holds the chain to.
+    pub fn last_head(&self) -> Option<SignedHead> {
+        self.memory().last.clone()
+    }
+
+    /// Signs what this process (or any other) appended, unless the chain no longer extends
+    /// the last signed head: then it refuses, logs an error, and audits `audit_chain_broken`
+    /// and tells the admins once for that head.
+    pub async fn sign_if_behind(self: &Arc<Self>) -> Result<Option<Checkpoint>, DbError> {
+        let this = Arc::clone(self);
+        let signing = self
+            .db
+            .query(move |conn| {
+                this.load(conn)?;
+                let mut memory = this.memory();
+                let signing = sign_extending(conn, &this.key, &mut memory.last)?;
+                drop(memory);
+                match &signing {
+                    Signing::Signed(checkpoint) => this.publisher.publish(checkpoint),
+                    Signing::Broken(head) => this.refuse(conn, head)?,
+                    Signing::UpToDate => {}
+                }
+                Ok(signing)
+            })
+            .await?;
+        Ok(match signing {
+            Signing::Signed(checkpoint) => Some(checkpoint),
+            Signing::UpToDate | Signing::Broken(_) => None,
+        })
+    }
+
+    fn refuse(&self, conn: &mut PgConnection, head: &SignedHead) -> QueryResult<()> {
+        log::error!(
+            target: LOG_TARGET,
+            "audit chain broken: it no longer extends the checkpoint of seq={} head={} signed \
+             at {}; rows were cut off the end or rewritten since. Not signing it; compare with \
+             `latchkey audit verify --anchors`",
+            head.seq,
+            hex::encode(&head.hash),
+            head.signed_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+        let first_time = self
+            .reported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((head.seq, head.hash.clone()));
+        if first_time {
+            NewAuditRow::new(AuditEvent::AuditChainBroken)
+                .detail(format!(
+                    "the chain no longer extends the checkpoint of seq {} (head {}, signed {}): \
+                     rows were cut off the end or rewritten",
+                    head.seq,
+                    hex::encode(&head.hash),
+                    head.signed_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ))
+                .insert(conn)?;
+            (self.on_broken)(conn, head);
+        }
+        Ok(())
+    }
+
+    /// Every `interval`, if this process appended audit rows since the last look, signs the
+    /// chain (through [`Db::run`], off the executor). While no rows are added it touches
+    /// nothing, not even the database.
+    pub fn spawn(self: &Arc<Self>, interval: Duration) {
+        let this = Arc::clone(self);
+        actix_web::rt::spawn(async move {
+            let loader = Arc::clone(&this);
+            if let Err(err) = this.db.query(move |conn| loader.load(conn)).await {
+                // The first signature reads it instead.
+                log::warn!("reading the newest audit checkpoint: {err}");
+            }
+            let mut ticks = actix_web::rt::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut seen = 0;
+            loop {
+                ticks.tick().await;
+                let appended = appended_by_this_process();
+                if appended == seen {
+                    continue;
+                }
+                match this.sign_if_behind().await {
+                    // A refusal's own audit row counts as appended: the next tick looks once
+                    // more, finds it reported, and then rests until new rows come.
+                    Ok(_) => seen = appended,
+                    // `seen` stays, so the next tick tries again.
+                    Err(err) => log::warn!("writing an audit checkpoint: {err}"),
+                }
+            }
+        });
+    }
+}
+
+/// The command line's signer for what a command appended: no memory beyond the newest signed
+/// checkpoint, which it must still extend.
+pub fn sign_after_command(
+    conn: &mut PgConnection,
+    key: &hmac::Key,
+    publisher: &Publisher,
+) -> QueryResult<Signing> {
+    let mut last = newest_signed_head(conn, key)?;
+    let signing = sign_extending(conn, key, &mut last)?;
+    if let Signing::Signed(checkpoint) = &signing {
+        publisher.publish(checkpoint);
+    }
+    Ok(signing)
 }
 
 #[cfg(test)]

@@ -27,9 +27,10 @@ use crate::domain::email_address::EmailAddress;
 use crate::settings::EmailBackend;
 
 pub use templates::{
-    alert_mail, cancelled_mail, new_sign_in_mail, passkey_added_mail, sign_in_mail, Alarm,
-    AlertMail, CancelledMail, NewSignInMail, PasskeyAddedMail, SignInMail, NEW_SIGN_IN_SUBJECT,
-    PASSKEY_ADDED_SUBJECT, SIGN_IN_SUBJECT,
+    alert_mail, cancelled_mail, chain_broken_mail, new_sign_in_mail, passkey_added_mail,
+    sign_in_mail, Alarm, AlertMail, CancelledMail, ChainBrokenMail, NewSignInMail,
+    PasskeyAddedMail, SignInMail, CHAIN_BROKEN_SUBJECT, NEW_SIGN_IN_SUBJECT, PASSKEY_ADDED_SUBJECT,
+    SIGN_IN_SUBJECT,
 };
 pub use transport::Transport;
 
@@ -107,6 +108,7 @@ pub enum Letter {
     Cancelled(EmailAddress, CancelledMail),
     Alert(EmailAddress, AlertMail),
     PasskeyAdded(EmailAddress, PasskeyAddedMail),
+    ChainBroken(EmailAddress, ChainBrokenMail),
     Rendered(OutgoingMail),
 }
 
@@ -124,6 +126,7 @@ impl Letter {
             Letter::Cancelled(to, mail) => cancelled_mail(&to, &mail),
             Letter::Alert(to, mail) => alert_mail(&to, &mail),
             Letter::PasskeyAdded(to, mail) => passkey_added_mail(&to, &mail),
+            Letter::ChainBroken(to, mail) => chain_broken_mail(&to, &mail),
             Letter::Rendered(mail) => Ok(mail),
         }
     }
@@ -139,7 +142,8 @@ impl Letter {
             Letter::NewSignIn(..)
             | Letter::Cancelled(..)
             | Letter::Alert(..)
-            | Letter::PasskeyAdded(..) => None,
+            | Letter::PasskeyAdded(..)
+            | Letter::ChainBroken(..) => None,
         }
     }
 }

@@ -20,7 +20,7 @@ pub const SIGN_IN_SUBJECT: &str = "Your Latchkey sign-in link";
 pub const NEW_SIGN_IN_SUBJECT: &str = "New sign-in to Latchkey";
 pub const PASSKEY_ADDED_SUBJECT: &str = "A passkey was added to your Latchkey account";
 
-const TEMPLATES: [(&str, &str); 11] = [
+const TEMPLATES: [(&str, &str); 13] = [
     ("alert.txt", include_str!("../../templates/email/alert.txt")),
     (
         "alert.html",
@@ -58,6 +58,14 @@ const TEMPLATES: [(&str, &str); 11] = [
     (
         "passkey_added.html",
         include_str!("../../templates/email/passkey_added.html"),
+    ),
+    (
+        "chain_broken.txt",
+        include_str!("../../templates/email/chain_broken.txt"),
+    ),
+    (
+        "chain_broken.html",
+        include_str!("../../templates/email/chain_broken.html"),
     ),
 ];
 
@@ -213,6 +221,34 @@ pub struct PasskeyAddedMail {
     pub added_at: DateTime<Utc>,
     pub ip: Option<ClientIp>,
     pub user_agent: Option<String>,
+}
+
+/// The audit chain no longer extends a head this instance signed or saw signed: to each
+/// admin.
+#[derive(Debug, Clone)]
+pub struct ChainBrokenMail {
+    pub seq: i64,
+    pub head: String,
+    pub signed_at: DateTime<Utc>,
+}
+
+pub const CHAIN_BROKEN_SUBJECT: &str = "Latchkey's login audit was cut or rewritten";
+
+pub fn chain_broken_mail(
+    to: &EmailAddress,
+    mail: &ChainBrokenMail,
+) -> Result<OutgoingMail, MailError> {
+    let mut context = Context::new();
+    context.insert("seq", &mail.seq);
+    context.insert("head", &mail.head);
+    context.insert("signed_at", &when(mail.signed_at));
+    Ok(OutgoingMail {
+        to: to.clone(),
+        subject: CHAIN_BROKEN_SUBJECT.into(),
+        text: render("chain_broken.txt", &context)?,
+        html: render("chain_broken.html", &context)?,
+        audit: None,
+    })
 }
 
 pub fn passkey_added_mail(

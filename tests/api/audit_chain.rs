@@ -9,7 +9,7 @@ use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Text};
 use latchkey::audit::chain::{self, BreakReason, CheckpointProblem, Verification};
-use latchkey::audit::checkpoint::{self, Checkpoint};
+use latchkey::audit::checkpoint::{self, Checkpoint, Checkpointer, Publisher, SignedHead};
 use latchkey::audit::rows::{AuditEvent, AuditRow, NewAuditRow};
 use latchkey::domain::ids::AuditId;
 use latchkey::keys::Keys;
@@ -971,7 +971,8 @@ fn purge_signs_the_new_start_and_a_purge_by_hand_is_caught() {
 async fn the_checkpoint_task_signs_new_rows_and_does_nothing_while_none_are_added() {
     let database = TestDatabase::migrated();
     let db = latchkey::db::Db::connect_lazy(&database.url, 2);
-    checkpoint::spawn_checkpointer(db, audit_key(), Duration::from_millis(200));
+    Checkpointer::new(db, audit_key(), Publisher::default(), Box::new(|_, _| {}))
+        .spawn(Duration::from_millis(200));
     let mut conn = database.connect();
     for i in 0..3 {
         append(&mut conn, &format!("row {i}"));
@@ -1045,4 +1046,261 @@ async fn a_server_that_stops_signs_what_it_wrote() {
         .expect("a checkpoint on shutdown");
     assert_eq!(newest.seq, 2);
     assert!(chain::verify(&mut conn, &audit_key()).unwrap().is_intact());
+}
+
+/// The review's first tampering, as the database's owner: the newest rows deleted together
+/// with the checkpoints that signed them, and the head moved back (to seq 6).
+fn cut_the_end_off(conn: &mut PgConnection) {
+    conn.batch_execute(
+        "BEGIN; \
+         SET LOCAL latchkey.audit_purge = 'on'; \
+         DELETE FROM login_audit WHERE seq > 6; \
+         DELETE FROM login_audit_checkpoints WHERE seq > 6; \
+         UPDATE login_audit_chain SET head_seq = 6, \
+             head_hash = (SELECT hash FROM login_audit WHERE seq = 6); \
+         COMMIT;",
+    )
+    .unwrap();
+}
+
+/// The second: the whole audit and its checkpoints gone, the chain reset to empty.
+fn truncate_everything(conn: &mut PgConnection) {
+    conn.batch_execute(
+        "BEGIN; \
+         SET LOCAL latchkey.audit_purge = 'on'; \
+         DELETE FROM login_audit; \
+         DELETE FROM login_audit_checkpoints; \
+         UPDATE login_audit_chain SET head_seq = start_seq, head_hash = start_prev_hash; \
+         COMMIT;",
+    )
+    .unwrap();
+}
+
+/// The third: rows from seq 8 on rewritten (deleted and written again, so the database
+/// chains the forged ones), and the checkpoints after seq 6 deleted.
+fn rewrite_from_seq_8(conn: &mut PgConnection) {
+    conn.batch_execute(
+        "BEGIN; \
+         SET LOCAL latchkey.audit_purge = 'on'; \
+         DELETE FROM login_audit WHERE seq >= 8; \
+         DELETE FROM login_audit_checkpoints WHERE seq > 6; \
+         UPDATE login_audit_chain SET head_seq = 7, \
+             head_hash = (SELECT hash FROM login_audit WHERE seq = 7); \
+         COMMIT;",
+    )
+    .unwrap();
+    for i in 8..=10 {
+        append(conn, &format!("forged row {i}"));
+    }
+}
+
+/// Ten rows, signed at seq 6 and at seq 10 by the binary; both lines printed.
+fn ten_rows_signed_twice(database: &TestDatabase) -> (String, String) {
+    let mut conn = database.connect();
+    for i in 0..6 {
+        append(&mut conn, &format!("row {i}"));
+    }
+    let at_6 = checkpoint_with_binary(database);
+    for i in 6..10 {
+        append(&mut conn, &format!("row {i}"));
+    }
+    let at_10 = checkpoint_with_binary(database);
+    (at_6.trim().to_string(), at_10.trim().to_string())
+}
+
+#[test]
+fn each_of_the_reviews_tamperings_passes_verify_alone_and_is_named_by_an_anchor() {
+    type Tampering = fn(&mut PgConnection);
+    let cases: [(&str, Tampering, &str); 3] = [
+        (
+            "cut off the end",
+            cut_the_end_off,
+            "the chain now ends at seq 6, before it",
+        ),
+        (
+            "truncated",
+            truncate_everything,
+            "the chain now ends at seq 0, before it",
+        ),
+        (
+            "rewritten from seq 8",
+            rewrite_from_seq_8,
+            "the row with that seq has another hash",
+        ),
+    ];
+    for (name, tamper_with, named) in cases {
+        let database = TestDatabase::migrated();
+        let (at_6, at_10) = ten_rows_signed_twice(&database);
+        let intact = latchkey(&database, &["audit", "verify", "--anchor", &at_10], &[]);
+        assert!(intact.status.success(), "{name}: {}", stderr(&intact));
+
+        tamper_with(&mut database.connect());
+        // What the review saw: the database alone checks out.
+        let alone = verify_with_binary(&database);
+        assert!(alone.status.success(), "{name}: {}", stderr(&alone));
+        // The line kept outside names it.
+        let out = latchkey(&database, &["audit", "verify", "--anchor", &at_10], &[]);
+        assert!(!out.status.success(), "{name}");
+        let message = stderr(&out);
+        assert!(
+            message.contains("audit anchor seq=10") && message.contains(named),
+            "{name}: {message}"
+        );
+        // The older anchor still holds where the rows it signed are untouched.
+        let older = latchkey(&database, &["audit", "verify", "--anchor", &at_6], &[]);
+        assert_eq!(
+            older.status.success(),
+            name != "truncated",
+            "{name}: {}",
+            stderr(&older)
+        );
+    }
+}
+
+#[test]
+fn checkpoints_go_to_the_anchors_file_and_the_log_and_verify_reads_them_back() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    for i in 0..10 {
+        append(&mut conn, &format!("row {i}"));
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "latchkey-anchors-{}",
+        hex::encode(latchkey::crypto::random_bytes::<6>())
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let anchors = dir.join("anchors");
+    let anchors_env = anchors.to_str().unwrap();
+    let out = latchkey(
+        &database,
+        &["audit", "checkpoint"],
+        &[
+            ("LATCHKEY_AUDIT_ANCHORS", anchors_env),
+            ("RUST_LOG", "info"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = stdout(&out).trim().to_string();
+    assert_eq!(
+        std::fs::read_to_string(&anchors).unwrap(),
+        format!("{line}\n")
+    );
+    assert!(
+        stderr(&out)
+            .lines()
+            .any(|l| l.contains("INFO") && l.ends_with(&line)),
+        "logged at info: {}",
+        stderr(&out)
+    );
+    // A log copied as it is works as an anchors file too.
+    std::fs::write(dir.join("log"), stderr(&out)).unwrap();
+    let from_log = dir.join("log");
+    for file in [&anchors, &from_log] {
+        let out = latchkey(
+            &database,
+            &["audit", "verify", "--anchors", file.to_str().unwrap()],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    cut_the_end_off(&mut conn);
+    let out = latchkey(
+        &database,
+        &["audit", "verify", "--anchors", anchors_env],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("audit anchor seq=10"),
+        "{}",
+        stderr(&out)
+    );
+    // A forged anchor is refused, not believed.
+    let forged = line.replace("seq=10 ", "seq=11 ");
+    let out = latchkey(&database, &["audit", "verify", "--anchor", &forged], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("signature does not verify"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[actix_web::test]
+async fn a_running_signer_refuses_a_chain_cut_or_rewritten_under_it() {
+    type Tampering = fn(&mut PgConnection);
+    let cases: [(&str, Tampering); 3] = [
+        ("cut off the end", cut_the_end_off),
+        ("truncated", truncate_everything),
+        ("rewritten from seq 8", rewrite_from_seq_8),
+    ];
+    for (name, tamper_with) in cases {
+        let database = TestDatabase::migrated();
+        let mut conn = database.connect();
+        let db = latchkey::db::Db::connect_lazy(&database.url, 2);
+        let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<SignedHead>::new()));
+        let tell = told.clone();
+        let signer = Checkpointer::new(
+            db,
+            audit_key(),
+            Publisher::default(),
+            Box::new(move |_, head| tell.lock().unwrap().push(head.clone())),
+        );
+        for i in 0..10 {
+            append(&mut conn, &format!("row {i}"));
+        }
+        let signed = signer.sign_if_behind().await.unwrap().unwrap();
+        assert_eq!(signed.seq, 10, "{name}");
+
+        tamper_with(&mut conn);
+        append(&mut conn, "written after the tampering");
+        assert!(
+            signer.sign_if_behind().await.unwrap().is_none(),
+            "{name}: signed a chain that does not extend seq 10"
+        );
+        append(&mut conn, "and another");
+        assert!(signer.sign_if_behind().await.unwrap().is_none(), "{name}");
+        assert!(
+            checkpoints(&mut conn)
+                .iter()
+                .all(|c| c.seq <= 6 || c.id == signed.id),
+            "{name}: no new checkpoint"
+        );
+        let broken: Vec<AuditRow> = audit_rows(&mut conn)
+            .into_iter()
+            .filter(|row| row.event == "audit_chain_broken")
+            .collect();
+        assert_eq!(broken.len(), 1, "{name}: audited once: {broken:?}");
+        assert!(
+            broken[0].detail.contains("seq 10"),
+            "{name}: {}",
+            broken[0].detail
+        );
+        let told = told.lock().unwrap();
+        assert_eq!(told.len(), 1, "{name}: the admins are told once");
+        assert_eq!((told[0].seq, &told[0].hash), (10, &signed.head_hash));
+    }
+}
+
+#[actix_web::test]
+async fn a_running_signer_follows_checkpoints_another_process_signed() {
+    let database = TestDatabase::migrated();
+    let mut conn = database.connect();
+    let db = latchkey::db::Db::connect_lazy(&database.url, 2);
+    let signer = Checkpointer::new(db, audit_key(), Publisher::default(), Box::new(|_, _| {}));
+    for i in 0..3 {
+        append(&mut conn, &format!("row {i}"));
+    }
+    assert_eq!(signer.sign_if_behind().await.unwrap().unwrap().seq, 3);
+    // Another instance (here the command line) signs what it added.
+    append(&mut conn, "from elsewhere");
+    checkpoint_with_binary(&database);
+    assert!(
+        signer.sign_if_behind().await.unwrap().is_none(),
+        "up to date"
+    );
+    assert_eq!(signer.last_head().unwrap().seq, 4);
+    append(&mut conn, "mine again");
+    assert_eq!(signer.sign_if_behind().await.unwrap().unwrap().seq, 5);
 }
