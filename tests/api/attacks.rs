@@ -151,7 +151,7 @@ async fn approval_needs_the_typed_number_and_three_wrong_numbers_lock_it() {
     );
 
     // Ann's own browser still signs in by link.
-    let ann = new_browser();
+    let ann = app.visitor();
     assert_eq!(app.sign_in(&ann, "ann@example.org").await.status(), 303);
 }
 

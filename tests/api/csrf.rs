@@ -206,12 +206,7 @@ async fn after_sign_in_the_sessions_token_is_required() {
     app.add_member("ann@example.org", Role::Member);
     let browser = app.visitor();
     let before_sign_in = browser.csrf("/login").await;
-    assert_eq!(
-        app.sign_in(browser.client(), "ann@example.org")
-            .await
-            .status(),
-        303
-    );
+    assert_eq!(app.sign_in(&browser, "ann@example.org").await.status(), 303);
     let session_csrf = browser.csrf("/").await;
     assert_ne!(
         session_csrf, before_sign_in,

@@ -560,12 +560,12 @@ impl TestApp {
     }
 
     /// The whole flow by link in `browser`; returns the response to the confirming POST.
-    pub async fn sign_in(&self, browser: &reqwest::Client, email: &str) -> reqwest::Response {
+    pub async fn sign_in(&self, browser: &Browser, email: &str) -> reqwest::Response {
         let before = self.smtp.received().len();
-        let res = self.request_link(browser, email).await;
+        let res = browser.request_link(email).await;
         assert_eq!(res.status(), 200);
         let mail = self.next_sign_in_mail(before).await;
-        self.confirm_link(browser, &mail.token).await
+        browser.confirm_link(&mail.token).await
     }
 
     /// Opens the confirmation page and posts its form, as a person would.
@@ -599,7 +599,7 @@ impl TestApp {
 
     /// Signs an existing member in, by link, in `browser`.
     pub async fn signed_in(&self, browser: Browser, email: &str) -> Browser {
-        let res = self.sign_in(browser.client(), email).await;
+        let res = self.sign_in(&browser, email).await;
         assert_eq!(res.status(), 303, "sign-in failed");
         browser
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use reqwest::cookie::{CookieStore as _, Jar};
 
-use super::form_value;
+use super::{form_value, urlencode};
 
 /// One browser: its own cookie jar, redirects not followed, requests relative to `base`.
 pub struct Browser {
@@ -49,7 +49,11 @@ impl Browser {
         &self.client
     }
 
+    /// `path` on this browser's server; an absolute URL (a link from a mail) stays as it is.
     pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            return path.to_string();
+        }
         format!("{}{path}", self.base)
     }
 
@@ -85,15 +89,37 @@ impl Browser {
         form_value(&html, "csrf_token").expect("the page carries a CSRF token")
     }
 
+    /// Asks for a sign-in link: `POST /login` with `email` (the token read from `/login`).
+    pub async fn request_link(&self, email: &str) -> reqwest::Response {
+        self.post("/login")
+            .form(&[("email", email)])
+            .csrf(&self.csrf("/login").await)
+            .await
+    }
+
+    /// Opens the confirmation page of `token` and posts its form, as a person would.
+    pub async fn confirm_link(&self, token: &str) -> reqwest::Response {
+        let page = format!("/auth/verify?token={}", urlencode(token));
+        let csrf = self.csrf(&page).await;
+        self.post("/auth/verify")
+            .form(&[("token", token)])
+            .csrf(&csrf)
+            .await
+    }
+
+    /// The `Cookie` header this browser sends its server (`a=1; b=2`), if it holds any.
+    pub fn cookie_header(&self) -> Option<String> {
+        let url = reqwest::Url::parse(&self.base).unwrap();
+        let header = self.jar.cookies(&url)?;
+        Some(header.to_str().unwrap().to_string())
+    }
+
     /// The values of every cookie this browser holds for its server.
     pub fn cookie_values(&self) -> Vec<String> {
-        let url = reqwest::Url::parse(&self.base).unwrap();
-        let Some(header) = self.jar.cookies(&url) else {
+        let Some(header) = self.cookie_header() else {
             return Vec::new();
         };
         header
-            .to_str()
-            .unwrap()
             .split("; ")
             .filter_map(|pair| pair.split_once('=').map(|(_, v)| v.to_string()))
             .collect()
