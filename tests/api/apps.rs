@@ -226,13 +226,7 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
         ["Wiki"],
         "{dashboard}"
     );
-    let res = crate::forward_auth::check(
-        &app,
-        ann.client(),
-        "/auth/check",
-        "https://wiki.example.org/x",
-    )
-    .await;
+    let res = crate::forward_auth::check(&ann, "/auth/check", "https://wiki.example.org/x").await;
     assert_eq!(res.status(), 200);
     let sessions = ann.get("/sessions").await.text().await.unwrap();
     assert_eq!(
@@ -272,13 +266,7 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(app.count("apps"), 0);
-    let res = crate::forward_auth::check(
-        &app,
-        ann.client(),
-        "/auth/check",
-        "https://wiki.example.org/x",
-    )
-    .await;
+    let res = crate::forward_auth::check(&ann, "/auth/check", "https://wiki.example.org/x").await;
     assert_eq!(res.status(), 403);
     let events: Vec<(String, Option<String>)> = app
         .audit()

@@ -66,12 +66,7 @@ async fn a_cached_signed_in_request_makes_no_database_round_trip() {
     // The first requests fill the cache (and the dashboard's few-seconds numbers).
     assert_eq!(status(ann.client(), app.url("/")).await, 200);
     assert_eq!(status(ann.client(), app.url("/auth/check")).await, 400);
-    assert_eq!(
-        check(&app, ann.client(), "/auth/check", WIKI)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(check(&ann, "/auth/check", WIKI).await.status(), 200);
     let dashboard = ann.get("/").await.text().await.unwrap();
     assert!(
         dashboard.contains("Counted by this instance"),
@@ -80,7 +75,7 @@ async fn a_cached_signed_in_request_makes_no_database_round_trip() {
     let before = app.live.db().round_trips();
     for _ in 0..10 {
         assert_eq!(status(ann.client(), app.url("/")).await, 200);
-        let res = check(&app, ann.client(), "/auth/check", WIKI).await;
+        let res = check(&ann, "/auth/check", WIKI).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["remote-user"], "ann@example.org");
     }
