@@ -340,16 +340,6 @@ pub fn new_browser() -> reqwest::Client {
     new_browser_with_jar().0
 }
 
-/// A fresh browser that names itself `user_agent`: its own cookie store, redirects off.
-pub fn browser_as(user_agent: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .user_agent(user_agent)
-        .build()
-        .unwrap()
-}
-
 /// A fresh browser and its cookie jar, for tests that read or replay cookies.
 pub fn new_browser_with_jar() -> (reqwest::Client, std::sync::Arc<reqwest::cookie::Jar>) {
     let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
