@@ -28,12 +28,7 @@ async fn state_changing_posts_without_the_right_token_get_403_and_change_nothing
     let admin_csrf = admin.csrf("/").await;
     app.add_member("bob@example.org", Role::Member);
     let asking = app.visitor();
-    assert_eq!(
-        app.request_link(asking.client(), "bob@example.org")
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(asking.request_link("bob@example.org").await.status(), 200);
     let (token, code) = app.sign_in_mail_to("bob@example.org", &app.address).await;
     let stranger_csrf = app.visitor().csrf("/login").await;
     app.smtp.wait_for(2, Duration::from_secs(10)).await;
