@@ -234,11 +234,15 @@ pub async fn spawn_app_with(test_settings: TestSettings) -> TestApp {
         environment,
         settings,
     } = start_instance(&database, &smtp, &test_settings).await;
+    // A visitor's browser, as a plain client.
+    let client = Browser::new(&instance.address, "LatchkeyTest/1.0")
+        .client()
+        .clone();
     TestApp {
         address: instance.address,
         port: instance.port,
         database,
-        client: new_browser(),
+        client,
         smtp,
         live: instance.live,
         environment,
@@ -335,23 +339,6 @@ pub async fn wait_until_listening(live: &latchkey::session::cache::Live) {
     panic!("the session cache's listener did not connect");
 }
 
-/// A fresh browser: its own cookie store, redirects not followed.
-pub fn new_browser() -> reqwest::Client {
-    new_browser_with_jar().0
-}
-
-/// A fresh browser and its cookie jar, for tests that read or replay cookies.
-pub fn new_browser_with_jar() -> (reqwest::Client, std::sync::Arc<reqwest::cookie::Jar>) {
-    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_provider(jar.clone())
-        .user_agent("LatchkeyTest/1.0")
-        .build()
-        .unwrap();
-    (client, jar)
-}
-
 /// A public URL the tests do not serve: an https one, as behind a TLS proxy.
 pub const HTTPS_URL: &str = "https://login.example.org";
 
@@ -439,52 +426,6 @@ impl TestApp {
         member.id
     }
 
-    /// The CSRF token this browser's pages carry (visiting `/login` first if need be).
-    pub async fn csrf(&self, browser: &reqwest::Client, path: &str) -> String {
-        let html = browser
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        form_value(&html, "csrf_token").expect("the page carries a CSRF token")
-    }
-
-    /// Posts a form with this browser's CSRF token added.
-    pub async fn post_form(
-        &self,
-        browser: &reqwest::Client,
-        path: &str,
-        fields: &[(&str, &str)],
-    ) -> reqwest::Response {
-        let csrf = self.csrf(browser, "/login").await;
-        self.post_form_with_csrf(browser, path, fields, &csrf).await
-    }
-
-    pub async fn post_form_with_csrf(
-        &self,
-        browser: &reqwest::Client,
-        path: &str,
-        fields: &[(&str, &str)],
-        csrf: &str,
-    ) -> reqwest::Response {
-        let mut fields: Vec<(&str, &str)> = fields.to_vec();
-        fields.push(("csrf_token", csrf));
-        browser
-            .post(self.url(path))
-            .form(&fields)
-            .send()
-            .await
-            .expect("POST")
-    }
-
-    /// `POST /login` from `browser`.
-    pub async fn request_link(&self, browser: &reqwest::Client, email: &str) -> reqwest::Response {
-        self.post_form(browser, "/login", &[("email", email)]).await
-    }
-
     /// Waits for the `n`th mail (1-based) and pulls the sign-in parts out of it.
     pub async fn sign_in_mail(&self, n: usize) -> SignInMailParts {
         let mails = self
@@ -556,19 +497,6 @@ impl TestApp {
         assert_eq!(res.status(), 200);
         let mail = self.next_sign_in_mail(before).await;
         browser.confirm_link(&mail.token).await
-    }
-
-    /// Opens the confirmation page and posts its form, as a person would.
-    pub async fn confirm_link(&self, browser: &reqwest::Client, token: &str) -> reqwest::Response {
-        let page = browser
-            .get(self.url(&format!("/auth/verify?token={}", urlencode(token))))
-            .send()
-            .await
-            .unwrap();
-        let html = page.text().await.unwrap();
-        let csrf = form_value(&html, "csrf_token").unwrap();
-        self.post_form_with_csrf(browser, "/auth/verify", &[("token", token)], &csrf)
-            .await
     }
 
     /// A visitor: a fresh browser on this app, signed in as nobody.

@@ -114,6 +114,12 @@ impl Browser {
         Some(header.to_str().unwrap().to_string())
     }
 
+    /// Puts `cookie` (`name=value`) in this browser's jar for its server, as if it had set it.
+    pub fn add_cookie(&self, cookie: &str) {
+        let url = reqwest::Url::parse(&self.base).unwrap();
+        self.jar.add_cookie_str(cookie, &url);
+    }
+
     /// The values of every cookie this browser holds for its server.
     pub fn cookie_values(&self) -> Vec<String> {
         let Some(header) = self.cookie_header() else {
