@@ -141,13 +141,10 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
         urlencode(&csrf)
     );
     let res = admin
-        .client()
-        .post(app.url("/apps"))
+        .post("/apps")
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body(body)
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(res.status(), 303);
     let page = admin.get("/apps").await.text().await.unwrap();
     assert!(page.contains("https://wiki.example.org"), "{page}");

@@ -154,14 +154,11 @@ impl TestApp {
         content_type: &str,
     ) -> (u16, Value) {
         let res = browser
-            .client()
-            .post(browser.url(path))
+            .post(path)
             .header("X-CSRF-Token", csrf)
             .header("Content-Type", content_type)
             .body(body)
-            .send()
-            .await
-            .unwrap();
+            .await;
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))

@@ -72,13 +72,15 @@ impl Browser {
         self.request(reqwest::Method::POST, path)
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> Request<'_> {
+    /// `method path`, for the methods without a shortcut.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> Request<'_> {
         Request {
             browser: self,
             method,
             path: path.to_string(),
             headers: Vec::new(),
             fields: None,
+            body: None,
             csrf: Csrf::FromPage(self.csrf_page.clone()),
         }
     }
@@ -148,6 +150,8 @@ pub struct Request<'b> {
     headers: Vec<(String, String)>,
     /// `None`: no form was given (a post then carries only its token, if any).
     fields: Option<Vec<(String, String)>>,
+    /// A body sent as it is, instead of a form.
+    body: Option<reqwest::Body>,
     csrf: Csrf,
 }
 
@@ -188,6 +192,14 @@ impl Request<'_> {
         self
     }
 
+    /// Sends `body` as it is (with whatever `Content-Type` a `.header(..)` gives): no form,
+    /// and no CSRF token added; one that belongs in the body or a header is the caller's.
+    pub fn body(mut self, body: impl Into<reqwest::Body>) -> Self {
+        self.body = Some(body.into());
+        self.csrf = Csrf::Without;
+        self
+    }
+
     /// Posts no CSRF token at all.
     pub fn without_csrf(mut self) -> Self {
         self.csrf = Csrf::Without;
@@ -201,6 +213,13 @@ impl Request<'_> {
             .request(self.method.clone(), browser.url(&self.path));
         for (name, value) in &self.headers {
             request = request.header(name, value);
+        }
+        if let Some(body) = self.body {
+            assert!(
+                self.fields.is_none() && matches!(self.csrf, Csrf::Without),
+                "a raw body carries no form and no added CSRF token"
+            );
+            return request.body(body).send().await.expect("sending a request");
         }
         if self.method == reqwest::Method::POST {
             let token = match self.csrf {
