@@ -208,7 +208,7 @@ pub struct TestApp {
     pub port: u16,
     pub database: TestDatabase,
     /// The default browser: a cookie store, redirects off.
-    pub client: reqwest::Client,
+    pub browser: Browser,
     /// The real SMTP server the app sends to.
     pub smtp: SmtpServer,
     /// The app's session cache.
@@ -234,15 +234,12 @@ pub async fn spawn_app_with(test_settings: TestSettings) -> TestApp {
         environment,
         settings,
     } = start_instance(&database, &smtp, &test_settings).await;
-    // A visitor's browser, as a plain client.
-    let client = Browser::new(&instance.address, "LatchkeyTest/1.0")
-        .client()
-        .clone();
+    let browser = Browser::new(&instance.address, "LatchkeyTest/1.0");
     TestApp {
         address: instance.address,
         port: instance.port,
         database,
-        client,
+        browser,
         smtp,
         live: instance.live,
         environment,
@@ -391,7 +388,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("GET")
+        self.browser.get(path).await
     }
 
     /// Waits until the app has applied every invalidation committed so far: for a test that

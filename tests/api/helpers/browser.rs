@@ -44,11 +44,6 @@ impl Browser {
         self
     }
 
-    /// The underlying client, for the `TestApp` helpers that drive a sign-in.
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-
     /// `path` on this browser's server; an absolute URL (a link from a mail) stays as it is.
     pub fn url(&self, path: &str) -> String {
         if path.starts_with("http://") || path.starts_with("https://") {
