@@ -214,7 +214,7 @@ async fn a_member_and_addresses_that_may_not_sign_in_look_the_same_at_every_step
     for (i, (browser, address)) in browsers.iter().zip(addresses).enumerate() {
         let login = browser.request_link(address).await;
         steps[i].push(("POST /login".into(), masked(login).await));
-        let wait = browser.get("/auth/wait").header("HX-Request", "true").await;
+        let wait = browser.get("/auth/wait").htmx().await;
         steps[i].push(("GET /auth/wait".into(), masked(wait).await));
         let csrf = browser.csrf("/login").await;
         for try_number in 1..=5 {
@@ -398,10 +398,10 @@ async fn a_planted_sign_in_cookie_wins_nothing() {
     let shown = shown_number(&ann).await;
     let approved = approve_with(&app, &mail.token, &shown).await;
     assert_eq!(approved.status(), 200, "{}", text(approved).await);
-    let polled = mallory.get("/auth/wait").header("HX-Request", "true").await;
+    let polled = mallory.get("/auth/wait").htmx().await;
     assert!(polled.headers().get("hx-redirect").is_none());
     assert_eq!(mallory.get("/").await.status(), 303);
-    let done = ann.get("/auth/wait").header("HX-Request", "true").await;
+    let done = ann.get("/auth/wait").htmx().await;
     assert_eq!(done.headers()["hx-redirect"], "/");
     // Mallory cannot post Ann's code from her browser either: it holds no binding of Ann's.
     let csrf = mallory.csrf("/login").await;

@@ -328,7 +328,7 @@ async fn approval_with_the_right_number_signs_in_the_asking_browser_only() {
     asking.request_link("ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
 
-    let waiting = asking.get("/auth/wait").header("HX-Request", "true").await;
+    let waiting = asking.get("/auth/wait").htmx().await;
     let html = waiting.text().await.unwrap();
     assert!(!html.contains("<html"), "HTMX gets the partial only");
     let shown = number_in(&html);
@@ -349,7 +349,7 @@ async fn approval_with_the_right_number_signs_in_the_asking_browser_only() {
         "approving signs nobody in by itself"
     );
 
-    let done = asking.get("/auth/wait").header("HX-Request", "true").await;
+    let done = asking.get("/auth/wait").htmx().await;
     assert_eq!(done.status(), 200);
     assert_eq!(done.headers()["hx-redirect"], "/");
     assert_eq!(asking.get("/").await.status(), 200);
@@ -598,7 +598,7 @@ async fn not_signed_in_pages_redirect_with_next_and_htmx_gets_401() {
     let res = app.visitor().get("/sessions?x=1").await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/login?next=%2Fsessions%3Fx%3D1");
-    let res = app.visitor().get("/").header("HX-Request", "true").await;
+    let res = app.visitor().get("/").htmx().await;
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["hx-redirect"], "/login");
 }
@@ -664,7 +664,7 @@ async fn timer_polls_do_not_keep_an_idle_session_alive() {
         actix_web::rt::time::sleep(Duration::from_millis(800)).await;
         browser
             .get("/")
-            .header("HX-Request", "true")
+            .htmx()
             .header("X-Latchkey-Poll", "timer")
             .await;
     }
