@@ -141,13 +141,10 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
         urlencode(&csrf)
     );
     let res = admin
-        .client()
-        .post(app.url("/apps"))
+        .post("/apps")
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body(body)
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(res.status(), 303);
     let page = admin.get("/apps").await.text().await.unwrap();
     assert!(page.contains("https://wiki.example.org"), "{page}");
@@ -189,33 +186,21 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
             422,
         ),
     ] {
-        let mut fields = fields;
-        fields.push(("csrf_token", &csrf));
-        let res = admin
-            .client()
-            .post(app.url("/apps"))
-            .header("HX-Request", "true")
-            .form(&fields)
-            .send()
-            .await
-            .unwrap();
+        let res = admin.post("/apps").htmx().form(&fields).csrf(&csrf).await;
         assert_eq!(res.status(), status, "{fields:?}");
         let html = res.text().await.unwrap();
         assert!(!select(&parse_page(&html), ".error").is_empty(), "{html}");
     }
 
     // Change, then the member sees it in the launcher and the session list shows it opened.
-    let res = app
-        .post_form_with_csrf(
-            admin.client(),
-            &format!("/apps/{id}"),
-            &[
-                ("name", "Wiki"),
-                ("url", "https://wiki.example.org/"),
-                ("roles", "member"),
-            ],
-            &csrf,
-        )
+    let res = admin
+        .post(&format!("/apps/{id}"))
+        .form(&[
+            ("name", "Wiki"),
+            ("url", "https://wiki.example.org/"),
+            ("roles", "member"),
+        ])
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 303);
     let ann = app.member(Role::Member, "ann@example.org").await;
@@ -226,13 +211,7 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
         ["Wiki"],
         "{dashboard}"
     );
-    let res = crate::forward_auth::check(
-        &app,
-        ann.client(),
-        "/auth/check",
-        "https://wiki.example.org/x",
-    )
-    .await;
+    let res = crate::forward_auth::check(&ann, "/auth/check", "https://wiki.example.org/x").await;
     assert_eq!(res.status(), 200);
     let sessions = ann.get("/sessions").await.text().await.unwrap();
     assert_eq!(
@@ -247,38 +226,24 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
     let auditor_page = auditor.get("/apps").await.text().await.unwrap();
     assert!(!auditor_page.contains("Add an app"));
     let auditor_csrf = auditor.csrf("/apps").await;
-    let res = app
-        .post_form_with_csrf(
-            auditor.client(),
-            &format!("/apps/{id}/remove"),
-            &[],
-            &auditor_csrf,
-        )
+    let res = auditor
+        .post(&format!("/apps/{id}/remove"))
+        .csrf(&auditor_csrf)
         .await;
     assert_eq!(res.status(), 403);
     assert_eq!(ann.get("/apps").await.status(), 403);
     let res = admin
-        .client()
-        .post(app.url(&format!("/apps/{id}/remove")))
+        .post(&format!("/apps/{id}/remove"))
         .form(&[("x", "y")])
-        .send()
-        .await
-        .unwrap();
+        .without_csrf()
+        .await;
     assert_eq!(res.status(), 403);
     assert_eq!(app.count("apps"), 1);
 
-    let res = app
-        .post_form_with_csrf(admin.client(), &format!("/apps/{id}/remove"), &[], &csrf)
-        .await;
+    let res = admin.post(&format!("/apps/{id}/remove")).csrf(&csrf).await;
     assert_eq!(res.status(), 303);
     assert_eq!(app.count("apps"), 0);
-    let res = crate::forward_auth::check(
-        &app,
-        ann.client(),
-        "/auth/check",
-        "https://wiki.example.org/x",
-    )
-    .await;
+    let res = crate::forward_auth::check(&ann, "/auth/check", "https://wiki.example.org/x").await;
     assert_eq!(res.status(), 403);
     let events: Vec<(String, Option<String>)> = app
         .audit()

@@ -7,8 +7,7 @@ use latchkey::domain::role::Role;
 use std::time::Duration;
 
 use crate::helpers::{
-    form_value, new_browser, new_browser_with_jar, one, parse_page, select, spawn_app_with,
-    TestApp, TestSettings,
+    form_value, one, parse_page, select, spawn_app_with, Browser, TestApp, TestSettings,
 };
 
 /// Limits out of the way: these tests make many requests from one address on purpose.
@@ -24,8 +23,8 @@ async fn text(res: reqwest::Response) -> String {
 }
 
 /// The number the asking browser's waiting page shows.
-async fn shown_number(app: &TestApp, browser: &reqwest::Client) -> String {
-    let html = text(browser.get(app.url("/auth/wait")).send().await.unwrap()).await;
+async fn shown_number(browser: &Browser) -> String {
+    let html = text(browser.get("/auth/wait").await).await;
     let page = parse_page(&html);
     let numbers = select(&page, ".number");
     assert_eq!(numbers.len(), 1, "one number on the waiting page: {html}");
@@ -34,16 +33,14 @@ async fn shown_number(app: &TestApp, browser: &reqwest::Client) -> String {
 
 /// Opens the link on another device and types `number` into the approval form.
 async fn approve_with(app: &TestApp, token: &str, number: &str) -> reqwest::Response {
-    let phone = new_browser();
+    let phone = app.visitor();
     let page = text(
         phone
-            .get(app.url(&format!(
+            .get(&format!(
                 "/auth/verify?token={}",
                 crate::helpers::urlencode(token)
-            )))
-            .send()
-            .await
-            .unwrap(),
+            ))
+            .await,
     )
     .await;
     assert!(
@@ -51,13 +48,11 @@ async fn approve_with(app: &TestApp, token: &str, number: &str) -> reqwest::Resp
         "the asking browser's own description is marked as such: {page}"
     );
     let csrf = form_value(&page, "csrf_token").unwrap();
-    app.post_form_with_csrf(
-        &phone,
-        "/auth/approve",
-        &[("token", token), ("number", number)],
-        &csrf,
-    )
-    .await
+    phone
+        .post("/auth/approve")
+        .form(&[("token", token), ("number", number)])
+        .csrf(&csrf)
+        .await
 }
 
 fn other_number(number: &str) -> String {
@@ -96,14 +91,14 @@ async fn approval_needs_the_typed_number_and_three_wrong_numbers_lock_it() {
     // An attacker asks for Ann's link three times; Ann, on her phone, cannot know the number
     // the attacker's page shows, and every guess cancels that request.
     for round in 1..=3 {
-        let attacker = new_browser();
+        let attacker = app.visitor();
         let before = app.smtp.received().len();
-        app.request_link(&attacker, "ann@example.org").await;
+        attacker.request_link("ann@example.org").await;
         let mail = app.next_sign_in_mail(before).await;
-        let shown = shown_number(&app, &attacker).await;
+        let shown = shown_number(&attacker).await;
         let res = approve_with(&app, &mail.token, &other_number(&shown)).await;
         assert_eq!(res.status(), 403, "round {round}");
-        let after = text(attacker.get(app.url("/auth/wait")).send().await.unwrap()).await;
+        let after = text(attacker.get("/auth/wait").await).await;
         assert!(after.contains("no longer open"), "round {round}: {after}");
         assert_eq!(app.count("sessions WHERE member_id IS NOT NULL"), 0);
     }
@@ -130,15 +125,15 @@ async fn approval_needs_the_typed_number_and_three_wrong_numbers_lock_it() {
     );
 
     // Locked: even the right number no longer approves anything today.
-    let attacker = new_browser();
+    let attacker = app.visitor();
     let before = app.smtp.received().len();
-    app.request_link(&attacker, "ann@example.org").await;
+    attacker.request_link("ann@example.org").await;
     let mail = app.next_sign_in_mail(before).await;
-    let shown = shown_number(&app, &attacker).await;
+    let shown = shown_number(&attacker).await;
     let res = approve_with(&app, &mail.token, &shown).await;
     assert_eq!(res.status(), 403);
     assert!(text(res).await.contains("Approval is locked"));
-    let waiting = attacker.get(app.url("/auth/wait")).send().await.unwrap();
+    let waiting = attacker.get("/auth/wait").await;
     assert!(waiting.headers().get("hx-redirect").is_none());
     assert_eq!(app.count("sessions WHERE member_id IS NOT NULL"), 0);
     assert_eq!(
@@ -151,7 +146,7 @@ async fn approval_needs_the_typed_number_and_three_wrong_numbers_lock_it() {
     );
 
     // Ann's own browser still signs in by link.
-    let ann = new_browser();
+    let ann = app.visitor();
     assert_eq!(app.sign_in(&ann, "ann@example.org").await.status(), 303);
 }
 
@@ -214,26 +209,23 @@ async fn a_member_and_addresses_that_may_not_sign_in_look_the_same_at_every_step
 
     // Addresses of one length, so that content lengths compare as they are.
     let addresses = ["ann@example.org", "bob@example.org", "cat@example.org"];
-    let browsers: Vec<_> = addresses.iter().map(|_| new_browser()).collect();
+    let browsers: Vec<_> = addresses.iter().map(|_| app.visitor()).collect();
     let mut steps: Vec<Vec<(String, Seen)>> = vec![Vec::new(); addresses.len()];
     for (i, (browser, address)) in browsers.iter().zip(addresses).enumerate() {
-        let login = app.request_link(browser, address).await;
+        let login = browser.request_link(address).await;
         steps[i].push(("POST /login".into(), masked(login).await));
-        let wait = browser
-            .get(app.url("/auth/wait"))
-            .header("HX-Request", "true")
-            .send()
-            .await
-            .unwrap();
+        let wait = browser.get("/auth/wait").htmx().await;
         steps[i].push(("GET /auth/wait".into(), masked(wait).await));
-        let csrf = app.csrf(browser, "/login").await;
+        let csrf = browser.csrf("/login").await;
         for try_number in 1..=5 {
-            let res = app
-                .post_form_with_csrf(browser, "/auth/code", &[("code", "000000")], &csrf)
+            let res = browser
+                .post("/auth/code")
+                .form(&[("code", "000000")])
+                .csrf(&csrf)
                 .await;
             steps[i].push((format!("POST /auth/code #{try_number}"), masked(res).await));
         }
-        let wait = browser.get(app.url("/auth/wait")).send().await.unwrap();
+        let wait = browser.get("/auth/wait").await;
         steps[i].push(("GET /auth/wait after".into(), masked(wait).await));
     }
     let member = &steps[0];
@@ -260,28 +252,27 @@ async fn a_member_and_addresses_that_may_not_sign_in_look_the_same_at_every_step
 async fn ten_wrong_codes_in_a_day_lock_codes_for_the_member_but_not_the_link() {
     let app = spawn_app_with(generous()).await;
     app.add_member("ann@example.org", Role::Member);
-    let attacker = new_browser();
-    let stranger = new_browser();
-    let csrf = app.csrf(&attacker, "/login").await;
-    let stranger_csrf = app.csrf(&stranger, "/login").await;
+    let attacker = app.visitor();
+    let stranger = app.visitor();
+    let csrf = attacker.csrf("/login").await;
+    let stranger_csrf = stranger.csrf("/login").await;
     let mut last = None;
     let mut stranger_last = None;
     // Two requests of five wrong codes each: the tenth wrong code locks codes.
     for _ in 0..2 {
-        app.request_link(&attacker, "ann@example.org").await;
-        app.request_link(&stranger, "nobody@example.org").await;
+        attacker.request_link("ann@example.org").await;
+        stranger.request_link("nobody@example.org").await;
         for _ in 0..5 {
-            let res = app
-                .post_form_with_csrf(&attacker, "/auth/code", &[("code", "000000")], &csrf)
+            let res = attacker
+                .post("/auth/code")
+                .form(&[("code", "000000")])
+                .csrf(&csrf)
                 .await;
             last = Some((res.status().as_u16(), text(res).await));
-            let res = app
-                .post_form_with_csrf(
-                    &stranger,
-                    "/auth/code",
-                    &[("code", "000000")],
-                    &stranger_csrf,
-                )
+            let res = stranger
+                .post("/auth/code")
+                .form(&[("code", "000000")])
+                .csrf(&stranger_csrf)
                 .await;
             stranger_last = Some((res.status().as_u16(), text(res).await));
         }
@@ -309,33 +300,35 @@ async fn ten_wrong_codes_in_a_day_lock_codes_for_the_member_but_not_the_link() {
 
     // A new request brings no new tries: even the right code is refused today.
     let before = app.smtp.received().len();
-    app.request_link(&attacker, "ann@example.org").await;
+    attacker.request_link("ann@example.org").await;
     let mail = app.next_sign_in_mail(before).await;
-    let res = app
-        .post_form_with_csrf(&attacker, "/auth/code", &[("code", &mail.code)], &csrf)
+    let res = attacker
+        .post("/auth/code")
+        .form(&[("code", &mail.code)])
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 410);
     assert!(text(res).await.contains("Codes are locked"));
     assert_eq!(app.count("sessions WHERE member_id IS NOT NULL"), 0);
     // The link of that same mail still signs in, in the browser that asked.
-    assert_eq!(app.confirm_link(&attacker, &mail.token).await.status(), 303);
+    assert_eq!(attacker.confirm_link(&mail.token).await.status(), 303);
 }
 
 #[actix_web::test]
 async fn a_flood_of_link_fetches_is_audited_once_per_request_and_address() {
     let app = spawn_app_with(generous().trusted_proxies(&["127.0.0.1/32"])).await;
     app.add_member("ann@example.org", Role::Member);
-    app.request_link(&new_browser(), "ann@example.org").await;
+    app.visitor().request_link("ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
     let fetches = (0..60).map(|i| {
         let link = mail.link.clone();
+        let scanner = app.visitor();
         async move {
-            let scanner = new_browser();
             let mut get = scanner.get(&link);
             if i % 2 == 1 {
                 get = get.header("X-Forwarded-For", "198.51.100.7");
             }
-            get.send().await.unwrap().status()
+            get.await.status()
         }
     });
     let statuses = futures_util::future::join_all(fetches).await;
@@ -366,25 +359,21 @@ async fn a_planted_sign_in_cookie_wins_nothing() {
     app.add_member("mallory@example.org", Role::Member);
 
     // Mallory gets a valid sign-in cookie of her own and plants it in Ann's browser.
-    let (mallory, mallory_jar) = new_browser_with_jar();
-    app.request_link(&mallory, "mallory@example.org").await;
-    let url: reqwest::Url = app.url("/").parse().unwrap();
+    let mallory = app.visitor();
+    mallory.request_link("mallory@example.org").await;
     let planted = {
-        use reqwest::cookie::CookieStore as _;
-        let cookies = mallory_jar.cookies(&url).unwrap();
+        let cookies = mallory.cookie_header().unwrap();
         cookies
-            .to_str()
-            .unwrap()
             .split("; ")
             .find(|c| c.starts_with("latchkey_signin="))
             .unwrap()
             .to_string()
     };
-    let (ann, ann_jar) = new_browser_with_jar();
-    ann.get(app.url("/login")).send().await.unwrap();
-    ann_jar.add_cookie_str(&planted, &url);
+    let ann = app.visitor();
+    ann.get("/login").await;
+    ann.add_cookie(&planted);
 
-    let res = app.request_link(&ann, "ann@example.org").await;
+    let res = ann.request_link("ann@example.org").await;
     let fresh = res
         .headers()
         .get_all("set-cookie")
@@ -406,31 +395,20 @@ async fn a_planted_sign_in_cookie_wins_nothing() {
         .unwrap();
 
     // Ann approves her own request from her phone; Mallory is polling with the planted cookie.
-    let shown = shown_number(&app, &ann).await;
+    let shown = shown_number(&ann).await;
     let approved = approve_with(&app, &mail.token, &shown).await;
     assert_eq!(approved.status(), 200, "{}", text(approved).await);
-    let polled = mallory
-        .get(app.url("/auth/wait"))
-        .header("HX-Request", "true")
-        .send()
-        .await
-        .unwrap();
+    let polled = mallory.get("/auth/wait").htmx().await;
     assert!(polled.headers().get("hx-redirect").is_none());
-    assert_eq!(
-        mallory.get(app.url("/")).send().await.unwrap().status(),
-        303
-    );
-    let done = ann
-        .get(app.url("/auth/wait"))
-        .header("HX-Request", "true")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(mallory.get("/").await.status(), 303);
+    let done = ann.get("/auth/wait").htmx().await;
     assert_eq!(done.headers()["hx-redirect"], "/");
     // Mallory cannot post Ann's code from her browser either: it holds no binding of Ann's.
-    let csrf = app.csrf(&mallory, "/login").await;
-    let res = app
-        .post_form_with_csrf(&mallory, "/auth/code", &[("code", &mail.code)], &csrf)
+    let csrf = mallory.csrf("/login").await;
+    let res = mallory
+        .post("/auth/code")
+        .form(&[("code", &mail.code)])
+        .csrf(&csrf)
         .await;
     assert_ne!(res.status(), 303);
     let sessions: Vec<String> = app

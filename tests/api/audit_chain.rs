@@ -16,7 +16,7 @@ use latchkey::keys::Keys;
 use latchkey::schema::{login_audit, members};
 use secrecy::{ExposeSecret as _, SecretSlice};
 
-use crate::helpers::{new_browser, spawn_app, urldecode, TestApp, TestDatabase};
+use crate::helpers::{spawn_app, urldecode, TestApp, TestDatabase};
 
 /// Runs `latchkey ARGS` against `database` with a clean environment plus `env`, from a
 /// directory with no `.env` above it.
@@ -628,13 +628,13 @@ async fn break_glass_link_signs_in_from_any_browser_and_is_audited_with_the_reas
     assert!(rows.iter().all(|r| !r.detail.contains(&token)));
 
     // Any browser may use it (binding `any`), once.
-    let browser = new_browser();
-    let res = app.confirm_link(&browser, &token).await;
+    let browser = app.visitor();
+    let res = browser.confirm_link(&token).await;
     assert_eq!(res.status(), 303);
     let signed_in = app.audit().into_iter().last().unwrap();
     assert_eq!(signed_in.event, "signed_in");
     assert_eq!(signed_in.request_id, requested.request_id);
-    let res = new_browser().get(link).send().await.unwrap();
+    let res = app.visitor().get(link).await;
     assert_eq!(res.status(), 410, "a link signs in once");
 
     // Only for active members, and never without a reason.

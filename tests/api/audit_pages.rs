@@ -11,8 +11,8 @@ use latchkey::settings::LinkBinding;
 use scraper::{ElementRef, Html};
 
 use crate::helpers::{
-    attr, browser_as, new_browser, one, parse_page, select, spawn_app, spawn_app_with, text,
-    texts_within, within, TestApp, TestSettings,
+    attr, one, parse_page, select, spawn_app, spawn_app_with, text, texts_within, within, Browser,
+    TestApp, TestSettings,
 };
 
 /// Row ids on an audit page, in page order.
@@ -77,8 +77,8 @@ fn seed_at(app: &TestApp, at: &str, email: &str) -> AuditId {
     .id
 }
 
-async fn page(browser: &reqwest::Client, app: &TestApp, path: &str) -> (u16, String) {
-    let res = browser.get(app.url(path)).send().await.unwrap();
+async fn page(browser: &Browser, path: &str) -> (u16, String) {
+    let res = browser.get(path).await;
     let status = res.status().as_u16();
     (status, res.text().await.unwrap())
 }
@@ -90,7 +90,7 @@ async fn the_audit_is_newest_first_fifty_a_page_and_older_pages_keep_the_filters
     let mut ids = seed_many(&app, 120, "bulk@example.org");
     ids.reverse();
 
-    let (status, html) = page(admin.client(), &app, "/audit?email=bulk%40example.org").await;
+    let (status, html) = page(&admin, "/audit?email=bulk%40example.org").await;
     assert_eq!(status, 200);
     assert!(
         html.contains("<html"),
@@ -104,7 +104,7 @@ async fn the_audit_is_newest_first_fifty_a_page_and_older_pages_keep_the_filters
     let mut link = older_link(&html).expect("an older link");
     assert!(link.contains("email=bulk%40example.org"), "{link}");
     loop {
-        let (status, html) = page(admin.client(), &app, &link).await;
+        let (status, html) = page(&admin, &link).await;
         assert_eq!(status, 200);
         seen.extend(row_ids(&html));
         match older_link(&html) {
@@ -121,7 +121,7 @@ async fn keyset_pages_neither_skip_nor_repeat_rows_while_rows_arrive() {
     let auditor = app.member(Role::Auditor, "audrey@example.org").await;
     seed_many(&app, 130, "steady@example.org");
 
-    let (_, html) = page(auditor.client(), &app, "/audit").await;
+    let (_, html) = page(&auditor, "/audit").await;
     let mut seen = row_ids(&html);
     let mut link = older_link(&html);
     while let Some(path) = link {
@@ -134,7 +134,7 @@ async fn keyset_pages_neither_skip_nor_repeat_rows_while_rows_arrive() {
             "10.0.0.1",
             "x",
         );
-        let (_, html) = page(auditor.client(), &app, &path).await;
+        let (_, html) = page(&auditor, &path).await;
         seen.extend(row_ids(&html));
         link = older_link(&html);
     }
@@ -182,41 +182,31 @@ async fn filters_narrow_the_audit() {
     let late = seed_at(&app, "2026-03-01T23:59:59.999Z", "dated@example.org");
     let next_day = seed_at(&app, "2026-03-02T00:00:00Z", "dated@example.org");
 
-    let (_, html) = page(admin.client(), &app, "/audit?event=login_denied").await;
+    let (_, html) = page(&admin, "/audit?event=login_denied").await;
     assert_eq!(row_ids(&html), vec![denied]);
     let filters = parse_page(&html);
     let event = one(&filters, r#"select[name="event"] option[selected]"#);
     assert_eq!(attr(event, "value"), "login_denied");
 
-    let (_, html) = page(admin.client(), &app, "/audit?email=+bob%40EXAMPLE.org+").await;
+    let (_, html) = page(&admin, "/audit?email=+bob%40EXAMPLE.org+").await;
     assert_eq!(row_ids(&html), vec![other_ip, sent], "canonical address");
 
-    let (_, html) = page(admin.client(), &app, "/audit?ip=203.0.113.9").await;
+    let (_, html) = page(&admin, "/audit?ip=203.0.113.9").await;
     assert_eq!(row_ids(&html), vec![sent, denied]);
 
-    let (_, html) = page(
-        admin.client(),
-        &app,
-        "/audit?ip=203.0.113.9&email=bob%40example.org",
-    )
-    .await;
+    let (_, html) = page(&admin, "/audit?ip=203.0.113.9&email=bob%40example.org").await;
     assert_eq!(row_ids(&html), vec![sent]);
 
     // `to` includes its whole day; both bounds are UTC.
-    let (_, html) = page(admin.client(), &app, "/audit?from=2026-03-01&to=2026-03-01").await;
+    let (_, html) = page(&admin, "/audit?from=2026-03-01&to=2026-03-01").await;
     assert_eq!(row_ids(&html), vec![late, first]);
-    let (_, html) = page(admin.client(), &app, "/audit?to=2026-03-01").await;
+    let (_, html) = page(&admin, "/audit?to=2026-03-01").await;
     assert_eq!(row_ids(&html), vec![late, first, early]);
-    let (_, html) = page(
-        admin.client(),
-        &app,
-        "/audit?from=2026-03-02&email=dated%40example.org",
-    )
-    .await;
+    let (_, html) = page(&admin, "/audit?from=2026-03-02&email=dated%40example.org").await;
     assert_eq!(row_ids(&html), vec![next_day]);
 
     // A member's timeline is one click away from any row with their address.
-    let (_, html) = page(admin.client(), &app, "/audit").await;
+    let (_, html) = page(&admin, "/audit").await;
     assert!(
         !select(
             &parse_page(&html),
@@ -240,7 +230,7 @@ async fn bad_filter_values_get_400_with_the_form_and_nothing_else() {
         ("from=2026-03-02&to=2026-03-01", "after the To date"),
         ("before=abc", "cursor"),
     ] {
-        let (status, html) = page(admin.client(), &app, &format!("/audit?{query}")).await;
+        let (status, html) = page(&admin, &format!("/audit?{query}")).await;
         assert_eq!(status, 400, "{query}");
         assert!(html.contains(message), "{query}: {html}");
         let form = r#"form[method="get"][action="/audit"]"#;
@@ -250,7 +240,7 @@ async fn bad_filter_values_get_400_with_the_form_and_nothing_else() {
         assert_eq!(res.status(), 400, "CSV {query}");
     }
     // What was typed comes back escaped, in the form.
-    let (status, html) = page(admin.client(), &app, "/audit?email=%22%3E%3Cscript%3Ex").await;
+    let (status, html) = page(&admin, "/audit?email=%22%3E%3Cscript%3Ex").await;
     assert_eq!(status, 400);
     let page = parse_page(&html);
     assert_eq!(
@@ -299,15 +289,12 @@ async fn signed_in_rows_link_their_request_and_flag_another_device() {
     let app = spawn_app_with(TestSettings::new().link_binding(LinkBinding::Any)).await;
     let admin = app.member(Role::Admin, "ada@example.org").await;
     app.add_member("bob@example.org", Role::Member);
-    let asking = new_browser();
-    let phone = browser_as("PhoneBrowser/9.0");
+    let asking = app.visitor();
+    let phone = app.visitor_as("PhoneBrowser/9.0");
     let before = app.smtp.received().len();
-    assert_eq!(
-        app.request_link(&asking, "bob@example.org").await.status(),
-        200
-    );
+    assert_eq!(asking.request_link("bob@example.org").await.status(), 200);
     let mail = app.sign_in_mail(before + 1).await;
-    assert_eq!(app.confirm_link(&phone, &mail.token).await.status(), 303);
+    assert_eq!(phone.confirm_link(&mail.token).await.status(), 303);
 
     let rows = app.audit();
     let bob_signed_in = rows
@@ -320,7 +307,7 @@ async fn signed_in_rows_link_their_request_and_flag_another_device() {
         .unwrap();
     let request = bob_signed_in.request_id.unwrap();
 
-    let (_, html) = page(admin.client(), &app, "/audit?event=signed_in").await;
+    let (_, html) = page(&admin, "/audit?event=signed_in").await;
     let audit = parse_page(&html);
     let bob_row = row(&audit, bob_signed_in.id);
     let flags = texts_within(bob_row, ".flag");
@@ -335,7 +322,7 @@ async fn signed_in_rows_link_their_request_and_flag_another_device() {
     );
 
     // The request's own story: requested → sent → signed in.
-    let (status, html) = page(admin.client(), &app, &format!("/audit?request={request}")).await;
+    let (status, html) = page(&admin, &format!("/audit?request={request}")).await;
     assert_eq!(status, 200);
     let events: Vec<String> = row_ids(&html)
         .into_iter()
@@ -377,7 +364,7 @@ async fn hostile_user_agents_and_addresses_show_as_text() {
         .detail("<img src=x onerror=alert(3)>")
         .insert(&mut app.conn())
         .unwrap();
-    let (_, html) = page(admin.client(), &app, "/audit").await;
+    let (_, html) = page(&admin, "/audit").await;
     let audit = parse_page(&html);
     assert_no_injected_elements(&audit);
     let denied = one(&audit, r#"tr[data-event="login_denied"]"#);
@@ -396,12 +383,8 @@ async fn hostile_user_agents_and_addresses_show_as_text() {
     );
 }
 
-async fn csv(
-    browser: &reqwest::Client,
-    app: &TestApp,
-    path: &str,
-) -> (reqwest::header::HeaderMap, String) {
-    let res = browser.get(app.url(path)).send().await.unwrap();
+async fn csv(browser: &Browser, path: &str) -> (reqwest::header::HeaderMap, String) {
+    let res = browser.get(path).await;
     assert_eq!(res.status(), 200);
     let headers = res.headers().clone();
     (headers, res.text().await.unwrap())
@@ -415,12 +398,7 @@ async fn the_csv_export_streams_every_matching_row_in_batches() {
     ids.reverse();
     seed_many(&app, 3, "other@example.org");
 
-    let (headers, body) = csv(
-        auditor.client(),
-        &app,
-        "/audit.csv?email=bulk%40example.org",
-    )
-    .await;
+    let (headers, body) = csv(&auditor, "/audit.csv?email=bulk%40example.org").await;
     assert!(headers["content-type"]
         .to_str()
         .unwrap()
@@ -452,7 +430,7 @@ async fn the_csv_export_streams_every_matching_row_in_batches() {
     assert_eq!(exported, ids, "every row once, newest first");
 
     // Without filters: everything, including the sign-in rows.
-    let (_, body) = csv(auditor.client(), &app, "/audit.csv").await;
+    let (_, body) = csv(&auditor, "/audit.csv").await;
     let count = csv::Reader::from_reader(body.as_bytes()).records().count();
     assert_eq!(count, app.audit().len());
 }
@@ -480,7 +458,7 @@ async fn csv_cells_are_quoted_and_formulas_neutralised() {
         .insert(&mut app.conn())
         .unwrap();
 
-    let (_, body) = csv(auditor.client(), &app, "/audit.csv?event=login_denied").await;
+    let (_, body) = csv(&auditor, "/audit.csv?event=login_denied").await;
     assert!(
         body.contains(r#""'=HYPERLINK(""http://x"")""#),
         "quoted and neutralised: {body}"
@@ -513,12 +491,7 @@ async fn csv_cells_are_quoted_and_formulas_neutralised() {
 async fn the_filter_form_carries_what_was_typed() {
     let app = spawn_app().await;
     let admin = app.member(Role::Admin, "ada@example.org").await;
-    let (_, html) = page(
-        admin.client(),
-        &app,
-        "/audit?email=ada%40example.org&ip=%3A%3A1",
-    )
-    .await;
+    let (_, html) = page(&admin, "/audit?email=ada%40example.org&ip=%3A%3A1").await;
     let page = parse_page(&html);
     let email = one(
         &page,
@@ -548,18 +521,13 @@ async fn date_filtered_pages_are_in_time_order_and_neither_skip_nor_repeat() {
     let expected: Vec<AuditId> = expected.into_iter().map(|(_, id)| id).collect();
     let auditor = app.member(Role::Auditor, "audrey@example.org").await;
 
-    let (status, html) = page(
-        auditor.client(),
-        &app,
-        "/audit?from=2026-03-10&to=2026-03-10",
-    )
-    .await;
+    let (status, html) = page(&auditor, "/audit?from=2026-03-10&to=2026-03-10").await;
     assert_eq!(status, 200);
     let mut seen = row_ids(&html);
     let mut link = older_link(&html);
     while let Some(path) = link {
         seed_at(&app, "2026-03-10 12:00:00+00", "late@example.org");
-        let (_, html) = page(auditor.client(), &app, &path).await;
+        let (_, html) = page(&auditor, &path).await;
         seen.extend(row_ids(&html));
         link = older_link(&html);
     }

@@ -28,12 +28,7 @@ async fn state_changing_posts_without_the_right_token_get_403_and_change_nothing
     let admin_csrf = admin.csrf("/").await;
     app.add_member("bob@example.org", Role::Member);
     let asking = app.visitor();
-    assert_eq!(
-        app.request_link(asking.client(), "bob@example.org")
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(asking.request_link("bob@example.org").await.status(), 200);
     let (token, code) = app.sign_in_mail_to("bob@example.org", &app.address).await;
     let stranger_csrf = app.visitor().csrf("/login").await;
     app.smtp.wait_for(2, Duration::from_secs(10)).await;
@@ -206,12 +201,7 @@ async fn after_sign_in_the_sessions_token_is_required() {
     app.add_member("ann@example.org", Role::Member);
     let browser = app.visitor();
     let before_sign_in = browser.csrf("/login").await;
-    assert_eq!(
-        app.sign_in(browser.client(), "ann@example.org")
-            .await
-            .status(),
-        303
-    );
+    assert_eq!(app.sign_in(&browser, "ann@example.org").await.status(), 303);
     let session_csrf = browser.csrf("/").await;
     assert_ne!(
         session_csrf, before_sign_in,

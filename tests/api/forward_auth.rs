@@ -9,7 +9,7 @@ use latchkey::domain::role::Role;
 use latchkey::models::app::{self, Access};
 use latchkey::schema::sessions;
 
-use crate::helpers::{spawn_app, urlencode, TestApp};
+use crate::helpers::{spawn_app, urlencode, Browser, TestApp};
 
 pub fn register(
     app: &TestApp,
@@ -40,18 +40,9 @@ pub fn register(
     id
 }
 
-pub async fn check(
-    app: &TestApp,
-    browser: &reqwest::Client,
-    path: &str,
-    original: &str,
-) -> reqwest::Response {
-    browser
-        .get(app.url(path))
-        .header("X-Original-URL", original)
-        .send()
-        .await
-        .unwrap()
+/// `GET path` as a proxy asks it about `original`, with `browser`'s cookies.
+pub async fn check(browser: &Browser, path: &str, original: &str) -> reqwest::Response {
+    browser.get(path).header("X-Original-URL", original).await
 }
 
 fn count_events(app: &TestApp, event: &str) -> usize {
@@ -65,12 +56,10 @@ async fn a_check_without_the_original_url_is_a_bad_request() {
         let res = app.get(path).await;
         assert_eq!(res.status(), 400, "{path}");
         let res = app
-            .client
-            .get(app.url(path))
+            .browser
+            .get(path)
             .header("X-Forwarded-Proto", "https")
-            .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(res.status(), 400, "{path}: host missing");
     }
 }
@@ -78,6 +67,7 @@ async fn a_check_without_the_original_url_is_a_bad_request() {
 #[actix_web::test]
 async fn not_signed_in_gets_the_sign_in_page_with_the_original_url() {
     let app = spawn_app().await;
+    let visitor = app.visitor();
     register(
         &app,
         "wiki",
@@ -86,7 +76,7 @@ async fn not_signed_in_gets_the_sign_in_page_with_the_original_url() {
         &[],
     );
     let original = "https://wiki.example.org/page?a=1&b=2";
-    let res = check(&app, &app.client, "/auth/check", original).await;
+    let res = check(&visitor, "/auth/check", original).await;
     assert_eq!(res.status(), 401);
     let location = res.headers()["location"].to_str().unwrap().to_string();
     assert_eq!(
@@ -94,31 +84,25 @@ async fn not_signed_in_gets_the_sign_in_page_with_the_original_url() {
         app.url(&format!("/login?rd={}", urlencode(original)))
     );
     assert!(res.text().await.unwrap().is_empty());
-    let res = check(&app, &app.client, "/auth/forward", original).await;
+    let res = check(&visitor, "/auth/forward", original).await;
     assert_eq!(res.status(), 302);
     assert_eq!(res.headers()["location"].to_str().unwrap(), location);
     // The X-Forwarded-* trio, as Traefik and Caddy send it.
-    let res = app
-        .client
-        .get(app.url("/auth/forward"))
+    let res = visitor
+        .get("/auth/forward")
         .header("X-Forwarded-Proto", "https")
         .header("X-Forwarded-Host", "wiki.example.org")
         .header("X-Forwarded-Uri", "/page?a=1&b=2")
         .header("X-Forwarded-Method", "GET")
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(res.status(), 302);
     assert_eq!(res.headers()["location"].to_str().unwrap(), location);
     // A forged or foreign cookie is no session.
-    let res = app
-        .client
-        .get(app.url("/auth/check"))
+    let res = visitor
+        .get("/auth/check")
         .header("X-Original-URL", original)
         .header("Cookie", "latchkey_session=forged")
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(res.status(), 401);
 }
 
@@ -134,13 +118,7 @@ async fn an_admitted_member_passes_with_identity_headers_and_nothing_is_written_
         &[Role::Member],
         &[],
     );
-    let res = check(
-        &app,
-        browser.client(),
-        "/auth/check",
-        "https://wiki.example.org/",
-    )
-    .await;
+    let res = check(&browser, "/auth/check", "https://wiki.example.org/").await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["remote-user"], "ann@example.org");
     assert_eq!(res.headers()["remote-email"], "ann@example.org");
@@ -164,13 +142,10 @@ async fn an_admitted_member_passes_with_identity_headers_and_nothing_is_written_
     ] {
         for path in ["/auth/check", "/auth/forward"] {
             let res = browser
-                .client()
-                .request(method.clone(), app.url(path))
+                .request(method.clone(), path)
                 .header("X-Original-URL", "https://wiki.example.org/edit")
                 .body("a body that is never read")
-                .send()
-                .await
-                .unwrap();
+                .await;
             assert_eq!(res.status(), 200, "{method} {path}");
         }
     }
@@ -209,13 +184,7 @@ async fn members_an_app_does_not_admit_and_unknown_apps_get_403_audited_once_a_m
         &["boss@example.org"],
     );
     for _ in 0..3 {
-        let res = check(
-            &app,
-            browser.client(),
-            "/auth/check",
-            "https://wiki.example.org/",
-        )
-        .await;
+        let res = check(&browser, "/auth/check", "https://wiki.example.org/").await;
         assert_eq!(res.status(), 403);
         let page = res.text().await.unwrap();
         assert!(page.contains("wiki"), "{page}");
@@ -230,7 +199,7 @@ async fn members_an_app_does_not_admit_and_unknown_apps_get_403_audited_once_a_m
         "https://evil.test/?https://wiki.example.org",
         "http://wiki.example.org/",
     ] {
-        let res = check(&app, browser.client(), "/auth/forward", lookalike).await;
+        let res = check(&browser, "/auth/forward", lookalike).await;
         assert_eq!(res.status(), 403, "{lookalike}");
         assert!(res.text().await.unwrap().contains("not an app"));
     }
@@ -242,13 +211,7 @@ async fn members_an_app_does_not_admit_and_unknown_apps_get_403_audited_once_a_m
     assert_eq!(count_events(&app, "app_opened"), 0);
     // Listed by address, an admin passes; so does a member listed by name.
     let boss = app.member(Role::Admin, "boss@example.org").await;
-    let res = check(
-        &app,
-        boss.client(),
-        "/auth/check",
-        "https://wiki.example.org/",
-    )
-    .await;
+    let res = check(&boss, "/auth/check", "https://wiki.example.org/").await;
     assert_eq!(res.status(), 200);
 }
 
@@ -267,69 +230,42 @@ async fn logout_revocation_deactivation_and_removal_are_refused_by_the_next_chec
 
     // Logout.
     let ann = app.member(Role::Member, "ann@example.org").await;
-    assert_eq!(
-        check(&app, ann.client(), "/auth/check", url).await.status(),
-        200
-    );
-    let res = app.post_form(ann.client(), "/logout", &[]).await;
+    assert_eq!(check(&ann, "/auth/check", url).await.status(), 200);
+    let res = ann.post("/logout").await;
     assert_eq!(res.status(), 303);
-    assert_eq!(
-        check(&app, ann.client(), "/auth/check", url).await.status(),
-        401
-    );
+    assert_eq!(check(&ann, "/auth/check", url).await.status(), 401);
 
     // Revocation by an admin.
     let ann = app.member(Role::Member, "ann@example.org").await;
     let boss = app.member(Role::Admin, "boss@example.org").await;
-    assert_eq!(
-        check(&app, ann.client(), "/auth/check", url).await.status(),
-        200
-    );
+    assert_eq!(check(&ann, "/auth/check", url).await.status(), 200);
     let ann_id = app.add_member("ann@example.org", Role::Member);
     let session: i64 = sessions::table
         .filter(sessions::member_id.eq(ann_id))
         .select(sessions::id)
         .first(&mut app.conn())
         .unwrap();
-    let csrf = app.csrf(boss.client(), "/sessions").await;
-    let res = app
-        .post_form_with_csrf(
-            boss.client(),
-            &format!("/sessions/{session}/revoke"),
-            &[],
-            &csrf,
-        )
+    let csrf = boss.csrf("/sessions").await;
+    let res = boss
+        .post(&format!("/sessions/{session}/revoke"))
+        .csrf(&csrf)
         .await;
     assert!(
         res.status().is_success() || res.status() == 303,
         "{}",
         res.status()
     );
-    assert_eq!(
-        check(&app, ann.client(), "/auth/check", url).await.status(),
-        401
-    );
+    assert_eq!(check(&ann, "/auth/check", url).await.status(), 401);
 
     // Deactivation.
     let ann = app.member(Role::Member, "ann@example.org").await;
-    assert_eq!(
-        check(&app, ann.client(), "/auth/check", url).await.status(),
-        200
-    );
+    assert_eq!(check(&ann, "/auth/check", url).await.status(), 200);
     latchkey::models::member::deactivate(&mut app.conn(), ann_id, "test").unwrap();
     app.sync_cache().await;
-    assert_eq!(
-        check(&app, ann.client(), "/auth/check", url).await.status(),
-        401
-    );
+    assert_eq!(check(&ann, "/auth/check", url).await.status(), 401);
 
     // Removal of the app.
-    assert_eq!(
-        check(&app, boss.client(), "/auth/check", url)
-            .await
-            .status(),
-        403
-    );
+    assert_eq!(check(&boss, "/auth/check", url).await.status(), 403);
     register(
         &app,
         "blog",
@@ -338,24 +274,14 @@ async fn logout_revocation_deactivation_and_removal_are_refused_by_the_next_chec
         &[],
     );
     let blog = "https://blog.example.org/admin";
-    assert_eq!(
-        check(&app, boss.client(), "/auth/check", blog)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(check(&boss, "/auth/check", blog).await.status(), 200);
     let blog_id = app::find_by_name(&mut app.conn(), "blog")
         .unwrap()
         .unwrap()
         .id;
     app::remove(&mut app.conn(), blog_id, "test").unwrap();
     app.sync_cache().await;
-    assert_eq!(
-        check(&app, boss.client(), "/auth/check", blog)
-            .await
-            .status(),
-        403
-    );
+    assert_eq!(check(&boss, "/auth/check", blog).await.status(), 403);
     let _ = wiki;
 }
 
@@ -408,8 +334,7 @@ async fn the_assertion_verifies_with_an_independent_implementation_against_the_j
         &[],
     );
     let res = check(
-        &app,
-        browser.client(),
+        &browser,
         "/auth/check",
         "http://metrics.example.org:8081/d/1",
     )
@@ -453,12 +378,10 @@ async fn the_assertion_verifies_with_an_independent_implementation_against_the_j
 
 /// Asks for a link with `rd` (as the login form carries it) and follows it; the final Location.
 async fn sign_in_with_rd(app: &TestApp, email: &str, rd: &str, next: Option<&str>) -> String {
-    let browser = crate::helpers::new_browser();
+    let browser = app.visitor();
     let page = browser
-        .get(app.url(&format!("/login?rd={}", urlencode(rd))))
-        .send()
+        .get(&format!("/login?rd={}", urlencode(rd)))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -468,17 +391,17 @@ async fn sign_in_with_rd(app: &TestApp, email: &str, rd: &str, next: Option<&str
     if let Some(next) = next {
         fields.push(("next", next));
     }
-    let res = app.post_form(&browser, "/login", &fields).await;
+    let res = browser.post("/login").form(&fields).await;
     assert_eq!(res.status(), 200);
     let mail = app.next_sign_in_mail(before).await;
-    let res = app.confirm_link(&browser, &mail.token).await;
+    let res = browser.confirm_link(&mail.token).await;
     assert_eq!(res.status(), 303);
     let location = res.headers()["location"].to_str().unwrap().to_string();
     let Some(rd) = location.strip_prefix("/auth/return?rd=") else {
         return location;
     };
     // The form post's redirect stays on Latchkey (CSP form-action); this page sends it on.
-    let res = browser.get(app.url(&location)).send().await.unwrap();
+    let res = browser.get(&location).await;
     assert_eq!(res.status(), 200);
     let target = crate::helpers::urldecode(rd);
     assert_eq!(
@@ -553,18 +476,16 @@ async fn after_sign_in_rd_returns_to_a_registered_app_and_nowhere_else() {
 /// `address` with the browser's headers (its cookie among them) and `X-Forwarded-Method`,
 /// `-Proto`, `-Host`, `-Uri` and `-For`; a 2xx lets the request through with
 /// `authResponseHeaders` copied onto it, anything else goes back to the browser as it is.
-async fn traefik_asks(app: &TestApp, browser: &reqwest::Client) -> reqwest::Response {
+async fn traefik_asks(browser: &Browser) -> reqwest::Response {
     browser
-        .get(app.url("/auth/forward"))
+        .get("/auth/forward")
         .header("X-Forwarded-Method", "GET")
         .header("X-Forwarded-Proto", "https")
         .header("X-Forwarded-Host", "wiki.example.org")
         .header("X-Forwarded-Uri", "/page?x=1")
         .header("X-Forwarded-For", "203.0.113.9")
         .header("Accept", "text/html")
-        .send()
         .await
-        .unwrap()
 }
 
 #[actix_web::test]
@@ -577,8 +498,8 @@ async fn the_traefik_forward_auth_exchange() {
         &[Role::Member],
         &[],
     );
-    let signed_out = crate::helpers::new_browser();
-    let res = traefik_asks(&app, &signed_out).await;
+    let signed_out = app.visitor();
+    let res = traefik_asks(&signed_out).await;
     assert_eq!(res.status(), 302);
     assert_eq!(
         res.headers()["location"],
@@ -593,7 +514,7 @@ async fn the_traefik_forward_auth_exchange() {
         "nothing for the app's origin"
     );
     let ann = app.member(Role::Member, "ann@example.org").await;
-    let res = traefik_asks(&app, ann.client()).await;
+    let res = traefik_asks(&ann).await;
     assert_eq!(res.status(), 200);
     for name in [
         "remote-user",
@@ -610,7 +531,7 @@ async fn the_traefik_forward_auth_exchange() {
     let origin = AppOrigin::parse("https://wiki.example.org").unwrap();
     app::update(&mut app.conn(), wiki, "wiki", &origin, &access, "test").unwrap();
     app.sync_cache().await;
-    let res = traefik_asks(&app, ann.client()).await;
+    let res = traefik_asks(&ann).await;
     assert_eq!(res.status(), 403);
     assert!(res.headers()["content-type"]
         .to_str()
@@ -644,7 +565,7 @@ async fn a_fresh_assertion_is_handed_out_again_but_never_after_a_role_change() {
     );
     let url = "https://wiki.example.org/";
     let ann = app.member(Role::Member, "ann@example.org").await;
-    let first = check(&app, ann.client(), "/auth/check", url).await;
+    let first = check(&ann, "/auth/check", url).await;
     assert_eq!(first.status(), 200);
     let (token, claims) = assertion_claims(&first);
     assert_eq!(claims["role"], "member");
@@ -656,23 +577,20 @@ async fn a_fresh_assertion_is_handed_out_again_but_never_after_a_role_change() {
     // (a second later, so a new signature would carry another `iat`).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     for _ in 0..5 {
-        let again = check(&app, ann.client(), "/auth/check", url).await;
+        let again = check(&ann, "/auth/check", url).await;
         assert_eq!(assertion_claims(&again).0, token);
     }
     // The role changes: the very next check signs what is true now.
     let boss = app.member(Role::Admin, "boss@example.org").await;
     let ann_id = app.add_member("ann@example.org", Role::Member);
-    let csrf = app.csrf(boss.client(), "/team").await;
-    let res = app
-        .post_form_with_csrf(
-            boss.client(),
-            &format!("/team/{ann_id}/role"),
-            &[("role", "auditor")],
-            &csrf,
-        )
+    let csrf = boss.csrf("/team").await;
+    let res = boss
+        .post(&format!("/team/{ann_id}/role"))
+        .form(&[("role", "auditor")])
+        .csrf(&csrf)
         .await;
     assert!(res.status().is_success() || res.status() == 303);
-    let after = check(&app, ann.client(), "/auth/check", url).await;
+    let after = check(&ann, "/auth/check", url).await;
     assert_eq!(after.status(), 200);
     let (new_token, claims) = assertion_claims(&after);
     assert_ne!(new_token, token);

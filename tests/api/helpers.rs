@@ -208,7 +208,7 @@ pub struct TestApp {
     pub port: u16,
     pub database: TestDatabase,
     /// The default browser: a cookie store, redirects off.
-    pub client: reqwest::Client,
+    pub browser: Browser,
     /// The real SMTP server the app sends to.
     pub smtp: SmtpServer,
     /// The app's session cache.
@@ -234,11 +234,12 @@ pub async fn spawn_app_with(test_settings: TestSettings) -> TestApp {
         environment,
         settings,
     } = start_instance(&database, &smtp, &test_settings).await;
+    let browser = Browser::new(&instance.address, "LatchkeyTest/1.0");
     TestApp {
         address: instance.address,
         port: instance.port,
         database,
-        client: new_browser(),
+        browser,
         smtp,
         live: instance.live,
         environment,
@@ -357,33 +358,6 @@ pub async fn wait_until_listening(live: &latchkey::session::cache::Live) {
     panic!("the session cache's listener did not connect");
 }
 
-/// A fresh browser: its own cookie store, redirects not followed.
-pub fn new_browser() -> reqwest::Client {
-    new_browser_with_jar().0
-}
-
-/// A fresh browser that names itself `user_agent`: its own cookie store, redirects off.
-pub fn browser_as(user_agent: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .user_agent(user_agent)
-        .build()
-        .unwrap()
-}
-
-/// A fresh browser and its cookie jar, for tests that read or replay cookies.
-pub fn new_browser_with_jar() -> (reqwest::Client, std::sync::Arc<reqwest::cookie::Jar>) {
-    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_provider(jar.clone())
-        .user_agent("LatchkeyTest/1.0")
-        .build()
-        .unwrap();
-    (client, jar)
-}
-
 /// A public URL the tests do not serve: an https one, as behind a TLS proxy.
 pub const HTTPS_URL: &str = "https://login.example.org";
 
@@ -436,7 +410,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("GET")
+        self.browser.get(path).await
     }
 
     /// Waits until the app has applied every invalidation committed so far: for a test that
@@ -469,52 +443,6 @@ impl TestApp {
         let (member, _) =
             member::add_or_reactivate(&mut self.conn(), &email, role, "test").unwrap();
         member.id
-    }
-
-    /// The CSRF token this browser's pages carry (visiting `/login` first if need be).
-    pub async fn csrf(&self, browser: &reqwest::Client, path: &str) -> String {
-        let html = browser
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        form_value(&html, "csrf_token").expect("the page carries a CSRF token")
-    }
-
-    /// Posts a form with this browser's CSRF token added.
-    pub async fn post_form(
-        &self,
-        browser: &reqwest::Client,
-        path: &str,
-        fields: &[(&str, &str)],
-    ) -> reqwest::Response {
-        let csrf = self.csrf(browser, "/login").await;
-        self.post_form_with_csrf(browser, path, fields, &csrf).await
-    }
-
-    pub async fn post_form_with_csrf(
-        &self,
-        browser: &reqwest::Client,
-        path: &str,
-        fields: &[(&str, &str)],
-        csrf: &str,
-    ) -> reqwest::Response {
-        let mut fields: Vec<(&str, &str)> = fields.to_vec();
-        fields.push(("csrf_token", csrf));
-        browser
-            .post(self.url(path))
-            .form(&fields)
-            .send()
-            .await
-            .expect("POST")
-    }
-
-    /// `POST /login` from `browser`.
-    pub async fn request_link(&self, browser: &reqwest::Client, email: &str) -> reqwest::Response {
-        self.post_form(browser, "/login", &[("email", email)]).await
     }
 
     /// Waits for the `n`th mail (1-based) and pulls the sign-in parts out of it.
@@ -582,25 +510,12 @@ impl TestApp {
     }
 
     /// The whole flow by link in `browser`; returns the response to the confirming POST.
-    pub async fn sign_in(&self, browser: &reqwest::Client, email: &str) -> reqwest::Response {
+    pub async fn sign_in(&self, browser: &Browser, email: &str) -> reqwest::Response {
         let before = self.smtp.received().len();
-        let res = self.request_link(browser, email).await;
+        let res = browser.request_link(email).await;
         assert_eq!(res.status(), 200);
         let mail = self.next_sign_in_mail(before).await;
-        self.confirm_link(browser, &mail.token).await
-    }
-
-    /// Opens the confirmation page and posts its form, as a person would.
-    pub async fn confirm_link(&self, browser: &reqwest::Client, token: &str) -> reqwest::Response {
-        let page = browser
-            .get(self.url(&format!("/auth/verify?token={}", urlencode(token))))
-            .send()
-            .await
-            .unwrap();
-        let html = page.text().await.unwrap();
-        let csrf = form_value(&html, "csrf_token").unwrap();
-        self.post_form_with_csrf(browser, "/auth/verify", &[("token", token)], &csrf)
-            .await
+        browser.confirm_link(&mail.token).await
     }
 
     /// A visitor: a fresh browser on this app, signed in as nobody.
@@ -621,7 +536,7 @@ impl TestApp {
 
     /// Signs an existing member in, by link, in `browser`.
     pub async fn signed_in(&self, browser: Browser, email: &str) -> Browser {
-        let res = self.sign_in(browser.client(), email).await;
+        let res = self.sign_in(&browser, email).await;
         assert_eq!(res.status(), 303, "sign-in failed");
         browser
     }

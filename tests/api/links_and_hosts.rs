@@ -1,7 +1,7 @@
 //! Where links and redirects point: a `next` that would leave the site ends on the dashboard,
 //! and a forged `Host` does not reach the link in the mail (the public URL is the only base).
 
-use crate::helpers::{new_browser, spawn_app, urlencode};
+use crate::helpers::{spawn_app, urlencode};
 use latchkey::domain::role::Role;
 
 #[actix_web::test]
@@ -18,25 +18,24 @@ async fn next_values_that_leave_the_site_end_on_the_dashboard() {
     for (n, (next, expected)) in cases.into_iter().enumerate() {
         let email = format!("user{n}@example.org");
         app.add_member(&email, Role::Member);
-        let browser = new_browser();
+        let browser = app.visitor();
         // Carried in the form of GET /login?next=…, as a page would.
         let html = browser
-            .get(app.url(&format!("/login?next={}", urlencode(next))))
-            .send()
+            .get(&format!("/login?next={}", urlencode(next)))
             .await
-            .unwrap()
             .text()
             .await
             .unwrap();
         if expected == "/" {
             assert!(!html.contains("evil"), "{next}: {html}");
         }
-        let res = app
-            .post_form(&browser, "/login", &[("email", &email), ("next", next)])
+        let res = browser
+            .post("/login")
+            .form(&[("email", &email), ("next", next)])
             .await;
         assert_eq!(res.status(), 200);
         let (token, _) = app.sign_in_mail_to(&email, &app.address).await;
-        let res = app.confirm_link(&browser, &token).await;
+        let res = browser.confirm_link(&token).await;
         assert_eq!(res.status(), 303, "{next}");
         let location = res.headers()["location"].to_str().unwrap();
         assert_eq!(location, expected, "{next}");
@@ -55,18 +54,17 @@ async fn next_values_that_leave_the_site_end_on_the_dashboard() {
 async fn a_forged_host_header_does_not_change_the_link_in_the_email() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
-    let csrf = app.csrf(&browser, "/login").await;
+    let browser = app.visitor();
+    let csrf = browser.csrf("/login").await;
     let res = browser
-        .post(app.url("/login"))
+        .post("/login")
         .header("Host", "evil.example")
         .header("X-Forwarded-Host", "evil.example")
         .header("X-Forwarded-Proto", "https")
         .header("Forwarded", "host=evil.example;proto=https")
-        .form(&[("email", "ann@example.org"), ("csrf_token", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+        .form(&[("email", "ann@example.org")])
+        .csrf(&csrf)
+        .await;
     assert_eq!(res.status(), 200);
     let mail = app.sign_in_mail(1).await;
     assert!(

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use latchkey::schema::members;
 use secrecy::ExposeSecret as _;
 
-use crate::helpers::{new_browser, spawn_app_with, TestApp, TestSettings};
+use crate::helpers::{spawn_app_with, TestApp, TestSettings};
 
 async fn corp_app() -> TestApp {
     spawn_app_with(TestSettings::new().allowed_domains(&["corp.test"])).await
@@ -62,9 +62,9 @@ async fn assert_refused(app: &TestApp, spelling: &str) {
     // A decoy request stands in (member_id NULL); no real one is made.
     let requests_before = app.count("sign_in_requests WHERE member_id IS NOT NULL");
     let sessions_before = app.count("sessions WHERE member_id IS NOT NULL");
-    let browser = new_browser();
+    let browser = app.visitor();
 
-    let res = app.request_link(&browser, spelling).await;
+    let res = browser.request_link(spelling).await;
     assert_eq!(res.status(), 200, "{spelling}");
     let html = res.text().await.unwrap();
     assert!(html.contains("Check your inbox"), "{spelling}: {html}");
@@ -89,7 +89,7 @@ async fn assert_refused(app: &TestApp, spelling: &str) {
         sessions_before,
         "{spelling}"
     );
-    let dashboard = browser.get(app.url("/")).send().await.unwrap();
+    let dashboard = browser.get("/").await;
     assert_eq!(dashboard.status(), 303, "{spelling} reached the dashboard");
 }
 
@@ -129,7 +129,7 @@ async fn an_admitted_member_is_not_doubled_by_another_spelling_nor_back_after_de
     let app = corp_app().await;
     let admin = app.member(Role::Admin, "ada@example.org").await;
     // Carol comes in by the domain rule, as the first of her spellings to ask.
-    let res = app.sign_in(&new_browser(), "carol@corp.test").await;
+    let res = app.sign_in(&app.visitor(), "carol@corp.test").await;
     assert_eq!(res.status(), 303);
     let carol = member_id(&app, "carol@corp.test");
 
@@ -138,7 +138,7 @@ async fn an_admitted_member_is_not_doubled_by_another_spelling_nor_back_after_de
     assert_refused(&app, "carol+x@corp.test").await;
     assert_refused(&app, "Carol@corp.test").await;
     let before = app.smtp.received().len();
-    app.request_link(&new_browser(), "carol@corp.test").await;
+    app.visitor().request_link("carol@corp.test").await;
     assert!(app
         .next_sign_in_mail(before)
         .await
@@ -148,12 +148,9 @@ async fn an_admitted_member_is_not_doubled_by_another_spelling_nor_back_after_de
     // Deactivated on /team, she stays out under every spelling.
     let csrf = admin.csrf("/team").await;
     let res = admin
-        .client()
-        .post(app.url(&format!("/team/{carol}/deactivate")))
-        .form(&[("csrf_token", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+        .post(&format!("/team/{carol}/deactivate"))
+        .csrf(&csrf)
+        .await;
     assert_eq!(res.status(), 303);
     for spelling in ["Carol@corp.test", "carol+x@corp.test", "CAROL+y@corp.test"] {
         assert_refused(&app, spelling).await;
@@ -175,7 +172,7 @@ async fn an_admitted_member_is_not_doubled_by_another_spelling_nor_back_after_de
 #[actix_web::test]
 async fn a_fresh_tagged_address_at_an_allowed_domain_is_still_admitted() {
     let app = corp_app().await;
-    let browser = new_browser();
+    let browser = app.visitor();
     let before = app.smtp.received().len();
     let res = app.sign_in(&browser, "dave+x@corp.test").await;
     assert_eq!(res.status(), 303);
@@ -184,10 +181,7 @@ async fn a_fresh_tagged_address_at_an_allowed_domain_is_still_admitted() {
         ["dave+x@corp.test"],
         "mail goes to the address as given"
     );
-    assert_eq!(
-        browser.get(app.url("/")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(browser.get("/").await.status(), 200);
     assert_eq!(
         members(&app),
         [(
@@ -211,7 +205,7 @@ async fn spellings_an_admin_listed_sign_in_as_listed() {
     latchkey(&app, &["members", "add", "erin@corp.test"]);
     latchkey(&app, &["members", "add", "Erin+ops@corp.test"]);
     for email in ["erin@corp.test", "Erin+ops@corp.test"] {
-        let res = app.sign_in(&new_browser(), email).await;
+        let res = app.sign_in(&app.visitor(), email).await;
         assert_eq!(res.status(), 303, "{email}");
     }
     let keys: Vec<String> = members(&app).into_iter().map(|(_, key, _)| key).collect();

@@ -10,15 +10,15 @@ use latchkey::models::dashboard::{MEMBER_SIGN_INS_PER_DAY, TEAM_SIGN_INS_PER_DAY
 use scraper::Html;
 
 use crate::helpers::{
-    attr, browser_as, form_value, one, parse_page, select, spawn_app, text, within, TestApp,
+    attr, form_value, one, parse_page, select, spawn_app, text, within, Browser, TestApp,
 };
 
 const CHROME_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
 const FIREFOX_WINDOWS: &str =
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:126.0) Gecko/20100101 Firefox/126.0";
 
-async fn get_html(browser: &reqwest::Client, app: &TestApp, path: &str) -> Html {
-    let res = browser.get(app.url(path)).send().await.unwrap();
+async fn get_html(browser: &Browser, path: &str) -> Html {
+    let res = browser.get(path).await;
     assert_eq!(res.status(), 200, "{path}");
     parse_page(&res.text().await.unwrap())
 }
@@ -66,7 +66,7 @@ async fn audit_rows_read_as_labels_browsers_and_relative_times_and_keep_the_raw_
         &ago("5 hours"),
     );
 
-    let page = get_html(admin.client(), &app, "/audit").await;
+    let page = get_html(&admin, "/audit").await;
     let row = one(&page, &format!("tr#audit-{scanner}"));
     assert_eq!(attr(row, "data-event"), "link_prefetched");
     let event = within(row, ".event")[0];
@@ -113,7 +113,7 @@ async fn audit_rows_read_as_labels_browsers_and_relative_times_and_keep_the_raw_
     assert_eq!(&scanner_row[5], CHROME_MAC);
 
     // The dashboard's latest events read the same way.
-    let dashboard = get_html(admin.client(), &app, "/").await;
+    let dashboard = get_html(&admin, "/").await;
     let row = select(
         &dashboard,
         r#"table.latest tr[data-event="link_prefetched"]"#,
@@ -131,9 +131,9 @@ async fn audit_rows_read_as_labels_browsers_and_relative_times_and_keep_the_raw_
 async fn sessions_name_the_browser_and_keep_the_string_on_hover() {
     let app = spawn_app().await;
     app.add_member("mo@example.org", Role::Member);
-    let firefox = browser_as(FIREFOX_WINDOWS);
+    let firefox = app.visitor_as(FIREFOX_WINDOWS);
     assert_eq!(app.sign_in(&firefox, "mo@example.org").await.status(), 303);
-    let page = get_html(&firefox, &app, "/sessions").await;
+    let page = get_html(&firefox, "/sessions").await;
     let agent = one(&page, "table.sessions td.agent");
     assert_eq!(text(agent), "Firefox 126 on Windows 10");
     assert_eq!(attr(agent, "title"), FIREFOX_WINDOWS);
@@ -221,7 +221,7 @@ async fn the_chart_shows_each_days_sign_ins_and_failed_attempts_from_the_audit()
     seed(&app, "member_added", "new@example.org", None, &noon(5));
     seed(&app, "link_sent", "mo@example.org", None, &noon(5));
 
-    let page = get_html(auditor.client(), &app, "/").await;
+    let page = get_html(&auditor, "/").await;
     let groups = select(&page, "svg g.chart-day");
     assert_eq!(groups.len(), 30);
     assert_eq!(attr(groups[0], "data-day"), days_ago(29));
@@ -277,7 +277,7 @@ async fn the_chart_shows_each_days_sign_ins_and_failed_attempts_from_the_audit()
     assert!(text(one(&page, "svg desc")).starts_with("5 sign-ins and 5 failed attempts in 30 days"));
 
     // A member's chart is their own.
-    let page = get_html(member.client(), &app, "/").await;
+    let page = get_html(&member, "/").await;
     let busiest = chart_day(&page, &days_ago(5));
     assert_eq!((busiest.sign_ins, busiest.failed), (3, 0));
     let today = chart_day(&page, &days_ago(0));
@@ -352,7 +352,7 @@ async fn access_not_used_names_exactly_the_stale_members_and_a_deactivation_clea
     );
     latchkey::models::member::deactivate(&mut app.conn(), gone, "test").unwrap();
 
-    let page = get_html(admin.client(), &app, "/").await;
+    let page = get_html(&admin, "/").await;
     // Never signed in first, then the longest unused.
     assert_eq!(
         unused_emails(&page),
@@ -367,7 +367,7 @@ async fn access_not_used_names_exactly_the_stale_members_and_a_deactivation_clea
     assert_eq!(text(within(row, "td")[2]), "never");
 
     // The link leads to the Team page's own deactivation form for that member.
-    let team = get_html(admin.client(), &app, "/team").await;
+    let team = get_html(&admin, "/team").await;
     let form = one(
         &team,
         &format!(r#"tr#member-{stale} form[action="/team/{stale}/deactivate"]"#),
@@ -375,31 +375,27 @@ async fn access_not_used_names_exactly_the_stale_members_and_a_deactivation_clea
     assert_eq!(attr(form, "method"), "post");
 
     // Auditors read the list but cannot act on it; members do not see it.
-    let page = get_html(auditor.client(), &app, "/").await;
+    let page = get_html(&auditor, "/").await;
     assert_eq!(
         unused_emails(&page),
         ["never@example.org", "stale@example.org"]
     );
     assert!(select(&page, "a.deactivate-link").is_empty());
-    let page = get_html(member.client(), &app, "/").await;
+    let page = get_html(&member, "/").await;
     assert!(select(&page, "#unused-access, #unused-heading").is_empty());
 
     // Deactivating from the Team page: the next dashboard view (well inside the cache's few
     // seconds) no longer names them.
     let team_html = admin.get("/team").await.text().await.unwrap();
     let csrf = form_value(&team_html, "csrf_token").unwrap();
-    let res = app
-        .post_form_with_csrf(
-            admin.client(),
-            &format!("/team/{stale}/deactivate"),
-            &[],
-            &csrf,
-        )
+    let res = admin
+        .post(&format!("/team/{stale}/deactivate"))
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 303);
-    let page = get_html(admin.client(), &app, "/").await;
+    let page = get_html(&admin, "/").await;
     assert_eq!(unused_emails(&page), ["never@example.org"]);
-    let page = get_html(auditor.client(), &app, "/").await;
+    let page = get_html(&auditor, "/").await;
     assert_eq!(unused_emails(&page), ["never@example.org"]);
 }
 
@@ -519,12 +515,9 @@ fn the_chart_and_access_not_used_are_answered_from_their_indexes() {
 async fn the_sign_in_mail_has_one_button_with_a_plain_href_a_large_code_and_the_browser_named() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let chrome = browser_as(CHROME_MAC);
+    let chrome = app.visitor_as(CHROME_MAC);
     let before = app.smtp.received().len();
-    assert_eq!(
-        app.request_link(&chrome, "ann@example.org").await.status(),
-        200
-    );
+    assert_eq!(chrome.request_link("ann@example.org").await.status(), 200);
     let parts = app.next_sign_in_mail(before).await;
     let mail = app
         .smtp

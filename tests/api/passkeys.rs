@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use latchkey::settings::AdminPasskey;
 
-use crate::helpers::{new_browser, parse_page, select, spawn_app_with, TestApp, TestSettings};
+use crate::helpers::{parse_page, select, spawn_app_with, Browser, TestApp, TestSettings};
 
 /// The app with `http://localhost:<port>` as its public URL (and so its relying party), and
 /// reached there, since a ceremony must come from that origin.
@@ -147,20 +147,18 @@ impl SoftPasskey {
 impl TestApp {
     async fn post_json_api(
         &self,
-        browser: &reqwest::Client,
+        browser: &Browser,
         path: &str,
         csrf: &str,
         body: reqwest::Body,
         content_type: &str,
     ) -> (u16, Value) {
         let res = browser
-            .post(self.url(path))
+            .post(path)
             .header("X-CSRF-Token", csrf)
             .header("Content-Type", content_type)
             .body(body)
-            .send()
-            .await
-            .unwrap();
+            .await;
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -168,7 +166,7 @@ impl TestApp {
 
     async fn post_fields(
         &self,
-        browser: &reqwest::Client,
+        browser: &Browser,
         path: &str,
         csrf: &str,
         fields: &[(&str, &str)],
@@ -188,7 +186,7 @@ impl TestApp {
 
     async fn post_json(
         &self,
-        browser: &reqwest::Client,
+        browser: &Browser,
         path: &str,
         csrf: &str,
         body: &Value,
@@ -206,11 +204,11 @@ impl TestApp {
     /// Adds a passkey in a signed-in browser; returns the finish's status and answer.
     async fn add_passkey(
         &self,
-        browser: &reqwest::Client,
+        browser: &Browser,
         key: &mut SoftPasskey,
         name: &str,
     ) -> (u16, Value) {
-        let csrf = self.csrf(browser, "/passkeys").await;
+        let csrf = browser.csrf("/passkeys").await;
         let (status, options) = self
             .post_fields(
                 browser,
@@ -228,10 +226,10 @@ impl TestApp {
     /// Starts a passkey sign-in in `browser` and answers it with `key`.
     async fn passkey_sign_in(
         &self,
-        browser: &reqwest::Client,
+        browser: &Browser,
         key: &mut SoftPasskey,
     ) -> (u16, Value, Value) {
-        let csrf = self.csrf(browser, "/login").await;
+        let csrf = browser.csrf("/login").await;
         let (status, options) = self
             .post_fields(
                 browser,
@@ -273,17 +271,10 @@ async fn a_member_adds_a_passkey_and_signs_in_with_it_without_any_mail() {
     let app = spawn_localhost_app(TestSettings::new()).await;
     let browser = app.member(Role::Member, "ann@example.org").await;
     let mut key = SoftPasskey::new(&app.address);
-    let (status, answer) = app
-        .add_passkey(browser.client(), &mut key, "Work laptop")
-        .await;
+    let (status, answer) = app.add_passkey(&browser, &mut key, "Work laptop").await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["redirect"], "/passkeys");
-    let page = browser
-        .client()
-        .get(app.url("/passkeys"))
-        .send()
-        .await
-        .unwrap();
+    let page = browser.get("/passkeys").await;
     let html = page.text().await.unwrap();
     assert!(html.contains("Work laptop"), "{html}");
     assert!(app.audit_events().contains(&"passkey_added".to_string()));
@@ -300,11 +291,11 @@ async fn a_member_adds_a_passkey_and_signs_in_with_it_without_any_mail() {
 
     // Another browser signs in with it at once: no link, no code.
     let links_before = app.sign_in_mail_count();
-    let other = new_browser();
+    let other = app.visitor();
     let (status, answer, _) = app.passkey_sign_in(&other, &mut key).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["redirect"], "/sessions");
-    let res = other.get(app.url("/sessions")).send().await.unwrap();
+    let res = other.get("/sessions").await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     assert!(html.contains("proved a passkey"), "{html}");
@@ -333,23 +324,20 @@ async fn a_replayed_assertion_is_refused() {
     let app = spawn_localhost_app(TestSettings::new()).await;
     let browser = app.member(Role::Member, "ann@example.org").await;
     let mut key = SoftPasskey::new(&app.address);
-    assert_eq!(
-        app.add_passkey(browser.client(), &mut key, "Phone").await.0,
-        200
-    );
+    assert_eq!(app.add_passkey(&browser, &mut key, "Phone").await.0, 200);
 
-    let attacker = new_browser();
+    let attacker = app.visitor();
     let (status, _, assertion) = app.passkey_sign_in(&attacker, &mut key).await;
     assert_eq!(status, 200);
     // The same answer again: this session's ceremony is spent.
-    let csrf = app.csrf(&attacker, "/login").await;
+    let csrf = attacker.csrf("/login").await;
     let (status, _) = app
         .post_json(&attacker, "/auth/passkey/finish", &csrf, &assertion)
         .await;
     assert_eq!(status, 401);
     // Replayed into a fresh ceremony (another challenge) in another browser.
-    let replayer = new_browser();
-    let csrf = app.csrf(&replayer, "/login").await;
+    let replayer = app.visitor();
+    let csrf = replayer.csrf("/login").await;
     let (status, _) = app
         .post_fields(&replayer, "/auth/passkey/start", &csrf, &[])
         .await;
@@ -358,7 +346,7 @@ async fn a_replayed_assertion_is_refused() {
         .post_json(&replayer, "/auth/passkey/finish", &csrf, &assertion)
         .await;
     assert_eq!(status, 401);
-    let res = replayer.get(app.url("/")).send().await.unwrap();
+    let res = replayer.get("/").await;
     assert_eq!(res.status(), 303, "the replayer is not signed in");
     let failures = app.passkey_failures();
     assert!(
@@ -378,20 +366,14 @@ async fn a_passkey_of_one_member_cannot_sign_in_another() {
     let bob = app.member(Role::Member, "bob@example.org").await;
     let mut ann_key = SoftPasskey::new(&app.address);
     let mut bob_key = SoftPasskey::new(&app.address);
-    assert_eq!(
-        app.add_passkey(ann.client(), &mut ann_key, "Ann's").await.0,
-        200
-    );
-    assert_eq!(
-        app.add_passkey(bob.client(), &mut bob_key, "Bob's").await.0,
-        200
-    );
+    assert_eq!(app.add_passkey(&ann, &mut ann_key, "Ann's").await.0, 200);
+    assert_eq!(app.add_passkey(&bob, &mut bob_key, "Bob's").await.0, 200);
     assert_ne!(ann_key.user_handle, bob_key.user_handle);
 
     // Bob's authenticator claiming to hold Ann's account (her user handle).
     let bobs_handle = bob_key.user_handle.clone();
     bob_key.user_handle = ann_key.user_handle.clone();
-    let browser = new_browser();
+    let browser = app.visitor();
     let (status, _, _) = app.passkey_sign_in(&browser, &mut bob_key).await;
     assert_eq!(status, 401);
     assert!(app
@@ -403,25 +385,18 @@ async fn a_passkey_of_one_member_cannot_sign_in_another() {
     bob_key.user_handle = bobs_handle;
     let (status, _, _) = app.passkey_sign_in(&browser, &mut bob_key).await;
     assert_eq!(status, 200);
-    let html = browser
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = browser.get("/").await.text().await.unwrap();
     assert!(html.contains("bob@example.org") && !html.contains("ann@example.org"));
 
     // Ann, signed in by email, cannot confirm with Bob's passkey either.
-    let csrf = app.csrf(ann.client(), "/passkeys").await;
+    let csrf = ann.csrf("/passkeys").await;
     let (status, options) = app
-        .post_fields(ann.client(), "/passkeys/confirm/start", &csrf, &[])
+        .post_fields(&ann, "/passkeys/confirm/start", &csrf, &[])
         .await;
     assert_eq!(status, 200, "{options}");
     let answer = bob_key.assert(&options);
     let (status, _) = app
-        .post_json(ann.client(), "/passkeys/confirm/finish", &csrf, &answer)
+        .post_json(&ann, "/passkeys/confirm/finish", &csrf, &answer)
         .await;
     assert_eq!(status, 401);
 }
@@ -432,49 +407,34 @@ async fn a_removed_passkey_no_longer_signs_in_and_nobody_else_can_remove_it() {
     let ann = app.member(Role::Member, "ann@example.org").await;
     let bob = app.member(Role::Admin, "bob@example.org").await;
     let mut key = SoftPasskey::new(&app.address);
-    assert_eq!(
-        app.add_passkey(ann.client(), &mut key, "Laptop").await.0,
-        200
-    );
+    assert_eq!(app.add_passkey(&ann, &mut key, "Laptop").await.0, 200);
     let id = app_passkey_id(&app);
 
-    let res = app
-        .post_form_with_csrf(
-            bob.client(),
-            &format!("/passkeys/{id}/remove"),
-            &[],
-            &app.csrf(bob.client(), "/passkeys").await,
-        )
+    let res = bob
+        .post(&format!("/passkeys/{id}/remove"))
+        .csrf(&bob.csrf("/passkeys").await)
         .await;
     assert_eq!(
         res.status(),
         404,
         "an admin cannot remove another's passkey"
     );
-    let res = app
-        .post_form_with_csrf(
-            ann.client(),
-            &format!("/passkeys/{id}/remove"),
-            &[],
-            "wrong",
-        )
+    let res = ann
+        .post(&format!("/passkeys/{id}/remove"))
+        .csrf("wrong")
         .await;
     assert_eq!(res.status(), 403, "CSRF");
     assert_eq!(app.count("passkeys"), 1);
 
-    let res = app
-        .post_form_with_csrf(
-            ann.client(),
-            &format!("/passkeys/{id}/remove"),
-            &[],
-            &app.csrf(ann.client(), "/passkeys").await,
-        )
+    let res = ann
+        .post(&format!("/passkeys/{id}/remove"))
+        .csrf(&ann.csrf("/passkeys").await)
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(app.count("passkeys"), 0);
     assert!(app.audit_events().contains(&"passkey_removed".to_string()));
 
-    let (status, _, _) = app.passkey_sign_in(&new_browser(), &mut key).await;
+    let (status, _, _) = app.passkey_sign_in(&app.visitor(), &mut key).await;
     assert_eq!(status, 401);
     assert!(app
         .passkey_failures()
@@ -495,13 +455,10 @@ async fn a_deactivated_members_passkeys_no_longer_work() {
     let app = spawn_localhost_app(TestSettings::new()).await;
     let ann = app.member(Role::Member, "ann@example.org").await;
     let mut key = SoftPasskey::new(&app.address);
-    assert_eq!(
-        app.add_passkey(ann.client(), &mut key, "Laptop").await.0,
-        200
-    );
+    assert_eq!(app.add_passkey(&ann, &mut key, "Laptop").await.0, 200);
     let id = app.add_member("ann@example.org", Role::Member);
     latchkey::models::member::deactivate(&mut app.conn(), id, "test").unwrap();
-    let (status, _, _) = app.passkey_sign_in(&new_browser(), &mut key).await;
+    let (status, _, _) = app.passkey_sign_in(&app.visitor(), &mut key).await;
     assert_eq!(status, 401);
     assert!(app
         .passkey_failures()
@@ -514,18 +471,13 @@ async fn adding_a_passkey_needs_a_fresh_sign_in_and_csrf() {
     let app = spawn_localhost_app(TestSettings::new()).await;
     let ann = app.member(Role::Member, "ann@example.org").await;
     let (status, _) = app
-        .post_fields(
-            ann.client(),
-            "/passkeys/register/start",
-            "wrong",
-            &[("name", "x")],
-        )
+        .post_fields(&ann, "/passkeys/register/start", "wrong", &[("name", "x")])
         .await;
     assert_eq!(status, 403, "CSRF");
-    let csrf = app.csrf(ann.client(), "/passkeys").await;
+    let csrf = ann.csrf("/passkeys").await;
     let (status, problem) = app
         .post_fields(
-            ann.client(),
+            &ann,
             "/passkeys/register/start",
             &csrf,
             &[("name", &"x".repeat(65))],
@@ -545,7 +497,7 @@ async fn adding_a_passkey_needs_a_fresh_sign_in_and_csrf() {
     app.sync_cache().await;
     let (status, problem) = app
         .post_fields(
-            ann.client(),
+            &ann,
             "/passkeys/register/start",
             &csrf,
             &[("name", "Laptop")],
@@ -553,15 +505,7 @@ async fn adding_a_passkey_needs_a_fresh_sign_in_and_csrf() {
         .await;
     assert_eq!(status, 403, "{problem}");
     assert!(problem["error"].as_str().unwrap().contains("sign in again"));
-    let html = ann
-        .client()
-        .get(app.url("/passkeys"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = ann.get("/passkeys").await.text().await.unwrap();
     assert!(html.contains("sign in again"), "{html}");
     assert_eq!(app.count("passkeys"), 0);
 }
@@ -571,75 +515,35 @@ async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_tea
     let app = spawn_localhost_app(TestSettings::new().admin_passkey(AdminPasskey::Required)).await;
     let admin = app.member(Role::Admin, "boss@example.org").await;
     let auditor = app.member(Role::Auditor, "aud@example.org").await;
-    let res = admin.client().get(app.url("/team")).send().await.unwrap();
+    let res = admin.get("/team").await;
     assert_eq!(res.status(), 303);
     assert_eq!(
         res.headers()["location"].to_str().unwrap(),
         "/passkeys/confirm?next=%2Fteam"
     );
-    let res = app
-        .post_form_with_csrf(
-            admin.client(),
-            "/team",
-            &[("email", "new@example.org"), ("role", "admin")],
-            &app.csrf(admin.client(), "/").await,
-        )
+    let res = admin
+        .post("/team")
+        .form(&[("email", "new@example.org"), ("role", "admin")])
+        .csrf(&admin.csrf("/").await)
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(app.count("members WHERE email = 'new@example.org'"), 0);
-    let html = admin
-        .client()
-        .get(app.url("/passkeys/confirm"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = admin.get("/passkeys/confirm").await.text().await.unwrap();
     assert!(html.contains("Add a passkey"), "{html}");
     // Everyone's sessions wait too; the auditor is not affected.
-    let html = admin
-        .client()
-        .get(app.url("/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = admin.get("/sessions").await.text().await.unwrap();
     assert!(!html.contains("aud@example.org") && html.contains("confirm with a passkey"));
-    assert_eq!(
-        auditor
-            .client()
-            .get(app.url("/audit"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(auditor.get("/audit").await.status(), 200);
 
     // Adding a passkey is not yet proving one.
     let mut key = SoftPasskey::new(&app.address);
-    assert_eq!(
-        app.add_passkey(admin.client(), &mut key, "Key").await.0,
-        200
-    );
-    assert_eq!(
-        admin
-            .client()
-            .get(app.url("/team"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        303
-    );
+    assert_eq!(app.add_passkey(&admin, &mut key, "Key").await.0, 200);
+    assert_eq!(admin.get("/team").await.status(), 303);
     // A second one needs the first confirmed.
-    let csrf = app.csrf(admin.client(), "/passkeys").await;
+    let csrf = admin.csrf("/passkeys").await;
     let (status, _) = app
         .post_fields(
-            admin.client(),
+            &admin,
             "/passkeys/register/start",
             &csrf,
             &[("name", "Second")],
@@ -649,7 +553,7 @@ async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_tea
 
     let (status, options) = app
         .post_fields(
-            admin.client(),
+            &admin,
             "/passkeys/confirm/start",
             &csrf,
             &[("next", "/team")],
@@ -658,45 +562,25 @@ async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_tea
     assert_eq!(status, 200, "{options}");
     let answer = key.assert(&options);
     let (status, done) = app
-        .post_json(admin.client(), "/passkeys/confirm/finish", &csrf, &answer)
+        .post_json(&admin, "/passkeys/confirm/finish", &csrf, &answer)
         .await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["redirect"], "/team");
-    assert_eq!(
-        admin
-            .client()
-            .get(app.url("/team"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let html = admin
-        .client()
-        .get(app.url("/sessions"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(admin.get("/team").await.status(), 200);
+    let html = admin.get("/sessions").await.text().await.unwrap();
     assert!(html.contains("aud@example.org") && html.contains("proved a passkey"));
 
     // Signing in with the passkey proves it at once.
-    let other = new_browser();
+    let other = app.visitor();
     assert_eq!(app.passkey_sign_in(&other, &mut key).await.0, 200);
-    assert_eq!(
-        other.get(app.url("/team")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(other.get("/team").await.status(), 200);
 }
 
 #[actix_web::test]
 async fn passkey_posts_count_against_the_login_rate() {
     let app = spawn_localhost_app(TestSettings::new().login_rate(2, Duration::from_secs(60))).await;
-    let browser = new_browser();
-    let csrf = app.csrf(&browser, "/login").await;
+    let browser = app.visitor();
+    let csrf = browser.csrf("/login").await;
     for _ in 0..2 {
         let (status, _) = app
             .post_fields(&browser, "/auth/passkey/start", &csrf, &[])
@@ -726,11 +610,12 @@ async fn the_sign_in_page_offers_passkeys_only_where_they_can_work() {
 
     // An IP public URL: no relying party, and the email form as before.
     let app = crate::helpers::spawn_app().await;
-    let html = app.get("/login").await.text().await.unwrap();
+    let visitor = app.visitor();
+    let html = visitor.get("/login").await.text().await.unwrap();
     assert!(!html.contains("data-passkey-sign-in"));
-    let csrf = app.csrf(&app.client, "/login").await;
+    let csrf = visitor.csrf("/login").await;
     let (status, _) = app
-        .post_fields(&app.client, "/auth/passkey/start", &csrf, &[])
+        .post_fields(&visitor, "/auth/passkey/start", &csrf, &[])
         .await;
     assert_eq!(status, 404);
 }

@@ -4,7 +4,7 @@
 use latchkey::domain::role::Role;
 use std::time::Duration;
 
-use crate::helpers::{form_value, new_browser, spawn_app, spawn_app_with, TestApp, TestSettings};
+use crate::helpers::{form_value, spawn_app, spawn_app_with, TestApp, TestSettings};
 
 /// A POST to `path` with this browser's CSRF token, from an optional forwarded address.
 fn throttled_rows(app: &TestApp) -> Vec<latchkey::audit::rows::AuditRow> {
@@ -284,13 +284,12 @@ async fn answer_without_csrf(res: reqwest::Response) -> (u16, String) {
 async fn over_the_email_rate_the_answer_is_the_same_and_no_mail_is_sent() {
     let app = spawn_app_with(TestSettings::new().email_rate(2, Duration::from_secs(15 * 60))).await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
-    let first = answer_without_csrf(app.request_link(&browser, "ann@example.org").await).await;
-    let second = answer_without_csrf(app.request_link(&browser, "ann@example.org").await).await;
+    let browser = app.visitor();
+    let first = answer_without_csrf(browser.request_link("ann@example.org").await).await;
+    let second = answer_without_csrf(browser.request_link("ann@example.org").await).await;
     // From another browser, as an attacker flooding her inbox would.
-    let third =
-        answer_without_csrf(app.request_link(&new_browser(), "ann@example.org").await).await;
-    let fourth = answer_without_csrf(app.request_link(&browser, "ann@example.org").await).await;
+    let third = answer_without_csrf(app.visitor().request_link("ann@example.org").await).await;
+    let fourth = answer_without_csrf(browser.request_link("ann@example.org").await).await;
     assert_eq!(first.0, 200);
     assert_eq!(first, second);
     assert_eq!(first, third, "over the limit, the answer does not change");
@@ -313,7 +312,7 @@ async fn over_the_email_rate_the_answer_is_the_same_and_no_mail_is_sent() {
     }
     // Another address has its own count.
     app.add_member("bob@example.org", Role::Member);
-    app.request_link(&browser, "bob@example.org").await;
+    browser.request_link("bob@example.org").await;
     app.smtp.wait_for(3, Duration::from_secs(10)).await;
 }
 
@@ -321,8 +320,8 @@ async fn over_the_email_rate_the_answer_is_the_same_and_no_mail_is_sent() {
 async fn a_new_link_never_resets_a_dead_code() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
-    app.request_link(&browser, "ann@example.org").await;
+    let browser = app.visitor();
+    browser.request_link("ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
     let wrong = if mail.code == "000000" {
         "111111"
@@ -330,23 +329,23 @@ async fn a_new_link_never_resets_a_dead_code() {
         "000000"
     };
     for n in 1..=5 {
-        let res = app
-            .post_form(&browser, "/auth/code", &[("code", wrong)])
-            .await;
+        let res = browser.post("/auth/code").form(&[("code", wrong)]).await;
         let expected = if n < 5 { 400 } else { 410 };
         assert_eq!(res.status(), expected, "wrong code {n}");
     }
     // The sixth try, even with the right code, finds nothing to complete.
-    let res = app
-        .post_form(&browser, "/auth/code", &[("code", &mail.code)])
+    let res = browser
+        .post("/auth/code")
+        .form(&[("code", &mail.code)])
         .await;
     assert_ne!(res.status(), 303);
 
     // A new link is a new request: the dead one stays dead, by code and by link.
-    app.request_link(&browser, "ann@example.org").await;
+    browser.request_link("ann@example.org").await;
     let second = app.sign_in_mail(2).await;
-    let res = app
-        .post_form(&browser, "/auth/code", &[("code", &mail.code)])
+    let res = browser
+        .post("/auth/code")
+        .form(&[("code", &mail.code)])
         .await;
     if mail.code != second.code {
         assert_eq!(
@@ -355,7 +354,7 @@ async fn a_new_link_never_resets_a_dead_code() {
             "the old code does not work for the new request"
         );
     }
-    let res = app.confirm_link(&browser, &mail.token).await;
+    let res = browser.confirm_link(&mail.token).await;
     assert_eq!(res.status(), 410, "the old link died with its code");
     #[derive(diesel::QueryableByName)]
     struct Failures {
@@ -370,8 +369,9 @@ async fn a_new_link_never_resets_a_dead_code() {
     assert_eq!(failures[0].code_failures, 5, "never reset");
     assert_eq!(app.count("sessions"), 0);
     // The new request works on its own terms.
-    let res = app
-        .post_form(&browser, "/auth/code", &[("code", &second.code)])
+    let res = browser
+        .post("/auth/code")
+        .form(&[("code", &second.code)])
         .await;
     assert_eq!(res.status(), 303);
 }
@@ -380,11 +380,8 @@ async fn a_new_link_never_resets_a_dead_code() {
 async fn a_new_link_never_resets_the_ip_budget() {
     let app = spawn_app_with(TestSettings::new().login_rate(6, Duration::from_secs(60))).await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
-    assert_eq!(
-        app.request_link(&browser, "ann@example.org").await.status(),
-        200
-    );
+    let browser = app.visitor();
+    assert_eq!(browser.request_link("ann@example.org").await.status(), 200);
     let mail = app.sign_in_mail(1).await;
     let wrong = if mail.code == "000000" {
         "111111"
@@ -392,24 +389,20 @@ async fn a_new_link_never_resets_the_ip_budget() {
         "000000"
     };
     for _ in 0..4 {
-        let res = app
-            .post_form(&browser, "/auth/code", &[("code", wrong)])
-            .await;
+        let res = browser.post("/auth/code").form(&[("code", wrong)]).await;
         assert_eq!(res.status(), 400);
     }
     // The sixth post: a new link, still within the budget...
-    assert_eq!(
-        app.request_link(&browser, "ann@example.org").await.status(),
-        200
-    );
+    assert_eq!(browser.request_link("ann@example.org").await.status(), 200);
     let second = app.sign_in_mail(2).await;
     // ...which does not give the guesser a fresh budget.
-    let res = app
-        .post_form(&browser, "/auth/code", &[("code", &second.code)])
+    let res = browser
+        .post("/auth/code")
+        .form(&[("code", &second.code)])
         .await;
     assert_eq!(res.status(), 429);
     assert_eq!(app.count("sessions"), 0);
-    let page = browser.get(app.url("/login")).send().await.unwrap();
+    let page = browser.get("/login").await;
     let html = page.text().await.unwrap();
     assert!(form_value(&html, "csrf_token").is_some());
 }

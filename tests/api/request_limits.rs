@@ -7,30 +7,30 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::helpers::{
-    form_value, new_browser, parse_page, raw_request, select, set_cookies, spawn_app,
-    spawn_app_with, urlencode, TestApp, TestSettings,
+    form_value, parse_page, raw_request, select, set_cookies, spawn_app, spawn_app_with, urlencode,
+    TestApp, TestSettings,
 };
 
 #[actix_web::test]
 async fn bodies_over_16_kib_get_413_and_write_nothing() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
-    let csrf = app.csrf(&browser, "/login").await;
+    let browser = app.visitor();
+    let csrf = browser.csrf("/login").await;
     let padding = format!("/{}", "a".repeat(17 * 1024));
     let before = app.snapshot();
 
     // With a Content-Length: refused before a byte is read.
     let res = browser
-        .post(app.url("/login"))
+        .post("/login")
         .form(&[
             ("csrf_token", csrf.as_str()),
             ("email", "ann@example.org"),
             ("next", padding.as_str()),
         ])
-        .send()
-        .await
-        .unwrap();
+        // The token is already in the form, and first.
+        .without_csrf()
+        .await;
     assert_eq!(res.status(), 413);
 
     // Chunked, without a Content-Length: refused once the count passes 16 KiB.
@@ -56,15 +56,15 @@ async fn bodies_over_16_kib_get_413_and_write_nothing() {
     // Just under 16 KiB with a Content-Length is fine too.
     let fill = "b".repeat(16 * 1024 - 200);
     let res = browser
-        .post(app.url("/login"))
+        .post("/login")
         .form(&[
             ("csrf_token", csrf.as_str()),
             ("email", "ann@example.org"),
             ("filler", fill.as_str()),
         ])
-        .send()
-        .await
-        .unwrap();
+        // The token is already in the form, and first.
+        .without_csrf()
+        .await;
     assert_eq!(res.status(), 200);
 }
 
@@ -158,13 +158,13 @@ async fn emails_over_254_characters_get_422_and_write_nothing() {
     );
     let app =
         spawn_app_with(TestSettings::new().allowed_domains(&[&short_domain, &long_domain])).await;
-    let browser = new_browser();
+    let browser = app.visitor();
     let before = app.snapshot();
     let too_long = format!("{}@{long_domain}", "a".repeat(64));
     assert!(too_long.len() > 254);
     let much_too_long = format!("{}@example.org", "a".repeat(5000));
     for email in [too_long.as_str(), much_too_long.as_str()] {
-        let res = app.request_link(&browser, email).await;
+        let res = browser.request_link(email).await;
         assert_eq!(res.status(), 422, "{} characters", email.len());
         let html = res.text().await.unwrap();
         assert_eq!(
@@ -179,6 +179,6 @@ async fn emails_over_254_characters_get_422_and_write_nothing() {
     // At the limit, an address of an allowed domain does get in: the length is what refused.
     let fits = format!("{}@{short_domain}", "a".repeat(64));
     assert!(fits.len() <= 254);
-    assert_eq!(app.request_link(&browser, &fits).await.status(), 200);
+    assert_eq!(browser.request_link(&fits).await.status(), 200);
     assert_eq!(app.count("sign_in_requests"), 1);
 }

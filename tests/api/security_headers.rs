@@ -151,11 +151,7 @@ async fn every_response_carries_the_security_headers_and_no_hsts_over_http() {
     check_every_kind_of_response(&app, false).await;
     // Signed-in pages and HTMX partials too.
     for htmx in [false, true] {
-        let mut request = browser.client().get(app.url("/"));
-        if htmx {
-            request = request.header("HX-Request", "true");
-        }
-        let res = request.send().await.unwrap();
+        let res = browser.get("/").htmx_if(htmx).await;
         assert_eq!(res.status(), 200);
         assert_security_headers(&res, &format!("dashboard (htmx: {htmx})"), false);
     }
@@ -221,15 +217,12 @@ async fn a_503_carries_the_security_headers_and_garbage_tokens_never_reach_the_d
 async fn pages_carry_the_htmx_config_and_load_htmx_from_this_site() {
     let app = spawn_app().await;
     let browser = app.member(Role::Member, "ann@example.org").await;
-    for (client, path) in [(&app.client, "/login"), (browser.client(), "/")] {
-        let html = client
-            .get(app.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    for (member, path) in [(None, "/login"), (Some(&browser), "/")] {
+        let res = match member {
+            Some(member) => member.get(path).await,
+            None => app.get(path).await,
+        };
+        let html = res.text().await.unwrap();
         let page = parse_page(&html);
         let config = attr(one(&page, r#"meta[name="htmx-config"]"#), "content");
         let config: serde_json::Value = serde_json::from_str(config).unwrap();

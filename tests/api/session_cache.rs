@@ -11,27 +11,25 @@ use latchkey::schema::sessions;
 use latchkey::session::cache::LISTENER_APPLICATION_NAME;
 
 use crate::forward_auth::{check, register};
-use crate::helpers::{form_value, spawn_app, urlencode, Instance, TestApp};
+use crate::helpers::{spawn_app, urlencode, Browser, Instance, TestApp};
 
 const WIKI: &str = "https://wiki.example.org/";
 
-async fn status(browser: &reqwest::Client, url: String) -> u16 {
-    browser.get(url).send().await.unwrap().status().as_u16()
+async fn status(browser: &Browser, path: &str) -> u16 {
+    browser.get(path).await.status().as_u16()
 }
 
-async fn check_on(instance: &Instance, browser: &reqwest::Client) -> reqwest::Response {
+async fn check_on(instance: &Instance, browser: &Browser) -> reqwest::Response {
     browser
-        .get(instance.url("/auth/check"))
+        .get(&instance.url("/auth/check"))
         .header("X-Original-URL", WIKI)
-        .send()
         .await
-        .unwrap()
 }
 
 /// Polls `instance` until `browser`'s check answers `want`; how long that took.
 async fn refused_within(
     instance: &Instance,
-    browser: &reqwest::Client,
+    browser: &Browser,
     want: u16,
     limit: Duration,
 ) -> Duration {
@@ -64,14 +62,9 @@ async fn a_cached_signed_in_request_makes_no_database_round_trip() {
     register(&app, "wiki", WIKI, &[Role::Member], &[]);
     let ann = app.member(Role::Member, "ann@example.org").await;
     // The first requests fill the cache (and the dashboard's few-seconds numbers).
-    assert_eq!(status(ann.client(), app.url("/")).await, 200);
-    assert_eq!(status(ann.client(), app.url("/auth/check")).await, 400);
-    assert_eq!(
-        check(&app, ann.client(), "/auth/check", WIKI)
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(status(&ann, "/").await, 200);
+    assert_eq!(status(&ann, "/auth/check").await, 400);
+    assert_eq!(check(&ann, "/auth/check", WIKI).await.status(), 200);
     let dashboard = ann.get("/").await.text().await.unwrap();
     assert!(
         dashboard.contains("Counted by this instance"),
@@ -79,8 +72,8 @@ async fn a_cached_signed_in_request_makes_no_database_round_trip() {
     );
     let before = app.live.db().round_trips();
     for _ in 0..10 {
-        assert_eq!(status(ann.client(), app.url("/")).await, 200);
-        let res = check(&app, ann.client(), "/auth/check", WIKI).await;
+        assert_eq!(status(&ann, "/").await, 200);
+        let res = check(&ann, "/auth/check", WIKI).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["remote-user"], "ann@example.org");
     }
@@ -105,8 +98,8 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
     app.add_member("boss@example.org", Role::Admin);
 
     // A link asked for on one instance is redeemed on the other.
-    let ann = crate::helpers::new_browser();
-    let res = app.request_link(&ann, "ann@example.org").await;
+    let ann = app.visitor();
+    let res = ann.request_link("ann@example.org").await;
     assert!(res.status().is_success() || res.status() == 303);
     let mail = app.sign_in_mail(1).await;
     let redeemed = post_page_form(
@@ -124,13 +117,9 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
     let boss = app.member(Role::Admin, "boss@example.org").await;
     let session = session_id_of(&app, ann_id);
     let csrf = boss.csrf("/sessions").await;
-    let res = app
-        .post_form_with_csrf(
-            boss.client(),
-            &format!("/sessions/{session}/revoke"),
-            &[],
-            &csrf,
-        )
+    let res = boss
+        .post(&format!("/sessions/{session}/revoke"))
+        .csrf(&csrf)
         .await;
     assert!(res.status().is_success() || res.status() == 303);
     assert_eq!(check_on(&a, &ann).await.status(), 401);
@@ -139,82 +128,65 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
 
     // Deactivated on A: B refuses the member's check within 100 ms.
     let ann = app.member(Role::Member, "ann@example.org").await;
-    assert_eq!(check_on(&other, ann.client()).await.status(), 200);
+    assert_eq!(check_on(&other, &ann).await.status(), 200);
     let boss_csrf = boss.csrf("/team").await;
-    let res = app
-        .post_form_with_csrf(
-            boss.client(),
-            &format!("/team/{ann_id}/deactivate"),
-            &[],
-            &boss_csrf,
-        )
+    let res = boss
+        .post(&format!("/team/{ann_id}/deactivate"))
+        .csrf(&boss_csrf)
         .await;
     assert!(res.status().is_success() || res.status() == 303);
-    assert_eq!(check_on(&a, ann.client()).await.status(), 401);
-    refused_within(&other, ann.client(), 401, Duration::from_millis(100)).await;
+    assert_eq!(check_on(&a, &ann).await.status(), 401);
+    refused_within(&other, &ann, 401, Duration::from_millis(100)).await;
 
     // A role change on A: B's next answers carry the new role.
     let bea_id = app.add_member("bea@example.org", Role::Member);
     let bea = app.member(Role::Member, "bea@example.org").await;
     assert_eq!(
-        check_on(&other, bea.client()).await.headers()["remote-groups"],
+        check_on(&other, &bea).await.headers()["remote-groups"],
         "member"
     );
-    let res = app
-        .post_form_with_csrf(
-            boss.client(),
-            &format!("/team/{bea_id}/role"),
-            &[("role", "auditor")],
-            &boss_csrf,
-        )
+    let res = boss
+        .post(&format!("/team/{bea_id}/role"))
+        .form(&[("role", "auditor")])
+        .csrf(&boss_csrf)
         .await;
     assert!(res.status().is_success() || res.status() == 303);
     // The wiki admits members only: an auditor is refused.
-    refused_within(&other, bea.client(), 403, Duration::from_millis(100)).await;
+    refused_within(&other, &bea, 403, Duration::from_millis(100)).await;
 
     // The app removed on A: B refuses it.
     let cy = app.member(Role::Member, "cy@example.org").await;
-    assert_eq!(check_on(&other, cy.client()).await.status(), 200);
+    assert_eq!(check_on(&other, &cy).await.status(), 200);
     let wiki_id = latchkey::models::app::find_by_name(&mut app.conn(), "wiki")
         .unwrap()
         .unwrap()
         .id;
     let apps_csrf = boss.csrf("/apps").await;
-    let res = app
-        .post_form_with_csrf(
-            boss.client(),
-            &format!("/apps/{wiki_id}/remove"),
-            &[],
-            &apps_csrf,
-        )
+    let res = boss
+        .post(&format!("/apps/{wiki_id}/remove"))
+        .csrf(&apps_csrf)
         .await;
     assert!(res.status().is_success() || res.status() == 303);
-    assert_eq!(check_on(&a, cy.client()).await.status(), 403);
-    refused_within(&other, cy.client(), 403, Duration::from_millis(100)).await;
+    assert_eq!(check_on(&a, &cy).await.status(), 403);
+    refused_within(&other, &cy, 403, Duration::from_millis(100)).await;
 
     // Logout on B ends the session on A too.
     register(&app, "wiki", WIKI, &[Role::Member], &[]);
     other.live.cache().forget_apps();
-    assert_eq!(check_on(&a, cy.client()).await.status(), 200);
-    assert_eq!(check_on(&other, cy.client()).await.status(), 200);
+    assert_eq!(check_on(&a, &cy).await.status(), 200);
+    assert_eq!(check_on(&other, &cy).await.status(), 200);
     let csrf = cy.csrf("/").await;
-    let res = cy
-        .client()
-        .post(other.url("/logout"))
-        .form(&[("csrf_token", csrf.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let res = cy.post(&other.url("/logout")).csrf(&csrf).await;
     assert_eq!(res.status(), 303);
-    refused_within(&a, cy.client(), 401, Duration::from_millis(100)).await;
+    refused_within(&a, &cy, 401, Duration::from_millis(100)).await;
 }
 
 #[actix_web::test]
 async fn a_cut_listener_connection_empties_the_cache_so_no_revocation_is_missed() {
     let app = spawn_app().await;
     let ann = app.member(Role::Member, "ann@example.org").await;
-    assert_eq!(status(ann.client(), app.url("/")).await, 200);
-    assert_eq!(status(ann.client(), app.url("/")).await, 200);
+    assert_eq!(status(&ann, "/").await, 200);
+    assert_eq!(status(&ann, "/").await, 200);
     // Cut the listener's connection (and wait until its backend is gone)...
     let killed: Vec<bool> = diesel::sql_query(format!(
         "SELECT pg_terminate_backend(pid, 5000) AS killed FROM pg_stat_activity \
@@ -231,17 +203,13 @@ async fn a_cut_listener_connection_empties_the_cache_so_no_revocation_is_missed(
     diesel::delete(sessions::table)
         .execute(&mut app.conn())
         .unwrap();
-    assert_eq!(
-        status(ann.client(), app.url("/")).await,
-        303,
-        "served from a stale cache"
-    );
+    assert_eq!(status(&ann, "/").await, 303, "served from a stale cache");
     // The listener comes back, and the cache with it.
     crate::helpers::wait_until_listening(&app.live).await;
     let bea = app.member(Role::Member, "bea@example.org").await;
-    assert_eq!(status(bea.client(), app.url("/")).await, 200);
+    assert_eq!(status(&bea, "/").await, 200);
     let before = app.live.db().round_trips();
-    assert_eq!(status(bea.client(), app.url("/sessions")).await, 200);
+    assert_eq!(status(&bea, "/sessions").await, 200);
     assert!(
         app.live.db().round_trips() > before,
         "the sessions page reads the list"
@@ -257,28 +225,17 @@ struct Killed {
 /// Opens `page` and posts its form to `action` with `fields` and the page's CSRF token, as a
 /// person would; the status of the post.
 async fn post_page_form(
-    browser: &reqwest::Client,
+    browser: &Browser,
     page: &str,
     action: &str,
     fields: &[(&str, &str)],
 ) -> u16 {
-    let html = browser
-        .get(page)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = form_value(&html, "csrf_token").expect("a form with a CSRF token");
-    let mut form = fields.to_vec();
-    form.push(("csrf_token", csrf.as_str()));
+    let csrf = browser.csrf(page).await;
     browser
         .post(action)
-        .form(&form)
-        .send()
+        .form(fields)
+        .csrf(&csrf)
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
@@ -286,7 +243,7 @@ async fn post_page_form(
 /// The whole sign-in by link on the instance at `base`, in a new browser; the confirming
 /// POST's status. The mail is found by its recipient, so sign-ins may run side by side.
 async fn sign_in_on(app: &TestApp, base: &str, email: &str) -> u16 {
-    let browser = crate::helpers::new_browser();
+    let browser = app.visitor();
     let login = format!("{base}/login");
     let asked = post_page_form(&browser, &login, &login, &[("email", email)]).await;
     assert_eq!(asked, 200, "{email} asked on {base}");
@@ -322,9 +279,9 @@ async fn two_instances_hold_one_mail_limit_and_one_audit_chain() {
     // Ten link requests for one address, five on each instance, all at once: three mails.
     let asks = (0..10).map(|i| {
         let base = bases[i % 2].clone();
+        let browser = app.visitor();
         async move {
             let login = format!("{base}/login");
-            let browser = crate::helpers::new_browser();
             post_page_form(&browser, &login, &login, &[("email", "ann@example.org")]).await
         }
     });

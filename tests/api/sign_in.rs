@@ -4,17 +4,16 @@ use latchkey::domain::role::Role;
 use std::time::Duration;
 
 use crate::helpers::{
-    form_value, new_browser, one, parse_page, select, spawn_app, spawn_app_with, text, urlencode,
-    TestSettings,
+    form_value, one, parse_page, select, spawn_app, spawn_app_with, text, urlencode, TestSettings,
 };
 
 #[actix_web::test]
 async fn a_member_signs_in_by_link_and_lands_on_the_dashboard() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
+    let browser = app.visitor();
 
-    let res = app.request_link(&browser, "  ann@Example.ORG ").await;
+    let res = browser.request_link("  ann@Example.ORG ").await;
     assert_eq!(res.status(), 200);
     let body = res.text().await.unwrap();
     assert!(body.contains("Check your inbox"), "{body}");
@@ -32,7 +31,7 @@ async fn a_member_signs_in_by_link_and_lands_on_the_dashboard() {
     assert!(mail.cancel_link.contains("/auth/cancel?token="));
 
     // Following the link only shows a confirmation page.
-    let page = browser.get(&mail.link).send().await.unwrap();
+    let page = browser.get(&mail.link).await;
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["referrer-policy"], "no-referrer");
     assert_eq!(page.headers()["cache-control"], "no-store");
@@ -41,13 +40,15 @@ async fn a_member_signs_in_by_link_and_lands_on_the_dashboard() {
     assert_eq!(app.count("sessions"), 0, "GET must not sign in");
 
     let csrf = form_value(&html, "csrf_token").unwrap();
-    let res = app
-        .post_form_with_csrf(&browser, "/auth/verify", &[("token", &mail.token)], &csrf)
+    let res = browser
+        .post("/auth/verify")
+        .form(&[("token", &mail.token)])
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/");
 
-    let dashboard = browser.get(app.url("/")).send().await.unwrap();
+    let dashboard = browser.get("/").await;
     assert_eq!(dashboard.status(), 200);
     assert!(dashboard.text().await.unwrap().contains("ann@example.org"));
 
@@ -79,17 +80,15 @@ async fn a_member_signs_in_by_link_and_lands_on_the_dashboard() {
 async fn the_code_signs_in_the_asking_browser() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
-    app.request_link(&browser, "ann@example.org").await;
+    let browser = app.visitor();
+    browser.request_link("ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
-    let res = app
-        .post_form(&browser, "/auth/code", &[("code", &mail.code)])
+    let res = browser
+        .post("/auth/code")
+        .form(&[("code", &mail.code)])
         .await;
     assert_eq!(res.status(), 303);
-    assert_eq!(
-        browser.get(app.url("/")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(browser.get("/").await.status(), 200);
     let signed_in = app
         .audit()
         .into_iter()
@@ -106,10 +105,10 @@ async fn the_code_signs_in_the_asking_browser() {
 async fn a_link_works_once() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
+    let browser = app.visitor();
     assert_eq!(app.sign_in(&browser, "ann@example.org").await.status(), 303);
     let mail = app.sign_in_mail(1).await;
-    let again = app.confirm_link(&browser, &mail.token).await;
+    let again = browser.confirm_link(&mail.token).await;
     assert_eq!(again.status(), 410);
     assert!(again.text().await.unwrap().contains("already been used"));
     assert!(app.audit_events().contains(&"link_reused".to_string()));
@@ -119,8 +118,8 @@ async fn a_link_works_once() {
 async fn unknown_and_allowed_addresses_get_the_same_answer() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let a = app.request_link(&new_browser(), "ann@example.org").await;
-    let b = app.request_link(&new_browser(), "nobody@example.org").await;
+    let a = app.visitor().request_link("ann@example.org").await;
+    let b = app.visitor().request_link("nobody@example.org").await;
     assert_eq!(a.status(), b.status());
     let strip = |html: String, email: &str| html.replace(email, "EMAIL");
     let csrf_free = |html: String| {
@@ -141,7 +140,7 @@ async fn unknown_and_allowed_addresses_get_the_same_answer() {
 #[actix_web::test]
 async fn a_malformed_address_gets_422_with_the_form() {
     let app = spawn_app().await;
-    let res = app.request_link(&new_browser(), "not an address").await;
+    let res = app.visitor().request_link("not an address").await;
     assert_eq!(res.status(), 422);
     let html = res.text().await.unwrap();
     assert_eq!(
@@ -151,19 +150,19 @@ async fn a_malformed_address_gets_422_with_the_form() {
     assert!(html.contains("does not look like an email address"));
     assert_eq!(app.count("sign_in_requests"), 0);
     let long = format!("{}@example.org", "a".repeat(250));
-    assert_eq!(app.request_link(&new_browser(), &long).await.status(), 422);
+    assert_eq!(app.visitor().request_link(&long).await.status(), 422);
 }
 
 #[actix_web::test]
 async fn the_link_in_another_browser_offers_approval_and_never_burns_the_token() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let asking = new_browser();
-    app.request_link(&asking, "ann@example.org").await;
+    let asking = app.visitor();
+    asking.request_link("ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
 
-    let other = new_browser();
-    let page = other.get(&mail.link).send().await.unwrap();
+    let other = app.visitor();
+    let page = other.get(&mail.link).await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("on another device"), "{html}");
@@ -171,8 +170,10 @@ async fn the_link_in_another_browser_offers_approval_and_never_burns_the_token()
 
     // Posting the link from the wrong browser: 403, nothing used up.
     let csrf = form_value(&html, "csrf_token").unwrap();
-    let res = app
-        .post_form_with_csrf(&other, "/auth/verify", &[("token", &mail.token)], &csrf)
+    let res = other
+        .post("/auth/verify")
+        .form(&[("token", &mail.token)])
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 403);
     assert!(app
@@ -180,22 +181,22 @@ async fn the_link_in_another_browser_offers_approval_and_never_burns_the_token()
         .contains(&"link_wrong_browser".to_string()));
 
     // The asking browser can still use it.
-    assert_eq!(app.confirm_link(&asking, &mail.token).await.status(), 303);
+    assert_eq!(asking.confirm_link(&mail.token).await.status(), 303);
 }
 
 #[actix_web::test]
 async fn forged_tampered_and_truncated_tokens_are_refused_without_a_session() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
-    app.request_link(&browser, "ann@example.org").await;
+    let browser = app.visitor();
+    browser.request_link("ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
     let mut tampered = mail.token.clone().into_bytes();
     tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
     let truncated = &mail.token[..mail.token.len() - 2];
     let oversized = "A".repeat(5000);
-    let csrf = app.csrf(&browser, "/login").await;
+    let csrf = browser.csrf("/login").await;
     for token in [
         tampered.as_str(),
         truncated,
@@ -203,31 +204,31 @@ async fn forged_tampered_and_truncated_tokens_are_refused_without_a_session() {
         oversized.as_str(),
         "",
     ] {
-        let res = app
-            .post_form_with_csrf(&browser, "/auth/verify", &[("token", token)], &csrf)
+        let res = browser
+            .post("/auth/verify")
+            .form(&[("token", token)])
+            .csrf(&csrf)
             .await;
         assert_eq!(res.status(), 400, "{token}");
         let page = browser
-            .get(app.url(&format!("/auth/verify?token={}", urlencode(token))))
-            .send()
-            .await
-            .unwrap();
+            .get(&format!("/auth/verify?token={}", urlencode(token)))
+            .await;
         assert_eq!(page.status(), 400);
     }
     assert_eq!(app.count("sessions"), 0);
     // The real token still works.
-    assert_eq!(app.confirm_link(&browser, &mail.token).await.status(), 303);
+    assert_eq!(browser.confirm_link(&mail.token).await.status(), 303);
 }
 
 #[actix_web::test]
 async fn an_expired_link_gets_410() {
     let app = spawn_app_with(TestSettings::new().link_ttl(Duration::from_secs(1))).await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
-    app.request_link(&browser, "ann@example.org").await;
+    let browser = app.visitor();
+    browser.request_link("ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
     actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
-    let res = app.confirm_link(&browser, &mail.token).await;
+    let res = browser.confirm_link(&mail.token).await;
     assert_eq!(res.status(), 410);
     assert!(res.text().await.unwrap().contains("expired"));
     assert_eq!(app.count("sessions"), 0);
@@ -239,28 +240,33 @@ async fn logout_ends_the_session_server_side() {
     let app = spawn_app().await;
     let browser = app.member(Role::Member, "ann@example.org").await;
     assert_eq!(app.count("sessions"), 1);
-    let csrf = app.csrf(browser.client(), "/").await;
-    let res = app
-        .post_form_with_csrf(browser.client(), "/logout", &[], &csrf)
-        .await;
+    let csrf = browser.csrf("/").await;
+    let res = browser.post("/logout").csrf(&csrf).await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/login");
     assert!(res.headers().contains_key("clear-site-data"));
     assert_eq!(app.count("sessions"), 0);
-    let after = browser.client().get(app.url("/")).send().await.unwrap();
+    let after = browser.get("/").await;
     assert_eq!(after.status(), 303);
 }
 
 #[actix_web::test]
 async fn twenty_concurrent_posts_of_one_token_give_exactly_one_session() {
+    use std::future::IntoFuture as _;
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
-    app.request_link(&browser, "ann@example.org").await;
+    let browser = app.visitor();
+    browser.request_link("ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
-    let csrf = app.csrf(&browser, "/login").await;
+    let csrf = browser.csrf("/login").await;
     let fields = [("token", mail.token.as_str())];
-    let posts = (0..20).map(|_| app.post_form_with_csrf(&browser, "/auth/verify", &fields, &csrf));
+    let posts = (0..20).map(|_| {
+        browser
+            .post("/auth/verify")
+            .form(&fields)
+            .csrf(&csrf)
+            .into_future()
+    });
     let statuses: Vec<u16> = futures_util::future::join_all(posts)
         .await
         .into_iter()
@@ -286,8 +292,8 @@ async fn twenty_concurrent_posts_of_one_token_give_exactly_one_session() {
 async fn five_wrong_codes_end_the_code_and_the_link() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
-    app.request_link(&browser, "ann@example.org").await;
+    let browser = app.visitor();
+    browser.request_link("ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
     let wrong = if mail.code == "000000" {
         "111111"
@@ -295,23 +301,20 @@ async fn five_wrong_codes_end_the_code_and_the_link() {
         "000000"
     };
     for attempt in 1..=4 {
-        let res = app
-            .post_form(&browser, "/auth/code", &[("code", wrong)])
-            .await;
+        let res = browser.post("/auth/code").form(&[("code", wrong)]).await;
         assert_eq!(res.status(), 400, "attempt {attempt}");
         let html = res.text().await.unwrap();
         assert!(html.contains(&format!("{} tr", 5 - attempt)), "{html}");
     }
-    let fifth = app
-        .post_form(&browser, "/auth/code", &[("code", wrong)])
-        .await;
+    let fifth = browser.post("/auth/code").form(&[("code", wrong)]).await;
     assert_eq!(fifth.status(), 410);
     // The right code no longer works, and neither does the link.
-    let right = app
-        .post_form(&browser, "/auth/code", &[("code", &mail.code)])
+    let right = browser
+        .post("/auth/code")
+        .form(&[("code", &mail.code)])
         .await;
     assert_ne!(right.status(), 303);
-    assert_eq!(app.confirm_link(&browser, &mail.token).await.status(), 410);
+    assert_eq!(browser.confirm_link(&mail.token).await.status(), 410);
     assert_eq!(app.count("sessions"), 0);
     let events = app.audit_events();
     assert_eq!(events.iter().filter(|e| *e == "code_failed").count(), 5);
@@ -321,38 +324,23 @@ async fn five_wrong_codes_end_the_code_and_the_link() {
 async fn approval_with_the_right_number_signs_in_the_asking_browser_only() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let asking = new_browser();
-    app.request_link(&asking, "ann@example.org").await;
+    let asking = app.visitor();
+    asking.request_link("ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
 
-    let waiting = asking
-        .get(app.url("/auth/wait"))
-        .header("HX-Request", "true")
-        .send()
-        .await
-        .unwrap();
+    let waiting = asking.get("/auth/wait").htmx().await;
     let html = waiting.text().await.unwrap();
     assert!(!html.contains("<html"), "HTMX gets the partial only");
     let shown = number_in(&html);
 
-    let phone = new_browser();
-    let page = phone
-        .get(&mail.link)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let phone = app.visitor();
+    let page = phone.get(&mail.link).await.text().await.unwrap();
     assert_approval_form_hides_the_number(&page, shown);
     let csrf = form_value(&page, "csrf_token").unwrap();
-    let res = app
-        .post_form_with_csrf(
-            &phone,
-            "/auth/approve",
-            &[("token", &mail.token), ("number", &shown.to_string())],
-            &csrf,
-        )
+    let res = phone
+        .post("/auth/approve")
+        .form(&[("token", &mail.token), ("number", &shown.to_string())])
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 200);
     assert_eq!(
@@ -361,17 +349,12 @@ async fn approval_with_the_right_number_signs_in_the_asking_browser_only() {
         "approving signs nobody in by itself"
     );
 
-    let done = asking
-        .get(app.url("/auth/wait"))
-        .header("HX-Request", "true")
-        .send()
-        .await
-        .unwrap();
+    let done = asking.get("/auth/wait").htmx().await;
     assert_eq!(done.status(), 200);
     assert_eq!(done.headers()["hx-redirect"], "/");
-    assert_eq!(asking.get(app.url("/")).send().await.unwrap().status(), 200);
+    assert_eq!(asking.get("/").await.status(), 200);
     assert_eq!(
-        phone.get(app.url("/")).send().await.unwrap().status(),
+        phone.get("/").await.status(),
         303,
         "the approving device stays signed out"
     );
@@ -391,52 +374,28 @@ async fn approval_with_the_right_number_signs_in_the_asking_browser_only() {
 async fn approval_with_a_wrong_number_cancels_the_request() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let asking = new_browser();
-    app.request_link(&asking, "ann@example.org").await;
+    let asking = app.visitor();
+    asking.request_link("ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
-    let html = asking
-        .get(app.url("/auth/wait"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = asking.get("/auth/wait").await.text().await.unwrap();
     let shown = number_in(&html);
-    let phone = new_browser();
-    let page = phone
-        .get(&mail.link)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let phone = app.visitor();
+    let page = phone.get(&mail.link).await.text().await.unwrap();
     assert_approval_form_hides_the_number(&page, shown);
     let wrong = if shown == 99 { 10 } else { shown + 1 };
     let csrf = form_value(&page, "csrf_token").unwrap();
-    let res = app
-        .post_form_with_csrf(
-            &phone,
-            "/auth/approve",
-            &[("token", &mail.token), ("number", &wrong.to_string())],
-            &csrf,
-        )
+    let res = phone
+        .post("/auth/approve")
+        .form(&[("token", &mail.token), ("number", &wrong.to_string())])
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 403);
     assert!(app
         .audit_events()
         .contains(&"approval_mismatch".to_string()));
-    let after = asking
-        .get(app.url("/auth/wait"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = asking.get("/auth/wait").await.text().await.unwrap();
     assert!(after.contains("no longer open"), "{after}");
-    assert_eq!(app.confirm_link(&asking, &mail.token).await.status(), 410);
+    assert_eq!(asking.confirm_link(&mail.token).await.status(), 410);
 }
 
 fn number_in(html: &str) -> i16 {
@@ -470,12 +429,12 @@ fn assert_approval_form_hides_the_number(html: &str, shown: i16) {
 async fn not_you_cancels_the_request_and_tells_the_admins() {
     let app = spawn_app_with(TestSettings::new().admins(&["boss@example.org"])).await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
-    app.request_link(&browser, "ann@example.org").await;
+    let browser = app.visitor();
+    browser.request_link("ann@example.org").await;
     let mail = app.sign_in_mail(1).await;
 
-    let other = new_browser();
-    let page = other.get(&mail.cancel_link).send().await.unwrap();
+    let other = app.visitor();
+    let page = other.get(&mail.cancel_link).await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(
@@ -483,12 +442,14 @@ async fn not_you_cancels_the_request_and_tells_the_admins() {
         "GET changes nothing"
     );
     let csrf = form_value(&html, "csrf_token").unwrap();
-    let res = app
-        .post_form_with_csrf(&other, "/auth/cancel", &[("token", &mail.token)], &csrf)
+    let res = other
+        .post("/auth/cancel")
+        .form(&[("token", &mail.token)])
+        .csrf(&csrf)
         .await;
     assert_eq!(res.status(), 200);
     assert!(app.audit_events().contains(&"link_cancelled".to_string()));
-    assert_eq!(app.confirm_link(&browser, &mail.token).await.status(), 410);
+    assert_eq!(browser.confirm_link(&mail.token).await.status(), 410);
     let mails = app.smtp.wait_for(2, Duration::from_secs(10)).await;
     let to_admin = mails.iter().find(|m| {
         m.header("To")
@@ -500,19 +461,14 @@ async fn not_you_cancels_the_request_and_tells_the_admins() {
 
 #[actix_web::test]
 async fn the_old_cookie_is_dead_after_logout() {
-    use reqwest::cookie::CookieStore as _;
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let (browser, jar) = crate::helpers::new_browser_with_jar();
+    let browser = app.visitor();
     assert_eq!(app.sign_in(&browser, "ann@example.org").await.status(), 303);
-    let cookies = jar
-        .cookies(&app.url("/").parse().unwrap())
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap();
+    let cookies = browser.cookie_header().unwrap();
     assert!(cookies.contains("latchkey_session="), "{cookies}");
-    let csrf = app.csrf(&browser, "/").await;
-    app.post_form_with_csrf(&browser, "/logout", &[], &csrf)
-        .await;
+    let csrf = browser.csrf("/").await;
+    browser.post("/logout").csrf(&csrf).await;
     // Replay the cookies from before logout in a fresh client.
     let replay = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -531,32 +487,14 @@ async fn the_old_cookie_is_dead_after_logout() {
 async fn a_deactivated_members_open_session_ends_at_once() {
     let app = spawn_app().await;
     let browser = app.member(Role::Member, "ann@example.org").await;
-    assert_eq!(
-        browser
-            .client()
-            .get(app.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(browser.get("/").await.status(), 200);
     let id = app.add_member("ann@example.org", Role::Member);
     latchkey::models::member::deactivate(&mut app.conn(), id, "test").unwrap();
     app.sync_cache().await;
-    assert_eq!(
-        browser
-            .client()
-            .get(app.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        303
-    );
+    assert_eq!(browser.get("/").await.status(), 303);
     // And a deactivated member cannot ask for a new link.
     let before = app.smtp.received().len();
-    app.request_link(browser.client(), "ann@example.org").await;
+    browser.request_link("ann@example.org").await;
     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.smtp.received().len(), before);
     assert_eq!(app.audit_events().last().unwrap(), "login_denied");
@@ -567,7 +505,7 @@ async fn a_new_browser_for_a_known_member_gets_a_new_sign_in_email() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
     assert_eq!(
-        app.sign_in(&new_browser(), "ann@example.org")
+        app.sign_in(&app.visitor(), "ann@example.org")
             .await
             .status(),
         303
@@ -575,7 +513,7 @@ async fn a_new_browser_for_a_known_member_gets_a_new_sign_in_email() {
     let first_count = app.smtp.received().len();
     assert_eq!(first_count, 1, "no notice on the very first sign-in");
     assert_eq!(
-        app.sign_in(&new_browser(), "ann@example.org")
+        app.sign_in(&app.visitor(), "ann@example.org")
             .await
             .status(),
         303
@@ -595,7 +533,7 @@ async fn allowed_domains_admit_new_members_and_admins_are_ensured() {
             .admins(&["boss@example.org"]),
     )
     .await;
-    let res = app.sign_in(&new_browser(), "newcomer@TEAM.example").await;
+    let res = app.sign_in(&app.visitor(), "newcomer@TEAM.example").await;
     assert_eq!(res.status(), 303);
     let boss = latchkey::models::member::find_by_email(
         &mut app.conn(),
@@ -610,22 +548,21 @@ async fn allowed_domains_admit_new_members_and_admins_are_ensured() {
 #[actix_web::test]
 async fn the_login_form_answers_htmx_with_the_partial_and_pages_answer_head() {
     let app = spawn_app().await;
-    let browser = new_browser();
-    let csrf = app.csrf(&browser, "/login").await;
+    let browser = app.visitor();
+    let csrf = browser.csrf("/login").await;
     let res = browser
-        .post(app.url("/login"))
-        .header("HX-Request", "true")
-        .form(&[("email", "x@example.org"), ("csrf_token", &csrf)])
-        .send()
-        .await
-        .unwrap();
+        .post("/login")
+        .htmx()
+        .form(&[("email", "x@example.org")])
+        .csrf(&csrf)
+        .await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     assert!(
         !html.contains("<html") && html.contains("Check your inbox"),
         "{html}"
     );
-    let head = browser.head(app.url("/login")).send().await.unwrap();
+    let head = browser.head("/login").await;
     assert_eq!(head.status(), 200);
     assert!(head.text().await.unwrap().is_empty());
 }
@@ -645,16 +582,7 @@ async fn anonymous_page_views_write_nothing() {
         "/healthz",
         "/readyz",
     ] {
-        assert_eq!(
-            new_browser()
-                .get(app.url(path))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200,
-            "{path}"
-        );
+        assert_eq!(app.visitor().get(path).await.status(), 200, "{path}");
     }
     let after = (
         app.count("sessions"),
@@ -667,19 +595,10 @@ async fn anonymous_page_views_write_nothing() {
 #[actix_web::test]
 async fn not_signed_in_pages_redirect_with_next_and_htmx_gets_401() {
     let app = spawn_app().await;
-    let res = new_browser()
-        .get(app.url("/sessions?x=1"))
-        .send()
-        .await
-        .unwrap();
+    let res = app.visitor().get("/sessions?x=1").await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/login?next=%2Fsessions%3Fx%3D1");
-    let res = new_browser()
-        .get(app.url("/"))
-        .header("HX-Request", "true")
-        .send()
-        .await
-        .unwrap();
+    let res = app.visitor().get("/").htmx().await;
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["hx-redirect"], "/login");
 }
@@ -688,15 +607,13 @@ async fn not_signed_in_pages_redirect_with_next_and_htmx_gets_401() {
 async fn next_is_honoured_after_sign_in() {
     let app = spawn_app().await;
     app.add_member("ann@example.org", Role::Member);
-    let browser = new_browser();
-    app.post_form(
-        &browser,
-        "/login",
-        &[("email", "ann@example.org"), ("next", "/sessions?tab=mine")],
-    )
-    .await;
+    let browser = app.visitor();
+    browser
+        .post("/login")
+        .form(&[("email", "ann@example.org"), ("next", "/sessions?tab=mine")])
+        .await;
     let mail = app.sign_in_mail(1).await;
-    let res = app.confirm_link(&browser, &mail.token).await;
+    let res = browser.confirm_link(&mail.token).await;
     assert_eq!(res.headers()["location"], "/sessions?tab=mine");
 }
 
@@ -704,27 +621,9 @@ async fn next_is_honoured_after_sign_in() {
 async fn an_idle_session_ends_on_the_server() {
     let app = spawn_app_with(TestSettings::new().session_idle(Duration::from_secs(2))).await;
     let browser = app.member(Role::Member, "ann@example.org").await;
-    assert_eq!(
-        browser
-            .client()
-            .get(app.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(browser.get("/").await.status(), 200);
     actix_web::rt::time::sleep(Duration::from_millis(3100)).await;
-    assert_eq!(
-        browser
-            .client()
-            .get(app.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        303
-    );
+    assert_eq!(browser.get("/").await.status(), 303);
 }
 
 #[actix_web::test]
@@ -740,16 +639,7 @@ async fn an_active_session_still_ends_at_its_absolute_lifetime() {
     let started = std::time::Instant::now();
     let mut statuses = Vec::new();
     while started.elapsed() < Duration::from_millis(5200) {
-        statuses.push(
-            browser
-                .client()
-                .get(app.url("/"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16(),
-        );
+        statuses.push(browser.get("/").await.status().as_u16());
         actix_web::rt::time::sleep(Duration::from_millis(700)).await;
     }
     assert_eq!(statuses[0], 200);
@@ -773,22 +663,10 @@ async fn timer_polls_do_not_keep_an_idle_session_alive() {
     for _ in 0..4 {
         actix_web::rt::time::sleep(Duration::from_millis(800)).await;
         browser
-            .client()
-            .get(app.url("/"))
-            .header("HX-Request", "true")
+            .get("/")
+            .htmx()
             .header("X-Latchkey-Poll", "timer")
-            .send()
-            .await
-            .unwrap();
+            .await;
     }
-    assert_eq!(
-        browser
-            .client()
-            .get(app.url("/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        303
-    );
+    assert_eq!(browser.get("/").await.status(), 303);
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use reqwest::cookie::{CookieStore as _, Jar};
 
-use super::form_value;
+use super::{form_value, urlencode};
 
 /// One browser: its own cookie jar, redirects not followed, requests relative to `base`.
 pub struct Browser {
@@ -44,12 +44,11 @@ impl Browser {
         self
     }
 
-    /// The underlying client, for the `TestApp` helpers that drive a sign-in.
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-
+    /// `path` on this browser's server; an absolute URL (a link from a mail) stays as it is.
     pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            return path.to_string();
+        }
         format!("{}{path}", self.base)
     }
 
@@ -68,13 +67,15 @@ impl Browser {
         self.request(reqwest::Method::POST, path)
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> Request<'_> {
+    /// `method path`, for the methods without a shortcut.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> Request<'_> {
         Request {
             browser: self,
             method,
             path: path.to_string(),
             headers: Vec::new(),
             fields: None,
+            body: None,
             csrf: Csrf::FromPage(self.csrf_page.clone()),
         }
     }
@@ -85,15 +86,43 @@ impl Browser {
         form_value(&html, "csrf_token").expect("the page carries a CSRF token")
     }
 
+    /// Asks for a sign-in link: `POST /login` with `email` (the token read from `/login`).
+    pub async fn request_link(&self, email: &str) -> reqwest::Response {
+        self.post("/login")
+            .form(&[("email", email)])
+            .csrf(&self.csrf("/login").await)
+            .await
+    }
+
+    /// Opens the confirmation page of `token` and posts its form, as a person would.
+    pub async fn confirm_link(&self, token: &str) -> reqwest::Response {
+        let page = format!("/auth/verify?token={}", urlencode(token));
+        let csrf = self.csrf(&page).await;
+        self.post("/auth/verify")
+            .form(&[("token", token)])
+            .csrf(&csrf)
+            .await
+    }
+
+    /// The `Cookie` header this browser sends its server (`a=1; b=2`), if it holds any.
+    pub fn cookie_header(&self) -> Option<String> {
+        let url = reqwest::Url::parse(&self.base).unwrap();
+        let header = self.jar.cookies(&url)?;
+        Some(header.to_str().unwrap().to_string())
+    }
+
+    /// Puts `cookie` (`name=value`) in this browser's jar for its server, as if it had set it.
+    pub fn add_cookie(&self, cookie: &str) {
+        let url = reqwest::Url::parse(&self.base).unwrap();
+        self.jar.add_cookie_str(cookie, &url);
+    }
+
     /// The values of every cookie this browser holds for its server.
     pub fn cookie_values(&self) -> Vec<String> {
-        let url = reqwest::Url::parse(&self.base).unwrap();
-        let Some(header) = self.jar.cookies(&url) else {
+        let Some(header) = self.cookie_header() else {
             return Vec::new();
         };
         header
-            .to_str()
-            .unwrap()
             .split("; ")
             .filter_map(|pair| pair.split_once('=').map(|(_, v)| v.to_string()))
             .collect()
@@ -116,6 +145,8 @@ pub struct Request<'b> {
     headers: Vec<(String, String)>,
     /// `None`: no form was given (a post then carries only its token, if any).
     fields: Option<Vec<(String, String)>>,
+    /// A body sent as it is, instead of a form.
+    body: Option<reqwest::Body>,
     csrf: Csrf,
 }
 
@@ -156,6 +187,14 @@ impl Request<'_> {
         self
     }
 
+    /// Sends `body` as it is (with whatever `Content-Type` a `.header(..)` gives): no form,
+    /// and no CSRF token added; one that belongs in the body or a header is the caller's.
+    pub fn body(mut self, body: impl Into<reqwest::Body>) -> Self {
+        self.body = Some(body.into());
+        self.csrf = Csrf::Without;
+        self
+    }
+
     /// Posts no CSRF token at all.
     pub fn without_csrf(mut self) -> Self {
         self.csrf = Csrf::Without;
@@ -169,6 +208,13 @@ impl Request<'_> {
             .request(self.method.clone(), browser.url(&self.path));
         for (name, value) in &self.headers {
             request = request.header(name, value);
+        }
+        if let Some(body) = self.body {
+            assert!(
+                self.fields.is_none() && matches!(self.csrf, Csrf::Without),
+                "a raw body carries no form and no added CSRF token"
+            );
+            return request.body(body).send().await.expect("sending a request");
         }
         if self.method == reqwest::Method::POST {
             let token = match self.csrf {
