@@ -181,8 +181,9 @@ async fn a_silently_cut_listener_stops_the_cache_within_seconds() {
 
     let ann = app.member(Role::Member, "ann@example.org").await;
     let status = |path: &'static str| {
-        let (client, url) = (ann.client().clone(), cut_off.url(path));
-        async move { client.get(url).send().await.unwrap().status().as_u16() }
+        let url = cut_off.url(path);
+        let ann = &ann;
+        async move { ann.get(&url).await.status().as_u16() }
     };
     assert_eq!(status("/").await, 200);
     let before = cut_off.live.db().round_trips();
@@ -226,13 +227,10 @@ async fn a_silently_cut_listener_stops_the_cache_within_seconds() {
     }
     wait_until_listening(&cut_off.live).await;
     let bea = app.member(Role::Member, "bea@example.org").await;
-    let page = |client: reqwest::Client| {
-        let url = cut_off.url("/");
-        async move { client.get(url).send().await.unwrap().status().as_u16() }
-    };
-    assert_eq!(page(bea.client().clone()).await, 200);
+    let dashboard = cut_off.url("/");
+    assert_eq!(bea.get(&dashboard).await.status(), 200);
     let before = cut_off.live.db().round_trips();
-    assert_eq!(page(bea.client().clone()).await, 200);
+    assert_eq!(bea.get(&dashboard).await.status(), 200);
     assert_eq!(cut_off.live.db().round_trips(), before, "cached again");
     assert_eq!(status("/").await, 303, "ann stays signed out");
 }
