@@ -263,7 +263,7 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
                 &keys.token,
                 &email,
                 &reason,
-                CLI_ACTOR,
+                CLI_ACTOR.into(),
                 chrono::Utc::now(),
             );
             sign_what_was_added(&mut conn, &keys, settings)?;

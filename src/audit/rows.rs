@@ -9,8 +9,10 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::crypto::sha256;
+use crate::domain::client_info::ClientInfo;
 use crate::domain::client_ip::ClientIp;
 use crate::domain::ids::{AuditId, RequestId};
+use crate::domain::text::cut_to;
 use crate::schema::login_audit;
 
 /// Rows this process has appended (counted when the insert succeeds, even if its transaction
@@ -143,33 +145,6 @@ impl fmt::Display for AuditEvent {
     }
 }
 
-/// Where a request came from, as recorded in the audit (and on sessions and sign-in requests).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientInfo {
-    pub ip: Option<ClientIp>,
-    pub user_agent: Option<String>,
-}
-
-/// The longest user agent kept; the rest is noise or an attack.
-const MAX_USER_AGENT: usize = 512;
-
-impl ClientInfo {
-    pub fn new(ip: Option<ClientIp>, user_agent: Option<&str>) -> Self {
-        Self {
-            ip,
-            user_agent: user_agent.map(|agent| truncate(agent, MAX_USER_AGENT)),
-        }
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
-}
-
 impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for AuditEvent {
     fn to_sql<'b>(
         &'b self,
@@ -209,7 +184,7 @@ impl NewAuditRow {
     }
 
     pub fn email(mut self, email: impl AsRef<str>) -> Self {
-        self.email = Some(truncate(email.as_ref(), 320));
+        self.email = Some(cut_to(email.as_ref(), 320).to_string());
         self
     }
 
@@ -226,7 +201,7 @@ impl NewAuditRow {
 
     /// Free text for people; never a token, code or session id.
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = truncate(&detail.into(), 1000);
+        self.detail = cut_to(&detail.into(), 1000).to_string();
         self
     }
 
@@ -323,14 +298,5 @@ mod tests {
             assert_eq!(AuditEvent::parse(event.as_str()), Some(event));
         }
         assert_eq!(AuditEvent::parse("nope"), None);
-    }
-
-    #[test]
-    fn user_agents_are_truncated_on_a_char_boundary() {
-        let long = "é".repeat(400);
-        let client = ClientInfo::new(None, Some(&long));
-        let agent = client.user_agent.unwrap();
-        assert!(agent.len() <= MAX_USER_AGENT);
-        assert!(agent.chars().all(|c| c == 'é'));
     }
 }

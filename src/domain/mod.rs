@@ -3,6 +3,7 @@
 pub mod app_origin;
 pub mod approval_number;
 pub mod break_glass_reason;
+pub mod client_info;
 pub mod client_ip;
 pub mod code;
 pub mod digests;
@@ -11,5 +12,6 @@ pub mod ids;
 pub mod loopback;
 pub mod next_path;
 pub mod role;
+pub mod text;
 pub mod token;
 pub mod user_agent;

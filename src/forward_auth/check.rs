@@ -12,12 +12,14 @@ use std::sync::Arc;
 use super::assertion::{Claims, LIFETIME_SECS};
 use super::memory::AssertionFor;
 use super::ForwardAuth;
-use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::{Db, DbError};
 use crate::domain::app_origin::AppOrigin;
+use crate::domain::client_info::ClientInfo;
 use crate::domain::digests::SessionKeyDigest;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::SessionId;
+use crate::domain::text::cut_to;
 use crate::models::app::{self, AppRule};
 use crate::models::member::{self, Member};
 use crate::session::cache::Live;
@@ -26,14 +28,6 @@ use crate::settings::Settings;
 
 /// The longest host name DNS allows; an unregistered origin's host is kept to this in the audit.
 const MAX_HOST: usize = 253;
-
-fn truncated(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
 
 /// What the check needs besides the room itself.
 pub struct CheckContext<'a> {
@@ -182,7 +176,7 @@ impl ForwardAuth {
             // The member chose this origin: the row keeps its host alone, cut to a name's length.
             None => format!(
                 "{} is not a registered app",
-                truncated(origin.host(), MAX_HOST)
+                cut_to(origin.host(), MAX_HOST)
             ),
         };
         let email = member.email.clone();

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::app_origin::AppOrigin;
+use crate::domain::client_info::ClientInfo;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::{AppId, MemberId, SessionId};
 use crate::domain::role::Role;

@@ -22,8 +22,9 @@ use super::{
     may_add, stored_passkey, verify_use, Ceremony, ConfirmationCeremony, NewKey, PasskeyName,
     RegistrationCeremony, UseRefusal,
 };
-use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::{Db, DbError};
+use crate::domain::client_info::ClientInfo;
 use crate::domain::ids::{MemberId, PasskeyId};
 use crate::domain::next_path::NextPath;
 use crate::mail::{Letter, Mailer, PasskeyAddedMail};

@@ -6,8 +6,8 @@ use serde::Deserialize;
 
 use chrono::Utc;
 
-use crate::audit::rows::ClientInfo;
 use crate::domain::app_origin::AppUrl;
+use crate::domain::client_info::ClientInfo;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
 use crate::signin::{self, LinkAsk};

@@ -5,7 +5,7 @@
 use actix_web::{web, HttpRequest};
 use serde::Serialize;
 
-use crate::audit::rows::ClientInfo;
+use crate::domain::client_info::ClientInfo;
 use crate::domain::ids::SessionId;
 use crate::middleware::guard::{admin_powers, CurrentMember};
 use crate::models::member::Member;

@@ -7,8 +7,8 @@ use diesel::PgConnection;
 
 use super::cache::Live;
 use super::rows::{self, ActiveSession, Scope};
-use crate::audit::rows::ClientInfo;
 use crate::db::{Db, DbError};
+use crate::domain::client_info::ClientInfo;
 use crate::domain::ids::{MemberId, SessionId};
 use crate::models::app;
 use crate::models::member::Member;

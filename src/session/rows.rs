@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
+use crate::audit::rows::{AuditEvent, NewAuditRow};
+use crate::domain::client_info::ClientInfo;
 use crate::domain::client_ip::ClientIp;
 use crate::domain::digests::SessionKeyDigest;
 use crate::domain::ids::{MemberId, SessionId};

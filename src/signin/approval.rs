@@ -9,9 +9,10 @@ use super::{
     alert_for, complete, find_by_token, open_request, Asker, FoundRequest, Redemption, Refusal,
     SignIn, SignedIn,
 };
-use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::approval_number::ApprovalNumber;
+use crate::domain::client_info::ClientInfo;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::token::TokenId;
 use crate::mail::{Alarm, CancelledMail, Letter};

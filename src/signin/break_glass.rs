@@ -9,11 +9,12 @@ use secrecy::SecretString;
 
 use super::link_with_token;
 use super::request_link::issue_request;
-use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::domain::break_glass_reason::BreakGlassReason;
+use crate::domain::client_info::ClientInfo;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
-use crate::models::member::{self, Member};
+use crate::models::member::{self, Actor, Member};
 use crate::models::sign_in_request::SignInRequest;
 use crate::settings::Settings;
 
@@ -46,7 +47,7 @@ pub fn break_glass(
     token_key: &hmac::Key,
     email: &EmailAddress,
     reason: &BreakGlassReason,
-    actor: &str,
+    actor: Actor<'_>,
     now: DateTime<Utc>,
 ) -> QueryResult<BreakGlass> {
     conn.transaction(|conn| {
@@ -72,7 +73,7 @@ pub fn break_glass(
         )?;
         NewAuditRow::new(AuditEvent::LinkRequested)
             .email(&member.email)
-            .actor(actor)
+            .actor(actor.as_ref())
             .request(request.id)
             .detail(format!("break-glass: {reason}"))
             .insert(conn)?;

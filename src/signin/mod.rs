@@ -42,8 +42,9 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use diesel::prelude::*;
 use ring::hmac;
 
-use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::{Db, DbError};
+use crate::domain::client_info::ClientInfo;
 use crate::domain::digests::{BindingDigest, DeviceDigest};
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::{MemberId, RequestId};

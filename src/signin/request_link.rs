@@ -7,10 +7,11 @@ use ring::hmac;
 
 use super::locks::{self, Namespace};
 use super::{link_with_token, to_chrono, SignIn};
-use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::app_origin::AppUrl;
 use crate::domain::approval_number::ApprovalNumber;
+use crate::domain::client_info::ClientInfo;
 use crate::domain::code::SignInCode;
 use crate::domain::digests::{BindingDigest, CodeDigest, TokenDigest};
 use crate::domain::email_address::EmailAddress;

@@ -1,8 +1,9 @@
 //! `POST /logout`: the audit row that must exist before a session may end.
 
 use super::SignIn;
-use crate::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
+use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
+use crate::domain::client_info::ClientInfo;
 use crate::models::member::Member;
 
 impl SignIn {

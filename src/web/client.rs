@@ -7,7 +7,7 @@ use actix_web::http::header::{HeaderMap, USER_AGENT};
 use actix_web::{FromRequest, HttpRequest};
 use ipnet::IpNet;
 
-use crate::audit::rows::ClientInfo;
+use crate::domain::client_info::ClientInfo;
 use crate::domain::client_ip::ClientIp;
 use crate::state::AppState;
 

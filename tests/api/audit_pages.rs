@@ -2,7 +2,8 @@
 //! export (streamed, quoted, formulas neutralised) and escaping.
 
 use diesel::prelude::*;
-use latchkey::audit::rows::{AuditEvent, ClientInfo, NewAuditRow};
+use latchkey::audit::rows::{AuditEvent, NewAuditRow};
+use latchkey::domain::client_info::ClientInfo;
 use latchkey::domain::ids::AuditId;
 use latchkey::domain::role::Role;
 

@@ -10,10 +10,11 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use secrecy::ExposeSecret as _;
 
-use latchkey::audit::rows::{AuditEvent, AuditRow, ClientInfo};
+use latchkey::audit::rows::{AuditEvent, AuditRow};
 use latchkey::db::Db;
 use latchkey::domain::approval_number::ApprovalNumber;
 use latchkey::domain::break_glass_reason::BreakGlassReason;
+use latchkey::domain::client_info::ClientInfo;
 use latchkey::domain::code::SignInCode;
 use latchkey::domain::digests::{BindingDigest, DeviceDigest};
 use latchkey::domain::email_address::EmailAddress;
@@ -574,7 +575,7 @@ async fn a_break_glass_link_is_audited_with_its_actor_and_works_in_any_browser()
         &steps.keys.token,
         &address("eve@example.org"),
         &reason,
-        "cli",
+        "cli".into(),
         Utc::now(),
     )
     .unwrap();
@@ -585,7 +586,7 @@ async fn a_break_glass_link_is_audited_with_its_actor_and_works_in_any_browser()
         &steps.keys.token,
         &address("ada@example.org"),
         &reason,
-        "cli",
+        "cli".into(),
         Utc::now(),
     )
     .unwrap();

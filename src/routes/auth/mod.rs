@@ -14,7 +14,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
 use base64::Engine as _;
 
-use crate::audit::rows::ClientInfo;
+use crate::domain::client_info::ClientInfo;
 use crate::domain::next_path::NextPath;
 use crate::session::{SessionData, Started};
 use crate::signin::{Asker, Refusal, SignedIn};
