@@ -62,7 +62,8 @@ pub fn admin_connection() -> PgConnection {
         .expect("connecting to PostgreSQL")
 }
 
-/// The template's name changes whenever a migration changes, so a stale one is never used.
+/// The template's name changes whenever a migration changes, so a stale one is never used,
+/// and depends on nothing else (not where the checkout is).
 fn template_name() -> &'static str {
     static NAME: OnceLock<String> = OnceLock::new();
     NAME.get_or_init(|| {
@@ -71,7 +72,10 @@ fn template_name() -> &'static str {
         entries.sort();
         let mut all = Vec::new();
         for path in entries {
-            all.extend_from_slice(path.to_string_lossy().as_bytes());
+            // Relative to the folder, so every clone of the same migrations shares one
+            // template instead of leaving one per checkout on a shared server.
+            let relative = path.strip_prefix(&root).unwrap_or(&path);
+            all.extend_from_slice(relative.to_string_lossy().as_bytes());
             all.extend(std::fs::read(&path).expect("reading a migration"));
         }
         let digest = latchkey::crypto::sha256(&all);
