@@ -273,7 +273,7 @@ impl Settings {
             parse_rate(&get(name).unwrap_or_else(|| default.to_string()))
                 .map_err(|p| invalid(name, p))
         };
-        let login_rate = rate("LATCHKEY_LOGIN_RATE", "5/min")?;
+        let login_rate = rate("LATCHKEY_LOGIN_RATE", "30/min")?;
         let email_rate = rate("LATCHKEY_EMAIL_RATE", "3/15m")?;
         let trusted_proxies = match get("LATCHKEY_TRUSTED_PROXIES") {
             Some(text) => parse_list(&text)
@@ -522,7 +522,7 @@ mod tests {
         assert_eq!(
             s.login_rate,
             Rate {
-                count: 5,
+                count: 30,
                 per: Duration::from_secs(60)
             }
         );

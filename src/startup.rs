@@ -29,7 +29,7 @@ use crate::middleware::browser_cookie::browser_cookie;
 use crate::middleware::check_cookie::take_check_cookie;
 use crate::middleware::csrf::csrf_protect;
 use crate::middleware::guard::guard;
-use crate::middleware::rate_limit::LoginRateLimit;
+use crate::middleware::rate_limit::LoginRate;
 use crate::middleware::security_headers::security_headers;
 use crate::models::member;
 use crate::routes;
@@ -138,7 +138,7 @@ impl Application {
 
         let https = settings.public_url.is_https();
         // One set of counters for the whole process, shared by every worker.
-        let login_rate_limit = LoginRateLimit::new(settings.login_rate)?;
+        let login_rate = LoginRate::new(settings.login_rate)?;
         let idle = CookieDuration::seconds(
             i64::try_from(settings.session_idle.as_secs()).unwrap_or(i64::MAX),
         );
@@ -204,7 +204,12 @@ impl Application {
                 .wrap(UnlessAnonymousView::new(sessions, &session_cookie))
                 .wrap(from_fn(take_check_cookie))
                 .wrap(from_fn(body_limit))
-                .wrap(login_rate_limit.clone())
+                // actix-governor counts; the layer inside it answers what it marked as over.
+                .wrap(from_fn({
+                    let refusals = login_rate.refusals();
+                    move |req, next| refusals.clone().answer(req, next)
+                }))
+                .wrap(login_rate.counter())
                 .wrap(from_fn(database_availability))
                 .wrap(from_fn(resolve_policy))
                 .wrap(from_fn(security_headers))

@@ -1,26 +1,38 @@
-//! `LATCHKEY_LOGIN_RATE`: the posts to `/login`, `/auth/verify`, `/auth/code`,
-//! `/auth/approve`, the passkey sign-in (`/auth/passkey/start`, `/auth/passkey/finish`) and
-//! the passkey confirmation (`/passkeys/confirm/finish`), counted together per client IP (one
-//! budget for all of them, so an attacker cannot spread guesses across them). Page views are never counted.
+//! `LATCHKEY_LOGIN_RATE`: the posts that start a sign-in (the policy's `sign_in_budget` rules,
+//! `POST /login` and `POST /auth/passkey/finish`), counted per client IP. Page views, the
+//! passkey ceremony's start and the later steps of a sign-in are never counted: the later
+//! steps are bounded by each request's own tries and the per-member locks, and counting them
+//! made one person's sign-in cost three posts, which stalled an office behind one address.
 //!
-//! governor's keyed limiter does the counting, keyed by [`limit_key`]; a refusal is answered
-//! with a page (or an HTMX partial) and audited as `login_throttled`. The limiter sits before
-//! the session, the body and the CSRF check: a refused request costs no database work except
-//! its audit row.
+//! Two layers, both built here and wired by `startup`:
+//! - [`LoginRate::counter`], actix-governor's `Governor`, counts. Its key extractor
+//!   ([`SignInStart`]) names the budget a request spends: the client IP as the trusted-proxy
+//!   rules see it (IPv6 by /64), or the whitelisted [`LimitKey::Exempt`] for a rule that does
+//!   not start a sign-in; the crate's own method filter lets everything but POST by. It runs
+//!   permissive: it marks a request over the budget instead of answering it, because the
+//!   crate's refusal hook sees neither the request (the page depends on HTMX) nor an executor
+//!   to write the audit row on.
+//! - [`Refusals::answer`], just inside it, answers a marked request with 429, `Retry-After`
+//!   and the page (or HTMX partial) that says so, and audits it as `login_throttled`.
+//!
+//! Both sit before the session, the body and the CSRF check: a refused request costs no
+//! database work except its audit row.
 
 use std::net::{IpAddr, Ipv6Addr};
-use std::rc::Rc;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use actix_governor::governor::middleware::NoOpMiddleware;
+use actix_governor::governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use actix_governor::{
+    Governor, GovernorConfig, GovernorConfigBuilder, GovernorResult, KeyExtractor,
+};
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{forward_ready, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
-use actix_web::{web, Error, HttpRequest, HttpResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpMessage as _, HttpRequest, HttpResponse, ResponseError};
 use anyhow::Context as _;
-use futures_util::future::LocalBoxFuture;
-use governor::clock::{Clock as _, DefaultClock, QuantaInstant};
-use governor::{DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
 
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::settings::Rate;
@@ -29,7 +41,8 @@ use crate::web::client::{client_info, client_ip_of_service};
 use crate::web::pages::Page;
 use crate::web::policy::rule_of;
 
-/// How often idle entries (clients whose budget is full again) are dropped from memory.
+/// How often idle entries (clients whose budget is full again) are dropped from memory:
+/// actix-governor leaves that to its user.
 const CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Whose budget a request spends.
@@ -40,22 +53,16 @@ pub enum LimitKey {
     Client(IpAddr),
     /// No peer address at all (not seen over TCP); such requests share one budget.
     Unknown,
-    /// Not a limited route, or not a POST: never counted.
+    /// Not a sign-in start: whitelisted, never counted.
     Exempt,
 }
 
-/// The budget a request spends, with the path it is limited under, if any.
-pub fn limit_key(req: &ServiceRequest) -> (LimitKey, Option<&'static str>) {
-    if req.method() != Method::POST {
-        return (LimitKey::Exempt, None);
+/// The budget a request spends (the method is the crate's to filter: see [`LoginRate::new`]).
+pub fn limit_key(req: &ServiceRequest) -> LimitKey {
+    if !rule_of(req.request()).sign_in_budget {
+        return LimitKey::Exempt;
     }
-    let rule = rule_of(req.request());
-    if !rule.sign_in_budget {
-        return (LimitKey::Exempt, None);
-    }
-    let key =
-        client_ip_of_service(req).map_or(LimitKey::Unknown, |ip| LimitKey::Client(bucket(ip)));
-    (key, Some(rule.name()))
+    client_ip_of_service(req).map_or(LimitKey::Unknown, |ip| LimitKey::Client(bucket(ip)))
 }
 
 /// IPv4 addresses as they are (also when written IPv4-mapped); IPv6 addresses by /64.
@@ -72,43 +79,90 @@ fn bucket(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Seconds until the next request would be allowed, rounded up (never 0: "retry now" would
-/// just be refused again a few milliseconds early).
-fn retry_after_secs(negative: &NotUntil<QuantaInstant>) -> u64 {
-    let wait = negative.wait_time_from(DefaultClock::default().now());
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    secs.max(1)
+/// actix-governor's key extractor for the sign-in budget: the client as the trusted-proxy
+/// rules see it (`LATCHKEY_TRUSTED_PROXIES`, read from the app's settings per request).
+#[derive(Debug, Clone, Copy)]
+pub struct SignInStart;
+
+/// Extraction never fails (a request without a peer address shares [`LimitKey::Unknown`]);
+/// the crate asks for an error type all the same.
+#[derive(Debug)]
+pub enum NoKeyError {}
+
+impl std::fmt::Display for NoKeyError {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {}
+    }
 }
 
-/// The middleware factory. Build it once (it owns the counters) and clone it into every
-/// worker, so all workers share one budget per client.
+impl ResponseError for NoKeyError {}
+
+impl KeyExtractor for SignInStart {
+    type Key = LimitKey;
+    type KeyExtractionError = NoKeyError;
+
+    fn extract(&self, req: &ServiceRequest) -> Result<Self::Key, Self::KeyExtractionError> {
+        Ok(limit_key(req))
+    }
+
+    fn whitelisted_keys(&self) -> Vec<Self::Key> {
+        vec![LimitKey::Exempt]
+    }
+}
+
+/// What actix-governor leaves in a request's extensions.
+type Verdict = GovernorResult<NoKeyError>;
+
+/// The limiter of the whole process. Build it once (it owns the counters) and take its two
+/// layers into every worker, so all workers share one budget per client.
 #[derive(Clone)]
-pub struct LoginRateLimit {
-    counted: Arc<DefaultKeyedRateLimiter<LimitKey>>,
-    /// Refusals are audited at most at the login rate per client, so a flood of refused
-    /// posts cannot turn into a flood of audit rows (each one a write on the hash chain).
-    audit_budget: Arc<DefaultKeyedRateLimiter<LimitKey>>,
-    rate: Rate,
+pub struct LoginRate {
+    config: GovernorConfig<SignInStart, NoOpMiddleware>,
+    refusals: Refusals,
 }
 
-impl LoginRateLimit {
-    /// `rate.count` posts per `rate.per`, with a burst of `rate.count`. Must be called inside
-    /// the actix runtime: it starts the task that forgets idle clients.
+impl LoginRate {
+    /// `rate.count` posts per `rate.per`, with a burst of `rate.count`, one coming back every
+    /// `rate.per / rate.count`. Must be called inside the actix runtime: it starts the task
+    /// that forgets idle clients.
     pub fn new(rate: Rate) -> anyhow::Result<Self> {
-        let quota = Quota::with_period(rate.replenish_interval())
-            .context("LATCHKEY_LOGIN_RATE: the interval between requests rounds to zero")?
-            .allow_burst(
-                std::num::NonZeroU32::new(rate.count)
-                    .context("LATCHKEY_LOGIN_RATE: the count must be at least 1")?,
-            );
-        let counted = Arc::new(RateLimiter::keyed(quota));
-        let audit_budget = Arc::new(RateLimiter::keyed(quota));
-        spawn_cleanup(Arc::downgrade(&counted), Arc::downgrade(&audit_budget));
+        let config = GovernorConfigBuilder::default()
+            .period(rate.replenish_interval())
+            .burst_size(rate.count)
+            .methods(vec![Method::POST])
+            .permissive(true)
+            .key_extractor(SignInStart)
+            .finish()
+            .context(
+                "LATCHKEY_LOGIN_RATE: the count and the interval between requests must not be zero",
+            )?;
+        // Refusals are audited at most at the login rate per client, so a flood of refused
+        // posts cannot turn into a flood of audit rows (each one a write on the hash chain).
+        let audit_budget = Arc::new(RateLimiter::keyed(
+            Quota::with_period(rate.replenish_interval())
+                .context("LATCHKEY_LOGIN_RATE: the interval between requests rounds to zero")?
+                .allow_burst(
+                    std::num::NonZeroU32::new(rate.count)
+                        .context("LATCHKEY_LOGIN_RATE: the count must be at least 1")?,
+                ),
+        ));
+        spawn_cleanup(
+            Arc::downgrade(&config.limiter()),
+            Arc::downgrade(&audit_budget),
+        );
         Ok(Self {
-            counted,
-            audit_budget,
-            rate,
+            config,
+            refusals: Refusals { audit_budget, rate },
         })
+    }
+
+    /// The counting layer (actix-governor's); [`Self::refusals`] goes just inside it.
+    pub fn counter(&self) -> Governor<SignInStart, NoOpMiddleware> {
+        Governor::new(&self.config)
+    }
+
+    pub fn refusals(&self) -> Refusals {
+        self.refusals.clone()
     }
 }
 
@@ -132,70 +186,43 @@ fn spawn_cleanup(
     });
 }
 
-impl<S, B> Transform<S, ServiceRequest> for LoginRateLimit
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<BoxBody>;
-    type Error = Error;
-    type Transform = LoginRateLimitService<S>;
-    type InitError = ();
-    type Future = std::future::Ready<Result<Self::Transform, Self::InitError>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        std::future::ready(Ok(LoginRateLimitService {
-            inner: Rc::new(service),
-            limits: self.clone(),
-        }))
-    }
+/// The answer to a request the counter marked as over the budget.
+#[derive(Clone)]
+pub struct Refusals {
+    audit_budget: Arc<DefaultKeyedRateLimiter<LimitKey>>,
+    rate: Rate,
 }
 
-pub struct LoginRateLimitService<S> {
-    inner: Rc<S>,
-    limits: LoginRateLimit,
-}
-
-impl<S, B> Service<ServiceRequest> for LoginRateLimitService<S>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
-    B: MessageBody + 'static,
-{
-    type Response = ServiceResponse<BoxBody>;
-    type Error = Error;
-    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    forward_ready!(inner);
-
-    fn call(&self, req: ServiceRequest) -> Self::Future {
-        let (key, path) = limit_key(&req);
-        let refused = path.and_then(|path| {
-            let waited = self.limits.counted.check_key(&key).err()?;
-            Some((path, retry_after_secs(&waited)))
-        });
-        let Some((path, retry_after)) = refused else {
-            let inner = Rc::clone(&self.inner);
-            return Box::pin(async move {
-                inner
-                    .call(req)
-                    .await
-                    .map(ServiceResponse::map_into_boxed_body)
-            });
+impl Refusals {
+    /// The layer itself (for `from_fn`): passes every request the counter let by.
+    pub async fn answer(
+        self,
+        req: ServiceRequest,
+        next: Next<impl MessageBody + 'static>,
+    ) -> Result<ServiceResponse<BoxBody>, Error> {
+        let waited = req
+            .extensions()
+            .get::<Verdict>()
+            .and_then(|verdict| verdict.check().ok().flatten());
+        let Some(waited) = waited else {
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_boxed_body);
         };
-        let audit = self.limits.audit_budget.check_key(&key).is_ok();
-        let rate = self.limits.rate;
-        Box::pin(async move {
-            let (req, _) = req.into_parts();
-            if audit {
-                audit_refusal(&req, rate, path, retry_after).await;
-            } else {
-                log::debug!(
-                    "refused a post to {path} over LATCHKEY_LOGIN_RATE (not audited again)"
-                );
-            }
-            let response = refusal_page(&req, retry_after);
-            Ok(ServiceResponse::new(req, response))
-        })
+        // The crate rounds the wait down to whole seconds; one more is never early ("retry
+        // now" would just be refused again a few milliseconds too soon).
+        let retry_after = waited + 1;
+        let audit = self.audit_budget.check_key(&limit_key(&req)).is_ok();
+        let (req, _) = req.into_parts();
+        let path = rule_of(&req).name();
+        if audit {
+            audit_refusal(&req, self.rate, path, retry_after).await;
+        } else {
+            log::debug!("refused a post to {path} over LATCHKEY_LOGIN_RATE (not audited again)");
+        }
+        let response = refusal_page(&req, retry_after);
+        Ok(ServiceResponse::new(req, response))
     }
 }
 
@@ -250,6 +277,7 @@ fn refusal_page(req: &HttpRequest, retry_after: u64) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::test::TestRequest;
 
     #[test]
     fn ipv6_clients_are_counted_by_their_64_network() {
@@ -262,5 +290,31 @@ mod tests {
         assert_eq!(bucket(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
         let v4: IpAddr = "192.0.2.7".parse().unwrap();
         assert_eq!(bucket(v4), v4);
+    }
+
+    #[test]
+    fn only_the_sign_in_starts_have_a_budget() {
+        let peer = "192.0.2.7:4000".parse().unwrap();
+        let key = |path: &str| {
+            let req = TestRequest::post()
+                .uri(path)
+                .peer_addr(peer)
+                .to_srv_request();
+            SignInStart.extract(&req).unwrap()
+        };
+        let client = LimitKey::Client("192.0.2.7".parse().unwrap());
+        assert_eq!(key("/login"), client);
+        assert_eq!(key("/auth/passkey/finish"), client);
+        for path in [
+            "/auth/passkey/start",
+            "/auth/verify",
+            "/auth/code",
+            "/auth/approve",
+            "/passkeys/confirm/finish",
+            "/logout",
+        ] {
+            assert_eq!(key(path), LimitKey::Exempt, "{path}");
+        }
+        assert!(SignInStart.whitelisted_keys().contains(&LimitKey::Exempt));
     }
 }

@@ -72,7 +72,10 @@ pub struct Rule {
     pub paths: Paths,
     /// Who may use it (the guard).
     pub access: Access,
-    /// Its POSTs spend the per-client sign-in budget (`LATCHKEY_LOGIN_RATE`).
+    /// Its POSTs start a sign-in, and spend the per-client sign-in budget
+    /// (`LATCHKEY_LOGIN_RATE`). Only the starts: the later steps are bounded by each request's
+    /// own tries and the per-member locks, and counting them too made one sign-in cost several
+    /// posts.
     pub sign_in_budget: bool,
     /// Asked by a reverse proxy on behalf of a request to another app, with any method: no
     /// body is read and nothing the asking browser chose changes, so neither the body limit
@@ -149,17 +152,16 @@ pub const POLICY: &[Rule] = &[
     Rule::new(Exact("/favicon.ico"), Access::Public).sets_no_cookie(),
     Rule::new(Under("/.well-known/"), Access::Public).sets_no_cookie(),
     Rule::new(Under("/static/"), Access::Public).sets_no_cookie(),
-    Rule::new(Exact("/auth/verify"), Access::Public).sign_in_budget(),
-    Rule::new(Exact("/auth/code"), Access::Public).sign_in_budget(),
-    Rule::new(Exact("/auth/approve"), Access::Public).sign_in_budget(),
-    Rule::new(Exact("/auth/passkey/start"), Access::Public).sign_in_budget(),
+    // Starting a passkey ceremony costs nothing (the sign-in page starts one for autofill on
+    // every view); finishing one is the sign-in, and counts like `POST /login`.
     Rule::new(Exact("/auth/passkey/finish"), Access::Public).sign_in_budget(),
     Rule::new(Exact("/auth/wait"), Access::Public).signs_in_on_get(),
     Rule::new(Exact("/auth/check"), Access::Public).forward_auth(),
     Rule::new(Exact("/auth/forward"), Access::Public).forward_auth(),
     Rule::new(Under("/auth/"), Access::Public),
-    // Proving a passkey again is a sign-in step of its own, with its own budget.
-    Rule::new(Exact("/passkeys/confirm/finish"), Access::SignedIn).sign_in_budget(),
+    // Proving a passkey again (`/passkeys/confirm/finish`) is not a sign-in start: the member
+    // is signed in already, and an assertion for a single-use challenge cannot be guessed.
+    // It falls to the default rule (signed in, not counted).
     Rule::new(Exact("/audit"), Access::AuditReader),
     Rule::new(Exact("/audit.csv"), Access::AuditReader),
     Rule::new(Tree("/team"), Access::Admin),
@@ -271,20 +273,23 @@ mod tests {
             ]
         );
         assert!(rule_for("/.well-known/jwks.json").sets_no_cookie);
+        // The starts of a sign-in, and nothing after them.
         assert_eq!(
             named(|r| r.sign_in_budget),
-            [
-                "/login",
-                "/auth/verify",
-                "/auth/code",
-                "/auth/approve",
-                "/auth/passkey/start",
-                "/auth/passkey/finish",
-                "/passkeys/confirm/finish",
-            ]
+            ["/login", "/auth/passkey/finish"]
         );
+        for later in [
+            "/auth/verify",
+            "/auth/code",
+            "/auth/approve",
+            "/auth/passkey/start",
+            "/passkeys/confirm/finish",
+        ] {
+            assert!(!rule_for(later).sign_in_budget, "{later}");
+        }
+        assert_eq!(access("/passkeys/confirm/finish"), Access::SignedIn);
         assert!(rule_for("/auth/check").forward_auth && !rule_for("/auth/verify").forward_auth);
-        assert!(!rule_for("/auth/verify/extra").sign_in_budget);
+        assert!(!rule_for("/login/extra").sign_in_budget);
     }
 
     #[test]

@@ -576,21 +576,39 @@ async fn with_required_an_admin_signed_in_by_email_confirms_a_passkey_before_tea
     assert_eq!(other.get("/team").await.status(), 200);
 }
 
+/// The sign-in page starts a ceremony for autofill on every view: starting costs nothing, and
+/// finishing is the sign-in that counts, like `POST /login`.
 #[actix_web::test]
-async fn passkey_posts_count_against_the_login_rate() {
+async fn only_finishing_a_passkey_sign_in_counts_against_the_login_rate() {
+    let app = spawn_localhost_app(TestSettings::new().default_rates()).await;
+    let browser = app.visitor();
+    let csrf = browser.csrf("/login").await;
+    for n in 1..=50 {
+        let (status, _) = app
+            .post_fields(&browser, "/auth/passkey/start", &csrf, &[])
+            .await;
+        assert_eq!(status, 200, "start {n}");
+    }
+    assert_eq!(
+        browser.request_link("x@example.org").await.status(),
+        200,
+        "fifty starts spent nothing"
+    );
+
     let app = spawn_localhost_app(TestSettings::new().login_rate(2, Duration::from_secs(60))).await;
     let browser = app.visitor();
     let csrf = browser.csrf("/login").await;
     for _ in 0..2 {
         let (status, _) = app
-            .post_fields(&browser, "/auth/passkey/start", &csrf, &[])
+            .post_json(&browser, "/auth/passkey/finish", &csrf, &json!({}))
             .await;
-        assert_eq!(status, 200);
+        assert_ne!(status, 429);
     }
     let (status, _) = app
         .post_json(&browser, "/auth/passkey/finish", &csrf, &json!({}))
         .await;
     assert_eq!(status, 429);
+    assert_eq!(browser.request_link("x@example.org").await.status(), 429);
 }
 
 #[actix_web::test]

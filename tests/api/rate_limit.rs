@@ -1,4 +1,4 @@
-//! `LATCHKEY_LOGIN_RATE` (posts to the sign-in routes, per client IP, in memory) and
+//! `LATCHKEY_LOGIN_RATE` (the posts that start a sign-in, per client IP, in memory) and
 //! `LATCHKEY_EMAIL_RATE` (links sent per address, in PostgreSQL), through HTTP.
 
 use latchkey::domain::role::Role;
@@ -89,32 +89,50 @@ async fn the_post_after_the_budget_gets_429_with_retry_after_and_is_audited() {
 }
 
 #[actix_web::test]
-async fn the_four_sign_in_routes_share_one_budget() {
-    let app = spawn_app_with(TestSettings::new().login_rate(4, Duration::from_secs(60))).await;
+async fn only_the_starts_of_a_sign_in_are_counted() {
+    let app = spawn_app_with(TestSettings::new().login_rate(2, Duration::from_secs(60))).await;
     let browser = app.visitor();
-    let attempts: [(&str, &[(&str, &str)]); 4] = [
-        ("/login", &[("email", "x@example.org")]),
+    // The later steps, a passkey ceremony's start and the confirmation of a passkey by a
+    // signed-in member are bounded otherwise: never counted, however many.
+    let uncounted: [(&str, &[(&str, &str)]); 5] = [
         ("/auth/verify", &[("token", "garbage")]),
         ("/auth/code", &[("code", "123456")]),
         ("/auth/approve", &[("token", "garbage"), ("number", "12")]),
+        ("/auth/passkey/start", &[]),
+        ("/passkeys/confirm/finish", &[]),
     ];
-    for (path, fields) in attempts {
+    for _ in 0..10 {
+        for (path, fields) in uncounted {
+            let res = browser.post(path).form(fields).await;
+            assert_ne!(res.status(), 429, "{path} is not counted");
+        }
+    }
+    // The two starts share one budget, so an attacker cannot spread guesses across them.
+    let starts: [(&str, &[(&str, &str)]); 2] = [
+        ("/login", &[("email", "x@example.org")]),
+        ("/auth/passkey/finish", &[]),
+    ];
+    for (path, fields) in starts {
         let res = browser.post(path).form(fields).await;
         assert_ne!(res.status(), 429, "{path} is within the budget");
     }
-    for (path, fields) in attempts {
+    for (path, fields) in starts {
         let res = browser.post(path).form(fields).await;
         assert_eq!(res.status(), 429, "{path} is over the shared budget");
     }
     let rows = throttled_rows(&app);
     let details: Vec<_> = rows.iter().map(|r| r.detail.as_str()).collect();
-    for path in ["/login", "/auth/verify", "/auth/code", "/auth/approve"] {
+    for path in ["/login", "/auth/passkey/finish"] {
         assert!(
             details.iter().any(|d| d.contains(&format!("POST {path} "))),
             "{path}: {details:?}"
         );
     }
-    // Another route's posts are not counted: they get CSRF/guard answers, never 429.
+    // Over the budget, the later steps still answer as before.
+    for (path, fields) in uncounted {
+        let res = browser.post(path).form(fields).await;
+        assert_ne!(res.status(), 429, "{path} is not counted");
+    }
     let res = browser
         .post("/auth/cancel")
         .form(&[("token", "garbage")])
@@ -126,6 +144,59 @@ async fn the_four_sign_in_routes_share_one_budget() {
         .form(&[("email", "x@example.org")])
         .await;
     assert_eq!(res.status(), 429);
+}
+
+/// With Latchkey's own rates, an office behind one address signs in without waiting: twenty
+/// people by link within a minute, one counted post each. The budget is still a budget.
+#[actix_web::test]
+async fn twenty_members_sign_in_from_one_address_within_a_minute() {
+    let app = spawn_app_with(TestSettings::new().default_rates()).await;
+    let started = std::time::Instant::now();
+    for n in 1..=20 {
+        let email = format!("member{n}@example.org");
+        app.add_member(&email, Role::Member);
+        let browser = app.visitor();
+        let res = app.sign_in(&browser, &email).await;
+        assert_eq!(res.status(), 303, "member {n} signed in");
+        assert_eq!(browser.get("/").await.status(), 200, "member {n} is in");
+    }
+    assert!(throttled_rows(&app).is_empty());
+
+    // Then the same address posts on until refused: 30 in a burst, and one more for every
+    // two seconds that passed since the first (30/min refills evenly).
+    let browser = app.visitor();
+    let mut accepted = 20u64;
+    let refused = loop {
+        let res = browser
+            .post("/login")
+            .form(&[("email", "x@example.org")])
+            .await;
+        if res.status() == 429 {
+            break res;
+        }
+        assert_eq!(res.status(), 200);
+        accepted += 1;
+        assert!(accepted <= 60, "never refused");
+    };
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
+    let refilled = elapsed.as_secs() / 2 + 1;
+    assert!(
+        (30..=30 + refilled).contains(&accepted),
+        "{accepted} posts passed in {elapsed:?}"
+    );
+    let wait = retry_after(&refused);
+    assert!(
+        (1..=2).contains(&wait),
+        "one post comes back every 2s: {wait}"
+    );
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("Too many attempts"), "{html}");
+    let rows = throttled_rows(&app);
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].detail.contains("POST /login"), "{}", rows[0].detail);
+    assert!(rows[0].detail.contains("(30 per 1m)"), "{}", rows[0].detail);
+    assert_eq!(rows[0].ip.as_deref(), Some("127.0.0.1"));
 }
 
 #[actix_web::test]
@@ -377,8 +448,8 @@ async fn a_new_link_never_resets_a_dead_code() {
 }
 
 #[actix_web::test]
-async fn a_new_link_never_resets_the_ip_budget() {
-    let app = spawn_app_with(TestSettings::new().login_rate(6, Duration::from_secs(60))).await;
+async fn code_guesses_are_bounded_by_their_own_tries_and_new_links_by_the_ip_budget() {
+    let app = spawn_app_with(TestSettings::new().login_rate(1, Duration::from_secs(60))).await;
     app.add_member("ann@example.org", Role::Member);
     let browser = app.visitor();
     assert_eq!(browser.request_link("ann@example.org").await.status(), 200);
@@ -388,20 +459,21 @@ async fn a_new_link_never_resets_the_ip_budget() {
     } else {
         "000000"
     };
-    for _ in 0..4 {
+    // The guesses are not counted against the IP; the request's own five tries end them.
+    for n in 1..=5 {
         let res = browser.post("/auth/code").form(&[("code", wrong)]).await;
-        assert_eq!(res.status(), 400);
+        let expected = if n < 5 { 400 } else { 410 };
+        assert_eq!(res.status(), expected, "wrong code {n}");
     }
-    // The sixth post: a new link, still within the budget...
-    assert_eq!(browser.request_link("ann@example.org").await.status(), 200);
-    let second = app.sign_in_mail(2).await;
-    // ...which does not give the guesser a fresh budget.
+    // A new request, with five new tries, is a new sign-in start: over the budget.
+    assert_eq!(browser.request_link("ann@example.org").await.status(), 429);
     let res = browser
         .post("/auth/code")
-        .form(&[("code", &second.code)])
+        .form(&[("code", &mail.code)])
         .await;
-    assert_eq!(res.status(), 429);
+    assert_ne!(res.status(), 303, "the dead code stays dead");
     assert_eq!(app.count("sessions"), 0);
+    assert_eq!(app.count("sign_in_requests"), 1);
     let page = browser.get("/login").await;
     let html = page.text().await.unwrap();
     assert!(form_value(&html, "csrf_token").is_some());

@@ -11,8 +11,9 @@ use latchkey::settings::{AdminPasskey, LinkBinding, Rate, Settings};
 /// from the two rates (see [`TestSettings::new`]).
 #[derive(Debug, Clone)]
 pub struct TestSettings {
-    login_rate: Rate,
-    email_rate: Rate,
+    /// `None`: Latchkey's own default.
+    login_rate: Option<Rate>,
+    email_rate: Option<Rate>,
     link_ttl: Option<Duration>,
     link_binding: Option<LinkBinding>,
     session_idle: Option<Duration>,
@@ -50,8 +51,8 @@ impl TestSettings {
             per: Duration::from_secs(60),
         };
         Self {
-            login_rate: generous,
-            email_rate: generous,
+            login_rate: Some(generous),
+            email_rate: Some(generous),
             link_ttl: None,
             link_binding: None,
             session_idle: None,
@@ -66,12 +67,19 @@ impl TestSettings {
     }
 
     pub fn login_rate(mut self, count: u32, per: Duration) -> Self {
-        self.login_rate = Rate { count, per };
+        self.login_rate = Some(Rate { count, per });
         self
     }
 
     pub fn email_rate(mut self, count: u32, per: Duration) -> Self {
-        self.email_rate = Rate { count, per };
+        self.email_rate = Some(Rate { count, per });
+        self
+    }
+
+    /// Latchkey's own default rates, for a test about what a deployment that sets none gets.
+    pub fn default_rates(mut self) -> Self {
+        self.login_rate = None;
+        self.email_rate = None;
         self
     }
 
@@ -141,8 +149,6 @@ impl TestSettings {
             ("LATCHKEY_BIND", format!("127.0.0.1:{port}")),
             ("LATCHKEY_SECRET_KEY", harness.secret_key),
             ("LATCHKEY_EMAIL", harness.email),
-            ("LATCHKEY_LOGIN_RATE", rate(self.login_rate)),
-            ("LATCHKEY_EMAIL_RATE", rate(self.email_rate)),
         ]);
         let public_url = match &self.public_url {
             PublicUrl::Listening => format!("http://127.0.0.1:{port}"),
@@ -155,6 +161,8 @@ impl TestSettings {
                 vars.insert(name, value);
             }
         };
+        set("LATCHKEY_LOGIN_RATE", self.login_rate.map(rate));
+        set("LATCHKEY_EMAIL_RATE", self.email_rate.map(rate));
         set("LATCHKEY_LINK_TTL", self.link_ttl.map(duration));
         set(
             "LATCHKEY_LINK_BINDING",
