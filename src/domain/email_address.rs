@@ -76,7 +76,9 @@ impl EmailAddress {
     }
 
     /// The mailbox this address delivers to under the default rule (`plus`): what
-    /// `members.mailbox_key` holds. See [`MailboxKey`] and [`EmailAddress::mailbox_key_by`].
+    /// `members.mailbox_key` holds, as a record written with the row (the migration that added
+    /// the column computes the same key in SQL). Admission compares keys under the configured
+    /// rule instead, with [`EmailAddress::mailbox_key_by`]. See [`MailboxKey`].
     pub fn mailbox_key(&self) -> MailboxKey {
         self.mailbox_key_by(MailboxRule::default())
     }
