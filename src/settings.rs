@@ -10,7 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use url::Url;
 
-use crate::domain::email_address::{canonical_domain, EmailAddress};
+use crate::domain::email_address::{canonical_domain, EmailAddress, MailboxRule};
 use crate::domain::loopback::is_loopback_host;
 use crate::mail::smtp_url::{SmtpServer, TlsMode};
 use secrecy::{SecretSlice, SecretString};
@@ -25,6 +25,9 @@ pub struct Settings {
     pub secret_key: Option<SecretSlice<u8>>,
     pub admins: Vec<EmailAddress>,
     pub allowed_domains: Vec<String>,
+    /// `LATCHKEY_MAILBOX_KEY`: which spellings at an allowed domain reach one mailbox, so that
+    /// none of them joins beside (or instead of) a member who has that mailbox.
+    pub mailbox_key: MailboxRule,
     pub email: EmailBackend,
     pub email_from: lettre::message::Mailbox,
     pub link_ttl: Duration,
@@ -235,6 +238,12 @@ impl Settings {
                 .collect::<Result<Vec<_>, _>>()?,
             None => Vec::new(),
         };
+        let mailbox_key = match get("LATCHKEY_MAILBOX_KEY") {
+            Some(text) => {
+                MailboxRule::parse(&text).map_err(|p| invalid("LATCHKEY_MAILBOX_KEY", p))?
+            }
+            None => MailboxRule::default(),
+        };
         let email = parse_email_backend(&get("LATCHKEY_EMAIL").unwrap_or_else(|| "console".into()))
             .map_err(|p| invalid("LATCHKEY_EMAIL", p))?;
         refuse_unsafe_outside_loopback(&public_url, &email)?;
@@ -322,6 +331,7 @@ impl Settings {
             secret_key,
             admins,
             allowed_domains,
+            mailbox_key,
             email,
             email_from,
             link_ttl,
@@ -830,6 +840,19 @@ mod tests {
         let err = settings(&[("LATCHKEY_ADMIN_PASSKEY", "required")]).unwrap_err();
         assert_eq!(err.name, "LATCHKEY_ADMIN_PASSKEY");
         assert!(!err.to_string().contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn the_mailbox_key_is_plus_unless_set_and_a_bad_one_is_named() {
+        use crate::domain::email_address::MailboxReduction::{Dots, Plus};
+        assert_eq!(settings(&[]).unwrap().mailbox_key, MailboxRule::default());
+        let s = settings(&[("LATCHKEY_MAILBOX_KEY", "plus,dots")]).unwrap();
+        assert_eq!(s.mailbox_key, MailboxRule::of(&[Plus, Dots]));
+        for bad in ["gmail", "plus,dot", ","] {
+            let err = settings(&[("LATCHKEY_MAILBOX_KEY", bad)]).unwrap_err();
+            assert_eq!(err.name, "LATCHKEY_MAILBOX_KEY", "{bad}: {err}");
+            assert!(!err.to_string().contains('\n'), "{err}");
+        }
     }
 
     #[test]

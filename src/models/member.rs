@@ -5,7 +5,7 @@ use diesel::prelude::*;
 
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
-use crate::domain::email_address::EmailAddress;
+use crate::domain::email_address::{EmailAddress, MailboxRule};
 use crate::domain::ids::MemberId;
 use crate::domain::role::Role;
 use crate::schema::{members, sessions, sign_in_requests};
@@ -322,28 +322,44 @@ fn ensure_another_admin(conn: &mut PgConnection, id: MemberId) -> Result<(), Mem
 
 /// Admits an address at one of `LATCHKEY_ALLOWED_DOMAINS` as a `member` on its first request.
 ///
-/// Returns the member who may ask for a link, or `None` when admission is refused. A member
-/// with exactly this address (even deactivated) is returned as is. Otherwise, when any member
-/// shares the address's [`MailboxKey`](crate::domain::email_address::MailboxKey), nobody is
-/// admitted: a deactivated member must not come back as `Carol@…` or `carol+x@…`, and an
-/// active member is not doubled by a second spelling of their own mailbox — they sign in with
-/// the address they are listed under. The caller answers a refusal as it answers any address
-/// that may not sign in.
+/// Returns the member who may ask for a link, or `None` when admission is refused. An address
+/// whose local part is not plain ASCII ([`EmailAddress::has_plain_local_part`]) is refused
+/// whatever the members are. A member with exactly this address (even deactivated) is
+/// returned as is. Otherwise, when any member's address reduces under `rule`
+/// (`LATCHKEY_MAILBOX_KEY`) to the address's
+/// [`MailboxKey`](crate::domain::email_address::MailboxKey), nobody is admitted: a deactivated
+/// member must not come back as `Carol@…`, `carol+x@…` (or `c.arol@…` where the rule says
+/// `dots`), and an active member is not doubled by a second spelling of their own mailbox —
+/// they sign in with the address they are listed under. The caller answers a refusal as it
+/// answers any address that may not sign in.
+///
+/// The members' keys are computed here, under the rule in force, from their addresses; the
+/// stored `members.mailbox_key` is not read. That column holds the key under the default
+/// rule, written when the row was (by this instance, another one, or `latchkey members add`
+/// run with its own environment), so under any other rule, or after the rule changes, it would
+/// compare one spelling by the old rule and let the next one in. Reading every member at the
+/// address's domain costs one scan of `members` per refused or new address at an allowed
+/// domain, which a team's size and `LATCHKEY_LOGIN_RATE` keep small.
 pub fn admit_from_allowed_domain(
     conn: &mut PgConnection,
     email: &EmailAddress,
+    rule: MailboxRule,
 ) -> QueryResult<Option<Member>> {
-    let mailbox_key = email.mailbox_key();
+    // The caller checks this too; here it holds for every way into this function.
+    if !email.has_plain_local_part() {
+        return Ok(None);
+    }
+    let mailbox_key = email.mailbox_key_by(rule);
     conn.transaction(|conn| {
         // Admissions to one mailbox are decided one at a time, so two spellings asking at
         // once cannot both become members.
         diesel::sql_query("SELECT pg_advisory_xact_lock(7302, hashtext($1))")
             .bind::<diesel::sql_types::Text, _>(mailbox_key.as_str())
             .execute(conn)?;
-        let same_mailbox: Vec<Member> = members::table
-            .filter(members::mailbox_key.eq(mailbox_key.as_str()))
-            .select(Member::as_select())
-            .load(conn)?;
+        let same_mailbox: Vec<Member> = members_at_domain(conn, email.domain())?
+            .into_iter()
+            .filter(|member| member.email.mailbox_key_by(rule) == mailbox_key)
+            .collect();
         if let Some(member) = same_mailbox.iter().find(|m| m.email == *email) {
             return Ok(Some(member.clone()));
         }
@@ -353,7 +369,8 @@ pub fn admit_from_allowed_domain(
         let inserted = diesel::insert_into(members::table)
             .values((
                 members::email.eq(email.as_str()),
-                members::mailbox_key.eq(mailbox_key.as_str()),
+                // The column's one meaning, whatever the rule in force (see above).
+                members::mailbox_key.eq(email.mailbox_key().as_str()),
                 members::role.eq(Role::Member),
             ))
             // An admin may list this very address meanwhile; theirs is the row that counts.
@@ -374,6 +391,24 @@ pub fn admit_from_allowed_domain(
             None => find_by_email(conn, email),
         }
     })
+}
+
+/// Every member, deactivated ones included, whose address is at `domain` (canonical).
+fn members_at_domain(conn: &mut PgConnection, domain: &str) -> QueryResult<Vec<Member>> {
+    // A canonical domain is letters, digits, `-` and `.`; escaping keeps LIKE literal anyway.
+    let escaped = domain
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    let members = members::table
+        .filter(members::email.like(format!("%@{escaped}")).escape('\\'))
+        .select(Member::as_select())
+        .load(conn)?;
+    // LIKE is the index-free coarse cut; the parsed domain is what decides.
+    Ok(members
+        .into_iter()
+        .filter(|member| member.email.domain() == domain)
+        .collect())
 }
 
 /// `LATCHKEY_ADMINS` are always active admins.

@@ -111,8 +111,8 @@ fn request(
         client,
     } = ask;
     let mut member = member::find_by_email(conn, email)?;
-    if member.is_none() && settings.allowed_domains.iter().any(|d| d == email.domain()) {
-        member = member::admit_from_allowed_domain(conn, email)?;
+    if member.is_none() && may_join_by_domain(settings, email) {
+        member = member::admit_from_allowed_domain(conn, email, settings.mailbox_key)?;
     }
     let decoy = NewSignInRequest::decoy(settings, email, binding, next, client, now);
     let Some(member) = member.filter(|m| m.active) else {
@@ -164,6 +164,15 @@ fn request(
         token,
         code,
     }))
+}
+
+/// Whether an address that no member has may try to join through `LATCHKEY_ALLOWED_DOMAINS`:
+/// its domain is allowed and its local part is plain ASCII. A `%` or `!` route, quotes, an
+/// invisible or a look-alike character could reach or pose as a member's mailbox in ways no
+/// mailbox key folds, so such an address joins only when an admin lists it. Whether the
+/// mailbox is already someone's is decided by `admit_from_allowed_domain`.
+fn may_join_by_domain(settings: &Settings, email: &EmailAddress) -> bool {
+    settings.allowed_domains.iter().any(|d| d == email.domain()) && email.has_plain_local_part()
 }
 
 /// Inserts a request for `member` with a fresh token, code and approval number, of which the

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use latchkey::domain::email_address::MailboxRule;
 use latchkey::settings::{AdminPasskey, LinkBinding, Rate, Settings};
 
 /// The settings a test is about; everything it leaves alone keeps Latchkey's default, apart
@@ -20,6 +21,7 @@ pub struct TestSettings {
     session_max: Option<Duration>,
     admins: Vec<String>,
     allowed_domains: Vec<String>,
+    mailbox_key: Option<MailboxRule>,
     trusted_proxies: Vec<String>,
     public_url: PublicUrl,
     cookie_domain: Option<String>,
@@ -59,6 +61,7 @@ impl TestSettings {
             session_max: None,
             admins: Vec::new(),
             allowed_domains: Vec::new(),
+            mailbox_key: None,
             trusted_proxies: Vec::new(),
             public_url: PublicUrl::Listening,
             cookie_domain: None,
@@ -110,6 +113,11 @@ impl TestSettings {
 
     pub fn allowed_domains(mut self, domains: &[&str]) -> Self {
         self.allowed_domains = domains.iter().map(|d| d.to_string()).collect();
+        self
+    }
+
+    pub fn mailbox_key(mut self, rule: MailboxRule) -> Self {
+        self.mailbox_key = Some(rule);
         self
     }
 
@@ -178,6 +186,10 @@ impl TestSettings {
         set("LATCHKEY_SESSION_MAX", self.session_max.map(duration));
         set("LATCHKEY_ADMINS", list(&self.admins));
         set("LATCHKEY_ALLOWED_DOMAINS", list(&self.allowed_domains));
+        set(
+            "LATCHKEY_MAILBOX_KEY",
+            self.mailbox_key.map(|rule| rule.to_string()),
+        );
         set("LATCHKEY_TRUSTED_PROXIES", list(&self.trusted_proxies));
         set("LATCHKEY_COOKIE_DOMAIN", self.cookie_domain.clone());
         set(
