@@ -114,6 +114,8 @@ pub struct LiveCache {
     entries: Mutex<Entries>,
     /// The highest `sync:<n>` barrier the listener has seen.
     synced: AtomicU64,
+    /// How often the listener's connection was lost (and the cache emptied with it).
+    losses: AtomicU64,
     next_sync: AtomicU64,
 }
 
@@ -266,6 +268,9 @@ impl LiveCache {
     }
 
     fn listening(&self, listening: bool) {
+        if !listening {
+            self.losses.fetch_add(1, Ordering::SeqCst);
+        }
         let mut entries = self.entries();
         entries.clear();
         entries.listening = listening;
@@ -292,6 +297,11 @@ impl LiveCache {
 
     pub fn synced_up_to(&self) -> u64 {
         self.synced.load(Ordering::SeqCst)
+    }
+
+    /// How many times the listener's connection was lost so far (each emptied the cache).
+    pub fn connection_losses(&self) -> u64 {
+        self.losses.load(Ordering::SeqCst)
     }
 }
 

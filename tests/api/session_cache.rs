@@ -187,6 +187,7 @@ async fn a_cut_listener_connection_empties_the_cache_so_no_revocation_is_missed(
     let ann = app.member(Role::Member, "ann@example.org").await;
     assert_eq!(status(&ann, "/").await, 200);
     assert_eq!(status(&ann, "/").await, 200);
+    let losses = app.live.cache().connection_losses();
     // Cut the listener's connection (and wait until its backend is gone)...
     let killed: Vec<bool> = diesel::sql_query(format!(
         "SELECT pg_terminate_backend(pid, 5000) AS killed FROM pg_stat_activity \
@@ -199,7 +200,17 @@ async fn a_cut_listener_connection_empties_the_cache_so_no_revocation_is_missed(
     .map(|row| row.killed)
     .collect();
     assert_eq!(killed, [true], "one listener per instance");
-    // ...then end the session behind the app's back: this notification has no listener.
+    // ...and until the instance noticed: the loss is seen on the listener's next read (within
+    // milliseconds, longer on a loaded machine); a request in between is the known window.
+    for _ in 0..500 {
+        if app.live.cache().connection_losses() > losses {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(app.live.cache().connection_losses() > losses);
+    // Then end the session behind the app's back: if the listener is not back yet, this
+    // notification has nobody to hear it, and only the emptied cache refuses the session.
     diesel::delete(sessions::table)
         .execute(&mut app.conn())
         .unwrap();
