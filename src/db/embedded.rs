@@ -7,10 +7,12 @@
 //!
 //! Where the cluster lives:
 //! - Latchkey not root: `<data dir>/cluster/` (`data/`, `socket/`, `postgres.log`).
-//! - Latchkey root: PostgreSQL refuses root, so the cluster runs as the `postgres` account,
-//!   which usually cannot enter the checkout (a 0700 home, a `mktemp -d` folder). Its files
-//!   then live in `/var/lib/latchkey/clusters/<id>/`, where `<id>` is a random name kept in
-//!   `<data dir>/cluster-id`; nothing outside the data dir is loosened to reach the checkout.
+//! - Latchkey root: PostgreSQL refuses root, so the cluster runs as the system account
+//!   `latchkey`, made on first use ([`account`]), which cannot enter the checkout (a 0700
+//!   home, a `mktemp -d` folder). Its files then live in `/var/lib/latchkey/clusters/<id>/`,
+//!   where `<id>` is a random name kept in `<data dir>/cluster-id`; nothing outside the data
+//!   dir is loosened to reach the checkout. A cluster there that an earlier Latchkey made as
+//!   `postgres` is refused, not taken over: see [`EmbeddedError::OldCluster`].
 
 use std::ffi::OsStr;
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
@@ -22,10 +24,16 @@ use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 use crate::private_fs::{create_private_dir, write_private_file};
 use secrecy::{ExposeSecret as _, SecretString};
 
-/// The account PostgreSQL runs as when Latchkey itself runs as root (PostgreSQL refuses root).
-const UNPRIVILEGED_USER: &str = "postgres";
+mod account;
+
+/// The cluster's superuser role, as `initdb -U` makes it. Only a role name: trust
+/// authentication lets in whoever reaches the socket, and only the cluster's account (and
+/// root) can. Kept as `postgres` so clusters of every Latchkey version answer the same URL.
+const SUPERUSER_ROLE: &str = "postgres";
+/// The account that earlier versions ran root's clusters as; such a cluster is refused.
+const OLD_ROOT_ACCOUNT: &str = "postgres";
 const DATABASE_NAME: &str = "latchkey";
-/// Where root's clusters live, since the `postgres` account may not reach the data dir.
+/// Where root's clusters live, since the cluster's account cannot reach the data dir.
 const ROOT_CLUSTERS: &str = "/var/lib/latchkey/clusters";
 /// Only names the socket file (`.s.PGSQL.5432`); nothing listens on a TCP port.
 const SOCKET_PORT: u16 = 5432;
@@ -42,10 +50,34 @@ pub enum EmbeddedError {
     )]
     NotInstalled,
     #[error(
-        "PostgreSQL refuses to run as root and there is no `{UNPRIVILEGED_USER}` account to run \
-         it as. Create one (`useradd -r postgres`), run Latchkey as another user, or set DATABASE_URL."
+        "PostgreSQL refuses to run as root, so Latchkey runs its private cluster as the system \
+         account `latchkey`; an account of that name exists (uid {uid}, gid {gid}, shell {shell}) \
+         but is not one (a uid from 1 to 999, a group other than root's, a shell that refuses \
+         logins), and Latchkey will not hand its cluster to what may be a person's account. \
+         Rename that account, run Latchkey as another user, or set DATABASE_URL."
     )]
-    NoUnprivilegedUser,
+    AccountNotOurs {
+        uid: libc::uid_t,
+        gid: libc::gid_t,
+        shell: String,
+    },
+    /// Refused rather than taken over: the files were the `postgres` account's to change,
+    /// so what is in them (settings that run programs, say) is for a person to check before
+    /// Latchkey's own account runs it, and a cluster an older Latchkey still runs must not
+    /// change owner under it.
+    #[error(
+        "the private cluster in {root} was made by an earlier Latchkey as the `postgres` \
+         account, which the system's PostgreSQL may share; Latchkey now runs it as `latchkey` \
+         and does not take it over by itself. To keep its data: stop it if it runs \
+         (`runuser -u postgres -- {pg_ctl} stop -D {root}/data`), check it, then \
+         `chown -R latchkey:latchkey {root}`. To start afresh instead: remove {cluster_id} \
+         (and {root})."
+    )]
+    OldCluster {
+        root: String,
+        pg_ctl: String,
+        cluster_id: String,
+    },
     #[error("{step} failed: {detail}")]
     Step { step: String, detail: String },
 }
@@ -96,7 +128,7 @@ impl EmbeddedPostgres {
         let data_dir = data_dir
             .canonicalize()
             .map_err(|e| step_error(format!("resolving {}", data_dir.display()), e))?;
-        let layout = prepare_layout(&data_dir, account)?;
+        let layout = prepare_layout(&data_dir, account, &bin_dir)?;
 
         let mut cluster = Self {
             bin_dir,
@@ -126,7 +158,7 @@ impl EmbeddedPostgres {
             percent_encoding::NON_ALPHANUMERIC,
         );
         SecretString::from(format!(
-            "postgres://{UNPRIVILEGED_USER}@/{database}?host={socket_dir}&port={SOCKET_PORT}"
+            "postgres://{SUPERUSER_ROLE}@/{database}?host={socket_dir}&port={SOCKET_PORT}"
         ))
     }
 
@@ -177,7 +209,7 @@ impl EmbeddedPostgres {
                 OsStr::new("-D"),
                 data.as_os_str(),
                 OsStr::new("-U"),
-                OsStr::new(UNPRIVILEGED_USER),
+                OsStr::new(SUPERUSER_ROLE),
                 // Safe only because the socket directory admits the owner alone (and root).
                 OsStr::new("--auth=trust"),
                 OsStr::new("--encoding=UTF8"),
@@ -331,16 +363,20 @@ fn cluster_account() -> Result<Account, EmbeddedError> {
             switch_to: None,
         });
     }
-    let (uid, gid) = user_ids(UNPRIVILEGED_USER).ok_or(EmbeddedError::NoUnprivilegedUser)?;
+    let entry = account::ensure()?;
     Ok(Account {
-        uid,
-        gid,
-        switch_to: Some(UNPRIVILEGED_USER),
+        uid: entry.uid,
+        gid: entry.gid,
+        switch_to: Some(account::NAME),
     })
 }
 
 /// Creates (or checks) the cluster's directories, each 0700 and owned by `account`.
-fn prepare_layout(data_dir: &Path, account: Account) -> Result<Layout, EmbeddedError> {
+fn prepare_layout(
+    data_dir: &Path,
+    account: Account,
+    bin_dir: &Path,
+) -> Result<Layout, EmbeddedError> {
     let root = match account.switch_to {
         None => data_dir.join("cluster"),
         Some(_) => Path::new(ROOT_CLUSTERS).join(cluster_id(data_dir)?),
@@ -348,6 +384,7 @@ fn prepare_layout(data_dir: &Path, account: Account) -> Result<Layout, EmbeddedE
     if account.switch_to.is_some() {
         std::fs::create_dir_all(ROOT_CLUSTERS)
             .map_err(|e| step_error(format!("creating {ROOT_CLUSTERS}"), e))?;
+        refuse_old_cluster(&root, data_dir, bin_dir)?;
     }
     owned_private_dir(&root, account)?;
     let data = root.join("data");
@@ -370,6 +407,25 @@ fn prepare_layout(data_dir: &Path, account: Account) -> Result<Layout, EmbeddedE
         socket_dir,
         log,
     })
+}
+
+/// Refuses a cluster that an earlier Latchkey made as `postgres` (see
+/// [`EmbeddedError::OldCluster`]); any other stranger's folder is refused by
+/// [`owned_private_dir`].
+fn refuse_old_cluster(root: &Path, data_dir: &Path, bin_dir: &Path) -> Result<(), EmbeddedError> {
+    let owner = match std::fs::symlink_metadata(root) {
+        Ok(meta) => meta.uid(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(step_error(format!("checking {}", root.display()), e)),
+    };
+    match account::lookup(OLD_ROOT_ACCOUNT)? {
+        Some(old) if old.uid == owner => Err(EmbeddedError::OldCluster {
+            root: root.display().to_string(),
+            pg_ctl: bin_dir.join("pg_ctl").display().to_string(),
+            cluster_id: data_dir.join("cluster-id").display().to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The random name of root's cluster for this data dir, made on first use.
@@ -449,16 +505,6 @@ fn find_bin_dir_in(path: Option<&OsStr>, versions_root: &Path) -> Option<PathBuf
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
-}
-
-fn user_ids(name: &str) -> Option<(libc::uid_t, libc::gid_t)> {
-    let name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getpwnam returns null or a pointer to static storage valid until the next
-    // call; both fields are copied out at once.
-    unsafe {
-        let entry = libc::getpwnam(name.as_ptr());
-        (!entry.is_null()).then(|| ((*entry).pw_uid, (*entry).pw_gid))
-    }
 }
 
 fn chown(path: &Path, account: Account) -> Result<(), EmbeddedError> {
