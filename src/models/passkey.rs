@@ -96,6 +96,16 @@ pub fn delete_own(
     .optional()
 }
 
+/// Deletes every passkey of the member (an admin's or the command line's reset), oldest first.
+pub fn delete_all_of(conn: &mut PgConnection, member_id: MemberId) -> QueryResult<Vec<PasskeyRow>> {
+    let mut removed: Vec<PasskeyRow> =
+        diesel::delete(passkeys::table.filter(passkeys::member_id.eq(member_id)))
+            .returning(PasskeyRow::as_returning())
+            .get_results(conn)?;
+    removed.sort_by_key(|row| row.id);
+    Ok(removed)
+}
+
 /// Records a verified use: the new counter and credential, and when. Only if the row still
 /// holds the counter the assertion was checked against, so of two racing uses of one
 /// counter value only one counts.
