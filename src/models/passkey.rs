@@ -45,6 +45,14 @@ pub fn list_for_member(
         .load(conn)
 }
 
+/// How many passkeys each member has (members without any are absent), for the team page.
+pub fn counts_by_member(conn: &mut PgConnection) -> QueryResult<Vec<(MemberId, i64)>> {
+    passkeys::table
+        .group_by(passkeys::member_id)
+        .select((passkeys::member_id, diesel::dsl::count_star()))
+        .load(conn)
+}
+
 pub fn find_by_credential(
     conn: &mut PgConnection,
     credential_id: &[u8],

@@ -881,3 +881,130 @@ async fn a_ceremony_is_bound_to_its_kind_its_member_and_its_time() {
     latchkey::purge::delete_expired_transient(&mut app.conn()).unwrap();
     assert_eq!(app.count("passkey_ceremonies"), 0);
 }
+
+/// A member who lost every passkey asks an admin, who removes them from the member's row on
+/// `/team`, under `required` with the admin's own passkey proved.
+#[actix_web::test]
+async fn an_admin_removes_a_members_passkeys_from_the_team_page() {
+    let app = spawn_localhost_app(TestSettings::new().admin_passkey(AdminPasskey::Required)).await;
+    let boss = app.member(Role::Admin, "boss@example.org").await;
+    let mut boss_key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&boss, &mut boss_key, "Boss's").await.0, 200);
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    let mut ann_key = SoftPasskey::new(&app.address);
+    assert_eq!(
+        app.add_passkey(&ann, &mut ann_key, "Ann's phone").await.0,
+        200
+    );
+    let ann_id = app.add_member("ann@example.org", Role::Member);
+    let boss_id = app.add_member("boss@example.org", Role::Admin);
+    let path = format!("/team/{ann_id}/passkeys/remove");
+
+    // Signed in by email only: the guard sends the admin to confirm first; nothing removed.
+    let res = boss.post(&path).csrf(&boss.csrf("/").await).await;
+    assert_eq!(res.status(), 303);
+    assert!(res.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/passkeys/confirm"));
+    assert_eq!(
+        app.count(&format!("passkeys WHERE member_id = {ann_id}")),
+        1
+    );
+    // Not an admin's page at all for a member.
+    let res = ann.post(&path).csrf(&ann.csrf("/").await).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        app.count(&format!("passkeys WHERE member_id = {ann_id}")),
+        1
+    );
+
+    assert_eq!(app.confirm_passkey(&boss, &mut boss_key).await, 200);
+    let html = boss.get("/team").await.text().await.unwrap();
+    let page = parse_page(&html);
+    assert_eq!(
+        select(&page, &format!(r#"form[action="{path}"]"#)).len(),
+        1,
+        "{html}"
+    );
+    assert!(
+        select(
+            &page,
+            &format!(r#"form[action="/team/{boss_id}/passkeys/remove"]"#)
+        )
+        .is_empty(),
+        "an admin's own passkeys are managed on /passkeys"
+    );
+
+    let csrf = boss.csrf("/team").await;
+    let res = boss.post(&path).csrf(&csrf).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"].to_str().unwrap(), "/team");
+    assert_eq!(
+        app.count(&format!("passkeys WHERE member_id = {ann_id}")),
+        0
+    );
+    assert_eq!(
+        app.count(&format!("passkeys WHERE member_id = {boss_id}")),
+        1
+    );
+    let removed = app
+        .audit()
+        .into_iter()
+        .rev()
+        .find(|row| row.event == "passkey_removed")
+        .unwrap();
+    assert_eq!(removed.email.as_deref(), Some("ann@example.org"));
+    assert_eq!(removed.actor.as_deref(), Some("boss@example.org"));
+    assert!(removed.detail.contains("Ann's phone"), "{}", removed.detail);
+    let (status, _, _) = app.passkey_sign_in(&app.visitor(), &mut ann_key).await;
+    assert_eq!(status, 401);
+
+    // Ann adds a new one from an email sign-in, as a member without passkeys may.
+    let mut new_key = SoftPasskey::new(&app.address);
+    assert_eq!(
+        app.add_passkey(&ann, &mut new_key, "New phone").await.0,
+        200
+    );
+
+    // Nothing to remove, no such member, not an id: clear answers, nothing changed.
+    let audit_rows = app.audit().len();
+    let carl_id = app.add_member("carl@example.org", Role::Member);
+    let res = boss
+        .post(&format!("/team/{carl_id}/passkeys/remove"))
+        .csrf(&csrf)
+        .await;
+    assert_eq!(res.status(), 409);
+    assert!(res.text().await.unwrap().contains("has no passkeys"));
+    let res = boss.post("/team/999999/passkeys/remove").csrf(&csrf).await;
+    assert_eq!(res.status(), 404);
+    let res = boss.post("/team/abc/passkeys/remove").csrf(&csrf).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        app.audit()
+            .into_iter()
+            .skip(audit_rows)
+            .filter(|row| row.event == "passkey_removed")
+            .count(),
+        0
+    );
+}
+
+#[actix_web::test]
+async fn an_admin_signed_in_by_email_cannot_remove_their_own_passkeys_from_the_team_page() {
+    let app = spawn_localhost_app(TestSettings::new()).await;
+    let boss = app.member(Role::Admin, "boss@example.org").await;
+    let mut key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&boss, &mut key, "Boss's").await.0, 200);
+    let boss_id = app.add_member("boss@example.org", Role::Admin);
+    let res = boss
+        .post(&format!("/team/{boss_id}/passkeys/remove"))
+        .csrf(&boss.csrf("/team").await)
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        res.headers()["location"].to_str().unwrap(),
+        "/passkeys/confirm?next=%2Fteam"
+    );
+    assert_eq!(app.count("passkeys"), 1);
+}
