@@ -10,7 +10,8 @@
 //! | `POST /passkeys/{id}/remove` | [`remove`] | [`Removal`] |
 //! | `POST /passkeys/confirm/start` | [`start_confirmation`] | [`ConfirmationStart`] |
 //! | `POST /passkeys/confirm/finish` | [`finish_confirmation`] | [`Confirmation`] |
-//! | `POST /team/{id}/passkeys/remove`, `latchkey passkeys reset` | [`remove_all_of`] | `Vec<PasskeyRow>` |
+//! | `POST /team/{id}/passkeys/remove` | [`remove_all_of`] | `Vec<PasskeyRow>` |
+//! | `latchkey passkeys reset` | [`reset`] | [`Reset`] |
 //!
 //! A ceremony's state waits in `passkey_ceremonies` ([`super::ceremony`]), bound to the
 //! member who started it, and its finish consumes it before anything else.
@@ -28,11 +29,13 @@ use super::{
 };
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::{Db, DbError};
+use crate::domain::break_glass_reason::BreakGlassReason;
 use crate::domain::client_info::ClientInfo;
+use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::{MemberId, PasskeyId};
 use crate::domain::next_path::NextPath;
 use crate::mail::{Letter, Mailer, PasskeyAddedMail};
-use crate::models::member::{Actor, Member};
+use crate::models::member::{self, Actor, Member};
 use crate::models::passkey::{self, NewPasskey, PasskeyRow};
 
 /// A member's passkeys, oldest first.
@@ -173,6 +176,37 @@ pub fn remove_all_of(
             audit.insert(conn)?;
         }
         Ok(removed)
+    })
+}
+
+/// What `latchkey passkeys reset` did.
+#[derive(Debug)]
+pub enum Reset {
+    Removed(Member, Vec<PasskeyRow>),
+    /// They had none: nothing was written.
+    NoPasskeys(Member),
+    NotAMember,
+}
+
+/// `latchkey passkeys reset EMAIL --reason TEXT`: for the last admin, who has lost every
+/// passkey and has nobody to ask on `/team`. Removes them all, each audited `passkeys_reset`
+/// with `actor` and the reason, in one transaction. A deactivated member's go too (harmless,
+/// and what the operator asked for).
+pub fn reset(
+    conn: &mut PgConnection,
+    email: &EmailAddress,
+    reason: &BreakGlassReason,
+    actor: Actor<'_>,
+) -> QueryResult<Reset> {
+    let Some(member) = member::find_by_email(conn, email)? else {
+        return Ok(Reset::NotAMember);
+    };
+    let why = format!("reset by hand; reason: {reason}");
+    let removed = remove_all_of(conn, &member, actor, AuditEvent::PasskeysReset, &why, None)?;
+    Ok(if removed.is_empty() {
+        Reset::NoPasskeys(member)
+    } else {
+        Reset::Removed(member, removed)
     })
 }
 

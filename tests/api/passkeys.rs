@@ -1008,3 +1008,85 @@ async fn an_admin_signed_in_by_email_cannot_remove_their_own_passkeys_from_the_t
     );
     assert_eq!(app.count("passkeys"), 1);
 }
+
+/// The last admin lost every passkey and has nobody to ask on `/team`: the operator resets
+/// them from the command line, with a reason, and the audit says so.
+#[actix_web::test]
+async fn the_command_line_resets_the_last_admins_passkeys_with_a_reason() {
+    use crate::apps::{latchkey, ok};
+
+    let app = spawn_localhost_app(TestSettings::new().admin_passkey(AdminPasskey::Required)).await;
+    let boss = app.member(Role::Admin, "boss@example.org").await;
+    let mut key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&boss, &mut key, "Lost laptop").await.0, 200);
+
+    // Refused without a reason or with a bad address, before anything changes.
+    for args in [
+        &["passkeys", "reset", "boss@example.org"][..],
+        &["passkeys", "reset", "boss@example.org", "--reason", "  "],
+        &["passkeys", "reset", "@example.org", "--reason", "lost"],
+    ] {
+        let out = latchkey(&app, args);
+        assert!(!out.status.success(), "{args:?}");
+    }
+    let out = latchkey(
+        &app,
+        &[
+            "passkeys",
+            "reset",
+            "nobody@example.org",
+            "--reason",
+            "lost",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a member"));
+    assert_eq!(app.count("passkeys"), 1);
+
+    let out = ok(&latchkey(
+        &app,
+        &[
+            "passkeys",
+            "reset",
+            "boss@Example.ORG",
+            "--reason",
+            "lost every key, ticket 7",
+        ],
+    ));
+    assert!(
+        out.starts_with("removed 1 passkey of boss@example.org (\"Lost laptop\")"),
+        "{out}"
+    );
+    assert_eq!(app.count("passkeys"), 0);
+    let reset = app
+        .audit()
+        .into_iter()
+        .find(|row| row.event == "passkeys_reset")
+        .unwrap();
+    assert_eq!(reset.actor.as_deref(), Some("cli"));
+    assert_eq!(reset.email.as_deref(), Some("boss@example.org"));
+    assert!(
+        reset.detail.contains("lost every key, ticket 7"),
+        "{}",
+        reset.detail
+    );
+
+    // Again: nothing left to reset, nothing written.
+    let rows = app.audit().len();
+    let out = ok(&latchkey(
+        &app,
+        &["passkeys", "reset", "boss@example.org", "--reason", "again"],
+    ));
+    assert!(out.contains("has no passkeys"), "{out}");
+    assert_eq!(app.audit().len(), rows);
+
+    // The admin adds a new passkey from an email sign-in and confirms it.
+    let boss = app.signed_in(app.visitor(), "boss@example.org").await;
+    let mut new_key = SoftPasskey::new(&app.address);
+    assert_eq!(
+        app.add_passkey(&boss, &mut new_key, "New laptop").await.0,
+        200
+    );
+    assert_eq!(app.confirm_passkey(&boss, &mut new_key).await, 200);
+    assert_eq!(boss.get("/team").await.status(), 200);
+}
