@@ -20,6 +20,7 @@ use crate::domain::role::Role;
 use crate::keys::Keys;
 use crate::models::app::{self, Access, AppError, Saved};
 use crate::models::member::{self, Added, MemberError};
+use crate::passkeys::{self, manage::Reset};
 use crate::settings::Settings;
 use crate::signin::{self, BreakGlass};
 use crate::startup::{open_database, resolve_secret, Application, Database};
@@ -64,6 +65,11 @@ pub enum Command {
     Apps {
         #[command(subcommand)]
         command: AppsCommand,
+    },
+    /// Members' passkeys: reset those of the last admin, who has nobody to ask on /team.
+    Passkeys {
+        #[command(subcommand)]
+        command: PasskeysCommand,
     },
     /// Break-glass: print a one-time sign-in link for an active member (any browser may use
     /// it), audited with the reason. No mail is sent.
@@ -113,6 +119,20 @@ pub enum AppsCommand {
     List,
     /// Remove an app: checks for its origin are refused at once.
     Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PasskeysCommand {
+    /// Remove every passkey of a member (they sign in by email until they add one), audited
+    /// `passkeys_reset` with the reason. For a member who lost them all when no other admin
+    /// can remove them on /team.
+    Reset {
+        #[arg(value_parser = parse_email)]
+        email: EmailAddress,
+        /// Why the passkeys were removed by hand; written to the audit.
+        #[arg(long, value_parser = parse_reason)]
+        reason: BreakGlassReason,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +230,34 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
             let outcome = run_apps(&mut conn, command);
             sign_what_was_added(&mut conn, &keys, settings)?;
             outcome?;
+        }
+        Command::Passkeys {
+            command: PasskeysCommand::Reset { email, reason },
+        } => {
+            migrate_quietly(&mut conn)?;
+            let keys = Keys::derive(&resolve_secret(settings)?);
+            let reset = passkeys::manage::reset(&mut conn, &email, &reason, CLI_ACTOR.into());
+            sign_what_was_added(&mut conn, &keys, settings)?;
+            match reset.context("removing passkeys")? {
+                Reset::Removed(member, removed) => {
+                    let names: Vec<String> = removed
+                        .iter()
+                        .map(|row| format!("{:?}", row.name))
+                        .collect();
+                    println!(
+                        "removed {} passkey{} of {} ({}); they sign in by email until they \
+                         add a new one",
+                        removed.len(),
+                        if removed.len() == 1 { "" } else { "s" },
+                        member.email,
+                        names.join(", ")
+                    );
+                }
+                Reset::NoPasskeys(member) => {
+                    println!("{} has no passkeys; nothing to reset", member.email);
+                }
+                Reset::NotAMember => anyhow::bail!("{email} is not a member"),
+            }
         }
         Command::Purge => {
             migrate_quietly(&mut conn)?;
@@ -507,6 +555,34 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["latchkey", "apps", "add", "w", "ftp://x.org"]).is_err());
         assert!(Cli::try_parse_from(["latchkey", "apps", "add", "w", "https://u@x.org"]).is_err());
+    }
+
+    #[test]
+    fn a_passkeys_reset_needs_an_address_and_a_reason() {
+        assert!(Cli::try_parse_from(["latchkey", "passkeys", "reset", "a@x.org"]).is_err());
+        assert!(
+            Cli::try_parse_from(["latchkey", "passkeys", "reset", "a@x.org", "--reason", " "])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["latchkey", "passkeys", "reset", "nope", "--reason", "lost"])
+                .is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "latchkey",
+            "passkeys",
+            "reset",
+            "a@x.org",
+            "--reason",
+            "lost every key",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Passkeys {
+                command: PasskeysCommand::Reset { reason, .. }
+            }) if reason.as_str() == "lost every key"
+        ));
     }
 
     #[test]

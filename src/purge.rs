@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::ids::MemberId;
-use crate::models::sign_in_request;
+use crate::models::{passkey_ceremony, sign_in_request};
 use crate::schema::{members, sessions};
 use crate::settings::Settings;
 
@@ -54,6 +54,9 @@ pub fn delete_expired_transient(conn: &mut PgConnection) -> Result<PurgeCounts, 
             }
         }
         let sign_in_requests = sign_in_request::delete_expired(conn)?;
+        // Passkey ceremonies nobody finished: a challenge is dead once expired, and these
+        // rows say nothing worth counting.
+        passkey_ceremony::delete_expired(conn)?;
         Ok::<_, diesel::result::Error>(PurgeCounts {
             sessions: owners.len(),
             sign_in_requests,

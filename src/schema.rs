@@ -79,6 +79,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    passkey_ceremonies (id) {
+        id -> Int8,
+        handle_digest -> Bytea,
+        kind -> Text,
+        member_id -> Nullable<Int8>,
+        state -> Jsonb,
+        expires_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     passkeys (id) {
         id -> Int8,
         member_id -> Int8,
@@ -148,6 +160,7 @@ diesel::table! {
 diesel::joinable!(app_members -> apps (app_id));
 diesel::joinable!(app_members -> members (member_id));
 diesel::joinable!(member_browsers -> members (member_id));
+diesel::joinable!(passkey_ceremonies -> members (member_id));
 diesel::joinable!(passkeys -> members (member_id));
 diesel::joinable!(session_apps -> apps (app_id));
 diesel::joinable!(session_apps -> sessions (session_id));
@@ -163,6 +176,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_audit_checkpoints,
     member_browsers,
     members,
+    passkey_ceremonies,
     passkeys,
     session_apps,
     sessions,

@@ -71,7 +71,9 @@ fn help_lists_every_command() {
     let out = latchkey(&["--help"], &[]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for command in ["serve", "migrate", "members", "purge", "audit", "link"] {
+    for command in [
+        "serve", "migrate", "members", "purge", "audit", "link", "passkeys",
+    ] {
         assert!(help.contains(command), "{command}: {help}");
     }
     let out = latchkey(&["members", "--help"], &[]);

@@ -60,11 +60,12 @@ pub enum AuditEvent {
     PasskeyAdded,
     PasskeyRemoved,
     PasskeyFailed,
+    PasskeysReset,
     AuditChainBroken,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 31] = [
+    pub const ALL: [AuditEvent; 32] = [
         AuditEvent::LinkRequested,
         AuditEvent::LinkSent,
         AuditEvent::LinkSendFailed,
@@ -95,6 +96,7 @@ impl AuditEvent {
         AuditEvent::PasskeyAdded,
         AuditEvent::PasskeyRemoved,
         AuditEvent::PasskeyFailed,
+        AuditEvent::PasskeysReset,
         AuditEvent::AuditChainBroken,
     ];
 
@@ -130,6 +132,7 @@ impl AuditEvent {
             AuditEvent::PasskeyAdded => "passkey_added",
             AuditEvent::PasskeyRemoved => "passkey_removed",
             AuditEvent::PasskeyFailed => "passkey_failed",
+            AuditEvent::PasskeysReset => "passkeys_reset",
             AuditEvent::AuditChainBroken => "audit_chain_broken",
         }
     }

@@ -1,5 +1,5 @@
-//! Why an operator made a sign-in link by hand (`latchkey link --reason`): one line of text,
-//! written to the audit.
+//! Why an operator reached past the usual ways in by hand (`latchkey link --reason`,
+//! `latchkey passkeys reset --reason`): one line of text, written to the audit.
 
 use std::fmt;
 

@@ -96,6 +96,12 @@ digest!(
     SessionKeyDigest
 );
 
+digest!(
+    /// `passkey_ceremonies.handle_digest`: SHA-256 of the handle a session keeps for a
+    /// passkey ceremony under way.
+    CeremonyDigest
+);
+
 impl SessionKeyDigest {
     /// As the invalidation notifications carry it (`s:<hex>`).
     pub fn from_hex(text: &str) -> Option<Self> {

@@ -6,5 +6,6 @@ pub mod dashboard;
 pub mod member;
 pub mod member_browser;
 pub mod passkey;
+pub mod passkey_ceremony;
 pub mod return_url;
 pub mod sign_in_request;

@@ -45,6 +45,14 @@ pub fn list_for_member(
         .load(conn)
 }
 
+/// How many passkeys each member has (members without any are absent), for the team page.
+pub fn counts_by_member(conn: &mut PgConnection) -> QueryResult<Vec<(MemberId, i64)>> {
+    passkeys::table
+        .group_by(passkeys::member_id)
+        .select((passkeys::member_id, diesel::dsl::count_star()))
+        .load(conn)
+}
+
 pub fn find_by_credential(
     conn: &mut PgConnection,
     credential_id: &[u8],
@@ -94,6 +102,16 @@ pub fn delete_own(
     .returning(PasskeyRow::as_returning())
     .get_result(conn)
     .optional()
+}
+
+/// Deletes every passkey of the member (an admin's or the command line's reset), oldest first.
+pub fn delete_all_of(conn: &mut PgConnection, member_id: MemberId) -> QueryResult<Vec<PasskeyRow>> {
+    let mut removed: Vec<PasskeyRow> =
+        diesel::delete(passkeys::table.filter(passkeys::member_id.eq(member_id)))
+            .returning(PasskeyRow::as_returning())
+            .get_results(conn)?;
+    removed.sort_by_key(|row| row.id);
+    Ok(removed)
 }
 
 /// Records a verified use: the new counter and credential, and when. Only if the row still

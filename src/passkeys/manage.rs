@@ -7,30 +7,36 @@
 //! | `GET /passkeys` | [`list`] | `Vec<PasskeyRow>` |
 //! | `POST /passkeys/register/start` | [`start_registration`] | [`RegistrationStart`] |
 //! | `POST /passkeys/register/finish` | [`finish_registration`] | [`Registration`] |
-//! | `POST /passkeys/{id}/remove` | [`remove`] | `Option<PasskeyRow>` |
+//! | `POST /passkeys/{id}/remove` | [`remove`] | [`Removal`] |
 //! | `POST /passkeys/confirm/start` | [`start_confirmation`] | [`ConfirmationStart`] |
 //! | `POST /passkeys/confirm/finish` | [`finish_confirmation`] | [`Confirmation`] |
+//! | `POST /team/{id}/passkeys/remove` | [`remove_all_of`] | `Vec<PasskeyRow>` |
+//! | `latchkey passkeys reset` | [`reset`] | [`Reset`] |
+//!
+//! A ceremony's state waits in `passkey_ceremonies` ([`super::ceremony`]), bound to the
+//! member who started it, and its finish consumes it before anything else.
 
-use chrono::Utc;
 use diesel::prelude::*;
 use webauthn_rs::prelude::{
     CredentialID, Passkey, PublicKeyCredential, RegisterPublicKeyCredential,
     RequestChallengeResponse, Uuid, Webauthn,
 };
 
+use super::ceremony::{self, CeremonyHandle, CeremonyKind};
 use super::{
     may_add, stored_passkey, verify_use, Ceremony, ConfirmationCeremony, NewKey, PasskeyName,
     RegistrationCeremony, UseRefusal,
 };
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::{Db, DbError};
+use crate::domain::break_glass_reason::BreakGlassReason;
 use crate::domain::client_info::ClientInfo;
+use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::{MemberId, PasskeyId};
 use crate::domain::next_path::NextPath;
 use crate::mail::{Letter, Mailer, PasskeyAddedMail};
-use crate::models::member::{Actor, Member};
+use crate::models::member::{self, Actor, Member};
 use crate::models::passkey::{self, NewPasskey, PasskeyRow};
-use crate::settings::AdminPasskey;
 
 /// A member's passkeys, oldest first.
 pub async fn list(db: &Db, member_id: MemberId) -> Result<Vec<PasskeyRow>, DbError> {
@@ -44,23 +50,19 @@ pub struct AddGate {
     /// When the session signed in, in seconds since the epoch.
     pub signed_in_at: i64,
     pub proved_passkey: bool,
-    pub admin_passkey: AdminPasskey,
     pub now: i64,
 }
 
 /// Why this session may not add a passkey (on a server that has passkeys), if it may not.
-pub fn why_not_add(gate: &AddGate, member: &Member, has_passkeys: bool) -> Option<&'static str> {
+pub fn why_not_add(gate: &AddGate, has_passkeys: bool) -> Option<&'static str> {
     if !may_add(gate.signed_in_at, gate.proved_passkey, gate.now) {
         return Some(
             "To add a passkey, sign in again: adding one needs a sign-in from the last 10 minutes.",
         );
     }
-    // Once an admin has a passkey, under `required` the mailbox alone may not add another.
-    if gate.admin_passkey == AdminPasskey::Required
-        && member.role().is_admin()
-        && has_passkeys
-        && !gate.proved_passkey
-    {
+    // Once a member has a passkey, the mailbox alone may not add another (whatever
+    // `LATCHKEY_ADMIN_PASSKEY` says): else whoever holds the mailbox could plant their own.
+    if has_passkeys && !gate.proved_passkey {
         return Some("Confirm with one of your passkeys first: then you can add another.");
     }
     None
@@ -78,7 +80,7 @@ pub async fn start_registration(
     let (webauthn, member) = (webauthn.clone(), member.clone());
     db.query(move |conn| {
         let has_passkeys = passkey::user_handle_of(conn, member.id)?.is_some();
-        if let Some(reason) = why_not_add(&gate, &member, has_passkeys) {
+        if let Some(reason) = why_not_add(&gate, has_passkeys) {
             return Ok(RegistrationStart::NotNow(reason));
         }
         registration_options(conn, &webauthn, &member, name)
@@ -93,7 +95,7 @@ pub async fn finish_registration(
     mailer: &Mailer,
     webauthn: &Webauthn,
     member: &Member,
-    ceremony: Option<RegistrationCeremony>,
+    handle: Option<CeremonyHandle>,
     credential: Option<RegisterPublicKeyCredential>,
     client: ClientInfo,
 ) -> Result<Registration, DbError> {
@@ -101,14 +103,13 @@ pub async fn finish_registration(
     let email = member.email.clone();
     let registration = db
         .query(move |conn| {
-            register(
+            let kept = ceremony::take(
                 conn,
-                &webauthn,
-                &member,
-                ceremony,
-                credential,
-                &audit_client,
-            )
+                handle.as_ref(),
+                CeremonyKind::Registration,
+                Some(member.id),
+            )?;
+            register(conn, &webauthn, &member, kept, credential, &audit_client)
         })
         .await?;
     if let Registration::Added(row) = &registration {
@@ -125,16 +126,88 @@ pub async fn finish_registration(
     Ok(registration)
 }
 
-/// Removes one of the member's own passkeys; `None` for anyone else's (or no such passkey).
+/// What `POST /passkeys/{id}/remove` did.
+#[derive(Debug)]
+pub enum Removal {
+    Removed(Box<PasskeyRow>),
+    /// The passkey is the member's, but this session proved no passkey in the last
+    /// [`super::RECENT_PROOF_SECS`]: nothing was removed.
+    NeedsProof,
+    /// Not the member's (someone else's, or no such passkey): its existence is not theirs
+    /// to know.
+    NotFound,
+}
+
+/// Removes one of the member's own passkeys, if `proved_recently` (see
+/// [`super::proved_recently`]): a mailbox alone must not take a passkey away.
 pub async fn remove(
     db: &Db,
     member: &Member,
     id: PasskeyId,
+    proved_recently: bool,
     client: ClientInfo,
-) -> Result<Option<PasskeyRow>, DbError> {
+) -> Result<Removal, DbError> {
     let owner = member.clone();
-    db.query(move |conn| remove_own(conn, &owner, id, &client))
+    db.query(move |conn| remove_own(conn, &owner, id, proved_recently, &client))
         .await
+}
+
+/// Removes every passkey of `member_id` on behalf of someone else (an admin on `/team`, or
+/// `latchkey passkeys reset`), each with its audit row in one transaction: `event` with
+/// `actor`, and `why` in the detail. Empty when they had none (nothing is written then).
+pub fn remove_all_of(
+    conn: &mut PgConnection,
+    member: &Member,
+    actor: Actor<'_>,
+    event: AuditEvent,
+    why: &str,
+    client: Option<&ClientInfo>,
+) -> QueryResult<Vec<PasskeyRow>> {
+    conn.transaction(|conn| {
+        let removed = passkey::delete_all_of(conn, member.id)?;
+        for row in &removed {
+            let mut audit = NewAuditRow::new(event)
+                .email(&member.email)
+                .actor(actor)
+                .detail(format!("passkey {:?} (id {}): {why}", row.name, row.id));
+            if let Some(client) = client {
+                audit = audit.client(client);
+            }
+            audit.insert(conn)?;
+        }
+        Ok(removed)
+    })
+}
+
+/// What `latchkey passkeys reset` did.
+#[derive(Debug)]
+pub enum Reset {
+    Removed(Member, Vec<PasskeyRow>),
+    /// They had none: nothing was written.
+    NoPasskeys(Member),
+    NotAMember,
+}
+
+/// `latchkey passkeys reset EMAIL --reason TEXT`: for the last admin, who has lost every
+/// passkey and has nobody to ask on `/team`. Removes them all, each audited `passkeys_reset`
+/// with `actor` and the reason, in one transaction. A deactivated member's go too (harmless,
+/// and what the operator asked for).
+pub fn reset(
+    conn: &mut PgConnection,
+    email: &EmailAddress,
+    reason: &BreakGlassReason,
+    actor: Actor<'_>,
+) -> QueryResult<Reset> {
+    let Some(member) = member::find_by_email(conn, email)? else {
+        return Ok(Reset::NotAMember);
+    };
+    let why = format!("reset by hand; reason: {reason}");
+    let removed = remove_all_of(conn, &member, actor, AuditEvent::PasskeysReset, &why, None)?;
+    Ok(if removed.is_empty() {
+        Reset::NoPasskeys(member)
+    } else {
+        Reset::Removed(member, removed)
+    })
 }
 
 /// A signed-in member proves a passkey of theirs (after an email sign-in, for admin work):
@@ -156,21 +229,30 @@ pub async fn finish_confirmation(
     db: &Db,
     webauthn: &Webauthn,
     member: &Member,
-    ceremony: Option<ConfirmationCeremony>,
+    handle: Option<CeremonyHandle>,
     credential: Option<PublicKeyCredential>,
     client: ClientInfo,
 ) -> Result<Confirmation, DbError> {
     let (webauthn, member) = (webauthn.clone(), member.clone());
-    db.query(move |conn| confirm(conn, &webauthn, &member, ceremony, credential, &client))
-        .await
+    db.query(move |conn| {
+        let kept = ceremony::take(
+            conn,
+            handle.as_ref(),
+            CeremonyKind::Confirmation,
+            Some(member.id),
+        )?;
+        confirm(conn, &webauthn, &member, kept, credential, &client)
+    })
+    .await
 }
 
 /// What `POST /passkeys/register/start` decided.
 pub enum RegistrationStart {
     /// This session may not add a passkey now; the reason is for the member.
     NotNow(&'static str),
-    /// The options for `navigator.credentials.create` (as JSON), and the state to keep.
-    Started(Box<(serde_json::Value, RegistrationCeremony)>),
+    /// The options for `navigator.credentials.create` (as JSON), and the handle on the
+    /// ceremony kept for the finish.
+    Started(Box<(serde_json::Value, CeremonyHandle)>),
     Failed(String),
 }
 
@@ -212,8 +294,13 @@ fn registration_options(
         selection["residentKey"] = "required".into();
         selection["requireResidentKey"] = true.into();
     }
-    let ceremony = Ceremony::new(state, NewKey { name, user_handle });
-    Ok(RegistrationStart::Started(Box::new((options, ceremony))))
+    let kept = Ceremony::new(state, NewKey { name, user_handle });
+    Ok(
+        match ceremony::begin(conn, CeremonyKind::Registration, Some(member.id), &kept)? {
+            Ok(handle) => RegistrationStart::Started(Box::new((options, handle))),
+            Err(reason) => RegistrationStart::Failed(reason),
+        },
+    )
 }
 
 /// What `POST /passkeys/register/finish` did.
@@ -242,11 +329,11 @@ fn register(
             .map(|_| Registration::Refused(reason))
     };
     let Some(ceremony) = ceremony else {
-        return failed(conn, "no registration under way in this session");
+        return failed(
+            conn,
+            "no registration under way in this session (expired, or already finished)",
+        );
     };
-    if ceremony.is_expired(Utc::now().timestamp()) {
-        return failed(conn, "the registration took too long");
-    }
     let Some(credential) = credential else {
         return failed(conn, "the browser's answer is malformed");
     };
@@ -288,11 +375,22 @@ fn remove_own(
     conn: &mut PgConnection,
     member: &Member,
     id: PasskeyId,
+    proved_recently: bool,
     client: &ClientInfo,
-) -> QueryResult<Option<PasskeyRow>> {
+) -> QueryResult<Removal> {
+    if !proved_recently {
+        let own = passkey::list_for_member(conn, member.id)?
+            .iter()
+            .any(|row| row.id == id);
+        return Ok(if own {
+            Removal::NeedsProof
+        } else {
+            Removal::NotFound
+        });
+    }
     conn.transaction(|conn| {
         let Some(row) = passkey::delete_own(conn, id, member.id)? else {
-            return Ok(None);
+            return Ok(Removal::NotFound);
         };
         NewAuditRow::new(AuditEvent::PasskeyRemoved)
             .email(&member.email)
@@ -300,13 +398,13 @@ fn remove_own(
             .actor(Actor::Member(member))
             .detail(format!("passkey {:?} (id {})", row.name, row.id))
             .insert(conn)?;
-        Ok(Some(row))
+        Ok(Removal::Removed(Box::new(row)))
     })
 }
 
 /// What `POST /passkeys/confirm/start` decided.
 pub enum ConfirmationStart {
-    Started(Box<(RequestChallengeResponse, ConfirmationCeremony)>),
+    Started(Box<(RequestChallengeResponse, CeremonyHandle)>),
     /// The member has no passkey to confirm with: add one first.
     NoPasskeys,
     Failed(String),
@@ -325,19 +423,24 @@ fn confirmation_options(
     if keys.is_empty() {
         return Ok(ConfirmationStart::NoPasskeys);
     }
-    Ok(match webauthn.start_passkey_authentication(&keys) {
-        Ok((options, state)) => {
-            let ceremony = Ceremony::new(state, next.as_str().to_string());
-            ConfirmationStart::Started(Box::new((options, ceremony)))
-        }
-        Err(err) => ConfirmationStart::Failed(err.to_string()),
-    })
+    let (options, state) = match webauthn.start_passkey_authentication(&keys) {
+        Ok(started) => started,
+        Err(err) => return Ok(ConfirmationStart::Failed(err.to_string())),
+    };
+    let kept = Ceremony::new(state, next.as_str().to_string());
+    Ok(
+        match ceremony::begin(conn, CeremonyKind::Confirmation, Some(member.id), &kept)? {
+            Ok(handle) => ConfirmationStart::Started(Box::new((options, handle))),
+            Err(reason) => ConfirmationStart::Failed(reason),
+        },
+    )
 }
 
 /// What `POST /passkeys/confirm/finish` did.
 #[derive(Debug)]
 pub enum Confirmation {
-    Confirmed(Box<PasskeyRow>),
+    /// With where the member was going when they were sent to confirm.
+    Confirmed(Box<PasskeyRow>, NextPath),
     Refused(UseRefusal),
 }
 
@@ -358,7 +461,7 @@ fn confirm(
             .insert(conn)?;
     }
     Ok(match outcome {
-        Ok(row) => Confirmation::Confirmed(Box::new(row)),
+        Ok((row, next)) => Confirmation::Confirmed(Box::new(row), next),
         Err(refusal) => Confirmation::Refused(refusal),
     })
 }
@@ -369,8 +472,8 @@ fn check_confirmation(
     member: &Member,
     ceremony: Option<ConfirmationCeremony>,
     credential: Option<PublicKeyCredential>,
-) -> QueryResult<Result<PasskeyRow, UseRefusal>> {
-    let Some(ceremony) = ceremony.filter(|c| !c.is_expired(Utc::now().timestamp())) else {
+) -> QueryResult<Result<(PasskeyRow, NextPath), UseRefusal>> {
+    let Some(ceremony) = ceremony else {
         return Ok(Err(UseRefusal::NoCeremony));
     };
     let Some(credential) = credential else {
@@ -385,5 +488,6 @@ fn check_confirmation(
     let Ok(result) = webauthn.finish_passkey_authentication(&credential, &ceremony.state) else {
         return Ok(Err(UseRefusal::Invalid));
     };
-    conn.transaction(|conn| Ok(verify_use(conn, &row, &result)?.map(|()| row.clone())))
+    let next = NextPath::parse(Some(&ceremony.extra));
+    conn.transaction(|conn| Ok(verify_use(conn, &row, &result)?.map(|()| (row.clone(), next))))
 }

@@ -4,9 +4,9 @@
 //! ([`crate::signin::start_passkey_sign_in`], [`crate::signin::SignIn::finish_passkey`]). Every
 //! assertion, for signing in or confirming, is checked by [`verify_use`].
 
+pub mod ceremony;
 pub mod manage;
 
-use chrono::Utc;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use webauthn_rs::prelude::{
@@ -17,14 +17,14 @@ use webauthn_rs::prelude::{
 use crate::models::passkey::{self, PasskeyRow};
 use crate::settings::RelyingParty;
 
-// The ceremony states live in the server-side session (the PostgreSQL store), never in a
-// cookie the browser could replay or edit: `crate::session::Ceremony`.
-
 /// How long the browser has between a ceremony's start and its finish.
 pub const CEREMONY_SECS: i64 = 300;
 /// A session signed in by email may add a passkey only this soon after signing in: a stolen
 /// session cookie alone should not be able to plant a lasting way in.
 pub const FRESH_SIGN_IN_SECS: i64 = 600;
+/// Removing a passkey needs a passkey proved this recently in the same session, whatever
+/// `LATCHKEY_ADMIN_PASSKEY` says: a mailbox alone must not take a member's passkeys away.
+pub const RECENT_PROOF_SECS: i64 = 600;
 pub const MAX_NAME_CHARS: usize = 64;
 
 pub fn webauthn(rp: &RelyingParty) -> WebauthnResult<Webauthn> {
@@ -39,6 +39,12 @@ pub fn webauthn(rp: &RelyingParty) -> WebauthnResult<Webauthn> {
 /// Whether a session signed in at `signed_in_at` may add a passkey now.
 pub fn may_add(signed_in_at: i64, proved_passkey: bool, now: i64) -> bool {
     proved_passkey || now.saturating_sub(signed_in_at) < FRESH_SIGN_IN_SECS
+}
+
+/// Whether a session that proved a passkey at `proved_at` (Unix seconds, if ever) may remove
+/// one now. A time in the future is not trusted.
+pub fn proved_recently(proved_at: Option<i64>, now: i64) -> bool {
+    proved_at.is_some_and(|at| at <= now && now - at < RECENT_PROOF_SECS)
 }
 
 /// A passkey's name as the member typed it: trimmed, one line, at most 64 characters.
@@ -65,26 +71,17 @@ impl PasskeyName {
     }
 }
 
-/// A ceremony under way, as the session keeps it.
+/// A ceremony under way, as `passkey_ceremonies.state` keeps it (see [`ceremony`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ceremony<S, E> {
     pub state: S,
-    pub started_at: i64,
     /// What the finish needs besides the state (the name, the `next` path).
     pub extra: E,
 }
 
 impl<S, E> Ceremony<S, E> {
     pub fn new(state: S, extra: E) -> Self {
-        Self {
-            state,
-            started_at: Utc::now().timestamp(),
-            extra,
-        }
-    }
-
-    pub fn is_expired(&self, now: i64) -> bool {
-        now.saturating_sub(self.started_at) >= CEREMONY_SECS || now < self.started_at
+        Self { state, extra }
     }
 }
 
@@ -106,8 +103,8 @@ pub fn stored_passkey(row: &PasskeyRow) -> Option<Passkey> {
 /// Why an assertion was not accepted. Audited as `passkey_failed` by the step that asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UseRefusal {
-    /// No ceremony in this session, or it took too long: also what a replayed assertion gets,
-    /// since finishing removes the ceremony.
+    /// No ceremony in this session, or it took too long: also what a replayed (or racing)
+    /// assertion gets, since a finish consumes the ceremony's row.
     NoCeremony,
     Malformed,
     UnknownPasskey,
@@ -184,12 +181,13 @@ mod tests {
     }
 
     #[test]
-    fn ceremonies_expire() {
-        let ceremony = Ceremony::new((), ());
-        let now = ceremony.started_at;
-        assert!(!ceremony.is_expired(now + CEREMONY_SECS - 1));
-        assert!(ceremony.is_expired(now + CEREMONY_SECS));
-        assert!(ceremony.is_expired(now - 1));
+    fn removing_needs_a_passkey_proved_in_the_last_ten_minutes() {
+        let now = 10_000;
+        assert!(!proved_recently(None, now));
+        assert!(proved_recently(Some(now), now));
+        assert!(proved_recently(Some(now - RECENT_PROOF_SECS + 1), now));
+        assert!(!proved_recently(Some(now - RECENT_PROOF_SECS), now));
+        assert!(!proved_recently(Some(now + 5), now));
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/team/{id}/role").route(web::post().to(team::change_role)))
         .service(web::resource("/team/{id}/deactivate").route(web::post().to(team::deactivate)))
         .service(
+            web::resource("/team/{id}/passkeys/remove")
+                .route(web::post().to(team::remove_passkeys)),
+        )
+        .service(
             web::resource("/apps")
                 .route(page().to(apps::show))
                 .route(web::post().to(apps::add)),

@@ -1,8 +1,10 @@
 //! `GET /passkeys` (the member's passkeys), `POST /passkeys/register/start` and `/finish`
-//! (adding one; JSON for `static/passkeys.js`), `POST /passkeys/{id}/remove`, and
-//! `GET /passkeys/confirm` with `POST /passkeys/confirm/start` and `/finish`: proving a
-//! passkey in a session signed in by email (what `LATCHKEY_ADMIN_PASSKEY=required` asks of
-//! admins). The steps themselves are [`crate::passkeys::manage`].
+//! (adding one; JSON for `static/passkeys.js`), `POST /passkeys/{id}/remove` (only from a
+//! session that proved a passkey in the last 10 minutes; otherwise the member is sent to
+//! confirm one, as the guard sends admins, and comes back here), and `GET /passkeys/confirm`
+//! with `POST /passkeys/confirm/start` and `/finish`: proving a passkey in a session signed in
+//! by email. The steps themselves are [`crate::passkeys::manage`]; each ceremony's state
+//! waits in `passkey_ceremonies`, the session holding only a handle on it.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -13,17 +15,19 @@ use crate::domain::next_path::NextPath;
 use crate::middleware::guard::CurrentMember;
 use crate::models::member::Member;
 use crate::models::passkey::PasskeyRow;
+use crate::passkeys::ceremony::CeremonyHandle;
 use crate::passkeys::manage::{
-    self, AddGate, Confirmation, ConfirmationStart, Registration, RegistrationStart,
+    self, AddGate, Confirmation, ConfirmationStart, Registration, RegistrationStart, Removal,
 };
-use crate::passkeys::{ConfirmationCeremony, PasskeyName, RegistrationCeremony};
+use crate::passkeys::{proved_recently, PasskeyName};
 use crate::session::{Ceremony, SessionData};
 use crate::state::AppState;
 use crate::web::client::Client;
 use crate::web::errors::{PageError, PageResult};
 use crate::web::json;
 use crate::web::pages::{is_htmx, Page};
-use crate::web::redirect::see_other;
+use crate::web::policy::passkey_confirm_location;
+use crate::web::redirect::{redirect, see_other};
 
 #[derive(Debug, Serialize)]
 struct PasskeyView {
@@ -47,11 +51,10 @@ impl From<PasskeyRow> for PasskeyView {
 }
 
 /// What this session brings to the question whether it may add a passkey now.
-fn add_gate(state: &AppState, session: &SessionData) -> AddGate {
+fn add_gate(session: &SessionData) -> AddGate {
     AddGate {
         signed_in_at: session.signed_in_at(),
         proved_passkey: session.proved_passkey(),
-        admin_passkey: state.settings.admin_passkey,
         now: chrono::Utc::now().timestamp(),
     }
 }
@@ -67,13 +70,15 @@ async fn render(
     let blocked = if state.webauthn.is_none() {
         Some("Passkeys are not available on this server: its public URL has no host name.")
     } else {
-        manage::why_not_add(&add_gate(state, &session), member, !rows.is_empty())
+        manage::why_not_add(&add_gate(&session), !rows.is_empty())
     };
+    let may_remove = proved_recently(session.passkey_proved_at(), chrono::Utc::now().timestamp());
     let views: Vec<PasskeyView> = rows.into_iter().map(PasskeyView::from).collect();
     Ok(Page::new("passkeys", "Passkeys")
         .with("passkeys", views)
         .with("blocked", blocked)
         .with("proved", session.proved_passkey())
+        .with("may_remove", may_remove)
         .with("notice", notice)
         .render(req))
 }
@@ -86,18 +91,25 @@ pub async fn show(
     render(&req, &state, &member, None).await
 }
 
-/// Keeps the ceremony's state in the session for the finish, and answers the browser's
-/// options.
+/// Keeps the handle on the ceremony (its state is in the database) in the session for the
+/// finish, and answers the browser's options.
 fn begin(
     session: &SessionData,
     kind: Ceremony,
     options: &impl Serialize,
-    ceremony: &impl Serialize,
+    handle: &CeremonyHandle,
 ) -> HttpResponse {
-    match session.put_ceremony(kind, ceremony) {
+    match session.put_ceremony_handle(kind, handle.as_str()) {
         Ok(()) => json::ok(options),
         Err(err) => json::page_error(&err.into()),
     }
+}
+
+/// The handle this session keeps on its ceremony of that kind, if any.
+fn handle_of(session: &SessionData, kind: Ceremony) -> Option<CeremonyHandle> {
+    session
+        .ceremony_handle(kind)
+        .map(CeremonyHandle::from_session)
 }
 
 /// The library could not build the options: ours to fix, not the member's.
@@ -122,13 +134,13 @@ pub async fn register_start(
         Err(problem) => return json::error(StatusCode::UNPROCESSABLE_ENTITY, problem),
     };
     let session = SessionData::of(&req);
-    let gate = add_gate(&state, &session);
+    let gate = add_gate(&session);
     let started = manage::start_registration(&state.db, webauthn, &member, name, gate).await;
     match started {
         Ok(RegistrationStart::NotNow(reason)) => json::error(StatusCode::FORBIDDEN, reason),
         Ok(RegistrationStart::Started(started)) => {
-            let (options, ceremony) = *started;
-            begin(&session, Ceremony::Registration, &options, &ceremony)
+            let (options, handle) = *started;
+            begin(&session, Ceremony::Registration, &options, &handle)
         }
         Ok(RegistrationStart::Failed(reason)) => could_not_start("registration", reason),
         Err(err) => json::page_error(&err.into()),
@@ -147,14 +159,14 @@ pub async fn register_finish(
         return json::unavailable();
     };
     let session = SessionData::of(&req);
-    let ceremony = session.take_ceremony::<RegistrationCeremony>(Ceremony::Registration);
+    let handle = handle_of(&session, Ceremony::Registration);
     let credential = serde_json::from_slice(&body).ok();
     let outcome = manage::finish_registration(
         &state.db,
         &state.mailer,
         webauthn,
         &member,
-        ceremony,
+        handle,
         credential,
         client,
     )
@@ -178,9 +190,18 @@ pub async fn remove(
 ) -> PageResult {
     // Someone else's passkey is "not found": its existence is not the member's to know.
     let id = PasskeyId::parse(&id).ok_or(PageError::NotFound)?;
-    let removed = manage::remove(&state.db, &member, id, client)
-        .await?
-        .ok_or(PageError::NotFound)?;
+    let session = SessionData::of(&req);
+    let recent = proved_recently(session.passkey_proved_at(), chrono::Utc::now().timestamp());
+    let removed = match manage::remove(&state.db, &member, id, recent, client).await? {
+        Removal::Removed(row) => row,
+        // A mailbox alone must not take a passkey away: confirm one first, as the guard asks
+        // of admins, then come back to this list (a post is not repeated on the way back).
+        Removal::NeedsProof => {
+            let location = passkey_confirm_location(Some("/passkeys"));
+            return Ok(redirect(&req, &location, false));
+        }
+        Removal::NotFound => return Err(PageError::NotFound),
+    };
     if !is_htmx(&req) {
         return Ok(see_other("/passkeys"));
     }
@@ -226,13 +247,8 @@ pub async fn confirm_start(
     let started = manage::start_confirmation(&state.db, webauthn, &member, next).await;
     match started {
         Ok(ConfirmationStart::Started(started)) => {
-            let (options, ceremony) = *started;
-            begin(
-                &SessionData::of(&req),
-                Ceremony::Confirm,
-                &options,
-                &ceremony,
-            )
+            let (options, handle) = *started;
+            begin(&SessionData::of(&req), Ceremony::Confirm, &options, &handle)
         }
         Ok(ConfirmationStart::NoPasskeys) => json::error(
             StatusCode::CONFLICT,
@@ -255,14 +271,12 @@ pub async fn confirm_finish(
         return json::unavailable();
     };
     let session = SessionData::of(&req);
-    let ceremony = session.take_ceremony::<ConfirmationCeremony>(Ceremony::Confirm);
-    let next = NextPath::parse(ceremony.as_ref().map(|c| c.extra.as_str()));
+    let handle = handle_of(&session, Ceremony::Confirm);
     let credential = serde_json::from_slice(&body).ok();
     let outcome =
-        manage::finish_confirmation(&state.db, webauthn, &member, ceremony, credential, client)
-            .await;
+        manage::finish_confirmation(&state.db, webauthn, &member, handle, credential, client).await;
     match outcome {
-        Ok(Confirmation::Confirmed(_)) => {
+        Ok(Confirmation::Confirmed(_, next)) => {
             // More power for this session: a new id, as at sign-in.
             session.renew();
             match session.mark_passkey_proved(chrono::Utc::now().timestamp()) {

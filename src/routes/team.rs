@@ -1,5 +1,5 @@
-//! `GET /team`, `POST /team`, `POST /team/{id}/role`, `POST /team/{id}/deactivate` (admins):
-//! the members, and every change of access. Each form works as a plain post (303 back to
+//! `GET /team`, `POST /team`, `POST /team/{id}/role`, `POST /team/{id}/deactivate`,
+//! `POST /team/{id}/passkeys/remove` (admins): the members, and every change of access. Each form works as a plain post (303 back to
 //! `/team`) and inline with HTMX (the add form swaps the whole section, a row's forms swap
 //! the table). The changes themselves are [`crate::team::members`]; their audit rows and the
 //! last-admin rule live in `models::member`.
@@ -15,10 +15,14 @@ use crate::domain::ids::MemberId;
 use crate::domain::role::Role;
 use crate::middleware::guard::CurrentMember;
 use crate::models::member::{Added, ListedMember, Member, MemberError};
+use crate::passkeys::proved_recently;
+use crate::session::SessionData;
 use crate::state::AppState;
 use crate::team::members;
+use crate::web::client::Client;
 use crate::web::errors::{PageError, PageResult};
 use crate::web::pages::{is_htmx, Page};
+use crate::web::policy::passkey_confirm_location;
 use crate::web::redirect::{redirect, see_other};
 
 #[derive(Debug, Serialize)]
@@ -29,10 +33,12 @@ struct MemberView {
     active: bool,
     added: String,
     is_self: bool,
+    /// How many passkeys they have: a member who lost theirs asks an admin to remove them.
+    passkeys: i64,
 }
 
 impl MemberView {
-    fn new(member: &ListedMember, viewer: &Member) -> Self {
+    fn new(member: &ListedMember, viewer: &Member, passkeys: i64) -> Self {
         Self {
             id: member.id,
             email: member.email.clone(),
@@ -40,6 +46,7 @@ impl MemberView {
             active: member.active,
             added: member.created_at.format("%Y-%m-%d").to_string(),
             is_self: member.id == viewer.id,
+            passkeys,
         }
     }
 }
@@ -77,10 +84,13 @@ async fn render(
     part: Part,
     outcome: Outcome,
 ) -> PageResult {
-    let members = members::list(&state.db).await?;
+    let (members, passkeys) = members::list(&state.db).await?;
     let members: Vec<MemberView> = members
         .iter()
-        .map(|member| MemberView::new(member, viewer))
+        .map(|member| {
+            let count = passkeys.get(&member.id).copied().unwrap_or(0);
+            MemberView::new(member, viewer, count)
+        })
         .collect();
     let partial = match part {
         Part::Rows if is_htmx(req) => "team_rows",
@@ -253,6 +263,50 @@ pub async fn deactivate(
             }
         }
         Err(MemberError::LastAdmin) => last_admin_outcome(),
+        Err(err) => return Err(member_error(err)),
+    };
+    finish_row_action(&req, &state, &viewer, outcome).await
+}
+
+/// Removes every passkey of a member who lost theirs. An admin's own go the way any member's
+/// do: only from a session that proved a passkey in the last 10 minutes (a mailbox alone must
+/// not take them away), so without that proof they are sent to confirm one first.
+pub async fn remove_passkeys(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+    Client(client): Client,
+    id: web::Path<String>,
+) -> PageResult {
+    let Some(id) = MemberId::parse(&id) else {
+        return Err(PageError::NotFound);
+    };
+    let now = chrono::Utc::now().timestamp();
+    if id == viewer.id && !proved_recently(SessionData::of(&req).passkey_proved_at(), now) {
+        return Ok(redirect(
+            &req,
+            &passkey_confirm_location(Some("/team")),
+            false,
+        ));
+    }
+    let outcome = match members::remove_passkeys(&state.db, &viewer, id, client).await {
+        Ok((member, removed)) if removed.is_empty() => Outcome {
+            error: Some(format!(
+                "{} has no passkeys: nothing was removed.",
+                member.email
+            )),
+            status: Some(StatusCode::CONFLICT),
+            ..Outcome::default()
+        },
+        Ok((member, removed)) => Outcome {
+            notice: Some(format!(
+                "Removed {} passkey{} of {}: they sign in by email until they add a new one.",
+                removed.len(),
+                if removed.len() == 1 { "" } else { "s" },
+                member.email
+            )),
+            ..Outcome::default()
+        },
         Err(err) => return Err(member_error(err)),
     };
     finish_row_action(&req, &state, &viewer, outcome).await

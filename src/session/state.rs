@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::keys;
 use crate::domain::client_ip::ClientIp;
 
-/// A passkey ceremony whose server-side state waits in the session between its two steps.
+/// A passkey ceremony under way: the session keeps the handle on its row of
+/// `passkey_ceremonies` (the state itself is in that table, consumed once by the finish).
 #[derive(Debug, Clone, Copy)]
 pub enum Ceremony {
     SignIn,
@@ -72,8 +73,13 @@ impl SessionData {
         self.get(keys::SEEN_AT).unwrap_or(0)
     }
 
+    /// When this session last proved a passkey (Unix seconds), if it ever did.
+    pub fn passkey_proved_at(&self) -> Option<i64> {
+        self.get::<i64>(keys::PASSKEY_PROVED_AT)
+    }
+
     pub fn proved_passkey(&self) -> bool {
-        self.get::<i64>(keys::PASSKEY_PROVED_AT).is_some()
+        self.passkey_proved_at().is_some()
     }
 
     /// The sign-in's own state, next to the member id actix-identity writes.
@@ -99,17 +105,20 @@ impl SessionData {
         self.put(keys::PASSKEY_PROVED_AT, at)
     }
 
-    pub fn put_ceremony(
+    /// Keeps the handle on a ceremony just started (replacing an older one of that kind).
+    pub fn put_ceremony_handle(
         &self,
         ceremony: Ceremony,
-        state: &impl Serialize,
+        handle: &str,
     ) -> Result<(), SessionWriteError> {
-        self.put(ceremony.key(), state)
+        self.put(ceremony.key(), handle)
     }
 
-    /// Takes the ceremony's state out: whatever happens next, its challenge is spent.
-    pub fn take_ceremony<T: DeserializeOwned>(&self, ceremony: Ceremony) -> Option<T> {
-        self.0.remove_as::<T>(ceremony.key()).and_then(Result::ok)
+    /// The handle on this session's ceremony of that kind. Only read, never removed here:
+    /// the finish consumes the ceremony's row, and a session left unwritten cannot race its
+    /// own renewal.
+    pub fn ceremony_handle(&self, ceremony: Ceremony) -> Option<String> {
+        self.get(ceremony.key())
     }
 
     /// A new session key for the same state (after a privilege change).

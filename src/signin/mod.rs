@@ -13,7 +13,7 @@
 //! | `POST /auth/approve` | [`SignIn::approve`] | `approval.rs` | [`ApprovalOutcome`] |
 //! | `GET /auth/wait` | [`SignIn::wait`] | `approval.rs` | [`WaitOutcome`] |
 //! | `POST /auth/cancel` | [`SignIn::cancel`] | `approval.rs` | [`CancelOutcome`] |
-//! | `POST /auth/passkey/start` | [`start_passkey_sign_in`] | `passkey.rs` | [`PasskeySignInStart`] |
+//! | `POST /auth/passkey/start` | [`SignIn::start_passkey`] | `passkey.rs` | [`PasskeySignInStart`] |
 //! | `POST /auth/passkey/finish` | [`SignIn::finish_passkey`] | `passkey.rs` | [`PasskeySignIn`] |
 //! | `GET /auth/return` | [`SignIn::may_return_to`] | `return_to_app.rs` | `bool` |
 //! | `POST /logout` | [`SignIn::sign_out`] | `sign_out.rs` | `()` |
@@ -59,9 +59,7 @@ pub use approval::{ApprovalOutcome, CancelOutcome, WaitOutcome};
 pub use break_glass::{break_glass, BreakGlass, BreakGlassLink};
 pub use code::CodeOutcome;
 pub use locks::{APPROVAL_LOCK_MISMATCHES, CODE_LOCK_FAILURES, LOCK_WINDOW};
-pub use passkey::{
-    start_passkey_sign_in, PasskeySignIn, PasskeySignInCeremony, PasskeySignInStart,
-};
+pub use passkey::{PasskeySignIn, PasskeySignInCeremony, PasskeySignInStart};
 pub use redeem_link::{LinkView, Redemption};
 pub use request_link::{LinkAsk, LinkRequest};
 

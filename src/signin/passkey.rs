@@ -1,5 +1,6 @@
-//! Signing in with a discoverable passkey: `POST /auth/passkey/start` hands out a challenge,
-//! `POST /auth/passkey/finish` checks the assertion and signs in.
+//! Signing in with a discoverable passkey: `POST /auth/passkey/start` hands out a challenge
+//! (kept in `passkey_ceremonies`, the session holding only a handle on it),
+//! `POST /auth/passkey/finish` consumes it, checks the assertion and signs in.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use diesel::prelude::*;
@@ -18,16 +19,18 @@ use crate::domain::next_path::NextPath;
 use crate::models::member;
 use crate::models::passkey;
 use crate::models::sign_in_request::{self, CompletedBy, NewSignInRequest};
+use crate::passkeys::ceremony::{self, CeremonyHandle, CeremonyKind};
 use crate::passkeys::{verify_use, Ceremony, UseRefusal};
 
-/// The state `POST /auth/passkey/start` leaves in the (anonymous) session for the finish.
-/// The `next` path is kept as text and parsed again on the way out.
+/// The state `POST /auth/passkey/start` keeps for the finish. The `next` path is kept as text
+/// and parsed again on the way out.
 pub type PasskeySignInCeremony = Ceremony<DiscoverableAuthentication, String>;
 
 /// What `POST /auth/passkey/start` decided: the options for `navigator.credentials.get`
-/// (no address asked: the authenticator offers the passkeys it holds for this site).
+/// (no address asked: the authenticator offers the passkeys it holds for this site), and the
+/// handle the session keeps for the finish.
 pub enum PasskeySignInStart {
-    Started(Box<(RequestChallengeResponse, PasskeySignInCeremony)>),
+    Started(Box<(RequestChallengeResponse, CeremonyHandle)>),
     Failed(String),
 }
 
@@ -38,35 +41,48 @@ pub enum PasskeySignIn {
     Refused(UseRefusal),
 }
 
-/// Writes nothing: the ceremony lives in the session until the finish.
-pub fn start_passkey_sign_in(webauthn: &Webauthn, next: NextPath) -> PasskeySignInStart {
-    match webauthn.start_discoverable_authentication() {
-        Ok((options, state)) => PasskeySignInStart::Started(Box::new((
-            options,
-            Ceremony::new(state, next.as_str().to_string()),
-        ))),
-        Err(err) => PasskeySignInStart::Failed(err.to_string()),
-    }
-}
-
 impl SignIn {
+    /// Hands out a challenge and keeps it (with `next`) until the finish consumes it.
+    pub async fn start_passkey(
+        &self,
+        webauthn: &Webauthn,
+        next: NextPath,
+    ) -> Result<PasskeySignInStart, DbError> {
+        let (options, state) = match webauthn.start_discoverable_authentication() {
+            Ok(started) => started,
+            Err(err) => return Ok(PasskeySignInStart::Failed(err.to_string())),
+        };
+        let kept = Ceremony::new(state, next.as_str().to_string());
+        let handle = self
+            .transaction(move |conn, _| ceremony::begin(conn, CeremonyKind::SignIn, None, &kept))
+            .await?;
+        Ok(match handle {
+            Ok(handle) => PasskeySignInStart::Started(Box::new((options, handle))),
+            Err(reason) => PasskeySignInStart::Failed(reason),
+        })
+    }
+
     /// Signs in with a discoverable passkey: the credential names its passkey, the passkey its
     /// member; the user handle the authenticator returns must be that member's, the assertion
-    /// must verify against this session's challenge (used once: the route takes it out of the
-    /// session before calling this), and the counter must move forward. The sign-in is
+    /// must verify against this session's challenge (consumed first, in this transaction, by
+    /// one statement: of racing finishes only one finds it), and the counter must move
+    /// forward (unless the authenticator keeps none, as synced passkeys do). The sign-in is
     /// recorded as a request completed by `passkey` at once, so its `signed_in` row names a
     /// request like every other sign-in. Refusals are audited `passkey_failed`.
     pub async fn finish_passkey(
         &self,
         webauthn: Webauthn,
-        ceremony: Option<PasskeySignInCeremony>,
+        handle: Option<CeremonyHandle>,
         credential: Option<PublicKeyCredential>,
         asker: Asker,
         now: DateTime<Utc>,
     ) -> Result<PasskeySignIn, DbError> {
         let client = asker.client.clone();
         let outcome = self
-            .transaction(move |conn, _| finish(conn, &webauthn, ceremony, credential, &asker, now))
+            .transaction(move |conn, _| {
+                let kept = ceremony::take(conn, handle.as_ref(), CeremonyKind::SignIn, None)?;
+                finish(conn, &webauthn, kept, credential, &asker, now)
+            })
             .await?;
         if let PasskeySignIn::SignedIn(signed_in) = &outcome {
             self.send_new_browser_notice(signed_in, &client, now);
@@ -92,7 +108,7 @@ fn finish(
         }
         row.insert(conn).map(|_| PasskeySignIn::Refused(refusal))
     };
-    let Some(ceremony) = ceremony.filter(|c| !c.is_expired(now.timestamp())) else {
+    let Some(ceremony) = ceremony else {
         return refuse(conn, UseRefusal::NoCeremony, None);
     };
     let Some(credential) = credential else {

@@ -1,16 +1,56 @@
 //! The team page's work: list the members, add (or re-activate) one, change a role,
-//! deactivate. The last-admin rule and the audit rows live in [`crate::models::member`].
+//! deactivate, remove a member's passkeys. The last-admin rule and the audit rows live in
+//! [`crate::models::member`]; removing passkeys is [`crate::passkeys::manage::remove_all_of`].
 
+use std::collections::HashMap;
+
+use crate::audit::rows::AuditEvent;
 use crate::db::{Db, DbError};
+use crate::domain::client_info::ClientInfo;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::MemberId;
 use crate::domain::role::Role;
-use crate::models::member::{self, Added, ListedMember, Member, MemberError};
+use crate::models::member::{self, Actor, Added, ListedMember, Member, MemberError};
+use crate::models::passkey::{self, PasskeyRow};
+use crate::passkeys::manage::remove_all_of;
 use crate::session::cache::Live;
 
-/// Every member, by address.
-pub async fn list(db: &Db) -> Result<Vec<ListedMember>, DbError> {
-    db.query(member::list).await
+/// Every member, by address, with how many passkeys each has (absent: none).
+pub async fn list(db: &Db) -> Result<(Vec<ListedMember>, HashMap<MemberId, i64>), DbError> {
+    db.query(|conn| {
+        let members = member::list(conn)?;
+        let passkeys = passkey::counts_by_member(conn)?.into_iter().collect();
+        Ok((members, passkeys))
+    })
+    .await
+}
+
+/// Removes every passkey of member `id` (one who lost theirs asks an admin), each audited
+/// `passkey_removed` with the admin as actor. The member is returned with what was removed
+/// (nothing when they had none).
+pub async fn remove_passkeys(
+    db: &Db,
+    admin: &Member,
+    id: MemberId,
+    client: ClientInfo,
+) -> Result<(Member, Vec<PasskeyRow>), MemberError> {
+    let admin = admin.clone();
+    db.run(move |conn| {
+        let Some(member) = member::find(conn, id).map_err(DbError::from)? else {
+            return Err(MemberError::NotFound);
+        };
+        let removed = remove_all_of(
+            conn,
+            &member,
+            Actor::Member(&admin),
+            AuditEvent::PasskeyRemoved,
+            "removed by an admin on the team page",
+            Some(&client),
+        )
+        .map_err(DbError::from)?;
+        Ok((member, removed))
+    })
+    .await
 }
 
 /// Adds `email` with `role`, or re-activates them (or changes their role) if listed already.

@@ -47,6 +47,7 @@ pub fn event_label(event: AuditEvent) -> &'static str {
         AuditEvent::PasskeyAdded => "Passkey added",
         AuditEvent::PasskeyRemoved => "Passkey removed",
         AuditEvent::PasskeyFailed => "Passkey sign-in failed",
+        AuditEvent::PasskeysReset => "Passkeys reset from the command line",
         AuditEvent::AuditChainBroken => "Audit chain found cut or rewritten",
     }
 }

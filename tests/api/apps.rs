@@ -6,7 +6,7 @@ use std::process::Output;
 use crate::helpers::{parse_page, select, spawn_app, texts, urlencode, TestApp};
 use secrecy::ExposeSecret as _;
 
-fn latchkey(app: &TestApp, args: &[&str]) -> Output {
+pub(crate) fn latchkey(app: &TestApp, args: &[&str]) -> Output {
     let scratch = std::env::temp_dir().join("latchkey-cli-tests");
     std::fs::create_dir_all(&scratch).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_latchkey"))
@@ -21,7 +21,7 @@ fn latchkey(app: &TestApp, args: &[&str]) -> Output {
         .expect("running latchkey")
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
         "{}",

@@ -55,6 +55,8 @@ struct SoftPasskey {
     credential_id: Vec<u8>,
     user_handle: Vec<u8>,
     counter: u32,
+    /// Synced passkeys keep no signature counter: every assertion says 0.
+    keeps_counter: bool,
     origin: String,
 }
 
@@ -69,7 +71,16 @@ impl SoftPasskey {
             credential_id: latchkey::crypto::random_bytes::<32>().to_vec(),
             user_handle: Vec::new(),
             counter: 0,
+            keeps_counter: true,
             origin: origin.to_string(),
+        }
+    }
+
+    /// As a synced passkey (a phone's, a password manager's): its counter stays 0.
+    fn synced(origin: &str) -> Self {
+        Self {
+            keeps_counter: false,
+            ..Self::new(origin)
         }
     }
 
@@ -122,7 +133,9 @@ impl SoftPasskey {
         let pk = &options["publicKey"];
         let rp_id = pk["rpId"].as_str().unwrap();
         let client_data = self.client_data("webauthn.get", pk["challenge"].as_str().unwrap());
-        self.counter += 1;
+        if self.keeps_counter {
+            self.counter += 1;
+        }
         let mut auth_data = latchkey::crypto::sha256(rp_id.as_bytes()).to_vec();
         auth_data.push(0x05); // user present, user verified
         auth_data.extend(self.counter.to_be_bytes());
@@ -244,6 +257,19 @@ impl TestApp {
             .post_json(browser, "/auth/passkey/finish", &csrf, &assertion)
             .await;
         (status, answer, assertion)
+    }
+
+    /// Proves `key` in a signed-in browser (`/passkeys/confirm`); returns the finish's status.
+    async fn confirm_passkey(&self, browser: &Browser, key: &mut SoftPasskey) -> u16 {
+        let csrf = browser.csrf("/passkeys").await;
+        let (status, options) = self
+            .post_fields(browser, "/passkeys/confirm/start", &csrf, &[])
+            .await;
+        assert_eq!(status, 200, "{options}");
+        let answer = key.assert(&options);
+        self.post_json(browser, "/passkeys/confirm/finish", &csrf, &answer)
+            .await
+            .0
     }
 
     fn sign_in_mail_count(&self) -> usize {
@@ -426,11 +452,47 @@ async fn a_removed_passkey_no_longer_signs_in_and_nobody_else_can_remove_it() {
     assert_eq!(res.status(), 403, "CSRF");
     assert_eq!(app.count("passkeys"), 1);
 
+    // Signed in by email, Ann has not proved a passkey: she is sent to confirm one first.
     let res = ann
         .post(&format!("/passkeys/{id}/remove"))
         .csrf(&ann.csrf("/passkeys").await)
         .await;
     assert_eq!(res.status(), 303);
+    assert_eq!(
+        res.headers()["location"].to_str().unwrap(),
+        "/passkeys/confirm?next=%2Fpasskeys"
+    );
+    assert_eq!(app.count("passkeys"), 1);
+    let html = ann.get("/passkeys").await.text().await.unwrap();
+    assert!(html.contains("confirm with one of your passkeys"), "{html}");
+
+    // A proof older than ten minutes is not enough either.
+    assert_eq!(app.confirm_passkey(&ann, &mut key).await, 200);
+    let stale = chrono::Utc::now().timestamp() - 660;
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query(format!(
+            "UPDATE sessions SET state = jsonb_set(state, '{{latchkey.passkey_proved_at}}', to_jsonb('{stale}'::text)) WHERE member_id IS NOT NULL"
+        )),
+        &mut app.conn(),
+    )
+    .unwrap();
+    app.sync_cache().await;
+    let res = ann
+        .post(&format!("/passkeys/{id}/remove"))
+        .csrf(&ann.csrf("/passkeys").await)
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.count("passkeys"), 1);
+    assert!(!app.audit_events().contains(&"passkey_removed".to_string()));
+
+    // Confirmed just now: removed.
+    assert_eq!(app.confirm_passkey(&ann, &mut key).await, 200);
+    let res = ann
+        .post(&format!("/passkeys/{id}/remove"))
+        .csrf(&ann.csrf("/passkeys").await)
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"].to_str().unwrap(), "/passkeys");
     assert_eq!(app.count("passkeys"), 0);
     assert!(app.audit_events().contains(&"passkey_removed".to_string()));
 
@@ -636,4 +698,413 @@ async fn the_sign_in_page_offers_passkeys_only_where_they_can_work() {
         .post_fields(&visitor, "/auth/passkey/start", &csrf, &[])
         .await;
     assert_eq!(status, 404);
+}
+
+/// Security review #23, point 1: with `required`, an attacker holding only the admin's mailbox
+/// signed in by email, removed the admin's passkey, enrolled their own, confirmed it and added
+/// an admin. Each step of that sequence must now stop, the first one first.
+#[actix_web::test]
+async fn a_mailbox_alone_cannot_swap_an_admins_passkey_for_its_own() {
+    let app = spawn_localhost_app(TestSettings::new().admin_passkey(AdminPasskey::Required)).await;
+    let admin = app.member(Role::Admin, "boss@example.org").await;
+    let mut admins_key = SoftPasskey::new(&app.address);
+    assert_eq!(
+        app.add_passkey(&admin, &mut admins_key, "Boss's laptop")
+            .await
+            .0,
+        200
+    );
+    let id = app_passkey_id(&app);
+    let events_before = app.audit_events().len();
+
+    // The attacker has the mailbox, nothing else: a fresh email sign-in as the admin.
+    let attacker = app.signed_in(app.visitor(), "boss@example.org").await;
+    let csrf = attacker.csrf("/passkeys").await;
+
+    // 1. Remove the admin's passkey: refused, sent to confirm one of the admin's passkeys.
+    let res = attacker
+        .post(&format!("/passkeys/{id}/remove"))
+        .csrf(&csrf)
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        res.headers()["location"].to_str().unwrap(),
+        "/passkeys/confirm?next=%2Fpasskeys"
+    );
+    assert_eq!(
+        app.count("passkeys"),
+        1,
+        "the admin's passkey is still there"
+    );
+    let events: Vec<String> = app.audit_events().split_off(events_before);
+    assert!(
+        !events.contains(&"passkey_removed".to_string()),
+        "{events:?}"
+    );
+
+    // 2. Enrol their own: refused while the admin has one.
+    let (status, problem) = app
+        .post_fields(
+            &attacker,
+            "/passkeys/register/start",
+            &csrf,
+            &[("name", "Mine")],
+        )
+        .await;
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(app.count("passkey_ceremonies"), 0);
+
+    // 3. Confirm with their own authenticator: it is not one of the admin's.
+    let mut attackers_key = SoftPasskey::new(&app.address);
+    assert_eq!(
+        app.confirm_passkey(&attacker, &mut attackers_key).await,
+        401
+    );
+
+    // 4. Add an admin on /team: sent to confirm a passkey first, nobody added.
+    let res = attacker
+        .post("/team")
+        .form(&[("email", "evil@example.org"), ("role", "admin")])
+        .csrf(&csrf)
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.count("members WHERE email = 'evil@example.org'"), 0);
+    assert_eq!(app.count("passkeys"), 1);
+
+    // Under `optional` the removal stops the same way: the rule does not depend on it.
+    let app = spawn_localhost_app(TestSettings::new()).await;
+    let member = app.member(Role::Member, "ann@example.org").await;
+    let mut key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&member, &mut key, "Phone").await.0, 200);
+    let id = app_passkey_id(&app);
+    let attacker = app.signed_in(app.visitor(), "ann@example.org").await;
+    let csrf = attacker.csrf("/passkeys").await;
+    let res = attacker
+        .post(&format!("/passkeys/{id}/remove"))
+        .csrf(&csrf)
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.count("passkeys"), 1);
+    let (status, _) = app
+        .post_fields(
+            &attacker,
+            "/passkeys/register/start",
+            &csrf,
+            &[("name", "Mine")],
+        )
+        .await;
+    assert_eq!(
+        status, 403,
+        "a member who has a passkey adds another only with it"
+    );
+}
+
+/// Security review #23, point 2: one assertion of a synced passkey (counter 0), posted twenty
+/// times at once with one session cookie, signs in once.
+#[actix_web::test]
+async fn one_assertion_signs_in_once_when_twenty_posts_race() {
+    let app =
+        spawn_localhost_app(TestSettings::new().login_rate(1000, Duration::from_secs(60))).await;
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    let mut key = SoftPasskey::synced(&app.address);
+    assert_eq!(app.add_passkey(&ann, &mut key, "Synced").await.0, 200);
+    let signed_in_rows = |app: &TestApp| {
+        app.audit_events()
+            .iter()
+            .filter(|event| *event == "signed_in")
+            .count()
+    };
+    let sessions_before = app.count("sessions WHERE member_id IS NOT NULL");
+    let signed_in_before = signed_in_rows(&app);
+
+    let attacker = app.visitor();
+    let csrf = attacker.csrf("/login").await;
+    let (status, options) = app
+        .post_fields(&attacker, "/auth/passkey/start", &csrf, &[])
+        .await;
+    assert_eq!(status, 200, "{options}");
+    let assertion = key.assert(&options);
+    let posts =
+        (0..20).map(|_| app.post_json(&attacker, "/auth/passkey/finish", &csrf, &assertion));
+    let answers = futures_util::future::join_all(posts).await;
+    let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        19,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        app.count("sessions WHERE member_id IS NOT NULL") - sessions_before,
+        1
+    );
+    assert_eq!(signed_in_rows(&app) - signed_in_before, 1);
+    let spent = app
+        .passkey_failures()
+        .iter()
+        .filter(|d| d.contains("no passkey ceremony"))
+        .count();
+    assert_eq!(spent, 19);
+    assert_eq!(app.count("passkey_ceremonies"), 0);
+
+    // Confirming is consumed the same way: twenty racing finishes, one proof.
+    let csrf = ann.csrf("/passkeys").await;
+    let (status, options) = app
+        .post_fields(&ann, "/passkeys/confirm/start", &csrf, &[])
+        .await;
+    assert_eq!(status, 200, "{options}");
+    let answer = key.assert(&options);
+    let posts = (0..20).map(|_| app.post_json(&ann, "/passkeys/confirm/finish", &csrf, &answer));
+    let answers = futures_util::future::join_all(posts).await;
+    let confirmed = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(confirmed, 1, "{answers:?}");
+}
+
+#[actix_web::test]
+async fn a_ceremony_is_bound_to_its_kind_its_member_and_its_time() {
+    let app = spawn_localhost_app(TestSettings::new()).await;
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    let mut key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&ann, &mut key, "Laptop").await.0, 200);
+    let csrf = ann.csrf("/passkeys").await;
+    let (status, options) = app
+        .post_fields(&ann, "/passkeys/confirm/start", &csrf, &[])
+        .await;
+    assert_eq!(status, 200, "{options}");
+    assert_eq!(
+        app.count("passkey_ceremonies WHERE kind = 'confirmation' AND member_id IS NOT NULL"),
+        1
+    );
+    // A confirmation's answer posted as a sign-in: that session has no sign-in ceremony.
+    let answer = key.assert(&options);
+    let (status, _) = app
+        .post_json(&ann, "/auth/passkey/finish", &csrf, &answer)
+        .await;
+    assert_eq!(status, 401);
+    // Expired: refused, and the sweeper's query removes it.
+    diesel::RunQueryDsl::execute(
+        diesel::sql_query("UPDATE passkey_ceremonies SET expires_at = now() - interval '1 second'"),
+        &mut app.conn(),
+    )
+    .unwrap();
+    let (status, _) = app
+        .post_json(&ann, "/passkeys/confirm/finish", &csrf, &answer)
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(app.count("passkey_ceremonies"), 1);
+    latchkey::purge::delete_expired_transient(&mut app.conn()).unwrap();
+    assert_eq!(app.count("passkey_ceremonies"), 0);
+}
+
+/// A member who lost every passkey asks an admin, who removes them from the member's row on
+/// `/team`, under `required` with the admin's own passkey proved.
+#[actix_web::test]
+async fn an_admin_removes_a_members_passkeys_from_the_team_page() {
+    let app = spawn_localhost_app(TestSettings::new().admin_passkey(AdminPasskey::Required)).await;
+    let boss = app.member(Role::Admin, "boss@example.org").await;
+    let mut boss_key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&boss, &mut boss_key, "Boss's").await.0, 200);
+    let ann = app.member(Role::Member, "ann@example.org").await;
+    let mut ann_key = SoftPasskey::new(&app.address);
+    assert_eq!(
+        app.add_passkey(&ann, &mut ann_key, "Ann's phone").await.0,
+        200
+    );
+    let ann_id = app.add_member("ann@example.org", Role::Member);
+    let boss_id = app.add_member("boss@example.org", Role::Admin);
+    let path = format!("/team/{ann_id}/passkeys/remove");
+
+    // Signed in by email only: the guard sends the admin to confirm first; nothing removed.
+    let res = boss.post(&path).csrf(&boss.csrf("/").await).await;
+    assert_eq!(res.status(), 303);
+    assert!(res.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/passkeys/confirm"));
+    assert_eq!(
+        app.count(&format!("passkeys WHERE member_id = {ann_id}")),
+        1
+    );
+    // Not an admin's page at all for a member.
+    let res = ann.post(&path).csrf(&ann.csrf("/").await).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        app.count(&format!("passkeys WHERE member_id = {ann_id}")),
+        1
+    );
+
+    assert_eq!(app.confirm_passkey(&boss, &mut boss_key).await, 200);
+    let html = boss.get("/team").await.text().await.unwrap();
+    let page = parse_page(&html);
+    assert_eq!(
+        select(&page, &format!(r#"form[action="{path}"]"#)).len(),
+        1,
+        "{html}"
+    );
+    assert!(
+        select(
+            &page,
+            &format!(r#"form[action="/team/{boss_id}/passkeys/remove"]"#)
+        )
+        .is_empty(),
+        "an admin's own passkeys are managed on /passkeys"
+    );
+
+    let csrf = boss.csrf("/team").await;
+    let res = boss.post(&path).csrf(&csrf).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"].to_str().unwrap(), "/team");
+    assert_eq!(
+        app.count(&format!("passkeys WHERE member_id = {ann_id}")),
+        0
+    );
+    assert_eq!(
+        app.count(&format!("passkeys WHERE member_id = {boss_id}")),
+        1
+    );
+    let removed = app
+        .audit()
+        .into_iter()
+        .rev()
+        .find(|row| row.event == "passkey_removed")
+        .unwrap();
+    assert_eq!(removed.email.as_deref(), Some("ann@example.org"));
+    assert_eq!(removed.actor.as_deref(), Some("boss@example.org"));
+    assert!(removed.detail.contains("Ann's phone"), "{}", removed.detail);
+    let (status, _, _) = app.passkey_sign_in(&app.visitor(), &mut ann_key).await;
+    assert_eq!(status, 401);
+
+    // Ann adds a new one from an email sign-in, as a member without passkeys may.
+    let mut new_key = SoftPasskey::new(&app.address);
+    assert_eq!(
+        app.add_passkey(&ann, &mut new_key, "New phone").await.0,
+        200
+    );
+
+    // Nothing to remove, no such member, not an id: clear answers, nothing changed.
+    let audit_rows = app.audit().len();
+    let carl_id = app.add_member("carl@example.org", Role::Member);
+    let res = boss
+        .post(&format!("/team/{carl_id}/passkeys/remove"))
+        .csrf(&csrf)
+        .await;
+    assert_eq!(res.status(), 409);
+    assert!(res.text().await.unwrap().contains("has no passkeys"));
+    let res = boss.post("/team/999999/passkeys/remove").csrf(&csrf).await;
+    assert_eq!(res.status(), 404);
+    let res = boss.post("/team/abc/passkeys/remove").csrf(&csrf).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(
+        app.audit()
+            .into_iter()
+            .skip(audit_rows)
+            .filter(|row| row.event == "passkey_removed")
+            .count(),
+        0
+    );
+}
+
+#[actix_web::test]
+async fn an_admin_signed_in_by_email_cannot_remove_their_own_passkeys_from_the_team_page() {
+    let app = spawn_localhost_app(TestSettings::new()).await;
+    let boss = app.member(Role::Admin, "boss@example.org").await;
+    let mut key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&boss, &mut key, "Boss's").await.0, 200);
+    let boss_id = app.add_member("boss@example.org", Role::Admin);
+    let res = boss
+        .post(&format!("/team/{boss_id}/passkeys/remove"))
+        .csrf(&boss.csrf("/team").await)
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        res.headers()["location"].to_str().unwrap(),
+        "/passkeys/confirm?next=%2Fteam"
+    );
+    assert_eq!(app.count("passkeys"), 1);
+}
+
+/// The last admin lost every passkey and has nobody to ask on `/team`: the operator resets
+/// them from the command line, with a reason, and the audit says so.
+#[actix_web::test]
+async fn the_command_line_resets_the_last_admins_passkeys_with_a_reason() {
+    use crate::apps::{latchkey, ok};
+
+    let app = spawn_localhost_app(TestSettings::new().admin_passkey(AdminPasskey::Required)).await;
+    let boss = app.member(Role::Admin, "boss@example.org").await;
+    let mut key = SoftPasskey::new(&app.address);
+    assert_eq!(app.add_passkey(&boss, &mut key, "Lost laptop").await.0, 200);
+
+    // Refused without a reason or with a bad address, before anything changes.
+    for args in [
+        &["passkeys", "reset", "boss@example.org"][..],
+        &["passkeys", "reset", "boss@example.org", "--reason", "  "],
+        &["passkeys", "reset", "@example.org", "--reason", "lost"],
+    ] {
+        let out = latchkey(&app, args);
+        assert!(!out.status.success(), "{args:?}");
+    }
+    let out = latchkey(
+        &app,
+        &[
+            "passkeys",
+            "reset",
+            "nobody@example.org",
+            "--reason",
+            "lost",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a member"));
+    assert_eq!(app.count("passkeys"), 1);
+
+    let out = ok(&latchkey(
+        &app,
+        &[
+            "passkeys",
+            "reset",
+            "boss@Example.ORG",
+            "--reason",
+            "lost every key, ticket 7",
+        ],
+    ));
+    assert!(
+        out.starts_with("removed 1 passkey of boss@example.org (\"Lost laptop\")"),
+        "{out}"
+    );
+    assert_eq!(app.count("passkeys"), 0);
+    let reset = app
+        .audit()
+        .into_iter()
+        .find(|row| row.event == "passkeys_reset")
+        .unwrap();
+    assert_eq!(reset.actor.as_deref(), Some("cli"));
+    assert_eq!(reset.email.as_deref(), Some("boss@example.org"));
+    assert!(
+        reset.detail.contains("lost every key, ticket 7"),
+        "{}",
+        reset.detail
+    );
+
+    // Again: nothing left to reset, nothing written.
+    let rows = app.audit().len();
+    let out = ok(&latchkey(
+        &app,
+        &["passkeys", "reset", "boss@example.org", "--reason", "again"],
+    ));
+    assert!(out.contains("has no passkeys"), "{out}");
+    assert_eq!(app.audit().len(), rows);
+
+    // The admin adds a new passkey from an email sign-in and confirms it.
+    let boss = app.signed_in(app.visitor(), "boss@example.org").await;
+    let mut new_key = SoftPasskey::new(&app.address);
+    assert_eq!(
+        app.add_passkey(&boss, &mut new_key, "New laptop").await.0,
+        200
+    );
+    assert_eq!(app.confirm_passkey(&boss, &mut new_key).await, 200);
+    assert_eq!(boss.get("/team").await.status(), 200);
 }

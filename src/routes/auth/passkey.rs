@@ -1,7 +1,8 @@
 //! `POST /auth/passkey/start`, `POST /auth/passkey/finish`: signing in with a discoverable
-//! passkey, as JSON for `static/passkeys.js`. The start keeps the ceremony in the (anonymous,
-//! server-side) session; the finish takes it out before anything else, so an assertion can
-//! be tried once. Both posts count against `LATCHKEY_LOGIN_RATE`.
+//! passkey, as JSON for `static/passkeys.js`. The start keeps the ceremony in
+//! `passkey_ceremonies` and a handle on it in the (anonymous, server-side) session; the finish
+//! consumes the row before anything else, so an assertion can be tried once, even by requests
+//! that race. Both posts count against `LATCHKEY_LOGIN_RATE`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -9,8 +10,9 @@ use chrono::Utc;
 
 use super::{asker, establish_session};
 use crate::domain::next_path::NextPath;
+use crate::passkeys::ceremony::CeremonyHandle;
 use crate::session::{Ceremony, SessionData};
-use crate::signin::{self, PasskeySignIn, PasskeySignInCeremony, PasskeySignInStart};
+use crate::signin::{PasskeySignIn, PasskeySignInStart};
 use crate::state::AppState;
 use crate::web::browser::Browser;
 use crate::web::client::Client;
@@ -23,17 +25,19 @@ pub async fn start(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
         return json::unavailable();
     };
     let next = NextPath::parse(json::form_field(&body, "next").as_deref());
-    match signin::start_passkey_sign_in(webauthn, next) {
-        PasskeySignInStart::Started(started) => {
-            let (options, ceremony) = *started;
-            if let Err(err) = SessionData::of(&req).put_ceremony(Ceremony::SignIn, &ceremony) {
+    match state.signin.start_passkey(webauthn, next).await {
+        Ok(PasskeySignInStart::Started(started)) => {
+            let (options, handle) = *started;
+            let session = SessionData::of(&req);
+            if let Err(err) = session.put_ceremony_handle(Ceremony::SignIn, handle.as_str()) {
                 return json::page_error(&err.into());
             }
             json::ok(&options)
         }
-        PasskeySignInStart::Failed(reason) => json::page_error(&PageError::Unexpected(
+        Ok(PasskeySignInStart::Failed(reason)) => json::page_error(&PageError::Unexpected(
             anyhow::anyhow!("starting a passkey sign-in: {reason}"),
         )),
+        Err(err) => json::page_error(&err.into()),
     }
 }
 
@@ -49,14 +53,16 @@ pub async fn finish(
         return json::unavailable();
     };
     let session = SessionData::of(&req);
-    // Out of the session first: whatever happens next, this challenge is spent.
-    let ceremony = session.take_ceremony::<PasskeySignInCeremony>(Ceremony::SignIn);
+    // The step consumes the ceremony first: whatever happens next, this challenge is spent.
+    let handle = session
+        .ceremony_handle(Ceremony::SignIn)
+        .map(CeremonyHandle::from_session);
     let credential = serde_json::from_slice(&body).ok();
     let asker = asker(&browser, client);
     let client = asker.client.clone();
     let outcome = state
         .signin
-        .finish_passkey(webauthn, ceremony, credential, asker, Utc::now())
+        .finish_passkey(webauthn, handle, credential, asker, Utc::now())
         .await;
     let signed_in = match outcome {
         Ok(PasskeySignIn::SignedIn(signed_in)) => signed_in,
