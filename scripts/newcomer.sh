@@ -30,7 +30,7 @@ cleanup() {
   [ -n "$server_pid" ] && kill -INT -- "-$server_pid" 2>/dev/null && wait "$server_pid" || true
   [ -n "$home" ] && rm -rf "$home"
   if id "$account" >/dev/null 2>&1; then
-    rm -rf "$(getent passwd "$account" | cut -d: -f6)/latchkey"
+    rm -rf "$(getent passwd "$account" | cut -d: -f6)/my latchkey"
   fi
 }
 trap cleanup EXIT
@@ -83,8 +83,9 @@ sign_in() {
 # --- 1. root, a 0700 folder, the README's command ------------------------------------------
 home=$(mktemp -d)
 chmod 700 "$home"
-git clone -q "$repo" "$home/latchkey"
-checkout=$home/latchkey
+# A space in the path, as in many people's folders ("My Projects"): every path is quoted.
+checkout="$home/my latchkey"
+git clone -q "$repo" "$checkout"
 log "1) as root in $checkout (mode $(stat -c %a "$home")): cargo run --release"
 start_server "$out/root.log" "$checkout" cargo run --release
 # A cold release build takes a few minutes on two cores.
@@ -105,20 +106,21 @@ rm -rf "$cluster_dir"
 id "$account" >/dev/null 2>&1 || useradd -m -s /bin/bash "$account"
 user_home=$(getent passwd "$account" | cut -d: -f6)
 chmod 700 "$user_home"
-git clone -q "$repo" "$user_home/latchkey"
-mkdir -p "$user_home/latchkey/target/release"
-cp "$binary" "$user_home/latchkey/target/release/latchkey"
-chown -R "$account:" "$user_home/latchkey"
+user_checkout="$user_home/my latchkey"
+git clone -q "$repo" "$user_checkout"
+mkdir -p "$user_checkout/target/release"
+cp "$binary" "$user_checkout/target/release/latchkey"
+chown -R "$account:" "$user_checkout"
 rm -rf "$home"
 home=
-log "2) as $account in $user_home/latchkey: target/release/latchkey"
-start_server "$out/user.log" "$user_home/latchkey" runuser -u "$account" -- target/release/latchkey
+log "2) as $account in $user_checkout: target/release/latchkey"
+start_server "$out/user.log" "$user_checkout" runuser -u "$account" -- target/release/latchkey
 wait_http "$base/readyz" 200 60 || die "/readyz never answered 200; see $out/user.log"
-(cd "$user_home/latchkey" && runuser -u "$account" -- target/release/latchkey members add "$email" --role admin) \
+(cd "$user_checkout" && runuser -u "$account" -- target/release/latchkey members add "$email" --role admin) \
   >> "$out/user.log" 2>&1
 sign_in "$out/user.log"
 stop_server
-[ ! -f "$user_home/latchkey/.latchkey/cluster/data/postmaster.pid" ] \
+[ ! -f "$user_checkout/.latchkey/cluster/data/postmaster.pid" ] \
   || die "the private cluster still runs after Ctrl-C"
-log "2) signed in, stopped cleanly; the cluster lived in $user_home/latchkey/.latchkey/cluster"
+log "2) signed in, stopped cleanly; the cluster lived in $user_checkout/.latchkey/cluster"
 log "newcomer check passed"
