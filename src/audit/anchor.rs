@@ -196,24 +196,13 @@ pub fn append(path: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ids::CheckpointId;
 
     fn key() -> hmac::Key {
         hmac::Key::new(hmac::HMAC_SHA256, &[9; 32])
     }
 
     fn checkpoint() -> Checkpoint {
-        let signed_at = DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap();
-        let signature = hmac::sign(&key(), &message(7, &[1; 32], 0, &[0; 32], signed_at));
-        Checkpoint {
-            id: CheckpointId::new(3),
-            seq: 7,
-            head_hash: vec![1; 32],
-            start_seq: 0,
-            start_hash: vec![0; 32],
-            signed_at,
-            signature: signature.as_ref().to_vec(),
-        }
+        super::super::checkpoint::sample(&key())
     }
 
     #[test]

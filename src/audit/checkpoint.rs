@@ -455,22 +455,29 @@ pub fn sign_after_command(
     Ok(signing)
 }
 
+/// A checkpoint of seq 7 signed with `key`, for the room's unit tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(super) fn sample(key: &hmac::Key) -> Checkpoint {
+    let signed_at = DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap();
+    let signature = hmac::sign(key, &message(7, &[1; 32], 0, &[0; 32], signed_at));
+    Checkpoint {
+        id: CheckpointId::new(3),
+        seq: 7,
+        head_hash: vec![1; 32],
+        start_seq: 0,
+        start_hash: vec![0; 32],
+        signed_at,
+        signature: signature.as_ref().to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn checkpoint(key: &hmac::Key) -> Checkpoint {
-        let signed_at = DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap();
-        let signature = hmac::sign(key, &message(7, &[1; 32], 0, &[0; 32], signed_at));
-        Checkpoint {
-            id: CheckpointId::new(3),
-            seq: 7,
-            head_hash: vec![1; 32],
-            start_seq: 0,
-            start_hash: vec![0; 32],
-            signed_at,
-            signature: signature.as_ref().to_vec(),
-        }
+        sample(key)
     }
 
     #[test]

@@ -24,6 +24,9 @@ enum Upstream {
     Unix(std::path::PathBuf),
 }
 
+type ServerRead = Box<dyn AsyncRead + Unpin + Send>;
+type ServerWrite = Box<dyn AsyncWrite + Unpin + Send>;
+
 /// A TCP relay to PostgreSQL that can stop forwarding the listener's connection (recognised
 /// by its `application_name`) while keeping it open.
 struct Relay {
@@ -68,32 +71,26 @@ impl Relay {
                 tokio::spawn(async move {
                     let is_listener = Arc::new(AtomicBool::new(false));
                     let (client_read, client_write) = client.into_split();
-                    match upstream {
+                    let (server_read, server_write): (ServerRead, ServerWrite) = match upstream {
                         Upstream::Tcp(address) => {
                             let server = tokio::net::TcpStream::connect(address).await.unwrap();
-                            let (server_read, server_write) = server.into_split();
-                            pump_both(
-                                (client_read, client_write),
-                                (server_read, server_write),
-                                is_listener,
-                                frozen,
-                                seen,
-                            )
-                            .await;
+                            let (read, write) = server.into_split();
+                            (Box::new(read), Box::new(write))
                         }
                         Upstream::Unix(path) => {
                             let server = tokio::net::UnixStream::connect(path).await.unwrap();
-                            let (server_read, server_write) = server.into_split();
-                            pump_both(
-                                (client_read, client_write),
-                                (server_read, server_write),
-                                is_listener,
-                                frozen,
-                                seen,
-                            )
-                            .await;
+                            let (read, write) = server.into_split();
+                            (Box::new(read), Box::new(write))
                         }
-                    }
+                    };
+                    pump_both(
+                        (client_read, client_write),
+                        (server_read, server_write),
+                        is_listener,
+                        frozen,
+                        seen,
+                    )
+                    .await;
                 });
             }
         });
