@@ -44,13 +44,17 @@ export async function launchBrowser({ extraArgs = [] } = {}) {
 /** Everything the pages of all contexts reported; checked by the CSP test. */
 export const reports = { cspViolations: [], cspConsole: [], pageErrors: [], consoleErrors: [], httpErrors: [] };
 
-/** A new, isolated browser (its own cookie jar), wired to `reports`. */
-export async function newContext(browser, { name, userAgent } = {}) {
+/**
+ * A new, isolated browser (its own cookie jar), wired to `reports`. `device` overrides the
+ * viewport and may make it a phone's (`isMobile`, `hasTouch`: the page's meta viewport counts).
+ */
+export async function newContext(browser, { name, userAgent, device = {} } = {}) {
   const context = await browser.newContext({
     userAgent: userAgent ?? `LatchkeyE2E/1.0 (Chromium; ${name ?? "browser"})`,
     viewport: { width: 1100, height: 800 },
     locale: "en-GB",
     timezoneId: "UTC",
+    ...device,
   });
   await context.exposeBinding("__latchkeyReportCsp", ({ page }, violation) => {
     reports.cspViolations.push({ context: name, page: page.url(), ...violation });

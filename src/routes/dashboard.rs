@@ -133,8 +133,13 @@ async fn render(
     Ok(Page::new("dashboard", "Dashboard")
         .with("apps", launcher)
         .with_html("numbers", numbers_html)
-        // The numbers are cached per instance: say which one counted them.
-        .with("instance", format!("process {}", std::process::id()))
+        // The numbers are cached per instance: say which one counted them, to those who read
+        // the audit and may be asked why two instances differ. A process id means nothing to
+        // a member and tells them about the servers, so members see only the time.
+        .with(
+            "instance",
+            team_wide.then(|| format!("process {}", std::process::id())),
+        )
         .with(
             "updated_at",
             numbers.counted_at.format("%H:%M:%S").to_string(),

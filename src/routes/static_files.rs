@@ -20,6 +20,13 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "text/css; charset=utf-8",
         include_bytes!("../../static/app.css"),
     ),
+    // Linked from every page's <head>, so browsers ask for it instead of /favicon.ico
+    // (a 404 there is a console error on every page).
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../../static/favicon.svg"),
+    ),
 ];
 
 pub async fn serve(name: web::Path<String>) -> HttpResponse {

@@ -78,11 +78,14 @@ pub fn event_options() -> Vec<EventOption> {
         .collect()
 }
 
-/// [`describe_user_agent`], or what to say when there is nothing to describe.
+/// [`describe_user_agent`]; "Unknown browser" for a string it cannot name; nothing at all where
+/// no User-Agent was recorded: an audit row that Latchkey wrote itself (expiry, a chain check,
+/// the command line) involved no browser, and "Unknown browser" there would suggest one.
 pub fn browser_or_unknown(user_agent: Option<&str>) -> String {
-    user_agent
-        .and_then(describe_user_agent)
-        .unwrap_or_else(|| "Unknown browser".to_string())
+    match user_agent {
+        None => String::new(),
+        Some(agent) => describe_user_agent(agent).unwrap_or_else(|| "Unknown browser".to_string()),
+    }
 }
 
 /// How long ago `at` was, in the words a person would use: "just now", "3 minutes ago",
@@ -128,13 +131,16 @@ impl Moment {
     }
 }
 
-/// `{{ user_agent | browser }}` in page templates: the description, or "Unknown browser".
-/// Its output is escaped like any other value.
+/// `{{ user_agent | browser }}` in page templates (the sessions page): the description, or
+/// "Unknown browser". A session was always opened by some client, so one that sent no
+/// User-Agent is an unknown browser too, not a blank. Its output is escaped like any other value.
 pub fn browser_filter(
     value: &tera::Value,
     _: &HashMap<String, tera::Value>,
 ) -> tera::Result<tera::Value> {
-    Ok(tera::Value::String(browser_or_unknown(value.as_str())))
+    Ok(tera::Value::String(browser_or_unknown(Some(
+        value.as_str().unwrap_or_default(),
+    ))))
 }
 
 #[cfg(test)]
@@ -182,8 +188,17 @@ mod tests {
         ] {
             assert_eq!(describe_user_agent(agent), None, "{agent}");
         }
-        assert_eq!(browser_or_unknown(None), "Unknown browser");
         assert_eq!(browser_or_unknown(Some("Seeder/1.0")), "Unknown browser");
+        assert_eq!(browser_or_unknown(Some("")), "Unknown browser");
+        // No User-Agent recorded: a row Latchkey wrote itself, where no browser was involved.
+        assert_eq!(browser_or_unknown(None), "");
+        // A session always had a client; one that sent nothing is still an unknown browser.
+        let filtered = |value| browser_filter(&value, &HashMap::new()).unwrap();
+        assert_eq!(filtered(tera::Value::Null), "Unknown browser");
+        assert_eq!(
+            filtered(tera::Value::from(CHROME_MAC)),
+            "Chrome 124 on macOS"
+        );
     }
 
     #[test]
