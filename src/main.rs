@@ -14,7 +14,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    latchkey::logging::init("info");
+    latchkey::logging::init("info", settings.log_format);
     let outcome = cli::run(cli, settings).await;
     latchkey::logging::flush();
     match outcome {

@@ -12,6 +12,7 @@ use url::Url;
 
 use crate::domain::email_address::{canonical_domain, EmailAddress, MailboxRule};
 use crate::domain::loopback::is_loopback_host;
+use crate::logging::LogFormat;
 use crate::mail::smtp_url::{SmtpServer, TlsMode};
 use secrecy::{SecretSlice, SecretString};
 
@@ -48,6 +49,8 @@ pub struct Settings {
     /// Who passkeys are made for, from the public URL; `None` when its host is an IP
     /// address, which WebAuthn does not accept (passkeys are then unavailable).
     pub passkey_rp: Option<RelyingParty>,
+    /// `LATCHKEY_LOG_FORMAT`: `text` for people, `json` for log collectors.
+    pub log_format: LogFormat,
 }
 
 impl Settings {
@@ -322,6 +325,10 @@ impl Settings {
                 "`required` needs passkeys, and passkeys need a LATCHKEY_PUBLIC_URL with a host name, not an IP address (http://localhost:8080, https://login.example.org)",
             ));
         }
+        let log_format = match get("LATCHKEY_LOG_FORMAT") {
+            Some(text) => LogFormat::parse(&text).map_err(|p| invalid("LATCHKEY_LOG_FORMAT", p))?,
+            None => LogFormat::Text,
+        };
 
         Ok(Self {
             database_url,
@@ -346,6 +353,7 @@ impl Settings {
             cookie_domain,
             admin_passkey,
             passkey_rp,
+            log_format,
         })
     }
 }
@@ -546,6 +554,15 @@ mod tests {
         assert_eq!(s.audit_retention, Duration::from_secs(400 * 86400));
         assert_eq!(s.email, EmailBackend::Console);
         assert_eq!(s.link_binding, LinkBinding::Browser);
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        assert_eq!(settings(&[]).unwrap().log_format, LogFormat::Text);
+        let s = settings(&[("LATCHKEY_LOG_FORMAT", "json")]).unwrap();
+        assert_eq!(s.log_format, LogFormat::Json);
+        let err = settings(&[("LATCHKEY_LOG_FORMAT", "yaml")]).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_LOG_FORMAT");
     }
 
     #[test]
