@@ -26,6 +26,9 @@ use crate::session::cache::Live;
 use crate::session::validity::{judge, SessionTimes, Timeouts, Validity};
 use crate::settings::Settings;
 
+/// The target of the `app_opened` and `app_denied` lines, each naming the member and the app.
+pub const LOG_TARGET: &str = "latchkey::forward_auth";
+
 /// The longest host name DNS allows; an unregistered origin's host is kept to this in the audit.
 const MAX_HOST: usize = 253;
 
@@ -127,6 +130,13 @@ impl ForwardAuth {
                 })
                 .await?;
             self.memory.remember_opened(session_id, app_id);
+            // Once per session and app, as the audit row: an allowed check logs nothing else.
+            log::info!(
+                target: LOG_TARGET,
+                member = member.email.as_str(),
+                app = app.name.as_str();
+                "app_opened"
+            );
         }
         let role = member.role();
         let about = AssertionFor {
@@ -194,6 +204,21 @@ impl ForwardAuth {
                 member::active_admin_emails(conn)
             })
             .await?;
+        // Logged with its audit row, at most once a minute per member: a refused page's
+        // every asset is a check of its own.
+        if audit {
+            // The app's name, or the host of an origin no app has (cut as in the audit row).
+            let app = match &app_name {
+                Some(name) => name.as_str(),
+                None => cut_to(origin.host(), MAX_HOST),
+            };
+            log::info!(
+                target: LOG_TARGET,
+                member = member.email.as_str(),
+                app = app;
+                "app_denied"
+            );
+        }
         Ok(Decision::Denied(Refusal {
             member,
             app_name,

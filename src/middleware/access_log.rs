@@ -21,31 +21,68 @@ pub async fn access_log(
     let started = Instant::now();
     let res = id.scope(next.call(req)).await?;
     if log::log_enabled!(target: TARGET, log::Level::Info) {
-        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-        let size = match res.response().body().size() {
-            BodySize::Sized(n) => n.to_string(),
-            BodySize::None => "0".to_string(),
-            BodySize::Stream => "-".to_string(),
-        };
         let req = res.request();
         let agent = req
             .headers()
             .get(header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()));
+        let line = AccessLine {
+            client: client_ip_of(req).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            method: req.method().as_str(),
+            path: req.path(),
+            status: res.status().as_u16(),
+            bytes: match res.response().body().size() {
+                BodySize::Sized(n) => Some(n),
+                BodySize::None => Some(0),
+                BodySize::Stream => None,
+            },
+            ms: started.elapsed().as_secs_f64() * 1000.0,
+            user_agent: agent.as_deref().unwrap_or("-"),
+        };
         // Logged inside the request's scope, so the line carries its id too.
-        id.sync_scope(|| {
-            log::info!(
-                target: TARGET,
-                "{} \"{} {}\" {} {size} {elapsed:.3}ms {:?}",
-                client_ip_of(req).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-                req.method(),
-                req.path(),
-                res.status().as_u16(),
-                agent.as_deref().unwrap_or("-"),
-            );
-        });
+        id.sync_scope(|| line.log());
     }
     Ok(res)
 }
 
 pub const TARGET: &str = "latchkey::access";
+
+/// What the access line says, as text in its message and as fields for the JSON format.
+struct AccessLine<'a> {
+    client: String,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    /// `None` for a streamed body.
+    bytes: Option<u64>,
+    ms: f64,
+    user_agent: &'a str,
+}
+
+impl AccessLine<'_> {
+    fn log(&self) {
+        let Self {
+            client,
+            method,
+            path,
+            status,
+            bytes,
+            ms,
+            user_agent,
+        } = self;
+        let client = client.as_str();
+        let ms = (ms * 1000.0).round() / 1000.0;
+        match bytes {
+            Some(bytes) => log::info!(
+                target: TARGET,
+                client, method, path, status, bytes, ms, user_agent;
+                "{client} \"{method} {path}\" {status} {bytes} {ms:.3}ms {user_agent:?}"
+            ),
+            None => log::info!(
+                target: TARGET,
+                client, method, path, status, ms, user_agent;
+                "{client} \"{method} {path}\" {status} - {ms:.3}ms {user_agent:?}"
+            ),
+        }
+    }
+}

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 
 use super::locks::{self, Namespace, APPROVAL_LOCK_MISMATCHES, LOCK_WINDOW};
 use super::{
-    alert_for, complete, find_by_token, open_request, Asker, FoundRequest, Redemption, Refusal,
-    SignIn, SignedIn,
+    alert_for, complete, find_by_token, log_lines, open_request, Asker, FoundRequest, Redemption,
+    Refusal, SignIn, SignedIn,
 };
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
@@ -82,6 +82,7 @@ impl SignIn {
                             "approval refused: {APPROVAL_LOCK_MISMATCHES} wrong numbers within 24 h"
                         ))
                         .insert(conn)?;
+                    log_lines::note(AuditEvent::ApprovalLocked, Some(member.email.as_str()), Some(request));
                     return Ok((ApprovalOutcome::Locked, None));
                 }
                 if number == Some(request.approval_number) {
@@ -97,6 +98,7 @@ impl SignIn {
                     .request(request.id)
                     .detail("wrong number typed; the request was cancelled")
                     .insert(conn)?;
+                log_lines::note(AuditEvent::ApprovalMismatch, Some(member.email.as_str()), Some(request));
                 let locked = mismatches + 1 >= APPROVAL_LOCK_MISMATCHES;
                 if locked {
                     NewAuditRow::new(AuditEvent::ApprovalLocked)
@@ -107,6 +109,7 @@ impl SignIn {
                             "{APPROVAL_LOCK_MISMATCHES} wrong numbers within 24 h: approval refused for the rest of the 24 h"
                         ))
                         .insert(conn)?;
+                    log_lines::note(AuditEvent::ApprovalLocked, Some(member.email.as_str()), Some(request));
                 }
                 let alarm = Alarm::ApprovalMismatch {
                     email: member.email.clone(),

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::locks::{self, Namespace, CODE_LOCK_FAILURES, LOCK_WINDOW};
-use super::{alert_for, complete, Alert, Asker, Redemption, Refusal, SignIn, SignedIn};
+use super::{alert_for, complete, log_lines, Alert, Asker, Redemption, Refusal, SignIn, SignedIn};
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::code::SignInCode;
@@ -60,6 +60,7 @@ impl SignIn {
                             "code refused: {CODE_LOCK_FAILURES} wrong codes within 24 h"
                         ))
                         .insert(conn)?;
+                    log_lines::note(AuditEvent::CodeLocked, Some(request.requested_email.as_str()), Some(&request));
                     return Ok((CodeOutcome::Locked, None));
                 }
                 let matches = code.as_ref().is_some_and(|code| {
@@ -89,6 +90,7 @@ impl SignIn {
                         "wrong code, try {tries} of {MAX_CODE_FAILURES}{decoy}"
                     ))
                     .insert(conn)?;
+                log_lines::note(AuditEvent::CodeFailed, Some(request.requested_email.as_str()), Some(&request));
                 if failures + 1 >= CODE_LOCK_FAILURES {
                     NewAuditRow::new(AuditEvent::CodeLocked)
                         .email(&request.requested_email)
@@ -98,6 +100,7 @@ impl SignIn {
                             "{CODE_LOCK_FAILURES} wrong codes within 24 h: codes refused for the rest of the 24 h{decoy}"
                         ))
                         .insert(conn)?;
+                    log_lines::note(AuditEvent::CodeLocked, Some(request.requested_email.as_str()), Some(&request));
                     let alert: Option<Alert> = match request.member_id {
                         Some(member_id) => Some(alert_for(
                             conn,

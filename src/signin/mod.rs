@@ -30,6 +30,7 @@ mod approval;
 mod break_glass;
 mod code;
 mod locks;
+mod log_lines;
 mod passkey;
 mod redeem_link;
 mod request_link;
@@ -59,6 +60,7 @@ pub use approval::{ApprovalOutcome, CancelOutcome, WaitOutcome};
 pub use break_glass::{break_glass, BreakGlass, BreakGlassLink};
 pub use code::CodeOutcome;
 pub use locks::{APPROVAL_LOCK_MISMATCHES, CODE_LOCK_FAILURES, LOCK_WINDOW};
+pub use log_lines::TARGET as LOG_TARGET;
 pub use passkey::{PasskeySignIn, PasskeySignInCeremony, PasskeySignInStart};
 pub use redeem_link::{LinkView, Redemption};
 pub use request_link::{LinkAsk, LinkRequest};
@@ -98,7 +100,7 @@ impl SignIn {
     {
         let settings = Arc::clone(&self.settings);
         self.db
-            .query(move |conn| conn.transaction(|conn| work(conn, &settings)))
+            .query(move |conn| log_lines::around(|| conn.transaction(|conn| work(conn, &settings))))
             .await
     }
 
@@ -230,7 +232,13 @@ fn audit_refusal(
     if let Some(found) = found {
         row = row.email(&found.member.email).request(found.request.id);
     }
-    row.insert(conn).map(drop)
+    row.insert(conn)?;
+    log_lines::note(
+        refusal.audit_event(),
+        found.map(|found| found.member.email.as_str()),
+        found.map(|found| &found.request),
+    );
+    Ok(())
 }
 
 /// The ladder every step that holds a link climbs first: a token that passed its HMAC, a
@@ -335,6 +343,12 @@ fn complete(
             }
         ))
         .insert(conn)?;
+    log_lines::note_how(
+        AuditEvent::SignedIn,
+        Some(how.as_str()),
+        Some(member.email.as_str()),
+        Some(&request),
+    );
     let new_browser = member_browser::remember(conn, member.id, &asker.device)?;
     Ok(Redemption::SignedIn(Box::new(SignedIn {
         member,

@@ -10,7 +10,7 @@ use webauthn_rs::prelude::{
     Webauthn,
 };
 
-use super::{complete, Asker, Redemption, SignIn, SignedIn};
+use super::{complete, log_lines, Asker, Redemption, SignIn, SignedIn};
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::approval_number::ApprovalNumber;
@@ -106,7 +106,9 @@ fn finish(
         if let Some(email) = email {
             row = row.email(email);
         }
-        row.insert(conn).map(|_| PasskeySignIn::Refused(refusal))
+        row.insert(conn)?;
+        log_lines::note(AuditEvent::PasskeyFailed, email, None);
+        Ok(PasskeySignIn::Refused(refusal))
     };
     let Some(ceremony) = ceremony else {
         return refuse(conn, UseRefusal::NoCeremony, None);

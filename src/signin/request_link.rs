@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use ring::hmac;
 
 use super::locks::{self, Namespace};
-use super::{link_with_token, to_chrono, SignIn};
+use super::{link_with_token, log_lines, to_chrono, SignIn};
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::app_origin::AppUrl;
@@ -121,6 +121,7 @@ fn request(
             .client(client)
             .detail("address may not sign in")
             .insert(conn)?;
+        log_lines::note(AuditEvent::LoginDenied, Some(email.as_str()), None);
         sign_in_request::insert(conn, decoy)?;
         return Ok(None);
     };
@@ -137,6 +138,11 @@ fn request(
                 humantime::format_duration(settings.email_rate.per)
             ))
             .insert(conn)?;
+        log_lines::note(
+            AuditEvent::LoginThrottled,
+            Some(member.email.as_str()),
+            None,
+        );
         sign_in_request::insert(conn, decoy)?;
         return Ok(None);
     }
