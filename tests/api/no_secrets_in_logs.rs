@@ -1,13 +1,20 @@
-//! The real binary, at `RUST_LOG=debug`, signs two browsers in (by link and by code); then
-//! its whole output is searched for every secret the flow handled. None may appear.
+//! The real binary, at `RUST_LOG=debug`, signs two browsers in (by link and by code), refuses
+//! a used link, a wrong code and a forward-auth check; then its whole output is searched for
+//! every secret the flow handled. None may appear. Once with each `LATCHKEY_LOG_FORMAT`: the
+//! JSON run also parses every line and finds the sign-in and refusal lines naming the member
+//! and the app.
 
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use latchkey::domain::app_origin::AppOrigin;
+use latchkey::domain::role::Role;
+use latchkey::models::app::{self, Access};
 use secrecy::ExposeSecret as _;
 
+use crate::forward_auth::check;
 use crate::helpers::{urldecode, urlencode, Browser, TestDatabase};
 
 /// Stops the server however the test ends.
@@ -62,9 +69,45 @@ fn standalone_occurrences(text: &str, code: &str) -> Vec<usize> {
         .collect()
 }
 
-#[actix_web::test]
-async fn no_token_code_or_session_id_reaches_the_log() {
+/// What a run of the flow left: the server's output, and what must not be in it.
+struct Run {
+    /// Standard error: the log.
+    log: String,
+    /// Standard output and error.
+    output: String,
+    /// Named secrets of at least 16 characters.
+    secrets: Vec<(String, String)>,
+    /// The 6-digit codes, found only where no longer number holds them.
+    codes: Vec<(String, String)>,
+    dir: PathBuf,
+}
+
+/// Starts the binary with `LATCHKEY_LOG_FORMAT=format`, and goes through the flow: ann signs
+/// in by link in browser one (an admin) and opens the wiki (`app_opened`) but not payroll,
+/// which admits members only (`app_denied`);
+/// browser three posts her used link (`link_reused`); browser two types a wrong code
+/// (`code_failed`), then the right one; a scanner opens the used link; browser one signs out;
+/// a forged post is refused.
+async fn run_the_flow(format: &str) -> Run {
     let database = TestDatabase::migrated();
+    // Registered before the server reads its apps: wiki admits admins (ann), payroll members.
+    for (name, origin, roles) in [
+        ("wiki", "https://wiki.example.org", vec![Role::Admin]),
+        ("payroll", "https://payroll.example.org", vec![Role::Member]),
+    ] {
+        let access = Access {
+            roles,
+            members: vec![],
+        };
+        app::add(
+            &mut database.connect(),
+            name,
+            &AppOrigin::parse(origin).unwrap(),
+            &access,
+            "test",
+        )
+        .unwrap();
+    }
     let smtp = crate::smtp_server::start().await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -73,8 +116,10 @@ async fn no_token_code_or_session_id_reaches_the_log() {
         hex::encode(latchkey::crypto::random_bytes::<6>())
     ));
     std::fs::create_dir_all(&dir).unwrap();
+    // The log is stderr; stdout apart, so that every line of the log can be parsed.
     let log_path = dir.join("latchkey.log");
     let log = File::create(&log_path).unwrap();
+    let stdout_path = dir.join("latchkey.out");
     let secret_key = hex::encode(latchkey::crypto::random_bytes::<32>());
     let child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
         .arg("serve")
@@ -89,8 +134,9 @@ async fn no_token_code_or_session_id_reaches_the_log() {
         .env("LATCHKEY_EMAIL", smtp.url())
         .env("LATCHKEY_ADMINS", "ann@example.org")
         .env("RUST_LOG", "debug")
+        .env("LATCHKEY_LOG_FORMAT", format)
         .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
+        .stdout(File::create(&stdout_path).unwrap())
         .stderr(log)
         .spawn()
         .expect("starting latchkey serve");
@@ -131,6 +177,22 @@ async fn no_token_code_or_session_id_reaches_the_log() {
     for value in one.cookie_values() {
         secrets.push(("a cookie of browser one".into(), value));
     }
+    // Forward auth: the wiki lets ann in (once logged), payroll does not.
+    for _ in 0..2 {
+        let res = check(&one, "/auth/check", "https://wiki.example.org/page").await;
+        assert_eq!(res.status(), 200);
+    }
+    let res = check(&one, "/auth/check", "https://payroll.example.org/").await;
+    assert_eq!(res.status(), 403);
+    // The used link, posted again from another browser.
+    let three = browser(&base);
+    let csrf = three.csrf(&page).await;
+    let res = three
+        .post("/auth/verify")
+        .form(&[("token", &token_one)])
+        .csrf(&csrf)
+        .await;
+    assert_eq!(res.status(), 410);
 
     // Browser two: a wrong code, then the right one.
     let two = browser(&base);
@@ -202,7 +264,48 @@ async fn no_token_code_or_session_id_reaches_the_log() {
     // Give the mail queue and the access log a moment, then stop the server.
     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     drop(server);
-    let output = std::fs::read_to_string(&log_path).unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let output = log.clone() + &std::fs::read_to_string(&stdout_path).unwrap();
+    Run {
+        log,
+        output,
+        secrets,
+        codes: vec![("code one".into(), code_one), ("code two".into(), code_two)],
+        dir,
+    }
+}
+
+/// Every secret of the run that appears in its output, named.
+fn leaks(run: &Run) -> Vec<String> {
+    let output = &run.output;
+    let mut leaks = Vec::new();
+    for (name, value) in &run.secrets {
+        assert!(value.len() >= 16, "{name} is too short to search for");
+        if output.contains(value.as_str()) {
+            leaks.push(name.clone());
+        }
+    }
+    for (name, code) in &run.codes {
+        let found = standalone_occurrences(output, code);
+        if !found.is_empty() {
+            let context: Vec<_> = found
+                .iter()
+                .map(|&at| {
+                    let start = at.saturating_sub(80);
+                    let end = (at + 86).min(output.len());
+                    output.get(start..end).unwrap_or(code.as_str())
+                })
+                .collect();
+            leaks.push(format!("{name} at {context:?}"));
+        }
+    }
+    leaks
+}
+
+#[actix_web::test]
+async fn no_token_code_or_session_id_reaches_the_log() {
+    let run = run_the_flow("text").await;
+    let output = &run.output;
     // The access log was captured (paths only: the query string carries the token).
     assert!(
         output.contains("POST /auth/verify") && output.contains("GET /auth/verify"),
@@ -231,27 +334,81 @@ async fn no_token_code_or_session_id_reaches_the_log() {
         "each request has an id of its own"
     );
 
-    let mut leaks = Vec::new();
-    for (name, value) in &secrets {
-        assert!(value.len() >= 16, "{name} is too short to search for");
-        if output.contains(value.as_str()) {
-            leaks.push(name.clone());
-        }
-    }
-    for (name, code) in [("code one", &code_one), ("code two", &code_two)] {
-        let found = standalone_occurrences(&output, code);
-        if !found.is_empty() {
-            let context: Vec<_> = found
-                .iter()
-                .map(|&at| {
-                    let start = at.saturating_sub(80);
-                    let end = (at + 86).min(output.len());
-                    output.get(start..end).unwrap_or(code.as_str())
-                })
-                .collect();
-            leaks.push(format!("{name} at {context:?}"));
-        }
-    }
+    let leaks = leaks(&run);
     assert!(leaks.is_empty(), "secrets in the log: {leaks:?}");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        output
+            .lines()
+            .any(|line| line.contains("signed_in via link member=ann@example.org")),
+        "the text sign-in line names the member:\n{output}"
+    );
+    let _ = std::fs::remove_dir_all(&run.dir);
+}
+
+#[actix_web::test]
+async fn json_lines_name_member_and_app_and_hold_no_secret() {
+    let run = run_the_flow("json").await;
+    let mut lines = Vec::new();
+    for line in run.log.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|err| panic!("not a JSON line ({err}): {line:?}"));
+        let object = value
+            .as_object()
+            .unwrap_or_else(|| panic!("not an object: {line}"));
+        for field in ["time", "level", "target", "message"] {
+            assert!(
+                object.get(field).is_some_and(serde_json::Value::is_string),
+                "{field} missing from {line}"
+            );
+        }
+        lines.push(value);
+    }
+    assert!(lines.len() > 20, "the run logged:\n{}", run.output);
+    let find = |target: &str, message: &str| -> &serde_json::Value {
+        lines
+            .iter()
+            .find(|line| line["target"] == target && line["message"] == message)
+            .unwrap_or_else(|| panic!("no {target} line {message:?}:\n{}", run.output))
+    };
+    let ann = "ann@example.org";
+    for how in ["link", "code"] {
+        let line = find("latchkey::signin", &format!("signed_in via {how}"));
+        assert_eq!(line["member"], ann, "{line}");
+        assert!(line["request_id"].is_string(), "{line}");
+    }
+    for refusal in ["link_reused", "code_failed"] {
+        assert_eq!(find("latchkey::signin", refusal)["member"], ann);
+    }
+    let opened = find("latchkey::forward_auth", "app_opened");
+    assert_eq!(
+        (&opened["member"], &opened["app"]),
+        (&ann.into(), &"wiki".into())
+    );
+    let denied = find("latchkey::forward_auth", "app_denied");
+    assert_eq!(
+        (&denied["member"], &denied["app"]),
+        (&ann.into(), &"payroll".into())
+    );
+    let opened_lines = lines
+        .iter()
+        .filter(|line| line["message"] == "app_opened")
+        .count();
+    assert_eq!(
+        opened_lines, 1,
+        "an allowed check logs once per session and app"
+    );
+    // The access line's fields.
+    let access = lines
+        .iter()
+        .find(|line| line["target"] == "latchkey::access" && line["path"] == "/auth/verify")
+        .unwrap_or_else(|| panic!("no access line for /auth/verify:\n{}", run.output));
+    assert!(
+        access["status"].is_u64() && access["ms"].is_number(),
+        "{access}"
+    );
+    assert_eq!(access["client"], "127.0.0.1");
+    assert_eq!(access["user_agent"], "LatchkeyLogTest/1.0");
+    let leaks = leaks(&run);
+    assert!(leaks.is_empty(), "secrets in the log: {leaks:?}");
+    let _ = std::fs::remove_dir_all(&run.dir);
 }
