@@ -78,3 +78,40 @@ fn log_line(line: &Line) {
         (None, None) => log::info!(target: TARGET, "{event}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending() -> usize {
+        PENDING.with(|pending| pending.borrow().len())
+    }
+
+    fn hold(event: AuditEvent) {
+        let line = Line {
+            event,
+            how: None,
+            member: Some("ann@example.org".into()),
+            app: None,
+        };
+        PENDING.with(|pending| pending.borrow_mut().push(line));
+    }
+
+    #[test]
+    fn a_step_that_rolls_back_leaves_no_line_behind() {
+        let rolled_back: Result<(), ()> = around(|| {
+            hold(AuditEvent::SignedIn);
+            Err(())
+        });
+        assert!(rolled_back.is_err());
+        assert_eq!(pending(), 0, "forgotten, not kept for the next step");
+        // A line held by work outside any step is not the next step's either.
+        hold(AuditEvent::CodeFailed);
+        let committed: Result<(), ()> = around(|| {
+            assert_eq!(pending(), 0);
+            Ok(())
+        });
+        assert!(committed.is_ok());
+        assert_eq!(pending(), 0);
+    }
+}
