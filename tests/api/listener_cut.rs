@@ -171,6 +171,14 @@ async fn pump(
 
 #[actix_web::test]
 async fn a_silently_cut_listener_stops_the_cache_within_seconds() {
+    // Every step is bounded on its own; this bounds them together, so that a relay or a
+    // request that never answers fails the test instead of stalling the whole suite.
+    tokio::time::timeout(Duration::from_secs(120), silently_cut_listener())
+        .await
+        .expect("the silent-cut test took over two minutes");
+}
+
+async fn silently_cut_listener() {
     let app = spawn_app().await;
     let relay = Relay::start(&app.database.url).await;
     let cut_off = app.another_instance_through(relay.url()).await;
