@@ -53,6 +53,10 @@ async fn steps() -> Steps {
         ),
         ("LATCHKEY_EMAIL", smtp.url()),
         ("LATCHKEY_PUBLIC_URL", "https://latchkey.test".to_string()),
+        (
+            "LATCHKEY_EMAIL_FROM",
+            "Latchkey <login@latchkey.test>".to_string(),
+        ),
         ("LATCHKEY_EMAIL_RATE", "1000/1m".to_string()),
     ]);
     let settings =

@@ -163,6 +163,10 @@ impl TestSettings {
             PublicUrl::Host(host) => format!("http://{host}:{port}"),
             PublicUrl::Url(url) => url.clone(),
         };
+        if let PublicUrl::Url(_) = &self.public_url {
+            // Off loopback the sender must be set (the default is for localhost only).
+            vars.insert("LATCHKEY_EMAIL_FROM", "Latchkey <login@example.org>".into());
+        }
         vars.insert("LATCHKEY_PUBLIC_URL", public_url);
         let mut set = |name, value: Option<String>| {
             if let Some(value) = value {
