@@ -63,8 +63,13 @@ async fn steps() -> Steps {
         Settings::from_lookup(|name| environment.get(name).cloned()).expect("test settings");
     let keys = Keys::derive(settings.secret_key.as_ref().expect("a secret key"));
     let db = Db::connect_lazy(&database.url, 2);
-    let mailer = Mailer::start(&settings.email, settings.email_from.clone(), db.clone())
-        .expect("starting the mailer");
+    let mailer = Mailer::start(
+        &settings.email,
+        settings.email_from.clone(),
+        settings.org_name.clone(),
+        db.clone(),
+    )
+    .expect("starting the mailer");
     let signin = SignIn::new(db, settings.clone(), keys.token.clone(), mailer);
     Steps {
         database,
