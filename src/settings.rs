@@ -70,8 +70,8 @@ impl Settings {
     fn effective_value(&self, name: &str) -> String {
         let set = |is_set: bool| if is_set { "set" } else { "unset" }.to_string();
         let list = |items: Vec<String>| items.join(",");
-        let duration = |d: Duration| humantime::format_duration(d).to_string();
-        let rate = |r: Rate| format!("{}/{}", r.count, humantime::format_duration(r.per));
+        let duration = |d: Duration| format_duration(d);
+        let rate = |r: Rate| format!("{}/{}", r.count, format_duration(r.per));
         let path = |p: &PathBuf| p.display().to_string();
         match name {
             "DATABASE_URL" => match self.database_url {
@@ -689,6 +689,22 @@ fn parse_email_backend(text: &str) -> Result<EmailBackend, String> {
     SmtpServer::parse(text).map(EmailBackend::Smtp)
 }
 
+/// A duration as the settings are written: in the largest of `d`, `h`, `m`, `s` that divides it
+/// (`400d`, not humantime's `1year 1month 4days 7h 26m 24s`); humantime's form for the rest.
+pub fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if duration.subsec_nanos() != 0 || secs == 0 {
+        return humantime::format_duration(duration).to_string();
+    }
+    [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")]
+        .iter()
+        .find(|(unit, _)| secs % unit == 0)
+        .map_or_else(
+            || format!("{secs}s"),
+            |(unit, suffix)| format!("{}{suffix}", secs / unit),
+        )
+}
+
 /// `90s`, `10m`, `12h`, `7d` (and anything else humantime reads, such as `1h 30m`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text)
@@ -1164,6 +1180,10 @@ mod tests {
         assert!(local.contains(&("DATABASE_URL", "unset (private cluster)".into())));
         assert!(local.contains(&("LATCHKEY_SECRET_KEY", "unset".into())));
         assert!(local.contains(&("LATCHKEY_LOGIN_RATE", "30/1m".into())));
+        assert!(local.contains(&("LATCHKEY_AUDIT_RETENTION", "400d".into())));
+        assert!(local.contains(&("LATCHKEY_SESSION_MAX", "12h".into())));
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s 500ms");
     }
 
     #[test]

@@ -294,6 +294,7 @@ fn settings_prints_every_setting_in_order_and_never_a_secret() {
         "LATCHKEY_ORG_NAME=Acme",
         "LATCHKEY_PUBLIC_URL=https://login.example.org",
         "LATCHKEY_LINK_TTL=10m",
+        "LATCHKEY_AUDIT_RETENTION=400d",
         "LATCHKEY_COOKIE_DOMAIN=",
         "LATCHKEY_LOG_FORMAT=text",
         "RUST_LOG=info",
