@@ -71,6 +71,13 @@ pub enum Command {
         #[command(subcommand)]
         command: PasskeysCommand,
     },
+    /// Print the effective settings, one per line (NAME=value), secrets as set or unset.
+    Settings,
+    /// Check the mail backend.
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
+    },
     /// Break-glass: print a one-time sign-in link for an active member (any browser may use
     /// it), audited with the reason. No mail is sent.
     Link {
@@ -79,6 +86,16 @@ pub enum Command {
         /// Why the link was made by hand; written to the audit.
         #[arg(long, value_parser = parse_reason)]
         reason: BreakGlassReason,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// Send a test message through LATCHKEY_EMAIL and say what happened at each step
+    /// (connected, TLS, authenticated, accepted); exits non-zero unless it was accepted.
+    Test {
+        #[arg(value_parser = parse_email)]
+        email: EmailAddress,
     },
 }
 
@@ -186,15 +203,37 @@ fn parse_reason(text: &str) -> Result<BreakGlassReason, String> {
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            log::info!("{}", crate::startup::settings_line(&settings));
             let app = Application::build(settings).await?;
             log::info!("listening on port {}", app.port());
             app.run_until_stopped().await?;
             Ok(())
         }
+        Command::Settings => {
+            for (name, value) in settings.effective() {
+                println!("{name}={value}");
+            }
+            Ok(())
+        }
+        Command::Mail {
+            command: MailCommand::Test { email },
+        } => mail_test(&settings, &email).await,
         command => actix_web::web::block(move || run_offline(command, &settings))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     }
+}
+
+/// `latchkey mail test`: each step on its own line on stdout as it happens; a failure is the
+/// error (the server's own words), so the exit is non-zero. Writes no audit row: it signs
+/// nobody in, and needs no database.
+async fn mail_test(settings: &Settings, to: &EmailAddress) -> anyhow::Result<()> {
+    let mail = crate::mail::test_mail(to, &settings.org_name)?;
+    crate::mail::probe(&settings.email, &settings.email_from, &mail, |step| {
+        println!("{step}");
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("mail test to {to} failed: {e}"))
 }
 
 /// Commands that only talk to the database; run on a blocking thread.
@@ -203,7 +242,9 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
     let database: Database = open_database(settings)?;
     let mut conn = db::connect_once(&database.url)?;
     match command {
-        Command::Serve => unreachable!("serve is handled by run"),
+        Command::Serve | Command::Settings | Command::Mail { .. } => {
+            unreachable!("handled by run")
+        }
         Command::Migrate { revert: false } => {
             let applied = db::migrations::run_pending(&mut conn)?;
             if applied.is_empty() {

@@ -46,6 +46,10 @@ pub struct Settings {
     /// session cookie is sent (forward auth for apps under it); canonical, no leading dot.
     pub cookie_domain: Option<String>,
     pub admin_passkey: AdminPasskey,
+    /// `LATCHKEY_ORG_NAME`: the name people see on pages and in mail.
+    pub org_name: OrgName,
+    /// `RUST_LOG` as written (default `info`); env_logger reads it, this is for display.
+    pub rust_log: String,
     /// Who passkeys are made for, from the public URL; `None` when its host is an IP
     /// address, which WebAuthn does not accept (passkeys are then unavailable).
     pub passkey_rp: Option<RelyingParty>,
@@ -54,6 +58,67 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Every setting in the order of [`SETTING_NAMES`] with its effective value, as
+    /// `latchkey settings` and the start-up line show it: a secret only as `set` or `unset`,
+    /// the mail backend without its credentials, an unset optional setting as empty.
+    pub fn effective(&self) -> Vec<(&'static str, String)> {
+        SETTING_NAMES
+            .iter()
+            .map(|name| (*name, self.effective_value(name)))
+            .collect()
+    }
+
+    fn effective_value(&self, name: &str) -> String {
+        let set = |is_set: bool| if is_set { "set" } else { "unset" }.to_string();
+        let list = |items: Vec<String>| items.join(",");
+        let duration = |d: Duration| format_duration(d);
+        let rate = |r: Rate| format!("{}/{}", r.count, format_duration(r.per));
+        let path = |p: &PathBuf| p.display().to_string();
+        match name {
+            "DATABASE_URL" => match self.database_url {
+                Some(_) => "set".into(),
+                None => "unset (private cluster)".into(),
+            },
+            "LATCHKEY_DATA_DIR" => path(&self.data_dir),
+            "LATCHKEY_BIND" => self.bind.to_string(),
+            "LATCHKEY_PUBLIC_URL" => self.public_url.base().to_string(),
+            "LATCHKEY_SECRET_KEY" => set(self.secret_key.is_some()),
+            "LATCHKEY_ADMINS" => list(self.admins.iter().map(|a| a.as_str().into()).collect()),
+            "LATCHKEY_ALLOWED_DOMAINS" => list(self.allowed_domains.clone()),
+            "LATCHKEY_MAILBOX_KEY" => self.mailbox_key.to_string(),
+            "LATCHKEY_EMAIL" => match &self.email {
+                EmailBackend::Console => "console".into(),
+                EmailBackend::File(dir) => format!("file:{}", dir.display()),
+                EmailBackend::Smtp(server) => server.describe(),
+            },
+            "LATCHKEY_EMAIL_FROM" => self.email_from.to_string(),
+            "LATCHKEY_ORG_NAME" => self.org_name.to_string(),
+            "LATCHKEY_LINK_TTL" => duration(self.link_ttl),
+            "LATCHKEY_LINK_BINDING" => match self.link_binding {
+                LinkBinding::Browser => "browser".into(),
+                LinkBinding::Any => "any".into(),
+            },
+            "LATCHKEY_SESSION_IDLE" => duration(self.session_idle),
+            "LATCHKEY_SESSION_MAX" => duration(self.session_max),
+            "LATCHKEY_LOGIN_RATE" => rate(self.login_rate),
+            "LATCHKEY_EMAIL_RATE" => rate(self.email_rate),
+            "LATCHKEY_COOKIE_DOMAIN" => self.cookie_domain.clone().unwrap_or_default(),
+            "LATCHKEY_TRUSTED_PROXIES" => {
+                list(self.trusted_proxies.iter().map(IpNet::to_string).collect())
+            }
+            "LATCHKEY_AUDIT_RETENTION" => duration(self.audit_retention),
+            "LATCHKEY_AUDIT_ANCHORS" => self.audit_anchors.as_ref().map(path).unwrap_or_default(),
+            "LATCHKEY_ADMIN_PASSKEY" => match self.admin_passkey {
+                AdminPasskey::Optional => "optional".into(),
+                AdminPasskey::Required => "required".into(),
+            },
+            "LATCHKEY_LOG_FORMAT" => self.log_format.as_str().into(),
+            "RUST_LOG" => self.rust_log.clone(),
+            // Unreachable while SETTING_NAMES and this match agree; a unit test holds them so.
+            _ => "?".into(),
+        }
+    }
+
     /// The link lifetime as people read it, rounded up to whole minutes (pages and mail).
     pub fn link_ttl_minutes(&self) -> u64 {
         self.link_ttl.as_secs().div_ceil(60)
@@ -156,20 +221,142 @@ impl Rate {
     }
 }
 
+/// Every setting, in the order of `.env.example`: the parser reads only these, a
+/// `LATCHKEY_` variable that is none of them stops start-up, and `latchkey settings` and the
+/// start-up line print them in this order.
+pub const SETTING_NAMES: [&str; 24] = [
+    "DATABASE_URL",
+    "LATCHKEY_DATA_DIR",
+    "LATCHKEY_BIND",
+    "LATCHKEY_PUBLIC_URL",
+    "LATCHKEY_SECRET_KEY",
+    "LATCHKEY_ADMINS",
+    "LATCHKEY_ALLOWED_DOMAINS",
+    "LATCHKEY_MAILBOX_KEY",
+    "LATCHKEY_EMAIL",
+    "LATCHKEY_EMAIL_FROM",
+    "LATCHKEY_ORG_NAME",
+    "LATCHKEY_LINK_TTL",
+    "LATCHKEY_LINK_BINDING",
+    "LATCHKEY_SESSION_IDLE",
+    "LATCHKEY_SESSION_MAX",
+    "LATCHKEY_LOGIN_RATE",
+    "LATCHKEY_EMAIL_RATE",
+    "LATCHKEY_COOKIE_DOMAIN",
+    "LATCHKEY_TRUSTED_PROXIES",
+    "LATCHKEY_AUDIT_RETENTION",
+    "LATCHKEY_AUDIT_ANCHORS",
+    "LATCHKEY_ADMIN_PASSKEY",
+    "LATCHKEY_LOG_FORMAT",
+    "RUST_LOG",
+];
+
+/// Variables of the repository's own scripts (`scripts/test`, `e2e/`, the API tests), not
+/// settings: the binary ignores exactly these, so a developer who exported one can still run
+/// it (the scripts also take every `LATCHKEY_` variable off the binary's environment).
+pub const TOOLING_NAMES: [&str; 5] = [
+    "LATCHKEY_BIN",
+    "LATCHKEY_E2E",
+    "LATCHKEY_E2E_CHROMIUM",
+    "LATCHKEY_E2E_PRIVATE_CLUSTER",
+    "LATCHKEY_TEST_POSTGRES",
+];
+
 /// One line naming the setting and what is wrong with it.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{name}: {problem}")]
+#[derive(Debug, PartialEq, Eq)]
 pub struct SettingsError {
-    pub name: &'static str,
+    pub name: String,
     pub problem: String,
+    /// The problem reads as the rest of a sentence that starts with the name.
+    sentence: bool,
 }
+
+impl std::fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let separator = if self.sentence { " " } else { ": " };
+        write!(f, "{}{separator}{}", self.name, self.problem)
+    }
+}
+
+impl std::error::Error for SettingsError {}
 
 fn invalid(name: &'static str, problem: impl Into<String>) -> SettingsError {
     SettingsError {
-        name,
+        name: name.into(),
         problem: problem.into(),
+        sentence: false,
     }
 }
+
+/// Refuses a `LATCHKEY_` variable that is not a setting (a typo would otherwise be silently
+/// ignored), naming the closest setting.
+pub fn refuse_unknown<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), SettingsError> {
+    let mut unknown: Vec<&str> = names
+        .into_iter()
+        .filter(|name| name.starts_with("LATCHKEY_"))
+        .filter(|name| !SETTING_NAMES.contains(name) && !TOOLING_NAMES.contains(name))
+        .collect();
+    unknown.sort_unstable();
+    let Some(name) = unknown.first() else {
+        return Ok(());
+    };
+    let closest = SETTING_NAMES
+        .iter()
+        .min_by_key(|setting| strsim::levenshtein(name, setting))
+        .copied()
+        .unwrap_or("LATCHKEY_PUBLIC_URL");
+    Err(SettingsError {
+        name: (*name).to_string(),
+        problem: format!("is not a setting; did you mean {closest}?"),
+        sentence: true,
+    })
+}
+
+/// `LATCHKEY_ORG_NAME`: one line of at most 64 characters, shown (escaped) on pages and in
+/// mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgName(String);
+
+impl OrgName {
+    pub const MAX_CHARS: usize = 64;
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if text.chars().any(char::is_control) {
+            return Err("must be one line (no line breaks or control characters)".into());
+        }
+        let chars = text.chars().count();
+        if chars > Self::MAX_CHARS {
+            return Err(format!(
+                "must be at most {} characters, not {chars}",
+                Self::MAX_CHARS
+            ));
+        }
+        Ok(Self(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for OrgName {
+    fn default() -> Self {
+        Self(DEFAULT_ORG_NAME.to_string())
+    }
+}
+
+impl std::fmt::Display for OrgName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub const DEFAULT_ORG_NAME: &str = "Latchkey";
+const DEFAULT_EMAIL_FROM: &str = "Latchkey <no-reply@localhost>";
 
 const MAX_LINK_TTL: Duration = Duration::from_secs(60 * 60);
 
@@ -182,12 +369,21 @@ impl Settings {
             Err(err) if err.not_found() => {}
             Err(err) => return Err(invalid(".env", err.to_string())),
         }
+        // `.env` entries are in the environment by now, so they are checked too.
+        let names: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .collect();
+        refuse_unknown(names.iter().map(String::as_str))?;
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Builds settings from any source of variables, so tests need not touch the process env.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let get = |name: &str| {
+            debug_assert!(
+                SETTING_NAMES.contains(&name),
+                "{name} is not in SETTING_NAMES"
+            );
             lookup(name)
                 .map(|value| value.trim().to_string())
                 .filter(|value| !value.is_empty())
@@ -250,10 +446,22 @@ impl Settings {
         let email = parse_email_backend(&get("LATCHKEY_EMAIL").unwrap_or_else(|| "console".into()))
             .map_err(|p| invalid("LATCHKEY_EMAIL", p))?;
         refuse_unsafe_outside_loopback(&public_url, &email)?;
-        let email_from = get("LATCHKEY_EMAIL_FROM")
-            .unwrap_or_else(|| "Latchkey <no-reply@localhost>".into())
-            .parse::<lettre::message::Mailbox>()
-            .map_err(|e| invalid("LATCHKEY_EMAIL_FROM", format!("not a mailbox: {e}")))?;
+        let email_from = match get("LATCHKEY_EMAIL_FROM") {
+            Some(text) => text,
+            None if public_url.is_loopback() => DEFAULT_EMAIL_FROM.into(),
+            None => {
+                return Err(invalid(
+                    "LATCHKEY_EMAIL_FROM",
+                    "required when LATCHKEY_PUBLIC_URL is not localhost (the sender people see, as in Acme <login@acme.example>)",
+                ))
+            }
+        }
+        .parse::<lettre::message::Mailbox>()
+        .map_err(|e| invalid("LATCHKEY_EMAIL_FROM", format!("not a mailbox: {e}")))?;
+        let org_name = match get("LATCHKEY_ORG_NAME") {
+            Some(text) => OrgName::parse(&text).map_err(|p| invalid("LATCHKEY_ORG_NAME", p))?,
+            None => OrgName::default(),
+        };
 
         let duration = |name: &'static str, default: &str| {
             parse_duration(&get(name).unwrap_or_else(|| default.to_string()))
@@ -317,6 +525,7 @@ impl Settings {
                 ))
             }
         };
+        let rust_log = get("RUST_LOG").unwrap_or_else(|| "info".into());
         let passkey_rp = RelyingParty::from_public_url(&public_url)
             .map_err(|p| invalid("LATCHKEY_PUBLIC_URL", p))?;
         if passkey_rp.is_none() && admin_passkey == AdminPasskey::Required {
@@ -352,6 +561,8 @@ impl Settings {
             audit_anchors,
             cookie_domain,
             admin_passkey,
+            org_name,
+            rust_log,
             passkey_rp,
             log_format,
         })
@@ -482,6 +693,22 @@ fn parse_email_backend(text: &str) -> Result<EmailBackend, String> {
     SmtpServer::parse(text).map(EmailBackend::Smtp)
 }
 
+/// A duration as the settings are written: in the largest of `d`, `h`, `m`, `s` that divides it
+/// (`400d`, not humantime's `1year 1month 4days 7h 26m 24s`); humantime's form for the rest.
+pub fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if duration.subsec_nanos() != 0 || secs == 0 {
+        return humantime::format_duration(duration).to_string();
+    }
+    [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")]
+        .iter()
+        .find(|(unit, _)| secs % unit == 0)
+        .map_or_else(
+            || format!("{secs}s"),
+            |(unit, suffix)| format!("{}{suffix}", secs / unit),
+        )
+}
+
 /// `90s`, `10m`, `12h`, `7d` (and anything else humantime reads, such as `1h 30m`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text)
@@ -521,6 +748,8 @@ mod tests {
     use super::*;
     use secrecy::ExposeSecret as _;
     use std::collections::HashMap;
+
+    const FROM: &str = "Acme <login@example.org>";
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
         let vars: HashMap<String, String> = vars
@@ -574,6 +803,7 @@ mod tests {
             ("LATCHKEY_PUBLIC_URL", "https://login.example.org"),
             ("LATCHKEY_SECRET_KEY", &key),
             ("LATCHKEY_EMAIL", "smtps://mail.example.org:465"),
+            ("LATCHKEY_EMAIL_FROM", FROM),
         ])
         .unwrap();
         assert!(s.public_url.is_https());
@@ -722,6 +952,7 @@ mod tests {
                 ("LATCHKEY_PUBLIC_URL", url),
                 ("LATCHKEY_SECRET_KEY", &key),
                 ("LATCHKEY_EMAIL", email),
+                ("LATCHKEY_EMAIL_FROM", FROM),
             ])
         };
         let smtps = "smtps://mail.example.org:465";
@@ -787,6 +1018,7 @@ mod tests {
                 ("LATCHKEY_PUBLIC_URL", url),
                 ("LATCHKEY_SECRET_KEY", &key),
                 ("LATCHKEY_EMAIL", "smtps://mail.example.org:465"),
+                ("LATCHKEY_EMAIL_FROM", FROM),
                 ("LATCHKEY_COOKIE_DOMAIN", domain),
             ])
         };
@@ -839,6 +1071,7 @@ mod tests {
             ("LATCHKEY_PUBLIC_URL", "https://Login.Example.org/"),
             ("LATCHKEY_SECRET_KEY", &key),
             ("LATCHKEY_EMAIL", "smtps://mail.example.org:465"),
+            ("LATCHKEY_EMAIL_FROM", FROM),
         ])
         .unwrap();
         let rp = s.passkey_rp.unwrap();
@@ -876,5 +1109,110 @@ mod tests {
     fn idle_cannot_exceed_max() {
         let err = settings(&[("LATCHKEY_SESSION_IDLE", "13h")]).unwrap_err();
         assert_eq!(err.name, "LATCHKEY_SESSION_IDLE");
+    }
+
+    #[test]
+    fn a_misspelled_setting_is_refused_naming_the_closest() {
+        let err = refuse_unknown(["PATH", "LATCHKEY_EMAL_FROM", "LATCHKEY_BIND"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "LATCHKEY_EMAL_FROM is not a setting; did you mean LATCHKEY_EMAIL_FROM?"
+        );
+        let err = refuse_unknown(["LATCHKEY_SECRET"]).unwrap_err();
+        assert!(err.to_string().ends_with("LATCHKEY_SECRET_KEY?"), "{err}");
+        assert!(refuse_unknown(SETTING_NAMES).is_ok());
+        assert!(refuse_unknown(TOOLING_NAMES).is_ok());
+        assert!(refuse_unknown(["LATCHKEY_COOKIE_DOMAIN", "LATCHKEY_LOG_FORMAT"]).is_ok());
+        assert!(refuse_unknown(["HOME", "latchkey_x", "DATABASE"]).is_ok());
+    }
+
+    #[test]
+    fn email_from_is_required_off_loopback() {
+        let key = "ab".repeat(32);
+        let vars = [
+            ("LATCHKEY_PUBLIC_URL", "https://login.example.org"),
+            ("LATCHKEY_SECRET_KEY", key.as_str()),
+            ("LATCHKEY_EMAIL", "smtps://mail.example.org:465"),
+        ];
+        let err = settings(&vars).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_EMAIL_FROM");
+        assert!(!err.to_string().contains('\n'), "{err}");
+        let mut with_from = vars.to_vec();
+        with_from.push(("LATCHKEY_EMAIL_FROM", FROM));
+        assert_eq!(settings(&with_from).unwrap().email_from.to_string(), FROM);
+        let local = settings(&[]).unwrap();
+        assert_eq!(local.email_from.to_string(), DEFAULT_EMAIL_FROM);
+    }
+
+    #[test]
+    fn the_org_name_is_one_short_line() {
+        assert_eq!(settings(&[]).unwrap().org_name.as_str(), "Latchkey");
+        let s = settings(&[("LATCHKEY_ORG_NAME", " Acme & Co ")]).unwrap();
+        assert_eq!(s.org_name.as_str(), "Acme & Co");
+        let long = "x".repeat(65);
+        for bad in ["two\nlines", long.as_str(), "tab\there"] {
+            let err = settings(&[("LATCHKEY_ORG_NAME", bad)]).unwrap_err();
+            assert_eq!(err.name, "LATCHKEY_ORG_NAME", "{bad}");
+            assert!(!err.to_string().contains('\n'), "{err}");
+        }
+        assert!(settings(&[("LATCHKEY_ORG_NAME", &"é".repeat(64))]).is_ok());
+    }
+
+    #[test]
+    fn effective_settings_are_every_setting_in_order_and_no_secret() {
+        let key = "cd".repeat(32);
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://u:dbpass@db/x"),
+            ("LATCHKEY_SECRET_KEY", &key),
+            ("LATCHKEY_EMAIL", "smtp://ann:hunter2@mail.example.org:587"),
+        ])
+        .unwrap();
+        let effective = s.effective();
+        let names: Vec<_> = effective.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, SETTING_NAMES);
+        let text = format!("{effective:?}");
+        for secret in [key.as_str(), "dbpass", "hunter2", "ann"] {
+            assert!(!text.contains(secret), "{secret}: {text}");
+        }
+        let value = |name| {
+            effective
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap()
+                .1
+                .clone()
+        };
+        assert_eq!(value("DATABASE_URL"), "set");
+        assert_eq!(value("LATCHKEY_SECRET_KEY"), "set");
+        assert_eq!(
+            value("LATCHKEY_EMAIL"),
+            "smtp://mail.example.org:587 (STARTTLS, credentials set)"
+        );
+        assert!(effective.iter().all(|(_, v)| v != "?"), "{effective:?}");
+        let local = settings(&[]).unwrap().effective();
+        assert!(local.contains(&("DATABASE_URL", "unset (private cluster)".into())));
+        assert!(local.contains(&("LATCHKEY_SECRET_KEY", "unset".into())));
+        assert!(local.contains(&("LATCHKEY_LOGIN_RATE", "30/1m".into())));
+        assert!(local.contains(&("LATCHKEY_AUDIT_RETENTION", "400d".into())));
+        assert!(local.contains(&("LATCHKEY_SESSION_MAX", "12h".into())));
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s 500ms");
+    }
+
+    #[test]
+    fn env_example_lists_every_setting_in_order() {
+        let example = include_str!("../.env.example");
+        let listed: Vec<&str> = example
+            .lines()
+            .filter_map(|line| line.trim_start_matches("# ").split_once('='))
+            .map(|(name, _)| name)
+            .filter(|name| SETTING_NAMES.contains(name))
+            .fold(Vec::new(), |mut seen, name| {
+                if !seen.contains(&name) {
+                    seen.push(name);
+                }
+                seen
+            });
+        assert_eq!(listed, SETTING_NAMES);
     }
 }

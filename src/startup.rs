@@ -87,7 +87,32 @@ pub fn prepare_database(settings: &Settings, url: &SecretString) -> anyhow::Resu
         log::info!("applied migration {name}");
     }
     member::ensure_admins(&mut conn, &settings.admins).context("ensuring LATCHKEY_ADMINS")?;
+    let anyone = member::any_active(&mut conn).context("counting active members")?;
+    if !anyone && settings.allowed_domains.is_empty() {
+        log::warn!("{NOBODY_CAN_SIGN_IN}");
+    }
     Ok(())
+}
+
+/// The start-up warning when no member can sign in yet, saying how to add one.
+pub const NOBODY_CAN_SIGN_IN: &str = "nobody can sign in yet: no active member, no \
+     LATCHKEY_ADMINS and no LATCHKEY_ALLOWED_DOMAINS; add one with \
+     LATCHKEY_ADMINS=you@example.org or `latchkey members add you@example.org --role admin`";
+
+/// The one start-up line that lists the effective settings (secrets as set or unset).
+pub fn settings_line(settings: &Settings) -> String {
+    let listed: Vec<String> = settings
+        .effective()
+        .into_iter()
+        .map(|(name, value)| {
+            if value.contains(char::is_whitespace) || value.is_empty() {
+                format!("{name}={value:?}")
+            } else {
+                format!("{name}={value}")
+            }
+        })
+        .collect();
+    format!("settings: {}", listed.join(" "))
 }
 
 pub struct Application {
@@ -127,7 +152,12 @@ impl Application {
         let live = Live::start(db.clone(), database.url.clone())
             .context("starting the session cache's listener")?;
         spawn_sweeper(db.clone());
-        let mailer = Mailer::start(&settings.email, settings.email_from.clone(), db.clone())?;
+        let mailer = Mailer::start(
+            &settings.email,
+            settings.email_from.clone(),
+            settings.org_name.clone(),
+            db.clone(),
+        )?;
         let checkpointer = Checkpointer::new(
             db.clone(),
             keys.audit.clone(),
@@ -169,7 +199,7 @@ impl Application {
         });
         let dashboard_cache = web::Data::new(DashboardCache::default());
         let login_page = web::Data::new(
-            routes::LoginPage::new(state.webauthn.is_some())
+            routes::LoginPage::new(state.webauthn.is_some(), &state.settings.org_name)
                 .context("rendering the sign-in page")?,
         );
         let server = HttpServer::new(move || {

@@ -153,3 +153,159 @@ fn audit_help_lists_verify_and_checkpoint_and_checkpoint_needs_a_database() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
 }
+
+#[test]
+fn a_misspelled_setting_stops_start_up_naming_the_closest() {
+    for args in [&["serve"][..], &["settings"], &["migrate"]] {
+        let out = latchkey(args, &[("LATCHKEY_EMAL_FROM", "Acme <a@example.org>")]);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "latchkey: LATCHKEY_EMAL_FROM is not a setting; did you mean LATCHKEY_EMAIL_FROM?\n"
+        );
+    }
+}
+
+#[test]
+fn a_misspelled_setting_in_dot_env_is_refused_too() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dot-env-typo");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".env"), "LATCHKEY_ORG_NAMES=Acme\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .arg("settings")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("LATCHKEY_ORG_NAMES is not a setting; did you mean LATCHKEY_ORG_NAME?"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_repositorys_tooling_variables_and_kept_settings_do_not_stop_start_up() {
+    let out = latchkey(
+        &["settings"],
+        &[
+            ("LATCHKEY_E2E", "0"),
+            ("LATCHKEY_BIN", "/tmp/latchkey"),
+            ("LATCHKEY_E2E_CHROMIUM", "/usr/bin/chromium"),
+            ("LATCHKEY_E2E_PRIVATE_CLUSTER", "1"),
+            ("LATCHKEY_TEST_POSTGRES", "postgres://x@127.0.0.1/y"),
+            ("LATCHKEY_LOG_FORMAT", "text"),
+            ("LATCHKEY_PUBLIC_URL", "http://login.lk.localhost:8080"),
+            ("LATCHKEY_COOKIE_DOMAIN", "lk.localhost"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("LATCHKEY_COOKIE_DOMAIN=lk.localhost\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("LATCHKEY_E2E"), "{stdout}");
+}
+
+#[test]
+fn email_from_is_required_with_an_https_public_url() {
+    let key = "ab".repeat(32);
+    let mut vars = vec![
+        ("LATCHKEY_PUBLIC_URL", "https://login.example.org"),
+        ("LATCHKEY_SECRET_KEY", key.as_str()),
+        ("LATCHKEY_EMAIL", "smtps://mail.example.org:465"),
+    ];
+    let out = latchkey(&["serve"], &vars);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("latchkey: LATCHKEY_EMAIL_FROM: required"),
+        "{stderr}"
+    );
+    vars.push(("LATCHKEY_EMAIL_FROM", "Acme <login@example.org>"));
+    let out = latchkey(&["settings"], &vars);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_bad_org_name_is_refused_naming_it() {
+    let long = "x".repeat(65);
+    let out = latchkey(&["settings"], &[("LATCHKEY_ORG_NAME", &long)]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("latchkey: LATCHKEY_ORG_NAME: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn settings_prints_every_setting_in_order_and_never_a_secret() {
+    let key = "5ec4e7".repeat(11);
+    let password = "hunter2-smtp";
+    let email = format!("smtps://mailer:{password}@mail.example.org:465");
+    let out = latchkey(
+        &["settings"],
+        &[
+            ("LATCHKEY_PUBLIC_URL", "https://login.example.org"),
+            ("LATCHKEY_SECRET_KEY", &key),
+            ("LATCHKEY_EMAIL", &email),
+            ("LATCHKEY_EMAIL_FROM", "Acme <login@example.org>"),
+            ("LATCHKEY_ORG_NAME", "Acme"),
+            (
+                "DATABASE_URL",
+                "postgres://latchkey:dbsecret@db.internal/latchkey",
+            ),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = stdout
+        .lines()
+        .map(|line| line.split_once('=').unwrap().0)
+        .collect();
+    assert_eq!(names, latchkey::settings::SETTING_NAMES, "{stdout}");
+    for secret in [key.as_str(), password, "dbsecret", "mailer"] {
+        assert!(!stdout.contains(secret), "{secret}: {stdout}");
+    }
+    for line in [
+        "DATABASE_URL=set",
+        "LATCHKEY_SECRET_KEY=set",
+        "LATCHKEY_EMAIL=smtps://mail.example.org:465 (TLS, credentials set)",
+        "LATCHKEY_EMAIL_FROM=Acme <login@example.org>",
+        "LATCHKEY_ORG_NAME=Acme",
+        "LATCHKEY_PUBLIC_URL=https://login.example.org",
+        "LATCHKEY_LINK_TTL=10m",
+        "LATCHKEY_AUDIT_RETENTION=400d",
+        "LATCHKEY_COOKIE_DOMAIN=",
+        "LATCHKEY_LOG_FORMAT=text",
+        "RUST_LOG=info",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line}: {stdout}");
+    }
+    let out = latchkey(&["settings"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("LATCHKEY_SECRET_KEY=unset\n"), "{stdout}");
+    assert!(
+        stdout.contains("DATABASE_URL=unset (private cluster)\n"),
+        "{stdout}"
+    );
+}

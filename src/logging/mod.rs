@@ -110,6 +110,14 @@ impl LogFormat {
             _ => Err(format!("expected text or json, got {text:?}")),
         }
     }
+
+    /// As the setting is written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
 }
 
 /// The key-values the text format shows after the message. JSON shows every key-value; the

@@ -24,15 +24,15 @@ use tokio::sync::mpsc;
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::{Db, DbError};
 use crate::domain::email_address::EmailAddress;
-use crate::settings::EmailBackend;
+use crate::settings::{EmailBackend, OrgName};
 
 pub use templates::{
-    alert_mail, cancelled_mail, chain_broken_mail, new_sign_in_mail, passkey_added_mail,
-    sign_in_mail, Alarm, AlertMail, CancelledMail, ChainBrokenMail, NewSignInMail,
-    PasskeyAddedMail, SignInMail, CHAIN_BROKEN_SUBJECT, NEW_SIGN_IN_SUBJECT, PASSKEY_ADDED_SUBJECT,
-    SIGN_IN_SUBJECT,
+    alert_mail, cancelled_mail, chain_broken_mail, new_sign_in_mail, new_sign_in_subject,
+    passkey_added_mail, passkey_added_subject, sign_in_mail, sign_in_subject, test_mail, Alarm,
+    AlertMail, CancelledMail, ChainBrokenMail, NewSignInMail, PasskeyAddedMail, SignInMail,
+    CHAIN_BROKEN_SUBJECT, NEW_SIGN_IN_SUBJECT, PASSKEY_ADDED_SUBJECT, SIGN_IN_SUBJECT,
 };
-pub use transport::Transport;
+pub use transport::{probe, Transport};
 
 /// Mails waiting for the worker. A burst bigger than this is an attack or an outage, and
 /// refusing more keeps memory bounded.
@@ -119,14 +119,14 @@ impl From<OutgoingMail> for Letter {
 }
 
 impl Letter {
-    pub fn render(self) -> Result<OutgoingMail, MailError> {
+    pub fn render(self, org: &OrgName) -> Result<OutgoingMail, MailError> {
         match self {
-            Letter::SignIn(to, mail) => sign_in_mail(&to, &mail),
-            Letter::NewSignIn(to, mail) => new_sign_in_mail(&to, &mail),
-            Letter::Cancelled(to, mail) => cancelled_mail(&to, &mail),
-            Letter::Alert(to, mail) => alert_mail(&to, &mail),
-            Letter::PasskeyAdded(to, mail) => passkey_added_mail(&to, &mail),
-            Letter::ChainBroken(to, mail) => chain_broken_mail(&to, &mail),
+            Letter::SignIn(to, mail) => sign_in_mail(org, &to, &mail),
+            Letter::NewSignIn(to, mail) => new_sign_in_mail(org, &to, &mail),
+            Letter::Cancelled(to, mail) => cancelled_mail(org, &to, &mail),
+            Letter::Alert(to, mail) => alert_mail(org, &to, &mail),
+            Letter::PasskeyAdded(to, mail) => passkey_added_mail(org, &to, &mail),
+            Letter::ChainBroken(to, mail) => chain_broken_mail(org, &to, &mail),
             Letter::Rendered(mail) => Ok(mail),
         }
     }
@@ -275,8 +275,13 @@ impl fmt::Debug for Mailer {
 impl Mailer {
     /// Builds the backend and spawns the worker on the current actix system, so call it
     /// inside one (as `Application::build_on` is).
-    pub fn start(backend: &EmailBackend, from: Mailbox, db: Db) -> anyhow::Result<Self> {
-        Self::start_with_retry(backend, from, db, DEFAULT_RETRY_DELAYS.to_vec())
+    pub fn start(
+        backend: &EmailBackend,
+        from: Mailbox,
+        org: OrgName,
+        db: Db,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(backend, from, org, db, DEFAULT_RETRY_DELAYS.to_vec())
     }
 
     /// [`Mailer::start`] with another back-off schedule (tests use milliseconds); a mail is
@@ -287,11 +292,22 @@ impl Mailer {
         db: Db,
         delays: Vec<Duration>,
     ) -> anyhow::Result<Self> {
+        Self::spawn(backend, from, OrgName::default(), db, delays)
+    }
+
+    fn spawn(
+        backend: &EmailBackend,
+        from: Mailbox,
+        org: OrgName,
+        db: Db,
+        delays: Vec<Duration>,
+    ) -> anyhow::Result<Self> {
         let transport = Transport::from_backend(backend).context("LATCHKEY_EMAIL")?;
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let worker = Worker {
             transport,
             from,
+            org,
             db: db.clone(),
             delays,
         };
@@ -320,6 +336,7 @@ impl Mailer {
 struct Worker {
     transport: Transport,
     from: Mailbox,
+    org: OrgName,
     db: Db,
     delays: Vec<Duration>,
 }
@@ -333,7 +350,7 @@ impl Worker {
 
     async fn render_and_deliver(&self, letter: Letter) {
         let audit = letter.audit();
-        match letter.render() {
+        match letter.render(&self.org) {
             Ok(mail) => self.deliver(mail).await,
             Err(err) => {
                 log::error!("rendering a mail: {}", error_chain(&err));

@@ -126,6 +126,51 @@ impl SmtpServer {
         })
     }
 
+    /// The server as an operator reads it, without the user or the password: the URL's
+    /// scheme, host, port and options, and whether credentials are configured.
+    pub fn describe(&self) -> String {
+        let scheme = match self.tls {
+            TlsMode::Implicit => "smtps",
+            TlsMode::StartTls | TlsMode::None => "smtp",
+        };
+        let host = self.describe_host();
+        let mut options = Vec::new();
+        if self.tls == TlsMode::None {
+            options.push("tls=none".to_string());
+        }
+        if let Some(ca) = &self.ca {
+            options.push(format!("ca={}", ca.path.display()));
+        }
+        let query = if options.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", options.join("&"))
+        };
+        let tls = match self.tls {
+            TlsMode::None => "no TLS",
+            TlsMode::StartTls => "STARTTLS",
+            TlsMode::Implicit => "TLS",
+        };
+        let credentials = if self.credentials.is_some() {
+            "credentials set"
+        } else {
+            "no credentials"
+        };
+        format!(
+            "{scheme}://{host}:{}{query} ({tls}, {credentials})",
+            self.port
+        )
+    }
+
+    /// The host as written in a URL (an IPv6 address in brackets).
+    pub fn describe_host(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
     /// Whether the host is this machine (the only place plain-text SMTP is allowed).
     pub fn is_loopback(&self) -> bool {
         crate::domain::loopback::is_loopback_host(&self.host)

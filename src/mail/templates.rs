@@ -15,10 +15,32 @@ use crate::domain::client_ip::ClientIp;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::RequestId;
 use crate::domain::user_agent::describe_user_agent;
+use crate::settings::OrgName;
 
+/// The subjects with the default `LATCHKEY_ORG_NAME` (`Latchkey`); the `*_subject`
+/// functions give them for any name.
 pub const SIGN_IN_SUBJECT: &str = "Your Latchkey sign-in link";
 pub const NEW_SIGN_IN_SUBJECT: &str = "New sign-in to Latchkey";
 pub const PASSKEY_ADDED_SUBJECT: &str = "A passkey was added to your Latchkey account";
+
+pub fn sign_in_subject(org: &OrgName) -> String {
+    format!("Your {org} sign-in link")
+}
+
+pub fn new_sign_in_subject(org: &OrgName) -> String {
+    format!("New sign-in to {org}")
+}
+
+pub fn passkey_added_subject(org: &OrgName) -> String {
+    format!("A passkey was added to your {org} account")
+}
+
+/// Every mail's context starts with the organisation's name (escaped like any value).
+fn org_context(org: &OrgName) -> Context {
+    let mut context = Context::new();
+    context.insert("org", org.as_str());
+    context
+}
 
 const TEMPLATES: [(&str, &str); 13] = [
     ("alert.txt", include_str!("../../templates/email/alert.txt")),
@@ -156,9 +178,13 @@ impl Alarm {
     }
 }
 
-pub fn alert_mail(to: &EmailAddress, mail: &AlertMail) -> Result<OutgoingMail, MailError> {
+pub fn alert_mail(
+    org: &OrgName,
+    to: &EmailAddress,
+    mail: &AlertMail,
+) -> Result<OutgoingMail, MailError> {
     let subject = mail.about.subject();
-    let mut context = Context::new();
+    let mut context = org_context(org);
     context.insert("subject", subject);
     context.insert("lines", &mail.about.lines());
     context.insert("requested_at", &when(mail.requested_at));
@@ -172,8 +198,12 @@ pub fn alert_mail(to: &EmailAddress, mail: &AlertMail) -> Result<OutgoingMail, M
     })
 }
 
-pub fn sign_in_mail(to: &EmailAddress, mail: &SignInMail) -> Result<OutgoingMail, MailError> {
-    let mut context = Context::new();
+pub fn sign_in_mail(
+    org: &OrgName,
+    to: &EmailAddress,
+    mail: &SignInMail,
+) -> Result<OutgoingMail, MailError> {
+    let mut context = org_context(org);
     context.insert("email", to.as_str());
     context.insert("link", &mail.link);
     context.insert("cancel_link", &mail.cancel_link);
@@ -187,7 +217,7 @@ pub fn sign_in_mail(to: &EmailAddress, mail: &SignInMail) -> Result<OutgoingMail
     insert_client(&mut context, mail.ip, mail.user_agent.as_deref());
     Ok(OutgoingMail {
         to: to.clone(),
-        subject: SIGN_IN_SUBJECT.into(),
+        subject: sign_in_subject(org),
         text: render("sign_in.txt", &context)?,
         html: render("sign_in.html", &context)?,
         audit: Some(MailAudit {
@@ -198,16 +228,17 @@ pub fn sign_in_mail(to: &EmailAddress, mail: &SignInMail) -> Result<OutgoingMail
 }
 
 pub fn new_sign_in_mail(
+    org: &OrgName,
     to: &EmailAddress,
     mail: &NewSignInMail,
 ) -> Result<OutgoingMail, MailError> {
-    let mut context = Context::new();
+    let mut context = org_context(org);
     context.insert("email", to.as_str());
     context.insert("signed_in_at", &when(mail.signed_in_at));
     insert_client(&mut context, mail.ip, mail.user_agent.as_deref());
     Ok(OutgoingMail {
         to: to.clone(),
-        subject: NEW_SIGN_IN_SUBJECT.into(),
+        subject: new_sign_in_subject(org),
         text: render("new_sign_in.txt", &context)?,
         html: render("new_sign_in.html", &context)?,
         audit: None,
@@ -235,10 +266,11 @@ pub struct ChainBrokenMail {
 pub const CHAIN_BROKEN_SUBJECT: &str = "Latchkey's login audit was cut or rewritten";
 
 pub fn chain_broken_mail(
+    org: &OrgName,
     to: &EmailAddress,
     mail: &ChainBrokenMail,
 ) -> Result<OutgoingMail, MailError> {
-    let mut context = Context::new();
+    let mut context = org_context(org);
     context.insert("seq", &mail.seq);
     context.insert("head", &mail.head);
     context.insert("signed_at", &when(mail.signed_at));
@@ -252,17 +284,18 @@ pub fn chain_broken_mail(
 }
 
 pub fn passkey_added_mail(
+    org: &OrgName,
     to: &EmailAddress,
     mail: &PasskeyAddedMail,
 ) -> Result<OutgoingMail, MailError> {
-    let mut context = Context::new();
+    let mut context = org_context(org);
     context.insert("email", to.as_str());
     context.insert("name", &mail.name);
     context.insert("added_at", &when(mail.added_at));
     insert_client(&mut context, mail.ip, mail.user_agent.as_deref());
     Ok(OutgoingMail {
         to: to.clone(),
-        subject: PASSKEY_ADDED_SUBJECT.into(),
+        subject: passkey_added_subject(org),
         text: render("passkey_added.txt", &context)?,
         html: render("passkey_added.html", &context)?,
         audit: None,
@@ -271,10 +304,11 @@ pub fn passkey_added_mail(
 
 /// One admin's copy; the caller sends one per admin.
 pub fn cancelled_mail(
+    org: &OrgName,
     admin: &EmailAddress,
     mail: &CancelledMail,
 ) -> Result<OutgoingMail, MailError> {
-    let mut context = Context::new();
+    let mut context = org_context(org);
     context.insert("email", mail.email.as_str());
     context.insert("requested_at", &when(mail.requested_at));
     context.insert("cancelled_at", &when(mail.cancelled_at));
@@ -303,6 +337,27 @@ fn describe_browser(user_agent: Option<&str>) -> String {
             format!("unknown browser (it calls itself \u{201c}{agent}\u{201d})")
         }),
     }
+}
+
+/// `latchkey mail test`: a short plain message that says where it came from.
+pub fn test_mail(to: &EmailAddress, org: &OrgName) -> Result<OutgoingMail, MailError> {
+    let text = format!(
+        "This is a test message from {org}'s sign-in service (`latchkey mail test`).\n\
+         If you can read it, mail to {to} works. Nothing else needs doing.\n\n-- {org}\n"
+    );
+    let html = format!(
+        "<p>{}</p>",
+        escape_html(&text)
+            .replace("\n\n", "</p><p>")
+            .replace('\n', "<br>")
+    );
+    Ok(OutgoingMail {
+        to: to.clone(),
+        subject: format!("Test message from {org}"),
+        text,
+        html,
+        audit: None,
+    })
 }
 
 /// Tera's HTML escaping also writes `/` as `&#x2F;`, which turned every `href` into
@@ -385,7 +440,7 @@ mod tests {
 
     #[test]
     fn sign_in_mail_carries_link_code_expiry_origin_and_cancel_link() {
-        let mail = sign_in_mail(&address(), &sign_in("Firefox/140")).unwrap();
+        let mail = sign_in_mail(&OrgName::default(), &address(), &sign_in("Firefox/140")).unwrap();
         assert_eq!(mail.subject, SIGN_IN_SUBJECT);
         for body in [&mail.text, &mail.html] {
             assert!(body.contains("verify?token=abc.def"), "{body}");
@@ -404,7 +459,12 @@ mod tests {
 
     #[test]
     fn html_escapes_the_user_agent_and_text_keeps_it() {
-        let mail = sign_in_mail(&address(), &sign_in("<script>alert(1)</script>")).unwrap();
+        let mail = sign_in_mail(
+            &OrgName::default(),
+            &address(),
+            &sign_in("<script>alert(1)</script>"),
+        )
+        .unwrap();
         assert!(!mail.html.contains("<script>"), "{}", mail.html);
         assert!(mail.html.contains("&lt;script&gt;"), "{}", mail.html);
         assert!(mail.text.contains("<script>alert(1)</script>"));
@@ -414,6 +474,7 @@ mod tests {
     fn other_mails_render() {
         let at = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
         let mail = new_sign_in_mail(
+            &OrgName::default(),
             &address(),
             &NewSignInMail {
                 signed_in_at: at,
@@ -429,6 +490,7 @@ mod tests {
 
         let admin = EmailAddress::parse("boss@example.org").unwrap();
         let mail = cancelled_mail(
+            &OrgName::default(),
             &admin,
             &CancelledMail {
                 email: address(),
@@ -446,6 +508,7 @@ mod tests {
         assert!(mail.html.contains("198.51.100.1"));
 
         let mail = passkey_added_mail(
+            &OrgName::default(),
             &address(),
             &PasskeyAddedMail {
                 name: "<b>Laptop</b>".into(),

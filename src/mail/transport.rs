@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::message::Mailbox;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 use secrecy::ExposeSecret as _;
@@ -106,20 +107,99 @@ fn write_eml(dir: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     written.map(|()| path)
 }
 
-fn smtp_transport(server: &SmtpServer) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
-    let tls_parameters = || {
-        let mut builder = TlsParameters::builder(server.host.clone());
-        if let Some(ca) = &server.ca {
-            let roots = Certificate::from_pem(&ca.pem)
-                .map_err(|_| MailError::Config("the ca= file holds no usable PEM certificate"))?;
-            builder = builder.add_root_certificate(roots);
+fn tls_parameters(server: &SmtpServer) -> Result<TlsParameters, MailError> {
+    let mut builder = TlsParameters::builder(server.host.clone());
+    if let Some(ca) = &server.ca {
+        let roots = Certificate::from_pem(&ca.pem)
+            .map_err(|_| MailError::Config("the ca= file holds no usable PEM certificate"))?;
+        builder = builder.add_root_certificate(roots);
+    }
+    builder.build().map_err(|_| {
+        MailError::Config("cannot set up TLS for the SMTP host (is the ca= file a CA certificate?)")
+    })
+}
+
+/// Sends one mail through `backend` on a connection of its own, calling `step` with what
+/// happened at each stage (`latchkey mail test`). An error holds lettre's words, which carry
+/// the server's reply code and text; never the password.
+pub async fn probe(
+    backend: &EmailBackend,
+    from: &Mailbox,
+    mail: &OutgoingMail,
+    mut step: impl FnMut(String),
+) -> anyhow::Result<()> {
+    let server = match backend {
+        EmailBackend::Console | EmailBackend::File(_) => {
+            let what = match backend {
+                EmailBackend::File(dir) => {
+                    format!("written as a .eml file under {}", dir.display())
+                }
+                _ => "printed on standard output (LATCHKEY_EMAIL=console)".to_string(),
+            };
+            Transport::from_backend(backend)?.send(from, mail).await?;
+            step(format!("accepted: {what}"));
+            return Ok(());
         }
-        builder.build().map_err(|_| {
-            MailError::Config(
-                "cannot set up TLS for the SMTP host (is the ca= file a CA certificate?)",
-            )
-        })
+        EmailBackend::Smtp(server) => server,
     };
+    let address = format!("{}:{}", server.describe_host(), server.port);
+    let hello = ClientId::default();
+    let implicit = match server.tls {
+        TlsMode::Implicit => Some(tls_parameters(server)?),
+        TlsMode::StartTls | TlsMode::None => None,
+    };
+    let mut connection = AsyncSmtpConnection::connect_tokio1(
+        (server.host.as_str(), server.port),
+        Some(SMTP_TIMEOUT),
+        &hello,
+        implicit,
+        None,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("connecting to {address}: {e}"))?;
+    step(format!("connected to {address}"));
+    match server.tls {
+        TlsMode::Implicit => step("TLS: implicit TLS (smtps), server certificate verified".into()),
+        TlsMode::StartTls => {
+            if !connection.can_starttls() {
+                connection.abort().await;
+                anyhow::bail!("TLS: {address} does not offer STARTTLS, which smtp:// requires");
+            }
+            connection
+                .starttls(tls_parameters(server)?, &hello)
+                .await
+                .map_err(|e| anyhow::anyhow!("TLS: STARTTLS failed: {e}"))?;
+            step("TLS: STARTTLS, server certificate verified".into());
+        }
+        TlsMode::None => step("TLS: none (?tls=none, loopback only)".into()),
+    }
+    if let Some(SmtpCredentials { user, password }) = &server.credentials {
+        let credentials = Credentials::new(user.clone(), password.expose_secret().to_string());
+        if let Err(e) = connection.auth(DEFAULT_MECHANISMS, &credentials).await {
+            connection.abort().await;
+            anyhow::bail!("authenticating as {user}: {e}");
+        }
+        step(format!("authenticated as {user}"));
+    }
+    let message = mail.to_message(from)?;
+    let response = match connection
+        .send(message.envelope(), &message.formatted())
+        .await
+    {
+        Ok(response) => response,
+        Err(e) => {
+            connection.abort().await;
+            anyhow::bail!("sending: {e}");
+        }
+    };
+    let words: Vec<&str> = response.message().collect();
+    step(format!("accepted: {} {}", response.code(), words.join(" ")));
+    let _ = connection.quit().await;
+    Ok(())
+}
+
+fn smtp_transport(server: &SmtpServer) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
+    let tls_parameters = || tls_parameters(server);
     let tls = match server.tls {
         TlsMode::None => Tls::None,
         TlsMode::StartTls => Tls::Required(tls_parameters()?),

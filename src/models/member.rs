@@ -143,6 +143,14 @@ pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<ListedMember>> {
         .load(conn)
 }
 
+/// Whether anyone can sign in by being a member (start-up warns when nobody can).
+pub fn any_active(conn: &mut PgConnection) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        members::table.filter(members::active.eq(true)),
+    ))
+    .get_result(conn)
+}
+
 pub fn active_admin_emails(conn: &mut PgConnection) -> QueryResult<Vec<EmailAddress>> {
     members::table
         .filter(members::active.eq(true))

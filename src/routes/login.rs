@@ -10,6 +10,7 @@ use crate::domain::app_origin::AppUrl;
 use crate::domain::client_info::ClientInfo;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
+use crate::settings::OrgName;
 use crate::signin::{self, LinkAsk};
 use crate::state::AppState;
 use crate::web::browser::BindingSecret;
@@ -33,8 +34,8 @@ fn return_url(rd: Option<&str>) -> Option<AppUrl> {
 pub struct LoginPage(Prerendered);
 
 impl LoginPage {
-    pub fn new(passkeys: bool) -> Result<Self, tera::Error> {
-        Prerendered::new(&login_page(&NextPath::root(), None, passkeys)).map(Self)
+    pub fn new(passkeys: bool, org: &OrgName) -> Result<Self, tera::Error> {
+        Prerendered::new(&login_page(&NextPath::root(), None, passkeys), org).map(Self)
     }
 }
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::logging::error_chain;
 use crate::session::SessionData;
+use crate::settings::OrgName;
 use crate::state::AppState;
 use crate::web::browser::Browser;
 
@@ -128,7 +129,8 @@ impl Page {
     pub fn render(self, req: &HttpRequest) -> HttpResponse {
         let viewer = req.extensions().get::<Viewer>().cloned();
         let status = self.status;
-        match self.html(&csrf_token(req), viewer.as_ref(), is_htmx(req)) {
+        let org = org_name(req);
+        match self.html(&csrf_token(req), viewer.as_ref(), is_htmx(req), &org) {
             Ok(body) => page_response(status, body),
             Err(err) => render_failure(&err),
         }
@@ -139,8 +141,10 @@ impl Page {
         csrf_token: &str,
         viewer: Option<&Viewer>,
         htmx: bool,
+        org: &OrgName,
     ) -> Result<String, tera::Error> {
         let mut context = self.context.clone();
+        context.insert("org", org.as_str());
         context.insert("csrf_token", csrf_token);
         context.insert("title", &self.title);
         context.insert("viewer", &viewer);
@@ -160,6 +164,13 @@ impl Page {
         }
         Ok(body)
     }
+}
+
+/// `LATCHKEY_ORG_NAME`; the default where there is no app state (a test's bare service).
+fn org_name(req: &HttpRequest) -> OrgName {
+    req.app_data::<actix_web::web::Data<AppState>>()
+        .map(|state| state.settings.org_name.clone())
+        .unwrap_or_default()
 }
 
 fn page_response(status: StatusCode, body: String) -> HttpResponse {
@@ -183,11 +194,11 @@ impl Prerendered {
     /// The token's stand-in while rendering: text no template or escaping produces.
     const TOKEN: &'static str = "@@latchkey-csrf-token@@";
 
-    pub fn new(page: &Page) -> Result<Self, tera::Error> {
+    pub fn new(page: &Page, org: &OrgName) -> Result<Self, tera::Error> {
         let split = |html: String| html.split(Self::TOKEN).map(str::to_string).collect();
         Ok(Self {
-            full: split(page.html(Self::TOKEN, None, false)?),
-            partial: split(page.html(Self::TOKEN, None, true)?),
+            full: split(page.html(Self::TOKEN, None, false, org)?),
+            partial: split(page.html(Self::TOKEN, None, true, org)?),
         })
     }
 
@@ -274,13 +285,13 @@ mod tests {
             .with("next", "/")
             .with("rd", Option::<&str>::None)
             .with("passkeys", true);
-        let prerendered = Prerendered::new(&page).unwrap();
+        let prerendered = Prerendered::new(&page, &OrgName::default()).unwrap();
         let token = "tok-123.abc_DEF";
         for (htmx, parts) in [(false, &prerendered.full), (true, &prerendered.partial)] {
             assert!(parts.len() > 1, "the token appears in the page");
             assert_eq!(
                 parts.join(token),
-                page.html(token, None, htmx).unwrap(),
+                page.html(token, None, htmx, &OrgName::default()).unwrap(),
                 "htmx: {htmx}"
             );
         }

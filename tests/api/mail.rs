@@ -43,6 +43,7 @@ pub(crate) fn short_retries() -> Vec<Duration> {
 pub(crate) fn sign_in(request_id: i64, user_agent: &str) -> OutgoingMail {
     let now = Utc::now();
     sign_in_mail(
+        &latchkey::settings::OrgName::default(),
         &ann(),
         &SignInMail {
             link: format!("{LINK_PREFIX}tok{request_id}.sig"),

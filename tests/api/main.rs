@@ -20,6 +20,7 @@ mod mail;
 mod mailbox;
 mod migrations;
 mod no_secrets_in_logs;
+mod operations;
 mod pages;
 mod passkeys;
 mod proxies;

@@ -53,14 +53,23 @@ async fn steps() -> Steps {
         ),
         ("LATCHKEY_EMAIL", smtp.url()),
         ("LATCHKEY_PUBLIC_URL", "https://latchkey.test".to_string()),
+        (
+            "LATCHKEY_EMAIL_FROM",
+            "Latchkey <login@latchkey.test>".to_string(),
+        ),
         ("LATCHKEY_EMAIL_RATE", "1000/1m".to_string()),
     ]);
     let settings =
         Settings::from_lookup(|name| environment.get(name).cloned()).expect("test settings");
     let keys = Keys::derive(settings.secret_key.as_ref().expect("a secret key"));
     let db = Db::connect_lazy(&database.url, 2);
-    let mailer = Mailer::start(&settings.email, settings.email_from.clone(), db.clone())
-        .expect("starting the mailer");
+    let mailer = Mailer::start(
+        &settings.email,
+        settings.email_from.clone(),
+        settings.org_name.clone(),
+        db.clone(),
+    )
+    .expect("starting the mailer");
     let signin = SignIn::new(db, settings.clone(), keys.token.clone(), mailer);
     Steps {
         database,

@@ -26,6 +26,7 @@ pub struct TestSettings {
     public_url: PublicUrl,
     cookie_domain: Option<String>,
     admin_passkey: Option<AdminPasskey>,
+    org_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +67,7 @@ impl TestSettings {
             public_url: PublicUrl::Listening,
             cookie_domain: None,
             admin_passkey: None,
+            org_name: None,
         }
     }
 
@@ -144,6 +146,11 @@ impl TestSettings {
         self
     }
 
+    pub fn org_name(mut self, name: &str) -> Self {
+        self.org_name = Some(name.to_string());
+        self
+    }
+
     pub fn admin_passkey(mut self, admin_passkey: AdminPasskey) -> Self {
         self.admin_passkey = Some(admin_passkey);
         self
@@ -163,6 +170,10 @@ impl TestSettings {
             PublicUrl::Host(host) => format!("http://{host}:{port}"),
             PublicUrl::Url(url) => url.clone(),
         };
+        if let PublicUrl::Url(_) = &self.public_url {
+            // Off loopback the sender must be set (the default is for localhost only).
+            vars.insert("LATCHKEY_EMAIL_FROM", "Latchkey <login@example.org>".into());
+        }
         vars.insert("LATCHKEY_PUBLIC_URL", public_url);
         let mut set = |name, value: Option<String>| {
             if let Some(value) = value {
@@ -192,6 +203,7 @@ impl TestSettings {
         );
         set("LATCHKEY_TRUSTED_PROXIES", list(&self.trusted_proxies));
         set("LATCHKEY_COOKIE_DOMAIN", self.cookie_domain.clone());
+        set("LATCHKEY_ORG_NAME", self.org_name.clone());
         set(
             "LATCHKEY_ADMIN_PASSKEY",
             self.admin_passkey.map(|admin_passkey| {
