@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use ring::hmac;
 
-use super::checkpoint::{message, Checkpoint};
+use super::checkpoint::{message, ChainState, Checkpoint};
 use crate::schema::login_audit;
 
 /// What every checkpoint line starts with (after whatever a log puts before it).
@@ -132,19 +132,13 @@ impl fmt::Display for AnchorProblem {
     }
 }
 
-/// The chain as [`covers`] needs it.
-pub struct ChainEnds<'a> {
-    pub start_seq: i64,
-    pub start_hash: &'a [u8],
-    pub head_seq: i64,
-    /// The start that the newest valid checkpoint signed (a purge moves it, and signs it).
-    pub signed_start_seq: Option<i64>,
-}
-
-/// Whether the chain still holds the row `anchor` signed, with the hash it signed.
-pub fn covers(
+/// Whether the chain still holds the row with `seq`, with `head_hash`, as an anchor (or a
+/// head this process signed) says. `signed_start_seq` is the start the newest validly signed
+/// checkpoint names: a purge moves the start, and signs it.
+pub(crate) fn covers(
     conn: &mut PgConnection,
-    chain: &ChainEnds<'_>,
+    chain: &ChainState,
+    signed_start_seq: Option<i64>,
     seq: i64,
     head_hash: &[u8],
 ) -> QueryResult<Result<(), AnchorProblem>> {
@@ -162,7 +156,7 @@ pub fn covers(
     }
     if seq < chain.start_seq {
         // Purged past it: fine when a signed checkpoint says the chain starts there.
-        return Ok(if chain.signed_start_seq == Some(chain.start_seq) {
+        return Ok(if signed_start_seq == Some(chain.start_seq) {
             Ok(())
         } else {
             Err(AnchorProblem::StartMoved {

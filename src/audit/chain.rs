@@ -16,7 +16,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Nullable};
 use ring::hmac;
 
-use crate::audit::anchor::{covers, Anchor, AnchorProblem, ChainEnds};
+use crate::audit::anchor::{covers, Anchor, AnchorProblem};
 use crate::audit::checkpoint::{self, Checkpoint, INTERVAL};
 use crate::audit::rows::AuditRow;
 use crate::domain::ids::{AuditId, CheckpointId};
@@ -268,17 +268,10 @@ fn uncovered_anchor(
     if anchors.is_empty() {
         return Ok(None);
     }
-    let signed_start_seq = checkpoint::newest(conn)?
-        .filter(|newest| newest.signature_is_valid(key))
-        .map(|newest| newest.start_seq);
-    let ends = ChainEnds {
-        start_seq: chain.start_seq,
-        start_hash: &chain.start_hash,
-        head_seq: chain.head_seq,
-        signed_start_seq,
-    };
+    let signed_start_seq = checkpoint::newest_signed(conn, key)?.map(|newest| newest.start_seq);
     for anchor in anchors {
-        if let Err(problem) = covers(conn, &ends, anchor.seq, &anchor.head_hash)? {
+        if let Err(problem) = covers(conn, chain, signed_start_seq, anchor.seq, &anchor.head_hash)?
+        {
             return Ok(Some(Verification::AnchorNotCovered {
                 seq: anchor.seq,
                 signed_at: anchor.signed_at,

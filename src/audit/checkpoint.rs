@@ -26,7 +26,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Timestamptz;
 use ring::hmac;
 
-use crate::audit::anchor::{self, ChainEnds};
+use crate::audit::anchor;
 use crate::audit::rows::{appended_by_this_process, AuditEvent, NewAuditRow};
 use crate::db::{Db, DbError};
 use crate::domain::ids::CheckpointId;
@@ -157,6 +157,12 @@ pub fn newest(conn: &mut PgConnection) -> QueryResult<Option<Checkpoint>> {
         .optional()
 }
 
+/// The newest checkpoint whose signature verifies with `key`: one written by whoever can
+/// write to the database, but without the key, is never believed.
+pub fn newest_signed(conn: &mut PgConnection, key: &hmac::Key) -> QueryResult<Option<Checkpoint>> {
+    Ok(newest(conn)?.filter(|newest| newest.signature_is_valid(key)))
+}
+
 fn sign_and_insert(
     conn: &mut PgConnection,
     key: &hmac::Key,
@@ -258,15 +264,10 @@ pub fn sign_extending(
 ) -> QueryResult<Signing> {
     conn.transaction(|conn| {
         let chain = lock_chain(conn)?;
-        let newest = newest(conn)?.filter(|newest| newest.signature_is_valid(key));
+        let newest = newest_signed(conn, key)?;
         if let Some(head) = last.as_ref() {
-            let ends = ChainEnds {
-                start_seq: chain.start_seq,
-                start_hash: &chain.start_hash,
-                head_seq: chain.head_seq,
-                signed_start_seq: newest.as_ref().map(|newest| newest.start_seq),
-            };
-            if anchor::covers(conn, &ends, head.seq, &head.hash)?.is_err() {
+            let signed_start_seq = newest.as_ref().map(|newest| newest.start_seq);
+            if anchor::covers(conn, &chain, signed_start_seq, head.seq, &head.hash)?.is_err() {
                 return Ok(Signing::Broken(head.clone()));
             }
         }
@@ -293,9 +294,7 @@ pub fn newest_signed_head(
     conn: &mut PgConnection,
     key: &hmac::Key,
 ) -> QueryResult<Option<SignedHead>> {
-    Ok(newest(conn)?
-        .filter(|newest| newest.signature_is_valid(key))
-        .map(|newest| SignedHead::of(&newest)))
+    Ok(newest_signed(conn, key)?.map(|newest| SignedHead::of(&newest)))
 }
 
 /// Told once per head found missing, with the connection that audited it (the server mails
