@@ -17,6 +17,7 @@ use crate::domain::app_origin::AppOrigin;
 use crate::domain::break_glass_reason::BreakGlassReason;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::role::Role;
+use crate::forward_auth::proxy_config::{self, AppUpstream, Proxy, Upstream};
 use crate::keys::Keys;
 use crate::models::app::{self, Access, AppError, Saved};
 use crate::models::member::{self, Added, MemberError};
@@ -123,6 +124,7 @@ pub enum AppsCommand {
     /// open it: roles and/or listed members (at least one).
     Add {
         name: String,
+        /// `https://…`; `http://` only on a loopback host.
         #[arg(value_parser = parse_origin)]
         url: AppOrigin,
         /// Comma-separated roles whose members may open the app.
@@ -134,6 +136,20 @@ pub enum AppsCommand {
     },
     /// One line per app: name, origin, who may open it (tab-separated).
     List,
+    /// Print the reverse-proxy configuration that protects an app: its site with the check,
+    /// the `/.latchkey/` route and the identity headers. Values marked CHANGE-ME are yours
+    /// to fill in.
+    ProxyConfig {
+        name: String,
+        #[arg(long, value_enum)]
+        proxy: ProxyArg,
+        /// Where the proxy reaches Latchkey (default: http:// + LATCHKEY_BIND).
+        #[arg(long, value_name = "URL", value_parser = parse_latchkey_upstream)]
+        upstream: Option<Upstream>,
+        /// Where the proxy reaches the app's backend (default: a CHANGE-ME placeholder).
+        #[arg(long, value_name = "URL", value_parser = parse_app_upstream)]
+        app_upstream: Option<Upstream>,
+    },
     /// Remove an app: checks for its origin are refused at once.
     Remove { name: String },
 }
@@ -172,6 +188,23 @@ pub enum AuditCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProxyArg {
+    Nginx,
+    Caddy,
+    Traefik,
+}
+
+impl From<ProxyArg> for Proxy {
+    fn from(proxy: ProxyArg) -> Self {
+        match proxy {
+            ProxyArg::Nginx => Proxy::Nginx,
+            ProxyArg::Caddy => Proxy::Caddy,
+            ProxyArg::Traefik => Proxy::Traefik,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RoleArg {
     Admin,
     Auditor,
@@ -193,7 +226,15 @@ fn parse_email(text: &str) -> Result<EmailAddress, String> {
 }
 
 fn parse_origin(text: &str) -> Result<AppOrigin, String> {
-    AppOrigin::parse(text).map_err(|e| e.to_string())
+    AppOrigin::parse_registrable(text).map_err(|e| e.to_string())
+}
+
+fn parse_latchkey_upstream(text: &str) -> Result<Upstream, String> {
+    Upstream::parse("--upstream", text).map_err(|e| e.to_string())
+}
+
+fn parse_app_upstream(text: &str) -> Result<Upstream, String> {
+    Upstream::parse("--app-upstream", text).map_err(|e| e.to_string())
 }
 
 fn parse_reason(text: &str) -> Result<BreakGlassReason, String> {
@@ -268,7 +309,7 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
         Command::Apps { command } => {
             migrate_quietly(&mut conn)?;
             let keys = Keys::derive(&resolve_secret(settings)?);
-            let outcome = run_apps(&mut conn, command);
+            let outcome = run_apps(&mut conn, settings, command);
             sign_what_was_added(&mut conn, &keys, settings)?;
             outcome?;
         }
@@ -460,7 +501,11 @@ fn run_members(
     Ok(())
 }
 
-fn run_apps(conn: &mut PgConnection, command: AppsCommand) -> anyhow::Result<()> {
+fn run_apps(
+    conn: &mut PgConnection,
+    settings: &Settings,
+    command: AppsCommand,
+) -> anyhow::Result<()> {
     match command {
         AppsCommand::Add {
             name,
@@ -500,6 +545,29 @@ fn run_apps(conn: &mut PgConnection, command: AppsCommand) -> anyhow::Result<()>
                 );
             }
         }
+        AppsCommand::ProxyConfig {
+            name,
+            proxy,
+            upstream,
+            app_upstream,
+        } => {
+            let Some(found) = app::find_by_name(conn, &name)? else {
+                anyhow::bail!("no app is named {name:?} (see `latchkey apps list`)");
+            };
+            let latchkey = upstream.unwrap_or_else(|| Upstream::from_bind(settings.bind));
+            let backend = app_upstream.map_or(AppUpstream::Placeholder, AppUpstream::Given);
+            let text = proxy_config::render(
+                proxy.into(),
+                &found.name,
+                &found.origin(),
+                &latchkey,
+                &backend,
+            )
+            .with_context(|| {
+                format!("the {} configuration of {}", proxy_name(proxy), found.name)
+            })?;
+            print!("{text}");
+        }
         AppsCommand::Remove { name } => {
             let Some(found) = app::find_by_name(conn, &name)? else {
                 anyhow::bail!("no app is named {name:?} (see `latchkey apps list`)");
@@ -513,6 +581,10 @@ fn run_apps(conn: &mut PgConnection, command: AppsCommand) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+fn proxy_name(proxy: ProxyArg) -> &'static str {
+    Proxy::from(proxy).as_str()
 }
 
 fn app_error(err: AppError) -> anyhow::Error {
@@ -596,6 +668,57 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["latchkey", "apps", "add", "w", "ftp://x.org"]).is_err());
         assert!(Cli::try_parse_from(["latchkey", "apps", "add", "w", "https://u@x.org"]).is_err());
+    }
+
+    #[test]
+    fn apps_add_refuses_plain_http_off_loopback_saying_why() {
+        let err = Cli::try_parse_from(["latchkey", "apps", "add", "w", "http://wiki.example.org"])
+            .unwrap_err();
+        assert!(err.to_string().contains("loopback hosts only"), "{err}");
+        assert!(
+            Cli::try_parse_from(["latchkey", "apps", "add", "w", "http://wiki.localhost:81"])
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn proxy_config_takes_a_proxy_and_origins() {
+        let cli = Cli::try_parse_from([
+            "latchkey",
+            "apps",
+            "proxy-config",
+            "Wiki",
+            "--proxy",
+            "caddy",
+            "--upstream",
+            "https://login.example.org",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Apps {
+                command: AppsCommand::ProxyConfig {
+                    proxy: ProxyArg::Caddy,
+                    upstream: Some(_),
+                    app_upstream: None,
+                    ..
+                }
+            })
+        ));
+        for bad in [
+            ["--proxy", "apache", "--upstream", "http://127.0.0.1:8080"],
+            [
+                "--proxy",
+                "nginx",
+                "--upstream",
+                "http://127.0.0.1:8080/auth",
+            ],
+            ["--proxy", "nginx", "--app-upstream", "wiki:3000"],
+        ] {
+            let mut args = vec!["latchkey", "apps", "proxy-config", "Wiki"];
+            args.extend(bad);
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

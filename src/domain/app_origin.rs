@@ -4,6 +4,8 @@ use std::fmt;
 
 use url::Url;
 
+use crate::domain::loopback::is_loopback_host;
+
 /// `scheme://host[:port]` of an http or https URL, as the `url` crate serialises it (host
 /// lower-cased and in punycode, the default port left out), so two spellings of one origin
 /// compare equal byte for byte.
@@ -26,6 +28,11 @@ pub enum AppUrlError {
     UserInfo,
     #[error("an app is registered by its origin alone: no query or fragment")]
     QueryOrFragment,
+    #[error(
+        "http:// is for loopback hosts only (localhost, 127.0.0.1, [::1]): browsers send the \
+         app's secure cookie only over https, so nobody could ever sign in to it; use https://"
+    )]
+    PlainHttpOffLoopback,
 }
 
 const MAX_URL_LEN: usize = 2048;
@@ -64,6 +71,16 @@ impl AppOrigin {
             return Err(AppUrlError::QueryOrFragment);
         }
         Ok(Self::of(&url))
+    }
+
+    /// An origin an app may be registered by (`apps add`, the `/apps` page): as [`Self::parse`],
+    /// and `https` unless the host is loopback.
+    pub fn parse_registrable(text: &str) -> Result<Self, AppUrlError> {
+        let origin = Self::parse(text)?;
+        if origin.as_str().starts_with("http://") && !is_loopback_host(origin.host()) {
+            return Err(AppUrlError::PlainHttpOffLoopback);
+        }
+        Ok(origin)
     }
 
     fn of(url: &Url) -> Self {
@@ -189,6 +206,30 @@ mod tests {
             "https://",
         ] {
             assert!(AppOrigin::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn plain_http_is_registrable_on_loopback_only() {
+        for fine in [
+            "https://wiki.example.org",
+            "http://localhost:8081",
+            "http://wiki.localhost:8081",
+            "http://127.0.0.1:8081",
+            "http://[::1]:8081",
+        ] {
+            assert!(AppOrigin::parse_registrable(fine).is_ok(), "{fine}");
+        }
+        for refused in [
+            "http://wiki.example.org",
+            "http://10.0.0.2:8081",
+            "http://localhost.example.org",
+        ] {
+            assert_eq!(
+                AppOrigin::parse_registrable(refused),
+                Err(AppUrlError::PlainHttpOffLoopback),
+                "{refused}"
+            );
         }
     }
 

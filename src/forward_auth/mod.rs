@@ -7,6 +7,7 @@
 pub mod assertion;
 pub mod check;
 pub mod memory;
+pub mod proxy_config;
 
 use assertion::AssertionKey;
 use memory::ForwardAuthMemory;

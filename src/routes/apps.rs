@@ -94,7 +94,7 @@ fn typed(body: &[u8]) -> Typed {
 
 /// Parsed once here: an origin, roles and addresses, or what to tell the admin.
 fn parse(typed: &Typed) -> Result<(AppOrigin, Access), String> {
-    let origin = AppOrigin::parse(&typed.url).map_err(|e| format!("URL: {e}"))?;
+    let origin = AppOrigin::parse_registrable(&typed.url).map_err(|e| format!("URL: {e}"))?;
     let roles = typed
         .roles
         .iter()
