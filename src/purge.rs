@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::ids::MemberId;
-use crate::models::{passkey_ceremony, sign_in_request};
+use crate::models::{app_session, passkey_ceremony, sign_in_request};
 use crate::schema::{members, sessions};
 use crate::settings::Settings;
 
@@ -57,6 +57,9 @@ pub fn delete_expired_transient(conn: &mut PgConnection) -> Result<PurgeCounts, 
         // Passkey ceremonies nobody finished: a challenge is dead once expired, and these
         // rows say nothing worth counting.
         passkey_ceremony::delete_expired(conn)?;
+        // Codes for an app's callback that nobody redeemed (a redeemed one is the app
+        // session, which ends with its Latchkey session).
+        app_session::purge_unredeemed(conn, chrono::Utc::now())?;
         Ok::<_, diesel::result::Error>(PurgeCounts {
             sessions: owners.len(),
             sign_in_requests,

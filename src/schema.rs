@@ -1,6 +1,19 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    app_sessions (id) {
+        id -> Int8,
+        session_id -> Int8,
+        app_id -> Int8,
+        code_digest -> Nullable<Bytea>,
+        code_expires_at -> Timestamptz,
+        key_digest -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+        opened_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     app_members (app_id, member_id) {
         app_id -> Int8,
         member_id -> Int8,
@@ -105,14 +118,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    session_apps (session_id, app_id) {
-        session_id -> Int8,
-        app_id -> Int8,
-        opened_at -> Timestamptz,
-    }
-}
-
-diesel::table! {
     sessions (id) {
         id -> Int8,
         key_digest -> Bytea,
@@ -160,16 +165,17 @@ diesel::table! {
 diesel::joinable!(app_members -> apps (app_id));
 diesel::joinable!(app_members -> members (member_id));
 diesel::joinable!(member_browsers -> members (member_id));
+diesel::joinable!(app_sessions -> apps (app_id));
+diesel::joinable!(app_sessions -> sessions (session_id));
 diesel::joinable!(passkey_ceremonies -> members (member_id));
 diesel::joinable!(passkeys -> members (member_id));
-diesel::joinable!(session_apps -> apps (app_id));
-diesel::joinable!(session_apps -> sessions (session_id));
 diesel::joinable!(sessions -> members (member_id));
 diesel::joinable!(sign_in_prefetches -> sign_in_requests (request_id));
 diesel::joinable!(sign_in_requests -> members (member_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     app_members,
+    app_sessions,
     apps,
     login_audit,
     login_audit_chain,
@@ -178,7 +184,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     members,
     passkey_ceremonies,
     passkeys,
-    session_apps,
     sessions,
     sign_in_prefetches,
     sign_in_requests,

@@ -42,9 +42,6 @@ pub struct Settings {
     /// `LATCHKEY_AUDIT_ANCHORS`: a file every signed audit checkpoint line is appended to
     /// (kept off the database host, it shows what was cut off the end of the audit).
     pub audit_anchors: Option<PathBuf>,
-    /// `LATCHKEY_COOKIE_DOMAIN`: a parent domain of the public URL's host, to which the
-    /// session cookie is sent (forward auth for apps under it); canonical, no leading dot.
-    pub cookie_domain: Option<String>,
     pub admin_passkey: AdminPasskey,
     /// `LATCHKEY_ORG_NAME`: the name people see on pages and in mail.
     pub org_name: OrgName,
@@ -102,7 +99,6 @@ impl Settings {
             "LATCHKEY_SESSION_MAX" => duration(self.session_max),
             "LATCHKEY_LOGIN_RATE" => rate(self.login_rate),
             "LATCHKEY_EMAIL_RATE" => rate(self.email_rate),
-            "LATCHKEY_COOKIE_DOMAIN" => self.cookie_domain.clone().unwrap_or_default(),
             "LATCHKEY_TRUSTED_PROXIES" => {
                 list(self.trusted_proxies.iter().map(IpNet::to_string).collect())
             }
@@ -224,7 +220,7 @@ impl Rate {
 /// Every setting, in the order of `.env.example`: the parser reads only these, a
 /// `LATCHKEY_` variable that is none of them stops start-up, and `latchkey settings` and the
 /// start-up line print them in this order.
-pub const SETTING_NAMES: [&str; 24] = [
+pub const SETTING_NAMES: [&str; 23] = [
     "DATABASE_URL",
     "LATCHKEY_DATA_DIR",
     "LATCHKEY_BIND",
@@ -242,7 +238,6 @@ pub const SETTING_NAMES: [&str; 24] = [
     "LATCHKEY_SESSION_MAX",
     "LATCHKEY_LOGIN_RATE",
     "LATCHKEY_EMAIL_RATE",
-    "LATCHKEY_COOKIE_DOMAIN",
     "LATCHKEY_TRUSTED_PROXIES",
     "LATCHKEY_AUDIT_RETENTION",
     "LATCHKEY_AUDIT_ANCHORS",
@@ -291,6 +286,10 @@ fn invalid(name: &'static str, problem: impl Into<String>) -> SettingsError {
 /// Refuses a `LATCHKEY_` variable that is not a setting (a typo would otherwise be silently
 /// ignored), naming the closest setting.
 pub fn refuse_unknown<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), SettingsError> {
+    let names: Vec<&str> = names.into_iter().collect();
+    if names.contains(&COOKIE_DOMAIN) {
+        return Err(cookie_domain_retired());
+    }
     let mut unknown: Vec<&str> = names
         .into_iter()
         .filter(|name| name.starts_with("LATCHKEY_"))
@@ -310,6 +309,18 @@ pub fn refuse_unknown<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<()
         problem: format!("is not a setting; did you mean {closest}?"),
         sentence: true,
     })
+}
+
+/// Read by versions before per-app sessions; set now, it would leave the operator believing
+/// apps share Latchkey's cookie.
+const COOKIE_DOMAIN: &str = "LATCHKEY_COOKIE_DOMAIN";
+
+fn cookie_domain_retired() -> SettingsError {
+    SettingsError {
+        name: COOKIE_DOMAIN.to_string(),
+        problem: "is no longer read: per-app sessions replaced it (each app gets a cookie of its own through its proxy's /.latchkey/ route). Unset it, and print each app's proxy configuration with `latchkey apps proxy-config NAME --proxy nginx|caddy|traefik` (docs/forward-auth.md, \"Migrating from LATCHKEY_COOKIE_DOMAIN\")".to_string(),
+        sentence: true,
+    }
 }
 
 /// `LATCHKEY_ORG_NAME`: one line of at most 64 characters, shown (escaped) on pages and in
@@ -511,10 +522,9 @@ impl Settings {
             Some(text) => Some(PathBuf::from(text)),
             None => None,
         };
-        let cookie_domain = get("LATCHKEY_COOKIE_DOMAIN")
-            .map(|text| parse_cookie_domain(&text, &public_url))
-            .transpose()
-            .map_err(|p| invalid("LATCHKEY_COOKIE_DOMAIN", p))?;
+        if get(COOKIE_DOMAIN).is_some() {
+            return Err(cookie_domain_retired());
+        }
         let admin_passkey = match get("LATCHKEY_ADMIN_PASSKEY").as_deref() {
             None | Some("optional") => AdminPasskey::Optional,
             Some("required") => AdminPasskey::Required,
@@ -559,7 +569,6 @@ impl Settings {
             trusted_proxies,
             audit_retention,
             audit_anchors,
-            cookie_domain,
             admin_passkey,
             org_name,
             rust_log,
@@ -590,32 +599,6 @@ fn parse_public_url(text: &str) -> Result<PublicUrl, String> {
         ));
     }
     Ok(PublicUrl(url))
-}
-
-/// A domain the public URL's host is under (`example.org` for `login.example.org`), in
-/// canonical form; never a top-level domain, never an IP address.
-fn parse_cookie_domain(text: &str, public_url: &PublicUrl) -> Result<String, String> {
-    let domain = canonical_domain(text.trim_start_matches('.'))
-        .ok_or_else(|| format!("{text:?} is not a domain name"))?;
-    if !domain.contains('.') {
-        return Err(format!(
-            "{text:?} is a top-level name; give a parent domain such as example.org"
-        ));
-    }
-    let host = match public_url.0.host() {
-        Some(url::Host::Domain(host)) => host.trim_end_matches('.').to_ascii_lowercase(),
-        _ => {
-            return Err(
-                "needs LATCHKEY_PUBLIC_URL to have a host name, not an IP address".to_string(),
-            )
-        }
-    };
-    if !host.ends_with(&format!(".{domain}")) {
-        return Err(format!(
-            "{domain:?} is not a parent domain of LATCHKEY_PUBLIC_URL's host {host:?}"
-        ));
-    }
-    Ok(domain)
 }
 
 fn parse_secret_key(text: &str) -> Result<Vec<u8>, String> {
@@ -1011,36 +994,15 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_domain_is_a_parent_of_the_public_host() {
-        let key = "ab".repeat(32);
-        let with = |url: &'static str, domain: &'static str| {
-            settings(&[
-                ("LATCHKEY_PUBLIC_URL", url),
-                ("LATCHKEY_SECRET_KEY", &key),
-                ("LATCHKEY_EMAIL", "smtps://mail.example.org:465"),
-                ("LATCHKEY_EMAIL_FROM", FROM),
-                ("LATCHKEY_COOKIE_DOMAIN", domain),
-            ])
-        };
-        let s = with("https://login.example.org", "Example.ORG").unwrap();
-        assert_eq!(s.cookie_domain.as_deref(), Some("example.org"));
-        let s = with("https://login.example.org", ".example.org").unwrap();
-        assert_eq!(s.cookie_domain.as_deref(), Some("example.org"));
-        let s = with("http://login.lk.localhost:8080", "lk.localhost").unwrap();
-        assert_eq!(s.cookie_domain.as_deref(), Some("lk.localhost"));
-        assert!(settings(&[]).unwrap().cookie_domain.is_none());
-        for (url, domain) in [
-            ("https://login.example.org", "evil.test"),
-            ("https://login.example.org", "ample.org"),
-            ("https://login.example.org", "login.example.org"),
-            ("https://login.example.org", "org"),
-            ("https://login.example.org", "not a domain"),
-            ("http://127.0.0.1:8080", "0.0.1"),
-        ] {
-            let err = with(url, domain).unwrap_err();
-            assert_eq!(err.name, "LATCHKEY_COOKIE_DOMAIN", "{domain}: {err}");
-            assert!(!err.to_string().contains('\n'));
-        }
+    fn the_cookie_domain_is_refused_saying_what_replaced_it() {
+        let err = settings(&[("LATCHKEY_COOKIE_DOMAIN", "example.org")]).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_COOKIE_DOMAIN");
+        let line = err.to_string();
+        assert!(line.contains("per-app sessions replaced it"), "{line}");
+        assert!(line.contains("latchkey apps proxy-config"), "{line}");
+        assert!(!line.contains('\n'));
+        let err = refuse_unknown(["LATCHKEY_LOG_FORMAT", "LATCHKEY_COOKIE_DOMAIN"]).unwrap_err();
+        assert_eq!(err.name, "LATCHKEY_COOKIE_DOMAIN");
     }
 
     #[test]
@@ -1122,7 +1084,6 @@ mod tests {
         assert!(err.to_string().ends_with("LATCHKEY_SECRET_KEY?"), "{err}");
         assert!(refuse_unknown(SETTING_NAMES).is_ok());
         assert!(refuse_unknown(TOOLING_NAMES).is_ok());
-        assert!(refuse_unknown(["LATCHKEY_COOKIE_DOMAIN", "LATCHKEY_LOG_FORMAT"]).is_ok());
         assert!(refuse_unknown(["HOME", "latchkey_x", "DATABASE"]).is_ok());
     }
 

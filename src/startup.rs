@@ -204,11 +204,9 @@ impl Application {
         );
         let server = HttpServer::new(move || {
             let store = PgSessionStore::new(state.db.clone(), state.live.clone());
-            let cookie_domain = state.settings.cookie_domain.clone();
-            let session_cookie = session_cookie_name(https, cookie_domain.is_some());
+            let session_cookie = session_cookie_name(https);
             let sessions = SessionMiddleware::builder(store, state.keys.cookie.clone())
                 .cookie_name(session_cookie.clone())
-                .cookie_domain(cookie_domain)
                 .cookie_secure(https)
                 .cookie_http_only(true)
                 .cookie_same_site(SameSite::Lax)

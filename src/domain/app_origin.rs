@@ -33,6 +33,8 @@ pub enum AppUrlError {
          app's secure cookie only over https, so nobody could ever sign in to it; use https://"
     )]
     PlainHttpOffLoopback,
+    #[error("the host is not in canonical form (percent-escapes, non-ASCII, a trailing dot, or a spelling the URL parser would change)")]
+    NonCanonicalHost,
 }
 
 const MAX_URL_LEN: usize = 2048;
@@ -137,14 +139,29 @@ impl AppUrl {
         Ok(Self { url, origin })
     }
 
-    /// The URL a proxy says the browser asked for: `X-Original-URL`, or the
-    /// `X-Forwarded-Proto` + `X-Forwarded-Host` + `X-Forwarded-Uri` trio.
+    /// The URL a proxy says the browser asked for (`X-Original-URL`), refused unless its host
+    /// is written as the proxy itself would have matched it: the proxy picked the app's
+    /// server block by the raw `Host`, and a host that only an IDNA mapping or a
+    /// percent-decoding turns into another app's must not be judged as that app.
+    pub fn parse_reported(text: &str) -> Result<Self, AppUrlError> {
+        let authority = text
+            .split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(rest))
+            .ok_or(AppUrlError::NotAUrl)?;
+        let url = Self::parse(text)?;
+        if !is_canonical_authority(authority, &url.url) {
+            return Err(AppUrlError::NonCanonicalHost);
+        }
+        Ok(url)
+    }
+
+    /// The same from the `X-Forwarded-Proto` + `X-Forwarded-Host` + `X-Forwarded-Uri` trio.
     pub fn from_forwarded(proto: &str, host: &str, uri: &str) -> Result<Self, AppUrlError> {
         let uri = if uri.is_empty() { "/" } else { uri };
         if !uri.starts_with('/') {
             return Err(AppUrlError::NotAUrl);
         }
-        Self::parse(&format!("{proto}://{host}{uri}"))
+        Self::parse_reported(&format!("{proto}://{host}{uri}"))
     }
 
     pub fn origin(&self) -> &AppOrigin {
@@ -154,6 +171,34 @@ impl AppUrl {
     pub fn as_str(&self) -> &str {
         self.url.as_str()
     }
+
+    /// The path and query (`/page?x=1`), without the fragment.
+    pub fn path_and_query(&self) -> String {
+        match self.url.query() {
+            Some(query) => format!("{}?{query}", self.url.path()),
+            None => self.url.path().to_string(),
+        }
+    }
+}
+
+/// Whether `authority` (`host[:port]` as sent) is the host the parsed URL ended up with, up
+/// to ASCII case: plain ASCII letters, digits, `-` and `.` (or an IP literal the parser leaves
+/// as written), no trailing dot, no escapes, nothing IDNA maps or drops.
+fn is_canonical_authority(authority: &str, url: &Url) -> bool {
+    let Some(parsed_host) = url.host_str() else {
+        return false;
+    };
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((inner, _)) => &authority[..inner.len() + 2],
+            None => return false,
+        },
+        None => authority.split(':').next().unwrap_or(authority),
+    };
+    let plain = host.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'[' || b == b']' || b == b':'
+    });
+    plain && !host.ends_with('.') && host.eq_ignore_ascii_case(parsed_host)
 }
 
 impl fmt::Debug for AppUrl {
@@ -271,6 +316,40 @@ mod tests {
         assert_eq!(url.as_str(), "https://wiki.example.org/a?b=c");
         assert!(AppUrl::from_forwarded("https", "wiki.example.org", "@evil.test/").is_err());
         assert!(AppUrl::from_forwarded("https", "evil.test@wiki.example.org", "/").is_err());
+    }
+
+    #[test]
+    fn reported_hosts_must_be_canonical() {
+        for fine in [
+            "https://wiki.example.org/a",
+            "https://WIKI.Example.org/a",
+            "http://wiki.lk.localhost:8081/",
+            "http://127.0.0.1:8081/x",
+            "http://[::1]:8081/x",
+            "https://xn--bcher-kva.example/",
+        ] {
+            assert!(AppUrl::parse_reported(fine).is_ok(), "{fine}");
+        }
+        for bad in [
+            "https://%6eiki.example.org/",
+            "https://nwi\u{ad}ki.example.org/",
+            "https://bücher.example/",
+            "https://wiki.example.org./",
+            "https://ｗiki.example.org/",
+            "http://127.1:8081/",
+            "http://[0:0::1]:8081/",
+            "http://0x7f000001/",
+        ] {
+            assert_eq!(
+                AppUrl::parse_reported(bad),
+                Err(AppUrlError::NonCanonicalHost),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            AppUrl::from_forwarded("https", "%6eiki.example.org", "/"),
+            Err(AppUrlError::NonCanonicalHost)
+        );
     }
 
     proptest! {

@@ -102,11 +102,29 @@ digest!(
     CeremonyDigest
 );
 
+digest!(
+    /// `app_sessions.key_digest`: SHA-256 of the key in an app's own cookie.
+    AppKeyDigest
+);
+
+digest!(
+    /// `app_sessions.code_digest`: SHA-256 of the one-time code an app's callback redeems.
+    AppCodeDigest
+);
+
 impl SessionKeyDigest {
     /// As the invalidation notifications carry it (`s:<hex>`).
     pub fn from_hex(text: &str) -> Option<Self> {
         let bytes = hex::decode(text).ok()?;
         bytes.try_into().ok().map(SessionKeyDigest)
+    }
+}
+
+impl AppKeyDigest {
+    /// As the invalidation notifications carry it (`x:<hex>`).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = hex::decode(text).ok()?;
+        bytes.try_into().ok().map(AppKeyDigest)
     }
 }
 

@@ -95,6 +95,10 @@ row_id!(
     /// `login_audit_checkpoints.id`.
     CheckpointId
 );
+row_id!(
+    /// `app_sessions.id`.
+    AppSessionId
+);
 
 #[cfg(test)]
 mod tests {

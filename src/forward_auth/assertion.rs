@@ -44,6 +44,8 @@ pub struct Claims<'a> {
     pub sub: MemberId,
     pub email: &'a EmailAddress,
     pub role: Role,
+    /// The role, then the member's groups, as `Remote-Groups` lists them.
+    pub groups: &'a [&'a str],
     pub iat: i64,
     pub exp: i64,
 }
@@ -128,6 +130,7 @@ mod tests {
                 sub: MemberId::new(7),
                 email: &email,
                 role: Role::Member,
+                groups: &["member"],
                 iat: 1000,
                 exp: 1060,
             })

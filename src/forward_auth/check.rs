@@ -1,26 +1,29 @@
 //! The decision behind `/auth/check` and `/auth/forward`, free of HTTP.
 //!
-//! A check reads the session (by the digest of the key in its cookie), the member and the apps
-//! through the session cache (no query when they are cached; a revocation, deactivation or
-//! app change empties the entries it concerns on every instance), asks the session room's
-//! validity rule, and decides. It writes nothing, except the first time a session opens an
-//! app (`app_opened`), a refusal at most once a minute (`app_denied`), and the session's idle
+//! A check is about one app (named by the proxy: [`super::target`]) and reads the app's own
+//! cookie: the app session behind it, the Latchkey session that app session lives on, the
+//! member and the apps, all through the session cache (no query when cached; an app session's
+//! end, a revocation, a deactivation or an app change empties the entries it concerns on every
+//! instance), asks the session room's validity rule, and decides. An app session opens only
+//! the app it was made for. A check writes nothing, except a refusal at most once a minute
+//! (`app_denied`, which also ends the refused app session), and the Latchkey session's idle
 //! expiry at most once a minute, as pages do, off the answer's path.
 
 use std::sync::Arc;
 
 use super::assertion::{Claims, LIFETIME_SECS};
 use super::memory::AssertionFor;
+use super::target::{Target, Unknown};
 use super::ForwardAuth;
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::{Db, DbError};
-use crate::domain::app_origin::AppOrigin;
 use crate::domain::client_info::ClientInfo;
-use crate::domain::digests::SessionKeyDigest;
+use crate::domain::digests::{AppKeyDigest, SessionKeyDigest};
 use crate::domain::email_address::EmailAddress;
-use crate::domain::ids::SessionId;
+use crate::domain::ids::{AppSessionId, SessionId};
 use crate::domain::text::cut_to;
-use crate::models::app::{self, AppRule};
+use crate::models::app::AppRule;
+use crate::models::app_session;
 use crate::models::member::{self, Member};
 use crate::session::cache::Live;
 use crate::session::validity::{judge, SessionTimes, Timeouts, Validity};
@@ -42,25 +45,28 @@ pub struct CheckContext<'a> {
 /// What a check decided.
 #[derive(Debug)]
 pub enum Decision {
-    /// No live session behind the cookie: sign in first.
+    /// No live app session for this app behind the cookie: through `/auth/app` first.
     NotSignedIn,
     /// The member may open the app: the proxy passes the request on, with these.
     Allowed(Grant),
-    /// Signed in, but the app does not let this member in (or no app has that origin).
+    /// The app does not let this member in, or there is no such app.
     Denied(Refusal),
 }
 
 #[derive(Debug)]
 pub struct Grant {
     pub member: Member,
+    /// `Remote-Groups`: the role, then the member's groups.
+    pub groups: Vec<&'static str>,
     /// The signed `Latchkey-Assertion`.
     pub assertion: Arc<str>,
 }
 
 #[derive(Debug)]
 pub struct Refusal {
-    pub member: Member,
-    /// The app registered for the origin, if any.
+    /// Who was refused, when the cookie said.
+    pub member: Option<Member>,
+    /// The app, when there is one by that name or origin.
     pub app_name: Option<String>,
     /// Whom to ask.
     pub admins: Vec<EmailAddress>,
@@ -74,73 +80,119 @@ pub enum CheckError {
     Signing(#[from] serde_json::Error),
 }
 
-/// A signed-in member's check, with what the answer needs.
-struct Checked {
-    session_id: SessionId,
-    member: Member,
-    /// The app registered for the origin, if any.
-    app: Option<AppRule>,
+/// A live sign-in at Latchkey: the session and its member.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub session_id: SessionId,
+    pub member: Member,
+}
+
+/// The live, still valid sign-in behind this Latchkey session key digest, at `now` (Unix
+/// seconds). Its idle expiry moves at most once a minute, off the caller's path.
+pub async fn signed_in(
+    live: &Live,
+    settings: &Settings,
+    digest: &SessionKeyDigest,
+    now: i64,
+) -> Result<Option<SignedIn>, DbError> {
+    let Some(session) = live.session(digest).await? else {
+        return Ok(None);
+    };
+    let Some(member_id) = session.member_id else {
+        return Ok(None);
+    };
+    let Some(member) = live.member(member_id).await? else {
+        return Ok(None);
+    };
+    let timeouts = Timeouts::of(settings);
+    match judge(
+        Some(&member),
+        SessionTimes::in_state(&session.state),
+        now,
+        timeouts,
+    ) {
+        Validity::Live => {}
+        Validity::NeedsSeenRefresh => live.touch(digest, now, timeouts.idle),
+        Validity::Expired | Validity::Gone => return Ok(None),
+    }
+    Ok(Some(SignedIn {
+        session_id: session.id,
+        member,
+    }))
+}
+
+/// The app session behind one of `keys` that opens `app`, and its live sign-in.
+async fn app_signed_in(
+    context: &CheckContext<'_>,
+    app: &AppRule,
+    keys: &[AppKeyDigest],
+    now: i64,
+) -> Result<Option<(AppSessionId, SignedIn)>, DbError> {
+    for key in keys {
+        let Some(app_session) = context.live.app_session(key).await? else {
+            continue;
+        };
+        // A cookie made for another app is worth nothing here.
+        if app_session.app_id != app.id {
+            continue;
+        }
+        if let Some(signed_in) = signed_in(
+            context.live,
+            context.settings,
+            &app_session.session_key,
+            now,
+        )
+        .await?
+        {
+            return Ok(Some((app_session.id, signed_in)));
+        }
+    }
+    Ok(None)
 }
 
 impl ForwardAuth {
-    /// Whether the session behind `digest` may open the app at `origin` at `now` (Unix
-    /// seconds). `client` is asked only when something is written to the audit.
+    /// Whether the app cookie (one of `keys`: a sibling host may have planted more under the
+    /// same name) opens `target` at `now` (Unix seconds). `client` is asked only when
+    /// something is written to the audit.
     pub async fn decide(
         &self,
         context: &CheckContext<'_>,
-        digest: Option<SessionKeyDigest>,
-        origin: &AppOrigin,
+        target: Result<&Target, &Unknown>,
+        keys: &[AppKeyDigest],
         client: impl FnOnce() -> ClientInfo,
         now: i64,
     ) -> Result<Decision, CheckError> {
-        let Some(digest) = digest else {
+        let target = match target {
+            Ok(target) => target,
+            Err(unknown) => return Ok(unknown_app(unknown)),
+        };
+        let app = &target.app;
+        let Some((app_session_id, signed_in)) = app_signed_in(context, app, keys, now).await?
+        else {
             return Ok(Decision::NotSignedIn);
         };
-        let Some(checked) = signed_in(context, &digest, origin, now).await? else {
-            return Ok(Decision::NotSignedIn);
-        };
-        match &checked.app {
-            Some(app) if app.admits(&checked.member) => {
-                let app = app.clone();
-                self.allow(context, checked, &app, client, now).await
-            }
-            _ => self.deny(context, checked, origin, client).await,
+        if app.admits(&signed_in.member) {
+            self.allow(context, signed_in, app, now)
+        } else {
+            let refusal = self
+                .refuse_ending(context, signed_in.member, Some(app_session_id), app, client)
+                .await?;
+            Ok(Decision::Denied(refusal))
         }
     }
 
-    async fn allow(
+    fn allow(
         &self,
         context: &CheckContext<'_>,
-        checked: Checked,
+        signed_in: SignedIn,
         app: &AppRule,
-        client: impl FnOnce() -> ClientInfo,
         now: i64,
     ) -> Result<Decision, CheckError> {
-        let member = checked.member;
-        let session_id = checked.session_id;
-        if !self.memory.has_opened(session_id, app.id) {
-            let app_id = app.id;
-            let (email, app_name, client) = (member.email.clone(), app.name.clone(), client());
-            // The session may have ended while this check ran: then this fails, and the next
-            // check refuses it.
-            context
-                .db
-                .query(move |conn| {
-                    app::record_opened(conn, session_id, app_id, email.as_str(), &app_name, &client)
-                })
-                .await?;
-            self.memory.remember_opened(session_id, app_id);
-            // Once per session and app, as the audit row: an allowed check logs nothing else.
-            log::info!(
-                target: LOG_TARGET,
-                member = member.email.as_str(),
-                app = app.name.as_str();
-                "app_opened"
-            );
-        }
+        let member = signed_in.member;
         let role = member.role();
+        let groups = vec![role.as_str()];
         let about = AssertionFor {
-            session_id,
+            session_id: signed_in.session_id,
             app_id: app.id,
             aud: app.origin.clone(),
             email: member.email.clone(),
@@ -157,6 +209,7 @@ impl ForwardAuth {
                         sub: member.id,
                         email: &member.email,
                         role,
+                        groups: &groups,
                         iat: now,
                         exp: now + LIFETIME_SECS,
                     })?
@@ -165,35 +218,50 @@ impl ForwardAuth {
                 token
             }
         };
-        Ok(Decision::Allowed(Grant { member, assertion }))
+        Ok(Decision::Allowed(Grant {
+            member,
+            groups,
+            assertion,
+        }))
     }
 
-    async fn deny(
+    /// Refuses a signed-in member an app (`/auth/app`): audited at most once a minute.
+    pub async fn refuse(
         &self,
         context: &CheckContext<'_>,
-        checked: Checked,
-        origin: &AppOrigin,
+        member: Member,
+        app: &AppRule,
         client: impl FnOnce() -> ClientInfo,
-    ) -> Result<Decision, CheckError> {
-        let member = checked.member;
+    ) -> Result<Refusal, DbError> {
+        self.refuse_ending(context, member, None, app, client).await
+    }
+
+    /// The same for a check; the member's app session for an app that no longer lets them in
+    /// ends here, so that a later change of policy does not bring it back without a new
+    /// sign-in to the app.
+    async fn refuse_ending(
+        &self,
+        context: &CheckContext<'_>,
+        member: Member,
+        app_session_id: Option<AppSessionId>,
+        app: &AppRule,
+        client: impl FnOnce() -> ClientInfo,
+    ) -> Result<Refusal, DbError> {
         let audit = self.memory.should_audit_denial(member.id);
-        let app_name = checked.app.map(|app| app.name);
-        let detail = match &app_name {
-            Some(name) => format!(
-                "{name} ({origin}) does not admit role {}",
-                member.role().as_str()
-            ),
-            // The member chose this origin: the row keeps its host alone, cut to a name's length.
-            None => format!(
-                "{} is not a registered app",
-                cut_to(origin.host(), MAX_HOST)
-            ),
-        };
+        let detail = format!(
+            "{} ({}) does not admit role {}",
+            app.name,
+            app.origin,
+            member.role().as_str()
+        );
         let email = member.email.clone();
         let client = audit.then(client);
         let admins = context
             .db
             .query(move |conn| {
+                if let Some(app_session_id) = app_session_id {
+                    app_session::end_by_id(conn, app_session_id)?;
+                }
                 if let Some(client) = client {
                     NewAuditRow::new(AuditEvent::AppDenied)
                         .email(&email)
@@ -207,59 +275,35 @@ impl ForwardAuth {
         // Logged with its audit row, at most once a minute per member: a refused page's
         // every asset is a check of its own.
         if audit {
-            // The app's name, or the host of an origin no app has (cut as in the audit row).
-            let app = match &app_name {
-                Some(name) => name.as_str(),
-                None => cut_to(origin.host(), MAX_HOST),
-            };
             log::info!(
                 target: LOG_TARGET,
                 member = member.email.as_str(),
-                app = app;
+                app = app.name.as_str();
                 "app_denied"
             );
         }
-        Ok(Decision::Denied(Refusal {
-            member,
-            app_name,
+        Ok(Refusal {
+            member: Some(member),
+            app_name: Some(app.name.clone()),
             admins,
-        }))
+        })
     }
 }
 
-/// The live, still valid sign-in behind this session key digest, and the app for `origin`.
-async fn signed_in(
-    context: &CheckContext<'_>,
-    digest: &SessionKeyDigest,
-    origin: &AppOrigin,
-    now: i64,
-) -> Result<Option<Checked>, DbError> {
-    let live = context.live;
-    let Some(session) = live.session(digest).await? else {
-        return Ok(None);
-    };
-    let Some(member_id) = session.member_id else {
-        return Ok(None);
-    };
-    let Some(member) = live.member(member_id).await? else {
-        return Ok(None);
-    };
-    let timeouts = Timeouts::of(context.settings);
-    match judge(
-        Some(&member),
-        SessionTimes::in_state(&session.state),
-        now,
-        timeouts,
-    ) {
-        Validity::Live => {}
-        Validity::NeedsSeenRefresh => live.touch(digest, now, timeouts.idle),
-        Validity::Expired | Validity::Gone => return Ok(None),
-    }
-    let apps = live.apps().await?;
-    let app = apps.iter().find(|app| &app.origin == origin).cloned();
-    Ok(Some(Checked {
-        session_id: session.id,
-        member,
-        app,
-    }))
+/// No app has that name or origin: refused whoever asks (default deny). Nobody is signed in
+/// to an app that does not exist: nothing to audit, and the page names no one to ask.
+fn unknown_app(unknown: &Unknown) -> Decision {
+    log::debug!(
+        target: LOG_TARGET,
+        app = unknown
+            .named
+            .as_deref()
+            .unwrap_or_else(|| cut_to(unknown.url.origin().host(), MAX_HOST));
+        "check for an app that is not registered"
+    );
+    Decision::Denied(Refusal {
+        member: None,
+        app_name: None,
+        admins: Vec::new(),
+    })
 }

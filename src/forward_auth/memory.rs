@@ -1,12 +1,11 @@
-//! What forward auth remembers in memory, so that checks write nothing per request: which
-//! sessions have already opened which apps (`app_opened` is audited once; the table's primary
-//! key decides between processes), and when a member was last refused an app (`app_denied` at
-//! most once a minute, whatever the app), and the assertions it signed in the last few seconds. None is needed
-//! for a decision: the session, the member and the app come from the session cache, which
-//! every logout, revocation, deactivation or app removal empties on every instance
-//! (`session_cache`), and a remembered assertion is only handed out after that decision.
+//! What forward auth remembers in memory, so that checks write nothing per request: when a
+//! member was last refused an app (`app_denied` at most once a minute, whatever the app), and
+//! the assertions it signed in the last few seconds. None is needed for a decision: the app
+//! session, the session, the member and the app come from the session cache, which every
+//! sign-out, revocation, deactivation or app change empties on every instance, and a
+//! remembered assertion is only handed out after that decision.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,8 +16,8 @@ use crate::domain::role::Role;
 
 /// How often a refusal of one member for one app is audited.
 pub const DENIED_AUDIT_INTERVAL: Duration = Duration::from_secs(60);
-/// Past this many entries a set is cleared rather than grown: forgetting costs one
-/// insert-if-absent (or one audit row a minute early), never a wrong decision.
+/// Past this many entries a map is cleared rather than grown: forgetting costs one signature
+/// (or one audit row a minute early), never a wrong decision.
 const MAX_ENTRIES: usize = 100_000;
 /// How long a signed assertion is handed out again (its `exp` stays `iat` + 60 s): signing
 /// (Ed25519) is the costliest step of a check, and one page load asks for dozens at once.
@@ -43,29 +42,11 @@ struct Signed {
 
 #[derive(Debug, Default)]
 pub struct ForwardAuthMemory {
-    opened: Mutex<HashSet<(SessionId, AppId)>>,
     denied: Mutex<HashMap<MemberId, Instant>>,
     assertions: Mutex<HashMap<(SessionId, AppId), Signed>>,
 }
 
 impl ForwardAuthMemory {
-    /// True when this process has already recorded that `session_id` opened `app_id`.
-    pub fn has_opened(&self, session_id: SessionId, app_id: AppId) -> bool {
-        self.opened
-            .lock()
-            .map(|set| set.contains(&(session_id, app_id)))
-            .unwrap_or(false)
-    }
-
-    pub fn remember_opened(&self, session_id: SessionId, app_id: AppId) {
-        if let Ok(mut set) = self.opened.lock() {
-            if set.len() >= MAX_ENTRIES {
-                set.clear();
-            }
-            set.insert((session_id, app_id));
-        }
-    }
-
     /// An assertion signed for exactly this less than [`ASSERTION_REUSE_SECS`] ago.
     pub fn fresh_assertion(&self, about: &AssertionFor, now: i64) -> Option<Arc<str>> {
         let map = self.assertions.lock().ok()?;
@@ -109,16 +90,6 @@ impl ForwardAuthMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn opened_is_remembered_per_session_and_app() {
-        let memory = ForwardAuthMemory::default();
-        assert!(!memory.has_opened(SessionId::new(1), AppId::new(2)));
-        memory.remember_opened(SessionId::new(1), AppId::new(2));
-        assert!(memory.has_opened(SessionId::new(1), AppId::new(2)));
-        assert!(!memory.has_opened(SessionId::new(1), AppId::new(3)));
-        assert!(!memory.has_opened(SessionId::new(2), AppId::new(2)));
-    }
 
     #[test]
     fn an_assertion_is_reused_only_while_fresh_and_only_for_the_same_claims() {

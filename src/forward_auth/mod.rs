@@ -1,13 +1,16 @@
-//! Forward auth, in one room: a reverse proxy asks whether a request to another app may pass
-//! ([`check`]), what the room remembers so that a check writes nothing per request
-//! ([`memory`]), and the `Latchkey-Assertion` it hands the app ([`assertion`]). The HTTP side
-//! (which headers name the app and the URL, how each proxy wants "not signed in" answered)
-//! stays in `routes::forward_auth`.
+//! Forward auth, in one room: which app a proxy asks about ([`target`]), each app's own
+//! session ([`app_sessions`]), whether a request to it may pass ([`check`]), what the room
+//! remembers so that a check writes nothing per request ([`memory`]), and the
+//! `Latchkey-Assertion` it hands the app ([`assertion`]). The HTTP side (reading headers and
+//! cookies, how each proxy wants "not signed in" answered) stays in `routes::forward_auth` and
+//! `routes::app_access`.
 
+pub mod app_sessions;
 pub mod assertion;
 pub mod check;
 pub mod memory;
 pub mod proxy_config;
+pub mod target;
 
 use assertion::AssertionKey;
 use memory::ForwardAuthMemory;

@@ -103,6 +103,8 @@ pub struct SignInMail {
     pub ip: Option<ClientIp>,
     pub user_agent: Option<String>,
     pub request_id: RequestId,
+    /// The app the sign-in continues to ("to continue to Wiki").
+    pub app_name: Option<String>,
 }
 
 /// A sign-in from a browser not seen before for this member.
@@ -207,6 +209,7 @@ pub fn sign_in_mail(
     context.insert("email", to.as_str());
     context.insert("link", &mail.link);
     context.insert("cancel_link", &mail.cancel_link);
+    context.insert("app_name", &mail.app_name);
     context.insert("code", &mail.code);
     context.insert(
         "expires_at",
@@ -435,6 +438,7 @@ mod tests {
             ip: Some("192.0.2.7".parse().unwrap()),
             user_agent: Some(user_agent.into()),
             request_id: RequestId::new(7),
+            app_name: None,
         }
     }
 

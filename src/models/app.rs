@@ -9,12 +9,11 @@ use diesel::prelude::*;
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::app_origin::AppOrigin;
-use crate::domain::client_info::ClientInfo;
 use crate::domain::email_address::EmailAddress;
-use crate::domain::ids::{AppId, MemberId, SessionId};
+use crate::domain::ids::{AppId, MemberId};
 use crate::domain::role::Role;
 use crate::models::member::{Actor, Member};
-use crate::schema::{app_members, apps, members, session_apps};
+use crate::schema::{app_members, apps, members};
 
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
 #[diesel(table_name = apps, check_for_backend(diesel::pg::Pg))]
@@ -372,11 +371,13 @@ pub fn find_by_name(conn: &mut PgConnection, name: &str) -> QueryResult<Option<A
         .optional()
 }
 
-pub fn is_registered(conn: &mut PgConnection, origin: &AppOrigin) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(
-        apps::table.filter(apps::origin.eq(origin.as_str())),
-    ))
-    .get_result(conn)
+/// The name of the app registered for `origin`, if any.
+pub fn name_for_origin(conn: &mut PgConnection, origin: &AppOrigin) -> QueryResult<Option<String>> {
+    apps::table
+        .filter(apps::origin.eq(origin.as_str()))
+        .select(apps::name)
+        .first(conn)
+        .optional()
 }
 
 /// Every app with its listed members, by name.
@@ -425,6 +426,20 @@ impl AppRule {
     }
 }
 
+#[cfg(test)]
+impl AppRule {
+    /// An app that lets members in, for unit tests of what reads rules.
+    pub fn for_test(name: &str, origin: AppOrigin) -> Self {
+        Self {
+            id: AppId::new(name.len() as i64),
+            name: name.to_string(),
+            origin,
+            roles: vec![Role::Member],
+            member_emails: Vec::new(),
+        }
+    }
+}
+
 /// Every app and who may open it, by name.
 pub fn rules(conn: &mut PgConnection) -> QueryResult<Vec<AppRule>> {
     Ok(list(conn)?
@@ -437,51 +452,4 @@ pub fn rules(conn: &mut PgConnection) -> QueryResult<Vec<AppRule>> {
             member_emails: entry.members,
         })
         .collect())
-}
-
-/// The names of the apps each of these sessions has opened, by session id.
-pub fn opened_by_sessions(
-    conn: &mut PgConnection,
-    session_ids: &[SessionId],
-) -> QueryResult<BTreeMap<SessionId, Vec<String>>> {
-    let rows: Vec<(SessionId, String)> = session_apps::table
-        .inner_join(apps::table)
-        .filter(session_apps::session_id.eq_any(session_ids))
-        .order((session_apps::session_id, apps::name.asc()))
-        .select((session_apps::session_id, apps::name))
-        .load(conn)?;
-    let mut by_session: BTreeMap<SessionId, Vec<String>> = BTreeMap::new();
-    for (session_id, name) in rows {
-        by_session.entry(session_id).or_default().push(name);
-    }
-    Ok(by_session)
-}
-
-/// Records that a session opened an app, and audits `app_opened`, the first time only (the
-/// primary key decides between racing checks). False when it was recorded already.
-pub fn record_opened(
-    conn: &mut PgConnection,
-    session_id: SessionId,
-    app_id: AppId,
-    email: &str,
-    app_name: &str,
-    client: &ClientInfo,
-) -> QueryResult<bool> {
-    conn.transaction(|conn| {
-        let inserted = diesel::insert_into(session_apps::table)
-            .values((
-                session_apps::session_id.eq(session_id),
-                session_apps::app_id.eq(app_id),
-            ))
-            .on_conflict_do_nothing()
-            .execute(conn)?;
-        if inserted == 1 {
-            NewAuditRow::new(AuditEvent::AppOpened)
-                .email(email)
-                .client(client)
-                .detail(app_name.to_string())
-                .insert(conn)?;
-        }
-        Ok(inserted == 1)
-    })
 }

@@ -2,6 +2,7 @@
 //! taking a connection. `QueryResult` here; what users see is decided by the handlers.
 
 pub mod app;
+pub mod app_session;
 pub mod dashboard;
 pub mod member;
 pub mod member_browser;

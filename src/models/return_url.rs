@@ -11,16 +11,20 @@ use crate::models::app;
 use crate::schema::sign_in_requests;
 
 /// Stores `rd` on the request when its origin is a registered app's (exact origin match);
-/// anything else is dropped, and the browser lands on `next` or the dashboard. True when
-/// it was stored.
-pub fn remember(conn: &mut PgConnection, request_id: RequestId, rd: &AppUrl) -> QueryResult<bool> {
-    if !app::is_registered(conn, rd.origin())? {
-        return Ok(false);
-    }
+/// anything else is dropped, and the browser lands on `next` or the dashboard. The app's name
+/// when it was stored (the mail says which app the sign-in continues to).
+pub fn remember(
+    conn: &mut PgConnection,
+    request_id: RequestId,
+    rd: &AppUrl,
+) -> QueryResult<Option<String>> {
+    let Some(name) = app::name_for_origin(conn, rd.origin())? else {
+        return Ok(None);
+    };
     diesel::update(sign_in_requests::table.find(request_id))
         .set(sign_in_requests::return_url.eq(rd.as_str()))
-        .execute(conn)
-        .map(|n| n == 1)
+        .execute(conn)?;
+    Ok(Some(name))
 }
 
 /// The column as read: parsed again, so that only a well-formed absolute URL is ever a

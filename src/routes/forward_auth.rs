@@ -1,24 +1,21 @@
 //! `/auth/check` and `/auth/forward` (the proxy asks whether a request to an app may pass),
 //! and `/.well-known/jwks.json` (the key that verifies `Latchkey-Assertion`).
 //!
-//! This file reads what the proxy sent (the original URL, the session cookie) and writes the
-//! answer each proxy expects; the decision is [`crate::forward_auth::check`]'s. The request
-//! body is never read.
+//! This file reads what the proxy sent (the app's name, the original URL, the app's cookie) and
+//! writes the answer each proxy expects; which app it is and the decision are the
+//! [`crate::forward_auth`] room's. The request body is never read.
 
-use actix_web::cookie::{Cookie, CookieJar};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 
-use crate::domain::app_origin::{AppOrigin, AppUrl};
-use crate::domain::digests::SessionKeyDigest;
+use super::app_access::{app_host_page, auth_app_url};
+use crate::forward_auth::app_sessions::{app_cookie_name, key_digest, AppCookies};
 use crate::forward_auth::check::{CheckContext, CheckError, Decision, Grant, Refusal};
-use crate::middleware::check_cookie::CheckCookies;
+use crate::forward_auth::target::{self, Forwarded, NamingError, ProxyReport, Target, Unknown};
 use crate::state::AppState;
-use crate::web::browser::session_cookie_name;
 use crate::web::client::client_info;
 use crate::web::errors::PageError;
-use crate::web::pages::render_standalone;
 
 /// How "not signed in" is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,56 +41,62 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
         .json(state.forward_auth.jwks())
 }
 
-/// The URL the browser asked the app for, as the proxy reports it.
-fn original_url(req: &HttpRequest) -> Option<Result<AppUrl, ()>> {
-    let text = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-    };
-    if let Some(url) = text("x-original-url") {
-        return Some(AppUrl::parse(url).map_err(|_| ()));
-    }
-    match (text("x-forwarded-proto"), text("x-forwarded-host")) {
-        (Some(proto), Some(host)) => {
-            let uri = text("x-forwarded-uri").unwrap_or("/");
-            Some(AppUrl::from_forwarded(proto, host, uri).map_err(|_| ()))
-        }
-        _ => None,
-    }
+fn header_text<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
 }
 
-/// The digest of the session key in the (encrypted) session cookie, as the store keeps it.
-/// Every cookie of that name is tried: one planted by a sibling host must not hide the real one.
-/// The cookies were taken off the request before actix-session (`middleware::check_cookie`).
-fn session_key_digest(req: &HttpRequest, state: &AppState) -> Option<SessionKeyDigest> {
-    let settings = &state.settings;
-    let name = session_cookie_name(
-        settings.public_url.is_https(),
-        settings.cookie_domain.is_some(),
-    );
-    let cookies = req.extensions().get::<CheckCookies>().cloned()?;
-    cookies.0.into_iter().find_map(|value| {
-        let mut jar = CookieJar::new();
-        jar.add_original(Cookie::new(name.clone(), value));
-        jar.private(&state.keys.cookie)
-            .get(&name)
-            .map(|plain| SessionKeyDigest::sha256(plain.value().as_bytes()))
+/// What the proxy said, as sent. A header that is not visible ASCII counts as sent and
+/// unreadable: it must not fall back to another form.
+fn proxy_report(req: &HttpRequest) -> Result<ProxyReport<'_>, NamingError> {
+    let unreadable = |name: &str| {
+        req.headers()
+            .get(name)
+            .is_some_and(|value| value.to_str().is_err())
+    };
+    if [
+        "x-latchkey-app",
+        "x-original-url",
+        "x-forwarded-host",
+        "x-forwarded-uri",
+    ]
+    .iter()
+    .any(|name| unreadable(name))
+    {
+        return Err(NamingError::BadUrl(
+            crate::domain::app_origin::AppUrlError::BadCharacters,
+        ));
+    }
+    let forwarded = match (
+        header_text(req, "x-forwarded-proto"),
+        header_text(req, "x-forwarded-host"),
+    ) {
+        (Some(proto), Some(host)) => Some(Forwarded {
+            proto,
+            host,
+            uri: header_text(req, "x-forwarded-uri").unwrap_or("/"),
+        }),
+        _ => None,
+    };
+    Ok(ProxyReport {
+        app: header_text(req, "x-latchkey-app"),
+        original_url: header_text(req, "x-original-url"),
+        forwarded,
     })
 }
 
-fn bad_request() -> HttpResponse {
+fn bad_request(err: &NamingError) -> HttpResponse {
     HttpResponse::BadRequest()
         .content_type("text/plain; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body("The proxy must send X-Original-URL, or X-Forwarded-Proto, X-Forwarded-Host and X-Forwarded-Uri.\n")
+        .body(format!("{err}.\n"))
 }
 
-fn not_signed_in(state: &AppState, url: &AppUrl, style: Style) -> HttpResponse {
-    let rd: String = url::form_urlencoded::byte_serialize(url.as_str().as_bytes()).collect();
-    let location = state.settings.public_url.join(&format!("/login?rd={rd}"));
+fn not_signed_in(state: &AppState, target: &Target, style: Style) -> HttpResponse {
+    let location = auth_app_url(state, &target.app.name, target.url.as_str());
     let status = match style {
         Style::Check => StatusCode::UNAUTHORIZED,
         Style::Forward => StatusCode::FOUND,
@@ -109,9 +112,27 @@ fn unexpected(err: impl Into<anyhow::Error>) -> HttpResponse {
 }
 
 async fn decide(req: &HttpRequest, state: &web::Data<AppState>, style: Style) -> HttpResponse {
-    let url = match original_url(req) {
-        Some(Ok(url)) => url,
-        Some(Err(())) | None => return bad_request(),
+    let apps = match state.live.apps().await {
+        Ok(apps) => apps,
+        Err(err) => return PageError::from(err).plain(),
+    };
+    let resolved = match proxy_report(req).and_then(|report| target::resolve(&report, &apps)) {
+        Ok(resolved) => resolved,
+        Err(err) => return bad_request(&err),
+    };
+    // Only the cookie of the app's own name: `__Host-` on https, where no sibling can plant it.
+    let keys: Vec<_> = match &resolved {
+        Ok(target) => req
+            .extensions()
+            .get::<AppCookies>()
+            .map(|cookies| {
+                cookies
+                    .named(app_cookie_name(&target.app.origin))
+                    .filter_map(key_digest)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
     };
     let context = CheckContext {
         db: &state.db,
@@ -121,25 +142,23 @@ async fn decide(req: &HttpRequest, state: &web::Data<AppState>, style: Style) ->
     let now = chrono::Utc::now().timestamp();
     let decided = state
         .forward_auth
-        .decide(
-            &context,
-            session_key_digest(req, state),
-            url.origin(),
-            || client_info(req),
-            now,
-        )
+        .decide(&context, resolved.as_ref(), &keys, || client_info(req), now)
         .await;
-    match decided {
-        Ok(Decision::NotSignedIn) => not_signed_in(state, &url, style),
-        Ok(Decision::Allowed(grant)) => allowed(&grant),
-        Ok(Decision::Denied(refusal)) => denied(state, &refusal, url.origin()),
-        Err(CheckError::Db(err)) => PageError::from(err).plain(),
-        Err(err @ CheckError::Signing(_)) => unexpected(err),
+    match (decided, &resolved) {
+        (Ok(Decision::NotSignedIn), Ok(target)) => not_signed_in(state, target, style),
+        (Ok(Decision::Allowed(grant)), _) => allowed(&grant),
+        (Ok(Decision::Denied(refusal)), resolved) => denied(state, &refusal, resolved.as_ref()),
+        (Ok(Decision::NotSignedIn), Err(_)) => {
+            unexpected(anyhow::anyhow!("an unknown app cannot want a sign-in"))
+        }
+        (Err(CheckError::Db(err)), _) => PageError::from(err).plain(),
+        (Err(err @ CheckError::Signing(_)), _) => unexpected(err),
     }
 }
 
 fn allowed(grant: &Grant) -> HttpResponse {
     let member = &grant.member;
+    let groups = grant.groups.join(",");
     let mut response = HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish();
@@ -147,7 +166,7 @@ fn allowed(grant: &Grant) -> HttpResponse {
     for (name, value) in [
         ("remote-user", member.email.as_str()),
         ("remote-email", member.email.as_str()),
-        ("remote-groups", member.role().as_str()),
+        ("remote-groups", groups.as_str()),
         ("latchkey-assertion", &*grant.assertion),
     ] {
         if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
@@ -157,18 +176,32 @@ fn allowed(grant: &Grant) -> HttpResponse {
     response
 }
 
-fn denied(state: &AppState, refusal: &Refusal, origin: &AppOrigin) -> HttpResponse {
-    let mut context = tera::Context::new();
-    context.insert("email", &refusal.member.email);
-    context.insert("app_name", &refusal.app_name);
-    context.insert("origin", origin.as_str());
-    context.insert("admins", &refusal.admins);
-    context.insert("latchkey", &state.settings.public_url.join("/"));
-    match render_standalone("app_denied.html", &context) {
-        Ok(html) => HttpResponse::Forbidden()
-            .content_type("text/html; charset=utf-8")
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .body(html),
-        Err(err) => unexpected(anyhow::anyhow!("rendering the refusal page: {err}")),
-    }
+/// The 403 page, on the app's host (the proxy hands it to the browser as it is, or fetches it
+/// again for `error_page`), styled from `/.latchkey/static/`.
+fn denied(
+    state: &AppState,
+    refusal: &Refusal,
+    resolved: Result<&Target, &Unknown>,
+) -> HttpResponse {
+    let url = match resolved {
+        Ok(target) => &target.url,
+        Err(unknown) => &unknown.url,
+    };
+    let switch = refusal
+        .app_name
+        .as_ref()
+        .map(|name| format!("{}&switch=1", auth_app_url(state, name, url.as_str())));
+    app_host_page(
+        state,
+        StatusCode::FORBIDDEN,
+        "app_denied.html",
+        "No access",
+        |context| {
+            context.insert("email", &refusal.member.as_ref().map(|m| m.email.as_str()));
+            context.insert("app_name", &refusal.app_name);
+            context.insert("origin", url.origin().as_str());
+            context.insert("admins", &refusal.admins);
+            context.insert("switch", &switch);
+        },
+    )
 }

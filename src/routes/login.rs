@@ -10,12 +10,13 @@ use crate::domain::app_origin::AppUrl;
 use crate::domain::client_info::ClientInfo;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
+use crate::routes::app_access::{app_for, auth_app_path};
 use crate::settings::OrgName;
 use crate::signin::{self, LinkAsk};
 use crate::state::AppState;
 use crate::web::browser::BindingSecret;
 use crate::web::client::Client;
-use crate::web::errors::PageResult;
+use crate::web::errors::{PageError, PageResult};
 use crate::web::pages::{Page, Prerendered};
 
 #[derive(Deserialize)]
@@ -46,6 +47,26 @@ fn login_page(next: &NextPath, rd: Option<&AppUrl>, passkeys: bool) -> Page {
         .with("passkeys", passkeys)
 }
 
+/// The sign-in page for a browser on its way to an app: it says which ("to continue to
+/// Wiki"), and a passkey sign-in goes on through `/auth/app` as an email sign-in does.
+async fn app_login_page(
+    state: &AppState,
+    next: &NextPath,
+    rd: Option<&AppUrl>,
+) -> Result<Page, PageError> {
+    let page = login_page(next, rd, state.webauthn.is_some());
+    let app = match rd {
+        Some(rd) => app_for(state, rd).await?,
+        None => None,
+    };
+    Ok(match (app, rd) {
+        (Some(app), Some(rd)) => page
+            .with("app_name", &app.name)
+            .with("passkey_next", auth_app_path(&app.name, rd.as_str())),
+        _ => page,
+    })
+}
+
 /// Writes nothing anywhere: an anonymous page view costs no database work.
 pub async fn form(
     req: HttpRequest,
@@ -58,7 +79,10 @@ pub async fn form(
     if next == NextPath::root() && rd.is_none() {
         return prerendered.0.render(&req);
     }
-    login_page(&next, rd.as_ref(), state.webauthn.is_some()).render(&req)
+    match app_login_page(&state, &next, rd.as_ref()).await {
+        Ok(page) => page.render(&req),
+        Err(err) => err.render(&req),
+    }
 }
 
 #[derive(Deserialize)]
@@ -80,7 +104,8 @@ pub async fn submit(
     let email = match EmailAddress::parse(&form.email) {
         Ok(email) => email,
         Err(err) => {
-            return Ok(login_page(&next, rd.as_ref(), state.webauthn.is_some())
+            return Ok(app_login_page(&state, &next, rd.as_ref())
+                .await?
                 .with("email", form.email.chars().take(254).collect::<String>())
                 .with("error", err.to_string())
                 .status(StatusCode::UNPROCESSABLE_ENTITY)

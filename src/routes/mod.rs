@@ -1,6 +1,7 @@
 //! One module per resource; `configure` is the route table. How the middleware treats each
 //! path is [`crate::web::policy::POLICY`].
 
+mod app_access;
 mod apps;
 mod audit;
 mod auth;
@@ -43,6 +44,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/auth/check").route(web::route().to(forward_auth::check)))
         .service(web::resource("/auth/forward").route(web::route().to(forward_auth::forward)))
         .service(web::resource("/.well-known/jwks.json").route(page().to(forward_auth::jwks)))
+        .service(web::resource("/auth/app").route(page().to(app_access::open)))
+        // On each app's host: its proxy routes /.latchkey/ here and names the app.
+        .service(web::resource("/.latchkey/callback").route(page().to(app_access::callback)))
+        .service(
+            web::resource("/.latchkey/logout")
+                .route(page().to(app_access::logout_form))
+                .route(web::post().to(app_access::logout)),
+        )
+        .service(web::resource("/.latchkey/static/{name}").route(page().to(static_files::serve)))
         .service(web::resource("/auth/return").route(page().to(auth::back_to_app::show)))
         .service(web::resource("/auth/code").route(web::post().to(auth::code::submit)))
         .service(web::resource("/auth/wait").route(page().to(auth::wait::poll)))

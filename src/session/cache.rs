@@ -1,6 +1,7 @@
 //! What a signed-in request needs, kept in this process: live sessions (by the digest of their
-//! key), their members, and the registered apps, so that a signed-in page or a forward-auth
-//! check costs no database round trip.
+//! key), their members, the registered apps, and the apps' own sessions (by the digest of the
+//! app cookie's key), so that a signed-in page or a forward-auth check costs no database round
+//! trip.
 //!
 //! The cache is only as good as its invalidation, so it is built around three rules:
 //! - Every change that can end or narrow a sign-in notifies on [`CHANNEL`] from a trigger, in
@@ -28,15 +29,16 @@ use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 use super::keys;
 use super::rows;
 use crate::db::{Db, DbError};
-use crate::domain::digests::SessionKeyDigest;
+use crate::domain::digests::{AppKeyDigest, SessionKeyDigest};
 use crate::domain::ids::{MemberId, SessionId};
 use crate::models::app::{self, AppRule};
+use crate::models::app_session::{self, LiveAppSession};
 use crate::models::member::{self, Member};
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// The notification channel the triggers send on. Payloads: `s:<hex key digest>` (a session),
-/// `m:<member id>` (a member), `a` (apps), `all` (a table was truncated), `sync:<n>` (a
-/// barrier; see [`LiveCache::next_sync`]).
+/// `m:<member id>` (a member), `a` (apps), `x:<hex key digest>` (an app session), `all` (a
+/// table was truncated), `sync:<n>` (a barrier; see [`LiveCache::next_sync`]).
 pub const CHANNEL: &str = "latchkey_invalidate";
 /// The listener's `application_name`, so an operator (or a test) can find its backend.
 pub const LISTENER_APPLICATION_NAME: &str = "latchkey-listener";
@@ -88,6 +90,7 @@ struct Entries {
     sessions: HashMap<SessionKeyDigest, CachedSession>,
     members: HashMap<MemberId, Member>,
     apps: Option<Arc<Vec<AppRule>>>,
+    app_sessions: HashMap<AppKeyDigest, LiveAppSession>,
 }
 
 impl Entries {
@@ -106,6 +109,7 @@ impl Entries {
         self.sessions.clear();
         self.members.clear();
         self.apps = None;
+        self.app_sessions.clear();
     }
 }
 
@@ -158,6 +162,31 @@ impl LiveCache {
             .usable()
             .then(|| entries.members.get(&id).cloned())
             .flatten()
+    }
+
+    pub fn app_session(&self, key: &AppKeyDigest) -> Option<LiveAppSession> {
+        let entries = self.entries();
+        entries
+            .usable()
+            .then(|| entries.app_sessions.get(key).cloned())
+            .flatten()
+    }
+
+    pub fn put_app_session(&self, ticket: Ticket, key: AppKeyDigest, app_session: LiveAppSession) {
+        let mut entries = self.entries();
+        if !entries.accepts(ticket) {
+            return;
+        }
+        if entries.app_sessions.len() >= MAX_SESSIONS {
+            entries.app_sessions.clear();
+        }
+        entries.app_sessions.insert(key, app_session);
+    }
+
+    pub fn forget_app_session(&self, key: &AppKeyDigest) {
+        let mut entries = self.entries();
+        entries.generation += 1;
+        entries.app_sessions.remove(key);
     }
 
     pub fn apps(&self) -> Option<Arc<Vec<AppRule>>> {
@@ -222,10 +251,14 @@ impl LiveCache {
         }
     }
 
+    /// Forgets a session and the app sessions that live on it (their rows went with it).
     pub fn forget_session(&self, digest: &SessionKeyDigest) {
         let mut entries = self.entries();
         entries.generation += 1;
         entries.sessions.remove(digest);
+        entries
+            .app_sessions
+            .retain(|_, app_session| app_session.session_key != *digest);
     }
 
     /// Forgets a member and every cached session of theirs (a revocation names the session by
@@ -250,6 +283,10 @@ impl LiveCache {
         match payload.split_once(':') {
             Some(("s", digest)) => match SessionKeyDigest::from_hex(digest) {
                 Some(digest) => self.forget_session(&digest),
+                None => self.entries().clear(),
+            },
+            Some(("x", digest)) => match AppKeyDigest::from_hex(digest) {
+                Some(digest) => self.forget_app_session(&digest),
                 None => self.entries().clear(),
             },
             Some(("m", id)) => match MemberId::parse(id) {
@@ -370,6 +407,24 @@ impl Live {
             self.cache.put_member(ticket, member.clone());
         }
         Ok(member)
+    }
+
+    /// The live app session whose cookie key has this digest; on a miss, one query.
+    pub async fn app_session(&self, key: &AppKeyDigest) -> Result<Option<LiveAppSession>, DbError> {
+        if let Some(app_session) = self.cache.app_session(key) {
+            return Ok(Some(app_session));
+        }
+        let ticket = self.cache.ticket();
+        let looked_up = *key;
+        let found = self
+            .db
+            .query(move |conn| app_session::find_live(conn, &looked_up))
+            .await?;
+        if let Some(app_session) = &found {
+            self.cache
+                .put_app_session(ticket, *key, app_session.clone());
+        }
+        Ok(found)
     }
 
     pub async fn apps(&self) -> Result<Arc<Vec<AppRule>>, DbError> {
@@ -636,6 +691,31 @@ mod tests {
             cache.session(&key(3)).is_none(),
             "an unknown payload empties the cache"
         );
+    }
+
+    #[test]
+    fn app_sessions_are_forgotten_by_name_and_with_their_session() {
+        let cache = listening_cache();
+        let app_key = |n: u8| AppKeyDigest::new([n; 32]);
+        let on = |session: u8| LiveAppSession {
+            id: crate::domain::ids::AppSessionId::new(i64::from(session)),
+            app_id: crate::domain::ids::AppId::new(1),
+            session_key: key(session),
+        };
+        cache.put_app_session(cache.ticket(), app_key(1), on(1));
+        cache.put_app_session(cache.ticket(), app_key(2), on(2));
+        cache.put_app_session(cache.ticket(), app_key(3), on(3));
+        cache.apply(&format!("x:{}", hex::encode(app_key(1).as_bytes())));
+        assert!(cache.app_session(&app_key(1)).is_none());
+        assert!(cache.app_session(&app_key(2)).is_some());
+        cache.apply(&format!("s:{}", hex::encode(key(2).as_bytes())));
+        assert!(
+            cache.app_session(&app_key(2)).is_none(),
+            "its session ended"
+        );
+        assert!(cache.app_session(&app_key(3)).is_some());
+        cache.apply("all");
+        assert!(cache.app_session(&app_key(3)).is_none());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::rows::{self, ActiveSession, Scope};
 use crate::db::{Db, DbError};
 use crate::domain::client_info::ClientInfo;
 use crate::domain::ids::{MemberId, SessionId};
-use crate::models::app;
+use crate::models::app_session;
 use crate::models::member::Member;
 
 /// A live session as the page lists it.
@@ -35,7 +35,7 @@ pub async fn list(
         let current = current_id(conn, viewer, csrf_token.as_deref())?;
         let sessions = rows::list_active(conn, scope)?;
         let ids: Vec<SessionId> = sessions.iter().map(|s| s.id).collect();
-        let mut opened = app::opened_by_sessions(conn, &ids)?;
+        let mut opened = app_session::opened_by_sessions(conn, &ids)?;
         Ok(sessions
             .into_iter()
             .map(|session| ListedSession {

@@ -15,7 +15,6 @@
 //! | `POST /auth/cancel` | [`SignIn::cancel`] | `approval.rs` | [`CancelOutcome`] |
 //! | `POST /auth/passkey/start` | [`SignIn::start_passkey`] | `passkey.rs` | [`PasskeySignInStart`] |
 //! | `POST /auth/passkey/finish` | [`SignIn::finish_passkey`] | `passkey.rs` | [`PasskeySignIn`] |
-//! | `GET /auth/return` | [`SignIn::may_return_to`] | `return_to_app.rs` | `bool` |
 //! | `POST /logout` | [`SignIn::sign_out`] | `sign_out.rs` | `()` |
 //! | `latchkey link` | [`break_glass`] | `break_glass.rs` | [`BreakGlass`] |
 //!
@@ -34,7 +33,6 @@ mod log_lines;
 mod passkey;
 mod redeem_link;
 mod request_link;
-mod return_to_app;
 mod sign_out;
 
 use std::sync::Arc;

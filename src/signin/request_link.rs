@@ -50,6 +50,8 @@ struct Issued {
     request: SignInRequest,
     token: SignInToken,
     code: SignInCode,
+    /// The app the sign-in continues to, when it came from one.
+    app_name: Option<String>,
 }
 
 impl SignIn {
@@ -77,6 +79,7 @@ impl SignIn {
             request,
             token,
             code,
+            app_name,
         } = issued;
         let settings = &self.settings;
         let mail = SignInMail {
@@ -89,6 +92,7 @@ impl SignIn {
             ip: request.requested_ip,
             user_agent: request.requested_user_agent.clone(),
             request_id: request.id,
+            app_name,
         };
         // Mail goes to the stored address, never to what was typed.
         self.mailer.queue(Letter::SignIn(member.email, mail));
@@ -161,14 +165,16 @@ fn request(
         .client(client)
         .request(request.id)
         .insert(conn)?;
-    if let Some(rd) = rd {
-        return_url::remember(conn, request.id, rd)?;
-    }
+    let app_name = match rd {
+        Some(rd) => return_url::remember(conn, request.id, rd)?,
+        None => None,
+    };
     Ok(Some(Issued {
         member,
         request,
         token,
         code,
+        app_name,
     }))
 }
 

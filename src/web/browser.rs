@@ -33,14 +33,10 @@ pub fn cookie_name(base: &str, https: bool) -> String {
     }
 }
 
-/// The session cookie's name: `__Host-` like the others, except with
-/// `LATCHKEY_COOKIE_DOMAIN`, where it carries `Domain=` and so the `__Secure-` prefix (which
-/// allows a domain) instead.
-pub fn session_cookie_name(https: bool, shared_domain: bool) -> String {
-    match (https, shared_domain) {
-        (true, true) => format!("__Secure-{SESSION_COOKIE}"),
-        _ => cookie_name(SESSION_COOKIE, https),
-    }
+/// The session cookie's name: `__Host-` like the others, so it never leaves Latchkey's host
+/// (apps get cookies of their own: `forward_auth::app_sessions`).
+pub fn session_cookie_name(https: bool) -> String {
+    cookie_name(SESSION_COOKIE, https)
 }
 
 pub fn build_cookie(

@@ -24,6 +24,9 @@ macro_rules! embedded_templates {
 const TEMPLATES: &[(&str, &str)] = embedded_templates!(
     "layout.html",
     "app_denied.html",
+    "app_host.html",
+    "app_callback_failed.html",
+    "app_logout.html",
     "partials/login.html",
     "partials/check_inbox.html",
     "partials/waiting.html",

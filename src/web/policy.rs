@@ -158,6 +158,9 @@ pub const POLICY: &[Rule] = &[
     Rule::new(Exact("/auth/wait"), Access::Public).signs_in_on_get(),
     Rule::new(Exact("/auth/check"), Access::Public).forward_auth(),
     Rule::new(Exact("/auth/forward"), Access::Public).forward_auth(),
+    // An app's host, through its proxy: its own cookie is read there, no Latchkey cookie is
+    // set, and its one POST (the app's sign-out) is checked by `Origin` in its handler.
+    Rule::new(Under("/.latchkey/"), Access::Public).forward_auth(),
     Rule::new(Under("/auth/"), Access::Public),
     // Proving a passkey again (`/passkeys/confirm/finish`) is not a sign-in start: the member
     // is signed in already, and an assertion for a single-use challenge cannot be guessed.

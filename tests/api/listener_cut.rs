@@ -169,13 +169,36 @@ async fn pump(
     }
 }
 
-#[actix_web::test]
-async fn a_silently_cut_listener_stops_the_cache_within_seconds() {
-    // Every step is bounded on its own; this bounds them together, so that a relay or a
-    // request that never answers fails the test instead of stalling the whole suite.
-    tokio::time::timeout(Duration::from_secs(120), silently_cut_listener())
-        .await
-        .expect("the silent-cut test took over two minutes");
+impl Drop for Relay {
+    /// A failed test must not leave the listener's connection frozen: whatever waits on it
+    /// (the listener thread, the database's DROP at the end) would wait for ever.
+    fn drop(&mut self) {
+        self.frozen.store(false, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_silently_cut_listener_stops_the_cache_within_seconds() {
+    // The body runs on a thread and runtime of its own, watched from here by the wall clock:
+    // a timer inside the runtime cannot fire while a blocking call holds its thread, and a
+    // stall here once held a whole CI run until its time ran out.
+    let (done, finished) = std::sync::mpsc::channel();
+    let body = std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(silently_cut_listener());
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(120)) {
+        Ok(()) => body.join().unwrap(),
+        // The body panicked (the channel closed without a message): show its panic.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(panic) = body.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the silent-cut test took over two minutes")
+        }
+    }
 }
 
 async fn silently_cut_listener() {
@@ -213,7 +236,8 @@ async fn silently_cut_listener() {
         }
         assert_eq!(got, 200);
         assert!(
-            started.elapsed() < Duration::from_secs(6),
+            // The heartbeat's deadline is 3 s; the rest is slack for a loaded CI machine.
+            started.elapsed() < Duration::from_secs(10),
             "a revoked session still served {:?} after the cut",
             started.elapsed()
         );

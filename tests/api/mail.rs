@@ -55,6 +55,7 @@ pub(crate) fn sign_in(request_id: i64, user_agent: &str) -> OutgoingMail {
             ip: Some("192.0.2.10".parse().unwrap()),
             user_agent: Some(user_agent.into()),
             request_id: RequestId::new(request_id),
+            app_name: None,
         },
     )
     .unwrap()
