@@ -178,9 +178,9 @@ fn is_canonical_authority(authority: &str, url: &Url) -> bool {
         },
         None => authority.split(':').next().unwrap_or(authority),
     };
-    let plain = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'[' || b == b']' || b == b':');
+    let plain = host.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'[' || b == b']' || b == b':'
+    });
     plain && !host.ends_with('.') && host.eq_ignore_ascii_case(parsed_host)
 }
 

@@ -167,7 +167,13 @@ mod tests {
         let made = random_text();
         assert!(is_well_formed(&made));
         assert!(key_digest(&made).is_some());
-        for bad in ["", "short", &made[1..], &format!("{made}A"), &made.replace(|_| true, "%")] {
+        for bad in [
+            "",
+            "short",
+            &made[1..],
+            &format!("{made}A"),
+            &made.replace(|_| true, "%"),
+        ] {
             assert!(key_digest(bad).is_none(), "{bad:?}");
         }
     }

@@ -136,8 +136,13 @@ async fn app_signed_in(
         if app_session.app_id != app.id {
             continue;
         }
-        if let Some(signed_in) =
-            signed_in(context.live, context.settings, &app_session.session_key, now).await?
+        if let Some(signed_in) = signed_in(
+            context.live,
+            context.settings,
+            &app_session.session_key,
+            now,
+        )
+        .await?
         {
             return Ok(Some((app_session.id, signed_in)));
         }

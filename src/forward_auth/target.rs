@@ -80,7 +80,10 @@ pub fn resolve(
 }
 
 fn original_url(report: &ProxyReport<'_>) -> Result<AppUrl, NamingError> {
-    let original = report.original_url.map(AppUrl::parse_reported).transpose()?;
+    let original = report
+        .original_url
+        .map(AppUrl::parse_reported)
+        .transpose()?;
     let forwarded = report
         .forwarded
         .map(|f| AppUrl::from_forwarded(f.proto, f.host, f.uri))
@@ -99,8 +102,14 @@ mod tests {
 
     fn apps() -> Vec<AppRule> {
         vec![
-            AppRule::for_test("wiki", AppOrigin::parse("https://wiki.example.org").unwrap()),
-            AppRule::for_test("admin", AppOrigin::parse("https://admin.example.org").unwrap()),
+            AppRule::for_test(
+                "wiki",
+                AppOrigin::parse("https://wiki.example.org").unwrap(),
+            ),
+            AppRule::for_test(
+                "admin",
+                AppOrigin::parse("https://admin.example.org").unwrap(),
+            ),
         ]
     }
 
@@ -170,7 +179,11 @@ mod tests {
 
     #[test]
     fn escaped_or_mapped_hosts_are_refused() {
-        for host in ["%77iki.example.org", "wi\u{ad}ki.example.org", "wiki.example.org."] {
+        for host in [
+            "%77iki.example.org",
+            "wi\u{ad}ki.example.org",
+            "wiki.example.org.",
+        ] {
             let report = ProxyReport {
                 forwarded: Some(Forwarded {
                     host,

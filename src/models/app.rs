@@ -372,10 +372,7 @@ pub fn find_by_name(conn: &mut PgConnection, name: &str) -> QueryResult<Option<A
 }
 
 /// The name of the app registered for `origin`, if any.
-pub fn name_for_origin(
-    conn: &mut PgConnection,
-    origin: &AppOrigin,
-) -> QueryResult<Option<String>> {
+pub fn name_for_origin(conn: &mut PgConnection, origin: &AppOrigin) -> QueryResult<Option<String>> {
     apps::table
         .filter(apps::origin.eq(origin.as_str()))
         .select(apps::name)

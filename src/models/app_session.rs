@@ -88,11 +88,7 @@ pub fn find_live(
         .inner_join(sessions::table)
         .filter(app_sessions::key_digest.eq(key))
         .filter(sessions::expires_at.gt(diesel::dsl::now))
-        .select((
-            app_sessions::id,
-            app_sessions::app_id,
-            sessions::key_digest,
-        ))
+        .select((app_sessions::id, app_sessions::app_id, sessions::key_digest))
         .first::<(AppSessionId, AppId, SessionKeyDigest)>(conn)
         .optional()
         .map(|row| {

@@ -129,7 +129,10 @@ pub async fn open(
         .as_deref()
         .and_then(|rd| AppUrl::parse(rd).ok())
         .filter(|url| url.origin() == &app.origin)
-        .map_or_else(|| format!("{}/", app.origin), |url| url.as_str().to_string());
+        .map_or_else(
+            || format!("{}/", app.origin),
+            |url| url.as_str().to_string(),
+        );
     let sign_in = {
         let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
         format!("/login?rd={rd}")
@@ -259,7 +262,12 @@ pub async fn callback(
     Ok(response)
 }
 
-fn logout_page(state: &AppState, app: &AppRule, status: StatusCode, signed_out: bool) -> HttpResponse {
+fn logout_page(
+    state: &AppState,
+    app: &AppRule,
+    status: StatusCode,
+    signed_out: bool,
+) -> HttpResponse {
     let everywhere = state.settings.public_url.join("/sessions");
     app_host_page(state, status, "app_logout.html", "Sign out", |context| {
         context.insert("app_name", &app.name);
@@ -282,7 +290,10 @@ pub async fn logout_form(
 /// `POST /.latchkey/logout`: ends this app's session. Accepted only from a page of the app's
 /// own origin (`Origin`): the app's host has no Latchkey CSRF token, and a browser always
 /// sends `Origin` on a cross-site POST.
-pub async fn logout(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, PageError> {
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
     let Some(app) = proxied_app(&req, &state).await? else {
         return Ok(no_such_app(&state, "this site"));
     };

@@ -57,9 +57,14 @@ fn proxy_report(req: &HttpRequest) -> Result<ProxyReport<'_>, NamingError> {
             .get(name)
             .is_some_and(|value| value.to_str().is_err())
     };
-    if ["x-latchkey-app", "x-original-url", "x-forwarded-host", "x-forwarded-uri"]
-        .iter()
-        .any(|name| unreadable(name))
+    if [
+        "x-latchkey-app",
+        "x-original-url",
+        "x-forwarded-host",
+        "x-forwarded-uri",
+    ]
+    .iter()
+    .any(|name| unreadable(name))
     {
         return Err(NamingError::BadUrl(
             crate::domain::app_origin::AppUrlError::BadCharacters,
@@ -137,13 +142,7 @@ async fn decide(req: &HttpRequest, state: &web::Data<AppState>, style: Style) ->
     let now = chrono::Utc::now().timestamp();
     let decided = state
         .forward_auth
-        .decide(
-            &context,
-            resolved.as_ref(),
-            &keys,
-            || client_info(req),
-            now,
-        )
+        .decide(&context, resolved.as_ref(), &keys, || client_info(req), now)
         .await;
     match (decided, &resolved) {
         (Ok(Decision::NotSignedIn), Ok(target)) => not_signed_in(state, target, style),
@@ -188,9 +187,10 @@ fn denied(
         Ok(target) => &target.url,
         Err(unknown) => &unknown.url,
     };
-    let switch = refusal.app_name.as_ref().map(|name| {
-        format!("{}&switch=1", auth_app_url(state, name, url.as_str()))
-    });
+    let switch = refusal
+        .app_name
+        .as_ref()
+        .map(|name| format!("{}&switch=1", auth_app_url(state, name, url.as_str())));
     app_host_page(
         state,
         StatusCode::FORBIDDEN,

@@ -10,12 +10,12 @@ use crate::domain::app_origin::AppUrl;
 use crate::domain::client_info::ClientInfo;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
+use crate::routes::app_access::{app_for, auth_app_path};
 use crate::settings::OrgName;
 use crate::signin::{self, LinkAsk};
 use crate::state::AppState;
 use crate::web::browser::BindingSecret;
 use crate::web::client::Client;
-use crate::routes::app_access::{app_for, auth_app_path};
 use crate::web::errors::{PageError, PageResult};
 use crate::web::pages::{Page, Prerendered};
 

@@ -410,10 +410,7 @@ impl Live {
     }
 
     /// The live app session whose cookie key has this digest; on a miss, one query.
-    pub async fn app_session(
-        &self,
-        key: &AppKeyDigest,
-    ) -> Result<Option<LiveAppSession>, DbError> {
+    pub async fn app_session(&self, key: &AppKeyDigest) -> Result<Option<LiveAppSession>, DbError> {
         if let Some(app_session) = self.cache.app_session(key) {
             return Ok(Some(app_session));
         }
@@ -424,7 +421,8 @@ impl Live {
             .query(move |conn| app_session::find_live(conn, &looked_up))
             .await?;
         if let Some(app_session) = &found {
-            self.cache.put_app_session(ticket, *key, app_session.clone());
+            self.cache
+                .put_app_session(ticket, *key, app_session.clone());
         }
         Ok(found)
     }
@@ -711,7 +709,10 @@ mod tests {
         assert!(cache.app_session(&app_key(1)).is_none());
         assert!(cache.app_session(&app_key(2)).is_some());
         cache.apply(&format!("s:{}", hex::encode(key(2).as_bytes())));
-        assert!(cache.app_session(&app_key(2)).is_none(), "its session ended");
+        assert!(
+            cache.app_session(&app_key(2)).is_none(),
+            "its session ended"
+        );
         assert!(cache.app_session(&app_key(3)).is_some());
         cache.apply("all");
         assert!(cache.app_session(&app_key(3)).is_none());
