@@ -522,7 +522,7 @@ impl Settings {
             Some(text) => Some(PathBuf::from(text)),
             None => None,
         };
-        if get(COOKIE_DOMAIN).is_some() {
+        if lookup(COOKIE_DOMAIN).is_some() {
             return Err(cookie_domain_retired());
         }
         let admin_passkey = match get("LATCHKEY_ADMIN_PASSKEY").as_deref() {

@@ -202,10 +202,9 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_session_cookie_uses_the_secure_prefix() {
-        assert_eq!(session_cookie_name(true, false), "__Host-latchkey_session");
-        assert_eq!(session_cookie_name(true, true), "__Secure-latchkey_session");
-        assert_eq!(session_cookie_name(false, true), "latchkey_session");
+    fn the_session_cookie_is_host_only_by_name() {
+        assert_eq!(session_cookie_name(true), "__Host-latchkey_session");
+        assert_eq!(session_cookie_name(false), "latchkey_session");
     }
 
     #[test]

@@ -261,7 +261,10 @@ mod tests {
                 .map(Rule::name)
                 .collect()
         };
-        assert_eq!(named(|r| r.forward_auth), ["/auth/check", "/auth/forward"]);
+        assert_eq!(
+            named(|r| r.forward_auth),
+            ["/auth/check", "/auth/forward", "/.latchkey/"]
+        );
         assert_eq!(named(|r| r.signs_in_on_get), ["/auth/wait"]);
         assert_eq!(
             named(|r| r.sets_no_cookie),
@@ -273,9 +276,11 @@ mod tests {
                 "/static/",
                 "/auth/check",
                 "/auth/forward",
+                "/.latchkey/",
             ]
         );
         assert!(rule_for("/.well-known/jwks.json").sets_no_cookie);
+        assert!(rule_for("/.latchkey/callback").forward_auth);
         // The starts of a sign-in, and nothing after them.
         assert_eq!(
             named(|r| r.sign_in_budget),

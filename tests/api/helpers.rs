@@ -21,7 +21,7 @@ use latchkey::startup::{Application, Database};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::smtp_server::SmtpServer;
-pub use browser::{assert_redirect_to, Browser};
+pub use browser::{assert_redirect_to, Browser, Request};
 pub use html::{attr, form_value, one, parse_page, select, text, texts, texts_within, within};
 use settings::Harness;
 pub use settings::{Environment, TestSettings};

@@ -14,7 +14,7 @@ use latchkey::domain::role::Role;
 use latchkey::models::app::{self, Access};
 use secrecy::ExposeSecret as _;
 
-use crate::forward_auth::check;
+use crate::forward_auth::AppHost;
 use crate::helpers::{urldecode, urlencode, Browser, TestDatabase};
 
 /// Stops the server however the test ends.
@@ -178,11 +178,32 @@ async fn run_the_flow(format: &str) -> Run {
         secrets.push(("a cookie of browser one".into(), value));
     }
     // Forward auth: the wiki lets ann in (once logged), payroll does not.
+    let wiki = AppHost::on(&base, "wiki", "https://wiki.example.org");
+    let to_callback = wiki.ask(&one, "/page").await;
+    let code = to_callback.headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let code = code
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    secrets.push(("the app callback's code".into(), code.to_string()));
+    wiki.open(&one, "/page").await;
+    let app_cookie = wiki.cookie().unwrap();
+    secrets.push((
+        "the app cookie".into(),
+        app_cookie.split_once('=').unwrap().1.to_string(),
+    ));
     for _ in 0..2 {
-        let res = check(&one, "/auth/check", "https://wiki.example.org/page").await;
+        let res = wiki.check("/auth/check", "/page").await;
         assert_eq!(res.status(), 200);
     }
-    let res = check(&one, "/auth/check", "https://payroll.example.org/").await;
+    let payroll = AppHost::on(&base, "payroll", "https://payroll.example.org");
+    let res = payroll.ask(&one, "/").await;
     assert_eq!(res.status(), 403);
     // The used link, posted again from another browser.
     let three = browser(&base);

@@ -94,12 +94,7 @@ const LOGIN_HOST: &str = "login.lk.localhost";
 /// Latchkey as `http://login.lk.localhost:PORT`, sharing its session cookie with
 /// `lk.localhost`.
 async fn spawn_latchkey() -> TestApp {
-    spawn_app_with(
-        TestSettings::new()
-            .public_host(LOGIN_HOST)
-            .cookie_domain("lk.localhost"),
-    )
-    .await
+    spawn_app_with(TestSettings::new().public_host(LOGIN_HOST)).await
 }
 
 fn browser(app: &TestApp, proxy_port: u16) -> reqwest::Client {

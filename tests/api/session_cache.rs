@@ -10,20 +10,30 @@ use latchkey::domain::role::Role;
 use latchkey::schema::sessions;
 use latchkey::session::cache::LISTENER_APPLICATION_NAME;
 
-use crate::forward_auth::{check, register};
+use crate::forward_auth::{register, AppHost};
 use crate::helpers::{spawn_app, urlencode, Browser, Instance, TestApp};
 
-const WIKI: &str = "https://wiki.example.org/";
+const WIKI: &str = "http://wiki.localhost:8081/";
 
 async fn status(browser: &Browser, path: &str) -> u16 {
     browser.get(path).await.status().as_u16()
 }
 
+/// The wiki's proxy asks `instance`, passing on the wiki cookie that `browser` holds (it was
+/// put in the browser's jar for Latchkey's host by [`open_wiki`], so it goes along).
 async fn check_on(instance: &Instance, browser: &Browser) -> reqwest::Response {
     browser
         .get(&instance.url("/auth/check"))
+        .header("X-Latchkey-App", "wiki")
         .header("X-Original-URL", WIKI)
         .await
+}
+
+/// `browser` opens the wiki (its own session) and keeps the wiki's cookie.
+async fn open_wiki(app: &TestApp, browser: &Browser) {
+    let wiki = AppHost::new(app, "wiki", WIKI.trim_end_matches('/'));
+    assert_eq!(wiki.open(browser, "/").await.status(), 303);
+    browser.add_cookie(&wiki.cookie().unwrap());
 }
 
 /// Polls `instance` until `browser`'s check answers `want`; how long that took.
@@ -48,6 +58,14 @@ async fn refused_within(
     }
 }
 
+fn a_of(app: &TestApp) -> Instance {
+    Instance {
+        address: app.address.clone(),
+        port: app.port,
+        live: app.live.clone(),
+    }
+}
+
 fn session_id_of(app: &TestApp, member_id: MemberId) -> i64 {
     sessions::table
         .filter(sessions::member_id.eq(member_id))
@@ -64,7 +82,8 @@ async fn a_cached_signed_in_request_makes_no_database_round_trip() {
     // The first requests fill the cache (and the dashboard's few-seconds numbers).
     assert_eq!(status(&ann, "/").await, 200);
     assert_eq!(status(&ann, "/auth/check").await, 400);
-    assert_eq!(check(&ann, "/auth/check", WIKI).await.status(), 200);
+    open_wiki(&app, &ann).await;
+    assert_eq!(check_on(&a_of(&app), &ann).await.status(), 200);
     let dashboard = ann.get("/").await.text().await.unwrap();
     assert!(
         dashboard.contains("Counted by this instance"),
@@ -73,7 +92,7 @@ async fn a_cached_signed_in_request_makes_no_database_round_trip() {
     let before = app.live.db().round_trips();
     for _ in 0..10 {
         assert_eq!(status(&ann, "/").await, 200);
-        let res = check(&ann, "/auth/check", WIKI).await;
+        let res = check_on(&a_of(&app), &ann).await;
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["remote-user"], "ann@example.org");
     }
@@ -110,6 +129,7 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
     )
     .await;
     assert_eq!(redeemed, 303, "redeemed on the other instance");
+    open_wiki(&app, &ann).await;
     assert_eq!(check_on(&other, &ann).await.status(), 200);
     assert_eq!(check_on(&a, &ann).await.status(), 200);
 
@@ -128,6 +148,7 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
 
     // Deactivated on A: B refuses the member's check within 100 ms.
     let ann = app.member(Role::Member, "ann@example.org").await;
+    open_wiki(&app, &ann).await;
     assert_eq!(check_on(&other, &ann).await.status(), 200);
     let boss_csrf = boss.csrf("/team").await;
     let res = boss
@@ -141,6 +162,7 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
     // A role change on A: B's next answers carry the new role.
     let bea_id = app.add_member("bea@example.org", Role::Member);
     let bea = app.member(Role::Member, "bea@example.org").await;
+    open_wiki(&app, &bea).await;
     assert_eq!(
         check_on(&other, &bea).await.headers()["remote-groups"],
         "member"
@@ -156,6 +178,7 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
 
     // The app removed on A: B refuses it.
     let cy = app.member(Role::Member, "cy@example.org").await;
+    open_wiki(&app, &cy).await;
     assert_eq!(check_on(&other, &cy).await.status(), 200);
     let wiki_id = latchkey::models::app::find_by_name(&mut app.conn(), "wiki")
         .unwrap()
@@ -173,6 +196,9 @@ async fn two_instances_share_sign_in_and_each_hears_the_others_revocations() {
     // Logout on B ends the session on A too.
     register(&app, "wiki", WIKI, &[Role::Member], &[]);
     other.live.cache().forget_apps();
+    // The app's sessions went with it: a new one.
+    assert_eq!(check_on(&a, &cy).await.status(), 401);
+    open_wiki(&app, &cy).await;
     assert_eq!(check_on(&a, &cy).await.status(), 200);
     assert_eq!(check_on(&other, &cy).await.status(), 200);
     let csrf = cy.csrf("/").await;

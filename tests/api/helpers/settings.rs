@@ -24,7 +24,6 @@ pub struct TestSettings {
     mailbox_key: Option<MailboxRule>,
     trusted_proxies: Vec<String>,
     public_url: PublicUrl,
-    cookie_domain: Option<String>,
     admin_passkey: Option<AdminPasskey>,
     org_name: Option<String>,
 }
@@ -65,7 +64,6 @@ impl TestSettings {
             mailbox_key: None,
             trusted_proxies: Vec::new(),
             public_url: PublicUrl::Listening,
-            cookie_domain: None,
             admin_passkey: None,
             org_name: None,
         }
@@ -130,7 +128,7 @@ impl TestSettings {
     }
 
     /// `http://HOST:PORT` on the port the harness chose; for a host name where the test's own
-    /// address is an IP (passkeys need one, a cookie domain needs a parent of one).
+    /// address is an IP (passkeys need one).
     pub fn public_host(mut self, host: &str) -> Self {
         self.public_url = PublicUrl::Host(host.to_string());
         self
@@ -138,11 +136,6 @@ impl TestSettings {
 
     pub fn public_url(mut self, url: &str) -> Self {
         self.public_url = PublicUrl::Url(url.to_string());
-        self
-    }
-
-    pub fn cookie_domain(mut self, domain: &str) -> Self {
-        self.cookie_domain = Some(domain.to_string());
         self
     }
 
@@ -202,7 +195,6 @@ impl TestSettings {
             self.mailbox_key.map(|rule| rule.to_string()),
         );
         set("LATCHKEY_TRUSTED_PROXIES", list(&self.trusted_proxies));
-        set("LATCHKEY_COOKIE_DOMAIN", self.cookie_domain.clone());
         set("LATCHKEY_ORG_NAME", self.org_name.clone());
         set(
             "LATCHKEY_ADMIN_PASSKEY",
