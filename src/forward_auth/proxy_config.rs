@@ -194,6 +194,12 @@ impl Upstream {
     }
 }
 
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url())
+    }
+}
+
 /// Where the app's backend is: given, or the placeholder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppUpstream {
@@ -292,6 +298,19 @@ pub fn render(
         Proxy::Caddy => caddy(name, &site, latchkey, backend),
         Proxy::Traefik => Ok(traefik(name, &site, latchkey, backend)),
     }
+}
+
+/// Every proxy's configuration for one app, as the `/apps` page shows them side by side.
+pub fn render_each(
+    name: &str,
+    origin: &AppOrigin,
+    latchkey: &Upstream,
+    backend: &AppUpstream,
+) -> Vec<(Proxy, Result<String, ConfigError>)> {
+    Proxy::ALL
+        .iter()
+        .map(|&proxy| (proxy, render(proxy, name, origin, latchkey, backend)))
+        .collect()
 }
 
 /// A double-quoted nginx string. nginx unescapes `\"` and `\\` in quotes, but reads `$` as a

@@ -11,6 +11,7 @@ use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::AppId;
 use crate::domain::role::Role;
+use crate::forward_auth::proxy_config::{self, AppUpstream, Upstream};
 use crate::middleware::guard::CurrentMember;
 use crate::models::app::{Access, AppEntry, AppError};
 use crate::state::AppState;
@@ -26,16 +27,48 @@ struct AppView {
     origin: String,
     roles: Vec<&'static str>,
     members: Vec<String>,
+    proxy_configs: Vec<ProxyConfigView>,
 }
 
-impl From<AppEntry> for AppView {
-    fn from(entry: AppEntry) -> Self {
+/// One proxy's configuration for the app, as `latchkey apps proxy-config` prints it, or why
+/// there is none.
+#[derive(Debug, Serialize)]
+struct ProxyConfigView {
+    proxy: &'static str,
+    text: Option<String>,
+    error: Option<String>,
+}
+
+impl AppView {
+    /// `latchkey` is where the proxies reach Latchkey: the command's default, `LATCHKEY_BIND`.
+    fn of(entry: AppEntry, latchkey: &Upstream) -> Self {
+        let origin = entry.app.origin();
+        let proxy_configs = proxy_config::render_each(
+            &entry.app.name,
+            &origin,
+            latchkey,
+            &AppUpstream::Placeholder,
+        )
+        .into_iter()
+        .map(|(proxy, rendered)| {
+            let (text, error) = match rendered {
+                Ok(text) => (Some(text), None),
+                Err(err) => (None, Some(err.to_string())),
+            };
+            ProxyConfigView {
+                proxy: proxy.as_str(),
+                text,
+                error,
+            }
+        })
+        .collect();
         Self {
             id: entry.app.id,
-            origin: entry.app.origin().to_string(),
+            origin: origin.to_string(),
             roles: entry.app.roles().into_iter().map(Role::as_str).collect(),
             name: entry.app.name,
             members: entry.members,
+            proxy_configs,
         }
     }
 }
@@ -58,14 +91,16 @@ struct Outcome {
 }
 
 async fn render(req: &HttpRequest, state: &AppState, outcome: Outcome) -> PageResult {
+    let latchkey = Upstream::from_bind(state.settings.bind);
     let apps: Vec<AppView> = apps::list(&state.db)
         .await?
         .into_iter()
-        .map(AppView::from)
+        .map(|entry| AppView::of(entry, &latchkey))
         .collect();
     Ok(Page::new("apps", "Apps")
         .with("apps", apps)
         .with("roles", Role::ALL.map(Role::as_str))
+        .with("latchkey_upstream", latchkey.to_string())
         .with("add", outcome.add)
         .with("notice", outcome.notice)
         .with("error", outcome.error)

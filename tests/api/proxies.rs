@@ -425,3 +425,40 @@ async fn start_traefik_https(
     )
     .await
 }
+
+/// The `/apps` page shows, for each app, the three configurations `latchkey apps proxy-config`
+/// prints (Latchkey at `LATCHKEY_BIND`), as text to copy.
+#[actix_web::test]
+async fn the_apps_page_shows_each_printed_configuration() {
+    let app = spawn_app().await;
+    let origin = "https://wiki.example.org";
+    ok(&latchkey(
+        &app,
+        &["apps", "add", "Wiki", origin, "--roles", "member"],
+    ));
+    app.sync_cache().await;
+    let admin = app.member(Role::Admin, "root@example.org").await;
+    let res = admin.get("/apps").await;
+    assert_eq!(res.status(), 200);
+    let page = parse_page(&res.text().await.unwrap());
+    let upstream = format!("http://{}", app.settings.bind);
+    for kind in [Kind::Nginx, Kind::Caddy, Kind::Traefik] {
+        let who = kind.as_str();
+        let shown = select(&page, &format!(r#"pre.proxy-config[data-proxy="{who}"]"#));
+        assert_eq!(shown.len(), 1, "{who}");
+        let printed = ok(&latchkey(
+            &app,
+            &[
+                "apps",
+                "proxy-config",
+                "Wiki",
+                "--proxy",
+                who,
+                "--upstream",
+                &upstream,
+            ],
+        ));
+        let text: String = shown[0].text().collect();
+        assert_eq!(text, printed, "{who}");
+    }
+}
