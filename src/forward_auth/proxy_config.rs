@@ -975,7 +975,7 @@ mod tests {
         );
         let caddy = render(Proxy::Caddy, tricky, &at, &latchkey(), &backend).unwrap();
         assert!(
-            caddy.contains("X-Latchkey-App `Bob's \"wiki\" \\ ; # ü`\n"),
+            caddy.contains("X-Latchkey-App `Bob's \"wiki\" \\ ; # 1`\n"),
             "{caddy}"
         );
         let traefik = render(Proxy::Traefik, tricky, &at, &latchkey(), &backend).unwrap();
@@ -1012,6 +1012,33 @@ mod tests {
         let caddy = render(Proxy::Caddy, ticks, &at, &latchkey(), &backend).unwrap();
         assert!(caddy.contains(r#"X-Latchkey-App "a `b` \"c\"""#), "{caddy}");
         assert!(render(Proxy::Caddy, "a`\\", &at, &latchkey(), &backend).is_err());
+    }
+
+    /// docs/forward-auth.md shows the three configurations as printed; they must stay so.
+    #[test]
+    fn the_documented_configurations_are_the_printed_ones() {
+        let doc = include_str!("../../docs/forward-auth.md");
+        let marker = "<!-- printed: latchkey apps proxy-config wiki --proxy ";
+        let mut seen = Vec::new();
+        for (at, _) in doc.match_indices(marker) {
+            let rest = &doc[at + marker.len()..];
+            let (args, rest) = rest.split_once(" -->\n").unwrap();
+            let (proxy, upstream) = args.split_once(" --upstream ").unwrap();
+            let proxy = *Proxy::ALL.iter().find(|p| p.as_str() == proxy).unwrap();
+            let (_fence, block) = rest.split_once('\n').unwrap();
+            let (block, _) = block.split_once("\n```\n").unwrap();
+            let printed = render(
+                proxy,
+                "wiki",
+                &origin("https://wiki.example.org"),
+                &Upstream::parse("--upstream", upstream).unwrap(),
+                &AppUpstream::Placeholder,
+            )
+            .unwrap();
+            assert_eq!(block, printed.trim_end(), "{proxy:?}");
+            seen.push(proxy);
+        }
+        assert_eq!(seen, Proxy::ALL);
     }
 
     #[test]
