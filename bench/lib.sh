@@ -114,6 +114,21 @@ lk_sign_in() {
   [ "$status" = 303 ] || die "POST /auth/verify for $email answered $status"
 }
 
+# lk_open_app BASE JAR NAME ORIGIN: opens the app's own session for the member signed in
+# in JAR (`/auth/app`, then the app's callback as its proxy would ask it, naming the app);
+# prints the app cookie as `name=value`.
+lk_open_app() {
+  local base=$1 jar=$2 name=$3 origin=$4 location query cookie
+  location=$(curl -s -o /dev/null -w '%{redirect_url}' -b "$jar" \
+    --get --data-urlencode "app=$name" --data-urlencode "rd=$origin/" "$base/auth/app")
+  query=${location#"$origin/.latchkey/callback?"}
+  [ "$query" != "$location" ] || die "/auth/app did not send $name to its callback: $location"
+  cookie=$(curl -s -o /dev/null -D - -H "X-Latchkey-App: $name" "$base/.latchkey/callback?$query" \
+    | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p' | head -1)
+  [ -n "$cookie" ] || die "the callback of $name set no cookie"
+  printf '%s\n' "$cookie"
+}
+
 # cookie_header JAR: the jar's cookies as one `Cookie:` header value (HttpOnly ones included).
 cookie_header() {
   sed -e 's/^#HttpOnly_//' -e '/^#/d' -e '/^$/d' "$1" | awk -F'\t' '{ printf "%s%s=%s", sep, $6, $7; sep="; " }'

@@ -190,12 +190,13 @@ curl -s -o /dev/null -H "Cookie: $cookie" "$base/"
 sql_reset
 bench get_dashboard_signed_in "$base/" -H "Cookie: $cookie"
 sql_per_request get_dashboard_signed_in
-# Forward auth: the proxy's subrequest for a page of a registered app, the member's cookie
-# forwarded. One app registered with the real command line; the first check records
-# app_opened, every later one only reads.
+# Forward auth: the proxy's subrequest for a page of a registered app, with the app's own
+# cookie forwarded. One app registered with the real command line, opened once through
+# /auth/app and its callback (which records app_opened); every check after that only reads.
 DATABASE_URL="$pg/latchkey" LATCHKEY_SECRET_KEY="$secret" LATCHKEY_DATA_DIR="$out/run/cli" RUST_LOG=warn \
   "$repo/target/release/latchkey" apps add wiki https://wiki.bench.test --roles admin,member > /dev/null
-check_headers=(-H "Cookie: $cookie" -H "X-Original-URL: https://wiki.bench.test/page")
+app_cookie=$(lk_open_app "$base" "$jar" wiki https://wiki.bench.test)
+check_headers=(-H "Cookie: $app_cookie" -H "X-Latchkey-App: wiki" -H "X-Original-URL: https://wiki.bench.test/page")
 [ "$(curl -s -o /dev/null -w '%{http_code}' "${check_headers[@]}" "$base/auth/check")" = 200 ] || die "GET /auth/check is not 200"
 sql_reset
 bench get_auth_check_signed_in "$base/auth/check" "${check_headers[@]}"
