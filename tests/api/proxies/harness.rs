@@ -364,6 +364,9 @@ impl World {
         for spec in apps {
             world.wait_until_routed(&world.origin(spec)).await;
         }
+        if kind == Kind::Traefik {
+            assert_eq!(traefik_errors(&world.dir), Vec::<String>::new());
+        }
         Some(world)
     }
 
