@@ -126,6 +126,38 @@ async fn apps_are_added_listed_changed_and_removed_from_the_command_line_audited
         "{}",
         rows[1].detail
     );
+
+    // Plain http off loopback: refused with why (the app's secure cookie would never come
+    // back, so nobody could sign in); on loopback it is the way to try an app locally.
+    let out = latchkey(
+        &app,
+        &[
+            "apps",
+            "add",
+            "blog",
+            "http://blog.example.org",
+            "--roles",
+            "admin",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("http:// is for loopback hosts only") && stderr.contains("cookie"),
+        "{stderr}"
+    );
+    ok(&latchkey(
+        &app,
+        &[
+            "apps",
+            "add",
+            "local",
+            "http://wiki.localhost:8081",
+            "--roles",
+            "admin",
+        ],
+    ));
+    ok(&latchkey(&app, &["apps", "remove", "local"]));
 }
 
 #[actix_web::test]
@@ -182,6 +214,15 @@ async fn admins_manage_apps_on_the_apps_pages_and_auditors_only_read() {
                 ("name", "b"),
                 ("url", "https://b.example.org"),
                 ("members", "nobody@example.org"),
+            ],
+            422,
+        ),
+        // Plain http off loopback: its secure cookie would never come back.
+        (
+            vec![
+                ("name", "blog"),
+                ("url", "http://blog.example.org"),
+                ("roles", "admin"),
             ],
             422,
         ),
