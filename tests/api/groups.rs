@@ -493,6 +493,13 @@ async fn a_group_opens_an_app_with_remote_groups_and_name_until_the_member_leave
     let elsewhere = other.url("/auth/check");
 
     let ann = app.member(Role::Member, "ann@example.org").await;
+    let page = ann.get("/").await.text().await.unwrap();
+    let page = parse_page(&page);
+    assert_eq!(
+        text(one(&page, ".who")),
+        "Ann Lee · ann@example.org (member)",
+        "her pages show her name"
+    );
     assert_eq!(wiki.open(&ann, "/").await.status(), 303);
     for res in [
         wiki.check("/auth/check", "/").await,
