@@ -460,10 +460,40 @@ async fn the_apps_form_lets_groups_in() {
     assert_redirect_to(&res, "/apps");
     let entries = app::list(&mut app.conn()).unwrap();
     assert_eq!(entries[0].describe(), "groups ops");
+    let id = entries[0].app.id;
     let page = admin.get("/apps").await.text().await.unwrap();
     let html = parse_page(&page);
-    let row = one(&html, &format!("tr#app-{}", entries[0].app.id));
+    let row = one(&html, &format!("tr#app-{id}"));
     assert!(text(row).contains("ops"), "{page}");
+
+    // The change form: another group instead, and a role; audited with before and after.
+    add_group(&app, "editors");
+    let res = admin
+        .post(&format!("/apps/{id}"))
+        .form(&[
+            ("name", "wiki"),
+            ("url", "https://wiki.example.org"),
+            ("roles", "admin"),
+            ("groups", "editors"),
+        ])
+        .await;
+    assert_redirect_to(&res, "/apps");
+    assert_eq!(
+        app::list(&mut app.conn()).unwrap()[0].describe(),
+        "roles admin; groups editors"
+    );
+    let changed = app
+        .audit()
+        .into_iter()
+        .find(|row| row.event == "app_changed")
+        .unwrap();
+    assert!(
+        changed.detail.ends_with(
+            "(groups ops) -> wiki https://wiki.example.org (roles admin; groups editors)"
+        ),
+        "{}",
+        changed.detail
+    );
 }
 
 fn claims(assertion: &str) -> serde_json::Value {
@@ -478,7 +508,8 @@ async fn a_group_opens_an_app_with_remote_groups_and_name_until_the_member_leave
     add_group(&app, "ops");
     add_group(&app, "editors");
     let ann_id = app.add_member("ann@example.org", Role::Member);
-    let ann_name = MemberName::parse("Ann Lee").unwrap();
+    // Not ASCII: a header carries UTF-8 as it is (the assertion is the form to rely on).
+    let ann_name = MemberName::parse("Ann Lée").unwrap();
     member::rename(&mut app.conn(), ann_id, ann_name.as_ref(), "test").unwrap();
     group::join(&mut app.conn(), ann_id, &[group_name("ops")], "test").unwrap();
     let access = Access {
@@ -497,7 +528,7 @@ async fn a_group_opens_an_app_with_remote_groups_and_name_until_the_member_leave
     let page = parse_page(&page);
     assert_eq!(
         text(one(&page, ".who")),
-        "Ann Lee · ann@example.org (member)",
+        "Ann Lée · ann@example.org (member)",
         "her pages show her name"
     );
     assert_eq!(wiki.open(&ann, "/").await.status(), 303);
@@ -509,9 +540,9 @@ async fn a_group_opens_an_app_with_remote_groups_and_name_until_the_member_leave
         let headers = res.headers();
         assert_eq!(headers["remote-user"], "ann@example.org");
         assert_eq!(headers["remote-groups"], "member,ops");
-        assert_eq!(headers["remote-name"], "Ann Lee");
+        assert_eq!(headers["remote-name"].as_bytes(), "Ann Lée".as_bytes());
         let claims = claims(headers["latchkey-assertion"].to_str().unwrap());
-        assert_eq!(claims["name"], "Ann Lee");
+        assert_eq!(claims["name"], "Ann Lée");
         assert_eq!(claims["groups"], serde_json::json!(["member", "ops"]));
         assert_eq!(claims["role"], "member");
     }
