@@ -363,7 +363,9 @@ pub fn update<'a>(
         diesel::delete(app_members::table.filter(app_members::app_id.eq(id))).execute(conn)?;
         insert_members(conn, id, &ids)?;
         // Only what changed is written, so that an unchanged group list notifies nobody.
-        if before.groups != access_groups_sorted(access) {
+        let mut had = before.groups.clone();
+        had.sort();
+        if had != access_groups_sorted(access) {
             diesel::delete(app_groups::table.filter(app_groups::app_id.eq(id))).execute(conn)?;
             insert_groups(conn, id, &group_ids)?;
         }
