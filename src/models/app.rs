@@ -362,13 +362,8 @@ pub fn update<'a>(
         };
         diesel::delete(app_members::table.filter(app_members::app_id.eq(id))).execute(conn)?;
         insert_members(conn, id, &ids)?;
-        // Only what changed is written, so that an unchanged group list notifies nobody.
-        let mut had = before.groups.clone();
-        had.sort();
-        if had != access_groups_sorted(access) {
-            diesel::delete(app_groups::table.filter(app_groups::app_id.eq(id))).execute(conn)?;
-            insert_groups(conn, id, &group_ids)?;
-        }
+        diesel::delete(app_groups::table.filter(app_groups::app_id.eq(id))).execute(conn)?;
+        insert_groups(conn, id, &group_ids)?;
         let after = AppEntry {
             groups: admitted_groups(conn, id)?,
             members: listed_members(conn, id)?,
@@ -395,13 +390,6 @@ pub fn update<'a>(
             .insert(conn)?;
         Ok((app, Saved::Changed))
     })
-}
-
-fn access_groups_sorted(access: &Access) -> Vec<GroupName> {
-    let mut groups = access.groups.clone();
-    groups.sort();
-    groups.dedup();
-    groups
 }
 
 /// Removes an app: the next check for its origin is refused (an unknown origin).
