@@ -531,6 +531,11 @@ async fn a_group_opens_an_app_with_remote_groups_and_name_until_the_member_leave
         "Ann Lée · ann@example.org (member)",
         "her pages show her name"
     );
+    assert_eq!(
+        crate::helpers::texts(&page, "#launcher a.tile"),
+        ["wiki"],
+        "her launcher lists the app her group opens"
+    );
     assert_eq!(wiki.open(&ann, "/").await.status(), 303);
     for res in [
         wiki.check("/auth/check", "/").await,
@@ -591,6 +596,11 @@ async fn a_group_opens_an_app_with_remote_groups_and_name_until_the_member_leave
     sync_everywhere(&app, &other).await;
     assert_eq!(wiki.check("/auth/check", "/").await.status(), 401);
     assert_eq!(wiki.ask(&ann, "/").await.status(), 403);
+    let page = ann.get("/").await.text().await.unwrap();
+    assert!(
+        crate::helpers::texts(&parse_page(&page), "#launcher a.tile").is_empty(),
+        "{page}"
+    );
 
     // Back in, and the group removed: the same.
     group::join(&mut app.conn(), ann_id, &[group_name("ops")], "test").unwrap();
