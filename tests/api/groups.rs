@@ -629,6 +629,14 @@ async fn the_database_refuses_a_name_or_group_that_could_not_travel_in_a_header(
             .execute(&mut conn);
         assert!(refused.is_err(), "{name:?} was stored");
     }
+    // What the CHECK lets through that `MemberName::parse` would have trimmed still reads.
+    diesel::sql_query("UPDATE members SET name = $1 WHERE id = $2")
+        .bind::<diesel::sql_types::Text, _>("Ann\u{a0}")
+        .bind::<diesel::sql_types::BigInt, _>(id.get())
+        .execute(&mut conn)
+        .unwrap();
+    let ann = member::find(&mut conn, id).unwrap().unwrap();
+    assert_eq!(ann.name.unwrap().as_str(), "Ann\u{a0}");
     for name in ["Ops", "ops,admin", "-ops", "ops team", ""] {
         let refused = diesel::sql_query("INSERT INTO groups (name) VALUES ($1)")
             .bind::<diesel::sql_types::Text, _>(name)
