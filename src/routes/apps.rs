@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::group_name::GroupName;
 use crate::domain::ids::AppId;
 use crate::domain::role::Role;
 use crate::middleware::guard::CurrentMember;
@@ -25,6 +26,7 @@ struct AppView {
     name: String,
     origin: String,
     roles: Vec<&'static str>,
+    groups: Vec<String>,
     members: Vec<String>,
 }
 
@@ -34,6 +36,7 @@ impl From<AppEntry> for AppView {
             id: entry.app.id,
             origin: entry.app.origin().to_string(),
             roles: entry.app.roles().into_iter().map(Role::as_str).collect(),
+            groups: entry.groups.iter().map(ToString::to_string).collect(),
             name: entry.app.name,
             members: entry.members,
         }
@@ -46,6 +49,7 @@ struct Typed {
     name: String,
     url: String,
     roles: Vec<String>,
+    groups: Vec<String>,
     members: String,
 }
 
@@ -58,14 +62,13 @@ struct Outcome {
 }
 
 async fn render(req: &HttpRequest, state: &AppState, outcome: Outcome) -> PageResult {
-    let apps: Vec<AppView> = apps::list(&state.db)
-        .await?
-        .into_iter()
-        .map(AppView::from)
-        .collect();
+    let (apps, groups) = apps::list_with_groups(&state.db).await?;
+    let apps: Vec<AppView> = apps.into_iter().map(AppView::from).collect();
+    let groups: Vec<String> = groups.iter().map(|g| g.name.to_string()).collect();
     Ok(Page::new("apps", "Apps")
         .with("apps", apps)
         .with("roles", Role::ALL.map(Role::as_str))
+        .with("groups", groups)
         .with("add", outcome.add)
         .with("notice", outcome.notice)
         .with("error", outcome.error)
@@ -85,6 +88,7 @@ fn typed(body: &[u8]) -> Typed {
             "name" => typed.name = value.chars().take(100).collect(),
             "url" => typed.url = value.chars().take(2048).collect(),
             "roles" => typed.roles.push(value.chars().take(20).collect()),
+            "groups" => typed.groups.push(value.chars().take(70).collect()),
             "members" => typed.members = value.chars().take(16 * 1024).collect(),
             _ => {}
         }
@@ -92,7 +96,7 @@ fn typed(body: &[u8]) -> Typed {
     typed
 }
 
-/// Parsed once here: an origin, roles and addresses, or what to tell the admin.
+/// Parsed once here: an origin, roles, groups and addresses, or what to tell the admin.
 fn parse(typed: &Typed) -> Result<(AppOrigin, Access), String> {
     let origin = AppOrigin::parse(&typed.url).map_err(|e| format!("URL: {e}"))?;
     let roles = typed
@@ -102,6 +106,11 @@ fn parse(typed: &Typed) -> Result<(AppOrigin, Access), String> {
             Role::parse(role).map_err(|_| "Pick roles among admin, auditor and member.".to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let groups = typed
+        .groups
+        .iter()
+        .map(|group| GroupName::parse(group).map_err(|e| format!("Group {group:?}: {e}.")))
+        .collect::<Result<Vec<_>, _>>()?;
     let members = typed
         .members
         .lines()
@@ -109,7 +118,14 @@ fn parse(typed: &Typed) -> Result<(AppOrigin, Access), String> {
         .filter(|line| !line.is_empty())
         .map(|line| EmailAddress::parse(line).map_err(|e| format!("{line}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((origin, Access { roles, members }))
+    Ok((
+        origin,
+        Access {
+            roles,
+            groups,
+            members,
+        },
+    ))
 }
 
 fn refusal(err: AppError, add: Typed) -> Result<Outcome, PageError> {

@@ -163,14 +163,18 @@ fn allowed(grant: &Grant) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish();
     let headers = response.headers_mut();
-    for (name, value) in [
-        ("remote-user", member.email.as_str()),
-        ("remote-email", member.email.as_str()),
-        ("remote-groups", groups.as_str()),
-        ("latchkey-assertion", &*grant.assertion),
+    let name = member.name.as_ref().map(|name| name.as_str());
+    for (header, value) in [
+        ("remote-user", Some(member.email.as_str())),
+        ("remote-email", Some(member.email.as_str())),
+        // One line of text by construction (`MemberName`); a value a header cannot carry is
+        // left out rather than mangled.
+        ("remote-name", name),
+        ("remote-groups", Some(groups.as_str())),
+        ("latchkey-assertion", Some(&*grant.assertion)),
     ] {
-        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-            headers.insert(HeaderName::from_static(name), value);
+        if let Some(Ok(value)) = value.map(|value| HeaderValue::from_bytes(value.as_bytes())) {
+            headers.insert(HeaderName::from_static(header), value);
         }
     }
     response

@@ -236,6 +236,7 @@ async fn the_story(app: &TestApp, proxy_port: u16, proxy: &str) {
     // Not admitted any more: Latchkey's 403 page, through the proxy.
     let access = Access {
         roles: vec![Role::Admin],
+        groups: vec![],
         members: vec![],
     };
     app::update(
@@ -256,6 +257,7 @@ async fn the_story(app: &TestApp, proxy_port: u16, proxy: &str) {
     // Admitted again, then the session is revoked: the very next request is refused.
     let access = Access {
         roles: vec![Role::Member],
+        groups: vec![],
         members: vec![],
     };
     app::update(
