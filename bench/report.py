@@ -62,6 +62,20 @@ for name, r in rows.items():
     if name in ("get_login", "get_dashboard_signed_in", "get_auth_check_signed_in"):
         p99 = float(r["p99_ms"])
         lines.append(f"| p99 < 10 ms at 64 connections: {name} | {p99:.2f} ms | {verdict(p99 < 10)} |")
+# Issue #22: an app behind each proxy, protected as printed, against the same app through the
+# same proxy unprotected.
+for kind in ("nginx", "caddy", "traefik"):
+    protected, unprotected = f"{kind}_protected", f"{kind}_unprotected"
+    if protected not in rows or unprotected not in rows:
+        lines.append(f"| {kind}: protected >= 45% of unprotected | not run | MISSED |")
+        continue
+    ratio = rps(protected) / rps(unprotected)
+    p99 = float(rows[protected]["p99_ms"])
+    lines.append(
+        f"| {kind}: protected >= 45% of unprotected | {rps(protected):.0f} / {rps(unprotected):.0f} "
+        f"= {ratio:.0%} | {verdict(ratio >= 0.45)} |"
+    )
+    lines.append(f"| {kind}: protected p99 < 15 ms | {p99:.2f} ms | {verdict(p99 < 15)} |")
 lines += [
     f"| latchkey peak RSS (VmHWM) < 64 MB | {peak:.1f} MB | {verdict(peak < 64)} |",
     "",

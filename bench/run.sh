@@ -5,6 +5,9 @@
 #     RSS of the latchkey process (VmHWM);
 #   - GET /auth/check for a signed-in member whose app admits them (forward auth: 200 with the
 #     identity headers and a signed assertion), next to the bare actix-web reference;
+#   - an app (nginx `return 200`) behind nginx, Caddy and Traefik with the configuration
+#     `latchkey apps proxy-config` prints, against the same app through the same proxy
+#     unprotected (bench/proxies.sh), with the SQL Latchkey ran per protected request;
 #   - the SQL statements PostgreSQL ran (pg_stat_statements) during the signed-in GET / and
 #     GET /auth/check runs, per request: the session cache should make it zero;
 #   - the references in the same run: `pgbench -S` (simple and `-M prepared` protocol) on the
@@ -201,6 +204,11 @@ check_headers=(-H "Cookie: $app_cookie" -H "X-Latchkey-App: wiki" -H "X-Original
 sql_reset
 bench get_auth_check_signed_in "$base/auth/check" "${check_headers[@]}"
 sql_per_request get_auth_check_signed_in
+
+# The same check through each real proxy, as printed, against the app unprotected.
+# shellcheck source=bench/proxies.sh
+. bench/proxies.sh
+bench_proxies
 
 bench get_audit_by_email "$base/audit?email=user42%40example.org" -H "Cookie: $cookie"
 bench get_audit_by_event "$base/audit?event=signed_in" -H "Cookie: $cookie"

@@ -16,10 +16,13 @@ use crate::db;
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::break_glass_reason::BreakGlassReason;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::group_name::GroupName;
+use crate::domain::member_name::MemberName;
 use crate::domain::role::Role;
 use crate::forward_auth::proxy_config::{self, AppUpstream, Proxy, Upstream};
 use crate::keys::Keys;
 use crate::models::app::{self, Access, AppError, Saved};
+use crate::models::group::{self, Change, GroupError};
 use crate::models::member::{self, Added, MemberError};
 use crate::passkeys::{self, manage::Reset};
 use crate::settings::Settings;
@@ -61,6 +64,11 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The team's groups (which apps a member may open): add, remove, list, change members.
+    Groups {
+        #[command(subcommand)]
+        command: GroupsCommand,
     },
     /// Register, list and remove apps protected through forward auth.
     Apps {
@@ -108,8 +116,16 @@ pub enum MembersCommand {
         email: EmailAddress,
         #[arg(long, value_enum, default_value_t = RoleArg::Member)]
         role: RoleArg,
+        /// The display name shown on pages and handed to apps; "" removes it. Left out: the
+        /// name stays as it is.
+        #[arg(long, value_parser = parse_member_name)]
+        name: Option<NameArg>,
+        /// A group to add the member to (repeatable); the groups they are in already stay.
+        #[arg(long = "group", value_parser = parse_group)]
+        groups: Vec<GroupName>,
     },
-    /// One line per member: address, role, active or inactive (tab-separated).
+    /// One line per member: address, role, active or inactive, name, groups (tab-separated;
+    /// an empty column when there is no name or group).
     List,
     /// Deactivate a member (never deletes): their sessions and pending links end at once.
     Remove {
@@ -130,6 +146,9 @@ pub enum AppsCommand {
         /// Comma-separated roles whose members may open the app.
         #[arg(long, value_delimiter = ',', value_enum)]
         roles: Vec<RoleArg>,
+        /// Comma-separated groups whose members may open the app.
+        #[arg(long, value_delimiter = ',', value_parser = parse_group)]
+        groups: Vec<GroupName>,
         /// A member who may open the app whatever their role (repeatable).
         #[arg(long = "member", value_parser = parse_email)]
         members: Vec<EmailAddress>,
@@ -152,6 +171,33 @@ pub enum AppsCommand {
     },
     /// Remove an app: checks for its origin are refused at once.
     Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// Add a group (lower-case letters, digits and `-`).
+    Add {
+        #[arg(value_parser = parse_group)]
+        name: GroupName,
+    },
+    /// Remove a group: its members leave it, and apps stop letting it in, at once.
+    Remove {
+        #[arg(value_parser = parse_group)]
+        name: GroupName,
+    },
+    /// One line per group: name, then its members' addresses, comma-separated (tab-separated).
+    List,
+    /// Change who is in a group.
+    Members {
+        #[arg(value_parser = parse_group)]
+        name: GroupName,
+        /// A member to add to the group (repeatable).
+        #[arg(long = "add", value_parser = parse_email)]
+        add: Vec<EmailAddress>,
+        /// A member to take out of the group (repeatable).
+        #[arg(long = "remove", value_parser = parse_email)]
+        remove: Vec<EmailAddress>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +283,20 @@ fn parse_app_upstream(text: &str) -> Result<Upstream, String> {
     Upstream::parse("--app-upstream", text).map_err(|e| e.to_string())
 }
 
+fn parse_group(text: &str) -> Result<GroupName, String> {
+    GroupName::parse(text).map_err(|e| e.to_string())
+}
+
+/// `--name`: a display name, or none (`--name ""` removes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameArg(pub Option<MemberName>);
+
+fn parse_member_name(text: &str) -> Result<NameArg, String> {
+    MemberName::parse(text)
+        .map(NameArg)
+        .map_err(|e| e.to_string())
+}
+
 fn parse_reason(text: &str) -> Result<BreakGlassReason, String> {
     BreakGlassReason::parse(text).map_err(|e| e.to_string())
 }
@@ -303,6 +363,13 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
             migrate_quietly(&mut conn)?;
             let keys = Keys::derive(&resolve_secret(settings)?);
             let outcome = run_members(&mut conn, settings, command);
+            sign_what_was_added(&mut conn, &keys, settings)?;
+            outcome?;
+        }
+        Command::Groups { command } => {
+            migrate_quietly(&mut conn)?;
+            let keys = Keys::derive(&resolve_secret(settings)?);
+            let outcome = run_groups(&mut conn, command);
             sign_what_was_added(&mut conn, &keys, settings)?;
             outcome?;
         }
@@ -451,15 +518,42 @@ fn run_members(
     command: MembersCommand,
 ) -> anyhow::Result<()> {
     match command {
-        MembersCommand::Add { email, role } => {
+        MembersCommand::Add {
+            email,
+            role,
+            name,
+            groups,
+        } => {
             let role = Role::from(role);
-            let (member, added) = member::add_or_reactivate(conn, &email, role, CLI_ACTOR)
-                .map_err(|e| member_error(e, &email))?;
+            // All or nothing: an unknown group must not leave a member added without it.
+            let (member, added, joined) = conn.transaction(|conn| {
+                let (member, added) = member::add_or_reactivate(conn, &email, role, CLI_ACTOR)
+                    .map_err(|e| member_error(e, &email))?;
+                let member = match &name {
+                    Some(NameArg(name)) => {
+                        member::rename(conn, member.id, name.as_ref(), CLI_ACTOR)
+                            .map_err(|e| member_error(e, &email))?
+                    }
+                    None => member,
+                };
+                let joined =
+                    group::join(conn, member.id, &groups, CLI_ACTOR).map_err(group_error)?;
+                anyhow::Ok((member, added, joined))
+            })?;
             match added {
                 Added::Created => println!("added {} as {role}", member.email),
                 Added::Reactivated => println!("re-activated {} as {role}", member.email),
                 Added::RoleChanged => println!("changed {} to {role}", member.email),
                 Added::Unchanged => println!("{} is already an active {role}", member.email),
+            }
+            if let Some(NameArg(name)) = &name {
+                match name {
+                    Some(name) => println!("{} is called {name}", member.email),
+                    None => println!("{} has no name", member.email),
+                }
+            }
+            for group in joined {
+                println!("added {} to {group}", member.email);
             }
         }
         MembersCommand::List => {
@@ -469,10 +563,12 @@ fn run_members(
             }
             for member in members {
                 println!(
-                    "{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}",
                     member.email,
                     member.role,
-                    if member.active { "active" } else { "inactive" }
+                    if member.active { "active" } else { "inactive" },
+                    member.name.as_deref().unwrap_or(""),
+                    member.groups.join(",")
                 );
             }
         }
@@ -511,10 +607,12 @@ fn run_apps(
             name,
             url,
             roles,
+            groups,
             members,
         } => {
             let access = Access {
                 roles: roles.into_iter().map(Role::from).collect(),
+                groups,
                 members,
             };
             let (saved, how) =
@@ -587,12 +685,68 @@ fn proxy_name(proxy: ProxyArg) -> &'static str {
     Proxy::from(proxy).as_str()
 }
 
+fn run_groups(conn: &mut PgConnection, command: GroupsCommand) -> anyhow::Result<()> {
+    match command {
+        GroupsCommand::Add { name } => {
+            match group::add(conn, &name, CLI_ACTOR).map_err(group_error)? {
+                (group, Change::Made) => println!("added group {}", group.name),
+                (group, Change::AlreadySo) => println!("group {} exists already", group.name),
+            }
+        }
+        GroupsCommand::Remove { name } => {
+            let removed = group::remove(conn, &name, CLI_ACTOR).map_err(group_error)?;
+            println!(
+                "removed group {} ({} member{} left it)",
+                removed.group.name,
+                removed.members.len(),
+                if removed.members.len() == 1 { "" } else { "s" }
+            );
+        }
+        GroupsCommand::List => {
+            let groups = group::list(conn)?;
+            if groups.is_empty() {
+                eprintln!("no groups yet; add one with `latchkey groups add NAME`");
+            }
+            for entry in groups {
+                println!("{}\t{}", entry.group.name, entry.members.join(","));
+            }
+        }
+        GroupsCommand::Members { name, add, remove } => {
+            if add.is_empty() && remove.is_empty() {
+                anyhow::bail!("say whom to change: --add EMAIL and/or --remove EMAIL");
+            }
+            let changed = group::change_members(conn, &name, &add, &remove, CLI_ACTOR)
+                .map_err(group_error)?;
+            for email in changed.added {
+                println!("added {email} to {name}");
+            }
+            for email in changed.removed {
+                println!("removed {email} from {name}");
+            }
+            for email in changed.unchanged {
+                println!("{email}: unchanged");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn group_error(err: GroupError) -> anyhow::Error {
+    match err {
+        GroupError::Query(e) => anyhow::Error::new(e).context("updating groups"),
+        GroupError::NoSuchGroup(name) => {
+            anyhow::anyhow!("there is no group {name}; add it with `latchkey groups add {name}`")
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
 fn app_error(err: AppError) -> anyhow::Error {
     match err {
         AppError::Query(e) => anyhow::Error::new(e).context("updating apps"),
-        AppError::NobodyMayOpen => {
-            anyhow::anyhow!("say who may open the app: --roles admin,member and/or --member EMAIL")
-        }
+        AppError::NobodyMayOpen => anyhow::anyhow!(
+            "say who may open the app: --roles admin,member, --groups ops and/or --member EMAIL"
+        ),
         other => anyhow::anyhow!("{other}"),
     }
 }
@@ -619,10 +773,18 @@ mod tests {
         let cli = Cli::try_parse_from(["latchkey", "members", "add", " Ann@Example.ORG "]).unwrap();
         match cli.command {
             Some(Command::Members {
-                command: MembersCommand::Add { email, role },
+                command:
+                    MembersCommand::Add {
+                        email,
+                        role,
+                        name,
+                        groups,
+                    },
             }) => {
                 assert_eq!(email.as_str(), "Ann@example.org");
                 assert_eq!(role, RoleArg::Member);
+                assert_eq!(name, None, "no --name leaves the name alone");
+                assert!(groups.is_empty());
             }
             other => panic!("{other:?}"),
         }
@@ -657,6 +819,7 @@ mod tests {
                         url,
                         roles,
                         members,
+                        ..
                     },
             }) => {
                 assert_eq!(name, "wiki");
@@ -668,6 +831,71 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["latchkey", "apps", "add", "w", "ftp://x.org"]).is_err());
         assert!(Cli::try_parse_from(["latchkey", "apps", "add", "w", "https://u@x.org"]).is_err());
+    }
+
+    #[test]
+    fn groups_names_and_memberships_parse_once_at_the_edge() {
+        let cli = Cli::try_parse_from([
+            "latchkey",
+            "members",
+            "add",
+            "a@x.org",
+            "--name",
+            " Ann Lee ",
+            "--group",
+            "ops",
+            "--group",
+            "on-call",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::Members {
+                command: MembersCommand::Add { name, groups, .. },
+            }) => {
+                assert_eq!(
+                    name.and_then(|NameArg(name)| name).unwrap().as_str(),
+                    "Ann Lee"
+                );
+                let groups: Vec<&str> = groups.iter().map(GroupName::as_str).collect();
+                assert_eq!(groups, ["ops", "on-call"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cleared =
+            Cli::try_parse_from(["latchkey", "members", "add", "a@x.org", "--name", ""]).unwrap();
+        assert!(matches!(
+            cleared.command,
+            Some(Command::Members {
+                command: MembersCommand::Add {
+                    name: Some(NameArg(None)),
+                    ..
+                }
+            })
+        ));
+        for bad in [
+            vec!["members", "add", "a@x.org", "--name", "Ann\nLee"],
+            vec!["members", "add", "a@x.org", "--group", "Ops"],
+            vec!["groups", "add", "ops team"],
+            vec!["groups", "members", "ops", "--add", "nope"],
+            vec!["apps", "add", "w", "https://w.x.org", "--groups", "ops,Bad"],
+        ] {
+            let args = std::iter::once("latchkey").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "latchkey",
+            "apps",
+            "add",
+            "w",
+            "https://w.x.org",
+            "--groups",
+            "ops,editors",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Apps { command: AppsCommand::Add { groups, .. } }) if groups.len() == 2
+        ));
     }
 
     #[test]

@@ -14,6 +14,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    app_groups (app_id, group_id) {
+        app_id -> Int8,
+        group_id -> Int8,
+    }
+}
+
+diesel::table! {
     app_members (app_id, member_id) {
         app_id -> Int8,
         member_id -> Int8,
@@ -28,6 +35,22 @@ diesel::table! {
         roles -> Array<Nullable<Text>>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    group_members (group_id, member_id) {
+        group_id -> Int8,
+        member_id -> Int8,
+        added_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    groups (id) {
+        id -> Int8,
+        name -> Text,
+        created_at -> Timestamptz,
     }
 }
 
@@ -88,6 +111,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         mailbox_key -> Text,
+        name -> Nullable<Text>,
     }
 }
 
@@ -162,8 +186,12 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(app_groups -> apps (app_id));
+diesel::joinable!(app_groups -> groups (group_id));
 diesel::joinable!(app_members -> apps (app_id));
 diesel::joinable!(app_members -> members (member_id));
+diesel::joinable!(group_members -> groups (group_id));
+diesel::joinable!(group_members -> members (member_id));
 diesel::joinable!(member_browsers -> members (member_id));
 diesel::joinable!(app_sessions -> apps (app_id));
 diesel::joinable!(app_sessions -> sessions (session_id));
@@ -174,9 +202,12 @@ diesel::joinable!(sign_in_prefetches -> sign_in_requests (request_id));
 diesel::joinable!(sign_in_requests -> members (member_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    app_groups,
     app_members,
     app_sessions,
     apps,
+    group_members,
+    groups,
     login_audit,
     login_audit_chain,
     login_audit_checkpoints,

@@ -72,7 +72,7 @@ fn help_lists_every_command() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for command in [
-        "serve", "migrate", "members", "purge", "audit", "link", "passkeys",
+        "serve", "migrate", "members", "purge", "audit", "link", "passkeys", "groups",
     ] {
         assert!(help.contains(command), "{command}: {help}");
     }
@@ -94,6 +94,33 @@ fn a_malformed_address_is_refused_before_the_database_is_touched() {
         assert!(!out.status.success(), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("email address"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("connecting"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_malformed_group_or_name_is_refused_before_the_database_is_touched() {
+    for (args, says) in [
+        (&["groups", "add", "Ops"][..], "lower-case"),
+        (
+            &["groups", "members", "ops team", "--add", "a@x.org"],
+            "lower-case",
+        ),
+        // `=` takes a leading `-` past clap to the parser, which refuses it.
+        (&["members", "add", "a@x.org", "--group=-ops"], "lower-case"),
+        (
+            &["members", "add", "a@x.org", "--name", "Ann\rLee"],
+            "one line",
+        ),
+        (
+            &["apps", "add", "w", "https://w.x.org", "--groups", "ops,"],
+            "name",
+        ),
+    ] {
+        let out = latchkey(args, &[NO_DATABASE]);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(!stderr.contains("connecting"), "{args:?}: {stderr}");
     }
 }

@@ -62,10 +62,15 @@ pub enum AuditEvent {
     PasskeyFailed,
     PasskeysReset,
     AuditChainBroken,
+    GroupAdded,
+    GroupRemoved,
+    GroupMemberAdded,
+    GroupMemberRemoved,
+    MemberRenamed,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 32] = [
+    pub const ALL: [AuditEvent; 37] = [
         AuditEvent::LinkRequested,
         AuditEvent::LinkSent,
         AuditEvent::LinkSendFailed,
@@ -98,6 +103,11 @@ impl AuditEvent {
         AuditEvent::PasskeyFailed,
         AuditEvent::PasskeysReset,
         AuditEvent::AuditChainBroken,
+        AuditEvent::GroupAdded,
+        AuditEvent::GroupRemoved,
+        AuditEvent::GroupMemberAdded,
+        AuditEvent::GroupMemberRemoved,
+        AuditEvent::MemberRenamed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -134,6 +144,11 @@ impl AuditEvent {
             AuditEvent::PasskeyFailed => "passkey_failed",
             AuditEvent::PasskeysReset => "passkeys_reset",
             AuditEvent::AuditChainBroken => "audit_chain_broken",
+            AuditEvent::GroupAdded => "group_added",
+            AuditEvent::GroupRemoved => "group_removed",
+            AuditEvent::GroupMemberAdded => "group_member_added",
+            AuditEvent::GroupMemberRemoved => "group_member_removed",
+            AuditEvent::MemberRenamed => "member_renamed",
         }
     }
 

@@ -99,6 +99,10 @@ row_id!(
     /// `app_sessions.id`.
     AppSessionId
 );
+row_id!(
+    /// `groups.id`.
+    GroupId
+);
 
 #[cfg(test)]
 mod tests {

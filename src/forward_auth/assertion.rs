@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::MemberId;
+use crate::domain::member_name::MemberName;
 use crate::domain::role::Role;
 
 /// How long an assertion is valid: long enough for one request to reach the app.
@@ -43,9 +44,12 @@ pub struct Claims<'a> {
     #[serde(serialize_with = "as_text")]
     pub sub: MemberId,
     pub email: &'a EmailAddress,
+    /// The display name, when the member has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a MemberName>,
     pub role: Role,
     /// The role, then the member's groups, as `Remote-Groups` lists them.
-    pub groups: &'a [&'a str],
+    pub groups: &'a [String],
     pub iat: i64,
     pub exp: i64,
 }
@@ -129,8 +133,9 @@ mod tests {
                 aud: &aud,
                 sub: MemberId::new(7),
                 email: &email,
+                name: None,
                 role: Role::Member,
-                groups: &["member"],
+                groups: &["member".to_string(), "ops".to_string()],
                 iat: 1000,
                 exp: 1060,
             })
@@ -157,6 +162,8 @@ mod tests {
         assert_eq!(claims["aud"], "https://wiki.example.org");
         assert_eq!(claims["email"], "ann@example.org");
         assert_eq!(claims["role"], "member");
+        assert_eq!(claims["groups"], serde_json::json!(["member", "ops"]));
+        assert!(claims.get("name").is_none(), "no name, no claim");
         assert_eq!(claims["exp"], 1060);
         // Same seed, same key: every instance signs alike.
         let again = AssertionKey::from_seed(&[5u8; 32]).unwrap();

@@ -57,7 +57,7 @@ pub enum Decision {
 pub struct Grant {
     pub member: Member,
     /// `Remote-Groups`: the role, then the member's groups.
-    pub groups: Vec<&'static str>,
+    pub groups: Vec<String>,
     /// The signed `Latchkey-Assertion`.
     pub assertion: Arc<str>,
 }
@@ -190,13 +190,17 @@ impl ForwardAuth {
     ) -> Result<Decision, CheckError> {
         let member = signed_in.member;
         let role = member.role();
-        let groups = vec![role.as_str()];
+        let groups: Vec<String> = std::iter::once(role.as_str().to_string())
+            .chain(member.groups.iter().map(ToString::to_string))
+            .collect();
         let about = AssertionFor {
             session_id: signed_in.session_id,
             app_id: app.id,
             aud: app.origin.clone(),
             email: member.email.clone(),
+            name: member.name.clone(),
             role,
+            groups: groups.clone(),
         };
         let assertion = match self.memory.fresh_assertion(&about, now) {
             Some(token) => token,
@@ -208,6 +212,7 @@ impl ForwardAuth {
                         aud: &app.origin,
                         sub: member.id,
                         email: &member.email,
+                        name: member.name.as_ref(),
                         role,
                         groups: &groups,
                         iat: now,
@@ -248,12 +253,16 @@ impl ForwardAuth {
         client: impl FnOnce() -> ClientInfo,
     ) -> Result<Refusal, DbError> {
         let audit = self.memory.should_audit_denial(member.id);
-        let detail = format!(
+        let mut detail = format!(
             "{} ({}) does not admit role {}",
             app.name,
             app.origin,
             member.role().as_str()
         );
+        if !member.groups.is_empty() {
+            let groups: Vec<&str> = member.groups.iter().map(|g| g.as_str()).collect();
+            detail.push_str(&format!(" or groups {}", groups.join(",")));
+        }
         let email = member.email.clone();
         let client = audit.then(client);
         let admins = context

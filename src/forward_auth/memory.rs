@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::ids::{AppId, MemberId, SessionId};
+use crate::domain::member_name::MemberName;
 use crate::domain::role::Role;
 
 /// How often a refusal of one member for one app is audited.
@@ -30,7 +31,10 @@ pub struct AssertionFor {
     pub app_id: AppId,
     pub aud: AppOrigin,
     pub email: EmailAddress,
+    pub name: Option<MemberName>,
     pub role: Role,
+    /// The role, then the groups.
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -99,7 +103,9 @@ mod tests {
             app_id: AppId::new(2),
             aud: AppOrigin::parse("https://wiki.example.org").unwrap(),
             email: EmailAddress::parse("ann@example.org").unwrap(),
+            name: None,
             role: Role::Member,
+            groups: vec!["member".into()],
         };
         assert_eq!(memory.fresh_assertion(&about, 100), None);
         memory.remember_assertion(about.clone(), 100, "t1".into());
@@ -111,6 +117,16 @@ mod tests {
             ..about.clone()
         };
         assert_eq!(memory.fresh_assertion(&promoted, 101), None, "another role");
+        let joined = AssertionFor {
+            groups: vec!["member".into(), "ops".into()],
+            ..about.clone()
+        };
+        assert_eq!(memory.fresh_assertion(&joined, 101), None, "other groups");
+        let named = AssertionFor {
+            name: MemberName::parse("Ann Lee").unwrap(),
+            ..about.clone()
+        };
+        assert_eq!(memory.fresh_assertion(&named, 101), None, "a new name");
         let moved = AssertionFor {
             aud: AppOrigin::parse("https://wiki2.example.org").unwrap(),
             ..about

@@ -148,6 +148,7 @@ fn is_background_poll(req: &HttpRequest) -> bool {
 pub fn viewer(member: &Member) -> Viewer {
     Viewer {
         email: member.email.to_string(),
+        name: member.name.as_ref().map(ToString::to_string),
         role: member.role().as_str(),
         is_admin: member.role().is_admin(),
         can_read_audit: member.role().can_read_audit(),

@@ -10,10 +10,12 @@ use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
-use crate::domain::ids::{AppId, MemberId};
+use crate::domain::group_name::GroupName;
+use crate::domain::ids::{AppId, GroupId, MemberId};
 use crate::domain::role::Role;
+use crate::models::group;
 use crate::models::member::{Actor, Member};
-use crate::schema::{app_members, apps, members};
+use crate::schema::{app_groups, app_members, apps, groups, members};
 
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
 #[diesel(table_name = apps, check_for_backend(diesel::pg::Pg))]
@@ -44,47 +46,58 @@ impl App {
     }
 }
 
-/// Who may open an app: members of these roles, and these members by address.
+/// Who may open an app: members of these roles, of these groups, and these members by
+/// address.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Access {
     pub roles: Vec<Role>,
+    pub groups: Vec<GroupName>,
     pub members: Vec<EmailAddress>,
 }
 
 impl Access {
-    /// One line for people (`apps list`, the audit): `roles admin,member; members a@x.org`.
+    /// One line for people (`apps list`, the audit):
+    /// `roles admin,member; groups ops; members a@x.org`.
     pub fn describe(&self) -> String {
         let roles: Vec<&str> = self.roles.iter().map(|role| role.as_str()).collect();
+        let groups: Vec<&str> = self.groups.iter().map(GroupName::as_str).collect();
         let members: Vec<&str> = self.members.iter().map(EmailAddress::as_str).collect();
-        let mut parts = Vec::new();
-        if !roles.is_empty() {
-            parts.push(format!("roles {}", roles.join(",")));
-        }
-        if !members.is_empty() {
-            parts.push(format!("members {}", members.join(",")));
-        }
-        parts.join("; ")
+        describe(&roles, &groups, &members)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.roles.is_empty() && self.groups.is_empty() && self.members.is_empty()
     }
 }
 
-/// An app with the addresses listed on it.
+fn describe(roles: &[&str], groups: &[&str], members: &[&str]) -> String {
+    let mut parts = Vec::new();
+    if !roles.is_empty() {
+        parts.push(format!("roles {}", roles.join(",")));
+    }
+    if !groups.is_empty() {
+        parts.push(format!("groups {}", groups.join(",")));
+    }
+    if !members.is_empty() {
+        parts.push(format!("members {}", members.join(",")));
+    }
+    parts.join("; ")
+}
+
+/// An app with the groups it lets in and the addresses listed on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppEntry {
     pub app: App,
+    pub groups: Vec<GroupName>,
     pub members: Vec<String>,
 }
 
 impl AppEntry {
     pub fn describe(&self) -> String {
         let roles: Vec<&str> = self.app.roles().iter().map(|role| role.as_str()).collect();
-        let mut parts = Vec::new();
-        if !roles.is_empty() {
-            parts.push(format!("roles {}", roles.join(",")));
-        }
-        if !self.members.is_empty() {
-            parts.push(format!("members {}", self.members.join(",")));
-        }
-        parts.join("; ")
+        let groups: Vec<&str> = self.groups.iter().map(GroupName::as_str).collect();
+        let members: Vec<&str> = self.members.iter().map(String::as_str).collect();
+        describe(&roles, &groups, &members)
     }
 }
 
@@ -92,10 +105,12 @@ impl AppEntry {
 pub enum AppError {
     #[error("no such app")]
     NotFound,
-    #[error("say who may open the app: at least one role or one member")]
+    #[error("say who may open the app: at least one role, group or member")]
     NobodyMayOpen,
     #[error("{0} is not a member of the team; add them first")]
     UnknownMember(String),
+    #[error("there is no group {0}; add it first")]
+    UnknownGroup(GroupName),
     #[error("another app already has the name {0:?}")]
     NameTaken(String),
     #[error("another app ({0}) is already registered for {1}")]
@@ -150,6 +165,23 @@ fn member_ids(conn: &mut PgConnection, emails: &[EmailAddress]) -> Result<Vec<Me
     ids.sort_unstable();
     ids.dedup();
     Ok(ids)
+}
+
+fn group_ids(conn: &mut PgConnection, names: &[GroupName]) -> Result<Vec<GroupId>, AppError> {
+    let found = group::find_all(conn, names)?;
+    if let Some(missing) = group::first_missing(names, &found) {
+        return Err(AppError::UnknownGroup(missing.clone()));
+    }
+    Ok(found.into_iter().map(|group| group.id).collect())
+}
+
+fn admitted_groups(conn: &mut PgConnection, app_id: AppId) -> QueryResult<Vec<GroupName>> {
+    app_groups::table
+        .inner_join(groups::table)
+        .filter(app_groups::app_id.eq(app_id))
+        .order(groups::name.asc())
+        .select(groups::name)
+        .load(conn)
 }
 
 fn listed_members(conn: &mut PgConnection, app_id: AppId) -> QueryResult<Vec<String>> {
@@ -226,11 +258,12 @@ pub fn add<'a>(
 ) -> Result<App, AppError> {
     let name = check_name(name)?;
     let actor = actor.into();
-    if access.roles.is_empty() && access.members.is_empty() {
+    if access.is_empty() {
         return Err(AppError::NobodyMayOpen);
     }
     conn.transaction(|conn| {
         let ids = member_ids(conn, &access.members)?;
+        let group_ids = group_ids(conn, &access.groups)?;
         let inserted = conn.transaction(|conn| {
             diesel::insert_into(apps::table)
                 .values((
@@ -246,12 +279,24 @@ pub fn add<'a>(
             Err(err) => return Err(conflict(conn, err, &name, origin)),
         };
         insert_members(conn, app.id, &ids)?;
+        insert_groups(conn, app.id, &group_ids)?;
         NewAuditRow::new(AuditEvent::AppAdded)
             .actor(actor)
             .detail(format!("{} {} ({})", app.name, origin, access.describe()))
             .insert(conn)?;
         Ok(app)
     })
+}
+
+fn insert_groups(conn: &mut PgConnection, app_id: AppId, ids: &[GroupId]) -> QueryResult<()> {
+    let rows: Vec<_> = ids
+        .iter()
+        .map(|id| (app_groups::app_id.eq(app_id), app_groups::group_id.eq(*id)))
+        .collect();
+    diesel::insert_into(app_groups::table)
+        .values(rows)
+        .execute(conn)?;
+    Ok(())
 }
 
 fn insert_members(conn: &mut PgConnection, app_id: AppId, ids: &[MemberId]) -> QueryResult<()> {
@@ -282,7 +327,7 @@ pub fn update<'a>(
 ) -> Result<(App, Saved), AppError> {
     let name = check_name(name)?;
     let actor = actor.into();
-    if access.roles.is_empty() && access.members.is_empty() {
+    if access.is_empty() {
         return Err(AppError::NobodyMayOpen);
     }
     conn.transaction(|conn| {
@@ -294,10 +339,12 @@ pub fn update<'a>(
             .optional()?
             .ok_or(AppError::NotFound)?;
         let before = AppEntry {
+            groups: admitted_groups(conn, id)?,
             members: listed_members(conn, id)?,
             app: before,
         };
         let ids = member_ids(conn, &access.members)?;
+        let group_ids = group_ids(conn, &access.groups)?;
         let updated = conn.transaction(|conn| {
             diesel::update(apps::table.find(id))
                 .set((
@@ -315,7 +362,10 @@ pub fn update<'a>(
         };
         diesel::delete(app_members::table.filter(app_members::app_id.eq(id))).execute(conn)?;
         insert_members(conn, id, &ids)?;
+        diesel::delete(app_groups::table.filter(app_groups::app_id.eq(id))).execute(conn)?;
+        insert_groups(conn, id, &group_ids)?;
         let after = AppEntry {
+            groups: admitted_groups(conn, id)?,
             members: listed_members(conn, id)?,
             app: app.clone(),
         };
@@ -380,12 +430,21 @@ pub fn name_for_origin(conn: &mut PgConnection, origin: &AppOrigin) -> QueryResu
         .optional()
 }
 
-/// Every app with its listed members, by name.
+/// Every app with the groups it lets in and its listed members, by name.
 pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<AppEntry>> {
     let all: Vec<App> = apps::table
         .order(apps::name.asc())
         .select(App::as_select())
         .load(conn)?;
+    let admitted: Vec<(AppId, GroupName)> = app_groups::table
+        .inner_join(groups::table)
+        .order(groups::name.asc())
+        .select((app_groups::app_id, groups::name))
+        .load(conn)?;
+    let mut groups_by_app: BTreeMap<AppId, Vec<GroupName>> = BTreeMap::new();
+    for (app_id, name) in admitted {
+        groups_by_app.entry(app_id).or_default().push(name);
+    }
     let listed: Vec<(AppId, String)> = app_members::table
         .inner_join(members::table)
         .order(members::email.asc())
@@ -398,6 +457,7 @@ pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<AppEntry>> {
     Ok(all
         .into_iter()
         .map(|app| AppEntry {
+            groups: groups_by_app.remove(&app.id).unwrap_or_default(),
             members: by_app.remove(&app.id).unwrap_or_default(),
             app,
         })
@@ -412,13 +472,19 @@ pub struct AppRule {
     pub name: String,
     pub origin: AppOrigin,
     roles: Vec<Role>,
+    groups: Vec<GroupName>,
     /// The listed members' (canonical, unique) addresses.
     member_emails: Vec<String>,
 }
 
 impl AppRule {
+    /// A member of one of its roles, of one of its groups, or listed by address.
     pub fn admits(&self, member: &Member) -> bool {
         self.roles.contains(&member.role())
+            || member
+                .groups
+                .iter()
+                .any(|group| self.groups.contains(group))
             || self
                 .member_emails
                 .iter()
@@ -435,7 +501,17 @@ impl AppRule {
             name: name.to_string(),
             origin,
             roles: vec![Role::Member],
+            groups: Vec::new(),
             member_emails: Vec::new(),
+        }
+    }
+
+    /// An app that lets in only these groups.
+    pub fn for_test_groups(name: &str, origin: AppOrigin, groups: Vec<GroupName>) -> Self {
+        Self {
+            roles: Vec::new(),
+            groups,
+            ..Self::for_test(name, origin)
         }
     }
 }
@@ -448,8 +524,55 @@ pub fn rules(conn: &mut PgConnection) -> QueryResult<Vec<AppRule>> {
             id: entry.app.id,
             origin: entry.app.origin(),
             roles: entry.app.roles(),
+            groups: entry.groups,
             name: entry.app.name,
             member_emails: entry.members,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups(names: &[&str]) -> Vec<GroupName> {
+        names
+            .iter()
+            .map(|name| GroupName::parse(name).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_app_admits_its_roles_its_groups_and_its_listed_members() {
+        let origin = AppOrigin::parse("https://wiki.example.org").unwrap();
+        let ops_only = AppRule::for_test_groups("wiki", origin.clone(), groups(&["ops"]));
+        let ann = Member::for_test(1, "ann@example.org", Role::Member, &["editors", "ops"]);
+        let bob = Member::for_test(2, "bob@example.org", Role::Admin, &["editors"]);
+        let nobody = Member::for_test(3, "cy@example.org", Role::Member, &[]);
+        assert!(ops_only.admits(&ann), "one of her groups");
+        assert!(!ops_only.admits(&bob), "neither his role nor his groups");
+        assert!(!ops_only.admits(&nobody));
+        let by_role = AppRule::for_test("wiki", origin.clone());
+        assert!(by_role.admits(&nobody) && !by_role.admits(&bob));
+        let listed = AppRule {
+            member_emails: vec!["bob@example.org".into()],
+            ..AppRule::for_test_groups("wiki", origin, Vec::new())
+        };
+        assert!(listed.admits(&bob) && !listed.admits(&ann));
+    }
+
+    #[test]
+    fn who_may_open_an_app_reads_in_one_line() {
+        let access = Access {
+            roles: vec![Role::Admin],
+            groups: groups(&["ops", "on-call"]),
+            members: vec![EmailAddress::parse("ann@example.org").unwrap()],
+        };
+        assert_eq!(
+            access.describe(),
+            "roles admin; groups ops,on-call; members ann@example.org"
+        );
+        assert!(!access.is_empty());
+        assert!(Access::default().is_empty());
+    }
 }

@@ -6,9 +6,25 @@ use diesel::prelude::*;
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::email_address::{EmailAddress, MailboxRule};
+use crate::domain::group_name::GroupName;
 use crate::domain::ids::MemberId;
+use crate::domain::member_name::MemberName;
 use crate::domain::role::Role;
 use crate::schema::{members, sessions, sign_in_requests};
+
+/// The names of the groups of the member on the row being read, in one array. Read with the
+/// row, so that everything that reads a member (the session cache above all, which a
+/// forward-auth check reads instead of the database) has their groups without a second query.
+pub type GroupsOfMember =
+    diesel::expression::SqlLiteral<diesel::sql_types::Array<diesel::sql_types::Text>>;
+
+pub fn groups_of_member() -> GroupsOfMember {
+    diesel::dsl::sql(
+        "ARRAY(SELECT lk_g.name FROM group_members lk_gm \
+         JOIN groups lk_g ON lk_g.id = lk_gm.group_id \
+         WHERE lk_gm.member_id = members.id ORDER BY lk_g.name)",
+    )
+}
 
 #[derive(Debug, Clone, Queryable, Selectable, PartialEq, Eq)]
 #[diesel(table_name = members, check_for_backend(diesel::pg::Pg))]
@@ -19,11 +35,37 @@ pub struct Member {
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Shown on pages and handed to apps (`Remote-Name`, the assertion's `name`).
+    pub name: Option<MemberName>,
+    /// By name; apps may let groups in (`Remote-Groups` lists them after the role).
+    #[diesel(select_expression = groups_of_member(), select_expression_type = GroupsOfMember)]
+    pub groups: Vec<GroupName>,
 }
 
 impl Member {
     pub fn role(&self) -> Role {
         self.role
+    }
+}
+
+#[cfg(test)]
+impl Member {
+    /// An active member, for unit tests of what reads members.
+    pub fn for_test(id: i64, email: &str, role: Role, groups: &[&str]) -> Self {
+        let now = Utc::now();
+        Self {
+            id: MemberId::new(id),
+            email: EmailAddress::parse(email).expect("a test address"),
+            role,
+            active: true,
+            created_at: now,
+            updated_at: now,
+            name: None,
+            groups: groups
+                .iter()
+                .map(|group| GroupName::parse(group).expect("a test group"))
+                .collect(),
+        }
     }
 }
 
@@ -134,6 +176,9 @@ pub struct ListedMember {
     pub role: Role,
     pub active: bool,
     pub created_at: DateTime<Utc>,
+    pub name: Option<String>,
+    #[diesel(select_expression = groups_of_member(), select_expression_type = GroupsOfMember)]
+    pub groups: Vec<String>,
 }
 
 pub fn list(conn: &mut PgConnection) -> QueryResult<Vec<ListedMember>> {
@@ -256,6 +301,48 @@ pub fn change_role<'a>(
             .insert(conn)?;
         Ok(updated)
     })
+}
+
+/// Sets or clears a member's display name; audited `member_renamed` with before and after,
+/// unless it is the name they have.
+pub fn rename<'a>(
+    conn: &mut PgConnection,
+    id: MemberId,
+    name: Option<&MemberName>,
+    actor: impl Into<Actor<'a>>,
+) -> Result<Member, MemberError> {
+    let actor = actor.into();
+    conn.transaction(|conn| {
+        let member = lock(conn, id)?;
+        if member.name.as_ref() == name {
+            return Ok(member);
+        }
+        let updated = diesel::update(members::table.find(id))
+            .set((
+                members::name.eq(name),
+                members::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(Member::as_returning())
+            .get_result(conn)?;
+        NewAuditRow::new(AuditEvent::MemberRenamed)
+            .email(&updated.email)
+            .actor(actor)
+            .detail(format!(
+                "{} -> {}",
+                describe_name(member.name.as_ref()),
+                describe_name(name)
+            ))
+            .insert(conn)?;
+        Ok(updated)
+    })
+}
+
+/// A name as the audit quotes it, so that spaces and an absent name read plainly.
+fn describe_name(name: Option<&MemberName>) -> String {
+    name.map_or_else(
+        || "(no name)".to_string(),
+        |name| format!("{:?}", name.as_str()),
+    )
 }
 
 /// Deactivates (never deletes) a member, ending their sessions and pending sign-ins at once.

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod app_session;
 pub mod dashboard;
+pub mod group;
 pub mod member;
 pub mod member_browser;
 pub mod passkey;

@@ -14,7 +14,7 @@ use crate::domain::app_origin::AppUrl;
 use crate::domain::digests::{AppKeyDigest, SessionKeyDigest};
 use crate::domain::next_path::NextPath;
 use crate::forward_auth::app_sessions::{self, app_cookie_name, key_digest, AppCookies};
-use crate::forward_auth::check::{signed_in, CheckContext};
+use crate::forward_auth::check::{signed_in, CheckContext, Refusal};
 use crate::models::app::AppRule;
 use crate::state::AppState;
 use crate::web::browser::session_cookie_name;
@@ -99,19 +99,37 @@ async fn app_named(state: &AppState, name: Option<&str>) -> Result<Option<AppRul
     Ok(apps.iter().find(|app| app.name == name).cloned())
 }
 
-fn no_such_app(state: &AppState, origin: &str) -> HttpResponse {
+/// The 403 page: who was refused which app and whom to ask, or that no app has this name or
+/// origin; with "sign in as someone else" where there is an app to sign in to.
+pub fn denied_page(state: &AppState, refusal: &Refusal, url: &str) -> HttpResponse {
+    let origin =
+        AppUrl::parse(url).map_or_else(|_| url.to_string(), |url| url.origin().to_string());
+    let switch = refusal
+        .app_name
+        .as_ref()
+        .map(|name| format!("{}&switch=1", auth_app_url(state, name, url)));
     app_host_page(
         state,
         StatusCode::FORBIDDEN,
         "app_denied.html",
         "No access",
         |context| {
-            context.insert("origin", origin);
-            context.insert("email", &None::<String>);
-            context.insert("app_name", &None::<String>);
-            context.insert("switch", &None::<String>);
+            context.insert("email", &refusal.member.as_ref().map(|m| m.email.as_str()));
+            context.insert("app_name", &refusal.app_name);
+            context.insert("origin", &origin);
+            context.insert("admins", &refusal.admins);
+            context.insert("switch", &switch);
         },
     )
+}
+
+fn no_such_app(state: &AppState, origin: &str) -> HttpResponse {
+    let nobody = Refusal {
+        member: None,
+        app_name: None,
+        admins: Vec::new(),
+    };
+    denied_page(state, &nobody, origin)
 }
 
 /// `GET /auth/app?app=NAME&rd=URL`.
@@ -158,20 +176,7 @@ pub async fn open(
             .forward_auth
             .refuse(&context, signed_in.member, &app, || client_info(&req))
             .await?;
-        let switch = format!("{}&switch=1", auth_app_url(&state, &app.name, &rd));
-        return Ok(app_host_page(
-            &state,
-            StatusCode::FORBIDDEN,
-            "app_denied.html",
-            "No access",
-            |context| {
-                context.insert("email", &refusal.member.as_ref().map(|m| m.email.as_str()));
-                context.insert("app_name", &refusal.app_name);
-                context.insert("origin", app.origin.as_str());
-                context.insert("admins", &refusal.admins);
-                context.insert("switch", &switch);
-            },
-        ));
+        return Ok(denied_page(&state, &refusal, &rd));
     }
     let code = app_sessions::issue_code(&state.db, &signed_in, &app, now).await?;
     // The path and query alone: the callback sends the browser on within the app's origin.

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::group_name::GroupName;
 use crate::domain::ids::AppId;
 use crate::domain::role::Role;
 use crate::forward_auth::proxy_config::{self, AppUpstream, Upstream};
@@ -26,6 +27,7 @@ struct AppView {
     name: String,
     origin: String,
     roles: Vec<&'static str>,
+    groups: Vec<String>,
     members: Vec<String>,
     proxy_configs: Vec<ProxyConfigView>,
 }
@@ -66,6 +68,7 @@ impl AppView {
             id: entry.app.id,
             origin: origin.to_string(),
             roles: entry.app.roles().into_iter().map(Role::as_str).collect(),
+            groups: entry.groups.iter().map(ToString::to_string).collect(),
             name: entry.app.name,
             members: entry.members,
             proxy_configs,
@@ -79,6 +82,7 @@ struct Typed {
     name: String,
     url: String,
     roles: Vec<String>,
+    groups: Vec<String>,
     members: String,
 }
 
@@ -92,14 +96,16 @@ struct Outcome {
 
 async fn render(req: &HttpRequest, state: &AppState, outcome: Outcome) -> PageResult {
     let latchkey = Upstream::from_bind(state.settings.bind);
-    let apps: Vec<AppView> = apps::list(&state.db)
-        .await?
+    let (apps, groups) = apps::list_with_groups(&state.db).await?;
+    let apps: Vec<AppView> = apps
         .into_iter()
         .map(|entry| AppView::of(entry, &latchkey))
         .collect();
+    let groups: Vec<String> = groups.iter().map(|g| g.name.to_string()).collect();
     Ok(Page::new("apps", "Apps")
         .with("apps", apps)
         .with("roles", Role::ALL.map(Role::as_str))
+        .with("groups", groups)
         .with("latchkey_upstream", latchkey.to_string())
         .with("add", outcome.add)
         .with("notice", outcome.notice)
@@ -120,6 +126,7 @@ fn typed(body: &[u8]) -> Typed {
             "name" => typed.name = value.chars().take(100).collect(),
             "url" => typed.url = value.chars().take(2048).collect(),
             "roles" => typed.roles.push(value.chars().take(20).collect()),
+            "groups" => typed.groups.push(value.chars().take(70).collect()),
             "members" => typed.members = value.chars().take(16 * 1024).collect(),
             _ => {}
         }
@@ -127,7 +134,7 @@ fn typed(body: &[u8]) -> Typed {
     typed
 }
 
-/// Parsed once here: an origin, roles and addresses, or what to tell the admin.
+/// Parsed once here: an origin, roles, groups and addresses, or what to tell the admin.
 fn parse(typed: &Typed) -> Result<(AppOrigin, Access), String> {
     let origin = AppOrigin::parse_registrable(&typed.url).map_err(|e| format!("URL: {e}"))?;
     let roles = typed
@@ -137,6 +144,11 @@ fn parse(typed: &Typed) -> Result<(AppOrigin, Access), String> {
             Role::parse(role).map_err(|_| "Pick roles among admin, auditor and member.".to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let groups = typed
+        .groups
+        .iter()
+        .map(|group| GroupName::parse(group).map_err(|e| format!("Group {group:?}: {e}.")))
+        .collect::<Result<Vec<_>, _>>()?;
     let members = typed
         .members
         .lines()
@@ -144,7 +156,14 @@ fn parse(typed: &Typed) -> Result<(AppOrigin, Access), String> {
         .filter(|line| !line.is_empty())
         .map(|line| EmailAddress::parse(line).map_err(|e| format!("{line}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((origin, Access { roles, members }))
+    Ok((
+        origin,
+        Access {
+            roles,
+            groups,
+            members,
+        },
+    ))
 }
 
 fn refusal(err: AppError, add: Typed) -> Result<Outcome, PageError> {

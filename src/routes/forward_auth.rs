@@ -9,7 +9,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 
-use super::app_access::{app_host_page, auth_app_url};
+use super::app_access::{auth_app_url, denied_page};
 use crate::forward_auth::app_sessions::{app_cookie_name, key_digest, AppCookies};
 use crate::forward_auth::check::{CheckContext, CheckError, Decision, Grant, Refusal};
 use crate::forward_auth::target::{self, Forwarded, NamingError, ProxyReport, Target, Unknown};
@@ -163,14 +163,18 @@ fn allowed(grant: &Grant) -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish();
     let headers = response.headers_mut();
-    for (name, value) in [
-        ("remote-user", member.email.as_str()),
-        ("remote-email", member.email.as_str()),
-        ("remote-groups", groups.as_str()),
-        ("latchkey-assertion", &*grant.assertion),
+    let name = member.name.as_ref().map(|name| name.as_str());
+    for (header, value) in [
+        ("remote-user", Some(member.email.as_str())),
+        ("remote-email", Some(member.email.as_str())),
+        // One line of text by construction (`MemberName`); a value a header cannot carry is
+        // left out rather than mangled.
+        ("remote-name", name),
+        ("remote-groups", Some(groups.as_str())),
+        ("latchkey-assertion", Some(&*grant.assertion)),
     ] {
-        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-            headers.insert(HeaderName::from_static(name), value);
+        if let Some(Ok(value)) = value.map(|value| HeaderValue::from_bytes(value.as_bytes())) {
+            headers.insert(HeaderName::from_static(header), value);
         }
     }
     response
@@ -187,21 +191,5 @@ fn denied(
         Ok(target) => &target.url,
         Err(unknown) => &unknown.url,
     };
-    let switch = refusal
-        .app_name
-        .as_ref()
-        .map(|name| format!("{}&switch=1", auth_app_url(state, name, url.as_str())));
-    app_host_page(
-        state,
-        StatusCode::FORBIDDEN,
-        "app_denied.html",
-        "No access",
-        |context| {
-            context.insert("email", &refusal.member.as_ref().map(|m| m.email.as_str()));
-            context.insert("app_name", &refusal.app_name);
-            context.insert("origin", url.origin().as_str());
-            context.insert("admins", &refusal.admins);
-            context.insert("switch", &switch);
-        },
-    )
+    denied_page(state, refusal, url.as_str())
 }

@@ -74,6 +74,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(team::add)),
         )
         .service(web::resource("/team/{id}/role").route(web::post().to(team::change_role)))
+        .service(web::resource("/team/{id}/name").route(web::post().to(team::rename)))
+        .service(web::resource("/team/{id}/groups").route(web::post().to(team::change_groups)))
         .service(web::resource("/team/{id}/deactivate").route(web::post().to(team::deactivate)))
         .service(
             web::resource("/team/{id}/passkeys/remove")

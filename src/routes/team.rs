@@ -1,4 +1,5 @@
-//! `GET /team`, `POST /team`, `POST /team/{id}/role`, `POST /team/{id}/deactivate`,
+//! `GET /team`, `POST /team`, `POST /team/{id}/role`, `POST /team/{id}/name`,
+//! `POST /team/{id}/groups`, `POST /team/{id}/deactivate`,
 //! `POST /team/{id}/passkeys/remove` (admins): the members, and every change of access. Each form works as a plain post (303 back to
 //! `/team`) and inline with HTMX (the add form swaps the whole section, a row's forms swap
 //! the table). The changes themselves are [`crate::team::members`]; their audit rows and the
@@ -11,9 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::dashboard::cache::DashboardCache;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::group_name::GroupName;
 use crate::domain::ids::MemberId;
+use crate::domain::member_name::MemberName;
 use crate::domain::role::Role;
 use crate::middleware::guard::CurrentMember;
+use crate::models::group::{GroupError, GroupsSet};
 use crate::models::member::{Added, ListedMember, Member, MemberError};
 use crate::passkeys::proved_recently;
 use crate::session::SessionData;
@@ -29,7 +33,9 @@ use crate::web::redirect::{redirect, see_other};
 struct MemberView {
     id: MemberId,
     email: String,
+    name: Option<String>,
     role: &'static str,
+    groups: Vec<String>,
     active: bool,
     added: String,
     is_self: bool,
@@ -42,7 +48,9 @@ impl MemberView {
         Self {
             id: member.id,
             email: member.email.clone(),
+            name: member.name.clone(),
             role: member.role.as_str(),
+            groups: member.groups.clone(),
             active: member.active,
             added: member.created_at.format("%Y-%m-%d").to_string(),
             is_self: member.id == viewer.id,
@@ -84,14 +92,16 @@ async fn render(
     part: Part,
     outcome: Outcome,
 ) -> PageResult {
-    let (members, passkeys) = members::list(&state.db).await?;
-    let members: Vec<MemberView> = members
+    let team = members::list(&state.db).await?;
+    let members: Vec<MemberView> = team
+        .members
         .iter()
         .map(|member| {
-            let count = passkeys.get(&member.id).copied().unwrap_or(0);
+            let count = team.passkeys.get(&member.id).copied().unwrap_or(0);
             MemberView::new(member, viewer, count)
         })
         .collect();
+    let groups: Vec<&str> = team.groups.iter().map(|g| g.name.as_str()).collect();
     let partial = match part {
         Part::Rows if is_htmx(req) => "team_rows",
         _ => "team",
@@ -107,6 +117,7 @@ async fn render(
     Ok(Page::new(partial, "Team")
         .with("members", members)
         .with("roles", Role::ALL.map(Role::as_str))
+        .with("groups", groups)
         .with("add", add)
         .with("notice", outcome.notice)
         .with("error", outcome.error)
@@ -232,6 +243,125 @@ pub async fn change_role(
         Err(err) => return Err(member_error(err)),
     };
     finish_row_action(&req, &state, &viewer, outcome).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NameFields {
+    #[serde(default)]
+    name: String,
+}
+
+/// Sets a member's display name; an empty field clears it.
+pub async fn rename(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+    id: web::Path<String>,
+    form: web::Form<NameFields>,
+) -> PageResult {
+    let Some(id) = MemberId::parse(&id) else {
+        return Err(PageError::NotFound);
+    };
+    let name = match MemberName::parse(&form.name) {
+        Ok(name) => name,
+        Err(err) => return unprocessable(&req, &state, &viewer, format!("Name: {err}.")).await,
+    };
+    let outcome = match members::rename(&state.live, &viewer, id, name).await {
+        Ok(member) => Outcome {
+            notice: Some(match &member.name {
+                Some(name) => format!("{} is now called {name}.", member.email),
+                None => format!("{} has no name now.", member.email),
+            }),
+            ..Outcome::default()
+        },
+        Err(err) => return Err(member_error(err)),
+    };
+    finish_row_action(&req, &state, &viewer, outcome).await
+}
+
+/// The groups the form checked (`groups`, repeatable; none checked sends none), parsed.
+fn checked_groups(body: &[u8]) -> Result<Vec<GroupName>, String> {
+    url::form_urlencoded::parse(body)
+        .filter(|(key, _)| key == "groups")
+        .map(|(_, value)| {
+            GroupName::parse(&value).map_err(|err| format!("{:?}: {err}.", cut(&value)))
+        })
+        .collect()
+}
+
+/// Enough of what was typed to recognise it in an error.
+fn cut(text: &str) -> String {
+    text.chars().take(70).collect()
+}
+
+/// Puts a member in exactly the groups checked.
+pub async fn change_groups(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> PageResult {
+    let Some(id) = MemberId::parse(&id) else {
+        return Err(PageError::NotFound);
+    };
+    let groups = match checked_groups(&body) {
+        Ok(groups) => groups,
+        Err(message) => return unprocessable(&req, &state, &viewer, message).await,
+    };
+    let outcome = match members::set_groups(&state.live, &viewer, id, groups).await {
+        Ok(set) => Outcome {
+            notice: Some(groups_notice(&set)),
+            ..Outcome::default()
+        },
+        Err(GroupError::NoSuchGroup(name)) => {
+            let message = format!("There is no group {name}.");
+            return unprocessable(&req, &state, &viewer, message).await;
+        }
+        Err(GroupError::NoSuchMember | GroupError::UnknownMember(_)) => {
+            return Err(PageError::NotFound)
+        }
+        Err(GroupError::Query(err)) => return Err(err.into()),
+    };
+    finish_row_action(&req, &state, &viewer, outcome).await
+}
+
+fn groups_notice(set: &GroupsSet) -> String {
+    let names = |groups: &[GroupName]| {
+        groups
+            .iter()
+            .map(GroupName::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    if !set.joined.is_empty() {
+        parts.push(format!("joined {}", names(&set.joined)));
+    }
+    if !set.left.is_empty() {
+        parts.push(format!("left {}", names(&set.left)));
+    }
+    if parts.is_empty() {
+        format!("{}'s groups are unchanged.", set.member.email)
+    } else {
+        format!("{} {}.", set.member.email, parts.join(" and "))
+    }
+}
+
+/// A row's form that could not be read: the table again with what was wrong, and nothing
+/// changed.
+async fn unprocessable(
+    req: &HttpRequest,
+    state: &AppState,
+    viewer: &Member,
+    message: String,
+) -> PageResult {
+    let outcome = Outcome {
+        error: Some(message),
+        status: Some(StatusCode::UNPROCESSABLE_ENTITY),
+        ..Outcome::default()
+    };
+    render(req, state, viewer, Part::Rows, outcome).await
 }
 
 pub async fn deactivate(

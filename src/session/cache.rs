@@ -5,9 +5,10 @@
 //!
 //! The cache is only as good as its invalidation, so it is built around three rules:
 //! - Every change that can end or narrow a sign-in notifies on [`CHANNEL`] from a trigger, in
-//!   the same transaction as the change (migration `live_invalidation`): a session deleted or
-//!   its sign-in state changed, a member changed, apps or their members changed. Whoever makes
-//!   the change (this instance, another one, the command line, psql), every instance hears it.
+//!   the same transaction as the change (migrations `live_invalidation` and `groups`): a
+//!   session deleted or its sign-in state changed, a member or their groups changed, apps or
+//!   who they let in changed, a group removed. Whoever makes the change (this instance,
+//!   another one, the command line, psql), every instance hears it.
 //! - Nothing is served from the cache unless the listener is connected. When its connection
 //!   is lost, the cache is emptied and stays unused until LISTEN succeeds again, so a
 //!   notification sent meanwhile cannot be missed.

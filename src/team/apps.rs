@@ -1,18 +1,25 @@
 //! The apps page's work: list the protected apps, add one, change one, remove one. The
-//! checks (a name, somebody who may open it, listed members only) and the audit rows live in
-//! [`crate::models::app`]; forward auth reads the apps through the cache, which each change
-//! clears here.
+//! checks (a name, somebody who may open it, listed members and existing groups only) and
+//! the audit rows live in [`crate::models::app`]; forward auth reads the apps through the
+//! cache, which each change clears here.
 
 use crate::db::{Db, DbError};
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::ids::AppId;
 use crate::models::app::{self, Access, App, AppEntry, AppError, Saved};
+use crate::models::group::{self, Group};
 use crate::models::member::Member;
 use crate::session::cache::Live;
 
 /// Every app with its listed members, by name.
 pub async fn list(db: &Db) -> Result<Vec<AppEntry>, DbError> {
     db.query(app::list).await
+}
+
+/// The same, with every group (what an app may let in), for the apps page's forms.
+pub async fn list_with_groups(db: &Db) -> Result<(Vec<AppEntry>, Vec<Group>), DbError> {
+    db.query(|conn| Ok((app::list(conn)?, group::all(conn)?)))
+        .await
 }
 
 pub async fn add(

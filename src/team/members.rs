@@ -1,5 +1,5 @@
-//! The team page's work: list the members, add (or re-activate) one, change a role,
-//! deactivate, remove a member's passkeys. The last-admin rule and the audit rows live in
+//! The team page's work: list the members, add (or re-activate) one, change a role, a name or
+//! someone's groups, deactivate, remove a member's passkeys. The last-admin rule and the audit rows live in
 //! [`crate::models::member`]; removing passkeys is [`crate::passkeys::manage::remove_all_of`].
 
 use std::collections::HashMap;
@@ -8,19 +8,34 @@ use crate::audit::rows::AuditEvent;
 use crate::db::{Db, DbError};
 use crate::domain::client_info::ClientInfo;
 use crate::domain::email_address::EmailAddress;
+use crate::domain::group_name::GroupName;
 use crate::domain::ids::MemberId;
+use crate::domain::member_name::MemberName;
 use crate::domain::role::Role;
+use crate::models::group::{self, Group, GroupError, GroupsSet};
 use crate::models::member::{self, Actor, Added, ListedMember, Member, MemberError};
 use crate::models::passkey::{self, PasskeyRow};
 use crate::passkeys::manage::remove_all_of;
 use crate::session::cache::Live;
 
-/// Every member, by address, with how many passkeys each has (absent: none).
-pub async fn list(db: &Db) -> Result<(Vec<ListedMember>, HashMap<MemberId, i64>), DbError> {
+/// What the team page lists.
+#[derive(Debug)]
+pub struct Team {
+    /// Every member, by address, with their name and groups.
+    pub members: Vec<ListedMember>,
+    /// How many passkeys each member has (absent: none).
+    pub passkeys: HashMap<MemberId, i64>,
+    /// Every group, by name: what a member can be put in.
+    pub groups: Vec<Group>,
+}
+
+pub async fn list(db: &Db) -> Result<Team, DbError> {
     db.query(|conn| {
-        let members = member::list(conn)?;
-        let passkeys = passkey::counts_by_member(conn)?.into_iter().collect();
-        Ok((members, passkeys))
+        Ok(Team {
+            members: member::list(conn)?,
+            passkeys: passkey::counts_by_member(conn)?.into_iter().collect(),
+            groups: group::all(conn)?,
+        })
     })
     .await
 }
@@ -89,4 +104,36 @@ pub async fn deactivate(live: &Live, admin: &Member, id: MemberId) -> Result<Mem
         .await;
     live.cache().forget_member(id);
     deactivated
+}
+
+/// Sets or clears a member's display name.
+pub async fn rename(
+    live: &Live,
+    admin: &Member,
+    id: MemberId,
+    name: Option<MemberName>,
+) -> Result<Member, MemberError> {
+    let admin = admin.clone();
+    let renamed = live
+        .db()
+        .run(move |conn| member::rename(conn, id, name.as_ref(), &admin))
+        .await;
+    live.cache().forget_member(id);
+    renamed
+}
+
+/// Puts a member in exactly these groups.
+pub async fn set_groups(
+    live: &Live,
+    admin: &Member,
+    id: MemberId,
+    groups: Vec<GroupName>,
+) -> Result<GroupsSet, GroupError> {
+    let admin = admin.clone();
+    let set = live
+        .db()
+        .run(move |conn| group::set_groups_of(conn, id, &groups, &admin))
+        .await;
+    live.cache().forget_member(id);
+    set
 }

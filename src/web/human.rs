@@ -49,6 +49,11 @@ pub fn event_label(event: AuditEvent) -> &'static str {
         AuditEvent::PasskeyFailed => "Passkey sign-in failed",
         AuditEvent::PasskeysReset => "Passkeys reset from the command line",
         AuditEvent::AuditChainBroken => "Audit chain found cut or rewritten",
+        AuditEvent::GroupAdded => "Group added",
+        AuditEvent::GroupRemoved => "Group removed",
+        AuditEvent::GroupMemberAdded => "Added to a group",
+        AuditEvent::GroupMemberRemoved => "Removed from a group",
+        AuditEvent::MemberRenamed => "Name changed",
     }
 }
 

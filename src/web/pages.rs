@@ -68,6 +68,8 @@ fn tera() -> &'static tera::Tera {
 #[derive(Debug, Clone, Serialize)]
 pub struct Viewer {
     pub email: String,
+    /// The display name, when they have one.
+    pub name: Option<String>,
     pub role: &'static str,
     pub is_admin: bool,
     pub can_read_audit: bool,

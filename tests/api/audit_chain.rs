@@ -139,7 +139,7 @@ fn members_add_list_remove_round_trip() {
     assert_eq!(stdout(&out), "added bob@example.org as member\n");
     assert_eq!(
         members_list(&database),
-        "Ann@example.org\tadmin\tactive\nbob@example.org\tmember\tactive\n"
+        "Ann@example.org\tadmin\tactive\t\t\nbob@example.org\tmember\tactive\t\t\n"
     );
 
     // The only admin cannot be removed.
@@ -156,7 +156,7 @@ fn members_add_list_remove_round_trip() {
     assert!(stdout(&out).starts_with("deactivated bob@example.org"));
     assert_eq!(
         members_list(&database),
-        "Ann@example.org\tadmin\tactive\nbob@example.org\tmember\tinactive\n"
+        "Ann@example.org\tadmin\tactive\t\t\nbob@example.org\tmember\tinactive\t\t\n"
     );
     let out = latchkey(&database, &["members", "remove", "bob@example.org"], &[]);
     assert!(out.status.success());
@@ -188,7 +188,7 @@ fn members_add_list_remove_round_trip() {
     assert_eq!(members_list(&database), before);
     assert_eq!(
         before,
-        "Ann@example.org\tadmin\tactive\nbob@example.org\tauditor\tactive\n"
+        "Ann@example.org\tadmin\tactive\t\t\nbob@example.org\tauditor\tactive\t\t\n"
     );
 
     // Every change is audited as done by the command line.

@@ -24,6 +24,7 @@ pub fn register(
 ) -> AppId {
     let access = Access {
         roles: roles.to_vec(),
+        groups: vec![],
         members: members
             .iter()
             .map(|m| EmailAddress::parse(m).unwrap())
@@ -157,7 +158,7 @@ impl AppHost {
 }
 
 /// Waits until both instances have applied every invalidation committed so far.
-async fn sync_everywhere(app: &TestApp, other: &crate::helpers::Instance) {
+pub async fn sync_everywhere(app: &TestApp, other: &crate::helpers::Instance) {
     let n = app
         .live
         .cache()
@@ -575,6 +576,7 @@ async fn a_policy_change_ends_the_app_session_and_refusals_are_audited_once_a_mi
     assert_eq!(wiki.check("/auth/check", "/").await.status(), 200);
     let access = Access {
         roles: vec![Role::Admin],
+        groups: vec![],
         members: vec![EmailAddress::parse("boss@example.org").unwrap()],
     };
     let origin = AppOrigin::parse("https://wiki.example.org").unwrap();
@@ -595,6 +597,7 @@ async fn a_policy_change_ends_the_app_session_and_refusals_are_audited_once_a_mi
     // Let in again, the old cookie stays dead: a new sign-in to the app is needed.
     let access = Access {
         roles: vec![Role::Member],
+        groups: vec![],
         members: vec![],
     };
     app::update(&mut app.conn(), wiki_id, "wiki", &origin, &access, "test").unwrap();

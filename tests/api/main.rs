@@ -13,6 +13,7 @@ mod cookies;
 mod csrf;
 mod embedded;
 mod forward_auth;
+mod groups;
 mod health;
 mod links_and_hosts;
 mod listener_cut;

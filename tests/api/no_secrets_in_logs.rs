@@ -97,6 +97,7 @@ async fn run_the_flow(format: &str) -> Run {
     ] {
         let access = Access {
             roles,
+            groups: vec![],
             members: vec![],
         };
         app::add(

@@ -36,6 +36,12 @@ fn routes(victim: MemberId, session: i64) -> Vec<(Method, String, Fields)> {
             format!("/team/{victim}/role"),
             vec![("role", "auditor")],
         ),
+        (
+            Method::Post,
+            format!("/team/{victim}/name"),
+            vec![("name", "Mallory")],
+        ),
+        (Method::Post, format!("/team/{victim}/groups"), vec![]),
         (Method::Post, format!("/team/{victim}/deactivate"), vec![]),
         (Method::Post, format!("/sessions/{session}/revoke"), vec![]),
         (Method::Post, "/sessions/revoke-all".into(), vec![]),
