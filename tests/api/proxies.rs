@@ -20,6 +20,7 @@ use harness::{
 };
 
 const ANN: &str = "ann@example.org";
+const ZOE: &str = "zoe@example.org";
 
 #[actix_web::test]
 async fn nginx_with_the_printed_configuration_protects_apps() {
@@ -142,6 +143,30 @@ async fn the_story(kind: Kind) {
         mails,
         "{who}: no mail for SSO"
     );
+
+    // A member with a display name (UTF-8) and a group: the app gets both as Latchkey sent
+    // them, through each proxy.
+    ok(&latchkey(&world.app, &["groups", "add", "ops"]));
+    ok(&latchkey(
+        &world.app,
+        &[
+            "members",
+            "add",
+            ZOE,
+            "--name",
+            "Zoë Ñúñez",
+            "--group",
+            "ops",
+        ],
+    ));
+    let zoe = world.visitor();
+    let landed = world
+        .sign_in_from_app(&zoe, &format!("{notes}/start"), ZOE)
+        .await;
+    assert_eq!(landed.status, 200, "{who}: {:?}", landed.hops);
+    let echoed = landed.echoed().unwrap();
+    assert_eq!(echoed.all("remote-name"), ["Zoë Ñúñez"], "{who}");
+    assert_eq!(echoed.all("remote-groups"), ["member,ops"], "{who}");
 
     // An app Ann may not open: the 403 page, and the app never sees her.
     let landed = visitor.follow(&format!("{}/", world.origin(&ADMIN))).await;
@@ -473,4 +498,9 @@ async fn the_apps_page_shows_each_printed_configuration() {
         let text: String = shown[0].text().collect();
         assert_eq!(text, printed, "{who}");
     }
+    let unknown = latchkey(&app, &["apps", "proxy-config", "Nope", "--proxy", "nginx"]);
+    assert!(!unknown.status.success());
+    let error = String::from_utf8_lossy(&unknown.stderr);
+    assert!(error.contains(r#"no app is named "Nope""#), "{error}");
+    assert!(unknown.stdout.is_empty());
 }

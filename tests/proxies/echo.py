@@ -16,6 +16,8 @@ class Echo(http.server.BaseHTTPRequestHandler):
             served += 1
         headers = {}
         for name, value in self.headers.items():
+            # http.server reads header bytes as Latin-1; the proxies pass UTF-8 on as sent.
+            value = value.encode("latin-1").decode("utf-8", "replace")
             headers.setdefault(name.lower(), []).append(value)
         body = json.dumps({"path": self.path, "headers": headers, "served": served}).encode()
         self.send_response(200)
