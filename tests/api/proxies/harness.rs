@@ -486,11 +486,8 @@ pub fn printed(app: &TestApp, kind: Kind, name: &str, public: &str, echo_port: u
             &format!("http://127.0.0.1:{echo_port}"),
         ],
     ));
-    let unfilled: Vec<&str> = text
-        .lines()
-        .filter(|line| !line.trim_start().starts_with('#') && line.contains(PLACEHOLDER))
-        .collect();
-    assert!(unfilled.is_empty(), "{unfilled:?}");
+    // A loopback http app with its backend given has nothing left to fill in.
+    assert!(!text.contains(PLACEHOLDER), "{text}");
     text.replace(DEBIAN_CA_BUNDLE, &pki().ca.display().to_string())
 }
 
