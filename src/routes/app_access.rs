@@ -141,18 +141,19 @@ pub async fn open(
     let Some(app) = app_named(&state, query.app.as_deref()).await? else {
         return Ok(no_such_app(&state, query.app.as_deref().unwrap_or("")));
     };
-    // Only a page on the app itself; anything else is the app's front page.
-    let rd = query
+    // Only a page on the app itself; anything else is the app's front page (which a stored
+    // origin always has).
+    let Some(rd) = query
         .rd
         .as_deref()
         .and_then(|rd| AppUrl::parse(rd).ok())
         .filter(|url| url.origin() == &app.origin)
-        .map_or_else(
-            || format!("{}/", app.origin),
-            |url| url.as_str().to_string(),
-        );
+        .or_else(|| AppUrl::parse(&format!("{}/", app.origin)).ok())
+    else {
+        return Ok(no_such_app(&state, app.origin.as_str()));
+    };
     let sign_in = {
-        let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+        let rd: String = url::form_urlencoded::byte_serialize(rd.as_str().as_bytes()).collect();
         format!("/login?rd={rd}")
     };
     if query.switch.is_some() {
@@ -176,17 +177,13 @@ pub async fn open(
             .forward_auth
             .refuse(&context, signed_in.member, &app, || client_info(&req))
             .await?;
-        return Ok(denied_page(&state, &refusal, &rd));
+        return Ok(denied_page(&state, &refusal, rd.as_str()));
     }
     let code = app_sessions::issue_code(&state.db, &signed_in, &app, now).await?;
     // The path and query alone: the callback sends the browser on within the app's origin.
-    let path = AppUrl::parse(&rd)
-        .ok()
-        .map(|url| url.path_and_query().to_string())
-        .unwrap_or_else(|| "/".to_string());
     let query = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("code", &code)
-        .append_pair("rd", &path)
+        .append_pair("rd", &rd.path_and_query())
         .finish();
     Ok(see_other(&format!(
         "{}/.latchkey/callback?{query}",

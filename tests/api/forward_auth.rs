@@ -385,28 +385,40 @@ async fn a_member_opens_an_app_with_a_cookie_of_its_own_and_checks_write_nothing
             .select((sessions::last_seen_at, sessions::expires_at))
             .first(&mut app.conn())
             .unwrap();
-    let round_trips = app.live.db().round_trips();
-    for method in [
-        reqwest::Method::GET,
-        reqwest::Method::POST,
-        reqwest::Method::PUT,
-    ] {
-        for path in ["/auth/check", "/auth/forward"] {
-            let visitor = app.visitor();
-            let res = visitor
-                .request(method.clone(), path)
-                .header("X-Latchkey-App", "wiki")
-                .header("X-Original-URL", "https://wiki.example.org/edit")
-                .header("Cookie", &wiki.cookie().unwrap())
-                .body("a body that is never read")
-                .await;
-            assert_eq!(res.status(), 200, "{method} {path}");
+    // A loaded machine can hold the cache listener's heartbeat past its deadline, and the
+    // cache is then rightly unused for a moment: up to three rounds, of which the last must
+    // read nothing. A check that reads the database does so in every round.
+    let mut round_trips_per_round = Vec::new();
+    for _ in 0..3 {
+        crate::helpers::wait_until_listening(&app.live).await;
+        let round_trips = app.live.db().round_trips();
+        for method in [
+            reqwest::Method::GET,
+            reqwest::Method::POST,
+            reqwest::Method::PUT,
+        ] {
+            for path in ["/auth/check", "/auth/forward"] {
+                let visitor = app.visitor();
+                let res = visitor
+                    .request(method.clone(), path)
+                    .header("X-Latchkey-App", "wiki")
+                    .header("X-Original-URL", "https://wiki.example.org/edit")
+                    .header("Cookie", &wiki.cookie().unwrap())
+                    .body("a body that is never read")
+                    .await;
+                assert_eq!(res.status(), 200, "{method} {path}");
+            }
+        }
+        let used = app.live.db().round_trips() - round_trips;
+        round_trips_per_round.push(used);
+        if used == 0 {
+            break;
         }
     }
     assert_eq!(
-        app.live.db().round_trips(),
-        round_trips,
-        "no database round trip per check"
+        round_trips_per_round.last(),
+        Some(&0),
+        "no database round trip per check (rounds: {round_trips_per_round:?})"
     );
     assert_eq!(app.audit().len(), audit_rows, "no audit row per check");
     let session_after: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
