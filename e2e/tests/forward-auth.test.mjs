@@ -231,7 +231,7 @@ for (const proxy of ["nginx", "caddy"]) {
     });
 
     it("a passkey sign-in that started from an app goes on to that app", async () => {
-      await page.goto(`${app.url}/passkeys`);
+      await page.goto(`${app.publicUrl}/passkeys`);
       await page.locator("#passkey-name").fill("laptop");
       await page.getByRole("button", { name: /add a passkey/i }).click();
       await page.locator("td.passkey-name", { hasText: "laptop" }).waitFor();
