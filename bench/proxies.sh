@@ -88,6 +88,17 @@ EOF
     || die "$kind's protected site did not start (see $dir)"
 }
 
+# register_proxy_apps: one app per proxy, on a port of its own (the origin names it).
+declare -A proxy_ports
+register_proxy_apps() {
+  local kind
+  for kind in nginx caddy traefik; do
+    proxy_ports[$kind]=$(free_port)
+    lk_cli apps add "bench-$kind" "http://bench-$kind.localhost:${proxy_ports[$kind]}" \
+      --roles admin,member > /dev/null
+  done
+}
+
 bench_proxies() {
   local root=$out/proxies kind dir plain protected origin printed cookie host
   mkdir -p "$root/app"
@@ -124,10 +135,9 @@ EOF
     dir=$root/$kind
     mkdir -p "$dir/sites" "$dir/tmp"
     plain=$(free_port)
-    protected=$(free_port)
+    protected=${proxy_ports[$kind]}
     host=bench-$kind.localhost:$protected
     origin=http://$host
-    lk_cli apps add "bench-$kind" "$origin" --roles admin,member > /dev/null
     printed=$dir/sites/protected.$([ "$kind" = nginx ] && echo conf || { [ "$kind" = caddy ] && echo caddy || echo yaml; })
     lk_cli apps proxy-config "bench-$kind" --proxy "$kind" --upstream "$base" \
       --app-upstream "http://127.0.0.1:$app_port" > "$printed"

@@ -110,6 +110,13 @@ lk_sign_in "$base" "$admin" "$out/mail" "$jar"
 cookie=$(cookie_header "$jar")
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "$base/")" = 200 ] || die "signed-in GET / is not 200"
 
+# The apps, registered with the real command line before the audit is seeded: the seeded rows
+# carry no real chain, and the command line refuses to sign a checkpoint over them.
+# shellcheck source=bench/proxies.sh
+. bench/proxies.sh
+lk_cli apps add wiki https://wiki.bench.test --roles admin,member > /dev/null
+register_proxy_apps
+
 log "seeding login_audit with $audit_rows rows (chain trigger off for the bulk load)"
 seed_started=$(date +%s)
 psql -X -q -v ON_ERROR_STOP=1 "$pg/latchkey" <<SQL
@@ -196,8 +203,6 @@ sql_per_request get_dashboard_signed_in
 # Forward auth: the proxy's subrequest for a page of a registered app, with the app's own
 # cookie forwarded. One app registered with the real command line, opened once through
 # /auth/app and its callback (which records app_opened); every check after that only reads.
-DATABASE_URL="$pg/latchkey" LATCHKEY_SECRET_KEY="$secret" LATCHKEY_DATA_DIR="$out/run/cli" RUST_LOG=warn \
-  "$repo/target/release/latchkey" apps add wiki https://wiki.bench.test --roles admin,member > /dev/null
 app_cookie=$(lk_open_app "$base" "$jar" wiki https://wiki.bench.test)
 check_headers=(-H "Cookie: $app_cookie" -H "X-Latchkey-App: wiki" -H "X-Original-URL: https://wiki.bench.test/page")
 [ "$(curl -s -o /dev/null -w '%{http_code}' "${check_headers[@]}" "$base/auth/check")" = 200 ] || die "GET /auth/check is not 200"
@@ -206,8 +211,6 @@ bench get_auth_check_signed_in "$base/auth/check" "${check_headers[@]}"
 sql_per_request get_auth_check_signed_in
 
 # The same check through each real proxy, as printed, against the app unprotected.
-# shellcheck source=bench/proxies.sh
-. bench/proxies.sh
 bench_proxies
 
 bench get_audit_by_email "$base/audit?email=user42%40example.org" -H "Cookie: $cookie"

@@ -741,6 +741,24 @@ fn dropping_the_newest_rows_with_the_purge_switch_is_caught_by_the_checkpoint() 
     );
     assert!(message.contains("no row with that seq"), "{message}");
 
+    // A command that writes refuses to sign over the cut; one that only reads still works.
+    let out = latchkey(&database, &["members", "add", "cy@example.org"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no longer extends the checkpoint of seq 10"),
+        "{}",
+        stderr(&out)
+    );
+    for reading in [
+        &["members", "list"][..],
+        &["apps", "list"],
+        &["groups", "list"],
+    ] {
+        let out = latchkey(&database, reading, &[]);
+        assert!(out.status.success(), "{reading:?}: {}", stderr(&out));
+    }
+    drop_newest_row_with_the_purge_switch(&mut conn);
+
     // New rows take the dropped row's seq, but not its hash.
     let replacement = append(&mut conn, "written after the tampering");
     assert_eq!(
