@@ -21,10 +21,10 @@ traefik_binary() {
   [ -x "$dir/traefik" ] && echo "$dir/traefik"
 }
 
-# proxy_start KIND DIR PLAIN_PORT: starts the proxy with the sites in DIR/sites plus an
-# unprotected site on PLAIN_PORT in front of the app; waits for both ports.
+# proxy_start KIND DIR PLAIN_PORT PROTECTED_PORT HOST: starts the proxy with the sites in
+# DIR/sites plus an unprotected site on PLAIN_PORT in front of the app; waits for both.
 proxy_start() {
-  local kind=$1 dir=$2 plain=$3 protected=$4
+  local kind=$1 dir=$2 plain=$3 protected=$4 host=$5 status tries=0
   case "$kind" in
     nginx)
       cat > "$dir/sites/plain.conf" <<EOF
@@ -83,9 +83,14 @@ EOF
   esac
   pids+=("$!")
   wait_http "http://127.0.0.1:$plain/" 200 30 || die "$kind did not start (see $dir)"
-  wait_http "http://127.0.0.1:$protected/" 302 30 \
-    || wait_http "http://127.0.0.1:$protected/" 401 1 \
-    || die "$kind's protected site did not start (see $dir)"
+  # Signed out, the protected site sends the browser to Latchkey (the site answers its own
+  # host name only).
+  until status=$(curl -s -o /dev/null -m 2 -w '%{http_code}' -H "Host: $host" "http://127.0.0.1:$protected/") \
+    && [ "$status" = 302 ]; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 300 ] || die "$kind's protected site did not start (see $dir; last answer $status)"
+    sleep 0.1
+  done
 }
 
 # register_proxy_apps: one app per proxy, on a port of its own (the origin names it).
@@ -141,7 +146,7 @@ EOF
     printed=$dir/sites/protected.$([ "$kind" = nginx ] && echo conf || { [ "$kind" = caddy ] && echo caddy || echo yaml; })
     lk_cli apps proxy-config "bench-$kind" --proxy "$kind" --upstream "$base" \
       --app-upstream "http://127.0.0.1:$app_port" > "$printed"
-    proxy_start "$kind" "$dir" "$plain" "$protected"
+    proxy_start "$kind" "$dir" "$plain" "$protected" "$host"
     cookie=$(lk_open_app "$base" "$jar" "bench-$kind" "$origin")
     [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" -H "Cookie: $cookie" "http://127.0.0.1:$protected/")" = 200 ] \
       || die "the protected app behind $kind does not answer 200 with its cookie"
