@@ -21,6 +21,7 @@ use actix_web::cookie::{time::Duration as CookieDuration, SameSite};
 
 use crate::forward_auth::ForwardAuth;
 use crate::mail::{ChainBrokenMail, Letter, Mailer};
+use crate::metrics::Metrics;
 use crate::middleware::access_log::access_log;
 use crate::middleware::anonymous::UnlessAnonymousView;
 use crate::middleware::availability::database_availability;
@@ -30,6 +31,7 @@ use crate::middleware::check_cookie::take_check_cookie;
 use crate::middleware::csrf::csrf_protect;
 use crate::middleware::guard::guard;
 use crate::middleware::rate_limit::LoginRate;
+use crate::middleware::request_metrics::record_request;
 use crate::middleware::security_headers::security_headers;
 use crate::models::member;
 use crate::routes;
@@ -196,6 +198,8 @@ impl Application {
             signin,
             forward_auth,
             webauthn,
+            metrics: Arc::new(Metrics::new()),
+            checkpointer: checkpointer.clone(),
         });
         let dashboard_cache = web::Data::new(DashboardCache::default());
         let login_page = web::Data::new(
@@ -243,6 +247,10 @@ impl Application {
                 .wrap(from_fn(database_availability))
                 .wrap(from_fn(resolve_policy))
                 .wrap(from_fn(security_headers))
+                .wrap(from_fn({
+                    let metrics = state.metrics.clone();
+                    move |req, next| record_request(metrics.clone(), req, next)
+                }))
                 .wrap(from_fn(access_log))
         })
         .listen(listener)?

@@ -117,6 +117,9 @@ pub struct LiveCache {
     /// How often the listener's connection was lost (and the cache emptied with it).
     losses: AtomicU64,
     next_sync: AtomicU64,
+    /// Lookups through [`Live`] answered from the cache, and those that went to the database.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl LiveCache {
@@ -303,6 +306,24 @@ impl LiveCache {
     pub fn connection_losses(&self) -> u64 {
         self.losses.load(Ordering::SeqCst)
     }
+
+    /// Lookups answered from the cache, and lookups that read the database, so far.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    fn counted<T>(&self, found: Option<T>) -> Option<T> {
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
 }
 
 /// Reads that go through the cache: a hit costs nothing, a miss one query whose answer is
@@ -336,7 +357,7 @@ impl Live {
         &self,
         digest: &SessionKeyDigest,
     ) -> Result<Option<CachedSession>, DbError> {
-        if let Some(session) = self.cache.session(digest) {
+        if let Some(session) = self.cache.counted(self.cache.session(digest)) {
             return Ok(Some(session));
         }
         let ticket = self.cache.ticket();
@@ -361,7 +382,7 @@ impl Live {
     }
 
     pub async fn member(&self, id: MemberId) -> Result<Option<Member>, DbError> {
-        if let Some(member) = self.cache.member(id) {
+        if let Some(member) = self.cache.counted(self.cache.member(id)) {
             return Ok(Some(member));
         }
         let ticket = self.cache.ticket();
@@ -373,7 +394,7 @@ impl Live {
     }
 
     pub async fn apps(&self) -> Result<Arc<Vec<AppRule>>, DbError> {
-        if let Some(apps) = self.cache.apps() {
+        if let Some(apps) = self.cache.counted(self.cache.apps()) {
             return Ok(apps);
         }
         let ticket = self.cache.ticket();
