@@ -8,6 +8,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::audit::checkpoint::{self, Checkpointer, OnBroken, Publisher, SignedHead};
 use crate::dashboard::cache::DashboardCache;
@@ -49,6 +50,8 @@ use secrecy::{SecretSlice, SecretString};
 /// default of 100 connections leaves room for several instances.
 const POOL_SIZE: u32 = 16;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(300);
+/// How long a stop waits for the requests in flight.
+const DRAIN_SECONDS: u64 = 10;
 
 /// Where the data lives: the configured server, or a private cluster this process runs.
 pub struct Database {
@@ -254,7 +257,10 @@ impl Application {
                 .wrap(from_fn(access_log))
         })
         .listen(listener)?
-        .shutdown_timeout(10)
+        // Signals are ours (`StopSignals`): actix's own would stop on SIGINT without draining,
+        // and not at all on SIGHUP.
+        .disable_signals()
+        .shutdown_timeout(DRAIN_SECONDS)
         .run();
         Ok(Self {
             port,
@@ -274,13 +280,34 @@ impl Application {
         self.live.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM, drains requests, signs the audit rows written since the
-    /// last checkpoint, then stops a private cluster if any.
+    /// Serves until one of `signals` comes (see [`StopSignals`]), then stops as
+    /// [`Application::run_until_stopped`] does.
+    pub async fn run_until_signalled(self, mut signals: StopSignals) -> std::io::Result<()> {
+        let server = self.server.handle();
+        let watcher = actix_web::rt::spawn(async move {
+            let name = signals.next().await;
+            log::info!(
+                "{name}: finishing the requests in flight (up to {DRAIN_SECONDS} s), then stopping"
+            );
+            let draining = actix_web::rt::spawn(server.stop(true));
+            let name = signals.next().await;
+            log::info!("{name} again: stopping now, without waiting for requests in flight");
+            server.stop(false).await;
+            draining.await.ok();
+        });
+        let result = self.run_until_stopped().await;
+        watcher.abort();
+        result
+    }
+
+    /// Serves until the server is stopped, drains requests, signs the audit rows written
+    /// since the last checkpoint, then stops a private cluster if any.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
             server,
             database,
             checkpointer,
+            live,
             ..
         } = self;
         let result = server.await;
@@ -288,10 +315,43 @@ impl Application {
         if let Err(err) = checkpointer.sign_if_behind().await {
             log::error!("writing the audit checkpoint on shutdown: {err}");
         }
+        // Before the database goes: its listener would report the lost connection as a fault.
+        live.cache().close();
         if let Some(mut cluster) = database.embedded {
             web::block(move || cluster.stop()).await.ok();
         }
         result
+    }
+}
+
+/// The signals that stop the server: SIGTERM (service managers, `docker stop`), SIGINT
+/// (Ctrl-C) and SIGHUP (the terminal closed). The first drains the requests in flight; a
+/// second one stops at once.
+pub struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl StopSignals {
+    /// Watches them from now on: call it before start-up, so that a signal that comes while
+    /// the database starts is kept for when the server runs rather than killing the process
+    /// and leaving a private cluster behind.
+    pub fn watch() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.hangup.recv() => "SIGHUP",
+        }
     }
 }
 

@@ -17,7 +17,7 @@
 //! on how fast its own notification comes back.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,8 @@ pub struct LiveCache {
     /// Lookups through [`Live`] answered from the cache, and those that went to the database.
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Set when the server stops: the listener then ends quietly, before the database does.
+    closing: AtomicBool,
 }
 
 impl LiveCache {
@@ -315,6 +317,12 @@ impl LiveCache {
         )
     }
 
+    /// Ends the listener before a stop takes the database away, so that losing its
+    /// connection then is not reported as a fault.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
     fn counted<T>(&self, found: Option<T>) -> Option<T> {
         let counter = if found.is_some() {
             &self.hits
@@ -456,6 +464,9 @@ fn listen(url: &SecretString, cache: &Weak<LiveCache>) {
                 let err = relay(&mut conn, cache);
                 let Some(live) = cache.upgrade() else { return };
                 live.listening(false);
+                if live.closing.load(Ordering::SeqCst) {
+                    return;
+                }
                 drop(live);
                 if let Some(err) = err {
                     log::warn!("session cache: listener connection lost ({err}); cache emptied and unused until it is back");
@@ -463,7 +474,10 @@ fn listen(url: &SecretString, cache: &Weak<LiveCache>) {
                 }
             }
             Err(err) => {
-                if cache.strong_count() == 0 {
+                if cache
+                    .upgrade()
+                    .is_none_or(|live| live.closing.load(Ordering::SeqCst))
+                {
                     return;
                 }
                 if !logged_down {
@@ -517,6 +531,9 @@ fn relay(conn: &mut PgConnection, cache: &Weak<LiveCache>) -> Option<diesel::res
     let mut since_heartbeat = Duration::ZERO;
     loop {
         let live = cache.upgrade()?;
+        if live.closing.load(Ordering::SeqCst) {
+            return None;
+        }
         for notification in conn.notifications_iter() {
             match notification {
                 Ok(notification) => live.apply(&notification.payload),
