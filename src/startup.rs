@@ -330,7 +330,9 @@ impl Application {
 pub struct StopSignals {
     terminate: Signal,
     interrupt: Signal,
-    hangup: Signal,
+    /// `None` when the process was started ignoring SIGHUP (`nohup`): it asked to outlive
+    /// its terminal.
+    hangup: Option<Signal>,
 }
 
 impl StopSignals {
@@ -341,17 +343,38 @@ impl StopSignals {
         Ok(Self {
             terminate: signal(SignalKind::terminate())?,
             interrupt: signal(SignalKind::interrupt())?,
-            hangup: signal(SignalKind::hangup())?,
+            hangup: if ignored(libc::SIGHUP) {
+                None
+            } else {
+                Some(signal(SignalKind::hangup())?)
+            },
         })
     }
 
     /// The next signal's name.
     async fn next(&mut self) -> &'static str {
+        let hangup = async {
+            match &mut self.hangup {
+                Some(hangup) => hangup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
-            _ = self.hangup.recv() => "SIGHUP",
+            _ = hangup => "SIGHUP",
         }
+    }
+}
+
+/// Whether `signal` is ignored (as `nohup` leaves SIGHUP); watching it would undo that.
+fn ignored(signal: libc::c_int) -> bool {
+    // SAFETY: a null new action only reads the current one into `current`, which is a
+    // plain-data struct that zeroed memory initialises validly.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_IGN
     }
 }
 

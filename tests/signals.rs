@@ -5,6 +5,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,9 +63,26 @@ struct Server {
 
 impl Server {
     fn start(data: &DataDir, run: &str) -> Self {
+        Self::start_with(data, run, Command::new(env!("CARGO_BIN_EXE_latchkey")))
+    }
+
+    /// As `nohup` starts it: ignoring SIGHUP.
+    fn start_ignoring_hangups(data: &DataDir, run: &str) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+        // SAFETY: between fork and exec only signal(2), which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        Self::start_with(data, run, command)
+    }
+
+    fn start_with(data: &DataDir, run: &str, mut command: Command) -> Self {
         std::fs::create_dir_all(&data.0).unwrap();
         let log = data.0.join(format!("{run}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        let mut child = command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("LATCHKEY_DATA_DIR", &data.0)
@@ -246,5 +264,25 @@ fn a_cluster_whose_latchkey_still_runs_is_joined_not_taken_over() {
     first.signal(libc::SIGTERM);
     let (code, log) = first.wait();
     assert_eq!(code, Some(0), "{log}");
+    assert!(!data.cluster_runs(), "{log}");
+}
+
+#[test]
+fn started_with_nohup_it_outlives_its_terminal() {
+    let data = DataDir::new("nohup");
+    let server = Server::start_ignoring_hangups(&data, "nohup");
+    server.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut client = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    client
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    server.signal(libc::SIGTERM);
+    let (code, log) = server.wait();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("SIGHUP"), "{log}");
     assert!(!data.cluster_runs(), "{log}");
 }

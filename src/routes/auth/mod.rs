@@ -60,6 +60,7 @@ pub fn establish_session(
 ) -> Result<NextPath, PageError> {
     Identity::login(&req.extensions(), signed_in.member.id.to_string())
         .map_err(|e| anyhow::anyhow!("starting the session: {e}"))?;
+    // Every completed sign-in passes here, after its step committed.
     if let (Some(state), Some(how)) = (
         req.app_data::<web::Data<AppState>>(),
         signed_in.request.completed_by,
