@@ -85,8 +85,6 @@ pub enum Route {
     Matched(String),
     /// No route matched the path (the not-found page).
     Unmatched,
-    /// An error reached the outermost layers without a response, and the request with it.
-    Unknown,
 }
 
 impl Route {
@@ -94,7 +92,6 @@ impl Route {
         match self {
             Route::Matched(pattern) => Cow::Owned(pattern),
             Route::Unmatched => Cow::Borrowed("unmatched"),
-            Route::Unknown => Cow::Borrowed("unknown"),
         }
     }
 }

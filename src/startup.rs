@@ -32,7 +32,6 @@ use crate::middleware::check_cookie::take_check_cookie;
 use crate::middleware::csrf::csrf_protect;
 use crate::middleware::guard::guard;
 use crate::middleware::rate_limit::LoginRate;
-use crate::middleware::request_metrics::record_request;
 use crate::middleware::security_headers::security_headers;
 use crate::models::member;
 use crate::routes;
@@ -250,10 +249,6 @@ impl Application {
                 .wrap(from_fn(database_availability))
                 .wrap(from_fn(resolve_policy))
                 .wrap(from_fn(security_headers))
-                .wrap(from_fn({
-                    let metrics = state.metrics.clone();
-                    move |req, next| record_request(metrics.clone(), req, next)
-                }))
                 .wrap(from_fn(access_log))
         })
         .listen(listener)?
