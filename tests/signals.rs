@@ -40,12 +40,19 @@ impl Drop for DataDir {
     fn drop(&mut self) {
         let cluster = self.cluster();
         if self.cluster_runs() {
-            // A failed test may leave it running; the next run must not find it.
-            let _ = Command::new("runuser")
-                .args(["-u", "latchkey", "--", "/bin/sh", "-c"])
-                .arg(r#"exec "$(ls -d /usr/lib/postgresql/*/bin | tail -1)/pg_ctl" stop -m immediate -D "$0""#)
-                .arg(cluster.join("data"))
-                .status();
+            // A failed test may leave it running; the next run must not find it. As root it
+            // runs as the `latchkey` account.
+            let stop = r#"exec "$(ls -d /usr/lib/postgresql/*/bin | tail -1)/pg_ctl" stop -m immediate -D "$0""#;
+            let mut command = if cluster.starts_with("/var/lib/latchkey") {
+                let mut runuser = Command::new("runuser");
+                runuser.args(["-u", "latchkey", "--", "/bin/sh", "-c", stop]);
+                runuser
+            } else {
+                let mut sh = Command::new("/bin/sh");
+                sh.args(["-c", stop]);
+                sh
+            };
+            let _ = command.arg(cluster.join("data")).status();
         }
         if cluster.starts_with("/var/lib/latchkey") {
             std::fs::remove_dir_all(&cluster).ok();
