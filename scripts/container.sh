@@ -7,9 +7,8 @@
 # and prints the image's size and its start-up time. LATCHKEY_BIN: a binary to use instead
 # of a fresh release build.
 #
-# Podman as these machines run it: as root without systemd, runtime runc, cgroup manager
-# cgroupfs, events to a file, no default ulimits (the defaults ask for more open files than
-# the machine allows a container), host networking.
+# Podman as it works on these machines (as root, without systemd): runtime runc, cgroup
+# manager cgroupfs, events to a file, no default ulimits, host networking.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
