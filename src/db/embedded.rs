@@ -224,14 +224,15 @@ impl EmbeddedPostgres {
 
     /// Records this process as the one that stops the cluster.
     fn own(&mut self) -> Result<(), EmbeddedError> {
+        // First: should the record fail, the error drops this value, which then stops the
+        // cluster rather than leave it running without an owner.
+        self.started_here = true;
         let path = self.layout.root.join(OWNER_FILE);
         std::fs::remove_file(&path).ok();
         write_private_file(&path, ProcessId::this().to_string().as_bytes())
             .map_err(|e| step_error(format!("writing {}", path.display()), e))?;
         // Like every file in the cluster's folder, its account's.
-        chown(&path, self.account)?;
-        self.started_here = true;
-        Ok(())
+        chown(&path, self.account)
     }
 
     /// Which process will stop the running cluster.
