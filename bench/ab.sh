@@ -48,6 +48,7 @@ for commit in "$before" "$after"; do
 done
 
 pids=()
+declare -A lkpid=()
 pgdir=$out/pg
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -84,6 +85,7 @@ for commit in "$before" "$after"; do
       "$out/bin/latchkey-$commit" serve
   ) > "$out/latchkey-$commit.log" 2>&1 &
   pids+=($!)
+  lkpid[$commit]=$!
   wait_http "${base[$commit]}/readyz" 200 60 || die "$commit did not start; see $out/latchkey-$commit.log"
   jar=$out/cookies-$commit.txt
   lk_sign_in "${base[$commit]}" "$admin" "$out/run-$commit/mail" "$jar"
@@ -97,7 +99,9 @@ for commit in "$before" "$after"; do
   done
 done
 
-# measure COMMIT CASE: prints req/s.
+# measure COMMIT CASE: prints req/s and the latchkey process's CPU time per request in µs
+# (user + system, from /proc): on a machine others share, req/s follows their load, while the
+# CPU a request costs hardly does.
 measure() {
   local commit=$1 case=$2 url headers=()
   case $case in
@@ -108,8 +112,14 @@ measure() {
       headers=(-H "Cookie: ${cookie[$commit]}" -H "X-Original-URL: https://wiki.bench.test/page") ;;
   esac
   wrk -t"$threads" -c"$connections" -d3s "${headers[@]}" "$url" > /dev/null
-  wrk -t"$threads" -c"$connections" -d"$duration" "${headers[@]}" "$url" \
-    | awk '/^Requests\/sec/ { printf "%.0f\n", $2 }'
+  local ticks_before ticks_after report
+  ticks_before=$(awk '{ print $14 + $15 }' "/proc/${lkpid[$commit]}/stat")
+  report=$(wrk -t"$threads" -c"$connections" -d"$duration" "${headers[@]}" "$url")
+  ticks_after=$(awk '{ print $14 + $15 }' "/proc/${lkpid[$commit]}/stat")
+  awk -v ticks=$((ticks_after - ticks_before)) -v hz="$(getconf CLK_TCK)" '
+    / requests in / { requests = $1 }
+    /^Requests\/sec/ { rps = $2 }
+    END { printf "%.0f %.2f\n", rps, ticks / hz * 1e6 / requests }' <<<"$report"
 }
 
 results=$out/results.tsv
@@ -132,15 +142,23 @@ import csv, statistics, sys
 rows = list(csv.reader(open(sys.argv[1]), delimiter="\t"))
 head, body = rows[0], rows[1:]
 before, after = head[2], head[3]
-out = [f"A/B on {sys.argv[3]} cores ({sys.argv[4]}), req/s, alternating rounds", "",
-       f"| round | case | `{before}` | `{after}` | after/before |", "|---|---|---:|---:|---:|"]
+# Each cell: "req/s cpu-us-per-request".
+cell = lambda text: tuple(float(x) for x in text.split())
+out = [f"A/B on {sys.argv[3]} cores ({sys.argv[4]}), alternating rounds: req/s, and the latchkey",
+       "process's CPU time per request (µs)", "",
+       f"| round | case | `{before}` req/s | `{after}` req/s | `{before}` µs | `{after}` µs |",
+       "|---|---|---:|---:|---:|---:|"]
 for r in body:
-    out.append(f"| {r[0]} | {r[1]} | {int(r[2]):,} | {int(r[3]):,} | {int(r[3]) / int(r[2]):.1%} |")
-out += ["", "| case | median `" + before + "` | median `" + after + "` | after/before |", "|---|---:|---:|---:|"]
+    b, a = cell(r[2]), cell(r[3])
+    out.append(f"| {r[0]} | {r[1]} | {b[0]:,.0f} | {a[0]:,.0f} | {b[1]:.2f} | {a[1]:.2f} |")
+out += ["", f"| case | median req/s `{before}` → `{after}` | | median µs/request `{before}` → `{after}` | |",
+        "|---|---|---:|---|---:|"]
 for case in dict.fromkeys(r[1] for r in body):
-    b = statistics.median(int(r[2]) for r in body if r[1] == case)
-    a = statistics.median(int(r[3]) for r in body if r[1] == case)
-    out.append(f"| {case} | {b:,.0f} | {a:,.0f} | {a / b:.1%} |")
+    b = [cell(r[2]) for r in body if r[1] == case]
+    a = [cell(r[3]) for r in body if r[1] == case]
+    rb, ra = statistics.median(x[0] for x in b), statistics.median(x[0] for x in a)
+    cb, ca = statistics.median(x[1] for x in b), statistics.median(x[1] for x in a)
+    out.append(f"| {case} | {rb:,.0f} → {ra:,.0f} | {ra / rb:.1%} | {cb:.2f} → {ca:.2f} | {ca / cb:.1%} |")
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 PY

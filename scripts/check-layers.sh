@@ -35,7 +35,7 @@ forbid src/domain src/crypto.rs src/private_fs.rs -- \
 # transaction, so the audit imports no model).
 forbid src/db src/schema.rs src/audit -- "$above_http|$above_rooms|models|mail"
 # The tables, and the services every room uses.
-forbid src/models src/logging src/keys.rs src/settings.rs src/mail -- \
+forbid src/models src/logging src/keys.rs src/settings.rs src/mail src/metrics.rs -- \
   "$above_http|$above_rooms"
 # The rooms: sessions, sign-in, forward auth, passkeys, the dashboard's numbers, the team's
 # administration, purge.

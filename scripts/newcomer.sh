@@ -86,12 +86,11 @@ chmod 700 "$home"
 # A space in the path, as in many people's folders ("My Projects"): every path is quoted.
 checkout="$home/my latchkey"
 git clone -q "$repo" "$checkout"
-log "1) as root in $checkout (mode $(stat -c %a "$home")): cargo run --release"
-start_server "$out/root.log" "$checkout" cargo run --release
+# The README's "Run it" command, which makes the address an admin.
+log "1) as root in $checkout (mode $(stat -c %a "$home")): LATCHKEY_ADMINS=$email cargo run --release"
+start_server "$out/root.log" "$checkout" env LATCHKEY_ADMINS="$email" cargo run --release
 # A cold release build takes a few minutes on two cores.
 wait_http "$base/readyz" 200 1200 || die "/readyz never answered 200; see $out/root.log"
-(cd "$checkout" && env -u DATABASE_URL target/release/latchkey members add "$email" --role admin) \
-  >> "$out/root.log" 2>&1
 sign_in "$out/root.log"
 cluster_dir=/var/lib/latchkey/clusters/$(cat "$checkout/.latchkey/cluster-id")
 [ -f "$cluster_dir/data/postmaster.pid" ] || die "no running cluster in $cluster_dir"

@@ -27,7 +27,7 @@ use crate::models::member::{self, Added, MemberError};
 use crate::passkeys::{self, manage::Reset};
 use crate::settings::Settings;
 use crate::signin::{self, BreakGlass};
-use crate::startup::{open_database, resolve_secret, Application, Database};
+use crate::startup::{open_database, resolve_secret, Application, Database, StopSignals};
 
 /// Who the audit says made a change from the command line.
 pub const CLI_ACTOR: &str = "cli";
@@ -304,10 +304,11 @@ fn parse_reason(text: &str) -> Result<BreakGlassReason, String> {
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let signals = StopSignals::watch().context("watching for stop signals")?;
             log::info!("{}", crate::startup::settings_line(&settings));
             let app = Application::build(settings).await?;
             log::info!("listening on port {}", app.port());
-            app.run_until_stopped().await?;
+            app.run_until_signalled(signals).await?;
             Ok(())
         }
         Command::Settings => {

@@ -10,6 +10,7 @@ pub mod forward_auth;
 pub mod keys;
 pub mod logging;
 pub mod mail;
+pub mod metrics;
 pub mod middleware;
 pub mod models;
 pub mod passkeys;

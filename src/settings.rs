@@ -52,6 +52,8 @@ pub struct Settings {
     pub passkey_rp: Option<RelyingParty>,
     /// `LATCHKEY_LOG_FORMAT`: `text` for people, `json` for log collectors.
     pub log_format: LogFormat,
+    /// `LATCHKEY_METRICS_TOKEN`: the bearer token `/metrics` asks for; `None`: no `/metrics`.
+    pub metrics_token: Option<SecretString>,
 }
 
 impl Settings {
@@ -109,6 +111,7 @@ impl Settings {
                 AdminPasskey::Required => "required".into(),
             },
             "LATCHKEY_LOG_FORMAT" => self.log_format.as_str().into(),
+            "LATCHKEY_METRICS_TOKEN" => set(self.metrics_token.is_some()),
             "RUST_LOG" => self.rust_log.clone(),
             // Unreachable while SETTING_NAMES and this match agree; a unit test holds them so.
             _ => "?".into(),
@@ -220,7 +223,7 @@ impl Rate {
 /// Every setting, in the order of `.env.example`: the parser reads only these, a
 /// `LATCHKEY_` variable that is none of them stops start-up, and `latchkey settings` and the
 /// start-up line print them in this order.
-pub const SETTING_NAMES: [&str; 23] = [
+pub const SETTING_NAMES: [&str; 24] = [
     "DATABASE_URL",
     "LATCHKEY_DATA_DIR",
     "LATCHKEY_BIND",
@@ -243,6 +246,7 @@ pub const SETTING_NAMES: [&str; 23] = [
     "LATCHKEY_AUDIT_ANCHORS",
     "LATCHKEY_ADMIN_PASSKEY",
     "LATCHKEY_LOG_FORMAT",
+    "LATCHKEY_METRICS_TOKEN",
     "RUST_LOG",
 ];
 
@@ -548,6 +552,11 @@ impl Settings {
             Some(text) => LogFormat::parse(&text).map_err(|p| invalid("LATCHKEY_LOG_FORMAT", p))?,
             None => LogFormat::Text,
         };
+        let metrics_token = get("LATCHKEY_METRICS_TOKEN")
+            .map(|text| {
+                parse_metrics_token(&text).map_err(|p| invalid("LATCHKEY_METRICS_TOKEN", p))
+            })
+            .transpose()?;
 
         Ok(Self {
             database_url,
@@ -574,8 +583,26 @@ impl Settings {
             rust_log,
             passkey_rp,
             log_format,
+            metrics_token,
         })
     }
+}
+
+/// The shortest `LATCHKEY_METRICS_TOKEN` accepted: whoever reaches `/metrics` may try tokens
+/// as fast as the network lets them, so one must be too long to guess.
+const MIN_METRICS_TOKEN_LEN: usize = 32;
+
+fn parse_metrics_token(text: &str) -> Result<SecretString, String> {
+    if text.len() < MIN_METRICS_TOKEN_LEN {
+        return Err(format!(
+            "must be at least {MIN_METRICS_TOKEN_LEN} characters (`openssl rand -hex 32` makes one)"
+        ));
+    }
+    // It travels in an `Authorization` header: visible ASCII only, no spaces.
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be visible ASCII characters without spaces".into());
+    }
+    Ok(SecretString::from(text.to_string()))
 }
 
 fn parse_bind(text: &str) -> Result<SocketAddr, String> {
@@ -775,6 +802,25 @@ mod tests {
         assert_eq!(s.log_format, LogFormat::Json);
         let err = settings(&[("LATCHKEY_LOG_FORMAT", "yaml")]).unwrap_err();
         assert_eq!(err.name, "LATCHKEY_LOG_FORMAT");
+    }
+
+    #[test]
+    fn a_metrics_token_is_long_and_printable_and_shown_only_as_set() {
+        let s = settings(&[]).unwrap();
+        assert!(s.metrics_token.is_none());
+        assert!(s
+            .effective()
+            .contains(&("LATCHKEY_METRICS_TOKEN", "unset".into())));
+        let token = "0123456789abcdef".repeat(2);
+        let s = settings(&[("LATCHKEY_METRICS_TOKEN", &token)]).unwrap();
+        assert!(s.metrics_token.is_some());
+        assert!(s
+            .effective()
+            .contains(&("LATCHKEY_METRICS_TOKEN", "set".into())));
+        for bad in ["short", &format!("{token} with spaces")] {
+            let err = settings(&[("LATCHKEY_METRICS_TOKEN", bad)]).unwrap_err();
+            assert_eq!(err.name, "LATCHKEY_METRICS_TOKEN", "{bad}");
+        }
     }
 
     #[test]

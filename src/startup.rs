@@ -8,6 +8,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::audit::checkpoint::{self, Checkpointer, OnBroken, Publisher, SignedHead};
 use crate::dashboard::cache::DashboardCache;
@@ -21,6 +22,7 @@ use actix_web::cookie::{time::Duration as CookieDuration, SameSite};
 
 use crate::forward_auth::ForwardAuth;
 use crate::mail::{ChainBrokenMail, Letter, Mailer};
+use crate::metrics::Metrics;
 use crate::middleware::access_log::access_log;
 use crate::middleware::anonymous::UnlessAnonymousView;
 use crate::middleware::availability::database_availability;
@@ -47,6 +49,8 @@ use secrecy::{SecretSlice, SecretString};
 /// default of 100 connections leaves room for several instances.
 const POOL_SIZE: u32 = 16;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(300);
+/// How long a stop waits for the requests in flight.
+const DRAIN_SECONDS: u64 = 10;
 
 /// Where the data lives: the configured server, or a private cluster this process runs.
 pub struct Database {
@@ -196,6 +200,8 @@ impl Application {
             signin,
             forward_auth,
             webauthn,
+            metrics: Arc::new(Metrics::new()),
+            checkpointer: checkpointer.clone(),
         });
         let dashboard_cache = web::Data::new(DashboardCache::default());
         let login_page = web::Data::new(
@@ -244,7 +250,10 @@ impl Application {
                 .wrap(from_fn(access_log))
         })
         .listen(listener)?
-        .shutdown_timeout(10)
+        // Signals are ours (`StopSignals`): actix's own would stop on SIGINT without draining,
+        // and not at all on SIGHUP.
+        .disable_signals()
+        .shutdown_timeout(DRAIN_SECONDS)
         .run();
         Ok(Self {
             port,
@@ -264,13 +273,34 @@ impl Application {
         self.live.clone()
     }
 
-    /// Serves until SIGINT/SIGTERM, drains requests, signs the audit rows written since the
-    /// last checkpoint, then stops a private cluster if any.
+    /// Serves until one of `signals` comes (see [`StopSignals`]), then stops as
+    /// [`Application::run_until_stopped`] does.
+    pub async fn run_until_signalled(self, mut signals: StopSignals) -> std::io::Result<()> {
+        let server = self.server.handle();
+        let watcher = actix_web::rt::spawn(async move {
+            let name = signals.next().await;
+            log::info!(
+                "{name}: finishing the requests in flight (up to {DRAIN_SECONDS} s), then stopping"
+            );
+            let draining = actix_web::rt::spawn(server.stop(true));
+            let name = signals.next().await;
+            log::info!("{name} again: stopping now, without waiting for requests in flight");
+            server.stop(false).await;
+            draining.await.ok();
+        });
+        let result = self.run_until_stopped().await;
+        watcher.abort();
+        result
+    }
+
+    /// Serves until the server is stopped, drains requests, signs the audit rows written
+    /// since the last checkpoint, then stops a private cluster if any.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Self {
             server,
             database,
             checkpointer,
+            live,
             ..
         } = self;
         let result = server.await;
@@ -278,10 +308,66 @@ impl Application {
         if let Err(err) = checkpointer.sign_if_behind().await {
             log::error!("writing the audit checkpoint on shutdown: {err}");
         }
+        // Before the database goes: its listener would report the lost connection as a fault.
+        live.cache().close();
         if let Some(mut cluster) = database.embedded {
             web::block(move || cluster.stop()).await.ok();
         }
         result
+    }
+}
+
+/// The signals that stop the server: SIGTERM (service managers, `docker stop`), SIGINT
+/// (Ctrl-C) and SIGHUP (the terminal closed). The first drains the requests in flight; a
+/// second one stops at once.
+pub struct StopSignals {
+    terminate: Signal,
+    interrupt: Signal,
+    /// `None` when the process was started ignoring SIGHUP (`nohup`): it asked to outlive
+    /// its terminal.
+    hangup: Option<Signal>,
+}
+
+impl StopSignals {
+    /// Watches them from now on: call it before start-up, so that a signal that comes while
+    /// the database starts is kept for when the server runs rather than killing the process
+    /// and leaving a private cluster behind.
+    pub fn watch() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: if ignored(libc::SIGHUP) {
+                None
+            } else {
+                Some(signal(SignalKind::hangup())?)
+            },
+        })
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        let hangup = async {
+            match &mut self.hangup {
+                Some(hangup) => hangup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = hangup => "SIGHUP",
+        }
+    }
+}
+
+/// Whether `signal` is ignored (as `nohup` leaves SIGHUP); watching it would undo that.
+fn ignored(signal: libc::c_int) -> bool {
+    // SAFETY: a null new action only reads the current one into `current`, which is a
+    // plain-data struct that zeroed memory initialises validly.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_IGN
     }
 }
 

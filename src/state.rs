@@ -1,9 +1,13 @@
 //! What every handler can reach: built once at start-up, shared by all workers.
 
+use std::sync::Arc;
+
+use crate::audit::checkpoint::Checkpointer;
 use crate::db::Db;
 use crate::forward_auth::ForwardAuth;
 use crate::keys::Keys;
 use crate::mail::Mailer;
+use crate::metrics::Metrics;
 use crate::session::cache::Live;
 use crate::settings::Settings;
 use crate::signin::SignIn;
@@ -21,4 +25,8 @@ pub struct AppState {
     /// The WebAuthn relying party; `None` when the public URL cannot have passkeys (an IP
     /// address host).
     pub webauthn: Option<webauthn_rs::prelude::Webauthn>,
+    /// What `/metrics` shows; the request paths count into it.
+    pub metrics: Arc<Metrics>,
+    /// The audit's signer, whose last checkpoint `/metrics` shows the age of.
+    pub checkpointer: Arc<Checkpointer>,
 }

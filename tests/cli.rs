@@ -297,6 +297,7 @@ fn a_bad_org_name_is_refused_naming_it() {
 fn settings_prints_every_setting_in_order_and_never_a_secret() {
     let key = "5ec4e7".repeat(11);
     let password = "hunter2-smtp";
+    let metrics_token = "m3tr1cs".repeat(6);
     let email = format!("smtps://mailer:{password}@mail.example.org:465");
     let out = latchkey(
         &["settings"],
@@ -306,6 +307,7 @@ fn settings_prints_every_setting_in_order_and_never_a_secret() {
             ("LATCHKEY_EMAIL", &email),
             ("LATCHKEY_EMAIL_FROM", "Acme <login@example.org>"),
             ("LATCHKEY_ORG_NAME", "Acme"),
+            ("LATCHKEY_METRICS_TOKEN", &metrics_token),
             (
                 "DATABASE_URL",
                 "postgres://latchkey:dbsecret@db.internal/latchkey",
@@ -323,7 +325,7 @@ fn settings_prints_every_setting_in_order_and_never_a_secret() {
         .map(|line| line.split_once('=').unwrap().0)
         .collect();
     assert_eq!(names, latchkey::settings::SETTING_NAMES, "{stdout}");
-    for secret in [key.as_str(), password, "dbsecret", "mailer"] {
+    for secret in [key.as_str(), password, "dbsecret", "mailer", &metrics_token] {
         assert!(!stdout.contains(secret), "{secret}: {stdout}");
     }
     for line in [
@@ -336,6 +338,7 @@ fn settings_prints_every_setting_in_order_and_never_a_secret() {
         "LATCHKEY_LINK_TTL=10m",
         "LATCHKEY_AUDIT_RETENTION=400d",
         "LATCHKEY_LOG_FORMAT=text",
+        "LATCHKEY_METRICS_TOKEN=set",
         "RUST_LOG=info",
     ] {
         assert!(stdout.lines().any(|l| l == line), "{line}: {stdout}");
@@ -343,6 +346,10 @@ fn settings_prints_every_setting_in_order_and_never_a_secret() {
     let out = latchkey(&["settings"], &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("LATCHKEY_SECRET_KEY=unset\n"), "{stdout}");
+    assert!(
+        stdout.contains("LATCHKEY_METRICS_TOKEN=unset\n"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("DATABASE_URL=unset (private cluster)\n"),
         "{stdout}"

@@ -24,6 +24,16 @@ pub fn appended_by_this_process() -> u64 {
     APPENDED.load(Ordering::Relaxed)
 }
 
+/// [`APPENDED`] by event, at the event's place in [`AuditEvent::ALL`]: `/metrics` counts the
+/// refusals from here, the one place every audit row passes through.
+static APPENDED_BY_EVENT: [AtomicU64; AuditEvent::ALL.len()] =
+    [const { AtomicU64::new(0) }; AuditEvent::ALL.len()];
+
+/// How many `event` rows this process has appended so far (counted as [`APPENDED`] is).
+pub fn appended_of(event: AuditEvent) -> u64 {
+    APPENDED_BY_EVENT[event as usize].load(Ordering::Relaxed)
+}
+
 /// Every event the audit knows, by its contract name, which is what `login_audit.event`
 /// holds: diesel writes this type directly. Rows are read back as text (`AuditRow::event`),
 /// so an audit written by another version, with a name this one does not know, still reads.
@@ -235,6 +245,7 @@ impl NewAuditRow {
             .returning(login_audit::id)
             .get_result(conn)?;
         APPENDED.fetch_add(1, Ordering::Relaxed);
+        APPENDED_BY_EVENT[self.event as usize].fetch_add(1, Ordering::Relaxed);
         Ok(id)
     }
 }
@@ -316,5 +327,12 @@ mod tests {
             assert_eq!(AuditEvent::parse(event.as_str()), Some(event));
         }
         assert_eq!(AuditEvent::parse("nope"), None);
+    }
+
+    #[test]
+    fn every_event_counts_at_its_own_place() {
+        for (place, event) in AuditEvent::ALL.into_iter().enumerate() {
+            assert_eq!(event as usize, place, "{event}");
+        }
     }
 }

@@ -41,6 +41,10 @@ const SOCKET_PORT: u16 = 5432;
 const MAX_SOCKET_DIR_LEN: usize = 107 - "/.s.PGSQL.5432".len();
 /// Settings written on every start, included from `postgresql.conf`.
 const SETTINGS_FILE: &str = "latchkey.conf";
+/// In the cluster's folder: which Latchkey process started the running cluster and will stop
+/// it (`<pid> <start time>`), so that the next start can tell a cluster whose Latchkey died
+/// from one that another Latchkey still serves from.
+const OWNER_FILE: &str = "latchkey.pid";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -142,6 +146,24 @@ impl EmbeddedPostgres {
         cluster.write_settings()?;
         if !cluster.is_running()? {
             cluster.launch()?;
+        } else {
+            // Its Latchkey was killed (SIGKILL, a crash), so nobody else would stop it: this
+            // process does, as if it had started it.
+            match cluster.owner() {
+                Owner::Running => {}
+                Owner::Died(pid) => {
+                    log::info!("taking over the private cluster left running by pid {pid}");
+                    cluster.own()?;
+                }
+                Owner::Unrecorded if !cluster.served_by_a_latchkey()? => {
+                    log::info!(
+                        "taking over the private cluster left running by an earlier Latchkey \
+                         or started by hand"
+                    );
+                    cluster.own()?;
+                }
+                Owner::Unrecorded => {}
+            }
         }
         cluster.ensure_database()?;
         Ok(cluster)
@@ -192,9 +214,50 @@ impl EmbeddedPostgres {
                 OsStr::new("-w"),
             ],
         ) {
-            Ok(_) => log::info!("stopped the private PostgreSQL cluster"),
+            Ok(_) => {
+                std::fs::remove_file(self.layout.root.join(OWNER_FILE)).ok();
+                log::info!("stopped the private PostgreSQL cluster");
+            }
             Err(e) => log::warn!("stopping the private PostgreSQL cluster: {e}"),
         }
+    }
+
+    /// Records this process as the one that stops the cluster.
+    fn own(&mut self) -> Result<(), EmbeddedError> {
+        // First: should the record fail, the error drops this value, which then stops the
+        // cluster rather than leave it running without an owner.
+        self.started_here = true;
+        let path = self.layout.root.join(OWNER_FILE);
+        std::fs::remove_file(&path).ok();
+        write_private_file(&path, ProcessId::this().to_string().as_bytes())
+            .map_err(|e| step_error(format!("writing {}", path.display()), e))?;
+        // Like every file in the cluster's folder, its account's.
+        chown(&path, self.account)
+    }
+
+    /// Which process will stop the running cluster.
+    fn owner(&self) -> Owner {
+        match std::fs::read_to_string(self.layout.root.join(OWNER_FILE)) {
+            Ok(text) => match ProcessId::parse(&text) {
+                Some(owner) if owner.is_running() => Owner::Running,
+                Some(owner) => Owner::Died(owner.pid),
+                None => Owner::Unrecorded,
+            },
+            Err(_) => Owner::Unrecorded,
+        }
+    }
+
+    /// Whether a Latchkey server is connected (an earlier version records no owner, and
+    /// must not lose its database to a command run beside it): each holds the session
+    /// cache's listener connection, named `latchkey-listener` (`session::cache`).
+    fn served_by_a_latchkey(&self) -> Result<bool, EmbeddedError> {
+        let mut conn = PgConnection::establish(self.url_for("postgres").expose_secret())
+            .map_err(|e| step_error("connecting to the private cluster", e))?;
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+            "EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'latchkey-listener')",
+        ))
+        .get_result(&mut conn)
+        .map_err(|e| step_error("looking for a Latchkey using the private cluster", e))
     }
 
     fn init(&self) -> Result<(), EmbeddedError> {
@@ -290,7 +353,7 @@ impl EmbeddedPostgres {
                 OsStr::new("-w"),
             ],
         )?;
-        self.started_here = true;
+        self.own()?;
         log::info!(
             "started the private PostgreSQL cluster in {} (Unix socket only)",
             self.layout.root.display()
@@ -345,6 +408,73 @@ impl EmbeddedPostgres {
             Err(step_error(program, detail))
         }
     }
+}
+
+/// Who stops a running cluster, as its owner file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// The Latchkey that started (or took over) it still runs: this one, or another serving
+    /// from the same data dir.
+    Running,
+    /// It was started by this pid, which is gone.
+    Died(u32),
+    /// No owner recorded: an earlier version started it, or a person did.
+    Unrecorded,
+}
+
+/// A process as the owner file records it: a pid alone could name another program by the
+/// time it is read (pids are reused), so the process's start time goes with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcessId {
+    pid: u32,
+    /// Clock ticks after boot (`/proc/<pid>/stat`, field 22); `None` where it cannot be read.
+    started: Option<u64>,
+}
+
+impl ProcessId {
+    fn this() -> Self {
+        let pid = std::process::id();
+        Self {
+            pid,
+            started: start_time(pid),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut words = text.split_whitespace();
+        let pid = words.next()?.parse().ok()?;
+        let started = match words.next() {
+            Some(word) => Some(word.parse().ok()?),
+            None => None,
+        };
+        Some(Self { pid, started })
+    }
+
+    fn is_running(self) -> bool {
+        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
+            return false;
+        };
+        // SAFETY: signal 0 only asks whether the process exists; nothing is sent.
+        let exists = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        exists && (self.started.is_none() || start_time(self.pid) == self.started)
+    }
+}
+
+impl std::fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.started {
+            Some(started) => write!(f, "{} {started}", self.pid),
+            None => write!(f, "{}", self.pid),
+        }
+    }
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces; count after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl Drop for EmbeddedPostgres {
@@ -532,6 +662,25 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("DATABASE_URL"), "{message}");
+    }
+
+    #[test]
+    fn an_owner_is_running_only_while_its_process_is() {
+        let this = ProcessId::this();
+        assert!(this.started.is_some(), "Linux has /proc");
+        assert_eq!(ProcessId::parse(&this.to_string()), Some(this));
+        assert!(this.is_running());
+        let reused = ProcessId {
+            started: this.started.map(|t| t + 1),
+            ..this
+        };
+        assert!(!reused.is_running(), "the same pid, another process");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!ProcessId { pid, started: None }.is_running());
+        assert_eq!(ProcessId::parse("12 x"), None);
+        assert_eq!(ProcessId::parse(""), None);
     }
 
     #[test]

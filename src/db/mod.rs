@@ -57,6 +57,14 @@ impl DbError {
     }
 }
 
+/// How many connections the pool holds: open ones (idle or lent out), and at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// The shared pool; every query from the async world goes through [`Db::run`].
 #[derive(Clone)]
 pub struct Db {
@@ -80,6 +88,16 @@ impl Db {
         Self {
             pool,
             round_trips: Default::default(),
+        }
+    }
+
+    /// The pool's connections now, for `/metrics`.
+    pub fn pool_use(&self) -> PoolUse {
+        let state = self.pool.state();
+        PoolUse {
+            open: state.connections,
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
         }
     }
 

@@ -13,6 +13,8 @@ mod transport;
 use crate::domain::ids::{AuditId, RequestId};
 use crate::logging::error_chain;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -264,6 +266,15 @@ fn certificate_error(err: &lettre::transport::smtp::Error) -> Option<&rustls::Ce
 pub struct Mailer {
     sender: mpsc::Sender<Letter>,
     db: Db,
+    outcomes: Arc<Outcomes>,
+}
+
+/// Mails this process handed to the backend, and mails it gave up on (not queued, not
+/// rendered, or refused after every retry), for `/metrics`.
+#[derive(Debug, Default)]
+struct Outcomes {
+    sent: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl fmt::Debug for Mailer {
@@ -304,15 +315,31 @@ impl Mailer {
     ) -> anyhow::Result<Self> {
         let transport = Transport::from_backend(backend).context("LATCHKEY_EMAIL")?;
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let outcomes = Arc::new(Outcomes::default());
         let worker = Worker {
             transport,
             from,
             org,
             db: db.clone(),
             delays,
+            outcomes: outcomes.clone(),
         };
         actix_web::rt::spawn(worker.run(receiver));
-        Ok(Self { sender, db })
+        Ok(Self {
+            sender,
+            db,
+            outcomes,
+        })
+    }
+
+    /// Mails accepted by the backend since start-up.
+    pub fn sent(&self) -> u64 {
+        self.outcomes.sent.load(Ordering::Relaxed)
+    }
+
+    /// Mails given up on since start-up.
+    pub fn failed(&self) -> u64 {
+        self.outcomes.failed.load(Ordering::Relaxed)
     }
 
     /// Hands the mail to the worker and returns at once; a mail that cannot be queued is
@@ -324,6 +351,7 @@ impl Mailer {
             Err(mpsc::error::TrySendError::Closed(mail)) => ("the mail worker has stopped", mail),
         };
         log::warn!("mail not sent: {reason}");
+        self.outcomes.failed.fetch_add(1, Ordering::Relaxed);
         if let Some(audit) = mail.audit() {
             let db = self.db.clone();
             actix_web::rt::spawn(async move {
@@ -339,6 +367,7 @@ struct Worker {
     org: OrgName,
     db: Db,
     delays: Vec<Duration>,
+    outcomes: Arc<Outcomes>,
 }
 
 impl Worker {
@@ -354,6 +383,7 @@ impl Worker {
             Ok(mail) => self.deliver(mail).await,
             Err(err) => {
                 log::error!("rendering a mail: {}", error_chain(&err));
+                self.outcomes.failed.fetch_add(1, Ordering::Relaxed);
                 if let Some(audit) = audit {
                     let detail = err.audit_detail();
                     record(&self.db, AuditEvent::LinkSendFailed, &audit, Some(detail)).await;
@@ -386,6 +416,11 @@ impl Worker {
                 _ => break Err(err),
             }
         };
+        let counter = match &outcome {
+            Ok(()) => &self.outcomes.sent,
+            Err(_) => &self.outcomes.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         if let Err(err) = &outcome {
             log::error!(
                 "mail{request}: not sent after {attempts} attempt(s): {}",

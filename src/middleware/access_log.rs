@@ -1,4 +1,5 @@
-//! One access-log line per request, under the request's [`RequestId`].
+//! One access-log line per request, under the request's [`RequestId`], and the request
+//! counted into `/metrics` ([`request_metrics`]).
 
 use std::time::Instant;
 
@@ -8,6 +9,7 @@ use actix_web::http::header;
 use actix_web::middleware::Next;
 
 use crate::logging::request_id::RequestId;
+use crate::middleware::request_metrics;
 use crate::web::client::client_ip_of;
 
 /// The access log: client address (as the trusted-proxy rules see it), method, the path
@@ -20,6 +22,7 @@ pub async fn access_log(
     let id = RequestId::next();
     let started = Instant::now();
     let res = id.scope(next.call(req)).await?;
+    request_metrics::record(&res, started.elapsed());
     if log::log_enabled!(target: TARGET, log::Level::Info) {
         let req = res.request();
         let agent = req

@@ -9,4 +9,5 @@ pub mod check_cookie;
 pub mod csrf;
 pub mod guard;
 pub mod rate_limit;
+pub mod request_metrics;
 pub mod security_headers;

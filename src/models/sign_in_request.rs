@@ -78,7 +78,7 @@ pub enum CompletedBy {
 }
 
 impl CompletedBy {
-    const ALL: [CompletedBy; 4] = [
+    pub const ALL: [CompletedBy; 4] = [
         CompletedBy::Link,
         CompletedBy::Code,
         CompletedBy::Approval,

@@ -10,6 +10,7 @@ mod forward_auth;
 mod health;
 mod login;
 mod logout;
+mod metrics;
 mod passkeys;
 mod sessions;
 mod static_files;
@@ -29,6 +30,7 @@ fn page() -> actix_web::Route {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(page().to(health::healthz)))
         .service(web::resource("/readyz").route(page().to(health::readyz)))
+        .service(web::resource("/metrics").route(page().to(metrics::show)))
         .service(web::resource("/static/{name}").route(page().to(static_files::serve)))
         .service(
             web::resource("/login")

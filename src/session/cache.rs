@@ -19,7 +19,7 @@
 //! on how fast its own notification comes back.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,11 @@ pub struct LiveCache {
     /// How often the listener's connection was lost (and the cache emptied with it).
     losses: AtomicU64,
     next_sync: AtomicU64,
+    /// Lookups through [`Live`] answered from the cache, and those that went to the database.
+    hits: AtomicU64,
+    misses: AtomicU64,
+    /// Set when the server stops: the listener then ends quietly, before the database does.
+    closing: AtomicBool,
 }
 
 impl LiveCache {
@@ -341,6 +346,30 @@ impl LiveCache {
     pub fn connection_losses(&self) -> u64 {
         self.losses.load(Ordering::SeqCst)
     }
+
+    /// Lookups answered from the cache, and lookups that read the database, so far.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Ends the listener before a stop takes the database away, so that losing its
+    /// connection then is not reported as a fault.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    fn counted<T>(&self, found: Option<T>) -> Option<T> {
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
 }
 
 /// Reads that go through the cache: a hit costs nothing, a miss one query whose answer is
@@ -374,7 +403,7 @@ impl Live {
         &self,
         digest: &SessionKeyDigest,
     ) -> Result<Option<CachedSession>, DbError> {
-        if let Some(session) = self.cache.session(digest) {
+        if let Some(session) = self.cache.counted(self.cache.session(digest)) {
             return Ok(Some(session));
         }
         let ticket = self.cache.ticket();
@@ -399,7 +428,7 @@ impl Live {
     }
 
     pub async fn member(&self, id: MemberId) -> Result<Option<Member>, DbError> {
-        if let Some(member) = self.cache.member(id) {
+        if let Some(member) = self.cache.counted(self.cache.member(id)) {
             return Ok(Some(member));
         }
         let ticket = self.cache.ticket();
@@ -412,7 +441,7 @@ impl Live {
 
     /// The live app session whose cookie key has this digest; on a miss, one query.
     pub async fn app_session(&self, key: &AppKeyDigest) -> Result<Option<LiveAppSession>, DbError> {
-        if let Some(app_session) = self.cache.app_session(key) {
+        if let Some(app_session) = self.cache.counted(self.cache.app_session(key)) {
             return Ok(Some(app_session));
         }
         let ticket = self.cache.ticket();
@@ -429,7 +458,7 @@ impl Live {
     }
 
     pub async fn apps(&self) -> Result<Arc<Vec<AppRule>>, DbError> {
-        if let Some(apps) = self.cache.apps() {
+        if let Some(apps) = self.cache.counted(self.cache.apps()) {
             return Ok(apps);
         }
         let ticket = self.cache.ticket();
@@ -491,6 +520,9 @@ fn listen(url: &SecretString, cache: &Weak<LiveCache>) {
                 let err = relay(&mut conn, cache);
                 let Some(live) = cache.upgrade() else { return };
                 live.listening(false);
+                if live.closing.load(Ordering::SeqCst) {
+                    return;
+                }
                 drop(live);
                 if let Some(err) = err {
                     log::warn!("session cache: listener connection lost ({err}); cache emptied and unused until it is back");
@@ -498,7 +530,10 @@ fn listen(url: &SecretString, cache: &Weak<LiveCache>) {
                 }
             }
             Err(err) => {
-                if cache.strong_count() == 0 {
+                if cache
+                    .upgrade()
+                    .is_none_or(|live| live.closing.load(Ordering::SeqCst))
+                {
                     return;
                 }
                 if !logged_down {
@@ -552,6 +587,9 @@ fn relay(conn: &mut PgConnection, cache: &Weak<LiveCache>) -> Option<diesel::res
     let mut since_heartbeat = Duration::ZERO;
     loop {
         let live = cache.upgrade()?;
+        if live.closing.load(Ordering::SeqCst) {
+            return None;
+        }
         for notification in conn.notifications_iter() {
             match notification {
                 Ok(notification) => live.apply(&notification.payload),

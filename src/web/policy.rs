@@ -148,6 +148,8 @@ pub const POLICY: &[Rule] = &[
     Rule::new(Exact("/login"), Access::Public).sign_in_budget(),
     Rule::new(Exact("/healthz"), Access::Public).sets_no_cookie(),
     Rule::new(Exact("/readyz"), Access::Public).sets_no_cookie(),
+    // Its own bearer token (`LATCHKEY_METRICS_TOKEN`) guards it, not a session.
+    Rule::new(Exact("/metrics"), Access::Public).sets_no_cookie(),
     // Browsers ask for it on their own; it is a plain 404, not a sign-in page.
     Rule::new(Exact("/favicon.ico"), Access::Public).sets_no_cookie(),
     Rule::new(Under("/.well-known/"), Access::Public).sets_no_cookie(),
@@ -235,6 +237,7 @@ mod tests {
         assert_eq!(access("/auth/verify"), Access::Public);
         assert_eq!(access("/auth/return"), Access::Public);
         assert_eq!(access("/static/htmx.min.js"), Access::Public);
+        assert_eq!(access("/metrics"), Access::Public);
         assert_eq!(access("/"), Access::SignedIn);
         assert_eq!(access("/sessions"), Access::SignedIn);
         assert_eq!(access("/logout"), Access::SignedIn);
@@ -271,6 +274,7 @@ mod tests {
             [
                 "/healthz",
                 "/readyz",
+                "/metrics",
                 "/favicon.ico",
                 "/.well-known/",
                 "/static/",

@@ -19,6 +19,7 @@ mod links_and_hosts;
 mod listener_cut;
 mod mail;
 mod mailbox;
+mod metrics;
 mod migrations;
 mod no_secrets_in_logs;
 mod operations;

@@ -11,13 +11,14 @@ pub mod wait;
 
 use actix_identity::Identity;
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpMessage as _, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
 use base64::Engine as _;
 
 use crate::domain::client_info::ClientInfo;
 use crate::domain::next_path::NextPath;
 use crate::session::{SessionData, Started};
 use crate::signin::{Asker, Refusal, SignedIn};
+use crate::state::AppState;
 use crate::web::browser::{BindingSecret, Browser};
 use crate::web::errors::PageError;
 use crate::web::pages::{is_htmx, Page};
@@ -59,6 +60,13 @@ pub fn establish_session(
 ) -> Result<NextPath, PageError> {
     Identity::login(&req.extensions(), signed_in.member.id.to_string())
         .map_err(|e| anyhow::anyhow!("starting the session: {e}"))?;
+    // Every completed sign-in passes here, after its step committed.
+    if let (Some(state), Some(how)) = (
+        req.app_data::<web::Data<AppState>>(),
+        signed_in.request.completed_by,
+    ) {
+        state.metrics.signed_in(how);
+    }
     let csrf = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(crate::crypto::random_bytes::<32>());
     SessionData::of(req).start(&Started {

@@ -26,6 +26,7 @@ pub struct TestSettings {
     public_url: PublicUrl,
     admin_passkey: Option<AdminPasskey>,
     org_name: Option<String>,
+    metrics_token: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +67,7 @@ impl TestSettings {
             public_url: PublicUrl::Listening,
             admin_passkey: None,
             org_name: None,
+            metrics_token: None,
         }
     }
 
@@ -144,6 +146,11 @@ impl TestSettings {
         self
     }
 
+    pub fn metrics_token(mut self, token: &str) -> Self {
+        self.metrics_token = Some(token.to_string());
+        self
+    }
+
     pub fn admin_passkey(mut self, admin_passkey: AdminPasskey) -> Self {
         self.admin_passkey = Some(admin_passkey);
         self
@@ -196,6 +203,7 @@ impl TestSettings {
         );
         set("LATCHKEY_TRUSTED_PROXIES", list(&self.trusted_proxies));
         set("LATCHKEY_ORG_NAME", self.org_name.clone());
+        set("LATCHKEY_METRICS_TOKEN", self.metrics_token.clone());
         set(
             "LATCHKEY_ADMIN_PASSKEY",
             self.admin_passkey.map(|admin_passkey| {
