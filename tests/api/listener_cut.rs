@@ -177,7 +177,11 @@ impl Drop for Relay {
     }
 }
 
+// Run on its own by scripts/test (`--ignored`, one test at a time): amid the 200 other tests
+// running in parallel it stalled twice in CI (at near-zero CPU, cause not yet found; see the
+// steps it prints), while it passes alone in about 9 s.
 #[test]
+#[ignore = "run alone by scripts/test: it stalled amid the parallel suite"]
 fn a_silently_cut_listener_stops_the_cache_within_seconds() {
     // The body runs on a thread and runtime of its own, watched from here by the wall clock:
     // a timer inside the runtime cannot fire while a blocking call holds its thread, and a
@@ -202,9 +206,13 @@ fn a_silently_cut_listener_stops_the_cache_within_seconds() {
 }
 
 async fn silently_cut_listener() {
+    let began = Instant::now();
+    let step = |what: &str| eprintln!("silent cut, {:?}: {what}", began.elapsed());
     let app = spawn_app().await;
     let relay = Relay::start(&app.database.url).await;
+    step("relay started");
     let cut_off = app.another_instance_through(relay.url()).await;
+    step("the instance behind the relay started");
     assert!(relay.listener_seen.load(Ordering::SeqCst));
 
     let ann = app.member(Role::Member, "ann@example.org").await;
@@ -223,6 +231,7 @@ async fn silently_cut_listener() {
     );
 
     // The cut: the listener's connection stays open and carries nothing from now on...
+    step("cutting");
     relay.frozen.store(true, Ordering::SeqCst);
     // ...and the session ends behind the instance's back (its notification never arrives).
     diesel::delete(sessions::table)
@@ -244,6 +253,7 @@ async fn silently_cut_listener() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!cut_off.live.cache().is_listening());
+    step("refused after the cut");
 
     // The network heals: the late heartbeat counts as a lost connection, the listener
     // reconnects, and the cache is used again (and starts empty).
@@ -255,6 +265,7 @@ async fn silently_cut_listener() {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
     wait_until_listening(&cut_off.live).await;
+    step("listening again");
     let bea = app.member(Role::Member, "bea@example.org").await;
     let dashboard = cut_off.url("/");
     assert_eq!(bea.get(&dashboard).await.status(), 200);
