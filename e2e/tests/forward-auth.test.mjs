@@ -121,7 +121,7 @@ async function person(label) {
   page.setDefaultTimeout(STEP_TIMEOUT);
   const cdp = await context.newCDPSession(page);
   await cdp.send("WebAuthn.enable", { enableUI: false });
-  await cdp.send("WebAuthn.addVirtualAuthenticator", {
+  const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
     options: {
       protocol: "ctap2",
       transport: "internal",
@@ -131,7 +131,9 @@ async function person(label) {
       automaticPresenceSimulation: true,
     },
   });
-  return { context, page };
+  /** Whether the authenticator answers at once (else a request waits, as for a person away). */
+  const present = (enabled) => cdp.send("WebAuthn.setAutomaticPresenceSimulation", { authenticatorId, enabled });
+  return { context, page, present };
 }
 
 /** What the echo app received, as the page shows it (JSON). */
@@ -163,10 +165,11 @@ for (const proxy of ["nginx", "caddy"]) {
     const member = `mo-${proxy}@example.org`;
     let apps;
     let page;
+    let present;
 
     before(async () => {
       apps = await startProxy(proxy);
-      ({ page } = await person(`forward-auth-${proxy}`));
+      ({ page, present } = await person(`forward-auth-${proxy}`));
     });
 
     it("signed out, an app's page goes through Latchkey's sign-in and comes back to that page with the member's identity", async () => {
@@ -235,11 +238,21 @@ for (const proxy of ["nginx", "caddy"]) {
       await page.locator("#passkey-name").fill("laptop");
       await page.getByRole("button", { name: /add a passkey/i }).click();
       await page.locator("td.passkey-name", { hasText: "laptop" }).waitFor();
-      // Signing out of Latchkey ends the app sessions with it.
+      // Signing out of Latchkey ends the app sessions with it. The sign-in page it lands on
+      // asks for a passkey by itself (autofill): the authenticator waits, as a person away
+      // from the keyboard would, so that the sign-in starts from the app.
+      await present(false);
       await page.getByRole("button", { name: /sign out/i }).first().click();
       await page.waitForURL((url) => onLatchkey(url, "/login"));
+      // Chromium applies the sign-out's Clear-Site-Data after the answer, and the sign-in page
+      // it lands on starts a passkey request of its own: let both settle before the next
+      // navigation, or a cookie set meanwhile may be cleared under the next page.
+      await page.waitForLoadState("networkidle");
+      await sleep(1000);
       await page.goto(`${apps.wiki}/after-passkey`);
       await page.waitForURL((url) => onLatchkey(url, "/login"));
+      await page.getByRole("heading", { name: new RegExp(`to continue to wiki-${proxy}`) }).waitFor();
+      await present(true);
       const button = page.getByRole("button", { name: /sign in with a passkey/i });
       try {
         await button.click({ timeout: 3000 });
