@@ -197,7 +197,9 @@ pub struct CallbackQuery {
     rd: Option<String>,
 }
 
-fn cookie_keys(req: &HttpRequest, app: &AppRule) -> Vec<AppKeyDigest> {
+/// The digests of the app cookies of `app`'s own name that the request carried: `__Host-` on
+/// https, where no sibling can plant one (several are tried all the same).
+pub fn cookie_keys(req: &HttpRequest, app: &AppRule) -> Vec<AppKeyDigest> {
     req.extensions()
         .get::<AppCookies>()
         .map(|cookies| {

@@ -7,10 +7,9 @@
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::app_access::{auth_app_url, denied_page};
-use crate::forward_auth::app_sessions::{app_cookie_name, key_digest, AppCookies};
+use super::app_access::{auth_app_url, cookie_keys, denied_page};
 use crate::forward_auth::check::{CheckContext, CheckError, Decision, Grant, Refusal};
 use crate::forward_auth::target::{self, Forwarded, NamingError, ProxyReport, Target, Unknown};
 use crate::state::AppState;
@@ -120,18 +119,8 @@ async fn decide(req: &HttpRequest, state: &web::Data<AppState>, style: Style) ->
         Ok(resolved) => resolved,
         Err(err) => return bad_request(&err),
     };
-    // Only the cookie of the app's own name: `__Host-` on https, where no sibling can plant it.
-    let keys: Vec<_> = match &resolved {
-        Ok(target) => req
-            .extensions()
-            .get::<AppCookies>()
-            .map(|cookies| {
-                cookies
-                    .named(app_cookie_name(&target.app.origin))
-                    .filter_map(key_digest)
-                    .collect()
-            })
-            .unwrap_or_default(),
+    let keys = match &resolved {
+        Ok(target) => cookie_keys(req, &target.app),
         Err(_) => Vec::new(),
     };
     let context = CheckContext {
