@@ -22,6 +22,7 @@ mod mailbox;
 mod metrics;
 mod migrations;
 mod no_secrets_in_logs;
+mod oidc;
 mod operations;
 mod pages;
 mod passkeys;
