@@ -8,6 +8,8 @@ mod smtp_server;
 mod apps;
 mod attacks;
 mod audit_chain;
+mod audit_chain_alarm;
+mod audit_flood;
 mod audit_pages;
 mod cookies;
 mod csrf;
