@@ -51,6 +51,15 @@ pub fn spawn(oidc: Arc<Oidc>, db: Db, live: Live, settings: Settings) {
                 return;
             }
         };
+        // The first signing key is made at first start (by whichever instance comes first).
+        let first = Context {
+            db: &db,
+            live: &live,
+            settings: &settings,
+        };
+        if let Err(err) = oidc.ring(first).await {
+            log::warn!("reading the OpenID Connect signing keys: {err}");
+        }
         let mut last_expiry_sweep = std::time::Instant::now();
         loop {
             let context = Context {
