@@ -955,3 +955,39 @@ async fn a_rotated_key_signs_from_then_on_and_the_old_one_stays_published() {
         .audit_events()
         .contains(&"signing_key_rotated".to_string()));
 }
+
+#[actix_web::test]
+async fn prompt_login_and_max_age_ask_for_a_fresh_sign_in_first() {
+    let app = spawn_app().await;
+    let client = register(&app, "wiki", &[]);
+    let browser = app.member(Role::Member, "ann@example.org").await;
+    let (verifier, challenge) = pkce();
+    for extra in [("prompt", "login"), ("max_age", "0")] {
+        // A few seconds pass between the sign-in and the request, as they do.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let res = browser
+            .get(&authorize_path(&client, &challenge, &[extra]))
+            .await;
+        assert_eq!(res.status(), 303);
+        let login = location(&res);
+        assert!(login.starts_with("/login?next="), "{extra:?}: {login}");
+        let next = crate::helpers::urldecode(login.strip_prefix("/login?next=").unwrap());
+        assert!(
+            !next.contains("prompt=login"),
+            "the coming sign-in meets it"
+        );
+
+        // Signing in again in the same browser; the way back then issues a code, through a
+        // page of ours (a sign-in form's redirects stay on Latchkey's origin).
+        assert_eq!(app.sign_in(&browser, "ann@example.org").await.status(), 303);
+        let res = browser.get(&next).await;
+        assert_eq!(res.status(), 200, "{extra:?}");
+        let refresh = res.headers()["refresh"].to_str().unwrap().to_string();
+        let url = refresh.strip_prefix("0; url=").unwrap();
+        assert!(url.starts_with(&client.redirect), "{url}");
+        let code = query_of(url)["code"].clone();
+        let tokens = json(exchange(&app, &client, &code, &verifier).await).await;
+        let claims = verified(&app, tokens["id_token"].as_str().unwrap(), &client.id).await;
+        assert!(claims["auth_time"].as_i64().unwrap() >= claims["iat"].as_i64().unwrap() - 5);
+    }
+}
