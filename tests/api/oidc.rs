@@ -991,3 +991,50 @@ async fn prompt_login_and_max_age_ask_for_a_fresh_sign_in_first() {
         assert!(claims["auth_time"].as_i64().unwrap() >= claims["iat"].as_i64().unwrap() - 5);
     }
 }
+
+#[actix_web::test]
+async fn userinfo_and_introspection_are_answered_from_the_session_cache() {
+    let app = spawn_app().await;
+    let client = register(&app, "wiki", &[]);
+    let browser = app.member(Role::Member, "ann@example.org").await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(&browser, &client, &challenge).await;
+    let tokens = json(exchange(&app, &client, &code, &verifier).await).await;
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        userinfo(&app, &access).await.status(),
+        200,
+        "the first read fills the cache"
+    );
+    let audit_rows = app.audit().len();
+    // As for forward-auth checks: a loaded machine may hold the listener's heartbeat past its
+    // deadline for a moment; the last of up to three rounds must read nothing.
+    let mut per_round = Vec::new();
+    for _ in 0..3 {
+        crate::helpers::wait_until_listening(&app.live).await;
+        let before = app.live.db().round_trips();
+        for _ in 0..5 {
+            assert_eq!(userinfo(&app, &access).await.status(), 200);
+            let res = reqwest::Client::new()
+                .post(app.url("/oidc/introspect"))
+                .basic_auth(&client.id, client.secret.as_ref())
+                .form(&[("token", access.as_str())])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(json(res).await["active"], true);
+        }
+        let used = app.live.db().round_trips() - before;
+        per_round.push(used);
+        if used == 0 {
+            break;
+        }
+    }
+    assert_eq!(per_round.last(), Some(&0), "rounds: {per_round:?}");
+    assert_eq!(app.audit().len(), audit_rows, "nothing audited per request");
+
+    // Deactivation on another process ends the token on this instance at once.
+    ok(&latchkey(&app, &["members", "remove", "ann@example.org"]));
+    app.sync_cache().await;
+    assert_eq!(userinfo(&app, &access).await.status(), 401);
+}
