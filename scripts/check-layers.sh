@@ -59,7 +59,7 @@ forbid() {
 }
 
 above_http="web|middleware|routes|startup|cli|state"
-above_rooms="session|signin|forward_auth|passkeys|dashboard|team"
+above_rooms="session|signin|forward_auth|oidc|passkeys|dashboard|team"
 
 # Values parsed at the edge, and the primitives under everything.
 forbid src/domain src/crypto.rs src/private_fs.rs -- \
