@@ -453,7 +453,7 @@ pub async fn change(
         return Err(PageError::NotFound);
     };
     let typed = typed(&body);
-    let Parsed { origin, access, .. } = match parse(&typed) {
+    let parsed = match parse(&typed) {
         Ok(parsed) => parsed,
         Err(message) => {
             let outcome = Outcome {
@@ -464,15 +464,94 @@ pub async fn change(
             return finish(&req, &state, Ok(outcome)).await;
         }
     };
-    let result = apps::change(&state.live, &viewer, id, typed.name, origin, access).await;
+    let result = change_app(&state.live, &viewer, id, typed.name, parsed).await;
     let outcome = match result {
-        Ok((app, _)) => Ok(Outcome {
+        Ok(Changed {
+            app,
+            credentials: Some(registered),
+        }) => Ok(Outcome {
+            notice: Some(format!("Saved {} ({}).", app.name, app.origin())),
+            credentials: Some(Credentials {
+                app_name: app.name,
+                client_id: registered.client_id.as_str().to_string(),
+                client_secret: registered.new_secret,
+                rotated: false,
+            }),
+            status: Some(StatusCode::OK),
+            ..Outcome::default()
+        }),
+        Ok(Changed { app, .. }) => Ok(Outcome {
             notice: Some(format!("Saved {} ({}).", app.name, app.origin())),
             ..Outcome::default()
         }),
         Err(err) => refusal(err, Typed::default()),
     };
     finish(&req, &state, outcome).await
+}
+
+/// What a change saved, and the client's credentials when they are news to the admin: an app
+/// that became an OpenID Connect client, or a client that got a secret (it was public).
+struct Changed {
+    app: App,
+    credentials: Option<oidc_rows::Registered>,
+}
+
+/// Changes an app and, when the form carried one, its OpenID Connect registration, in one
+/// transaction: a registration the form left as it was is not written again (nor audited).
+async fn change_app(
+    live: &Live,
+    admin: &Member,
+    id: AppId,
+    name: String,
+    parsed: Parsed,
+) -> Result<Changed, AppError> {
+    let Parsed {
+        origin,
+        access,
+        registration,
+    } = parsed;
+    let Some(registration) = registration else {
+        let (app, _) = apps::change(live, admin, id, name, origin, access).await?;
+        return Ok(Changed {
+            app,
+            credentials: None,
+        });
+    };
+    let admin = admin.clone();
+    let changed = live
+        .db()
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let (app, _) = app_rows::update(conn, id, &name, &origin, &access, &admin)?;
+                let before = app.oidc();
+                if before
+                    .as_ref()
+                    .is_some_and(|client| registers_as(client, &registration))
+                {
+                    return Ok(Changed {
+                        app,
+                        credentials: None,
+                    });
+                }
+                let registered = oidc_rows::register(conn, app.id, &registration, &admin)?;
+                let news = before.is_none() || registered.new_secret.is_some();
+                Ok(Changed {
+                    app,
+                    credentials: news.then_some(registered),
+                })
+            })
+        })
+        .await;
+    live.cache().forget_apps();
+    changed
+}
+
+/// Whether `client` is registered as `registration` says already.
+fn registers_as(client: &OidcClient, registration: &Registration) -> bool {
+    client.is_public() == registration.public
+        && client.redirect_uris == registration.redirect_uris
+        && client.post_logout_redirect_uris == registration.post_logout_redirect_uris
+        && client.backchannel_logout_uri == registration.backchannel_logout_uri
 }
 
 pub async fn remove(

@@ -489,7 +489,7 @@ async fn admins_add_an_oidc_app_from_the_form_and_bad_redirect_uris_save_nothing
             assert!(error.contains(says), "{fields:?}: {error}");
             assert!(select(&page, "#credentials").is_empty());
             // What was typed stays in the form.
-            let typed = text(one(&page, r#"textarea[name="redirect_uris"]"#));
+            let typed = text(one(&page, r#"form.add-app textarea[name="redirect_uris"]"#));
             let sent = extra
                 .iter()
                 .find(|(name, _)| *name == "redirect_uris")
@@ -512,5 +512,142 @@ async fn admins_add_an_oidc_app_from_the_form_and_bad_redirect_uris_save_nothing
     );
     for row in app.audit() {
         assert!(!row.detail.contains(&secret), "{row:?}");
+    }
+}
+
+#[actix_web::test]
+async fn an_oidc_apps_registration_changes_on_its_form_and_keeps_its_client_id() {
+    let app = spawn_app().await;
+    let (grafana, client_id, secret) = oidc_app(&app, "grafana", false);
+    let secret = secret.unwrap();
+    let admin = app
+        .member(Role::Admin, "boss@example.org")
+        .await
+        .csrf_from("/apps");
+    let path = format!("/apps/{grafana}");
+    let registration = || {
+        app::find_by_name(&mut app.conn(), "grafana")
+            .unwrap()
+            .unwrap()
+            .oidc()
+            .unwrap()
+    };
+    let uris = |list: &[RedirectUri]| -> Vec<String> {
+        list.iter().map(|uri| uri.as_str().to_string()).collect()
+    };
+
+    // The change form shows the registration as it is.
+    let html = admin.get("/apps").await.text().await.unwrap();
+    let page = parse_page(&html);
+    let form = one(&page, &format!(r#"form[action="{path}"]"#));
+    assert_eq!(
+        crate::helpers::texts_within(form, r#"textarea[name="redirect_uris"]"#),
+        ["https://grafana.example.org/login/generic_oauth"]
+    );
+    assert_eq!(
+        crate::helpers::within(form, r#"input[name="oidc"][type="hidden"]"#).len(),
+        1
+    );
+
+    let fields = |redirects: &'static str, public: bool| {
+        let mut fields = vec![
+            ("name", "grafana"),
+            ("url", "https://grafana.example.org"),
+            ("roles", "member"),
+            ("oidc", "on"),
+            ("redirect_uris", redirects),
+            (
+                "post_logout_redirect_uris",
+                "https://grafana.example.org/signed-out",
+            ),
+        ];
+        if public {
+            fields.push(("public", "on"));
+        }
+        fields
+    };
+
+    // New redirect URIs: saved (303), the client id and the secret kept.
+    let res = admin
+        .post(&path)
+        .form(&fields(
+            "https://grafana.example.org/login/generic_oauth\nhttps://grafana.example.org/alt",
+            false,
+        ))
+        .await;
+    assert_eq!(res.status(), 303);
+    let client = registration();
+    assert_eq!(client.client_id.as_str(), client_id);
+    assert_eq!(
+        uris(&client.redirect_uris),
+        [
+            "https://grafana.example.org/login/generic_oauth",
+            "https://grafana.example.org/alt"
+        ]
+    );
+    assert_eq!(
+        exchange_bogus_code(&app, &client_id, &secret).await.0,
+        400,
+        "the secret still works"
+    );
+
+    // Saved again as it is: nothing audited.
+    let audited = app.count("login_audit");
+    let res = admin
+        .post(&path)
+        .form(&fields(
+            "https://grafana.example.org/login/generic_oauth\r\nhttps://grafana.example.org/alt",
+            false,
+        ))
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.count("login_audit"), audited);
+
+    // A bad URI: 422 saying why, nothing changed.
+    let res = admin
+        .post(&path)
+        .htmx()
+        .form(&fields("https://grafana.example.org/*", false))
+        .await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(text(one(&parse_page(&html), "p.error")).contains("wildcard"));
+    assert_eq!(registration().redirect_uris.len(), 2);
+    assert_eq!(app.count("login_audit"), audited);
+
+    // Public: the secret is gone (a secret is refused); confidential again: a new one, shown once.
+    let res = admin
+        .post(&path)
+        .form(&fields(
+            "https://grafana.example.org/login/generic_oauth",
+            true,
+        ))
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(registration().is_public());
+    assert_eq!(
+        exchange_bogus_code(&app, &client_id, &secret).await,
+        (401, "invalid_client".into())
+    );
+    let res = admin
+        .post(&path)
+        .form(&fields(
+            "https://grafana.example.org/login/generic_oauth",
+            false,
+        ))
+        .await;
+    assert_eq!(res.status(), 200, "the new secret is on the answer");
+    let html = res.text().await.unwrap();
+    let page = parse_page(&html);
+    assert_eq!(text(one(&page, "#credentials code.client-id")), client_id);
+    let new_secret = text(one(&page, "#credentials code.client-secret"));
+    assert_ne!(new_secret, secret);
+    assert_eq!(
+        exchange_bogus_code(&app, &client_id, &new_secret).await,
+        (400, "invalid_grant".into())
+    );
+    assert_eq!(registration().client_id.as_str(), client_id);
+    for row in app.audit() {
+        assert!(!row.detail.contains(&new_secret), "{row:?}");
     }
 }
