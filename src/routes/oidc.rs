@@ -227,8 +227,17 @@ async fn authorize_inner(
         Some(digest) => signed_in(&state.live, &state.settings, &digest, now.timestamp()).await?,
         None => None,
     };
+    // Arriving from a sign-in form's redirect, the app is reached by a page of ours (the
+    // CSP's form-action keeps that post's redirects on Latchkey), whatever the answer.
+    let to_app = |url: &str| {
+        if came_back {
+            on_to_app(req, url, &request.app.name)
+        } else {
+            see_other(url)
+        }
+    };
     let back = |error: &str, description: &str| {
-        see_other(&error_redirect(
+        to_app(&error_redirect(
             &request.redirect_uri,
             request.state.as_deref(),
             error,
@@ -266,12 +275,7 @@ async fn authorize_inner(
                     OidcError::Db(db) => PageError::from(db),
                     other => PageError::Unexpected(anyhow::Error::new(other)),
                 })?;
-            // Arriving from a sign-in form's redirect: a page sends the browser on.
-            Ok(if came_back {
-                on_to_app(req, &url, &request.app.name)
-            } else {
-                see_other(&url)
-            })
+            Ok(to_app(&url))
         }
     }
 }

@@ -1043,3 +1043,26 @@ async fn userinfo_and_introspection_are_answered_from_the_session_cache() {
     app.sync_cache().await;
     assert_eq!(userinfo(&app, &access).await.status(), 401);
 }
+
+#[actix_web::test]
+async fn a_member_refused_after_signing_in_is_sent_back_to_the_app_by_a_page() {
+    let app = spawn_app().await;
+    let client = register(&app, "vault", &["--roles", "admin"]);
+    app.add_member("cy@example.org", Role::Member);
+    let browser = app.visitor();
+    let (_, challenge) = pkce();
+    let res = browser.get(&authorize_path(&client, &challenge, &[])).await;
+    let login = location(&res);
+    let next = crate::helpers::urldecode(login.strip_prefix("/login?next=").unwrap());
+    let browser = app.signed_in(browser, "cy@example.org").await;
+    // The sign-in form's post redirected here: the refusal goes back to the app by a page.
+    let res = browser.get(&next).await;
+    assert_eq!(res.status(), 200);
+    let refresh = res.headers()["refresh"].to_str().unwrap().to_string();
+    let url = refresh.strip_prefix("0; url=").unwrap();
+    assert!(url.starts_with(&client.redirect), "{url}");
+    let query = query_of(url);
+    assert_eq!(query["error"], "access_denied");
+    assert_eq!(query["state"], "st-123");
+    assert!(!query.contains_key("code"));
+}
