@@ -419,9 +419,15 @@ describe(
       assert.ok(last.location.startsWith(`${app.url}/oidc/authorize?`), `back to sign-in: ${last.location}`);
       console.log(`    back-channel logout ended the Apache session ${elapsed} ms after \`members remove\``);
 
-      const sent = app.sql(
-        "SELECT email, detail FROM login_audit WHERE event = 'oidc_logout_sent' ORDER BY id",
-      ).split("\n").filter(Boolean);
+      // The delivery is audited once Apache has answered it, which may be just after our poll.
+      let sent = [];
+      for (const deadline = Date.now() + 5_000; Date.now() < deadline; await sleep(100)) {
+        sent = app
+          .sql("SELECT email, detail FROM login_audit WHERE event = 'oidc_logout_sent' ORDER BY id")
+          .split("\n")
+          .filter(Boolean);
+        if (sent.length > sentBefore) break;
+      }
       assert.ok(sent.length > sentBefore, `an oidc_logout_sent row in the audit (rows: ${sent.join(" / ")})`);
       assert.ok(!app.sql("SELECT event FROM login_audit WHERE event = 'oidc_logout_failed'"), "no failed delivery");
 
