@@ -18,12 +18,14 @@ use crate::domain::break_glass_reason::BreakGlassReason;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::group_name::GroupName;
 use crate::domain::member_name::MemberName;
+use crate::domain::oidc::RedirectUri;
 use crate::domain::role::Role;
 use crate::forward_auth::proxy_config::{self, AppUpstream, Proxy, Upstream};
 use crate::keys::Keys;
 use crate::models::app::{self, Access, AppError, Saved};
 use crate::models::group::{self, Change, GroupError};
 use crate::models::member::{self, Added, MemberError};
+use crate::models::oidc as oidc_rows;
 use crate::passkeys::{self, manage::Reset};
 use crate::settings::Settings;
 use crate::signin::{self, BreakGlass};
@@ -70,7 +72,8 @@ pub enum Command {
         #[command(subcommand)]
         command: GroupsCommand,
     },
-    /// Register, list and remove apps protected through forward auth.
+    /// Register, list and remove apps (protected through forward auth, or signing in
+    /// through OpenID Connect).
     Apps {
         #[command(subcommand)]
         command: AppsCommand,
@@ -79,6 +82,11 @@ pub enum Command {
     Passkeys {
         #[command(subcommand)]
         command: PasskeysCommand,
+    },
+    /// The keys that sign OpenID Connect tokens.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Print the effective settings, one per line (NAME=value), secrets as set or unset.
     Settings,
@@ -135,6 +143,13 @@ pub enum MembersCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Sign OpenID Connect tokens with a new key from now on; the old key stays published
+    /// for 24 hours (longer than anything it signed lives).
+    Rotate,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AppsCommand {
     /// Register an app by its URL's origin, or update the app of that name, and say who may
     /// open it: roles and/or listed members (at least one).
@@ -152,8 +167,27 @@ pub enum AppsCommand {
         /// A member who may open the app whatever their role (repeatable).
         #[arg(long = "member", value_parser = parse_email)]
         members: Vec<EmailAddress>,
+        /// The app signs its users in through OpenID Connect (prints its client id, and a
+        /// confidential client's secret, once).
+        #[arg(long)]
+        oidc: bool,
+        /// Where the app receives its authorization code (repeatable; exact URIs).
+        #[arg(long = "redirect-uri", value_parser = parse_redirect_uri, requires = "oidc")]
+        redirect_uris: Vec<RedirectUri>,
+        /// A public client (a single-page or native app): no secret, PKCE required.
+        #[arg(long, requires = "oidc")]
+        public: bool,
+        /// Where the app may send the browser after signing out (repeatable).
+        #[arg(long = "post-logout-redirect-uri", value_parser = parse_redirect_uri, requires = "oidc")]
+        post_logout_redirect_uris: Vec<RedirectUri>,
+        /// Where Latchkey posts a logout token when a session that signed in to the app ends.
+        #[arg(long = "backchannel-logout-uri", value_parser = parse_redirect_uri, requires = "oidc")]
+        backchannel_logout_uri: Option<RedirectUri>,
     },
-    /// One line per app: name, origin, who may open it (tab-separated).
+    /// A new client secret for an OpenID Connect app; the old one stops working at once.
+    Secret { name: String },
+    /// One line per app: name, origin, how it connects (proxy or oidc), who may open it
+    /// (tab-separated).
     List,
     /// Print the reverse-proxy configuration that protects an app: its site with the check,
     /// the `/.latchkey/` route and the identity headers. Values marked CHANGE-ME are yours
@@ -271,6 +305,10 @@ fn parse_email(text: &str) -> Result<EmailAddress, String> {
     EmailAddress::parse(text).map_err(|e| e.to_string())
 }
 
+fn parse_redirect_uri(text: &str) -> Result<RedirectUri, String> {
+    RedirectUri::parse(text).map_err(|e| e.to_string())
+}
+
 fn parse_origin(text: &str) -> Result<AppOrigin, String> {
     AppOrigin::parse_registrable(text).map_err(|e| e.to_string())
 }
@@ -369,6 +407,18 @@ fn run_offline(command: Command, settings: &Settings) -> anyhow::Result<()> {
                 sign_what_was_added(&mut conn, &keys, settings)?;
             }
             outcome?;
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
+            migrate_quietly(&mut conn)?;
+            let keys = Keys::derive(&resolve_secret(settings)?);
+            let rotated = crate::oidc::keys::rotate(&mut conn, &keys.signing_key_seal);
+            sign_what_was_added(&mut conn, &keys, settings)?;
+            let kid = rotated?;
+            println!(
+                "signing with key {kid} from now on; the previous key stays published for 24 hours"
+            );
         }
         Command::Groups { command } => {
             migrate_quietly(&mut conn)?;
@@ -621,7 +671,15 @@ fn run_apps(
             roles,
             groups,
             members,
+            oidc,
+            redirect_uris,
+            public,
+            post_logout_redirect_uris,
+            backchannel_logout_uri,
         } => {
+            if oidc && redirect_uris.is_empty() {
+                anyhow::bail!("an OpenID Connect app needs at least one --redirect-uri");
+            }
             let access = Access {
                 roles: roles.into_iter().map(Role::from).collect(),
                 groups,
@@ -640,6 +698,25 @@ fn run_apps(
                 saved.origin(),
                 access.describe()
             );
+            if oidc {
+                let registration = oidc_rows::Registration {
+                    public,
+                    redirect_uris,
+                    post_logout_redirect_uris,
+                    backchannel_logout_uri,
+                };
+                let registered = oidc_rows::register(conn, saved.id, &registration, CLI_ACTOR)?;
+                println!("client_id: {}", registered.client_id);
+                if let Some(secret) = registered.new_secret {
+                    println!("client_secret: {secret}");
+                    eprintln!("the client secret is shown this once; `latchkey apps secret {}` makes a new one", saved.name);
+                }
+            }
+        }
+        AppsCommand::Secret { name } => {
+            let secret = oidc_rows::rotate_secret(conn, &name, CLI_ACTOR)?;
+            println!("client_secret: {secret}");
+            eprintln!("the old secret stopped working; the new one is shown this once");
         }
         AppsCommand::List => {
             let apps = app::list(conn)?;
@@ -648,9 +725,14 @@ fn run_apps(
             }
             for entry in apps {
                 println!(
-                    "{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}",
                     entry.app.name,
                     entry.app.origin(),
+                    if entry.app.oidc().is_some() {
+                        "oidc"
+                    } else {
+                        "proxy"
+                    },
                     entry.describe()
                 );
             }

@@ -26,6 +26,9 @@ pub struct Keys {
     /// The Ed25519 seed of the key that signs `Latchkey-Assertion` for protected apps (the
     /// forward-auth room makes the key; its public half is in the JWK set).
     pub assertion_seed: [u8; 32],
+    /// Seals the OpenID Connect signing keys stored in the database (AES-256-GCM): whoever
+    /// reads the database alone cannot sign an ID token.
+    pub signing_key_seal: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -63,6 +66,7 @@ impl Keys {
             browser: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"browser-cookie", 32)),
             audit: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, b"audit-checkpoint", 32)),
             assertion_seed: seed(&expand(&prk, b"app-assertion", 32)),
+            signing_key_seal: seed(&expand(&prk, b"oidc-signing-key-seal", 32)),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod mail;
 pub mod metrics;
 pub mod middleware;
 pub mod models;
+pub mod oidc;
 pub mod passkeys;
 pub mod private_fs;
 pub mod purge;

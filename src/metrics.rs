@@ -34,7 +34,7 @@ const LATENCY_BUCKETS: [f64; 12] = [
 ];
 
 /// The audit events that refuse someone something, shown as `refusals_total{reason}`.
-pub const REFUSALS: [AuditEvent; 12] = [
+pub const REFUSALS: [AuditEvent; 14] = [
     AuditEvent::LoginDenied,
     AuditEvent::LoginThrottled,
     AuditEvent::LinkInvalid,
@@ -47,6 +47,8 @@ pub const REFUSALS: [AuditEvent; 12] = [
     AuditEvent::ApprovalLocked,
     AuditEvent::PasskeyFailed,
     AuditEvent::AppDenied,
+    AuditEvent::OidcRefused,
+    AuditEvent::OidcCodeReused,
 ];
 
 /// A request as the route table saw it: the matched pattern (`/team/{id}/role`), never the

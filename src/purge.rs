@@ -60,6 +60,8 @@ pub fn delete_expired_transient(conn: &mut PgConnection) -> Result<PurgeCounts, 
         // Codes for an app's callback that nobody redeemed (a redeemed one is the app
         // session, which ends with its Latchkey session).
         app_session::purge_unredeemed(conn, chrono::Utc::now())?;
+        // OpenID Connect codes never exchanged and tokens past their life.
+        crate::models::oidc::purge(conn, chrono::Utc::now())?;
         Ok::<_, diesel::result::Error>(PurgeCounts {
             sessions: owners.len(),
             sign_in_requests,

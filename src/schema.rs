@@ -35,6 +35,11 @@ diesel::table! {
         roles -> Array<Nullable<Text>>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        client_id -> Nullable<Text>,
+        client_secret_digest -> Nullable<Bytea>,
+        redirect_uris -> Array<Nullable<Text>>,
+        post_logout_redirect_uris -> Array<Nullable<Text>>,
+        backchannel_logout_uri -> Nullable<Text>,
     }
 }
 
@@ -116,6 +121,64 @@ diesel::table! {
 }
 
 diesel::table! {
+    oidc_codes (id) {
+        id -> Int8,
+        code_digest -> Bytea,
+        session_id -> Int8,
+        app_id -> Int8,
+        member_id -> Int8,
+        redirect_uri -> Text,
+        scope -> Text,
+        nonce -> Nullable<Text>,
+        code_challenge -> Nullable<Text>,
+        auth_time -> Timestamptz,
+        amr -> Array<Nullable<Text>>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    oidc_logout_outbox (id) {
+        id -> Int8,
+        app_id -> Int8,
+        member_id -> Int8,
+        email -> Nullable<Text>,
+        sid -> Text,
+        created_at -> Timestamptz,
+        next_attempt_at -> Timestamptz,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    oidc_tokens (id) {
+        id -> Int8,
+        token_digest -> Bytea,
+        kind -> Text,
+        code_id -> Int8,
+        session_id -> Int8,
+        app_id -> Int8,
+        scope -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        spent_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    signing_keys (id) {
+        id -> Int8,
+        kid -> Text,
+        sealed -> Bytea,
+        created_at -> Timestamptz,
+        retired_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     passkey_ceremonies (id) {
         id -> Int8,
         handle_digest -> Bytea,
@@ -152,6 +215,7 @@ diesel::table! {
         created_at -> Timestamptz,
         last_seen_at -> Timestamptz,
         expires_at -> Timestamptz,
+        sid -> Text,
     }
 }
 
@@ -195,6 +259,13 @@ diesel::joinable!(group_members -> members (member_id));
 diesel::joinable!(member_browsers -> members (member_id));
 diesel::joinable!(app_sessions -> apps (app_id));
 diesel::joinable!(app_sessions -> sessions (session_id));
+diesel::joinable!(oidc_codes -> apps (app_id));
+diesel::joinable!(oidc_codes -> members (member_id));
+diesel::joinable!(oidc_codes -> sessions (session_id));
+diesel::joinable!(oidc_logout_outbox -> apps (app_id));
+diesel::joinable!(oidc_tokens -> apps (app_id));
+diesel::joinable!(oidc_tokens -> oidc_codes (code_id));
+diesel::joinable!(oidc_tokens -> sessions (session_id));
 diesel::joinable!(passkey_ceremonies -> members (member_id));
 diesel::joinable!(passkeys -> members (member_id));
 diesel::joinable!(sessions -> members (member_id));
@@ -213,9 +284,13 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_audit_checkpoints,
     member_browsers,
     members,
+    oidc_codes,
+    oidc_logout_outbox,
+    oidc_tokens,
     passkey_ceremonies,
     passkeys,
     sessions,
     sign_in_prefetches,
     sign_in_requests,
+    signing_keys,
 );

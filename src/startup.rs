@@ -34,6 +34,8 @@ use crate::middleware::guard::guard;
 use crate::middleware::rate_limit::LoginRate;
 use crate::middleware::security_headers::security_headers;
 use crate::models::member;
+use crate::oidc::keys::SigningKeys;
+use crate::oidc::Oidc;
 use crate::routes;
 use crate::session::cache::Live;
 use crate::session::store::PgSessionStore;
@@ -184,6 +186,18 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("LATCHKEY_PUBLIC_URL: no passkey relying party ({e})"))?;
         let forward_auth = ForwardAuth::new(&keys.assertion_seed)
             .map_err(|e| anyhow::anyhow!("making the assertion key: {e}"))?;
+        let oidc = {
+            let mut conn = crate::db::connect_once(&database.url)
+                .context("reading the OpenID Connect signing keys")?;
+            let keys = SigningKeys::load(
+                &mut conn,
+                &keys.signing_key_seal,
+                live.cache().key_changes(),
+            )
+            .context("reading the OpenID Connect signing keys")?;
+            Arc::new(Oidc::new(keys))
+        };
+        crate::oidc::outbox::spawn(oidc.clone(), db.clone(), live.clone(), settings.clone());
         let app_live = live.clone();
         let signin = SignIn::new(
             db.clone(),
@@ -199,6 +213,7 @@ impl Application {
             mailer,
             signin,
             forward_auth,
+            oidc,
             webauthn,
             metrics: Arc::new(Metrics::new()),
             checkpointer: checkpointer.clone(),

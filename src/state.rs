@@ -8,6 +8,7 @@ use crate::forward_auth::ForwardAuth;
 use crate::keys::Keys;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::oidc::Oidc;
 use crate::session::cache::Live;
 use crate::settings::Settings;
 use crate::signin::SignIn;
@@ -22,6 +23,8 @@ pub struct AppState {
     /// The sign-in steps, over the same pool, settings, token key and mailer.
     pub signin: SignIn,
     pub forward_auth: ForwardAuth,
+    /// The OpenID Provider: its signing keys and what it remembers.
+    pub oidc: Arc<Oidc>,
     /// The WebAuthn relying party; `None` when the public URL cannot have passkeys (an IP
     /// address host).
     pub webauthn: Option<webauthn_rs::prelude::Webauthn>,

@@ -77,10 +77,16 @@ pub enum AuditEvent {
     GroupMemberAdded,
     GroupMemberRemoved,
     MemberRenamed,
+    AppSecretRotated,
+    SigningKeyRotated,
+    OidcRefused,
+    OidcCodeReused,
+    OidcLogoutSent,
+    OidcLogoutFailed,
 }
 
 impl AuditEvent {
-    pub const ALL: [AuditEvent; 37] = [
+    pub const ALL: [AuditEvent; 43] = [
         AuditEvent::LinkRequested,
         AuditEvent::LinkSent,
         AuditEvent::LinkSendFailed,
@@ -118,6 +124,12 @@ impl AuditEvent {
         AuditEvent::GroupMemberAdded,
         AuditEvent::GroupMemberRemoved,
         AuditEvent::MemberRenamed,
+        AuditEvent::AppSecretRotated,
+        AuditEvent::SigningKeyRotated,
+        AuditEvent::OidcRefused,
+        AuditEvent::OidcCodeReused,
+        AuditEvent::OidcLogoutSent,
+        AuditEvent::OidcLogoutFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -159,6 +171,12 @@ impl AuditEvent {
             AuditEvent::GroupMemberAdded => "group_member_added",
             AuditEvent::GroupMemberRemoved => "group_member_removed",
             AuditEvent::MemberRenamed => "member_renamed",
+            AuditEvent::AppSecretRotated => "app_secret_rotated",
+            AuditEvent::SigningKeyRotated => "signing_key_rotated",
+            AuditEvent::OidcRefused => "oidc_refused",
+            AuditEvent::OidcCodeReused => "oidc_code_reused",
+            AuditEvent::OidcLogoutSent => "oidc_logout_sent",
+            AuditEvent::OidcLogoutFailed => "oidc_logout_failed",
         }
     }
 

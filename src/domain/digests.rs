@@ -112,6 +112,21 @@ digest!(
     AppCodeDigest
 );
 
+digest!(
+    /// `apps.client_secret_digest`: SHA-256 of an OpenID Connect client's secret.
+    ClientSecretDigest
+);
+
+digest!(
+    /// `oidc_codes.code_digest`: SHA-256 of an authorization code.
+    OidcCodeDigest
+);
+
+digest!(
+    /// `oidc_tokens.token_digest`: SHA-256 of an access or refresh token.
+    OidcTokenDigest
+);
+
 impl SessionKeyDigest {
     /// As the invalidation notifications carry it (`s:<hex>`).
     pub fn from_hex(text: &str) -> Option<Self> {
@@ -125,6 +140,14 @@ impl AppKeyDigest {
     pub fn from_hex(text: &str) -> Option<Self> {
         let bytes = hex::decode(text).ok()?;
         bytes.try_into().ok().map(AppKeyDigest)
+    }
+}
+
+impl OidcTokenDigest {
+    /// As the invalidation notifications carry it (`t:<hex>`).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = hex::decode(text).ok()?;
+        bytes.try_into().ok().map(OidcTokenDigest)
     }
 }
 

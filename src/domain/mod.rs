@@ -13,6 +13,7 @@ pub mod ids;
 pub mod loopback;
 pub mod member_name;
 pub mod next_path;
+pub mod oidc;
 pub mod role;
 pub mod text;
 pub mod token;

@@ -26,6 +26,7 @@ use crate::models::app::AppRule;
 use crate::models::app_session;
 use crate::models::member::{self, Member};
 use crate::session::cache::Live;
+use crate::session::signed_in_by_in;
 use crate::session::validity::{judge, SessionTimes, Timeouts, Validity};
 use crate::settings::Settings;
 
@@ -85,6 +86,9 @@ pub enum CheckError {
 pub struct SignedIn {
     pub session_id: SessionId,
     pub member: Member,
+    /// When the session signed in (Unix seconds), and how, when it says.
+    pub signed_in_at: i64,
+    pub signed_in_by: Option<String>,
 }
 
 /// The live, still valid sign-in behind this Latchkey session key digest, at `now` (Unix
@@ -105,12 +109,8 @@ pub async fn signed_in(
         return Ok(None);
     };
     let timeouts = Timeouts::of(settings);
-    match judge(
-        Some(&member),
-        SessionTimes::in_state(&session.state),
-        now,
-        timeouts,
-    ) {
+    let times = SessionTimes::in_state(&session.state);
+    match judge(Some(&member), times, now, timeouts) {
         Validity::Live => {}
         Validity::NeedsSeenRefresh => live.touch(digest, now, timeouts.idle),
         Validity::Expired | Validity::Gone => return Ok(None),
@@ -118,6 +118,8 @@ pub async fn signed_in(
     Ok(Some(SignedIn {
         session_id: session.id,
         member,
+        signed_in_at: times.signed_in_at,
+        signed_in_by: signed_in_by_in(&session.state),
     }))
 }
 

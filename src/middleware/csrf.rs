@@ -25,6 +25,7 @@ pub async fn csrf_protect(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         || rule_of(req.request()).forward_auth
+        || rule_of(req.request()).app_protocol
     {
         return next
             .call(req)

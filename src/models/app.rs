@@ -2,6 +2,7 @@
 //! Every change is audited in its own transaction (`app_added`, `app_changed`, `app_removed`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -9,9 +10,11 @@ use diesel::prelude::*;
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::db::DbError;
 use crate::domain::app_origin::AppOrigin;
+use crate::domain::digests::ClientSecretDigest;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::group_name::GroupName;
 use crate::domain::ids::{AppId, GroupId, MemberId};
+use crate::domain::oidc::{ClientId, RedirectUri};
 use crate::domain::role::Role;
 use crate::models::group;
 use crate::models::member::{Actor, Member};
@@ -26,6 +29,11 @@ pub struct App {
     roles: Vec<Option<String>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    client_id: Option<String>,
+    client_secret_digest: Option<ClientSecretDigest>,
+    redirect_uris: Vec<Option<String>>,
+    post_logout_redirect_uris: Vec<Option<String>>,
+    backchannel_logout_uri: Option<String>,
 }
 
 impl App {
@@ -43,6 +51,57 @@ impl App {
             .collect();
         roles.sort_by_key(|role| Role::ALL.iter().position(|r| r == role));
         roles
+    }
+
+    /// How the app signs its users in through OpenID Connect, when it does (it has a client
+    /// id); otherwise it is protected through its proxy.
+    pub fn oidc(&self) -> Option<OidcClient> {
+        let client_id = ClientId::parse(self.client_id.as_deref()?)?;
+        let uris = |list: &[Option<String>]| -> Vec<RedirectUri> {
+            list.iter()
+                .flatten()
+                .map(|uri| RedirectUri::from_stored(uri.clone()))
+                .collect()
+        };
+        Some(OidcClient {
+            client_id,
+            secret: self.client_secret_digest,
+            redirect_uris: uris(&self.redirect_uris),
+            post_logout_redirect_uris: uris(&self.post_logout_redirect_uris),
+            backchannel_logout_uri: self
+                .backchannel_logout_uri
+                .clone()
+                .map(RedirectUri::from_stored),
+        })
+    }
+}
+
+/// An app's OpenID Connect registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcClient {
+    pub client_id: ClientId,
+    /// The digest of a confidential client's secret; `None` for a public client (which must
+    /// use PKCE).
+    pub secret: Option<ClientSecretDigest>,
+    pub redirect_uris: Vec<RedirectUri>,
+    pub post_logout_redirect_uris: Vec<RedirectUri>,
+    pub backchannel_logout_uri: Option<RedirectUri>,
+}
+
+impl OidcClient {
+    pub fn is_public(&self) -> bool {
+        self.secret.is_none()
+    }
+
+    /// One of the registered redirect URIs, compared character for character.
+    pub fn redirect_uri(&self, sent: &str) -> Option<&RedirectUri> {
+        self.redirect_uris.iter().find(|uri| uri.as_str() == sent)
+    }
+
+    pub fn post_logout_redirect_uri(&self, sent: &str) -> Option<&RedirectUri> {
+        self.post_logout_redirect_uris
+            .iter()
+            .find(|uri| uri.as_str() == sent)
     }
 }
 
@@ -475,6 +534,8 @@ pub struct AppRule {
     groups: Vec<GroupName>,
     /// The listed members' (canonical, unique) addresses.
     member_emails: Vec<String>,
+    /// Set for an app that signs its users in through OpenID Connect.
+    pub oidc: Option<Arc<OidcClient>>,
 }
 
 impl AppRule {
@@ -503,6 +564,7 @@ impl AppRule {
             roles: vec![Role::Member],
             groups: Vec::new(),
             member_emails: Vec::new(),
+            oidc: None,
         }
     }
 
@@ -521,6 +583,7 @@ pub fn rules(conn: &mut PgConnection) -> QueryResult<Vec<AppRule>> {
     Ok(list(conn)?
         .into_iter()
         .map(|entry| AppRule {
+            oidc: entry.app.oidc().map(Arc::new),
             id: entry.app.id,
             origin: entry.app.origin(),
             roles: entry.app.roles(),

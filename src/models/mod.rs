@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod group;
 pub mod member;
 pub mod member_browser;
+pub mod oidc;
 pub mod passkey;
 pub mod passkey_ceremony;
 pub mod return_url;

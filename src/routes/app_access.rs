@@ -76,7 +76,7 @@ pub struct AppQuery {
 
 /// The digest of the Latchkey session key in this browser's session cookie (every cookie of
 /// that name is tried).
-fn session_key_digest(req: &HttpRequest, state: &AppState) -> Option<SessionKeyDigest> {
+pub(super) fn session_key_digest(req: &HttpRequest, state: &AppState) -> Option<SessionKeyDigest> {
     let name = session_cookie_name(state.settings.public_url.is_https());
     let cookies = req.cookies().ok()?;
     cookies

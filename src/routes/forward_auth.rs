@@ -33,13 +33,6 @@ pub async fn forward(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     decide(&req, &state, Style::Forward).await
 }
 
-pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/jwk-set+json")
-        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
-        .json(state.forward_auth.jwks())
-}
-
 fn header_text<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers()
         .get(name)

@@ -10,6 +10,7 @@ use crate::domain::app_origin::AppUrl;
 use crate::domain::client_info::ClientInfo;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::next_path::NextPath;
+use crate::oidc::authorize::app_of_next;
 use crate::routes::app_access::{app_for, auth_app_path};
 use crate::settings::OrgName;
 use crate::signin::{self, LinkAsk};
@@ -63,7 +64,16 @@ async fn app_login_page(
         (Some(app), Some(rd)) => page
             .with("app_name", &app.name)
             .with("passkey_next", auth_app_path(&app.name, rd.as_str())),
-        _ => page,
+        // An app's OpenID Connect authorization request, waiting for this sign-in.
+        _ => {
+            let apps = state.live.apps().await?;
+            match app_of_next(next.as_str(), &apps) {
+                Some(app) => page
+                    .with("app_name", &app.name)
+                    .with("passkey_next", next.as_str()),
+                None => page,
+            }
+        }
     })
 }
 

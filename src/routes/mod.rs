@@ -11,6 +11,7 @@ mod health;
 mod login;
 mod logout;
 mod metrics;
+mod oidc;
 mod passkeys;
 mod sessions;
 mod static_files;
@@ -45,7 +46,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         // Any method: proxies forward the request's own (nginx's auth_request sends GET).
         .service(web::resource("/auth/check").route(web::route().to(forward_auth::check)))
         .service(web::resource("/auth/forward").route(web::route().to(forward_auth::forward)))
-        .service(web::resource("/.well-known/jwks.json").route(page().to(forward_auth::jwks)))
+        .service(web::resource("/.well-known/jwks.json").route(page().to(oidc::jwks)))
+        .service(
+            web::resource("/.well-known/openid-configuration").route(page().to(oidc::discovery)),
+        )
+        .service(
+            web::resource("/oidc/authorize")
+                .route(page().to(oidc::authorize_get))
+                .route(web::post().to(oidc::authorize_post)),
+        )
+        .service(web::resource("/oidc/token").route(web::post().to(oidc::token)))
+        .service(
+            web::resource("/oidc/userinfo")
+                .route(page().to(oidc::userinfo))
+                .route(web::post().to(oidc::userinfo)),
+        )
+        .service(web::resource("/oidc/revoke").route(web::post().to(oidc::revoke)))
+        .service(web::resource("/oidc/introspect").route(web::post().to(oidc::introspect)))
+        .service(
+            web::resource("/oidc/logout")
+                .route(page().to(oidc::logout_form))
+                .route(web::post().to(oidc::logout)),
+        )
         .service(web::resource("/auth/app").route(page().to(app_access::open)))
         // On each app's host: its proxy routes /.latchkey/ here and names the app.
         .service(web::resource("/.latchkey/callback").route(page().to(app_access::callback)))

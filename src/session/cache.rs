@@ -30,16 +30,19 @@ use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 use super::keys;
 use super::rows;
 use crate::db::{Db, DbError};
-use crate::domain::digests::{AppKeyDigest, SessionKeyDigest};
+use crate::domain::digests::{AppKeyDigest, OidcTokenDigest, SessionKeyDigest};
 use crate::domain::ids::{MemberId, SessionId};
 use crate::models::app::{self, AppRule};
 use crate::models::app_session::{self, LiveAppSession};
 use crate::models::member::{self, Member};
+use crate::models::oidc::{self, LiveToken};
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// The notification channel the triggers send on. Payloads: `s:<hex key digest>` (a session),
-/// `m:<member id>` (a member), `a` (apps), `x:<hex key digest>` (an app session), `all` (a
-/// table was truncated), `sync:<n>` (a barrier; see [`LiveCache::next_sync`]).
+/// `m:<member id>` (a member), `a` (apps), `x:<hex key digest>` (an app session),
+/// `t:<hex token digest>` (an OpenID Connect token), `k` (the signing keys changed), `o` (a
+/// back-channel logout is owed), `all` (a table was truncated), `sync:<n>` (a barrier; see
+/// [`LiveCache::next_sync`]).
 pub const CHANNEL: &str = "latchkey_invalidate";
 /// The listener's `application_name`, so an operator (or a test) can find its backend.
 pub const LISTENER_APPLICATION_NAME: &str = "latchkey-listener";
@@ -92,6 +95,7 @@ struct Entries {
     members: HashMap<MemberId, Member>,
     apps: Option<Arc<Vec<AppRule>>>,
     app_sessions: HashMap<AppKeyDigest, LiveAppSession>,
+    oidc_tokens: HashMap<OidcTokenDigest, LiveToken>,
 }
 
 impl Entries {
@@ -111,6 +115,7 @@ impl Entries {
         self.members.clear();
         self.apps = None;
         self.app_sessions.clear();
+        self.oidc_tokens.clear();
     }
 }
 
@@ -127,6 +132,11 @@ pub struct LiveCache {
     misses: AtomicU64,
     /// Set when the server stops: the listener then ends quietly, before the database does.
     closing: AtomicBool,
+    /// How many times the signing keys changed (or might have: the listener reconnected), so
+    /// that each instance reads its key ring again.
+    key_changes: AtomicU64,
+    /// Woken when a back-channel logout is owed (the outbox's sender waits on it).
+    logouts_owed: tokio::sync::Notify,
 }
 
 impl LiveCache {
@@ -193,6 +203,52 @@ impl LiveCache {
         let mut entries = self.entries();
         entries.generation += 1;
         entries.app_sessions.remove(key);
+    }
+
+    pub fn oidc_token(&self, digest: &OidcTokenDigest) -> Option<LiveToken> {
+        let entries = self.entries();
+        entries
+            .usable()
+            .then(|| entries.oidc_tokens.get(digest).cloned())
+            .flatten()
+            .filter(|token| token.expires_at > Utc::now())
+    }
+
+    pub fn put_oidc_token(&self, ticket: Ticket, digest: OidcTokenDigest, token: LiveToken) {
+        let mut entries = self.entries();
+        if !entries.accepts(ticket) {
+            return;
+        }
+        if entries.oidc_tokens.len() >= MAX_SESSIONS {
+            entries.oidc_tokens.clear();
+        }
+        entries.oidc_tokens.insert(digest, token);
+    }
+
+    pub fn forget_oidc_token(&self, digest: &OidcTokenDigest) {
+        let mut entries = self.entries();
+        entries.generation += 1;
+        entries.oidc_tokens.remove(digest);
+    }
+
+    /// Forgets every token of one family (a replay or a revocation ended them all; their
+    /// notifications follow).
+    pub fn forget_oidc_family(&self, code_id: i64) {
+        let mut entries = self.entries();
+        entries.generation += 1;
+        entries
+            .oidc_tokens
+            .retain(|_, token| token.code_id != code_id);
+    }
+
+    /// How many times the signing keys changed (or may have) as heard so far.
+    pub fn key_changes(&self) -> u64 {
+        self.key_changes.load(Ordering::SeqCst)
+    }
+
+    /// Woken when a session's end owes an app a back-channel logout.
+    pub fn logouts_owed(&self) -> &tokio::sync::Notify {
+        &self.logouts_owed
     }
 
     pub fn apps(&self) -> Option<Arc<Vec<AppRule>>> {
@@ -265,6 +321,9 @@ impl LiveCache {
         entries
             .app_sessions
             .retain(|_, app_session| app_session.session_key != *digest);
+        entries
+            .oidc_tokens
+            .retain(|_, token| token.session_key != *digest);
     }
 
     /// Forgets a member and every cached session of theirs (a revocation names the session by
@@ -295,6 +354,10 @@ impl LiveCache {
                 Some(digest) => self.forget_app_session(&digest),
                 None => self.entries().clear(),
             },
+            Some(("t", digest)) => match OidcTokenDigest::from_hex(digest) {
+                Some(digest) => self.forget_oidc_token(&digest),
+                None => self.entries().clear(),
+            },
             Some(("m", id)) => match MemberId::parse(id) {
                 Some(id) => self.forget_member(id),
                 None => self.entries().clear(),
@@ -305,6 +368,10 @@ impl LiveCache {
                 }
             }
             _ if payload == "a" => self.forget_apps(),
+            _ if payload == "k" => {
+                self.key_changes.fetch_add(1, Ordering::SeqCst);
+            }
+            _ if payload == "o" => self.logouts_owed.notify_one(),
             // `all`, or something this version does not know: be safe.
             _ => self.entries().clear(),
         }
@@ -314,6 +381,9 @@ impl LiveCache {
         if !listening {
             self.losses.fetch_add(1, Ordering::SeqCst);
         }
+        // Whatever changed while nobody listened: read the keys again, look at the outbox.
+        self.key_changes.fetch_add(1, Ordering::SeqCst);
+        self.logouts_owed.notify_one();
         let mut entries = self.entries();
         entries.clear();
         entries.listening = listening;
@@ -453,6 +523,23 @@ impl Live {
         if let Some(app_session) = &found {
             self.cache
                 .put_app_session(ticket, *key, app_session.clone());
+        }
+        Ok(found)
+    }
+
+    /// The live OpenID Connect token with this digest; on a miss, one query.
+    pub async fn oidc_token(&self, digest: &OidcTokenDigest) -> Result<Option<LiveToken>, DbError> {
+        if let Some(token) = self.cache.counted(self.cache.oidc_token(digest)) {
+            return Ok(Some(token));
+        }
+        let ticket = self.cache.ticket();
+        let looked_up = *digest;
+        let found = self
+            .db
+            .query(move |conn| oidc::find_live_token(conn, &looked_up))
+            .await?;
+        if let Some(token) = &found {
+            self.cache.put_oidc_token(ticket, *digest, token.clone());
         }
         Ok(found)
     }

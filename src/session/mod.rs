@@ -12,7 +12,7 @@ mod state;
 pub mod store;
 pub mod validity;
 
-pub use state::{Ceremony, SessionData, SessionWriteError, Started};
+pub use state::{signed_in_by_in, Ceremony, SessionData, SessionWriteError, Started};
 
 /// The names in a session's state map.
 mod keys {
@@ -22,6 +22,9 @@ mod keys {
     pub(super) const CSRF: &str = "latchkey.csrf";
     pub(super) const SIGNED_IN_AT: &str = "latchkey.signed_in_at";
     pub(super) const SEEN_AT: &str = "latchkey.seen_at";
+    /// How the sign-in was completed (`link`, `code`, `approval`, `passkey`): OpenID Connect's
+    /// `amr`.
+    pub(super) const SIGNED_IN_BY: &str = "latchkey.signed_in_by";
     /// Copied by the store into the `sessions` row's own columns, for the sessions page.
     pub(super) const IP: &str = "latchkey.ip";
     pub(super) const USER_AGENT: &str = "latchkey.user_agent";

@@ -32,6 +32,8 @@ impl Ceremony {
 pub struct Started<'a> {
     pub csrf_token: &'a str,
     pub at: i64,
+    /// How the sign-in was completed, when known (`link`, `code`, `approval`, `passkey`).
+    pub by: Option<&'a str>,
     pub ip: Option<ClientIp>,
     pub user_agent: Option<&'a str>,
 }
@@ -40,6 +42,14 @@ pub struct Started<'a> {
 #[derive(Debug, thiserror::Error)]
 #[error("writing the session: {0}")]
 pub struct SessionWriteError(String);
+
+/// How the session in a stored state map signed in (`link`, `code`, `approval`, `passkey`),
+/// when it says.
+pub fn signed_in_by_in(state: &std::collections::HashMap<String, String>) -> Option<String> {
+    state
+        .get(keys::SIGNED_IN_BY)
+        .and_then(|raw| serde_json::from_str(raw).ok())
+}
 
 /// The request's session, typed.
 pub struct SessionData(Session);
@@ -87,6 +97,9 @@ impl SessionData {
         self.put(keys::CSRF, started.csrf_token)?;
         self.put(keys::SIGNED_IN_AT, started.at)?;
         self.put(keys::SEEN_AT, started.at)?;
+        if let Some(by) = started.by {
+            self.put(keys::SIGNED_IN_BY, by)?;
+        }
         if let Some(ip) = started.ip {
             self.put(keys::IP, ip.to_string())?;
         }

@@ -54,6 +54,12 @@ pub fn event_label(event: AuditEvent) -> &'static str {
         AuditEvent::GroupMemberAdded => "Added to a group",
         AuditEvent::GroupMemberRemoved => "Removed from a group",
         AuditEvent::MemberRenamed => "Name changed",
+        AuditEvent::AppSecretRotated => "App secret replaced",
+        AuditEvent::SigningKeyRotated => "Signing key rotated",
+        AuditEvent::OidcRefused => "App token request refused",
+        AuditEvent::OidcCodeReused => "App sign-in code replayed",
+        AuditEvent::OidcLogoutSent => "App told of a sign-out",
+        AuditEvent::OidcLogoutFailed => "App not reached for a sign-out",
     }
 }
 

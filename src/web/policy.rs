@@ -84,6 +84,10 @@ pub struct Rule {
     /// A GET that can sign a browser in (the waiting page's poll completes a cross-device
     /// approval), so it needs the session layer even without a session cookie.
     pub signs_in_on_get: bool,
+    /// Called by an app (its server, or its page's form) with credentials of the protocol's
+    /// own (a client secret, a bearer token, PKCE): no CSRF token can be asked of it, and the
+    /// answer is the same for any browser.
+    pub app_protocol: bool,
     /// Its answers never set a cookie: static files, health checks, the JWK set and the
     /// forward-auth answers may be cached or handed to a browser on another origin, and a
     /// shared cache must not hand one browser's cookie to many.
@@ -99,6 +103,15 @@ impl Rule {
             forward_auth: false,
             signs_in_on_get: false,
             sets_no_cookie: false,
+            app_protocol: false,
+        }
+    }
+
+    /// An OpenID Connect endpoint an app calls (see [`Rule::app_protocol`]).
+    const fn app_protocol(self) -> Self {
+        Self {
+            app_protocol: true,
+            ..self
         }
     }
 
@@ -153,6 +166,22 @@ pub const POLICY: &[Rule] = &[
     // Browsers ask for it on their own; it is a plain 404, not a sign-in page.
     Rule::new(Exact("/favicon.ico"), Access::Public).sets_no_cookie(),
     Rule::new(Under("/.well-known/"), Access::Public).sets_no_cookie(),
+    // An app's authorization request may be a form post from the app's own page.
+    Rule::new(Exact("/oidc/authorize"), Access::Public).app_protocol(),
+    Rule::new(Exact("/oidc/token"), Access::Public)
+        .app_protocol()
+        .sets_no_cookie(),
+    Rule::new(Exact("/oidc/userinfo"), Access::Public)
+        .app_protocol()
+        .sets_no_cookie(),
+    Rule::new(Exact("/oidc/revoke"), Access::Public)
+        .app_protocol()
+        .sets_no_cookie(),
+    Rule::new(Exact("/oidc/introspect"), Access::Public)
+        .app_protocol()
+        .sets_no_cookie(),
+    // The sign-out's own confirmation is a form of ours, with its CSRF token.
+    Rule::new(Exact("/oidc/logout"), Access::Public),
     Rule::new(Under("/static/"), Access::Public).sets_no_cookie(),
     // Starting a passkey ceremony costs nothing (the sign-in page starts one for autofill on
     // every view); finishing one is the sign-in, and counts like `POST /login`.

@@ -72,6 +72,7 @@ pub fn establish_session(
     SessionData::of(req).start(&Started {
         csrf_token: &csrf,
         at: chrono::Utc::now().timestamp(),
+        by: signed_in.request.completed_by.map(|how| how.as_str()),
         ip: client.ip,
         user_agent: client.user_agent.as_deref(),
     })?;

@@ -1,0 +1,184 @@
+//! Back-channel logout (OpenID Connect Back-Channel Logout 1.0): when a session that signed
+//! in to an app ends, the app is told, so it drops the member as fast as a forward-auth app.
+//!
+//! The row that says a logout is owed is written by a trigger on `sessions`, in the same
+//! transaction as the session's end, whatever ends it. Every instance runs a sender that
+//! wakes when the session cache's listener hears `o`, and every few seconds anyway; it leases
+//! due rows with `SKIP LOCKED` (so instances share the work and none sends a row twice at
+//! once), POSTs a signed `logout_token`, and retries with back-off for 24 hours. Each
+//! delivery and each failure is audited (`oidc_logout_sent`, `oidc_logout_failed`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::{Context, Oidc};
+use crate::db::Db;
+use crate::models::app::AppRule;
+use crate::models::oidc::{self as rows, Owed};
+use crate::session::cache::Live;
+use crate::settings::Settings;
+
+/// The sender looks at the outbox at least this often, notification or not.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// A leased row is not taken by another instance for this long.
+const LEASE: chrono::Duration = chrono::Duration::seconds(30);
+/// How long an app has to answer.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// Deliveries are tried for this long after the session ended.
+const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(24);
+/// Expired sessions that owe a logout are ended (and so their apps told) this often.
+const EXPIRY_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The wait before attempt `n + 1`: 5 s, 10 s, 20 s… up to an hour.
+fn backoff(attempts: i32) -> chrono::Duration {
+    let exponent = u32::try_from(attempts.clamp(0, 10)).unwrap_or(10);
+    chrono::Duration::seconds((5_i64 << exponent).min(3600))
+}
+
+/// Starts the sender on the server's runtime; it runs until the process ends.
+pub fn spawn(oidc: Arc<Oidc>, db: Db, live: Live, settings: Settings) {
+    actix_web::rt::spawn(async move {
+        let client = match reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
+            Ok(client) => client,
+            Err(err) => {
+                log::error!("back-channel logout cannot start its HTTP client: {err}");
+                return;
+            }
+        };
+        let mut last_expiry_sweep = std::time::Instant::now();
+        loop {
+            let context = Context {
+                db: &db,
+                live: &live,
+                settings: &settings,
+            };
+            if last_expiry_sweep.elapsed() >= EXPIRY_SWEEP_EVERY {
+                last_expiry_sweep = std::time::Instant::now();
+                let ended = db
+                    .query(|conn| rows::end_expired_sessions_with_logouts(conn, Utc::now()))
+                    .await;
+                if let Err(err) = ended {
+                    log::warn!("ending expired sessions that owe a back-channel logout: {err}");
+                }
+            }
+            send_due(&oidc, context, &client).await;
+            let owed = live.cache().logouts_owed().notified();
+            let _ = tokio::time::timeout(SWEEP_EVERY, owed).await;
+        }
+    });
+}
+
+/// Sends what is due now.
+async fn send_due(oidc: &Oidc, context: Context<'_>, client: &reqwest::Client) {
+    let due = context
+        .db
+        .query(|conn| rows::take_due(conn, Utc::now(), LEASE, 20))
+        .await;
+    let due = match due {
+        Ok(due) => due,
+        Err(err) => {
+            log::debug!("reading the back-channel logout outbox: {err}");
+            return;
+        }
+    };
+    if due.is_empty() {
+        return;
+    }
+    let apps = match context.live.apps().await {
+        Ok(apps) => apps,
+        Err(err) => {
+            log::warn!("reading the apps for back-channel logout: {err}");
+            return;
+        }
+    };
+    for owed in due {
+        let Some(app) = apps.iter().find(|app| app.id == owed.app_id) else {
+            continue;
+        };
+        let outcome = deliver(oidc, context, client, app, &owed).await;
+        let name = app.name.clone();
+        let recorded = match outcome {
+            Ok(()) => {
+                log::info!(target: "latchkey::oidc", app = name.as_str(); "back-channel logout delivered to {name}");
+                context
+                    .db
+                    .query(move |conn| rows::delivered(conn, &owed, &name))
+                    .await
+            }
+            Err(error) => {
+                let give_up = Utc::now() - owed.created_at >= GIVE_UP_AFTER;
+                let next = (!give_up).then(|| Utc::now() + backoff(owed.attempts));
+                log::warn!(target: "latchkey::oidc", app = name.as_str(); "back-channel logout to {name} failed: {error}");
+                context
+                    .db
+                    .query(move |conn| rows::failed(conn, &owed, &name, &error, next))
+                    .await
+            }
+        };
+        if let Err(err) = recorded {
+            log::warn!("recording a back-channel logout: {err}");
+        }
+    }
+}
+
+/// One POST of a signed logout token to the app's back-channel URI; the app's error, if any,
+/// as one line (never the token).
+async fn deliver(
+    oidc: &Oidc,
+    context: Context<'_>,
+    client: &reqwest::Client,
+    app: &AppRule,
+    owed: &Owed,
+) -> Result<(), String> {
+    let Some(registration) = app.oidc.as_ref() else {
+        return Err("the app no longer signs in through OpenID Connect".into());
+    };
+    let Some(uri) = registration.backchannel_logout_uri.as_ref() else {
+        return Err("the app no longer has a back-channel logout URI".into());
+    };
+    let token = oidc
+        .logout_token(
+            context,
+            registration.client_id.as_str(),
+            owed.member_id,
+            &owed.sid,
+        )
+        .await
+        .map_err(|err| err.to_string())?;
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("logout_token", &token)
+        .finish();
+    let response = client
+        .post(uri.as_str())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cache-control", "no-store")
+        .body(body)
+        .send()
+        .await
+        .map_err(|err| format!("{}", err.without_url()))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the app answered {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_up_to_an_hour() {
+        assert_eq!(backoff(0).num_seconds(), 5);
+        assert_eq!(backoff(1).num_seconds(), 10);
+        assert_eq!(backoff(3).num_seconds(), 40);
+        assert_eq!(backoff(30).num_seconds(), 3600);
+    }
+}
