@@ -123,6 +123,20 @@ async function signInByMail(page, email, label) {
   return mail;
 }
 
+/**
+ * Waits for the browser to reach `url`; when it does not, the error says where it stopped and
+ * what that page said, with a screenshot, since the chain of redirects crosses three servers.
+ */
+async function arriveAt(page, url, label) {
+  try {
+    await page.waitForURL(url);
+  } catch (err) {
+    const body = await page.locator("body").innerText().catch(() => "(no page)");
+    await screenshot(page, `${label}-stuck`).catch(() => {});
+    throw new Error(`${err.message.split("\n")[0]}\n  stopped at ${page.url()}\n  showing: ${body.slice(0, 800)}`);
+  }
+}
+
 /** The JSON that the relying party's page shows. */
 async function shown(page) {
   return JSON.parse(await page.locator("#claims").innerText());
@@ -199,7 +213,7 @@ describe("openid-client (OpenID Certified) in a small Node app", () => {
     await page.getByRole("heading", { name: /to continue to notes/ }).waitFor();
     await screenshot(page, "oidc-rp-login");
     await signInByMail(page, member, "oidc-rp");
-    await page.waitForURL(`${rp.url}/me`);
+    await arriveAt(page, `${rp.url}/me`, "oidc-rp-signed-in");
     await screenshot(page, "oidc-rp-signed-in");
     const { claims, userinfo: info } = await shown(page);
     const session = rp.lastSession();
@@ -240,7 +254,7 @@ describe("openid-client (OpenID Certified) in a small Node app", () => {
 
   it("a refresh rotates the refresh token; the spent one is refused with invalid_grant and takes its family with it", async () => {
     await page.goto(`${rp.url}/refresh`);
-    await page.waitForURL(`${rp.url}/me`);
+    await arriveAt(page, `${rp.url}/me`, "oidc-rp-refresh");
     const shownAfter = await shown(page);
     assert.equal(shownAfter.refreshed, 1);
     assert.equal(shownAfter.claims.sub, rp.lastSession().claims.sub);
@@ -395,7 +409,7 @@ describe(
       await page.waitForURL((url) => onLatchkey(url, "/login"));
       await page.getByRole("heading", { name: /to continue to apache-site/ }).waitFor();
       await signInByMail(page, member, "oidc-apache");
-      await page.waitForURL(`${site}/protected/`);
+      await arriveAt(page, `${site}/protected/`, "oidc-apache-signed-in");
       await screenshot(page, "oidc-apache-protected");
       assert.equal(await page.locator("#user").innerText(), member, errorLog());
       assert.match(await page.locator("#groups").innerText(), /latchkey:member/);
