@@ -252,7 +252,8 @@ describe("openid-client (OpenID Certified) in a small Node app", () => {
     assert.ok(!cookies.some((c) => c.name.startsWith("latchkey")), "Latchkey's cookies stay on its own host");
   });
 
-  it("a refresh rotates the refresh token; the spent one is refused with invalid_grant and takes its family with it", async () => {
+  it("a refresh rotates the refresh token; the spent one is refused with invalid_grant and takes its family with it", async (t) => {
+    if (!firstTokens) return t.skip("the sign-in above failed: no tokens to refresh");
     await page.goto(`${rp.url}/refresh`);
     await arriveAt(page, `${rp.url}/me`, "oidc-rp-refresh");
     const shownAfter = await shown(page);
@@ -321,6 +322,8 @@ describe(
     let context;
     let apache;
     let home;
+    /** Set by the sign-in test; the removal test skips (rather than fails twice) without it. */
+    let signedIn = false;
 
     before(async () => {
       assert.equal(APACHE_MISSING, null, `${APACHE_MISSING}; .ci/run installs apache2 and libapache2-mod-auth-openidc`);
@@ -414,9 +417,11 @@ describe(
       assert.equal(await page.locator("#user").innerText(), member, errorLog());
       assert.match(await page.locator("#groups").innerText(), /latchkey:member/);
       assert.equal((await protectedPage()).status, 200, "the session holds for the next request");
+      signedIn = true;
     });
 
-    it("removing the member in Latchkey ends the Apache session through back-channel logout", async () => {
+    it("removing the member in Latchkey ends the Apache session through back-channel logout", async (t) => {
+      if (!signedIn) return t.skip("the sign-in above failed: no Apache session to end");
       assert.equal((await protectedPage()).status, 200);
       const sentBefore = Number(app.sql("SELECT count(*) FROM login_audit WHERE event = 'oidc_logout_sent'"));
       const removed = Date.now();
