@@ -217,6 +217,7 @@ describe("openid-client (OpenID Certified) in a small Node app", () => {
     await screenshot(page, "oidc-rp-signed-in");
     const { claims, userinfo: info } = await shown(page);
     const session = rp.lastSession();
+    firstTokens = session.tokens[0];
     assert.deepEqual(session.events, ["authorize", "signed_in"]);
     // What the authorize request sent came back unchanged, with the issuer (RFC 9207).
     assert.equal(session.callback.state, session.state);
@@ -244,7 +245,6 @@ describe("openid-client (OpenID Certified) in a small Node app", () => {
     assert.equal(info.name, "Ann Lee");
     assert.deepEqual([...info.groups].sort(), [...claims.groups].sort());
 
-    firstTokens = session.tokens[0];
     assert.equal(firstTokens.token_type.toLowerCase(), "bearer");
     assert.ok(firstTokens.refresh_token, "offline_access gives a refresh token");
     assert.ok(firstTokens.scope.split(" ").includes("offline_access"), firstTokens.scope);
