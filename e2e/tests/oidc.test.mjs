@@ -19,7 +19,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import * as oidc from "openid-client";
 
-import { launchBrowser, newContext, screenshot } from "../lib/browser.mjs";
+import { launchBrowser, newContext, reports, screenshot } from "../lib/browser.mjs";
 import { OUT_DIR, REPO, freePort, startLatchkey } from "../lib/latchkey.mjs";
 import { signInParts, startSmtpSink } from "../lib/smtp-sink.mjs";
 import { startRelyingParty } from "../oidc/rp.mjs";
@@ -133,7 +133,12 @@ async function arriveAt(page, url, label) {
   } catch (err) {
     const body = await page.locator("body").innerText().catch(() => "(no page)");
     await screenshot(page, `${label}-stuck`).catch(() => {});
-    throw new Error(`${err.message.split("\n")[0]}\n  stopped at ${page.url()}\n  showing: ${body.slice(0, 800)}`);
+    // A redirect that the page's CSP refused (form-action) shows up only in the console.
+    const csp = [...reports.cspViolations, ...reports.cspConsole].map((r) => r.text ?? `${r.directive} ${r.blocked}`);
+    throw new Error(
+      `${err.message.split("\n")[0]}\n  stopped at ${page.url()}\n  showing: ${body.slice(0, 800)}` +
+        (csp.length ? `\n  CSP reports: ${csp.join("\n    ")}` : ""),
+    );
   }
 }
 
