@@ -3,6 +3,10 @@
 //! Every setting here is listed with its default in `.env.example`; a bad value is reported
 //! as one line naming the setting, and Latchkey does not start.
 
+// Here rather than in `mail/`, which reads the settings: parsing `LATCHKEY_EMAIL` must not
+// need the mail room.
+pub mod smtp_url;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,8 +17,8 @@ use url::Url;
 use crate::domain::email_address::{canonical_domain, EmailAddress, MailboxRule};
 use crate::domain::loopback::is_loopback_host;
 use crate::logging::LogFormat;
-use crate::mail::smtp_url::{SmtpServer, TlsMode};
 use secrecy::{SecretSlice, SecretString};
+use smtp_url::{SmtpServer, TlsMode};
 
 #[derive(Debug, Clone)]
 pub struct Settings {

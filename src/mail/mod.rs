@@ -6,7 +6,6 @@
 //! So `POST /login` answers in the same time whether or not a mail goes out, and a slow or
 //! broken SMTP server cannot hold a request.
 
-pub mod smtp_url;
 mod templates;
 mod transport;
 

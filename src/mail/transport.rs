@@ -16,8 +16,8 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 use secrecy::ExposeSecret as _;
 
-use super::smtp_url::{SmtpCredentials, SmtpServer, TlsMode};
 use super::{MailError, OutgoingMail, MAX_IN_FLIGHT};
+use crate::settings::smtp_url::{SmtpCredentials, SmtpServer, TlsMode};
 use crate::settings::EmailBackend;
 
 /// Per SMTP command; lettre's 60 s default would stall a retry schedule built in seconds.

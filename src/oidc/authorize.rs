@@ -64,8 +64,10 @@ pub enum Prompt {
 pub enum Refused {
     /// No such client, or a redirect URI it did not register: an error page, never a redirect.
     Page(&'static str),
-    /// Back to the app with `error` and a description.
+    /// Back to the app's redirect URI with `error`, a description and the request's state.
     Redirect {
+        to: RedirectUri,
+        state: Option<String>,
         error: &'static str,
         description: &'static str,
     },
@@ -85,16 +87,9 @@ pub enum Outcome {
     Issue,
 }
 
-fn bad(error: &'static str, description: &'static str) -> Refused {
-    Refused::Redirect { error, description }
-}
-
 impl Authorize {
     /// Parses a request against the registered apps.
-    pub fn parse(
-        params: AuthorizeParams,
-        apps: &[AppRule],
-    ) -> Result<Self, (Refused, Option<(RedirectUri, Option<String>)>)> {
+    pub fn parse(params: AuthorizeParams, apps: &[AppRule]) -> Result<Self, Refused> {
         let Some(app) = params.client_id.as_deref().and_then(|id| {
             apps.iter().find(|app| {
                 app.oidc
@@ -102,17 +97,11 @@ impl Authorize {
                     .is_some_and(|client| client.client_id.as_str() == id)
             })
         }) else {
-            return Err((
-                Refused::Page("This app is not registered with Latchkey."),
-                None,
-            ));
+            return Err(Refused::Page("This app is not registered with Latchkey."));
         };
         // Just found through it.
         let Some(client) = app.oidc.clone() else {
-            return Err((
-                Refused::Page("This app is not registered with Latchkey."),
-                None,
-            ));
+            return Err(Refused::Page("This app is not registered with Latchkey."));
         };
         let Some(redirect_uri) = params
             .redirect_uri
@@ -120,14 +109,18 @@ impl Authorize {
             .and_then(|sent| client.redirect_uri(sent))
             .cloned()
         else {
-            return Err((
-                Refused::Page("The app asked to send you to an address it did not register."),
-                None,
+            return Err(Refused::Page(
+                "The app asked to send you to an address it did not register.",
             ));
         };
-        let state = params.state.clone();
-        let back = |refused: Refused| Err((refused, Some((redirect_uri.clone(), state.clone()))));
-        if state.as_ref().is_some_and(|s| s.len() > MAX_OPAQUE)
+        let bad = |error: &'static str, description: &'static str| Refused::Redirect {
+            to: redirect_uri.clone(),
+            state: params.state.clone(),
+            error,
+            description,
+        };
+        let back = |refused: Refused| Err(refused);
+        if params.state.as_ref().is_some_and(|s| s.len() > MAX_OPAQUE)
             || params.nonce.as_ref().is_some_and(|n| n.len() > MAX_OPAQUE)
         {
             return back(bad("invalid_request", "state or nonce is too long"));

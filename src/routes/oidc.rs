@@ -196,18 +196,20 @@ async fn authorize_inner(
     let came_back = params.latchkey_after.is_some();
     let request = match Authorize::parse(params, &apps) {
         Ok(request) => request,
-        Err((Refused::Page(message), _)) => return Ok(error_page(req, message)),
-        Err((Refused::Redirect { error, description }, Some((uri, state_param)))) => {
+        Err(Refused::Page(message)) => return Ok(error_page(req, message)),
+        Err(Refused::Redirect {
+            to,
+            state: state_param,
+            error,
+            description,
+        }) => {
             return Ok(see_other(&error_redirect(
-                &uri,
+                &to,
                 state_param.as_deref(),
                 error,
                 description,
                 &issuer,
             )))
-        }
-        Err((Refused::Redirect { .. }, None)) => {
-            return Ok(error_page(req, "The sign-in request is not valid."))
         }
     };
     let now = Utc::now();

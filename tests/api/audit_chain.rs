@@ -41,7 +41,8 @@ pub fn latchkey(database: &TestDatabase, args: &[&str], env: &[(&str, &str)]) ->
 
 /// The secret the binary runs with here (a test may pass another), so that checkpoints it
 /// signs verify in-process too.
-const TEST_SECRET_KEY: &str = "6c617463686b65792d61756469742d746573742d7365637265742d6b65792121";
+pub const TEST_SECRET_KEY: &str =
+    "6c617463686b65792d61756469742d746573742d7365637265742d6b65792121";
 
 fn keys_for(secret_hex: &str) -> Keys {
     Keys::derive(&SecretSlice::from(hex::decode(secret_hex).unwrap()))

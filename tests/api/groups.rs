@@ -193,7 +193,7 @@ async fn groups_are_managed_from_the_command_line_and_audited() {
     assert!(out.contains("(groups ops)"), "{out}");
     assert_eq!(
         ok(&latchkey(&app, &["apps", "list"])).trim(),
-        "wiki\thttps://wiki.example.org\tgroups ops"
+        "wiki\thttps://wiki.example.org\tproxy\tgroups ops"
     );
     let out = latchkey(
         &app,

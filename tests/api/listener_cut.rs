@@ -245,8 +245,9 @@ async fn silently_cut_listener() {
         }
         assert_eq!(got, 200);
         assert!(
-            // The heartbeat's deadline is 3 s; the rest is slack for a loaded CI machine.
-            started.elapsed() < Duration::from_secs(10),
+            // Issue #23 asks 6 s: the heartbeat's deadline is 3 s after the last answer, and
+            // this test runs alone, so the rest is slack enough.
+            started.elapsed() < Duration::from_secs(6),
             "a revoked session still served {:?} after the cut",
             started.elapsed()
         );

@@ -18,7 +18,7 @@ use crate::forward_auth::AppHost;
 use crate::helpers::{urldecode, urlencode, Browser, TestDatabase};
 
 /// Stops the server however the test ends.
-struct Server(Child);
+pub struct Server(pub Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -32,12 +32,12 @@ fn browser(base: &str) -> Browser {
     Browser::new(base, "LatchkeyLogTest/1.0")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
 }
 
-async fn wait_until_serving(base: &str, server: &mut Server, log: &PathBuf) {
+pub async fn wait_until_serving(base: &str, server: &mut Server, log: &PathBuf) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(res) = reqwest::get(format!("{base}/healthz")).await {
