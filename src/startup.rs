@@ -186,17 +186,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("LATCHKEY_PUBLIC_URL: no passkey relying party ({e})"))?;
         let forward_auth = ForwardAuth::new(&keys.assertion_seed)
             .map_err(|e| anyhow::anyhow!("making the assertion key: {e}"))?;
-        let oidc = {
-            let mut conn = crate::db::connect_once(&database.url)
-                .context("reading the OpenID Connect signing keys")?;
-            let keys = SigningKeys::load(
-                &mut conn,
-                &keys.signing_key_seal,
-                live.cache().key_changes(),
-            )
-            .context("reading the OpenID Connect signing keys")?;
-            Arc::new(Oidc::new(keys))
-        };
+        let oidc = Arc::new(Oidc::new(SigningKeys::new(&keys.signing_key_seal)));
         crate::oidc::outbox::spawn(oidc.clone(), db.clone(), live.clone(), settings.clone());
         let app_live = live.clone();
         let signin = SignIn::new(

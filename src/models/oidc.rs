@@ -692,24 +692,3 @@ pub fn failed(
         Ok(())
     })
 }
-
-/// Ends sessions past their absolute or idle expiry that signed in to an app with a
-/// back-channel logout URI, so that the app hears of the expiry (the trigger on `sessions`
-/// writes the outbox row). Other expired sessions are left to `purge`.
-pub fn end_expired_sessions_with_logouts(
-    conn: &mut PgConnection,
-    now: DateTime<Utc>,
-) -> QueryResult<usize> {
-    diesel::delete(
-        sessions::table
-            .filter(sessions::expires_at.le(now))
-            .filter(diesel::dsl::exists(
-                oidc_codes::table
-                    .inner_join(apps::table)
-                    .filter(oidc_codes::session_id.eq(sessions::id))
-                    .filter(oidc_codes::used_at.is_not_null())
-                    .filter(apps::backchannel_logout_uri.is_not_null()),
-            )),
-    )
-    .execute(conn)
-}

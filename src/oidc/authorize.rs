@@ -219,21 +219,21 @@ impl Authorize {
                 error: "login_required",
                 description: "the member is not signed in",
             },
+            // The way back always carries the time it was asked for: it meets `prompt=login`
+            // and `max_age`, and says that the request comes back from a sign-in form, whose
+            // redirects the CSP keeps on this origin (the app is then reached by a page).
             Some(_) => Outcome::SignIn {
-                next: self.come_back(Some(now)),
+                next: self.come_back(now),
             },
             None => Outcome::SignIn {
-                next:
-                    self.come_back(self.signed_in_after.or(
-                        (self.prompt == Prompt::Login || self.max_age.is_some()).then_some(now),
-                    )),
+                next: self.come_back(self.signed_in_after.unwrap_or(now)),
             },
         }
     }
 
     /// This request as a path to come back to after signing in: `prompt=login` is dropped
     /// (the sign-in about to happen meets it) and the time it was asked for is added.
-    fn come_back(&self, after: Option<i64>) -> String {
+    fn come_back(&self, after: i64) -> String {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         let params = &self.params;
         let pairs = [
@@ -252,9 +252,7 @@ impl Authorize {
                 query.append_pair(name, value);
             }
         }
-        if let Some(after) = after {
-            query.append_pair(SIGNED_IN_AFTER, &after.to_string());
-        }
+        query.append_pair(SIGNED_IN_AFTER, &after.to_string());
         format!("{PATH}?{}", query.finish())
     }
 

@@ -186,10 +186,11 @@ fn generate(seal: &Seal) -> Result<(String, Vec<u8>), KeyError> {
     Ok((key.kid, sealed))
 }
 
-/// The instance's signing keys: the ring, and when it was read.
+/// The instance's signing keys: the ring, and when it was read (none until first read, so
+/// that a server whose database is away still starts and answers 503).
 pub struct SigningKeys {
     seal: Seal,
-    ring: RwLock<Loaded>,
+    ring: RwLock<Option<Loaded>>,
 }
 
 struct Loaded {
@@ -200,47 +201,43 @@ struct Loaded {
 }
 
 impl SigningKeys {
-    /// Reads the published keys, making the first one if there is none (start-up, blocking).
-    pub fn load(
-        conn: &mut PgConnection,
-        seal_key: &[u8; 32],
-        changes: u64,
-    ) -> Result<Self, KeyError> {
-        let seal = Seal::new(seal_key);
-        let ring = read_ring(conn, &seal, true)?;
-        Ok(Self {
-            seal,
-            ring: RwLock::new(Loaded {
-                ring: Arc::new(ring),
-                at: Instant::now(),
-                changes,
-            }),
-        })
+    /// Keys sealed and opened with `seal_key`, read at first use.
+    pub fn new(seal_key: &[u8; 32]) -> Self {
+        Self {
+            seal: Seal::new(seal_key),
+            ring: RwLock::new(None),
+        }
     }
 
-    /// The ring as last read, and whether it should be read again (`changes` is the session
-    /// cache's count of key changes heard).
-    pub fn ring(&self, changes: u64) -> (Arc<KeyRing>, bool) {
+    /// The ring as last read, if it was, and whether it should be read again (`changes` is
+    /// the session cache's count of key changes heard).
+    pub fn ring(&self, changes: u64) -> (Option<Arc<KeyRing>>, bool) {
         let loaded = self
             .ring
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let stale = loaded.changes != changes || loaded.at.elapsed() > RELOAD_AFTER;
-        (loaded.ring.clone(), stale)
+        match loaded.as_ref() {
+            Some(loaded) => (
+                Some(loaded.ring.clone()),
+                loaded.changes != changes || loaded.at.elapsed() > RELOAD_AFTER,
+            ),
+            None => (None, true),
+        }
     }
 
-    /// Reads the ring again (blocking; on the database pool's thread).
+    /// Reads the ring (blocking; on the database pool's thread), making the first key if
+    /// there is none yet.
     pub fn reload(&self, conn: &mut PgConnection, changes: u64) -> Result<Arc<KeyRing>, KeyError> {
-        let ring = Arc::new(read_ring(conn, &self.seal, false)?);
+        let ring = Arc::new(read_ring(conn, &self.seal, true)?);
         let mut loaded = self
             .ring
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *loaded = Loaded {
+        *loaded = Some(Loaded {
             ring: ring.clone(),
             at: Instant::now(),
             changes,
-        };
+        });
         Ok(ring)
     }
 }

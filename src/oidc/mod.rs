@@ -171,25 +171,27 @@ impl Oidc {
         }
     }
 
-    /// The key ring, read again when the signing keys changed (on the pool's thread).
-    pub async fn ring(&self, context: Context<'_>) -> Arc<KeyRing> {
+    /// The key ring, read again when the signing keys changed (on the pool's thread); the
+    /// first key is made here if there is none.
+    pub async fn ring(&self, context: Context<'_>) -> Result<Arc<KeyRing>, OidcError> {
         let changes = context.live.cache().key_changes();
         let (ring, stale) = self.keys.ring(changes);
-        if !stale {
-            return ring;
+        if let (Some(ring), false) = (&ring, stale) {
+            return Ok(ring.clone());
         }
         let keys = self.keys.clone();
-        match context
+        let fresh = context
             .db
             .run(move |conn| keys.reload(conn, changes).map_err(OidcError::from))
-            .await
-        {
-            Ok(ring) => ring,
+            .await;
+        match (fresh, ring) {
+            (Ok(fresh), _) => Ok(fresh),
             // A stale ring still signs and verifies: its keys stay valid for a day.
-            Err(err) => {
+            (Err(err), Some(ring)) => {
                 log::warn!("reading the signing keys again: {err}");
-                ring
+                Ok(ring)
             }
+            (Err(err), None) => Err(err),
         }
     }
 
@@ -322,7 +324,7 @@ impl Oidc {
             redirect_uri: form.redirect_uri.clone(),
             verifier: form.code_verifier.clone(),
             issuer: context.issuer(),
-            ring: self.ring(context).await,
+            ring: self.ring(context).await?,
         };
         let idle = self.session_idle(context);
         let granted = context
@@ -465,7 +467,7 @@ impl Oidc {
         member_id: crate::domain::ids::MemberId,
         sid: &str,
     ) -> Result<String, OidcError> {
-        let ring = self.ring(context).await;
+        let ring = self.ring(context).await?;
         let now = Utc::now().timestamp();
         let issuer = context.issuer();
         let token = claims::LogoutToken {

@@ -2,11 +2,14 @@
 //! in to an app ends, the app is told, so it drops the member as fast as a forward-auth app.
 //!
 //! The row that says a logout is owed is written by a trigger on `sessions`, in the same
-//! transaction as the session's end, whatever ends it. Every instance runs a sender that
-//! wakes when the session cache's listener hears `o`, and every few seconds anyway; it leases
-//! due rows with `SKIP LOCKED` (so instances share the work and none sends a row twice at
-//! once), POSTs a signed `logout_token`, and retries with back-off for 24 hours. Each
-//! delivery and each failure is audited (`oidc_logout_sent`, `oidc_logout_failed`).
+//! transaction as the session's end, whatever ends it (logout, revocation, deactivation, the
+//! sweeper removing an expired session, psql). Every instance runs a sender that wakes when
+//! the session cache's listener hears `o`, when a retry it scheduled falls due, and once a
+//! minute (for rows whose sender died); it leases due rows with `SKIP LOCKED` (so instances
+//! share the work and none sends a row twice at once), POSTs a signed `logout_token`, and
+//! retries with back-off for 24 hours. Each delivery and each failure is audited
+//! (`oidc_logout_sent`, `oidc_logout_failed`). An idle instance reads the outbox once a
+//! minute and does nothing else.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,15 +24,13 @@ use crate::session::cache::Live;
 use crate::settings::Settings;
 
 /// The sender looks at the outbox at least this often, notification or not.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// A leased row is not taken by another instance for this long.
 const LEASE: chrono::Duration = chrono::Duration::seconds(30);
 /// How long an app has to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// Deliveries are tried for this long after the session ended.
 const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::hours(24);
-/// Expired sessions that owe a logout are ended (and so their apps told) this often.
-const EXPIRY_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// The wait before attempt `n + 1`: 5 s, 10 s, 20 s… up to an hour.
 fn backoff(attempts: i32) -> chrono::Duration {
@@ -51,31 +52,33 @@ pub fn spawn(oidc: Arc<Oidc>, db: Db, live: Live, settings: Settings) {
                 return;
             }
         };
-        let mut last_expiry_sweep = std::time::Instant::now();
+        // The first signing key is made at first start (by whichever instance comes first).
+        let first = Context {
+            db: &db,
+            live: &live,
+            settings: &settings,
+        };
+        if let Err(err) = oidc.ring(first).await {
+            log::warn!("reading the OpenID Connect signing keys: {err}");
+        }
         loop {
             let context = Context {
                 db: &db,
                 live: &live,
                 settings: &settings,
             };
-            if last_expiry_sweep.elapsed() >= EXPIRY_SWEEP_EVERY {
-                last_expiry_sweep = std::time::Instant::now();
-                let ended = db
-                    .query(|conn| rows::end_expired_sessions_with_logouts(conn, Utc::now()))
-                    .await;
-                if let Err(err) = ended {
-                    log::warn!("ending expired sessions that owe a back-channel logout: {err}");
-                }
-            }
-            send_due(&oidc, context, &client).await;
+            let wait = match send_due(&oidc, context, &client).await {
+                Some(retry) => retry.min(SWEEP_EVERY),
+                None => SWEEP_EVERY,
+            };
             let owed = live.cache().logouts_owed().notified();
-            let _ = tokio::time::timeout(SWEEP_EVERY, owed).await;
+            let _ = tokio::time::timeout(wait, owed).await;
         }
     });
 }
 
-/// Sends what is due now.
-async fn send_due(oidc: &Oidc, context: Context<'_>, client: &reqwest::Client) {
+/// Sends what is due now; how long until the earliest retry it scheduled, if any.
+async fn send_due(oidc: &Oidc, context: Context<'_>, client: &reqwest::Client) -> Option<Duration> {
     let due = context
         .db
         .query(|conn| rows::take_due(conn, Utc::now(), LEASE, 20))
@@ -84,19 +87,20 @@ async fn send_due(oidc: &Oidc, context: Context<'_>, client: &reqwest::Client) {
         Ok(due) => due,
         Err(err) => {
             log::debug!("reading the back-channel logout outbox: {err}");
-            return;
+            return None;
         }
     };
     if due.is_empty() {
-        return;
+        return None;
     }
     let apps = match context.live.apps().await {
         Ok(apps) => apps,
         Err(err) => {
             log::warn!("reading the apps for back-channel logout: {err}");
-            return;
+            return None;
         }
     };
+    let mut earliest_retry: Option<Duration> = None;
     for owed in due {
         let Some(app) = apps.iter().find(|app| app.id == owed.app_id) else {
             continue;
@@ -114,6 +118,9 @@ async fn send_due(oidc: &Oidc, context: Context<'_>, client: &reqwest::Client) {
             Err(error) => {
                 let give_up = Utc::now() - owed.created_at >= GIVE_UP_AFTER;
                 let next = (!give_up).then(|| Utc::now() + backoff(owed.attempts));
+                if let Some(wait) = next.and_then(|_| backoff(owed.attempts).to_std().ok()) {
+                    earliest_retry = Some(earliest_retry.map_or(wait, |e| e.min(wait)));
+                }
                 log::warn!(target: "latchkey::oidc", app = name.as_str(); "back-channel logout to {name} failed: {error}");
                 context
                     .db
@@ -125,6 +132,7 @@ async fn send_due(oidc: &Oidc, context: Context<'_>, client: &reqwest::Client) {
             log::warn!("recording a back-channel logout: {err}");
         }
     }
+    earliest_retry
 }
 
 /// One POST of a signed logout token to the app's back-channel URI; the app's error, if any,

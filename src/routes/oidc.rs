@@ -119,15 +119,25 @@ pub async fn discovery(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /.well-known/jwks.json`: the assertion key and the OpenID Connect keys.
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
-    let ring = state.oidc.ring(context(&state)).await;
     let mut keys = state.forward_auth.jwks()["keys"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    keys.extend(ring.jwks());
+    // The assertion key needs no database: while the OpenID Connect keys cannot be read,
+    // the set holds it alone, and is not to be cached.
+    let cache = match state.oidc.ring(context(&state)).await {
+        Ok(ring) => {
+            keys.extend(ring.jwks());
+            "public, max-age=300"
+        }
+        Err(err) => {
+            log::warn!("the JWK set without the OpenID Connect keys: {err}");
+            "no-store"
+        }
+    };
     HttpResponse::Ok()
         .content_type("application/jwk-set+json")
-        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .insert_header((header::CACHE_CONTROL, cache))
         .json(serde_json::json!({ "keys": keys }))
 }
 
@@ -502,7 +512,11 @@ async fn logout_target(
         .map_err(|_| "Latchkey cannot read its apps right now.")?;
     let mut client_id = params.client_id.clone();
     if let Some(hint) = params.id_token_hint.as_deref() {
-        let ring = state.oidc.ring(context(state)).await;
+        let ring = state
+            .oidc
+            .ring(context(state))
+            .await
+            .map_err(|_| "Latchkey cannot read its signing keys right now.")?;
         let audience = verify_hint(&ring, hint, &context(state).issuer())
             .ok_or("The sign-out request carries an ID token Latchkey did not sign.")?;
         match &client_id {

@@ -306,10 +306,24 @@ mod tests {
                 "/metrics",
                 "/favicon.ico",
                 "/.well-known/",
+                "/oidc/token",
+                "/oidc/userinfo",
+                "/oidc/revoke",
+                "/oidc/introspect",
                 "/static/",
                 "/auth/check",
                 "/auth/forward",
                 "/.latchkey/",
+            ]
+        );
+        assert_eq!(
+            named(|r| r.app_protocol),
+            [
+                "/oidc/authorize",
+                "/oidc/token",
+                "/oidc/userinfo",
+                "/oidc/revoke",
+                "/oidc/introspect"
             ]
         );
         assert!(rule_for("/.well-known/jwks.json").sets_no_cookie);

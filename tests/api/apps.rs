@@ -70,7 +70,10 @@ async fn apps_are_added_listed_changed_and_removed_from_the_command_line_audited
     ));
     assert!(out.starts_with("changed wiki"), "{out}");
     let list = ok(&latchkey(&app, &["apps", "list"]));
-    assert_eq!(list.trim(), "wiki\thttps://wiki.example.org\tproxy\troles member");
+    assert_eq!(
+        list.trim(),
+        "wiki\thttps://wiki.example.org\tproxy\troles member"
+    );
 
     // Nobody may open it, an unknown member, a bad URL, a taken origin: refused, saying why.
     for args in [

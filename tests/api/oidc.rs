@@ -955,3 +955,86 @@ async fn a_rotated_key_signs_from_then_on_and_the_old_one_stays_published() {
         .audit_events()
         .contains(&"signing_key_rotated".to_string()));
 }
+
+#[actix_web::test]
+async fn prompt_login_and_max_age_ask_for_a_fresh_sign_in_first() {
+    let app = spawn_app().await;
+    let client = register(&app, "wiki", &[]);
+    let browser = app.member(Role::Member, "ann@example.org").await;
+    let (verifier, challenge) = pkce();
+    for extra in [("prompt", "login"), ("max_age", "0")] {
+        // A few seconds pass between the sign-in and the request, as they do.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let res = browser
+            .get(&authorize_path(&client, &challenge, &[extra]))
+            .await;
+        assert_eq!(res.status(), 303);
+        let login = location(&res);
+        assert!(login.starts_with("/login?next="), "{extra:?}: {login}");
+        let next = crate::helpers::urldecode(login.strip_prefix("/login?next=").unwrap());
+        assert!(
+            !next.contains("prompt=login"),
+            "the coming sign-in meets it"
+        );
+
+        // Signing in again in the same browser; the way back then issues a code, through a
+        // page of ours (a sign-in form's redirects stay on Latchkey's origin).
+        assert_eq!(app.sign_in(&browser, "ann@example.org").await.status(), 303);
+        let res = browser.get(&next).await;
+        assert_eq!(res.status(), 200, "{extra:?}");
+        let refresh = res.headers()["refresh"].to_str().unwrap().to_string();
+        let url = refresh.strip_prefix("0; url=").unwrap();
+        assert!(url.starts_with(&client.redirect), "{url}");
+        let code = query_of(url)["code"].clone();
+        let tokens = json(exchange(&app, &client, &code, &verifier).await).await;
+        let claims = verified(&app, tokens["id_token"].as_str().unwrap(), &client.id).await;
+        assert!(claims["auth_time"].as_i64().unwrap() >= claims["iat"].as_i64().unwrap() - 5);
+    }
+}
+
+#[actix_web::test]
+async fn userinfo_and_introspection_are_answered_from_the_session_cache() {
+    let app = spawn_app().await;
+    let client = register(&app, "wiki", &[]);
+    let browser = app.member(Role::Member, "ann@example.org").await;
+    let (verifier, challenge) = pkce();
+    let code = code_for(&browser, &client, &challenge).await;
+    let tokens = json(exchange(&app, &client, &code, &verifier).await).await;
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        userinfo(&app, &access).await.status(),
+        200,
+        "the first read fills the cache"
+    );
+    let audit_rows = app.audit().len();
+    // As for forward-auth checks: a loaded machine may hold the listener's heartbeat past its
+    // deadline for a moment; the last of up to three rounds must read nothing.
+    let mut per_round = Vec::new();
+    for _ in 0..3 {
+        crate::helpers::wait_until_listening(&app.live).await;
+        let before = app.live.db().round_trips();
+        for _ in 0..5 {
+            assert_eq!(userinfo(&app, &access).await.status(), 200);
+            let res = reqwest::Client::new()
+                .post(app.url("/oidc/introspect"))
+                .basic_auth(&client.id, client.secret.as_ref())
+                .form(&[("token", access.as_str())])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(json(res).await["active"], true);
+        }
+        let used = app.live.db().round_trips() - before;
+        per_round.push(used);
+        if used == 0 {
+            break;
+        }
+    }
+    assert_eq!(per_round.last(), Some(&0), "rounds: {per_round:?}");
+    assert_eq!(app.audit().len(), audit_rows, "nothing audited per request");
+
+    // Deactivation on another process ends the token on this instance at once.
+    ok(&latchkey(&app, &["members", "remove", "ann@example.org"]));
+    app.sync_cache().await;
+    assert_eq!(userinfo(&app, &access).await.status(), 401);
+}
