@@ -59,7 +59,7 @@ forbid() {
 }
 
 above_http="web|middleware|routes|startup|cli|state"
-above_rooms="session|signin|forward_auth|passkeys|dashboard|team"
+above_rooms="session|signin|forward_auth|oidc|passkeys|dashboard|team"
 
 # Values parsed at the edge, and the primitives under everything.
 forbid src/domain src/crypto.rs src/private_fs.rs -- \
@@ -74,7 +74,7 @@ forbid src/models src/logging src/keys.rs src/settings.rs src/settings src/mail 
 forbid src/settings.rs src/settings -- mail
 # The rooms: sessions, sign-in, forward auth, passkeys, the dashboard's numbers, the team's
 # administration, purge.
-forbid src/session src/signin src/forward_auth src/passkeys src/dashboard src/team src/purge.rs -- \
+forbid src/session src/signin src/forward_auth src/oidc src/passkeys src/dashboard src/team src/purge.rs -- \
   "$above_http"
 # HTTP below the route table: pages, errors, the policy, then the middleware.
 forbid src/web -- "middleware|routes|startup|cli"

@@ -41,6 +41,9 @@ use claims::{IdToken, MemberClaims};
 use keys::{KeyError, KeyRing, SigningKeys};
 use token::TokenError;
 
+/// The target of the provider's log lines, each naming the app (and the member when known).
+pub const LOG_TARGET: &str = "latchkey::oidc";
+
 /// A code works for this long.
 pub const CODE_LIFETIME: chrono::Duration = chrono::Duration::seconds(60);
 /// An access token works for this long.
@@ -223,6 +226,21 @@ impl Oidc {
         email: Option<String>,
         client: ClientInfo,
     ) -> Result<(), OidcError> {
+        // Logged every time (the log is not the audit): the app and, when known, the member;
+        // never the code, token or secret.
+        match &email {
+            Some(member) => log::info!(
+                target: LOG_TARGET,
+                member = member.as_str(),
+                app = app.name.as_str();
+                "oidc_refused: {error}"
+            ),
+            None => log::info!(
+                target: LOG_TARGET,
+                app = app.name.as_str();
+                "oidc_refused: {error}"
+            ),
+        }
         if !self.should_audit_refusal(app.id, error.description()) {
             return Ok(());
         }
@@ -297,6 +315,12 @@ impl Oidc {
                 })
             })
             .await?;
+        log::info!(
+            target: LOG_TARGET,
+            member = session.member.email.as_str(),
+            app = request.app.name.as_str();
+            "app_opened"
+        );
         Ok(request.success(&code, &context.issuer()))
     }
 

@@ -109,7 +109,7 @@ async fn send_due(oidc: &Oidc, context: Context<'_>, client: &reqwest::Client) -
         let name = app.name.clone();
         let recorded = match outcome {
             Ok(()) => {
-                log::info!(target: "latchkey::oidc", app = name.as_str(); "back-channel logout delivered to {name}");
+                log::info!(target: super::LOG_TARGET, app = name.as_str(); "back-channel logout delivered to {name}");
                 context
                     .db
                     .query(move |conn| rows::delivered(conn, &owed, &name))
@@ -121,7 +121,7 @@ async fn send_due(oidc: &Oidc, context: Context<'_>, client: &reqwest::Client) -
                 if let Some(wait) = next.and_then(|_| backoff(owed.attempts).to_std().ok()) {
                     earliest_retry = Some(earliest_retry.map_or(wait, |e| e.min(wait)));
                 }
-                log::warn!(target: "latchkey::oidc", app = name.as_str(); "back-channel logout to {name} failed: {error}");
+                log::warn!(target: super::LOG_TARGET, app = name.as_str(); "back-channel logout to {name} failed: {error}");
                 context
                     .db
                     .query(move |conn| rows::failed(conn, &owed, &name, &error, next))

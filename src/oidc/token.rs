@@ -110,39 +110,45 @@ fn credentials(
     }
 }
 
+/// A client authentication that failed, and the app it named, if one is registered (its
+/// refusal is then audited).
+#[derive(Debug)]
+pub struct ClientRefused<'a> {
+    pub error: TokenError,
+    pub named: Option<&'a AppRule>,
+}
+
 /// The app a request authenticates as. A confidential client must present its secret
 /// (compared as digests, in constant time); a public client presents none.
 pub fn authenticate<'a>(
     authorization: Option<&str>,
     form: &TokenForm,
     apps: &'a [AppRule],
-) -> Result<&'a AppRule, TokenError> {
-    let (id, secret) = credentials(authorization, form)?;
+) -> Result<&'a AppRule, ClientRefused<'a>> {
+    let refused = |error, named| ClientRefused { error, named };
+    let (id, secret) = credentials(authorization, form).map_err(|error| refused(error, None))?;
     if id.len() > MAX_CREDENTIAL || secret.as_ref().is_some_and(|s| s.len() > MAX_CREDENTIAL) {
-        return Err(TokenError::InvalidClient("unknown client"));
+        return Err(refused(TokenError::InvalidClient("unknown client"), None));
     }
-    let app = apps
-        .iter()
-        .find(|app| {
-            app.oidc
-                .as_ref()
-                .is_some_and(|client| client.client_id.as_str() == id)
-        })
-        .ok_or(TokenError::InvalidClient("unknown client"))?;
-    let client = app
-        .oidc
-        .as_ref()
-        .ok_or(TokenError::InvalidClient("unknown client"))?;
+    let Some((app, client)) = apps.iter().find_map(|app| {
+        app.oidc
+            .as_ref()
+            .filter(|client| client.client_id.as_str() == id)
+            .map(|client| (app, client))
+    }) else {
+        return Err(refused(TokenError::InvalidClient("unknown client"), None));
+    };
+    let wrong = |why| Err(refused(TokenError::InvalidClient(why), Some(app)));
     match (&client.secret, secret) {
         (None, None) => Ok(app),
-        (None, Some(_)) => Err(TokenError::InvalidClient("a public client has no secret")),
-        (Some(_), None) => Err(TokenError::InvalidClient("the client secret is missing")),
+        (None, Some(_)) => wrong("a public client has no secret"),
+        (Some(_), None) => wrong("the client secret is missing"),
         (Some(expected), Some(sent)) => {
             let sent = ClientSecretDigest::sha256(sent.as_bytes());
             if bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) {
                 Ok(app)
             } else {
-                Err(TokenError::InvalidClient("wrong client secret"))
+                wrong("wrong client secret")
             }
         }
     }

@@ -1,20 +1,28 @@
 //! `GET /apps` (admins and auditors), `POST /apps`, `POST /apps/{id}`, `POST /apps/{id}/remove`
-//! (admins): the apps protected through forward auth and who may open each. Each form works
-//! as a plain post (303 back to `/apps`) and with HTMX (the section is swapped). The changes
-//! are [`crate::team::apps`]; their audit rows live in `models::app`.
+//! and `POST /apps/{id}/secret` (admins): the apps, how each connects (through its proxy, or
+//! signing in through OpenID Connect) and who may open each. Each form works as a plain post
+//! (303 back to `/apps`) and with HTMX (the section is swapped); an answer that carries a new
+//! client secret is rendered at once instead, since the secret is shown that one time. The
+//! changes are [`crate::team::apps`] and `models::oidc`; their audit rows live in the models.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
+use diesel::Connection as _;
 use serde::Serialize;
 
+use crate::db::{DbError, DbFailure};
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::group_name::GroupName;
 use crate::domain::ids::AppId;
+use crate::domain::oidc::RedirectUri;
 use crate::domain::role::Role;
 use crate::forward_auth::proxy_config::{self, AppUpstream, Upstream};
 use crate::middleware::guard::CurrentMember;
-use crate::models::app::{Access, AppEntry, AppError};
+use crate::models::app::{self as app_rows, Access, App, AppEntry, AppError, OidcClient};
+use crate::models::member::Member;
+use crate::models::oidc::{self as oidc_rows, Registration, SecretError};
+use crate::session::cache::Live;
 use crate::state::AppState;
 use crate::team::apps;
 use crate::web::errors::{PageError, PageResult};
@@ -29,7 +37,47 @@ struct AppView {
     roles: Vec<&'static str>,
     groups: Vec<String>,
     members: Vec<String>,
+    /// Set for an app that signs in through OpenID Connect; its proxy configurations are
+    /// then not shown (it has no proxy in front of it).
+    oidc: Option<OidcView>,
     proxy_configs: Vec<ProxyConfigView>,
+}
+
+/// An app's OpenID Connect registration, as the page shows it, with what its guides need.
+#[derive(Debug, Serialize)]
+struct OidcView {
+    client_id: String,
+    public: bool,
+    redirect_uris: Vec<String>,
+    post_logout_redirect_uris: Vec<String>,
+    backchannel_logout_uri: Option<String>,
+    /// Where the app sends the browser to sign out of Latchkey too (RP-initiated logout):
+    /// with its client id, and its first post-logout URI when it registered one.
+    end_session_url: String,
+}
+
+impl OidcView {
+    fn of(client: &OidcClient, issuer: &str) -> Self {
+        let texts = |uris: &[RedirectUri]| -> Vec<String> {
+            uris.iter().map(|uri| uri.as_str().to_string()).collect()
+        };
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("client_id", client.client_id.as_str());
+        if let Some(uri) = client.post_logout_redirect_uris.first() {
+            query.append_pair("post_logout_redirect_uri", uri.as_str());
+        }
+        Self {
+            client_id: client.client_id.as_str().to_string(),
+            public: client.is_public(),
+            redirect_uris: texts(&client.redirect_uris),
+            post_logout_redirect_uris: texts(&client.post_logout_redirect_uris),
+            backchannel_logout_uri: client
+                .backchannel_logout_uri
+                .as_ref()
+                .map(|uri| uri.as_str().to_string()),
+            end_session_url: format!("{issuer}/oidc/logout?{}", query.finish()),
+        }
+    }
 }
 
 /// One proxy's configuration for the app, as `latchkey apps proxy-config` prints it, or why
@@ -42,12 +90,32 @@ struct ProxyConfigView {
 }
 
 impl AppView {
-    /// `latchkey` is where the proxies reach Latchkey: the command's default, `LATCHKEY_BIND`.
-    fn of(entry: AppEntry, latchkey: &Upstream) -> Self {
+    /// `latchkey` is where the proxies reach Latchkey: the command's default, `LATCHKEY_BIND`;
+    /// `issuer` is the OpenID Provider's issuer, `LATCHKEY_PUBLIC_URL`.
+    fn of(entry: AppEntry, latchkey: &Upstream, issuer: &str) -> Self {
         let origin = entry.app.origin();
-        let proxy_configs = proxy_config::render_each(
-            &entry.app.name,
-            &origin,
+        let oidc = entry.app.oidc().map(|client| OidcView::of(&client, issuer));
+        let proxy_configs = if oidc.is_some() {
+            Vec::new()
+        } else {
+            Self::proxy_configs(&entry.app, latchkey)
+        };
+        Self {
+            id: entry.app.id,
+            origin: origin.to_string(),
+            roles: entry.app.roles().into_iter().map(Role::as_str).collect(),
+            groups: entry.groups.iter().map(ToString::to_string).collect(),
+            name: entry.app.name,
+            members: entry.members,
+            oidc,
+            proxy_configs,
+        }
+    }
+
+    fn proxy_configs(app: &App, latchkey: &Upstream) -> Vec<ProxyConfigView> {
+        proxy_config::render_each(
+            &app.name,
+            &app.origin(),
             latchkey,
             &AppUpstream::Placeholder,
         )
@@ -63,16 +131,7 @@ impl AppView {
                 error,
             }
         })
-        .collect();
-        Self {
-            id: entry.app.id,
-            origin: origin.to_string(),
-            roles: entry.app.roles().into_iter().map(Role::as_str).collect(),
-            groups: entry.groups.iter().map(ToString::to_string).collect(),
-            name: entry.app.name,
-            members: entry.members,
-            proxy_configs,
-        }
+        .collect()
     }
 }
 
@@ -84,6 +143,38 @@ struct Typed {
     roles: Vec<String>,
     groups: Vec<String>,
     members: String,
+    /// "OpenID Connect" ticked: the app signs its users in itself, with Latchkey as provider.
+    oidc: bool,
+    /// One URI a line, as the three fields below.
+    redirect_uris: String,
+    public: bool,
+    post_logout_redirect_uris: String,
+    backchannel_logout_uri: String,
+}
+
+/// A client's credentials, shown on the answer page this once: the secret is neither stored
+/// (only its digest is) nor logged nor audited.
+#[derive(Serialize)]
+struct Credentials {
+    app_name: String,
+    client_id: String,
+    client_secret: Option<String>,
+    /// A new secret replaced the old one, which stopped working.
+    rotated: bool,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("app_name", &self.app_name)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "redacted"),
+            )
+            .field("rotated", &self.rotated)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -91,25 +182,38 @@ struct Outcome {
     add: Typed,
     notice: Option<String>,
     error: Option<String>,
+    credentials: Option<Credentials>,
     status: Option<StatusCode>,
 }
 
 async fn render(req: &HttpRequest, state: &AppState, outcome: Outcome) -> PageResult {
     let latchkey = Upstream::from_bind(state.settings.bind);
+    let issuer = crate::oidc::Context {
+        db: &state.db,
+        live: &state.live,
+        settings: &state.settings,
+    }
+    .issuer();
     let (apps, groups) = apps::list_with_groups(&state.db).await?;
     let apps: Vec<AppView> = apps
         .into_iter()
-        .map(|entry| AppView::of(entry, &latchkey))
+        .map(|entry| AppView::of(entry, &latchkey, &issuer))
         .collect();
+    let has_oidc = apps.iter().any(|app| app.oidc.is_some());
+    let has_proxy = apps.iter().any(|app| app.oidc.is_none());
     let groups: Vec<String> = groups.iter().map(|g| g.name.to_string()).collect();
     Ok(Page::new("apps", "Apps")
         .with("apps", apps)
+        .with("has_oidc", has_oidc)
+        .with("has_proxy", has_proxy)
+        .with("issuer", issuer)
         .with("roles", Role::ALL.map(Role::as_str))
         .with("groups", groups)
         .with("latchkey_upstream", latchkey.to_string())
         .with("add", outcome.add)
         .with("notice", outcome.notice)
         .with("error", outcome.error)
+        .with("credentials", outcome.credentials)
         .status(outcome.status.unwrap_or(StatusCode::OK))
         .render(req))
 }
@@ -128,14 +232,77 @@ fn typed(body: &[u8]) -> Typed {
             "roles" => typed.roles.push(value.chars().take(20).collect()),
             "groups" => typed.groups.push(value.chars().take(70).collect()),
             "members" => typed.members = value.chars().take(16 * 1024).collect(),
+            "oidc" => typed.oidc = !value.is_empty(),
+            "redirect_uris" => typed.redirect_uris = value.chars().take(8 * 1024).collect(),
+            "public" => typed.public = !value.is_empty(),
+            "post_logout_redirect_uris" => {
+                typed.post_logout_redirect_uris = value.chars().take(8 * 1024).collect();
+            }
+            "backchannel_logout_uri" => {
+                typed.backchannel_logout_uri = value.chars().take(2048).collect();
+            }
             _ => {}
         }
     }
     typed
 }
 
+/// What the add and change forms say, parsed: where the app is, who may open it, and, for an
+/// app that signs in through OpenID Connect, its registration.
+struct Parsed {
+    origin: AppOrigin,
+    access: Access,
+    registration: Option<Registration>,
+}
+
+/// The URIs of a field, one a line (blank lines skipped), each as a redirect URI must be.
+fn uris(field: &str, lines: &str) -> Result<Vec<RedirectUri>, String> {
+    lines
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| RedirectUri::parse(line).map_err(|e| format!("{field}: {e}.")))
+        .collect()
+}
+
+/// The OpenID Connect part of the add form, or nothing when "OpenID Connect" is not ticked
+/// (then its fields must be empty: a URI typed for nothing is a mistake worth saying).
+fn registration(typed: &Typed) -> Result<Option<Registration>, String> {
+    let redirect_uris = uris("Redirect URIs", &typed.redirect_uris)?;
+    let post_logout_redirect_uris = uris(
+        "Post-logout redirect URIs",
+        &typed.post_logout_redirect_uris,
+    )?;
+    let backchannel_logout_uri = match typed.backchannel_logout_uri.trim() {
+        "" => None,
+        uri => Some(RedirectUri::parse(uri).map_err(|e| format!("Back-channel logout URI: {e}."))?),
+    };
+    let any_uri = !redirect_uris.is_empty()
+        || !post_logout_redirect_uris.is_empty()
+        || backchannel_logout_uri.is_some();
+    if !typed.oidc {
+        return if any_uri || typed.public {
+            Err("Tick \"OpenID Connect\" for an app that signs in through it, or leave its fields empty.".into())
+        } else {
+            Ok(None)
+        };
+    }
+    if redirect_uris.is_empty() {
+        return Err(
+            "An OpenID Connect app needs at least one redirect URI (where it receives its code)."
+                .into(),
+        );
+    }
+    Ok(Some(Registration {
+        public: typed.public,
+        redirect_uris,
+        post_logout_redirect_uris,
+        backchannel_logout_uri,
+    }))
+}
+
 /// Parsed once here: an origin, roles, groups and addresses, or what to tell the admin.
-fn parse(typed: &Typed) -> Result<(AppOrigin, Access), String> {
+fn parse(typed: &Typed) -> Result<Parsed, String> {
     let origin = AppOrigin::parse_registrable(&typed.url).map_err(|e| format!("URL: {e}"))?;
     let roles = typed
         .roles
@@ -156,14 +323,15 @@ fn parse(typed: &Typed) -> Result<(AppOrigin, Access), String> {
         .filter(|line| !line.is_empty())
         .map(|line| EmailAddress::parse(line).map_err(|e| format!("{line}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((
+    Ok(Parsed {
         origin,
-        Access {
+        access: Access {
             roles,
             groups,
             members,
         },
-    ))
+        registration: registration(typed)?,
+    })
 }
 
 fn refusal(err: AppError, add: Typed) -> Result<Outcome, PageError> {
@@ -203,7 +371,7 @@ pub async fn add(
     body: web::Bytes,
 ) -> PageResult {
     let typed = typed(&body);
-    let (origin, access) = match parse(&typed) {
+    let parsed = match parse(&typed) {
         Ok(parsed) => parsed,
         Err(message) => {
             let outcome = Outcome {
@@ -215,15 +383,63 @@ pub async fn add(
             return finish(&req, &state, Ok(outcome)).await;
         }
     };
-    let result = apps::add(&state.live, &viewer, typed.name.clone(), origin, access).await;
+    let result = add_app(&state.live, &viewer, typed.name.clone(), parsed).await;
     let outcome = match result {
-        Ok(app) => Ok(Outcome {
+        Ok((app, None)) => Ok(Outcome {
             notice: Some(format!("Added {} ({}).", app.name, app.origin())),
+            ..Outcome::default()
+        }),
+        // The client id, and a confidential client's secret, are shown on this answer.
+        Ok((app, Some(registered))) => Ok(Outcome {
+            notice: Some(format!(
+                "Added {} ({}), signing in through OpenID Connect.",
+                app.name,
+                app.origin()
+            )),
+            credentials: Some(Credentials {
+                app_name: app.name,
+                client_id: registered.client_id.as_str().to_string(),
+                client_secret: registered.new_secret,
+                rotated: false,
+            }),
+            status: Some(StatusCode::OK),
             ..Outcome::default()
         }),
         Err(err) => refusal(err, typed),
     };
     finish(&req, &state, outcome).await
+}
+
+/// Saves a new app and, for an OpenID Connect app, its registration, in one transaction: a
+/// registration that fails leaves no app behind.
+async fn add_app(
+    live: &Live,
+    admin: &Member,
+    name: String,
+    parsed: Parsed,
+) -> Result<(App, Option<oidc_rows::Registered>), AppError> {
+    let Parsed {
+        origin,
+        access,
+        registration,
+    } = parsed;
+    let Some(registration) = registration else {
+        let app = apps::add(live, admin, name, origin, access).await?;
+        return Ok((app, None));
+    };
+    let admin = admin.clone();
+    let added = live
+        .db()
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let app = app_rows::add(conn, &name, &origin, &access, &admin)?;
+                let registered = oidc_rows::register(conn, app.id, &registration, &admin)?;
+                Ok((app, Some(registered)))
+            })
+        })
+        .await;
+    live.cache().forget_apps();
+    added
 }
 
 pub async fn change(
@@ -237,7 +453,7 @@ pub async fn change(
         return Err(PageError::NotFound);
     };
     let typed = typed(&body);
-    let (origin, access) = match parse(&typed) {
+    let parsed = match parse(&typed) {
         Ok(parsed) => parsed,
         Err(message) => {
             let outcome = Outcome {
@@ -248,15 +464,94 @@ pub async fn change(
             return finish(&req, &state, Ok(outcome)).await;
         }
     };
-    let result = apps::change(&state.live, &viewer, id, typed.name, origin, access).await;
+    let result = change_app(&state.live, &viewer, id, typed.name, parsed).await;
     let outcome = match result {
-        Ok((app, _)) => Ok(Outcome {
+        Ok(Changed {
+            app,
+            credentials: Some(registered),
+        }) => Ok(Outcome {
+            notice: Some(format!("Saved {} ({}).", app.name, app.origin())),
+            credentials: Some(Credentials {
+                app_name: app.name,
+                client_id: registered.client_id.as_str().to_string(),
+                client_secret: registered.new_secret,
+                rotated: false,
+            }),
+            status: Some(StatusCode::OK),
+            ..Outcome::default()
+        }),
+        Ok(Changed { app, .. }) => Ok(Outcome {
             notice: Some(format!("Saved {} ({}).", app.name, app.origin())),
             ..Outcome::default()
         }),
         Err(err) => refusal(err, Typed::default()),
     };
     finish(&req, &state, outcome).await
+}
+
+/// What a change saved, and the client's credentials when they are news to the admin: an app
+/// that became an OpenID Connect client, or a client that got a secret (it was public).
+struct Changed {
+    app: App,
+    credentials: Option<oidc_rows::Registered>,
+}
+
+/// Changes an app and, when the form carried one, its OpenID Connect registration, in one
+/// transaction: a registration the form left as it was is not written again (nor audited).
+async fn change_app(
+    live: &Live,
+    admin: &Member,
+    id: AppId,
+    name: String,
+    parsed: Parsed,
+) -> Result<Changed, AppError> {
+    let Parsed {
+        origin,
+        access,
+        registration,
+    } = parsed;
+    let Some(registration) = registration else {
+        let (app, _) = apps::change(live, admin, id, name, origin, access).await?;
+        return Ok(Changed {
+            app,
+            credentials: None,
+        });
+    };
+    let admin = admin.clone();
+    let changed = live
+        .db()
+        .run(move |conn| {
+            conn.transaction(|conn| {
+                let (app, _) = app_rows::update(conn, id, &name, &origin, &access, &admin)?;
+                let before = app.oidc();
+                if before
+                    .as_ref()
+                    .is_some_and(|client| registers_as(client, &registration))
+                {
+                    return Ok(Changed {
+                        app,
+                        credentials: None,
+                    });
+                }
+                let registered = oidc_rows::register(conn, app.id, &registration, &admin)?;
+                let news = before.is_none() || registered.new_secret.is_some();
+                Ok(Changed {
+                    app,
+                    credentials: news.then_some(registered),
+                })
+            })
+        })
+        .await;
+    live.cache().forget_apps();
+    changed
+}
+
+/// Whether `client` is registered as `registration` says already.
+fn registers_as(client: &OidcClient, registration: &Registration) -> bool {
+    client.is_public() == registration.public
+        && client.redirect_uris == registration.redirect_uris
+        && client.post_logout_redirect_uris == registration.post_logout_redirect_uris
+        && client.backchannel_logout_uri == registration.backchannel_logout_uri
 }
 
 pub async fn remove(
@@ -279,6 +574,95 @@ pub async fn remove(
             ..Outcome::default()
         }),
         Err(err) => refusal(err, Typed::default()),
+    };
+    finish(&req, &state, outcome).await
+}
+
+/// Why a new secret was not made.
+#[derive(Debug, thiserror::Error)]
+enum RotateError {
+    #[error("no such app")]
+    NotFound,
+    /// Not an OpenID Connect app, or a public client (which has no secret).
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for RotateError {
+    fn from(err: diesel::result::Error) -> Self {
+        RotateError::Db(DbError::from(err))
+    }
+}
+
+impl DbFailure for RotateError {
+    fn is_database_failure(&self) -> bool {
+        matches!(self, RotateError::Db(_))
+    }
+}
+
+/// The app `id`, and a new secret for it (`models::oidc::rotate_secret`, audited
+/// `app_secret_rotated` with the app's name and never the secret).
+fn rotate_in(
+    conn: &mut diesel::PgConnection,
+    id: AppId,
+    admin: &Member,
+) -> Result<(App, String), RotateError> {
+    conn.transaction(|conn| {
+        let app = app_rows::list(conn)?
+            .into_iter()
+            .map(|entry| entry.app)
+            .find(|app| app.id == id)
+            .ok_or(RotateError::NotFound)?;
+        match oidc_rows::rotate_secret(conn, &app.name, admin) {
+            Ok(secret) => Ok((app, secret)),
+            Err(SecretError::Query(err)) => Err(err.into()),
+            Err(refused) => Err(RotateError::Refused(format!("{refused}."))),
+        }
+    })
+}
+
+/// `POST /apps/{id}/secret`: a new client secret for a confidential OpenID Connect app; the
+/// old one stops working at once, on every instance. The answer shows the new secret this
+/// once (`Cache-Control: no-store`, as every page).
+pub async fn rotate_secret(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    CurrentMember(viewer): CurrentMember,
+    id: web::Path<String>,
+) -> PageResult {
+    let Some(id) = AppId::parse(&id) else {
+        return Err(PageError::NotFound);
+    };
+    let rotated = state
+        .live
+        .db()
+        .run(move |conn| rotate_in(conn, id, &viewer))
+        .await;
+    // The apps' rows changed: this instance reads them again now, the others when they hear.
+    state.live.cache().forget_apps();
+    let outcome = match rotated {
+        Ok((app, secret)) => Ok(Outcome {
+            credentials: Some(Credentials {
+                client_id: app
+                    .oidc()
+                    .map(|client| client.client_id.as_str().to_string())
+                    .unwrap_or_default(),
+                app_name: app.name,
+                client_secret: Some(secret),
+                rotated: true,
+            }),
+            status: Some(StatusCode::OK),
+            ..Outcome::default()
+        }),
+        Err(RotateError::NotFound) => Err(PageError::NotFound),
+        Err(RotateError::Refused(message)) => Ok(Outcome {
+            error: Some(message),
+            status: Some(StatusCode::UNPROCESSABLE_ENTITY),
+            ..Outcome::default()
+        }),
+        Err(RotateError::Db(err)) => Err(err.into()),
     };
     finish(&req, &state, outcome).await
 }

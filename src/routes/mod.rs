@@ -112,6 +112,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/apps/{id}").route(web::post().to(apps::change)))
         .service(web::resource("/apps/{id}/remove").route(web::post().to(apps::remove)))
+        .service(web::resource("/apps/{id}/secret").route(web::post().to(apps::rotate_secret)))
         .service(web::resource("/passkeys").route(page().to(passkeys::show)))
         .service(
             web::resource("/passkeys/register/start")

@@ -54,7 +54,7 @@ fn server_failure(err: impl Into<OidcError>) -> HttpResponse {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         response
     } else {
-        log::error!(target: "latchkey::oidc", "{err}");
+        log::error!(target: crate::oidc::LOG_TARGET, "{err}");
         no_store_json(
             StatusCode::INTERNAL_SERVER_ERROR,
             &serde_json::json!({"error": "server_error"}),
@@ -292,24 +292,17 @@ async fn authenticated(
     let apps = state.live.apps().await.map_err(server_failure)?;
     match authenticate(authorization(req), form, &apps) {
         Ok(app) => Ok(app.clone()),
-        Err(error) => {
-            let known = form.client_id.as_deref().and_then(|id| {
-                apps.iter().find(|app| {
-                    app.oidc
-                        .as_ref()
-                        .is_some_and(|c| c.client_id.as_str() == id)
-                })
-            });
-            if let (Some(app), TokenError::InvalidClient(_)) = (known, &error) {
+        Err(refused) => {
+            if let Some(app) = refused.named {
                 if let Err(err) = state
                     .oidc
-                    .audit_refusal(context(state), app, &error, None, client_info(req))
+                    .audit_refusal(context(state), app, &refused.error, None, client_info(req))
                     .await
                 {
                     return Err(server_failure(err));
                 }
             }
-            Err(token_error(&error))
+            Err(token_error(&refused.error))
         }
     }
 }

@@ -6,6 +6,7 @@ mod helpers;
 mod smtp_server;
 
 mod apps;
+mod apps_oidc;
 mod attacks;
 mod audit_chain;
 mod audit_chain_alarm;

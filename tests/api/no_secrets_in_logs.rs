@@ -109,8 +109,36 @@ async fn run_the_flow(format: &str) -> Run {
         )
         .unwrap();
     }
-    let smtp = crate::smtp_server::start().await;
     let port = free_port();
+    // An OpenID Connect client too; its secret is one of the run's secrets.
+    let grafana = app::add(
+        &mut database.connect(),
+        "grafana",
+        &AppOrigin::parse("http://grafana.localhost:9").unwrap(),
+        &Access {
+            roles: vec![Role::Admin],
+            groups: vec![],
+            members: vec![],
+        },
+        "test",
+    )
+    .unwrap();
+    let redirect = "http://127.0.0.1:9/cb";
+    let registered = latchkey::models::oidc::register(
+        &mut database.connect(),
+        grafana.id,
+        &latchkey::models::oidc::Registration {
+            public: false,
+            redirect_uris: vec![latchkey::domain::oidc::RedirectUri::parse(redirect).unwrap()],
+            post_logout_redirect_uris: vec![],
+            backchannel_logout_uri: None,
+        },
+        "test",
+    )
+    .unwrap();
+    let client_id = registered.client_id.to_string();
+    let client_secret = registered.new_secret.unwrap();
+    let smtp = crate::smtp_server::start().await;
     let base = format!("http://127.0.0.1:{port}");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "no-secrets-{}",
@@ -206,6 +234,68 @@ async fn run_the_flow(format: &str) -> Run {
     let payroll = AppHost::on(&base, "payroll", "https://payroll.example.org");
     let res = payroll.ask(&one, "/").await;
     assert_eq!(res.status(), 403);
+    // OpenID Connect: a code, a wrong secret, the exchange, userinfo, the code replayed.
+    secrets.push(("the client secret".into(), client_secret.clone()));
+    let authorize = format!(
+        "/oidc/authorize?response_type=code&client_id={client_id}&redirect_uri={}&scope=openid%20email%20offline_access&state=s&nonce=n",
+        urlencode(redirect)
+    );
+    let res = one.get(&authorize).await;
+    assert_eq!(res.status(), 303);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    let oidc_code = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(name, _)| name == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    secrets.push(("the OIDC code".into(), oidc_code.clone()));
+    let exchange = |secret: String| {
+        let code = oidc_code.clone();
+        let client_id = client_id.clone();
+        let url = format!("{base}/oidc/token");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .basic_auth(client_id, Some(secret))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", redirect),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        exchange("a-wrong-secret-of-some-length".into())
+            .await
+            .status(),
+        401
+    );
+    let res = exchange(client_secret.clone()).await;
+    assert_eq!(res.status(), 200);
+    let tokens: serde_json::Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    for name in ["access_token", "refresh_token", "id_token"] {
+        secrets.push((
+            format!("the OIDC {name}"),
+            tokens[name].as_str().unwrap().to_string(),
+        ));
+    }
+    let res = reqwest::Client::new()
+        .get(format!("{base}/oidc/userinfo"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        exchange(client_secret.clone()).await.status(),
+        400,
+        "the replay"
+    );
     // The used link, posted again from another browser.
     let three = browser(&base);
     let csrf = three.csrf(&page).await;
@@ -413,8 +503,32 @@ async fn json_lines_name_member_and_app_and_hold_no_secret() {
     );
     let opened_lines = lines
         .iter()
-        .filter(|line| line["message"] == "app_opened")
+        .filter(|line| {
+            line["target"] == "latchkey::forward_auth" && line["message"] == "app_opened"
+        })
         .count();
+    // The OpenID Connect sign-in and the refused token requests name the app (and the
+    // member where the request says).
+    let oidc_opened = find("latchkey::oidc", "app_opened");
+    assert_eq!(
+        (&oidc_opened["member"], &oidc_opened["app"]),
+        (&ann.into(), &"grafana".into())
+    );
+    let refused: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| {
+            line["target"] == "latchkey::oidc"
+                && line["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("oidc_refused"))
+        })
+        .collect();
+    assert_eq!(refused.len(), 2, "the wrong secret and the replay");
+    assert!(refused.iter().all(|line| line["app"] == "grafana"));
+    assert!(
+        refused.iter().any(|line| line["member"] == ann),
+        "the replay names her"
+    );
     assert_eq!(
         opened_lines, 1,
         "an allowed check logs once per session and app"
