@@ -159,7 +159,9 @@ export async function startRelyingParty({ issuer, clientId, clientSecret, port, 
     } catch (err) {
       // What the library refused, and the provider's own words when it answered an error.
       session.events.push(`error: ${err.message}`);
-      page(res, 500, "Relying party error", {
+      // The provider said no at the authorize step (`error=access_denied`, say): the app refuses.
+      const refused = err instanceof client.AuthorizationResponseError;
+      page(res, refused ? 403 : 500, refused ? "Not signed in" : "Relying party error", {
         error: err.message,
         code: err.code,
         oauthError: err.error,

@@ -315,6 +315,35 @@ describe("openid-client (OpenID Certified) in a small Node app", () => {
     await page.goto(`${app.url}/`);
     await page.waitForURL((url) => onLatchkey(url, "/login"));
   });
+
+  it("a member the app does not admit signs in and is sent back to the app with error=access_denied", async () => {
+    const outsider = "cy@example.org";
+    const port = await freePort();
+    const origin = `http://127.0.0.1:${port}`;
+    const staff = addOidcApp("staff", origin, "--redirect-uri", `${origin}/cb`, "--roles", "admin");
+    const staffRp = await startRelyingParty({
+      issuer: app.url,
+      clientId: staff.clientId,
+      clientSecret: staff.clientSecret,
+      port,
+    });
+    try {
+      const { page: outsiderPage } = await person("oidc-rp-denied");
+      await outsiderPage.goto(staffRp.url);
+      await outsiderPage.waitForURL((url) => onLatchkey(url, "/login"));
+      await signInByMail(outsiderPage, outsider, "oidc-rp-denied");
+      // The refusal goes back to the app's redirect URI (RFC 6749 §4.1.2.1), which the
+      // library reads as an error response; the app then says it could not sign in.
+      await arriveAt(outsiderPage, (url) => url.origin === staffRp.url && url.pathname === "/cb", "oidc-rp-denied");
+      const refused = await shown(outsiderPage);
+      assert.equal(refused.oauthError, "access_denied", JSON.stringify(refused));
+      await screenshot(outsiderPage, "oidc-rp-denied");
+      const audited = app.sql(`SELECT count(*) FROM login_audit WHERE event = 'app_denied' AND email = '${outsider}'`);
+      assert.ok(Number(audited) >= 1, "the refusal is audited app_denied");
+    } finally {
+      await staffRp.close();
+    }
+  });
 });
 
 describe(
