@@ -11,7 +11,7 @@ use diesel::sql_types::{Bytea, Int8, Text, Timestamptz};
 
 use crate::domain::digests::{AppCodeDigest, AppKeyDigest, SessionKeyDigest};
 use crate::domain::ids::{AppId, AppSessionId, SessionId};
-use crate::schema::{app_sessions, apps, sessions};
+use crate::schema::{app_sessions, apps, oidc_codes, sessions};
 
 /// Writes the one-time code `/auth/app` hands to the app's callback.
 pub fn issue_code(
@@ -129,7 +129,8 @@ pub fn purge_unredeemed(conn: &mut PgConnection, now: DateTime<Utc>) -> QueryRes
     .execute(conn)
 }
 
-/// The names of the apps each of these sessions has opened, by session id.
+/// The names of the apps each of these sessions has opened (through its proxy or by OpenID
+/// Connect), by session id.
 pub fn opened_by_sessions(
     conn: &mut PgConnection,
     session_ids: &[SessionId],
@@ -142,9 +143,23 @@ pub fn opened_by_sessions(
         .select((app_sessions::session_id, apps::name))
         .distinct()
         .load(conn)?;
+    // Apps signed in to through OpenID Connect: a code of the session that was exchanged.
+    let oidc: Vec<(SessionId, String)> = oidc_codes::table
+        .inner_join(apps::table)
+        .filter(oidc_codes::session_id.eq_any(session_ids))
+        .filter(oidc_codes::used_at.is_not_null())
+        .select((oidc_codes::session_id, apps::name))
+        .distinct()
+        .load(conn)?;
     let mut by_session: BTreeMap<SessionId, Vec<String>> = BTreeMap::new();
-    for (session_id, name) in rows {
-        by_session.entry(session_id).or_default().push(name);
+    for (session_id, name) in rows.into_iter().chain(oidc) {
+        let names = by_session.entry(session_id).or_default();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    for names in by_session.values_mut() {
+        names.sort();
     }
     Ok(by_session)
 }

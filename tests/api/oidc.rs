@@ -399,6 +399,11 @@ async fn the_code_flow_signs_an_app_in_and_its_tokens_die_with_the_session() {
     let tokens = json(exchange(&app, &client, &code, &verifier).await).await;
     let access = tokens["access_token"].as_str().unwrap().to_string();
     assert_eq!(userinfo(&app, &access).await.status(), 200);
+    let sessions = browser.get("/sessions").await.text().await.unwrap();
+    assert!(
+        sessions.contains("grafana"),
+        "the session list names the app it signed in to"
+    );
     let res = browser.post("/logout").csrf(&browser.csrf("/").await).await;
     assert_eq!(res.status(), 303);
     assert_eq!(userinfo(&app, &access).await.status(), 401);
