@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, Bytea, Int8, Nullable, Text, Timestamptz};
 
 use crate::audit::rows::{AuditEvent, NewAuditRow};
 use crate::domain::digests::{
@@ -191,89 +192,54 @@ pub fn issue_code(conn: &mut PgConnection, code: &NewCode<'_>) -> QueryResult<()
 }
 
 /// A code as the token endpoint checks it, with the session it was issued in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, QueryableByName)]
 pub struct CodeRow {
+    #[diesel(sql_type = Int8)]
     pub id: i64,
+    #[diesel(sql_type = Int8)]
     pub app_id: AppId,
+    #[diesel(sql_type = Int8)]
     pub member_id: MemberId,
+    #[diesel(sql_type = Int8)]
     pub session_id: SessionId,
+    #[diesel(sql_type = Text)]
     pub redirect_uri: String,
+    #[diesel(sql_type = Text)]
     pub scope: String,
+    #[diesel(sql_type = Nullable<Text>)]
     pub nonce: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
     pub code_challenge: Option<String>,
+    #[diesel(sql_type = Timestamptz)]
     pub auth_time: DateTime<Utc>,
+    #[diesel(sql_type = Array<Nullable<Text>>)]
     pub amr: Vec<Option<String>>,
+    #[diesel(sql_type = Timestamptz)]
     pub expires_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
     pub used_at: Option<DateTime<Utc>>,
-    /// The session's `sid`, and whether it still lives.
+    /// The session's `sid`, and until when it lives.
+    #[diesel(sql_type = Text)]
     pub sid: String,
+    #[diesel(sql_type = Timestamptz)]
     pub session_expires_at: DateTime<Utc>,
 }
 
-/// The code with this digest, locked until the transaction ends, so that two exchanges of
-/// one code are decided one after the other (the second then finds it used). Only the
-/// code's row is locked; its session is read after it.
+/// The code with this digest and its session, in one statement; only the code's row is
+/// locked until the transaction ends, so that two exchanges of one code are decided one after
+/// the other (the second then finds it used) while the session stays free for its own writes.
 pub fn lock_code(conn: &mut PgConnection, digest: &OidcCodeDigest) -> QueryResult<Option<CodeRow>> {
-    type Locked = (
-        i64,
-        AppId,
-        MemberId,
-        SessionId,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        DateTime<Utc>,
-        Vec<Option<String>>,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-    );
-    let Some(code) = oidc_codes::table
-        .filter(oidc_codes::code_digest.eq(digest))
-        .select((
-            oidc_codes::id,
-            oidc_codes::app_id,
-            oidc_codes::member_id,
-            oidc_codes::session_id,
-            oidc_codes::redirect_uri,
-            oidc_codes::scope,
-            oidc_codes::nonce,
-            oidc_codes::code_challenge,
-            oidc_codes::auth_time,
-            oidc_codes::amr,
-            oidc_codes::expires_at,
-            oidc_codes::used_at,
-        ))
-        .for_update()
-        .first::<Locked>(conn)
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    // The code cascades with its session, so the session is there.
-    let (sid, session_expires_at) = sessions::table
-        .find(code.3)
-        .select((sessions::sid, sessions::expires_at))
-        .first::<(String, DateTime<Utc>)>(conn)?;
-    let (id, app_id, member_id, session_id, redirect_uri, scope, nonce, code_challenge) = (
-        code.0, code.1, code.2, code.3, code.4, code.5, code.6, code.7,
-    );
-    Ok(Some(CodeRow {
-        id,
-        app_id,
-        member_id,
-        session_id,
-        redirect_uri,
-        scope,
-        nonce,
-        code_challenge,
-        auth_time: code.8,
-        amr: code.9,
-        expires_at: code.10,
-        used_at: code.11,
-        sid,
-        session_expires_at,
-    }))
+    diesel::sql_query(
+        "SELECT c.id, c.app_id, c.member_id, c.session_id, c.redirect_uri, c.scope, c.nonce, \
+                c.code_challenge, c.auth_time, c.amr, c.expires_at, c.used_at, \
+                s.sid, s.expires_at AS session_expires_at \
+         FROM oidc_codes AS c JOIN sessions AS s ON s.id = c.session_id \
+         WHERE c.code_digest = $1 \
+         FOR UPDATE OF c",
+    )
+    .bind::<Bytea, _>(digest)
+    .get_result(conn)
+    .optional()
 }
 
 pub fn mark_code_used(conn: &mut PgConnection, id: i64, now: DateTime<Utc>) -> QueryResult<()> {

@@ -1,7 +1,10 @@
 //! The RSA keys that sign ID tokens and logout tokens: made with openssl (ring signs RSA but
 //! cannot make keys), stored sealed with AES-256-GCM under a key derived from
-//! `LATCHKEY_SECRET_KEY` (so the database alone cannot sign), the same on every instance, and
-//! signed and verified through `jsonwebtoken` (RS256 over ring).
+//! `LATCHKEY_SECRET_KEY` (so the database alone cannot sign), the same on every instance.
+//! Tokens are verified through `jsonwebtoken`; they are signed with OpenSSL's RSA (PKCS#1
+//! v1.5, SHA-256), whose private operation costs about 0.4 ms here against ring's 0.65 ms
+//! (the signature is most of a code exchange's cost), on a key parsed once, with the header
+//! as `jsonwebtoken` writes it.
 //!
 //! Each instance keeps the published keys in a [`KeyRing`] and reads them again when the
 //! session cache's listener hears that `signing_keys` changed (a rotation on any instance or
@@ -14,7 +17,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::Utc;
 use diesel::PgConnection;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, DecodingKey, Header};
+use openssl::hash::MessageDigest;
+use openssl::pkey::{PKey, Private};
+use openssl::sign::Signer;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use serde::Serialize;
 
@@ -34,8 +40,10 @@ pub enum KeyError {
     Generate(#[from] openssl::error::ErrorStack),
     #[error("signing key {0} cannot be opened with this LATCHKEY_SECRET_KEY (was it changed?)")]
     Unseal(String),
-    #[error("signing: {0}")]
+    #[error("reading a public key: {0}")]
     Jwt(#[from] jsonwebtoken::errors::Error),
+    #[error("writing a token's claims: {0}")]
+    Claims(#[from] serde_json::Error),
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
     #[error("no current signing key")]
@@ -45,7 +53,7 @@ pub enum KeyError {
 /// One RSA key, ready to sign (its private half) and to publish (its public half).
 pub struct SigningKey {
     kid: String,
-    encoding: EncodingKey,
+    private: PKey<Private>,
     decoding: DecodingKey,
     /// The JWK's `n` and `e`, base64url.
     n: String,
@@ -66,7 +74,7 @@ impl SigningKey {
         let e = URL_SAFE_NO_PAD.encode(rsa.e().to_vec());
         Ok(Self {
             kid: thumbprint(&n, &e),
-            encoding: EncodingKey::from_rsa_der(der),
+            private: PKey::from_rsa(rsa.clone())?,
             decoding: DecodingKey::from_rsa_components(&n, &e)?,
             n,
             e,
@@ -96,7 +104,19 @@ impl SigningKey {
             kid: Some(self.kid.clone()),
             ..Header::new(Algorithm::RS256)
         };
-        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+        let signing_input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?)
+        );
+        // RSA keys sign with PKCS#1 v1.5 padding unless told otherwise: RS256.
+        let mut signer = Signer::new(MessageDigest::sha256(), &self.private)?;
+        signer.update(signing_input.as_bytes())?;
+        let signature = signer.sign_to_vec()?;
+        Ok(format!(
+            "{signing_input}.{}",
+            URL_SAFE_NO_PAD.encode(signature)
+        ))
     }
 }
 

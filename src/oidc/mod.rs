@@ -108,10 +108,16 @@ fn new_secret() -> (String, [u8; 32]) {
     (secret, digest)
 }
 
-/// A presented token's digest, after its shape was checked (43 base64url characters).
-pub fn token_digest(presented: &str) -> Option<OidcTokenDigest> {
+/// The SHA-256 of a presented code or token, after its shape was checked (43 base64url
+/// characters, as every one this provider makes).
+fn presented_digest(presented: &str) -> Option<[u8; 32]> {
     (presented.len() == 43 && URL_SAFE_NO_PAD.decode(presented).is_ok())
-        .then(|| OidcTokenDigest::sha256(presented.as_bytes()))
+        .then(|| crate::crypto::sha256(presented.as_bytes()))
+}
+
+/// A presented access or refresh token's digest.
+pub fn token_digest(presented: &str) -> Option<OidcTokenDigest> {
+    presented_digest(presented).map(OidcTokenDigest::new)
 }
 
 /// The room's state, one per process.
@@ -332,7 +338,7 @@ impl Oidc {
         form: &token::TokenForm,
         now: DateTime<Utc>,
     ) -> TokenResult<Tokens> {
-        let Some(code) = form.code.as_deref().and_then(token_digest) else {
+        let Some(code) = form.code.as_deref().and_then(presented_digest) else {
             return Ok(Err(TokenError::InvalidRequest(
                 "code is missing or malformed",
             )
@@ -342,7 +348,7 @@ impl Oidc {
             return Ok(Err(TokenError::InvalidClient("unknown client").into()));
         };
         let exchange = Exchange {
-            code: OidcCodeDigest::new(*code.as_bytes()),
+            code: OidcCodeDigest::new(code),
             app_id: app.id,
             client_id: client.client_id.as_str().to_string(),
             redirect_uri: form.redirect_uri.clone(),
@@ -351,9 +357,10 @@ impl Oidc {
             ring: self.ring(context).await?,
         };
         let idle = self.session_idle(context);
+        let live = context.live.clone();
         let granted = context
             .db
-            .run(move |conn| exchange_in(conn, exchange, now, idle))
+            .run(move |conn| exchange_in(conn, exchange, &live, now, idle))
             .await?;
         Ok(self.granted(context, granted))
     }
@@ -508,54 +515,59 @@ impl Oidc {
     }
 }
 
+/// A code exchange that went through, before its ID token is signed.
+struct Exchanged {
+    code: rows::CodeRow,
+    member: Member,
+    access: String,
+    refresh: Option<String>,
+}
+
 /// The code exchange, in one transaction: the code is locked, so a second exchange of it
-/// waits and then finds it used (and revokes what the first issued).
+/// waits and then finds it used (and revokes what the first issued). The ID token is signed
+/// after the commit, with nothing locked. The member comes from the session cache when it
+/// has them (a deactivation has deleted their sessions, and with them this code).
 fn exchange_in(
     conn: &mut diesel::PgConnection,
     exchange: Exchange,
+    live: &Live,
     now: DateTime<Utc>,
     idle: chrono::Duration,
 ) -> Result<Granted, OidcError> {
     use diesel::Connection as _;
-    let refused = |why| Ok(Granted::Refused(TokenError::InvalidGrant(why), None));
-    let outcome = conn.transaction(|conn| -> Result<Granted, OidcError> {
+    let refused = |why, email| Ok(Err(Granted::Refused(TokenError::InvalidGrant(why), email)));
+    let outcome = conn.transaction(|conn| -> Result<Result<Exchanged, Granted>, OidcError> {
         let Some(code) = rows::lock_code(conn, &exchange.code)? else {
-            return refused("the code is not valid");
+            return refused("the code is not valid", None);
         };
-        let email = crate::models::member::find(conn, code.member_id)?;
-        let email_text = email.as_ref().map(|m| m.email.as_str().to_string());
+        let member = match live.cache().member(code.member_id) {
+            Some(member) => Some(member),
+            None => crate::models::member::find(conn, code.member_id)?,
+        };
+        let email = member.as_ref().map(|m| m.email.as_str().to_string());
         if code.app_id != exchange.app_id {
-            return Ok(Granted::Refused(
-                TokenError::InvalidGrant("the code was issued to another client"),
-                email_text,
-            ));
+            return refused("the code was issued to another client", email);
         }
         if code.used_at.is_some() {
             let revoked = rows::revoke_family(conn, code.id)?;
             let mut row = NewAuditRow::new(AuditEvent::OidcCodeReused).detail(format!(
                 "a code was presented again; {revoked} token(s) issued from it revoked"
             ));
-            if let Some(email) = &email_text {
+            if let Some(email) = &email {
                 row = row.email(email);
             }
             row.insert(conn)?;
-            return Ok(Granted::Replayed(
+            return Ok(Err(Granted::Replayed(
                 TokenError::InvalidGrant("the code was already used"),
-                email_text,
+                email,
                 code.id,
-            ));
+            )));
         }
         if code.expires_at <= now {
-            return Ok(Granted::Refused(
-                TokenError::InvalidGrant("the code has expired"),
-                email_text,
-            ));
+            return refused("the code has expired", email);
         }
         if exchange.redirect_uri.as_deref() != Some(code.redirect_uri.as_str()) {
-            return Ok(Granted::Refused(
-                TokenError::InvalidGrant("redirect_uri differs from the authorization request"),
-                email_text,
-            ));
+            return refused("redirect_uri differs from the authorization request", email);
         }
         let verified = match (&code.code_challenge, &exchange.verifier) {
             (Some(challenge), Some(verifier)) => {
@@ -565,16 +577,13 @@ fn exchange_in(
             _ => false,
         };
         if !verified {
-            return Ok(Granted::Refused(
-                TokenError::InvalidGrant("the code_verifier does not match"),
-                email_text,
-            ));
+            return refused("the code_verifier does not match", email);
         }
-        let Some(member) = email.filter(|m| m.active) else {
-            return refused("the member can no longer sign in");
+        let Some(member) = member.filter(|m| m.active) else {
+            return refused("the member can no longer sign in", email);
         };
         if code.session_expires_at <= now {
-            return refused("the sign-in this code was issued in has ended");
+            return refused("the sign-in this code was issued in has ended", email);
         }
         rows::mark_code_used(conn, code.id, now)?;
         let scopes = Scopes::parse(&code.scope);
@@ -588,30 +597,41 @@ fn exchange_in(
             now,
             idle,
         )?;
-        let amr: Vec<String> = code.amr.iter().flatten().cloned().collect();
-        let id_token = IdToken {
-            iss: &exchange.issuer,
-            sub: claims::subject(&member),
-            aud: &exchange.client_id,
-            exp: (now + ID_TOKEN_LIFETIME).timestamp(),
-            iat: now.timestamp(),
-            auth_time: code.auth_time.timestamp(),
-            nonce: code.nonce.as_deref(),
-            amr: &amr,
-            sid: &code.sid,
-            member: MemberClaims::of(&member, scopes),
-        };
-        let signed = exchange.ring.current()?.sign("JWT", &id_token)?;
-        Ok(Granted::Tokens(Tokens {
-            access_token: access,
-            token_type: "Bearer",
-            expires_in: ACCESS_LIFETIME.num_seconds(),
-            id_token: Some(signed),
-            refresh_token: refresh,
-            scope: code.scope,
+        Ok(Ok(Exchanged {
+            code,
+            member,
+            access,
+            refresh,
         }))
-    });
-    outcome
+    })?;
+    let exchanged = match outcome {
+        Ok(exchanged) => exchanged,
+        Err(granted) => return Ok(granted),
+    };
+    let code = &exchanged.code;
+    let scopes = Scopes::parse(&code.scope);
+    let amr: Vec<String> = code.amr.iter().flatten().cloned().collect();
+    let id_token = IdToken {
+        iss: &exchange.issuer,
+        sub: claims::subject(&exchanged.member),
+        aud: &exchange.client_id,
+        exp: (now + ID_TOKEN_LIFETIME).timestamp(),
+        iat: now.timestamp(),
+        auth_time: code.auth_time.timestamp(),
+        nonce: code.nonce.as_deref(),
+        amr: &amr,
+        sid: &code.sid,
+        member: MemberClaims::of(&exchanged.member, scopes),
+    };
+    let signed = exchange.ring.current()?.sign("JWT", &id_token)?;
+    Ok(Granted::Tokens(Tokens {
+        access_token: exchanged.access,
+        token_type: "Bearer",
+        expires_in: ACCESS_LIFETIME.num_seconds(),
+        id_token: Some(signed),
+        refresh_token: exchanged.refresh,
+        scope: exchanged.code.scope,
+    }))
 }
 
 /// A new access token, and a refresh token when `offline_access` was granted.

@@ -59,9 +59,11 @@ pub fn spawn(oidc: Arc<Oidc>, db: Db, live: Live, settings: Settings) {
             settings: &settings,
         };
         if let Err(err) = oidc.ring(first).await {
-            log::warn!("reading the OpenID Connect signing keys: {err}");
+            if !live.cache().is_closing() {
+                log::warn!("reading the OpenID Connect signing keys: {err}");
+            }
         }
-        loop {
+        while !live.cache().is_closing() {
             let context = Context {
                 db: &db,
                 live: &live,
@@ -86,7 +88,9 @@ async fn send_due(oidc: &Oidc, context: Context<'_>, client: &reqwest::Client) -
     let due = match due {
         Ok(due) => due,
         Err(err) => {
-            log::debug!("reading the back-channel logout outbox: {err}");
+            if !context.live.cache().is_closing() {
+                log::warn!("reading the back-channel logout outbox: {err}");
+            }
             return None;
         }
     };

@@ -412,23 +412,33 @@ pub async fn userinfo(
     }
 }
 
+/// The authenticated app and the token it asks about (introspection, revocation), or the
+/// answer that refuses the request.
+async fn app_and_token(
+    req: &HttpRequest,
+    state: &AppState,
+    form: TokenForm,
+) -> Result<(AppRule, String), HttpResponse> {
+    let app = authenticated(req, state, &form).await?;
+    let presented = form
+        .token
+        .ok_or_else(|| token_error(&TokenError::InvalidRequest("token is missing")))?;
+    Ok((app, presented))
+}
+
 /// `POST /oidc/introspect` (RFC 7662): only the app's own tokens are active to it.
 pub async fn introspect(
     req: HttpRequest,
     state: web::Data<AppState>,
     form: web::Form<TokenForm>,
 ) -> HttpResponse {
-    let form = form.into_inner();
-    let app = match authenticated(&req, &state, &form).await {
-        Ok(app) => app,
+    let (app, presented) = match app_and_token(&req, &state, form.into_inner()).await {
+        Ok(asked) => asked,
         Err(response) => return response,
-    };
-    let Some(presented) = form.token.as_deref() else {
-        return token_error(&TokenError::InvalidRequest("token is missing"));
     };
     let found = state
         .oidc
-        .any_token(context(&state), presented, Utc::now().timestamp())
+        .any_token(context(&state), &presented, Utc::now().timestamp())
         .await;
     match found {
         Ok(Some((token, member))) if token.app_id == app.id => {
@@ -464,15 +474,11 @@ pub async fn revoke(
     state: web::Data<AppState>,
     form: web::Form<TokenForm>,
 ) -> HttpResponse {
-    let form = form.into_inner();
-    let app = match authenticated(&req, &state, &form).await {
-        Ok(app) => app,
+    let (app, presented) = match app_and_token(&req, &state, form.into_inner()).await {
+        Ok(asked) => asked,
         Err(response) => return response,
     };
-    let Some(presented) = form.token.as_deref() else {
-        return token_error(&TokenError::InvalidRequest("token is missing"));
-    };
-    match state.oidc.revoke(context(&state), &app, presented).await {
+    match state.oidc.revoke(context(&state), &app, &presented).await {
         Ok(()) => HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .finish(),

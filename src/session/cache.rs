@@ -429,6 +429,13 @@ impl LiveCache {
     /// connection then is not reported as a fault.
     pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
+        // The outbox's sender waits on this; it ends too.
+        self.logouts_owed.notify_one();
+    }
+
+    /// Whether the server is stopping (background work then ends quietly).
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     fn counted<T>(&self, found: Option<T>) -> Option<T> {
