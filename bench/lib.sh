@@ -294,10 +294,15 @@ pg_ticks() {
   proc_ticks "$postmaster" $(ps --ppid "$postmaster" -o pid=)
 }
 
+# machine_busy_ticks: the CPU time all processes of the machine spent (user, nice, system; not
+# the interrupts, which the network's softirqs mostly are and no process is charged for), in
+# clock ticks.
+machine_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 }' /proc/stat; }
+
 # bench_results_init: the results table's header (and an empty SQL table).
 bench_results_init() {
   results=$out/results.tsv
-  printf 'name\treq_s\tp50_ms\tp99_ms\trequests\tnon_2xx_3xx\tlatchkey_vmhwm_kb\tloadavg\tlatchkey_cpu_us\tpostgres_cpu_us\tsocket_errors\n' > "$results"
+  printf 'name\treq_s\tp50_ms\tp99_ms\trequests\tnon_2xx_3xx\tlatchkey_vmhwm_kb\tloadavg\tlatchkey_cpu_us\tpostgres_cpu_us\tsocket_errors\twrk_cpu_us\tothers_cpu_pct\n' > "$results"
   : > "$out/sql.tsv"
   script_args=()
   bench_hook=
@@ -308,9 +313,11 @@ bench_results_init() {
 # bench_hook names a function, it is called with `warmup` before the warm-up and with `run`
 # before the measured run (it may change script_args). Besides wrk's numbers, each row has the
 # CPU time the latchkey process and the PostgreSQL cluster spent per request of the measured
-# run (µs, user + system, from /proc).
+# run (µs, user + system, from /proc), what wrk itself spent per request, and the share of the
+# machine (all its cores) that everything else took meanwhile: other people's builds, say.
 bench() {
-  local name=$1 url=$2 load lk_t pg_t rps p50 p99 n bad sock
+  local name=$1 url=$2 load lk_t pg_t all_t started wall wrk_cpu rps p50 p99 n bad sock
+  local TIMEFORMAT='%U %S'
   shift 2
   if [ -n "$bench_hook" ]; then "$bench_hook" warmup; fi
   log "wrk: $name ($connections connections, $duration)"
@@ -319,15 +326,24 @@ bench() {
   load=$(cut -d' ' -f1 /proc/loadavg)
   lk_t=$(proc_ticks "$lk_pid")
   pg_t=$(pg_ticks)
-  wrk -t"$threads" -c"$connections" -d"$duration" --latency "$@" "$url" "${script_args[@]}" > "$out/$name.txt"
+  all_t=$(machine_busy_ticks)
+  started=$(date +%s.%N)
+  { time wrk -t"$threads" -c"$connections" -d"$duration" --latency "$@" "$url" "${script_args[@]}" > "$out/$name.txt"; } 2> "$out/$name.stderr"
+  wall=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')
   lk_t=$(( $(proc_ticks "$lk_pid") - lk_t ))
   pg_t=$(( $(pg_ticks) - pg_t ))
+  all_t=$(( $(machine_busy_ticks) - all_t ))
+  wrk_cpu=$(tail -1 "$out/$name.stderr")
+  sed '$d' "$out/$name.stderr" >&2
   read -r rps p50 p99 n bad sock < <(wrk_summary "$out/$name.txt")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$n" "$bad" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$n" "$bad" \
     "$(vm_hwm "$lk_pid")" "$load" \
-    "$(awk -v t="$lk_t" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')" \
-    "$(awk -v t="$pg_t" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.1f", n ? t / hz * 1e6 / n : 0 }')" \
-    "$sock" >> "$results"
+    "$(awk -v lk="$lk_t" -v pg="$pg_t" -v all="$all_t" -v wrk="$wrk_cpu" -v wall="$wall" \
+         -v hz="$(getconf CLK_TCK)" -v cores="$(nproc)" -v n="$n" -v sock="$sock" 'BEGIN {
+         split(wrk, w, " "); per = n ? 1e6 / n : 0
+         others = all / hz - lk / hz - pg / hz - (w[1] + w[2])
+         printf "%.1f\t%.1f\t%d\t%.1f\t%.0f", lk / hz * per, pg / hz * per, sock, (w[1] + w[2]) * per,
+           (others > 0 ? 100 * others / (wall * cores) : 0) }')" >> "$results"
 }
 
 # sql_per_request NAME: the statements the latchkey database ran since the last reset, per

@@ -40,10 +40,12 @@ for r in rows.values():
     lines.append(
         f"| {r['name']} | {r['req_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['requests']} "
         f"| {r['non_2xx_3xx']} | {peak} | {r['loadavg']} | {r.get('latchkey_cpu_us') or '-'} "
-        f"| {r.get('postgres_cpu_us') or '-'} | {r.get('socket_errors') or '0'} |"
+        f"| {r.get('postgres_cpu_us') or '-'} | {r.get('wrk_cpu_us') or '-'} | {r.get('others_cpu_pct') or '-'} "
+        f"| {r.get('socket_errors') or '0'} |"
     )
-lines[0] += " latchkey CPU µs/request | PostgreSQL CPU µs/request | socket errors |"
-lines[1] += "---:|---:|---:|"
+lines[0] += (" latchkey CPU µs/request | PostgreSQL CPU µs/request | wrk CPU µs/request "
+             "| others' CPU, % of the machine | socket errors |")
+lines[1] += "---:|---:|---:|---:|---:|"
 
 login = rps("get_login")
 peak = int(hwm) / 1024

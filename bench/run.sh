@@ -146,7 +146,7 @@ load=$(cut -d' ' -f1 /proc/loadavg)
 pg_tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out/pgbench.txt" | tail -1)
 read -r pg_n pg_p50 pg_p99 < <(cat "$out"/pgbench/pgbench.* | awk '{ print $3 }' | sort -n | awk '
   { v[NR] = $1 } END { printf "%d %.2f %.2f\n", NR, v[int(NR * 0.50)] / 1000, v[int(NR * 0.99)] / 1000 }')
-printf 'pgbench_select_only\t%.0f\t%s\t%s\t%s\t0\t-\t%s\t-\t-\t0\n' "$pg_tps" "$pg_p50" "$pg_p99" "$pg_n" "$load" >> "$results"
+printf 'pgbench_select_only\t%.0f\t%s\t%s\t%s\t0\t-\t%s\t-\t-\t0\t-\t-\n' "$pg_tps" "$pg_p50" "$pg_p99" "$pg_n" "$load" >> "$results"
 rm -rf "$out/pgbench"
 mkdir -p "$out/pgbench"
 chmod 755 "$out/pgbench"
@@ -156,7 +156,7 @@ load=$(cut -d' ' -f1 /proc/loadavg)
 pg_tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out/pgbench-prepared.txt" | tail -1)
 read -r pg_n pg_p50 pg_p99 < <(cat "$out"/pgbench/pgbench.* | awk '{ print $3 }' | sort -n | awk '
   { v[NR] = $1 } END { printf "%d %.2f %.2f\n", NR, v[int(NR * 0.50)] / 1000, v[int(NR * 0.99)] / 1000 }')
-printf 'pgbench_select_only_prepared\t%.0f\t%s\t%s\t%s\t0\t-\t%s\t-\t-\t0\n' "$pg_tps" "$pg_p50" "$pg_p99" "$pg_n" "$load" >> "$results"
+printf 'pgbench_select_only_prepared\t%.0f\t%s\t%s\t%s\t0\t-\t%s\t-\t-\t0\t-\t-\n' "$pg_tps" "$pg_p50" "$pg_p99" "$pg_n" "$load" >> "$results"
 rm -rf "$out/pgbench"
 
 final_hwm=$(vm_hwm "$lk_pid")
