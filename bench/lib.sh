@@ -176,9 +176,11 @@ bench_machine() {
     echo "ram: $(free -h | awk '/^Mem:/ { print $2 }')"
     echo "kernel: $(uname -r)"
     echo "rustc: $(rustc --version 2>/dev/null || echo '-')"
-    echo "latchkey: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src templates 2>/dev/null || echo ' (+ uncommitted changes)')"
     if [ -n "${LATCHKEY_BIN:-}" ]; then
-      echo "latchkey binary: $LATCHKEY_BIN, given (not built from this tree), sha256 $(sha256sum < "$lk_bin" | cut -c1-16)"
+      echo "latchkey: the binary $LATCHKEY_BIN (given, not built here; sha256 $(sha256sum < "$lk_bin" | cut -c1-16), modified $(date -u -r "$lk_bin" '+%Y-%m-%d %H:%M UTC'))"
+      echo "bench scripts: $(git rev-parse --short HEAD 2>/dev/null)"
+    else
+      echo "latchkey: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src templates 2>/dev/null || echo ' (+ uncommitted changes)')"
     fi
     echo "postgresql: $("$(pg_bin)/postgres" --version)"
     echo "wrk: $(wrk -v 2>&1 | head -1 | awk '{ print $2 }')"
