@@ -2,15 +2,9 @@
 # the configuration `latchkey apps proxy-config` prints, against the same app through the same
 # proxy unprotected. The app is nginx answering `return 200`; both sites live in one proxy
 # process, so the two runs differ only by the check. Needs from run.sh: $out, $repo, $base,
-# $jar, $pg, $secret, bench(), sql_reset, sql_per_request.
+# $jar, $pg, $secret, and from bench/lib.sh lk_cli, bench, sql_reset, sql_per_request.
 
 # shellcheck shell=bash
-
-# The command line against the benchmark's Latchkey.
-lk_cli() {
-  DATABASE_URL="$pg/latchkey" LATCHKEY_SECRET_KEY="$secret" LATCHKEY_DATA_DIR="$out/run/cli" RUST_LOG=warn \
-    "$repo/target/release/latchkey" "$@"
-}
 
 traefik_binary() {
   local dir

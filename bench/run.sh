@@ -8,8 +8,12 @@
 #   - an app (nginx `return 200`) behind nginx, Caddy and Traefik with the configuration
 #     `latchkey apps proxy-config` prints, against the same app through the same proxy
 #     unprotected (bench/proxies.sh), with the SQL Latchkey ran per protected request;
-#   - the SQL statements PostgreSQL ran (pg_stat_statements) during the signed-in GET / and
-#     GET /auth/check runs, per request: the session cache should make it zero;
+#   - OpenID Connect (bench/oidc.sh): the code exchange (POST /oidc/token, confidential client,
+#     client_secret_basic, codes seeded in oidc_codes) and GET /oidc/userinfo with a bearer
+#     token, with the SQL statements per exchange;
+#   - the SQL statements PostgreSQL ran (pg_stat_statements) during the signed-in GET /,
+#     GET /auth/check and userinfo runs, per request: the session cache should make it zero;
+#   - the CPU time the latchkey process and the PostgreSQL cluster spent per request (/proc);
 #   - the references in the same run: `pgbench -S` (simple and `-M prepared` protocol) on the
 #     same PostgreSQL at the same concurrency, and a bare actix-web handler (bench/bare) for
 #     GET /login.
@@ -18,7 +22,9 @@
 # Results: target/bench/results.md (+ raw wrk/pgbench output); BENCHMARKS.md discusses them.
 #
 # Settings: BENCH_DURATION (15s), BENCH_CONNECTIONS (64), BENCH_THREADS (2),
-#           BENCH_AUDIT_ROWS (1000000).
+#           BENCH_AUDIT_ROWS (1000000), BENCH_OIDC_CODE_RATE (6000, codes seeded per second
+#           of exchange run), LATCHKEY_BIN (a latchkey binary to measure instead of building
+#           one; the bare reference is still built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -32,15 +38,9 @@ repo=$PWD
 out=$repo/target/bench
 admin=bench@example.org
 
-for tool in curl python3 psql pgbench; do
-  command -v "$tool" >/dev/null || die "$tool is missing (apt-get install -y curl python3 postgresql-client postgresql-contrib)"
-done
-if ! command -v wrk >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q wrk; else die "wrk is missing: apt-get install -y wrk"; fi
-fi
-
-log "building the release binaries"
-cargo build --release --locked --bin latchkey
+bench_tools curl python3 psql pgbench
+bench_latchkey_bin
+log "building the bare actix-web reference"
 cargo build --release --locked --manifest-path bench/bare/Cargo.toml --target-dir bench/bare/target
 
 rm -rf "$out"
@@ -49,73 +49,23 @@ chmod 755 "$out" "$out/pgbench"
 
 pids=()
 pgdir=$out/pg
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ -f "$pgdir/PG_VERSION" ]; then
-    pg_private_stop "$pgdir"
-    cp "$pgdir/postgres.log" "$out/postgres.log" 2>/dev/null || true
-    rm -rf "$pgdir"
-  fi
-}
-trap cleanup EXIT
+trap bench_cleanup EXIT
 
-{
-  echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "nproc: $(nproc)"
-  echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1)"
-  echo "ram: $(free -h | awk '/^Mem:/ { print $2 }')"
-  echo "kernel: $(uname -r)"
-  echo "rustc: $(rustc --version)"
-  echo "latchkey: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- src templates 2>/dev/null || echo ' (+ uncommitted changes)')"
-  echo "postgresql: $("$(pg_bin)/postgres" --version)"
-  echo "wrk: $(wrk -v 2>&1 | head -1 | awk '{ print $2 }')"
-  echo "pgbench: $(pgbench --version)"
-} > "$out/machine.txt"
-cat "$out/machine.txt" >&2
-
-log "starting a private PostgreSQL"
-pg_port=$(free_port)
-pg_private_init "$pgdir"
-pg_private_start "$pgdir" "$pg_port" "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
-pg=postgres://postgres@127.0.0.1:$pg_port
-psql -X -q "$pg/postgres" -c "CREATE DATABASE latchkey" -c "CREATE DATABASE pgbench"
-psql -X -q "$pg/latchkey" -c "CREATE EXTENSION pg_stat_statements"
-echo "postgresql settings: $(psql -X -At "$pg/postgres" -c "SELECT string_agg(name || '=' || current_setting(name), ' ') FROM pg_settings WHERE name IN ('max_connections', 'shared_buffers', 'fsync', 'synchronous_commit')")" >> "$out/machine.txt"
-
-lk_port=$(free_port)
-secret=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
-base=http://127.0.0.1:$lk_port
-log "starting latchkey on $base"
-(
-  cd "$out/run"
-  exec env -u DATABASE_URL $(env | sed -n 's/^\(LATCHKEY_[A-Z_]*\)=.*/-u \1/p') \
-    DATABASE_URL="$pg/latchkey" \
-    LATCHKEY_BIND="127.0.0.1:$lk_port" \
-    LATCHKEY_SECRET_KEY="$secret" \
-    LATCHKEY_ADMINS="$admin" \
-    LATCHKEY_EMAIL="file:$out/mail" \
-    LATCHKEY_LOGIN_RATE=1000000/1s \
-    LATCHKEY_EMAIL_RATE=1000000/1s \
-    RUST_LOG=info \
-    "$repo/target/release/latchkey" serve
-) > "$out/latchkey.log" 2>&1 &
-lk_pid=$!
-pids+=("$lk_pid")
-wait_http "$base/readyz" 200 60 || die "latchkey did not start; see $out/latchkey.log"
-
-log "signing in once (link from the .eml, confirmed with curl)"
-jar=$out/cookies.txt
-lk_sign_in "$base" "$admin" "$out/mail" "$jar"
-cookie=$(cookie_header "$jar")
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "$base/")" = 200 ] || die "signed-in GET / is not 200"
+bench_machine
+bench_start_pg
+psql -X -q "$pg/postgres" -c "CREATE DATABASE pgbench"
+bench_start_latchkey
+bench_sign_in
 
 # The apps, registered with the real command line before the audit is seeded: the seeded rows
 # carry no real chain, and the command line refuses to sign a checkpoint over them.
 # shellcheck source=bench/proxies.sh
 . bench/proxies.sh
+# shellcheck source=bench/oidc.sh
+. bench/oidc.sh
 lk_cli apps add wiki https://wiki.bench.test --roles admin,member > /dev/null
 register_proxy_apps
+oidc_register
 
 log "seeding login_audit with $audit_rows rows (chain trigger off for the bulk load)"
 seed_started=$(date +%s)
@@ -138,37 +88,7 @@ ANALYZE login_audit;
 SQL
 echo "audit seed: $audit_rows rows in $(( $(date +%s) - seed_started )) s" >> "$out/machine.txt"
 
-# wrk_summary FILE: "req/s p50_ms p99_ms requests non_2xx_3xx" from `wrk --latency` output.
-wrk_summary() {
-  awk '
-    function ms(v) {
-      if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-      if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-      if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
-      return v
-    }
-    /^ +50%/ { p50 = ms($2) } /^ +99%/ { p99 = ms($2) }
-    /requests in/ { n = $1 } /Non-2xx or 3xx/ { bad = $5 } /^Requests\/sec/ { rps = $2 }
-    END { printf "%.0f %.2f %.2f %d %d\n", rps, p50, p99, n, bad }' "$1"
-}
-
-results=$out/results.tsv
-printf 'name\treq_s\tp50_ms\tp99_ms\trequests\tnon_2xx_3xx\tlatchkey_vmhwm_kb\tloadavg\n' > "$results"
-
-# bench NAME URL [wrk options...]: a short warm-up, then the measured run. The array
-# script_args, when set, goes after the URL (arguments for a wrk Lua script).
-script_args=()
-bench() {
-  local name=$1 url=$2
-  shift 2
-  log "wrk: $name ($connections connections, $duration)"
-  wrk -t"$threads" -c"$connections" -d3s "$@" "$url" "${script_args[@]}" > /dev/null
-  local load
-  load=$(cut -d' ' -f1 /proc/loadavg)
-  wrk -t"$threads" -c"$connections" -d"$duration" --latency "$@" "$url" "${script_args[@]}" > "$out/$name.txt"
-  read -r rps p50 p99 n bad < <(wrk_summary "$out/$name.txt")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$n" "$bad" "$(vm_hwm "$lk_pid")" "$load" >> "$results"
-}
+bench_results_init
 
 log "bare actix-web reference"
 bare_port=$(free_port)
@@ -180,19 +100,6 @@ wait_http "http://127.0.0.1:$bare_port/" 200 20 || die "the bare server did not 
 bench bare_actix_get "http://127.0.0.1:$bare_port/"
 bare_hwm=$(vm_hwm "$bare_pid")
 kill "$bare_pid"
-
-# sql_per_request NAME: the statements the latchkey database ran since the last reset, per
-# request of the run NAME (everything counts: the listener's heartbeat, the dashboard's
-# few-seconds numbers, the sweeper), and the busiest statements, into $out/sql-NAME.txt.
-sql_reset() { psql -X -q -At "$pg/latchkey" -c "SELECT pg_stat_statements_reset()" > /dev/null; }
-sql_per_request() {
-  local name=$1 requests calls
-  requests=$(awk -F'\t' -v n="$name" '$1 == n { print $5 }' "$results")
-  psql -X -At -F $'\t' "$pg/latchkey" -c "SELECT calls, left(regexp_replace(query, '\s+', ' ', 'g'), 100) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'latchkey') AND query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC LIMIT 8" > "$out/sql-$name.txt"
-  calls=$(awk -F'\t' '{ s += $1 } END { print s + 0 }' "$out/sql-$name.txt")
-  printf '%s\t%s\t%s\n' "$name" "$calls" "$requests" >> "$out/sql.tsv"
-}
-: > "$out/sql.tsv"
 
 bench get_login "$base/login"
 # Fill the session cache (and the dashboard's numbers) before counting.
@@ -212,6 +119,9 @@ sql_per_request get_auth_check_signed_in
 
 # The same check through each real proxy, as printed, against the app unprotected.
 bench_proxies
+
+# OpenID Connect (issue #24): the code exchange and userinfo (bench/oidc.sh).
+bench_oidc
 
 bench get_audit_by_email "$base/audit?email=user42%40example.org" -H "Cookie: $cookie"
 bench get_audit_by_event "$base/audit?event=signed_in" -H "Cookie: $cookie"
@@ -236,7 +146,7 @@ load=$(cut -d' ' -f1 /proc/loadavg)
 pg_tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out/pgbench.txt" | tail -1)
 read -r pg_n pg_p50 pg_p99 < <(cat "$out"/pgbench/pgbench.* | awk '{ print $3 }' | sort -n | awk '
   { v[NR] = $1 } END { printf "%d %.2f %.2f\n", NR, v[int(NR * 0.50)] / 1000, v[int(NR * 0.99)] / 1000 }')
-printf 'pgbench_select_only\t%.0f\t%s\t%s\t%s\t0\t-\t%s\n' "$pg_tps" "$pg_p50" "$pg_p99" "$pg_n" "$load" >> "$results"
+printf 'pgbench_select_only\t%.0f\t%s\t%s\t%s\t0\t-\t%s\t-\t-\t0\t-\t-\n' "$pg_tps" "$pg_p50" "$pg_p99" "$pg_n" "$load" >> "$results"
 rm -rf "$out/pgbench"
 mkdir -p "$out/pgbench"
 chmod 755 "$out/pgbench"
@@ -246,7 +156,7 @@ load=$(cut -d' ' -f1 /proc/loadavg)
 pg_tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$out/pgbench-prepared.txt" | tail -1)
 read -r pg_n pg_p50 pg_p99 < <(cat "$out"/pgbench/pgbench.* | awk '{ print $3 }' | sort -n | awk '
   { v[NR] = $1 } END { printf "%d %.2f %.2f\n", NR, v[int(NR * 0.50)] / 1000, v[int(NR * 0.99)] / 1000 }')
-printf 'pgbench_select_only_prepared\t%.0f\t%s\t%s\t%s\t0\t-\t%s\n' "$pg_tps" "$pg_p50" "$pg_p99" "$pg_n" "$load" >> "$results"
+printf 'pgbench_select_only_prepared\t%.0f\t%s\t%s\t%s\t0\t-\t%s\t-\t-\t0\t-\t-\n' "$pg_tps" "$pg_p50" "$pg_p99" "$pg_n" "$load" >> "$results"
 rm -rf "$out/pgbench"
 
 final_hwm=$(vm_hwm "$lk_pid")
