@@ -7,10 +7,8 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
-use diesel::Connection as _;
 use serde::Serialize;
 
-use crate::db::{DbError, DbFailure};
 use crate::domain::app_origin::AppOrigin;
 use crate::domain::email_address::EmailAddress;
 use crate::domain::group_name::GroupName;
@@ -19,10 +17,8 @@ use crate::domain::oidc::RedirectUri;
 use crate::domain::role::Role;
 use crate::forward_auth::proxy_config::{self, AppUpstream, Upstream};
 use crate::middleware::guard::CurrentMember;
-use crate::models::app::{self as app_rows, Access, App, AppEntry, AppError, OidcClient};
-use crate::models::member::Member;
-use crate::models::oidc::{self as oidc_rows, Registration, SecretError};
-use crate::session::cache::Live;
+use crate::models::app::{Access, App, AppEntry, AppError, OidcClient};
+use crate::models::oidc::Registration;
 use crate::state::AppState;
 use crate::team::apps;
 use crate::web::errors::{PageError, PageResult};
@@ -383,7 +379,20 @@ pub async fn add(
             return finish(&req, &state, Ok(outcome)).await;
         }
     };
-    let result = add_app(&state.live, &viewer, typed.name.clone(), parsed).await;
+    let Parsed {
+        origin,
+        access,
+        registration,
+    } = parsed;
+    let result = apps::add_with_registration(
+        &state.live,
+        &viewer,
+        typed.name.clone(),
+        origin,
+        access,
+        registration,
+    )
+    .await;
     let outcome = match result {
         Ok((app, None)) => Ok(Outcome {
             notice: Some(format!("Added {} ({}).", app.name, app.origin())),
@@ -410,38 +419,6 @@ pub async fn add(
     finish(&req, &state, outcome).await
 }
 
-/// Saves a new app and, for an OpenID Connect app, its registration, in one transaction: a
-/// registration that fails leaves no app behind.
-async fn add_app(
-    live: &Live,
-    admin: &Member,
-    name: String,
-    parsed: Parsed,
-) -> Result<(App, Option<oidc_rows::Registered>), AppError> {
-    let Parsed {
-        origin,
-        access,
-        registration,
-    } = parsed;
-    let Some(registration) = registration else {
-        let app = apps::add(live, admin, name, origin, access).await?;
-        return Ok((app, None));
-    };
-    let admin = admin.clone();
-    let added = live
-        .db()
-        .run(move |conn| {
-            conn.transaction(|conn| {
-                let app = app_rows::add(conn, &name, &origin, &access, &admin)?;
-                let registered = oidc_rows::register(conn, app.id, &registration, &admin)?;
-                Ok((app, Some(registered)))
-            })
-        })
-        .await;
-    live.cache().forget_apps();
-    added
-}
-
 pub async fn change(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -464,9 +441,23 @@ pub async fn change(
             return finish(&req, &state, Ok(outcome)).await;
         }
     };
-    let result = change_app(&state.live, &viewer, id, typed.name, parsed).await;
+    let Parsed {
+        origin,
+        access,
+        registration,
+    } = parsed;
+    let result = apps::change_with_registration(
+        &state.live,
+        &viewer,
+        id,
+        typed.name,
+        origin,
+        access,
+        registration,
+    )
+    .await;
     let outcome = match result {
-        Ok(Changed {
+        Ok(apps::Changed {
             app,
             credentials: Some(registered),
         }) => Ok(Outcome {
@@ -480,78 +471,13 @@ pub async fn change(
             status: Some(StatusCode::OK),
             ..Outcome::default()
         }),
-        Ok(Changed { app, .. }) => Ok(Outcome {
+        Ok(apps::Changed { app, .. }) => Ok(Outcome {
             notice: Some(format!("Saved {} ({}).", app.name, app.origin())),
             ..Outcome::default()
         }),
         Err(err) => refusal(err, Typed::default()),
     };
     finish(&req, &state, outcome).await
-}
-
-/// What a change saved, and the client's credentials when they are news to the admin: an app
-/// that became an OpenID Connect client, or a client that got a secret (it was public).
-struct Changed {
-    app: App,
-    credentials: Option<oidc_rows::Registered>,
-}
-
-/// Changes an app and, when the form carried one, its OpenID Connect registration, in one
-/// transaction: a registration the form left as it was is not written again (nor audited).
-async fn change_app(
-    live: &Live,
-    admin: &Member,
-    id: AppId,
-    name: String,
-    parsed: Parsed,
-) -> Result<Changed, AppError> {
-    let Parsed {
-        origin,
-        access,
-        registration,
-    } = parsed;
-    let Some(registration) = registration else {
-        let (app, _) = apps::change(live, admin, id, name, origin, access).await?;
-        return Ok(Changed {
-            app,
-            credentials: None,
-        });
-    };
-    let admin = admin.clone();
-    let changed = live
-        .db()
-        .run(move |conn| {
-            conn.transaction(|conn| {
-                let (app, _) = app_rows::update(conn, id, &name, &origin, &access, &admin)?;
-                let before = app.oidc();
-                if before
-                    .as_ref()
-                    .is_some_and(|client| registers_as(client, &registration))
-                {
-                    return Ok(Changed {
-                        app,
-                        credentials: None,
-                    });
-                }
-                let registered = oidc_rows::register(conn, app.id, &registration, &admin)?;
-                let news = before.is_none() || registered.new_secret.is_some();
-                Ok(Changed {
-                    app,
-                    credentials: news.then_some(registered),
-                })
-            })
-        })
-        .await;
-    live.cache().forget_apps();
-    changed
-}
-
-/// Whether `client` is registered as `registration` says already.
-fn registers_as(client: &OidcClient, registration: &Registration) -> bool {
-    client.is_public() == registration.public
-        && client.redirect_uris == registration.redirect_uris
-        && client.post_logout_redirect_uris == registration.post_logout_redirect_uris
-        && client.backchannel_logout_uri == registration.backchannel_logout_uri
 }
 
 pub async fn remove(
@@ -578,51 +504,6 @@ pub async fn remove(
     finish(&req, &state, outcome).await
 }
 
-/// Why a new secret was not made.
-#[derive(Debug, thiserror::Error)]
-enum RotateError {
-    #[error("no such app")]
-    NotFound,
-    /// Not an OpenID Connect app, or a public client (which has no secret).
-    #[error("{0}")]
-    Refused(String),
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-impl From<diesel::result::Error> for RotateError {
-    fn from(err: diesel::result::Error) -> Self {
-        RotateError::Db(DbError::from(err))
-    }
-}
-
-impl DbFailure for RotateError {
-    fn is_database_failure(&self) -> bool {
-        matches!(self, RotateError::Db(_))
-    }
-}
-
-/// The app `id`, and a new secret for it (`models::oidc::rotate_secret`, audited
-/// `app_secret_rotated` with the app's name and never the secret).
-fn rotate_in(
-    conn: &mut diesel::PgConnection,
-    id: AppId,
-    admin: &Member,
-) -> Result<(App, String), RotateError> {
-    conn.transaction(|conn| {
-        let app = app_rows::list(conn)?
-            .into_iter()
-            .map(|entry| entry.app)
-            .find(|app| app.id == id)
-            .ok_or(RotateError::NotFound)?;
-        match oidc_rows::rotate_secret(conn, &app.name, admin) {
-            Ok(secret) => Ok((app, secret)),
-            Err(SecretError::Query(err)) => Err(err.into()),
-            Err(refused) => Err(RotateError::Refused(format!("{refused}."))),
-        }
-    })
-}
-
 /// `POST /apps/{id}/secret`: a new client secret for a confidential OpenID Connect app; the
 /// old one stops working at once, on every instance. The answer shows the new secret this
 /// once (`Cache-Control: no-store`, as every page).
@@ -635,13 +516,7 @@ pub async fn rotate_secret(
     let Some(id) = AppId::parse(&id) else {
         return Err(PageError::NotFound);
     };
-    let rotated = state
-        .live
-        .db()
-        .run(move |conn| rotate_in(conn, id, &viewer))
-        .await;
-    // The apps' rows changed: this instance reads them again now, the others when they hear.
-    state.live.cache().forget_apps();
+    let rotated = apps::rotate_secret(&state.live, &viewer, id).await;
     let outcome = match rotated {
         Ok((app, secret)) => Ok(Outcome {
             credentials: Some(Credentials {
@@ -656,13 +531,13 @@ pub async fn rotate_secret(
             status: Some(StatusCode::OK),
             ..Outcome::default()
         }),
-        Err(RotateError::NotFound) => Err(PageError::NotFound),
-        Err(RotateError::Refused(message)) => Ok(Outcome {
+        Err(apps::RotateError::NotFound) => Err(PageError::NotFound),
+        Err(apps::RotateError::Refused(message)) => Ok(Outcome {
             error: Some(message),
             status: Some(StatusCode::UNPROCESSABLE_ENTITY),
             ..Outcome::default()
         }),
-        Err(RotateError::Db(err)) => Err(err.into()),
+        Err(apps::RotateError::Db(err)) => Err(err.into()),
     };
     finish(&req, &state, outcome).await
 }
