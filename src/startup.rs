@@ -53,6 +53,8 @@ const POOL_SIZE: u32 = 16;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(300);
 /// How long a stop waits for the requests in flight.
 const DRAIN_SECONDS: u64 = 10;
+/// How long a stopping server waits for its queued mail to go out.
+const MAIL_SETTLE: Duration = Duration::from_secs(5);
 
 /// Where the data lives: the configured server, or a private cluster this process runs.
 pub struct Database {
@@ -128,6 +130,8 @@ pub struct Application {
     live: Live,
     /// Signs the last audit checkpoint when the server stops.
     checkpointer: Arc<Checkpointer>,
+    /// Sends what is still queued when the server stops.
+    mailer: Mailer,
 }
 
 impl Application {
@@ -189,6 +193,7 @@ impl Application {
         let oidc = Arc::new(Oidc::new(SigningKeys::new(&keys.signing_key_seal)));
         crate::oidc::outbox::spawn(oidc.clone(), db.clone(), live.clone(), settings.clone());
         let app_live = live.clone();
+        let app_mailer = mailer.clone();
         let signin = SignIn::new(
             db.clone(),
             settings.clone(),
@@ -266,6 +271,7 @@ impl Application {
             database,
             live: app_live,
             checkpointer,
+            mailer: app_mailer,
         })
     }
 
@@ -306,12 +312,20 @@ impl Application {
             database,
             checkpointer,
             live,
+            mailer,
             ..
         } = self;
         let result = server.await;
         // Published (logged, appended to the anchors) by the checkpointer itself.
         if let Err(err) = checkpointer.sign_if_behind().await {
             log::error!("writing the audit checkpoint on shutdown: {err}");
+        }
+        // The links asked for just before the stop, and any alarm the last checkpoint raised.
+        if !mailer.settle(MAIL_SETTLE).await {
+            log::warn!(
+                "stopping with mail still queued (waited {} s)",
+                MAIL_SETTLE.as_secs()
+            );
         }
         // Before the database goes: its listener would report the lost connection as a fault.
         live.cache().close();

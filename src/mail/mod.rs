@@ -274,6 +274,10 @@ pub struct Mailer {
 struct Outcomes {
     sent: AtomicU64,
     failed: AtomicU64,
+    /// Letters handed to the worker, and letters it is done with (sent or given up): a stop
+    /// waits until they are equal.
+    queued: AtomicU64,
+    finished: AtomicU64,
 }
 
 impl fmt::Debug for Mailer {
@@ -341,11 +345,31 @@ impl Mailer {
         self.outcomes.failed.load(Ordering::Relaxed)
     }
 
+    /// Waits, up to `within`, until every queued mail was sent or given up: a stopping server
+    /// still sends the sign-in links asked for just before, and the alarms its last
+    /// checkpoint raised. True when the queue was empty in time.
+    pub async fn settle(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let queued = self.outcomes.queued.load(Ordering::Relaxed);
+            if self.outcomes.finished.load(Ordering::Relaxed) >= queued {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Hands the mail to the worker and returns at once; a mail that cannot be queued is
     /// logged and, for a sign-in mail, audited `link_send_failed`, never the caller's problem.
     pub fn queue(&self, letter: impl Into<Letter>) {
         let (reason, mail) = match self.sender.try_send(letter.into()) {
-            Ok(()) => return,
+            Ok(()) => {
+                self.outcomes.queued.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             Err(mpsc::error::TrySendError::Full(mail)) => ("the mail queue is full", mail),
             Err(mpsc::error::TrySendError::Closed(mail)) => ("the mail worker has stopped", mail),
         };
@@ -377,6 +401,11 @@ impl Worker {
     }
 
     async fn render_and_deliver(&self, letter: Letter) {
+        self.render_and_deliver_one(letter).await;
+        self.outcomes.finished.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn render_and_deliver_one(&self, letter: Letter) {
         let audit = letter.audit();
         match letter.render(&self.org) {
             Ok(mail) => self.deliver(mail).await,
