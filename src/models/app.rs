@@ -578,6 +578,19 @@ impl AppRule {
     }
 }
 
+/// The app that signs in through OpenID Connect as client `client_id`, with its registration.
+pub fn by_client_id<'a>(
+    apps: &'a [AppRule],
+    client_id: &str,
+) -> Option<(&'a AppRule, &'a Arc<OidcClient>)> {
+    apps.iter().find_map(|app| {
+        app.oidc
+            .as_ref()
+            .filter(|client| client.client_id.as_str() == client_id)
+            .map(|client| (app, client))
+    })
+}
+
 /// Every app and who may open it, by name.
 pub fn rules(conn: &mut PgConnection) -> QueryResult<Vec<AppRule>> {
     Ok(list(conn)?

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::domain::oidc::{CodeChallenge, RedirectUri, Scopes};
-use crate::models::app::{AppRule, OidcClient};
+use crate::models::app::{by_client_id, AppRule, OidcClient};
 
 /// The longest `state` or `nonce` kept: apps send 20 to 64 characters.
 const MAX_OPAQUE: usize = 512;
@@ -90,19 +90,14 @@ pub enum Outcome {
 impl Authorize {
     /// Parses a request against the registered apps.
     pub fn parse(params: AuthorizeParams, apps: &[AppRule]) -> Result<Self, Refused> {
-        let Some(app) = params.client_id.as_deref().and_then(|id| {
-            apps.iter().find(|app| {
-                app.oidc
-                    .as_ref()
-                    .is_some_and(|client| client.client_id.as_str() == id)
-            })
-        }) else {
+        let Some((app, client)) = params
+            .client_id
+            .as_deref()
+            .and_then(|id| by_client_id(apps, id))
+        else {
             return Err(Refused::Page("This app is not registered with Latchkey."));
         };
-        // Just found through it.
-        let Some(client) = app.oidc.clone() else {
-            return Err(Refused::Page("This app is not registered with Latchkey."));
-        };
+        let client = client.clone();
         let Some(redirect_uri) = params
             .redirect_uri
             .as_deref()
@@ -290,9 +285,5 @@ pub fn app_of_next<'a>(next: &str, apps: &'a [AppRule]) -> Option<&'a AppRule> {
     let client_id = url::form_urlencoded::parse(query.as_bytes())
         .find(|(name, _)| name == "client_id")
         .map(|(_, value)| value.into_owned())?;
-    apps.iter().find(|app| {
-        app.oidc
-            .as_ref()
-            .is_some_and(|client| client.client_id.as_str() == client_id)
-    })
+    by_client_id(apps, &client_id).map(|(app, _)| app)
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
 use crate::domain::digests::ClientSecretDigest;
-use crate::models::app::AppRule;
+use crate::models::app::{by_client_id, AppRule};
 
 /// The form fields of the three endpoints (each reads what it needs).
 #[derive(Debug, Default, Deserialize)]
@@ -130,12 +130,7 @@ pub fn authenticate<'a>(
     if id.len() > MAX_CREDENTIAL || secret.as_ref().is_some_and(|s| s.len() > MAX_CREDENTIAL) {
         return Err(refused(TokenError::InvalidClient("unknown client"), None));
     }
-    let Some((app, client)) = apps.iter().find_map(|app| {
-        app.oidc
-            .as_ref()
-            .filter(|client| client.client_id.as_str() == id)
-            .map(|client| (app, client))
-    }) else {
+    let Some((app, client)) = by_client_id(apps, &id) else {
         return Err(refused(TokenError::InvalidClient("unknown client"), None));
     };
     let wrong = |why| Err(refused(TokenError::InvalidClient(why), Some(app)));

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::app_access::session_key_digest;
 use crate::domain::oidc::{RedirectUri, Scopes};
 use crate::forward_auth::check::{signed_in, CheckContext};
-use crate::models::app::AppRule;
+use crate::models::app::{by_client_id, AppRule};
 use crate::oidc::authorize::{error_redirect, Authorize, AuthorizeParams, Outcome, Refused};
 use crate::oidc::token::{authenticate, TokenError, TokenForm};
 use crate::oidc::{claims, Context, OidcError, Refusal};
@@ -21,7 +21,7 @@ use crate::state::AppState;
 use crate::web::client::client_info;
 use crate::web::errors::PageError;
 use crate::web::pages::Page;
-use crate::web::redirect::see_other;
+use crate::web::redirect::{onward_page, see_other};
 
 fn context(state: &AppState) -> Context<'_> {
     Context {
@@ -150,24 +150,6 @@ fn error_page(req: &HttpRequest, message: &str) -> HttpResponse {
         .render(req)
 }
 
-/// A redirect to an app that a sign-in form's post may end in: a page of ours that sends the
-/// browser on (the CSP's `form-action 'self'` applies to every redirect of a form post).
-fn on_to_app(req: &HttpRequest, url: &str, app_name: &str) -> HttpResponse {
-    let mut response = Page::new("oidc_continue", "Signed in")
-        .with("url", url)
-        .with("app_name", app_name)
-        .render(req);
-    if let Ok(value) = HeaderValue::from_str(&format!("0; url={url}")) {
-        response
-            .headers_mut()
-            .insert(header::HeaderName::from_static("refresh"), value);
-    }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
 /// `GET /oidc/authorize` (query) and `POST /oidc/authorize` (form).
 pub async fn authorize_get(
     req: HttpRequest,
@@ -231,7 +213,7 @@ async fn authorize_inner(
     // CSP's form-action keeps that post's redirects on Latchkey), whatever the answer.
     let to_app = |url: &str| {
         if came_back {
-            on_to_app(req, url, &request.app.name)
+            onward_page(req, url, &request.app.name)
         } else {
             see_other(url)
         }
@@ -529,13 +511,10 @@ async fn logout_target(
             _ => client_id = Some(audience),
         }
     }
-    let app = client_id.as_deref().and_then(|id| {
-        apps.iter().find(|app| {
-            app.oidc
-                .as_ref()
-                .is_some_and(|c| c.client_id.as_str() == id)
-        })
-    });
+    let app = client_id
+        .as_deref()
+        .and_then(|id| by_client_id(&apps, id))
+        .map(|(app, _)| app);
     if client_id.is_some() && app.is_none() {
         return Err("The sign-out request names an app that is not registered.");
     }
@@ -641,7 +620,7 @@ pub async fn logout(
                 Some(state_param) => uri.with_query(&[("state", state_param)]),
                 None => uri.as_str().to_string(),
             };
-            on_to_app(&req, &url, target.app_name.as_deref().unwrap_or("the app"))
+            onward_page(&req, &url, target.app_name.as_deref().unwrap_or("the app"))
         }
         None => Page::new("oidc_signed_out", "Signed out")
             .with("app_name", &target.app_name)

@@ -45,7 +45,6 @@ const TEMPLATES: &[(&str, &str)] = embedded_templates!(
     "partials/apps.html",
     "partials/back_to_app.html",
     "partials/oidc_error.html",
-    "partials/oidc_continue.html",
     "partials/oidc_logout.html",
     "partials/oidc_signed_out.html",
     "partials/passkeys.html",
