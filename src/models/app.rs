@@ -472,6 +472,14 @@ pub fn remove<'a>(
     })
 }
 
+pub fn find(conn: &mut PgConnection, id: AppId) -> QueryResult<Option<App>> {
+    apps::table
+        .find(id)
+        .select(App::as_select())
+        .first(conn)
+        .optional()
+}
+
 pub fn find_by_name(conn: &mut PgConnection, name: &str) -> QueryResult<Option<App>> {
     apps::table
         .filter(apps::name.eq(name.trim()))

@@ -194,11 +194,7 @@ fn rotate_in(
     admin: &Member,
 ) -> Result<(App, String), RotateError> {
     conn.transaction(|conn| {
-        let app = app::list(conn)?
-            .into_iter()
-            .map(|entry| entry.app)
-            .find(|app| app.id == id)
-            .ok_or(RotateError::NotFound)?;
+        let app = app::find(conn, id)?.ok_or(RotateError::NotFound)?;
         match oidc::rotate_secret(conn, &app.name, admin) {
             Ok(secret) => Ok((app, secret)),
             Err(SecretError::Query(err)) => Err(err.into()),
