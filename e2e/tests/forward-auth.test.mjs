@@ -14,7 +14,8 @@ import { after, before, describe, it } from "node:test";
 
 import { launchBrowser, newContext, screenshot } from "../lib/browser.mjs";
 import { OUT_DIR, REPO, freePort, startLatchkey } from "../lib/latchkey.mjs";
-import { signInParts, startSmtpSink } from "../lib/smtp-sink.mjs";
+import { signInByMail } from "../lib/sign-in.mjs";
+import { startSmtpSink } from "../lib/smtp-sink.mjs";
 
 const NGINX = ["/usr/sbin/nginx", "/usr/bin/nginx"].find((path) => existsSync(path));
 const CADDY = ["/usr/bin/caddy", "/usr/local/bin/caddy"].find((path) => existsSync(path));
@@ -145,20 +146,6 @@ function onLatchkey(url, pathname) {
   return url.host.startsWith("login.lk.localhost") && url.pathname === pathname;
 }
 
-async function signInByMail(page, email) {
-  const since = smtp.messages.length;
-  await page.locator("#email").fill(email);
-  await page.getByRole("button", { name: /email me a sign-in link/i }).click();
-  await page.getByRole("heading", { name: /check your inbox/i }).waitFor();
-  const mail = await smtp.waitFor(
-    (m) => smtp.messages.indexOf(m) >= since && m.to.includes(email) && /\/auth\/verify\?token=/.test(m.text),
-    { description: `sign-in mail to ${email}` },
-  );
-  await page.goto(signInParts(mail).link);
-  await page.getByRole("button", { name: /^sign in$/i }).click();
-  return mail;
-}
-
 for (const proxy of ["nginx", "caddy"]) {
   const binary = proxy === "nginx" ? NGINX : CADDY;
   describe(`forward auth through ${proxy}, configured as printed`, { skip: binary ? false : `${proxy} is not installed (apt-get install -y ${proxy})` }, () => {
@@ -177,7 +164,7 @@ for (const proxy of ["nginx", "caddy"]) {
       await page.waitForURL((url) => onLatchkey(url, "/login"));
       await page.getByRole("heading", { name: new RegExp(`to continue to wiki-${proxy}`) }).waitFor();
       await screenshot(page, `forward-auth-${proxy}-login`);
-      const mail = await signInByMail(page, member);
+      const mail = await signInByMail(page, smtp, member);
       assert.match(mail.text, new RegExp(`to continue to wiki-${proxy}`), "the mail says which app");
       await page.waitForURL(`${apps.wiki}/notes?id=7`);
       const got = await echoed(page);

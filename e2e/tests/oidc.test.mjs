@@ -21,7 +21,8 @@ import * as oidc from "openid-client";
 
 import { launchBrowser, newContext, reports, screenshot } from "../lib/browser.mjs";
 import { OUT_DIR, REPO, freePort, startLatchkey } from "../lib/latchkey.mjs";
-import { signInParts, startSmtpSink } from "../lib/smtp-sink.mjs";
+import { signInByMail } from "../lib/sign-in.mjs";
+import { startSmtpSink } from "../lib/smtp-sink.mjs";
 import { startRelyingParty } from "../oidc/rp.mjs";
 
 const BINARY = process.env.LATCHKEY_BIN ?? join(REPO, "target", "release", "latchkey");
@@ -104,23 +105,6 @@ async function person(label) {
 
 function onLatchkey(url, pathname) {
   return url.origin === app.url && url.pathname === pathname;
-}
-
-/** On Latchkey's sign-in page: asks for a link, opens it and confirms, as a person does. */
-async function signInByMail(page, email, label) {
-  const since = smtp.messages.length;
-  await page.locator("#email").fill(email);
-  await page.getByRole("button", { name: /email me a sign-in link/i }).click();
-  await page.getByRole("heading", { name: /check your inbox/i }).waitFor();
-  const mail = await smtp.waitFor(
-    (m) => smtp.messages.indexOf(m) >= since && m.to.includes(email) && /\/auth\/verify\?token=/.test(m.text),
-    { description: `sign-in mail to ${email}` },
-  );
-  await page.goto(signInParts(mail).link);
-  await page.getByRole("heading", { name: `Sign in as ${email}?` }).waitFor();
-  await screenshot(page, `${label}-confirm`);
-  await page.getByRole("button", { name: /^sign in$/i }).click();
-  return mail;
 }
 
 /**
@@ -217,7 +201,7 @@ describe("openid-client (OpenID Certified) in a small Node app", () => {
     await page.waitForURL((url) => onLatchkey(url, "/login"));
     await page.getByRole("heading", { name: /to continue to notes/ }).waitFor();
     await screenshot(page, "oidc-rp-login");
-    await signInByMail(page, member, "oidc-rp");
+    await signInByMail(page, smtp, member, "oidc-rp");
     await arriveAt(page, `${rp.url}/me`, "oidc-rp-signed-in");
     await screenshot(page, "oidc-rp-signed-in");
     const { claims, userinfo: info } = await shown(page);
@@ -331,7 +315,7 @@ describe("openid-client (OpenID Certified) in a small Node app", () => {
       const { page: outsiderPage } = await person("oidc-rp-denied");
       await outsiderPage.goto(staffRp.url);
       await outsiderPage.waitForURL((url) => onLatchkey(url, "/login"));
-      await signInByMail(outsiderPage, outsider, "oidc-rp-denied");
+      await signInByMail(outsiderPage, smtp, outsider, "oidc-rp-denied");
       // The refusal goes back to the app's redirect URI (RFC 6749 §4.1.2.1), which the
       // library reads as an error response; the app then says it could not sign in.
       await arriveAt(outsiderPage, (url) => url.origin === staffRp.url && url.pathname === "/cb", "oidc-rp-denied");
@@ -445,7 +429,7 @@ describe(
       await page.goto(`${site}/protected/`);
       await page.waitForURL((url) => onLatchkey(url, "/login"));
       await page.getByRole("heading", { name: /to continue to apache-site/ }).waitFor();
-      await signInByMail(page, member, "oidc-apache");
+      await signInByMail(page, smtp, member, "oidc-apache");
       await arriveAt(page, `${site}/protected/`, "oidc-apache-signed-in");
       await screenshot(page, "oidc-apache-protected");
       assert.equal(await page.locator("#user").innerText(), member, errorLog());
